@@ -1,0 +1,251 @@
+"""Command line: parse arguments, call the pipeline, print for people or --json. No logic here."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from contextlib import contextmanager
+from importlib import resources
+from typing import Iterator, Sequence
+
+from . import __version__
+from .errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, BadInput, LauncherError, SpecErrors
+from .expand import to_json_bytes
+from .pipeline import Result, compile_file, compile_text, rendered
+from .ranktable import pd_merge
+from .render import iter_files
+from .schema import schema_text
+from .table import format_table
+
+
+def _write(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+def _warn(result: Result) -> None:
+    for d in result.warnings:
+        print(str(d), file=sys.stderr)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    result = compile_file(args.file)
+    _warn(result)
+    plan = result.plan
+    ranks = sum(i.world_size for i in plan.instances)
+    services = sum(1 for hp in plan.hosts for p in hp.programs if p.kind == "service")
+    if args.json:
+        _write(json.dumps({"file": args.file, "ok": True, "hosts": len(plan.hosts),
+                           "instances": len(plan.instances), "ranks": ranks, "service_processes": services,
+                           "warnings": [str(w) for w in result.warnings]}) + "\n")
+    else:
+        _write(f"{args.file}: ok ({len(plan.hosts)} hosts, {len(plan.instances)} instances, {ranks} ranks, "
+               f"{services} service processes)\n")
+    return EXIT_OK
+
+
+def plan_json(result: Result) -> dict:
+    plan = result.plan
+    gen, _ = rendered(plan)
+    return {
+        "deployment": plan.deployment, "generation": gen,
+        "start_order": [list(level) for level in plan.levels],
+        "instances": [{"name": i.name, "role": i.role, "world_size": i.world_size, "hosts": list(i.hosts),
+                       "master": i.master, "ranktable": i.ranktable_path,
+                       "ranks": [{"rank": r.rank, "host": r.host, "local_rank": r.local_rank,
+                                  "device_id": r.device_id, "device_ip": r.device_ip} for r in i.ranks]}
+                      for i in plan.instances],
+        "hosts": [{"name": hp.host.name, "address": hp.host.address, "transport": hp.host.transport,
+                   "root": hp.root, "files": [f.path for f in hp.files],
+                   "programs": [{"name": p.name, "owner": p.owner, "kind": p.kind, "rank": p.rank,
+                                 "local_rank": p.local_rank, "devices": list(p.devices), "argv": list(p.argv),
+                                 "cwd": p.cwd, "env": dict(p.env)} for p in hp.programs]}
+                  for hp in plan.hosts],
+    }
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    result = compile_file(args.file)
+    _warn(result)
+    if args.json:
+        _write(json.dumps(plan_json(result), indent=2, ensure_ascii=False) + "\n")
+        return EXIT_OK
+    _write(plan_table(result))
+    return EXIT_OK
+
+
+def plan_table(result: Result) -> str:
+    plan = result.plan
+    rows = []
+    for hp in plan.hosts:
+        for p in hp.programs:
+            dev = ",".join(map(str, p.devices)) or None
+            env = dict(p.env)
+            rows.append((hp.host.name, p.owner, p.kind if p.kind == "service" else env.get("LAUNCHER_ROLE"),
+                         p.rank, p.local_rank, dev, env.get("LAUNCHER_DEVICE_IP"), p.name))
+    gen, _ = rendered(plan)
+    head = (f"deployment {plan.deployment}  generation {gen}\n"
+            f"start order: {' -> '.join('[' + ', '.join(level) + ']' for level in plan.levels)}\n\n")
+    return head + format_table(("HOST", "OWNER", "ROLE", "RANK", "LOCAL", "DEVICE", "DEVICE_IP", "PROGRAM"), rows)
+
+
+def write_rendered(files: dict, out_dir: str) -> int:
+    count = 0
+    for host, f in iter_files(files):
+        path = os.path.join(out_dir, host, f.path)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, f.mode)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(f.content)
+        os.chmod(path, f.mode)
+        count += 1
+    return count
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    result = compile_file(args.file)
+    _warn(result)
+    if os.path.exists(args.output) and (not os.path.isdir(args.output) or os.listdir(args.output)):
+        raise BadInput(f"{args.output}: exists and is not an empty directory; choose a new one")
+    gen, files = rendered(result.plan)
+    count = write_rendered(files, args.output)
+    _write(f"rendered generation {gen}: {count} files for {len(files)} hosts into {args.output}/<host>/\n")
+    return EXIT_OK
+
+
+def cmd_ranktable(args: argparse.Namespace) -> int:
+    result = compile_file(args.file)
+    plan = result.plan
+    if args.global_group is not None:
+        if not plan.pd_global:
+            raise BadInput(f"{args.file}: has no pd_groups, so there is no global ranktable")
+        name = args.global_group or next(iter(plan.pd_global))
+        if args.global_group == "" and len(plan.pd_global) > 1:
+            raise BadInput(f"several PD groups ({', '.join(plan.pd_global)}); use --global NAME")
+        if name not in plan.pd_global:
+            raise BadInput(f"no PD group {name!r} (groups: {', '.join(plan.pd_global)})")
+        doc = plan.pd_global[name]
+    else:
+        if args.instance:
+            inst = plan.instance(args.instance)
+            if inst is None:
+                raise BadInput(f"no instance {args.instance!r} (instances: "
+                               f"{', '.join(i.name for i in plan.instances)})")
+        elif len(plan.instances) == 1:
+            inst = plan.instances[0]
+        else:
+            raise BadInput(f"{args.file} has {len(plan.instances)} instances; use --instance NAME"
+                           + (" or --global" if plan.pd_global else ""))
+        doc = inst.ranktable
+    sys.stdout.buffer.write(to_json_bytes(doc))
+    return EXIT_OK
+
+
+def cmd_pd_merge(args: argparse.Namespace) -> int:
+    tables = []
+    for path in args.files:
+        try:
+            with open(path, encoding="utf-8") as fh:
+                tables.append((path, json.load(fh)))
+        except OSError as exc:
+            raise BadInput(f"cannot read {path}: {exc.strerror}") from None
+        except json.JSONDecodeError as exc:
+            raise BadInput(f"{path}:{exc.lineno}:{exc.colno}: not JSON: {exc.msg}") from None
+    data = to_json_bytes(pd_merge(tables))
+    if args.save_dir:
+        os.makedirs(args.save_dir, exist_ok=True)
+        out = os.path.join(args.save_dir, "global_ranktable_merge.json")
+        with open(out, "wb") as fh:
+            fh.write(data)
+        _write(f"wrote {out}\n")
+    else:
+        sys.stdout.buffer.write(data)
+    return EXIT_OK
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    _write(schema_text())
+    return EXIT_OK
+
+
+def demo_text() -> str:
+    return resources.files("launcher").joinpath("examples", "demo-local.yaml").read_text(encoding="utf-8")
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """The README's first command: the embedded local demo topology through the whole pure pipeline."""
+    result = compile_text(demo_text(), "demo-local.yaml (embedded)")
+    _warn(result)
+    _write(plan_table(result))
+    with tempfile.TemporaryDirectory(prefix="ascend-launcher-demo-") as out:
+        gen, files = rendered(result.plan)
+        count = write_rendered(files, out)
+        _write(f"\nrendered generation {gen}: {count} files for {len(files)} hosts; e.g. the ranktable:\n")
+        _write(to_json_bytes(result.plan.instances[0].ranktable).decode())
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="launcher", description="Declarative launcher for multi-host Ascend "
+                                "inference: one YAML topology -> ranktables, env and supervised processes.")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    p.add_argument("-v", "--verbose", action="store_true", help="show tracebacks on errors")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, func, help_text: str, file: bool = True, json_flag: bool = False):
+        sp = sub.add_parser(name, help=help_text, description=help_text)
+        if file:
+            sp.add_argument("file", metavar="FILE", help="topology YAML")
+        if json_flag:
+            sp.add_argument("--json", action="store_true", help="machine-readable output")
+        sp.set_defaults(func=func)
+        return sp
+
+    add("validate", cmd_validate, "check a topology; every error with file:line:col", json_flag=True)
+    add("plan", cmd_plan, "show hosts x instances x ranks x devices", json_flag=True)
+    sp = add("render", cmd_render, "write every host's files into DIR/<host>/")
+    sp.add_argument("-o", "--output", required=True, metavar="DIR")
+    sp = add("ranktable", cmd_ranktable, "print one ranktable as JSON")
+    sp.add_argument("--instance", metavar="NAME", help="this instance's table (PD: its local table)")
+    sp.add_argument("--global", dest="global_group", nargs="?", const="", metavar="GROUP",
+                    help="the PD global ranktable (of GROUP when there are several)")
+    pd = sub.add_parser("pd-ranktable", help="PD ranktable tools (seed 002)")
+    pd_sub = pd.add_subparsers(dest="pd_command", required=True, metavar="ACTION")
+    mp = pd_sub.add_parser("merge", help="merge several hosts' global ranktables")
+    mp.add_argument("files", nargs="+", metavar="FILE")
+    mp.add_argument("--save-dir", metavar="DIR", help="write DIR/global_ranktable_merge.json (default: stdout)")
+    mp.set_defaults(func=cmd_pd_merge)
+    add("schema", cmd_schema, "print the topology JSON Schema", file=False)
+    add("demo", cmd_demo, "run the embedded local demo topology", file=False)
+    return p
+
+
+@contextmanager
+def handle_errors(verbose: bool) -> Iterator[list[int]]:
+    """Map errors to one clear message and a stable exit code (0 ok, 1 failed, 2 bad input)."""
+    code = [EXIT_OK]
+    try:
+        yield code
+    except SpecErrors as exc:
+        for d in exc.diagnostics:
+            print(str(d), file=sys.stderr)
+        n = len(exc.errors)
+        print(f"{n} error{'s' if n != 1 else ''}; nothing was changed", file=sys.stderr)
+        code[0] = EXIT_BAD_INPUT
+    except LauncherError as exc:
+        if verbose:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        code[0] = exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        code[0] = EXIT_FAILED
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    with handle_errors(args.verbose) as code:
+        code[0] = args.func(args)
+    return code[0]

@@ -1,0 +1,313 @@
+"""Topology -> Plan. Pure and deterministic: same topology, byte-identical plan.
+
+Ranks are numbered from 0 in the instance's host order, then ascending device id, and
+continue across hosts (seed 004: the second server holds ranks 4..7).
+"""
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from typing import Any
+
+from .errors import SpecErrors
+from .graph import dependency_edges, start_levels
+from .model import (DEFAULT_RENDEZVOUS_PORT, DatasystemSpec, DDCluster, EtcdSpec, GenericSpec, Host,
+                    Instance, Limits, Probe, Service, Topology)
+from .plan import File, HostPlan, InstancePlan, Plan, Program, RankInfo
+from .ranktable import RankSlot, hccl_v1, pd_global, pd_host_entry, pd_local
+from .validate import validate
+
+JSON_KW: dict[str, Any] = {"indent": 2, "ensure_ascii": False}
+
+
+def to_json_bytes(doc: Any) -> bytes:
+    return (json.dumps(doc, **JSON_KW) + "\n").encode("utf-8")
+
+
+class _Expander:
+    def __init__(self, topo: Topology):
+        self.t = topo
+        self.hosts = {h.name: h for h in topo.hosts}
+        self.files: dict[str, dict[str, File]] = defaultdict(dict)  # host -> path -> File
+        self.programs: dict[str, list[Program]] = defaultdict(list)
+        self.rdzv = self._assign_rendezvous_ports()
+        self.placement = {i.name: self._placement(i) for i in topo.instances}
+        self.ranktable_path: dict[str, str] = {}   # instance -> path relative to the generation
+        self.ranktable: dict[str, dict[str, Any]] = {}
+        self.global_path: dict[str, str] = {}      # instance -> PD global ranktable path
+        self.pd_globals: dict[str, dict[str, Any]] = {}
+        self.datadist_file: dict[tuple[str, int], tuple[str, int]] = {}  # (instance, rank) -> (path, cluster)
+
+    # --- placement and ports -------------------------------------------------------------
+    def _placement(self, inst: Instance) -> list[RankInfo]:
+        out: list[RankInfo] = []
+        for hname in inst.hosts:
+            host = self.hosts[hname]
+            ids = inst.devices if inst.devices is not None else tuple(d.id for d in host.devices)
+            for local, dev in enumerate(sorted(ids)):
+                ip = host.device(dev).ip or ""
+                out.append(RankInfo(len(out), hname, local, dev, ip))
+        return out
+
+    def _assign_rendezvous_ports(self) -> dict[str, int]:
+        """Explicit ports as given; the others get the first free port from 29500 on their master host."""
+        taken: dict[str, set[int]] = defaultdict(set)
+        for inst in self.t.instances:
+            if inst.rendezvous_port is not None:
+                taken[self.hosts[inst.hosts[0]].address].add(inst.rendezvous_port)
+        for svc in self.t.services:
+            for hname in svc.hosts:
+                taken[self.hosts[hname].address].update(_service_ports(svc))
+        out: dict[str, int] = {}
+        for inst in self.t.instances:
+            addr = self.hosts[inst.hosts[0]].address
+            port = inst.rendezvous_port
+            if port is None:
+                port = DEFAULT_RENDEZVOUS_PORT
+                while port in taken[addr]:
+                    port += 1
+                taken[addr].add(port)
+            out[inst.name] = port
+        return out
+
+    def root(self, host: Host) -> str:
+        return f"{host.deploy_dir.rstrip('/')}/{self.t.name}"
+
+    def abs_path(self, hname: str, rel: str) -> str:
+        return f"{self.root(self.hosts[hname])}/current/{rel}"
+
+    def put(self, hname: str, rel: str, doc: Any) -> None:
+        self.files[hname][rel] = File(rel, to_json_bytes(doc))
+
+    def slots(self, ranks: list[RankInfo], base: int = 0) -> list[RankSlot]:
+        out = []
+        for r in ranks:
+            h = self.hosts[r.host]
+            out.append(RankSlot(h.server_id, r.device_id, r.device_ip, r.rank - base, h.container_ip,
+                                h.container_ip or h.server_id))
+        return out
+
+    # --- ranktables ----------------------------------------------------------------------
+    def standalone_tables(self) -> None:
+        for inst in self.t.instances:
+            if inst.role != "standalone":
+                continue
+            rel = f"ranktables/{inst.name}.json"
+            table = hccl_v1(self.slots(self.placement[inst.name]))
+            self.ranktable_path[inst.name], self.ranktable[inst.name] = rel, table
+            for hname in inst.hosts:
+                self.put(hname, rel, table)
+
+    def pd_tables(self) -> None:
+        for g in self.t.pd_groups:
+            sched = self.hosts[g.schedulers[0]]
+            sched_entry = {"server_id": sched.server_id, "server_ip": sched.container_ip or sched.server_id}
+            members = [self.t.instance(n) for n in g.prefill + g.decode]
+            table = pd_global(sched_entry, [self.slots(self.placement[n]) for n in g.prefill],
+                              [self.slots(self.placement[n]) for n in g.decode])
+            self.pd_globals[g.name] = table
+            group_hosts = list(dict.fromkeys([sched.name] + [h for m in members for h in m.hosts]))
+            single = len(group_hosts) == 1
+            global_rel = f"ranktables/global_ranktable_{sched.address if single else 'merge'}.json"
+            for hname in group_hosts:
+                self.put(hname, global_rel, table)
+            self.put(sched.name, f"ranktables/local_ranktable_{sched.address}_host.json", pd_host_entry(sched_entry))
+            for inst in members:
+                ranks = self.placement[inst.name]
+                first = self.hosts[inst.hosts[0]]
+                devids = "".join(str(r.device_id) for r in ranks if r.host == first.name)
+                rel = f"ranktables/local_ranktable_{first.address}_{devids}.json"
+                table_local = pd_local(self.slots(ranks))
+                self.ranktable_path[inst.name], self.ranktable[inst.name] = rel, table_local
+                self.global_path[inst.name] = global_rel
+                for hname in inst.hosts:
+                    self.put(hname, rel, table_local)
+
+    # --- LLM-DataDist --------------------------------------------------------------------
+    def datadist(self) -> None:
+        by_id = {c.id: c for c in self.t.dd_clusters}
+        links: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        for link in self.t.dd_links:
+            members = [by_id[c] for c in link.clusters]
+            ranks = [self.placement[c.instance][c.rank] for c in members]
+            slots = [RankSlot(self.hosts[r.host].server_id, r.device_id, r.device_ip, k,
+                              self.hosts[r.host].container_ip) for k, r in enumerate(ranks)]
+            table = json.dumps(hccl_v1(_group_by_server(slots)), ensure_ascii=False)
+            order = {s.device_ip: s.rank_id for s in _group_by_server(slots)}
+            info = {str(c.id): order[r.device_ip] for c, r in zip(members, ranks)}
+            for c in members:
+                links[c.id].append({"comm_name": link.name, "cluster_rank_info": info, "rank_table": table})
+        for c in self.t.dd_clusters:
+            r = self.placement[c.instance][c.rank]
+            options = {"ge.exec.deviceId": str(r.device_id), "llm.EnableCacheManager": "1"}
+            if c.role == "prompt":
+                options["llm.listenIpInfo"] = f"{c.listen_ip or r.device_ip}:{c.listen_port}"
+            doc = {"cluster_id": str(c.id), "role": c.role, "instance": c.instance, "rank": str(c.rank),
+                   "host": r.host, "options": options, "links": links.get(c.id, [])}
+            rel = f"llm_datadist/cluster_{c.id}.json"
+            self.put(r.host, rel, doc)
+            self.datadist_file[(c.instance, c.rank)] = (rel, c.id)
+
+    # --- programs ------------------------------------------------------------------------
+    def ds_worker_addr(self, ds_name: str, hname: str) -> str:
+        svc = self.t.service(ds_name)
+        return f"{self.hosts[hname].address}:{svc.spec.port}"
+
+    def instance_programs(self, inst: Instance) -> None:
+        ranks = self.placement[inst.name]
+        world = len(ranks)
+        master = self.hosts[inst.hosts[0]].address
+        for hname in inst.hosts:
+            on_host = [r for r in ranks if r.host == hname]
+            common: dict[str, str] = {"BACKEND": "hccl",
+                                      "ASCEND_RT_VISIBLE_DEVICES": ",".join(str(r.device_id) for r in on_host)}
+            if inst.datasystem:
+                ds = self.t.service(inst.datasystem).spec
+                common.update(DS_WORKER_ADDR=self.ds_worker_addr(inst.datasystem, hname),
+                              DS_ENABLE_REMOTE_H2D="1" if ds.remote_h2d_devices else "0",
+                              DS_ENABLE_EXCLUSIVE_CONNECTION="0", PYTHONHASHSEED="0")
+            common.update(inst.env)
+            table = self.abs_path(hname, self.ranktable_path[inst.name])
+            ident = {"WORLD_SIZE": str(world), "RANK_SIZE": str(world), "LOCAL_WORLD_SIZE": str(len(on_host)),
+                     "RANK_ID_START": str(on_host[0].rank),
+                     "RANKTABLEFILE": table, "RANK_TABLE_FILE": table,
+                     "MASTER_ADDR": master, "MASTER_PORT": str(self.rdzv[inst.name])}
+            if inst.name in self.global_path:
+                ident["GLOBAL_RANK_TABLE_FILE_PATH"] = self.abs_path(hname, self.global_path[inst.name])
+            tags = {"LAUNCHER_DEPLOYMENT": self.t.name, "LAUNCHER_INSTANCE": inst.name,
+                    "LAUNCHER_ROLE": inst.role, "LAUNCHER_HOST": hname,
+                    "LAUNCHER_SERVER_ID": self.hosts[hname].server_id}
+            if inst.processes == "per_host":
+                env = {**common, **ident, **tags}
+                self.programs[hname].append(self._program(
+                    f"{inst.name}-h{inst.hosts.index(hname)}", hname, inst, env, None,
+                    tuple(r.device_id for r in on_host)))
+                continue
+            for r in on_host:
+                per_rank = {"RANK": str(r.rank), "LOCAL_RANK": str(r.local_rank), "RANK_ID": str(r.rank),
+                            "DEVICE_ID": str(r.device_id), "LAUNCHER_DEVICE_IP": r.device_ip}
+                dd = self.datadist_file.get((inst.name, r.rank))
+                if dd:
+                    per_rank["LAUNCHER_DATADIST_FILE"] = self.abs_path(hname, dd[0])
+                    per_rank["LAUNCHER_DATADIST_CLUSTER_ID"] = str(dd[1])
+                env = {**common, **ident, **per_rank, **tags}
+                self.programs[hname].append(self._program(f"{inst.name}-r{r.rank}", hname, inst, env, r,
+                                                          (r.device_id,)))
+
+    def _program(self, name: str, hname: str, inst: Instance, env: dict[str, str], r: RankInfo | None,
+                 devices: tuple[int, ...]) -> Program:
+        return Program(name=name, host=hname, owner=inst.name, kind="rank", argv=inst.command, cwd=inst.cwd,
+                       env=tuple(env.items()), limits=inst.limits, numa_via_numactl=True, probe=inst.probe,
+                       rank=None if r is None else r.rank, local_rank=None if r is None else r.local_rank,
+                       devices=devices)
+
+    def service_programs(self, svc: Service) -> None:
+        for hname in svc.hosts:
+            host = self.hosts[hname]
+            argv, probe, limits, via_numactl, cwd = self._service_argv(svc, host)
+            env = {**dict(svc.env), "LAUNCHER_DEPLOYMENT": self.t.name, "LAUNCHER_SERVICE": svc.name,
+                   "LAUNCHER_HOST": hname}
+            self.programs[hname].append(Program(
+                name=svc.name, host=hname, owner=svc.name, kind="service", argv=argv, cwd=cwd,
+                env=tuple(env.items()), limits=limits, numa_via_numactl=via_numactl, probe=svc.probe or probe))
+
+    def _service_argv(self, svc: Service, host: Host) -> tuple[tuple[str, ...], Probe | None, Limits, bool,
+                                                                 str | None]:
+        spec = svc.spec
+        if isinstance(spec, EtcdSpec):
+            return etcd_argv(svc, spec, host, self.hosts, self.root(host)), etcd_probe(spec, host), \
+                svc.limits, True, None
+        if isinstance(spec, DatasystemSpec):
+            etcd = self.t.service(spec.etcd)
+            endpoints = ",".join(f"{self.hosts[h].address}:{etcd.spec.client_port}" for h in etcd.hosts)
+            limits = svc.limits if svc.limits.memlock else Limits("unlimited", svc.limits.nofile, svc.limits.numa)
+            return dscli_argv(spec, f"{host.address}:{spec.port}", endpoints, svc.limits), \
+                Probe(tcp=f"{host.address}:{spec.port}"), limits, False, None
+        assert isinstance(spec, GenericSpec)
+        return spec.command, None, svc.limits, True, spec.cwd
+
+    def run(self) -> Plan:
+        self.standalone_tables()
+        self.pd_tables()
+        self.datadist()
+        for svc in self.t.services:
+            self.service_programs(svc)
+        for inst in self.t.instances:
+            self.instance_programs(inst)
+        hosts = tuple(HostPlan(h, self.root(h), tuple(self.programs[h.name]),
+                               tuple(self.files[h.name][p] for p in sorted(self.files[h.name])))
+                      for h in self.t.hosts)
+        instances = tuple(InstancePlan(
+            name=i.name, role=i.role, world_size=len(self.placement[i.name]), hosts=i.hosts,
+            ranks=tuple(self.placement[i.name]),
+            master=f"{self.hosts[i.hosts[0]].address}:{self.rdzv[i.name]}",
+            ranktable_path=self.ranktable_path[i.name], ranktable=self.ranktable[i.name])
+            for i in self.t.instances)
+        return Plan(self.t.name, hosts, instances, start_levels(dependency_edges(self.t)), self.pd_globals)
+
+
+def _group_by_server(slots: list[RankSlot]) -> list[RankSlot]:
+    """Order a link's members so each server's devices are adjacent; rank ids follow that order."""
+    order: dict[str, list[RankSlot]] = {}
+    for s in slots:
+        order.setdefault(s.server_id, []).append(s)
+    flat = [s for group in order.values() for s in group]
+    return [RankSlot(s.server_id, s.device_id, s.device_ip, k, s.container_ip) for k, s in enumerate(flat)]
+
+
+def _service_ports(svc: Service) -> list[int]:
+    spec = svc.spec
+    if isinstance(spec, EtcdSpec):
+        return [spec.client_port, spec.peer_port]
+    if isinstance(spec, DatasystemSpec):
+        return [spec.port]
+    return list(spec.ports)
+
+
+def etcd_argv(svc: Service, spec: EtcdSpec, host: Host, hosts: dict[str, Host], root: str) -> tuple[str, ...]:
+    """etcd with the flags of seed 003; a multi-host etcd gets its whole initial cluster."""
+    member = f"{svc.name}-{host.name}"
+    cluster = ",".join(f"{svc.name}-{h}=http://{hosts[h].address}:{spec.peer_port}" for h in svc.hosts)
+    return (spec.binary, "--name", member, "--data-dir", spec.data_dir or f"{root}/data/{svc.name}",
+            "--listen-client-urls", f"http://{spec.listen}:{spec.client_port}",
+            "--advertise-client-urls", f"http://{host.address}:{spec.client_port}",
+            "--listen-peer-urls", f"http://{spec.listen}:{spec.peer_port}",
+            "--initial-advertise-peer-urls", f"http://{host.address}:{spec.peer_port}",
+            "--initial-cluster", cluster)
+
+
+def etcd_probe(spec: EtcdSpec, host: Host) -> Probe:
+    return Probe(command=("etcdctl", "--endpoints", f"http://{host.address}:{spec.client_port}",
+                          "endpoint", "health"))
+
+
+def dscli_argv(spec: DatasystemSpec, worker: str, etcd: str, limits: Limits) -> tuple[str, ...]:
+    """`dscli start [NUMA flags] -w <worker flags>` as in seed 003; NUMA flags go to dscli itself."""
+    argv = [spec.dscli, "start"]
+    numa = limits.numa
+    if numa:
+        if numa.cpunodebind is not None:
+            argv += ["--cpunodebind", str(numa.cpunodebind)]
+        if numa.physcpubind:
+            argv += ["--physcpubind", numa.physcpubind]
+        if numa.localalloc:
+            argv.append("--localalloc")
+    argv += ["-w", "--worker_address", worker, "--etcd_address", etcd,
+             "--arena_per_tenant", str(spec.arena_per_tenant)]
+    if spec.remote_h2d_devices:
+        argv += ["--remote_h2d_device_ids", ",".join(map(str, spec.remote_h2d_devices))]
+    if spec.enable_huge_tlb:
+        argv += ["--enable_huge_tlb", "true"]
+    if spec.enable_worker_worker_batch_get:
+        argv += ["--enable_worker_worker_batch_get", "true"]
+    if spec.shared_memory_size_mb:
+        argv += ["--shared_memory_size_mb", str(spec.shared_memory_size_mb)]
+    return tuple(argv) + spec.extra_args
+
+
+def expand(topo: Topology) -> Plan:
+    """Validate, then expand. Raises SpecErrors when the topology has errors."""
+    diags = validate(topo)
+    if any(d.is_error for d in diags):
+        raise SpecErrors(diags)
+    return _Expander(topo).run()

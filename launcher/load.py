@@ -1,0 +1,153 @@
+"""Topology file -> typed Topology (schema-checked, defaults applied).
+
+``load_topology`` collects every structural error before giving up; semantic checks
+(duplicates, cycles, references) live in ``validate``.
+"""
+from __future__ import annotations
+
+import math
+import os
+from typing import Any, Mapping
+
+from .errors import Diagnostic, Loc, SpecErrors, sort_diagnostics
+from .model import (DEFAULT_DEPLOY_DIR, DISCOVER, DatasystemSpec, DDCluster,
+                    DDLink, Device, Env, EtcdSpec, GenericSpec, Host, Instance, Limits, Numa, PDGroup,
+                    Probe, Service, Ssh, Topology)
+from .schema import check_schema
+from .yamlsrc import Source, load_yaml
+
+DeviceFacts = Mapping[tuple[str, int], str]  # (host name, device id) -> discovered device IP
+
+
+def env_value(value: Any) -> str:
+    """YAML scalars become the text a shell user would expect (true, not True)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and math.isfinite(value) and value == int(value):
+        return str(value)
+    return str(value)
+
+
+def _env(*layers: Mapping[str, Any] | None) -> Env:
+    merged: dict[str, str] = {}
+    for layer in layers:
+        for key, value in (layer or {}).items():
+            merged.pop(key, None)  # a later layer moves the key to its own position
+            merged[key] = env_value(value)
+    return tuple(merged.items())
+
+
+def _argv(items: list | None) -> tuple[str, ...]:
+    return tuple(env_value(x) for x in (items or ()))
+
+
+def _limits(*layers: Mapping[str, Any] | None) -> Limits:
+    memlock = nofile = numa = None
+    for layer in layers:
+        if not layer:
+            continue
+        if "memlock" in layer:
+            memlock = env_value(layer["memlock"])
+        nofile = layer.get("nofile", nofile)
+        if "numa" in layer:
+            n = layer["numa"]
+            numa = Numa(n.get("cpunodebind"), n.get("physcpubind"), n.get("membind"),
+                        bool(n.get("localalloc", False)))
+    return Limits(memlock, nofile, numa)
+
+
+def _probe(p: Mapping[str, Any] | None) -> Probe | None:
+    if not p:
+        return None
+    tcp = p.get("tcp")
+    return Probe(http=p.get("http"), tcp=None if tcp is None else str(tcp),
+                 command=_argv(p["command"]) if "command" in p else None, log=p.get("log"),
+                 timeout=float(p.get("timeout", 5.0)), period=float(p.get("period", 1.0)))
+
+
+def _host(h: Mapping[str, Any], defaults: Mapping[str, Any], facts: DeviceFacts) -> Host:
+    ssh = {**defaults.get("ssh", {}), **h.get("ssh", {})}
+    devices = []
+    for d in h.get("devices", []):
+        ip = d["ip"]
+        if ip == DISCOVER:
+            ip = facts.get((h["name"], d["id"]))
+        devices.append(Device(d["id"], ip))
+    return Host(
+        name=h["name"], address=h["address"], server_id=h.get("server_id", h["address"]),
+        container_ip=h.get("container_ip"), transport=h.get("transport", "ssh"),
+        ssh=Ssh(ssh.get("user"), ssh.get("port", 22), ssh.get("identity_file")),
+        deploy_dir=h.get("deploy_dir", defaults.get("deploy_dir", DEFAULT_DEPLOY_DIR)),
+        devices=tuple(devices))
+
+
+def _instance(i: Mapping[str, Any], defaults: Mapping[str, Any]) -> Instance:
+    return Instance(
+        name=i["name"], role=i.get("role", "standalone"), hosts=tuple(i["hosts"]),
+        devices=tuple(i["devices"]) if "devices" in i else None,
+        processes=i.get("processes", "per_device"), command=_argv(i["command"]), cwd=i.get("cwd"),
+        env=_env(defaults.get("env"), i.get("env")),
+        rendezvous_port=i.get("rendezvous_port"),
+        probe=_probe(i.get("probe")), limits=_limits(defaults.get("limits"), i.get("limits")),
+        depends_on=tuple(i.get("depends_on", ())), datasystem=i.get("datasystem"))
+
+
+def _service(s: Mapping[str, Any], defaults: Mapping[str, Any]) -> Service:
+    kind = s["kind"]
+    if kind == "etcd":
+        spec: Any = EtcdSpec(**{k: s[k] for k in ("client_port", "peer_port", "data_dir", "listen", "binary")
+                                if k in s})
+    elif kind == "datasystem":
+        spec = DatasystemSpec(
+            etcd=s["etcd"], port=s.get("port", 31501), arena_per_tenant=s.get("arena_per_tenant", 1),
+            remote_h2d_devices=tuple(s.get("remote_h2d_devices", ())),
+            enable_huge_tlb=s.get("enable_huge_tlb", False),
+            enable_worker_worker_batch_get=s.get("enable_worker_worker_batch_get", False),
+            shared_memory_size_mb=s.get("shared_memory_size_mb"), extra_args=_argv(s.get("extra_args")),
+            dscli=s.get("dscli", "dscli"))
+    else:
+        spec = GenericSpec(command=_argv(s["command"]), cwd=s.get("cwd"), ports=tuple(s.get("ports", ())))
+    return Service(name=s["name"], kind=kind, hosts=tuple(s.get("hosts", ())),
+                   env=_env(defaults.get("env"), s.get("env")),
+                   limits=_limits(defaults.get("limits"), s.get("limits")),
+                   depends_on=tuple(s.get("depends_on", ())), probe=_probe(s.get("probe")), spec=spec)
+
+
+def _pd_group(g: Mapping[str, Any]) -> PDGroup:
+    sched = g["scheduler"]
+    return PDGroup(g["name"], (sched,) if isinstance(sched, str) else tuple(sched),
+                   tuple(g["prefill"]), tuple(g["decode"]))
+
+
+def build_topology(src: Source, facts: DeviceFacts | None = None) -> Topology:
+    """Schema-valid data -> Topology. Raises SpecErrors listing every structural problem."""
+    diags = check_schema(src) if isinstance(src.data, dict) else [
+        Diagnostic(Loc(src.file, 1, 1), "", "the top level must be a mapping (hosts:, instances:, ...)")]
+    if diags:
+        raise SpecErrors(sort_diagnostics(diags))
+    d = src.data
+    defaults = d.get("defaults", {})
+    facts = facts or {}
+    dd = d.get("llm_datadist", {})
+    return Topology(
+        file=src.file, name=d["name"],
+        hosts=tuple(_host(h, defaults, facts) for h in d["hosts"]),
+        instances=tuple(_instance(i, defaults) for i in d.get("instances", [])),
+        services=tuple(_service(s, defaults) for s in d.get("services", [])),
+        pd_groups=tuple(_pd_group(g) for g in d.get("pd_groups", [])),
+        dd_clusters=tuple(DDCluster(c["id"], c["instance"], c.get("rank", 0), c["role"], c.get("listen_port"),
+                                    c.get("listen_ip")) for c in dd.get("clusters", [])),
+        dd_links=tuple(DDLink(link["name"], tuple(link["clusters"])) for link in dd.get("links", [])),
+        locs=src)
+
+
+def read_source(path: str) -> Source:
+    """Read and parse a topology file; a missing file is bad input, not a crash."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except OSError as exc:
+        raise SpecErrors([Diagnostic(None, "", f"cannot read {path}: {exc.strerror}")]) from None
+    except UnicodeDecodeError as exc:
+        raise SpecErrors([Diagnostic(Loc(path, 1, 1), "", f"not UTF-8 text: {exc.reason}")]) from None
+    return load_yaml(text, os.path.relpath(path) if not os.path.isabs(path) else path)

@@ -1,0 +1,188 @@
+"""The typed, frozen input model: what a topology file declares, defaults applied.
+
+Everything here is immutable (tuples, frozen dataclasses) so expansion can be a pure
+function. Env is kept as a tuple of (name, value) pairs in file order.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Mapping
+
+Env = tuple[tuple[str, str], ...]
+
+DEFAULT_DEPLOY_DIR = "/var/lib/ascend-launcher"
+DEFAULT_RENDEZVOUS_PORT = 29500
+DEFAULT_SSH_PORT = 22
+DISCOVER = "discover"
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    id: int
+    ip: str | None  # None: left to discovery and not yet in the lock file
+
+
+@dataclass(frozen=True, slots=True)
+class Ssh:
+    user: str | None = None
+    port: int = DEFAULT_SSH_PORT
+    identity_file: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Host:
+    name: str
+    address: str
+    server_id: str
+    container_ip: str | None
+    transport: str  # "ssh" | "local"
+    ssh: Ssh
+    deploy_dir: str
+    devices: tuple[Device, ...]
+
+    def device(self, device_id: int) -> Device | None:
+        return next((d for d in self.devices if d.id == device_id), None)
+
+
+@dataclass(frozen=True, slots=True)
+class Numa:
+    cpunodebind: int | None = None
+    physcpubind: str | None = None
+    membind: int | None = None
+    localalloc: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    memlock: str | None = None  # "unlimited" or KiB as text
+    nofile: int | None = None
+    numa: Numa | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    http: str | None = None
+    tcp: str | None = None
+    command: tuple[str, ...] | None = None
+    log: str | None = None
+    timeout: float = 5.0
+    period: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Instance:
+    name: str
+    role: str  # standalone | prefill | decode
+    hosts: tuple[str, ...]
+    devices: tuple[int, ...] | None
+    processes: str  # per_device | per_host
+    command: tuple[str, ...]
+    cwd: str | None
+    env: Env
+    rendezvous_port: int | None  # None: the first free port from DEFAULT_RENDEZVOUS_PORT
+    probe: Probe | None
+    limits: Limits
+    depends_on: tuple[str, ...]
+    datasystem: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class EtcdSpec:
+    client_port: int = 2379
+    peer_port: int = 2380
+    data_dir: str | None = None
+    listen: str = "0.0.0.0"
+    binary: str = "etcd"
+
+
+@dataclass(frozen=True, slots=True)
+class DatasystemSpec:
+    etcd: str
+    port: int = 31501
+    arena_per_tenant: int = 1
+    remote_h2d_devices: tuple[int, ...] = ()
+    enable_huge_tlb: bool = False
+    enable_worker_worker_batch_get: bool = False
+    shared_memory_size_mb: int | None = None
+    extra_args: tuple[str, ...] = ()
+    dscli: str = "dscli"
+
+
+@dataclass(frozen=True, slots=True)
+class GenericSpec:
+    command: tuple[str, ...]
+    cwd: str | None = None
+    ports: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    name: str
+    kind: str  # etcd | datasystem | generic
+    hosts: tuple[str, ...]
+    env: Env
+    limits: Limits
+    depends_on: tuple[str, ...]
+    probe: Probe | None
+    spec: EtcdSpec | DatasystemSpec | GenericSpec
+
+
+@dataclass(frozen=True, slots=True)
+class PDGroup:
+    name: str
+    schedulers: tuple[str, ...]  # validated to exactly one
+    prefill: tuple[str, ...]
+    decode: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DDCluster:
+    id: int
+    instance: str
+    rank: int
+    role: str  # prompt | decoder
+    listen_port: int | None
+    listen_ip: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class DDLink:
+    name: str
+    clusters: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Topology:
+    file: str
+    name: str
+    hosts: tuple[Host, ...]
+    instances: tuple[Instance, ...] = ()
+    services: tuple[Service, ...] = ()
+    pd_groups: tuple[PDGroup, ...] = ()
+    dd_clusters: tuple[DDCluster, ...] = ()
+    dd_links: tuple[DDLink, ...] = ()
+    # Source positions (path tuple -> Loc); not part of equality or hashing.
+    locs: Mapping = field(default_factory=dict, compare=False, hash=False, repr=False)
+
+    # Name indexes, built once: large topologies look names up per rank.
+    @cached_property
+    def _hosts_by_name(self) -> dict[str, Host]:
+        return {h.name: h for h in reversed(self.hosts)}  # reversed: the first of duplicates wins
+
+    @cached_property
+    def _instances_by_name(self) -> dict[str, Instance]:
+        return {i.name: i for i in reversed(self.instances)}
+
+    @cached_property
+    def _services_by_name(self) -> dict[str, Service]:
+        return {s.name: s for s in reversed(self.services)}
+
+    def host(self, name: str) -> Host | None:
+        return self._hosts_by_name.get(name)
+
+    def instance(self, name: str) -> Instance | None:
+        return self._instances_by_name.get(name)
+
+    def service(self, name: str) -> Service | None:
+        return self._services_by_name.get(name)

@@ -1,0 +1,99 @@
+"""The published JSON Schema (topology v1) and structural validation against it."""
+from __future__ import annotations
+
+import difflib
+import json
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+import jsonschema
+
+from .errors import Diagnostic
+from .yamlsrc import Source, format_path
+
+SCHEMA_RESOURCE = "topology.schema.json"
+
+
+def schema_text() -> str:
+    return resources.files("launcher").joinpath("schemas", SCHEMA_RESOURCE).read_text(encoding="utf-8")
+
+
+@lru_cache(maxsize=1)
+def schema() -> dict:
+    return json.loads(schema_text())
+
+
+@lru_cache(maxsize=1)
+def _validator() -> jsonschema.protocols.Validator:
+    cls = jsonschema.validators.validator_for(schema())
+    cls.check_schema(schema())
+    return cls(schema())
+
+
+def _type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {bool: "boolean", int: "integer", float: "number", str: "string",
+            list: "list", dict: "mapping"}.get(type(value), type(value).__name__)
+
+
+def _show(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False, default=str) if not isinstance(value, str) else repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _allowed_keys(schema_node: dict) -> list[str]:
+    return sorted(k for k in schema_node.get("properties", {}))
+
+
+def _diagnostics_for(err: jsonschema.ValidationError, src: Source) -> list[Diagnostic]:
+    path = tuple(err.absolute_path)
+    where = format_path(path)
+    kind = err.validator
+    if kind == "additionalProperties" and isinstance(err.instance, dict):
+        allowed = _allowed_keys(err.schema)
+        out = []
+        for key in sorted(set(err.instance) - set(allowed), key=str):
+            hint = difflib.get_close_matches(str(key), allowed, n=1)
+            suggestion = f" (did you mean {hint[0]!r}?)" if hint else f" (allowed: {', '.join(allowed)})"
+            out.append(Diagnostic(src.loc(path + (key,)), format_path(path + (key,)),
+                                  f"unknown key {key!r}{suggestion}"))
+        return out
+    if kind == "required":
+        missing = err.message.split("'")[1] if "'" in err.message else err.message
+        return [Diagnostic(src.loc(path), where, f"missing required key {missing!r}")]
+    loc = src.value_loc(path)
+    if kind == "type":
+        expected = err.validator_value
+        expected = " or ".join(expected) if isinstance(expected, list) else expected
+        msg = f"expected {expected}, got {_type_name(err.instance)} {_show(err.instance)}"
+    elif kind == "enum":
+        msg = f"expected one of {', '.join(map(str, err.validator_value))}; got {_show(err.instance)}"
+    elif kind == "const":
+        msg = f"must be {_show(err.validator_value)}, got {_show(err.instance)}"
+    elif kind in ("minimum", "maximum", "exclusiveMinimum"):
+        msg = f"{_show(err.instance)} is out of range ({kind} {err.validator_value})"
+    elif kind == "pattern":
+        msg = f"{_show(err.instance)} is not valid here (must match {err.validator_value})"
+    elif kind in ("minItems", "minLength"):
+        msg = "must not be empty"
+    elif kind == "oneOf":
+        desc = err.schema.get("description", "")
+        msg = f"invalid value {_show(err.instance)}" + (f": {desc}" if desc else "")
+        if where.endswith("memlock"):
+            msg = f"memlock must be 'unlimited' or a number of KiB, got {_show(err.instance)}"
+    else:
+        msg = err.message
+    return [Diagnostic(loc, where, msg)]
+
+
+def check_schema(src: Source) -> list[Diagnostic]:
+    """All structural problems in the document, each with its position."""
+    out: list[Diagnostic] = []
+    for err in _validator().iter_errors(src.data):
+        # Errors inside if/then of a service kind come once per branch; keep the useful ones.
+        if err.validator in ("if", "allOf"):
+            continue
+        out.extend(_diagnostics_for(err, src))
+    return out

@@ -1,0 +1,322 @@
+"""Semantic checks on a Topology: references, duplicates, device use, PD and LLM-DataDist rules.
+
+Pure: Topology -> list of Diagnostics (errors and warnings), all of them, in file order.
+"""
+from __future__ import annotations
+
+import ipaddress
+from collections import Counter
+from typing import Iterable
+
+from .errors import Diagnostic, sort_diagnostics
+from .graph import dependency_edges, find_cycle
+from .model import DatasystemSpec, EtcdSpec, GenericSpec, Topology
+from .yamlsrc import format_path
+
+# Set per rank by the launcher; a user value would silently break the HCCL world.
+RESERVED_ENV = frozenset({
+    "RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "RANK_ID", "RANK_SIZE", "RANK_ID_START",
+    "RANKTABLEFILE", "RANK_TABLE_FILE", "DEVICE_ID", "MASTER_ADDR", "MASTER_PORT",
+})
+MAX_DOMAIN_NODES = 4        # seed 001: at most 4 nodes per communication domain
+WARN_DOMAINS_PER_CLUSTER = 16
+MAX_DOMAINS_PER_CLUSTER = 512
+
+
+class _Checker:
+    def __init__(self, topo: Topology):
+        self.t = topo
+        self.src = topo.locs
+        self.out: list[Diagnostic] = []
+        self.hosts = {h.name: h for h in topo.hosts}
+
+    def err(self, path: tuple, message: str, severity: str = "error") -> None:
+        loc = self.src.loc(path) if hasattr(self.src, "loc") else None
+        self.out.append(Diagnostic(loc, format_path(path), message, severity))
+
+    def warn(self, path: tuple, message: str) -> None:
+        self.err(path, message, "warning")
+
+    def unique(self, items: Iterable[tuple[tuple, object]], what: str) -> None:
+        first: dict[object, tuple] = {}
+        for path, value in items:
+            if value in first:
+                self.err(path, f"duplicate {what} {value!r} (also at {format_path(first[value])})")
+            else:
+                first[value] = path
+
+    def host_ref(self, path: tuple, name: str) -> bool:
+        if name not in self.hosts:
+            self.err(path, f"unknown host {name!r} (hosts: {', '.join(self.hosts)})")
+            return False
+        return True
+
+    # --- hosts and devices -------------------------------------------------------------
+    def check_hosts(self) -> None:
+        hs = self.t.hosts
+        self.unique(((("hosts", i, "name"), h.name) for i, h in enumerate(hs)), "host name")
+        self.unique(((("hosts", i, "address"), h.address) for i, h in enumerate(hs)), "host address")
+        self.unique(((("hosts", i, "server_id"), h.server_id) for i, h in enumerate(hs)), "server_id")
+        ips: list[tuple[tuple, str]] = []
+        for i, h in enumerate(hs):
+            self.unique(((("hosts", i, "devices", j, "id"), d.id) for j, d in enumerate(h.devices)),
+                        f"device id on host {h.name}")
+            for j, d in enumerate(h.devices):
+                path = ("hosts", i, "devices", j, "ip")
+                if d.ip is None:
+                    self.err(path, f"host {h.name} device {d.id}: IP is left to discovery and not in the "
+                                   f"lock file yet; run `launcher discover {self.t.file}`")
+                elif not _is_ipv4(d.ip):
+                    self.err(path, f"host {h.name} device {d.id}: {d.ip!r} is not an IPv4 address")
+                else:
+                    ips.append((path, d.ip))
+            if h.container_ip is not None and not _is_ipv4(h.container_ip):
+                self.err(("hosts", i, "container_ip"), f"{h.container_ip!r} is not an IPv4 address")
+        self.unique(ips, "device IP")
+
+    # --- instances -----------------------------------------------------------------------
+    def check_instances(self) -> None:
+        names = [(("instances", i, "name"), x.name) for i, x in enumerate(self.t.instances)]
+        names += [(("services", i, "name"), x.name) for i, x in enumerate(self.t.services)]
+        self.unique(names, "instance/service name")
+        used: dict[tuple[str, int], str] = {}
+        for i, inst in enumerate(self.t.instances):
+            base = ("instances", i)
+            self.unique((((*base, "hosts", k), h) for k, h in enumerate(inst.hosts)), "host in instance")
+            counts: list[tuple[str, int]] = []
+            for k, hname in enumerate(inst.hosts):
+                if not self.host_ref((*base, "hosts", k), hname):
+                    continue
+                host = self.hosts[hname]
+                ids = inst.devices if inst.devices is not None else tuple(d.id for d in host.devices)
+                if not ids:
+                    self.err((*base, "hosts", k), f"instance {inst.name}: host {hname} declares no devices")
+                for dev in ids:
+                    if host.device(dev) is None:
+                        self.err((*base, "devices"), f"instance {inst.name}: device {dev} is not declared on "
+                                                     f"host {hname} (declared: {[d.id for d in host.devices]})")
+                        continue
+                    owner = used.setdefault((hname, dev), inst.name)
+                    if owner != inst.name:
+                        self.err((*base, "hosts", k), f"NPU {dev} on host {hname} is used by both instance "
+                                                      f"{owner} and instance {inst.name}")
+                counts.append((hname, len(ids)))
+            if len({c for _, c in counts}) > 1:
+                detail = ", ".join(f"{h}={c}" for h, c in counts)
+                self.err((*base, "hosts"), f"instance {inst.name}: hosts have different device counts ({detail}); "
+                                           "an HCCL world needs the same number of ranks per host, set `devices:`")
+            if inst.devices is not None:
+                self.unique((((*base, "devices", k), d) for k, d in enumerate(inst.devices)), "device in instance")
+            for key, _ in inst.env:
+                if key in RESERVED_ENV:
+                    self.err((*base, "env", key), f"{key} is set per rank by the launcher; remove it")
+            if inst.datasystem is not None:
+                self.check_datasystem_ref(i, inst.name, inst.hosts, inst.datasystem)
+
+    def check_datasystem_ref(self, i: int, name: str, hosts: tuple[str, ...], ds_name: str) -> None:
+        svc = self.t.service(ds_name)
+        path = ("instances", i, "datasystem")
+        if svc is None or not isinstance(svc.spec, DatasystemSpec):
+            self.err(path, f"instance {name}: {ds_name!r} is not a datasystem service")
+            return
+        missing = [h for h in hosts if h not in svc.hosts]
+        if missing:
+            self.err(path, f"instance {name}: datasystem {ds_name} has no worker on host(s) {', '.join(missing)}")
+
+    # --- services ------------------------------------------------------------------------
+    def check_services(self) -> None:
+        for i, svc in enumerate(self.t.services):
+            base = ("services", i)
+            for k, hname in enumerate(svc.hosts):
+                self.host_ref((*base, "hosts", k), hname)
+            self.unique((((*base, "hosts", k), h) for k, h in enumerate(svc.hosts)), "host in service")
+            spec = svc.spec
+            if isinstance(spec, DatasystemSpec):
+                etcd = self.t.service(spec.etcd)
+                if etcd is None or not isinstance(etcd.spec, EtcdSpec):
+                    self.err((*base, "etcd"), f"service {svc.name}: {spec.etcd!r} is not an etcd service")
+                for hname in svc.hosts:
+                    host = self.hosts.get(hname)
+                    for dev in spec.remote_h2d_devices:
+                        if host is not None and host.device(dev) is None:
+                            self.err((*base, "remote_h2d_devices"),
+                                     f"service {svc.name}: device {dev} is not declared on host {hname}")
+
+    # --- dependencies --------------------------------------------------------------------
+    def check_dependencies(self) -> None:
+        known = {x.name for x in self.t.instances} | {x.name for x in self.t.services}
+        for section, items in (("instances", self.t.instances), ("services", self.t.services)):
+            for i, item in enumerate(items):
+                for k, dep in enumerate(item.depends_on):
+                    if dep not in known:
+                        self.err((section, i, "depends_on", k), f"{item.name} depends on unknown {dep!r}")
+                    elif dep == item.name:
+                        self.err((section, i, "depends_on", k), f"{item.name} depends on itself")
+        edges = dependency_edges(self.t)
+        cycle = find_cycle({k: tuple(d for d in v if d != k) for k, v in edges.items()})
+        if cycle:
+            first = cycle[0]
+            idx = next((("instances", i) for i, x in enumerate(self.t.instances) if x.name == first), None) or \
+                next(("services", i) for i, x in enumerate(self.t.services) if x.name == first)
+            self.err((*idx, "depends_on"), f"dependency cycle: {' -> '.join(cycle)}")
+
+    # --- prefill/decode ------------------------------------------------------------------
+    def check_pd(self) -> None:
+        member: dict[str, str] = {}
+        for g_i, g in enumerate(self.t.pd_groups):
+            base = ("pd_groups", g_i)
+            if len(g.schedulers) != 1:
+                self.err((*base, "scheduler"), f"PD group {g.name} needs exactly one scheduler, "
+                                               f"got {len(g.schedulers)}: {list(g.schedulers)}")
+            for k, s in enumerate(g.schedulers):
+                self.host_ref((*base, "scheduler") + ((k,) if len(g.schedulers) > 1 else ()), s)
+            for field, role in (("prefill", "prefill"), ("decode", "decode")):
+                names = getattr(g, field)
+                if not names:
+                    self.err((*base, field), f"PD group {g.name} needs at least one {role} instance")
+                for k, name in enumerate(names):
+                    inst = self.t.instance(name)
+                    if inst is None:
+                        self.err((*base, field, k), f"unknown instance {name!r}")
+                        continue
+                    if inst.role != role:
+                        self.err((*base, field, k), f"instance {name} has role {inst.role}, expected {role}")
+                    prev = member.setdefault(name, g.name)
+                    if prev != g.name or names.count(name) > 1:
+                        self.err((*base, field, k), f"instance {name} is listed twice in PD groups")
+        for i, inst in enumerate(self.t.instances):
+            if inst.role in ("prefill", "decode") and inst.name not in member:
+                self.err(("instances", i, "role"), f"instance {inst.name} is {inst.role} but in no pd_group")
+
+    # --- LLM-DataDist ----------------------------------------------------------------------
+    def check_datadist(self) -> None:
+        clusters = self.t.dd_clusters
+        self.unique((((("llm_datadist", "clusters", i, "id")), c.id) for i, c in enumerate(clusters)), "cluster id")
+        by_id = {c.id: c for c in clusters}
+        for i, c in enumerate(clusters):
+            base = ("llm_datadist", "clusters", i)
+            inst = self.t.instance(c.instance)
+            if inst is None:
+                self.err((*base, "instance"), f"unknown instance {c.instance!r}")
+            elif not 0 <= c.rank < _world_size(self.t, inst.name):
+                self.err((*base, "rank"), f"instance {inst.name} has no rank {c.rank}")
+            if c.role == "prompt" and c.listen_port is None:
+                self.err(base, f"cluster {c.id} is a prompt cluster and needs listen_port (the decoder links to it)")
+            if c.role == "decoder" and c.listen_port is not None:
+                self.err((*base, "listen_port"), f"cluster {c.id} is a decoder; only the prompt side listens")
+        self.unique(((("llm_datadist", "links", i, "name"), link.name) for i, link in enumerate(self.t.dd_links)),
+                    "link name")
+        per_cluster: Counter = Counter()
+        for i, link in enumerate(self.t.dd_links):
+            base = ("llm_datadist", "links", i, "clusters")
+            if len(link.clusters) > MAX_DOMAIN_NODES:
+                self.err(base, f"link {link.name} has {len(link.clusters)} clusters; a communication domain "
+                               f"holds at most {MAX_DOMAIN_NODES}")
+            self.unique((((*base, k), c) for k, c in enumerate(link.clusters)), "cluster in link")
+            for k, cid in enumerate(link.clusters):
+                if cid not in by_id:
+                    self.err((*base, k), f"unknown cluster id {cid}")
+            per_cluster.update(set(link.clusters))
+        for i, c in enumerate(clusters):
+            n = per_cluster[c.id]
+            path = ("llm_datadist", "clusters", i)
+            if n > MAX_DOMAINS_PER_CLUSTER:
+                self.err(path, f"cluster {c.id} is in {n} communication domains; the maximum is "
+                               f"{MAX_DOMAINS_PER_CLUSTER}")
+            elif n > WARN_DOMAINS_PER_CLUSTER:
+                self.warn(path, f"cluster {c.id} is in {n} communication domains; more than "
+                                f"{WARN_DOMAINS_PER_CLUSTER} risks device OOM and slow KV transfer")
+
+    # --- listeners -----------------------------------------------------------------------
+    def check_listeners(self) -> None:
+        seen: dict[tuple[str, int], tuple[tuple, str]] = {}
+
+        def claim(addr: str, port: int, path: tuple, what: str) -> None:
+            key = (addr, port)
+            if key in seen:
+                other_path, other = seen[key]
+                self.err(path, f"{what} listens on {addr}:{port}, already used by {other} "
+                               f"({format_path(other_path)})")
+            else:
+                seen[key] = (path, what)
+
+        for i, inst in enumerate(self.t.instances):
+            if inst.rendezvous_port is not None and inst.hosts and inst.hosts[0] in self.hosts:
+                claim(self.hosts[inst.hosts[0]].address, inst.rendezvous_port, ("instances", i, "rendezvous_port"),
+                      f"instance {inst.name} rendezvous")
+        for i, svc in enumerate(self.t.services):
+            for hname in svc.hosts:
+                if hname not in self.hosts:
+                    continue
+                addr = self.hosts[hname].address
+                for key, port in _service_ports(svc.spec):
+                    claim(addr, port, ("services", i, key), f"service {svc.name} on {hname}")
+        for i, c in enumerate(self.t.dd_clusters):
+            ip = self.cluster_listen_ip(c)
+            if c.listen_port is not None and ip:
+                claim(ip, c.listen_port, ("llm_datadist", "clusters", i, "listen_port"), f"cluster {c.id}")
+
+    def cluster_listen_ip(self, c) -> str | None:
+        if c.listen_ip:
+            return c.listen_ip
+        inst = self.t.instance(c.instance)
+        if inst is None:
+            return None
+        placed = rank_placement(self.t, inst.name)
+        if c.rank >= len(placed):
+            return None
+        host, dev = placed[c.rank]
+        d = self.hosts[host].device(dev) if host in self.hosts else None
+        return d.ip if d else None
+
+    def run(self) -> list[Diagnostic]:
+        self.check_hosts()
+        self.check_instances()
+        self.check_services()
+        self.check_dependencies()
+        self.check_pd()
+        self.check_datadist()
+        self.check_listeners()
+        return sort_diagnostics(self.out)
+
+
+def _service_ports(spec) -> list[tuple[str, int]]:
+    if isinstance(spec, EtcdSpec):
+        return [("client_port", spec.client_port), ("peer_port", spec.peer_port)]
+    if isinstance(spec, DatasystemSpec):
+        return [("port", spec.port)]
+    if isinstance(spec, GenericSpec):
+        return [("ports", p) for p in spec.ports]
+    return []
+
+
+def _is_ipv4(text: str) -> bool:
+    try:
+        ipaddress.IPv4Address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def rank_placement(topo: Topology, instance: str) -> list[tuple[str, int]]:
+    """(host, device) of every rank of an instance: host order, then ascending device id."""
+    inst = topo.instance(instance)
+    if inst is None:
+        return []
+    out: list[tuple[str, int]] = []
+    for hname in inst.hosts:
+        host = topo.host(hname)
+        if host is None:
+            continue
+        ids = inst.devices if inst.devices is not None else tuple(d.id for d in host.devices)
+        out.extend((hname, d) for d in sorted(ids))
+    return out
+
+
+def _world_size(topo: Topology, instance: str) -> int:
+    return len(rank_placement(topo, instance))
+
+
+def validate(topo: Topology) -> list[Diagnostic]:
+    """Every semantic problem of a topology (errors and warnings), in file order."""
+    return _Checker(topo).run()

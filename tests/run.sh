@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The project's one test command (the README's, and what .ci/run calls).
+# It installs what the tests need on a fresh Debian machine, builds a venv, and runs
+# every tier: unit, integration (real supervisord), e2e (network-namespace testbed, root).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+need_pkgs=()
+want() { command -v "$1" >/dev/null 2>&1 || [ -x "$1" ] || need_pkgs+=("$2"); }
+want /usr/sbin/sshd openssh-server
+want ssh openssh-client
+want etcd etcd-server
+want etcdctl etcd-client
+want numactl numactl
+want ip iproute2
+want gcc gcc
+want make make
+python3 -c 'import ensurepip' >/dev/null 2>&1 || need_pkgs+=(python3-venv)
+if [ "${#need_pkgs[@]}" -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "tests/run.sh: installing ${need_pkgs[*]}"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_pkgs[@]}" >/dev/null \
+      || { echo "tests/run.sh: apt-get install failed" >&2; exit 1; }
+  else
+    echo "tests/run.sh: not root, so not installing ${need_pkgs[*]}; tests that need them will skip" >&2
+  fi
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv || { echo "tests/run.sh: python3 -m venv failed" >&2; exit 1; }
+fi
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]' \
+  || { echo "tests/run.sh: pip install failed" >&2; exit 1; }
+
+.venv/bin/python -m pytest "$@"
+rc=$?
+if [ "$rc" -eq 5 ]; then
+  echo "tests/run.sh: pytest collected no tests; that is a failure" >&2
+  exit 1
+fi
+exit "$rc"
