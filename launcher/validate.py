@@ -31,7 +31,7 @@ class _Checker:
         self.hosts = {h.name: h for h in topo.hosts}
 
     def err(self, path: tuple, message: str, severity: str = "error") -> None:
-        loc = self.src.loc(path) if hasattr(self.src, "loc") else None
+        loc = self.src.value_loc(path) if hasattr(self.src, "value_loc") else None
         self.out.append(Diagnostic(loc, format_path(path), message, severity))
 
     def warn(self, path: tuple, message: str) -> None:

@@ -1,0 +1,51 @@
+"""Small helpers shared by tests: run the real CLI in-process and capture what a user sees."""
+from __future__ import annotations
+
+import io
+import json
+import os
+import sys
+from contextlib import redirect_stderr
+from dataclasses import dataclass
+from pathlib import Path
+
+from launcher.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIGS = ROOT / "configs"
+
+
+@dataclass
+class Run:
+    code: int
+    out: str
+    err: str
+
+    def json(self):
+        return json.loads(self.out)
+
+
+def run_cli(*argv: str) -> Run:
+    """Run `launcher ARGV...` in this process; stdout is captured as bytes-safe text."""
+    out = io.BytesIO()
+    err = io.StringIO()
+    real = sys.stdout
+    wrapper = io.TextIOWrapper(out, encoding="utf-8", write_through=True)
+    sys.stdout = wrapper
+    try:
+        with redirect_stderr(err):
+            try:
+                code = main(list(argv))
+            except SystemExit as exc:  # argparse usage errors
+                code = int(exc.code or 0)
+        sys.stdout.flush()
+    finally:
+        sys.stdout = real
+        wrapper.detach()  # or closing the wrapper would close the buffer we read below
+    return Run(code, out.getvalue().decode("utf-8"), err.getvalue())
+
+
+def write(tmp_path: Path, text: str, name: str = "topo.yaml") -> str:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return os.fspath(path)
