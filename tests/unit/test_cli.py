@@ -1,0 +1,125 @@
+"""The CLI as a user meets it: outputs, exit codes, and refusing bad input without side effects."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from tests.helpers import CONFIGS, ROOT, run_cli, write
+
+PD = str(CONFIGS / "pd-1p1d-tp2.yaml")
+ATB = str(CONFIGS / "mindie-atb-2x4.yaml")
+
+
+def test_schema_is_printed_and_is_json_schema():
+    run = run_cli("schema")
+    assert run.code == 0
+    doc = json.loads(run.out)
+    assert doc["$schema"].startswith("https://json-schema.org/")
+    assert {"hosts", "instances", "services", "pd_groups", "llm_datadist", "defaults"} <= set(doc["properties"])
+
+
+def test_plan_table_lists_every_rank():
+    run = run_cli("plan", ATB)
+    assert run.code == 0, run.err
+    lines = run.out.splitlines()
+    assert lines[0].startswith("deployment mindie-atb-2x4  generation ")
+    header = next(ln for ln in lines if ln.startswith("HOST"))
+    assert header.split() == ["HOST", "OWNER", "ROLE", "RANK", "LOCAL", "DEVICE", "DEVICE_IP", "PROGRAM"]
+    rows = [ln.split() for ln in lines[lines.index(header) + 1:]]
+    assert [r[3] for r in rows] == [str(i) for i in range(8)]
+    assert rows[4][:7] == ["huawei91", "llama2-70b", "standalone", "4", "0", "0", "10.10.100.22"]
+
+
+def test_plan_json_generation_matches_render(tmp_path):
+    plan = run_cli("plan", ATB, "--json").json()
+    run = run_cli("render", ATB, "-o", str(tmp_path / "out"))
+    assert f"rendered generation {plan['generation']}:" in run.out
+
+
+def test_render_refuses_a_non_empty_directory_and_touches_nothing(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    run = run_cli("render", ATB, "-o", str(out))
+    assert run.code == 2
+    assert "not an empty directory" in run.err
+    assert os.listdir(out) == ["keep.txt"]
+
+
+def test_render_with_bad_topology_writes_nothing(tmp_path):
+    bad = write(tmp_path, "version: 1\nname: x\nhosts: []\n")
+    out = tmp_path / "out"
+    run = run_cli("render", bad, "-o", str(out))
+    assert run.code == 2
+    assert "hosts: must not be empty" in run.err
+    assert not out.exists()
+
+
+def test_ranktable_needs_instance_when_there_are_several():
+    run = run_cli("ranktable", PD)
+    assert run.code == 2
+    assert "use --instance NAME or --global" in run.err
+    run = run_cli("ranktable", PD, "--instance", "nope")
+    assert run.code == 2 and "no instance 'nope' (instances: prefill-0, decode-0)" in run.err
+    run = run_cli("ranktable", ATB, "--global")
+    assert run.code == 2 and "has no pd_groups" in run.err
+
+
+def test_pd_merge_of_two_hosts_tables(tmp_path):
+    # Two hosts' tables as seed 002's gen writes them: the API entry host holds the scheduler.
+    sched = {"server_id": "10.0.0.1", "server_ip": "10.0.0.1"}
+
+    def table(prefill, decode):
+        return {"version": "1.0", "status": "completed", "server_group_list": [
+            {"group_id": "0", "server_count": "1", "server_list": [sched]},
+            {"group_id": "1", "server_count": str(len(prefill)), "server_list": prefill},
+            {"group_id": "2", "server_count": str(len(decode)), "server_list": decode}]}
+
+    def server(ip, dev):
+        return {"server_id": ip, "server_ip": ip,
+                "device": [{"device_id": str(dev), "device_ip": f"29.0.0.{dev}", "rank_id": "0"}]}
+
+    a = tmp_path / "global_ranktable_10.0.0.1.json"
+    b = tmp_path / "global_ranktable_10.0.0.2.json"
+    a.write_text(json.dumps(table([server("10.0.0.1", 0)], [])))
+    b.write_text(json.dumps(table([], [server("10.0.0.2", 1)])))
+    run = run_cli("pd-ranktable", "merge", str(a), str(b), "--save-dir", str(tmp_path / "save"))
+    assert run.code == 0, run.err
+    merged = json.loads((tmp_path / "save" / "global_ranktable_merge.json").read_text())
+    groups = merged["server_group_list"]
+    assert [g["group_id"] for g in groups] == ["0", "1", "2"]
+    assert groups[0]["server_list"] == [sched]
+    assert groups[1]["server_list"] == [server("10.0.0.1", 0)] and groups[1]["server_count"] == "1"
+    assert groups[2]["server_list"] == [server("10.0.0.2", 1)]
+
+
+def test_pd_merge_rejects_two_schedulers_and_bad_json(tmp_path):
+    def table(sid):
+        return {"server_group_list": [{"group_id": "0", "server_list": [{"server_id": sid, "server_ip": sid}]},
+                                      {"group_id": "1", "server_list": []}, {"group_id": "2", "server_list": []}]}
+    a, b, c = tmp_path / "a.json", tmp_path / "b.json", tmp_path / "c.json"
+    a.write_text(json.dumps(table("x")))
+    b.write_text(json.dumps(table("y")))
+    c.write_text("{not json")
+    run = run_cli("pd-ranktable", "merge", str(a), str(b))
+    assert run.code == 2 and "exactly one scheduler (group 0), found 2: ['x', 'y']" in run.err
+    run = run_cli("pd-ranktable", "merge", str(a), str(c))
+    assert run.code == 2 and f"{c}:1:2: not JSON" in run.err
+
+
+def test_validate_json_output():
+    run = run_cli("validate", str(CONFIGS / "yuanrong-rh2d.yaml"), "--json")
+    assert run.json() == {"file": str(CONFIGS / "yuanrong-rh2d.yaml"), "ok": True, "hosts": 2, "instances": 2,
+                          "ranks": 2, "service_processes": 3, "warnings": []}
+
+
+def test_console_script_and_module_entry_point():
+    proc = subprocess.run([sys.executable, "-m", "launcher", "validate", "configs/demo-local.yaml"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "configs/demo-local.yaml: ok" in proc.stdout
+    proc = subprocess.run([sys.executable, "-m", "launcher", "frobnicate"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 2 and "invalid choice" in proc.stderr
