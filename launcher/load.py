@@ -68,11 +68,11 @@ def _probe(p: Mapping[str, Any] | None) -> Probe | None:
 def _host(h: Mapping[str, Any], defaults: Mapping[str, Any], facts: DeviceFacts) -> Host:
     ssh = {**defaults.get("ssh", {}), **h.get("ssh", {})}
     devices = []
-    for d in h.get("devices", []):
-        ip = d["ip"]
+    for id_text, ip in h.get("devices", {}).items():
+        device_id = int(id_text)
         if ip == DISCOVER:
-            ip = facts.get((h["name"], d["id"]))
-        devices.append(Device(d["id"], ip))
+            ip = facts.get((h["name"], device_id))
+        devices.append(Device(device_id, ip))
     return Host(
         name=h["name"], address=h["address"], server_id=h.get("server_id", h["address"]),
         container_ip=h.get("container_ip"), transport=h.get("transport", "ssh"),

@@ -47,6 +47,18 @@ def _allowed_keys(schema_node: dict) -> list[str]:
     return sorted(k for k in schema_node.get("properties", {}))
 
 
+def _bad_key(err: jsonschema.ValidationError, path: tuple, src: Source) -> Diagnostic:
+    key = err.instance
+    where = path + (key,)
+    if path and path[-1] == "devices":
+        msg = f"device id {key!r} is not valid (an NPU id 0..15)"
+    elif path and path[-1] == "env":
+        msg = f"{key!r} is not a valid environment variable name"
+    else:
+        msg = f"key {key!r} is not valid here (must match {err.validator_value})"
+    return Diagnostic(src.loc(where), format_path(where), msg)
+
+
 def _diagnostics_for(err: jsonschema.ValidationError, src: Source) -> list[Diagnostic]:
     path = tuple(err.absolute_path)
     where = format_path(path)
@@ -74,6 +86,8 @@ def _diagnostics_for(err: jsonschema.ValidationError, src: Source) -> list[Diagn
         msg = f"must be {_show(err.validator_value)}, got {_show(err.instance)}"
     elif kind in ("minimum", "maximum", "exclusiveMinimum"):
         msg = f"{_show(err.instance)} is out of range ({kind} {err.validator_value})"
+    elif kind == "pattern" and "propertyNames" in err.schema_path:
+        return [_bad_key(err, path, src)]
     elif kind == "pattern":
         msg = f"{_show(err.instance)} is not valid here (must match {err.validator_value})"
     elif kind in ("minItems", "minLength"):

@@ -59,10 +59,8 @@ class _Checker:
         self.unique(((("hosts", i, "server_id"), h.server_id) for i, h in enumerate(hs)), "server_id")
         ips: list[tuple[tuple, str]] = []
         for i, h in enumerate(hs):
-            self.unique(((("hosts", i, "devices", j, "id"), d.id) for j, d in enumerate(h.devices)),
-                        f"device id on host {h.name}")
-            for j, d in enumerate(h.devices):
-                path = ("hosts", i, "devices", j, "ip")
+            for d in h.devices:
+                path = ("hosts", i, "devices", str(d.id))
                 if d.ip is None:
                     self.err(path, f"host {h.name} device {d.id}: IP is left to discovery and not in the "
                                    f"lock file yet; run `launcher discover {self.t.file}`")

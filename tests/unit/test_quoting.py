@@ -38,7 +38,7 @@ def topology(canary: Path, deploy: Path, dump: Path, extra_env: dict | None = No
     doc = {
         "version": 1, "name": "quoting", "defaults": {"deploy_dir": str(deploy)},
         "hosts": [{"name": "h", "address": "127.0.0.1", "transport": "local",
-                   "devices": [{"id": 0, "ip": "10.213.0.9"}]}],
+                   "devices": {0: "10.213.0.9"}}],
         "instances": [{"name": "q", "hosts": ["h"], "cwd": str(deploy),
                        "command": [sys.executable, "-c", dumper] + values,
                        "env": {**env, "DUMP": str(dump), **(extra_env or {})}}],

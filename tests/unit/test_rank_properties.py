@@ -17,7 +17,7 @@ def topologies(draw):
     per_host = draw(st.integers(1, 8))
     ids = draw(st.lists(st.integers(0, 15), min_size=per_host, max_size=per_host, unique=True))
     hosts = [{"name": f"h{i}", "address": f"10.1.{i}.1",
-              "devices": [{"id": d, "ip": f"10.9.{i}.{d + 1}"} for d in draw(st.permutations(ids))]}
+              "devices": {d: f"10.9.{i}.{d + 1}" for d in draw(st.permutations(ids))}}
              for i in range(n_hosts)]
     # Split each host's devices into instances spanning a random, shuffled subset of hosts.
     n_inst = draw(st.integers(1, min(3, per_host)))

@@ -12,13 +12,13 @@ hosts:
   - name: a
     address: 10.1.0.1
     devices:
-      - {id: 0, ip: 10.9.0.1}
-      - {id: 1, ip: 10.9.0.2}
+      0: 10.9.0.1
+      1: 10.9.0.2
   - name: b
     address: 10.1.0.2
     devices:
-      - {id: 0, ip: 10.9.1.1}
-      - {id: 1, ip: 10.9.1.2}
+      0: 10.9.1.1
+      1: 10.9.1.2
 """
 
 
@@ -65,8 +65,13 @@ def test_unknown_key_with_suggestion(tmp_path):
 
 
 def test_wrong_type(tmp_path):
-    text = BASE_HOSTS.replace("{id: 1, ip: 10.9.0.2}", "{id: one, ip: 10.9.0.2}")
-    assert_error(tmp_path, text, "F:8:14: error: hosts[0].devices[1].id: expected integer, got string 'one'")
+    text = BASE_HOSTS.replace("address: 10.1.0.2", "address: [10.1.0.2]")
+    assert_error(tmp_path, text, "F:10:14: error: hosts[1].address: expected string, got list [\"10.1.0.2\"]")
+
+
+def test_device_id_that_is_not_a_number(tmp_path):
+    text = BASE_HOSTS.replace("      1: 10.9.0.2", "      one: 10.9.0.2")
+    assert_error(tmp_path, text, "F:8:7: error: hosts[0].devices.one: device id 'one' is not valid (an NPU id 0..15)")
 
 
 def test_missing_required_key(tmp_path):
@@ -75,9 +80,9 @@ def test_missing_required_key(tmp_path):
 
 
 def test_all_errors_are_reported_together(tmp_path):
-    text = BASE_HOSTS.replace("{id: 1, ip: 10.9.0.2}", "{id: one, ip: 10.9.0.2}").replace(
+    text = BASE_HOSTS.replace("      1: 10.9.0.2", "      one: 10.9.0.2").replace(
         "    address: 10.1.0.2\n", "    address: 10.1.0.2\n    colour: red\n")
-    lines = assert_error(tmp_path, text, "F:8:14:")
+    lines = assert_error(tmp_path, text, "F:8:7:")
     assert any("F:11:5:" in ln and "colour" in ln for ln in lines)
     assert lines[-1] == "2 errors; nothing was changed"
 
@@ -94,19 +99,24 @@ def test_duplicate_host_address(tmp_path):
 
 def test_duplicate_device_ip(tmp_path):
     text = BASE_HOSTS.replace("10.9.1.2", "10.9.0.1")
-    assert_error(tmp_path, text, "F:13:21: error: hosts[1].devices[1].ip: duplicate device IP '10.9.0.1' "
-                                 "(also at hosts[0].devices[0].ip)")
+    assert_error(tmp_path, text, "F:13:10: error: hosts[1].devices.1: duplicate device IP '10.9.0.1' "
+                                 "(also at hosts[0].devices.0)")
 
 
 def test_invalid_device_ip(tmp_path):
     text = BASE_HOSTS.replace("10.9.1.2", "10.9.1.256")
-    assert_error(tmp_path, text, "F:13:21: error: hosts[1].devices[1].ip: host b device 1: '10.9.1.256' is not "
+    assert_error(tmp_path, text, "F:13:10: error: hosts[1].devices.1: host b device 1: '10.9.1.256' is not "
                                  "an IPv4 address")
 
 
+def test_duplicate_device_id_is_a_duplicate_key(tmp_path):
+    text = BASE_HOSTS.replace("      1: 10.9.1.2", "      0: 10.9.1.2")
+    assert_error(tmp_path, text, "F:13:7: error: hosts[1].devices.0: duplicate key '0' (first defined at line 12)")
+
+
 def test_device_id_out_of_range(tmp_path):
-    text = BASE_HOSTS.replace("{id: 1, ip: 10.9.1.2}", "{id: 16, ip: 10.9.1.2}")
-    assert_error(tmp_path, text, "F:13:14: error: hosts[1].devices[1].id: 16 is out of range (maximum 15)")
+    text = BASE_HOSTS.replace("      1: 10.9.1.2", "      16: 10.9.1.2")
+    assert_error(tmp_path, text, "F:13:7: error: hosts[1].devices.16: device id '16' is not valid (an NPU id 0..15)")
 
 
 def test_instance_uses_undeclared_device(tmp_path):
@@ -124,7 +134,7 @@ def test_one_npu_used_by_two_instances(tmp_path):
 
 
 def test_hosts_with_different_device_counts_is_an_error(tmp_path):
-    text = BASE_HOSTS.replace("      - {id: 1, ip: 10.9.1.2}\n", "") + \
+    text = BASE_HOSTS.replace("      1: 10.9.1.2\n", "") + \
         "instances:\n  - {name: m, hosts: [a, b], command: [run]}\n"
     assert_error(tmp_path, text, "F:14:22: error: instances[0].hosts: instance m: hosts have different device "
                                  "counts (a=2, b=1)")
@@ -248,8 +258,8 @@ def test_dependency_cycle(tmp_path):
 
 
 def test_discovered_ip_missing_from_lock_file(tmp_path):
-    text = BASE_HOSTS.replace("{id: 1, ip: 10.9.1.2}", "{id: 1, ip: discover}")
-    assert_error(tmp_path, text, "F:13:21: error: hosts[1].devices[1].ip: host b device 1: IP is left to "
+    text = BASE_HOSTS.replace("      1: 10.9.1.2", "      1: discover")
+    assert_error(tmp_path, text, "F:13:10: error: hosts[1].devices.1: host b device 1: IP is left to "
                                  "discovery and not in the lock file yet")
 
 
