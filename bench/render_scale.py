@@ -25,6 +25,11 @@ from launcher.validate import validate  # noqa: E402
 from launcher.yamlsrc import load_yaml  # noqa: E402
 
 
+# A RAM-backed temp dir when there is one: this measures the launcher, not the VM's disk
+# (here ~0.8 ms per file created on the root disk vs ~20 us on tmpfs). --out-base changes it.
+OUT_BASE = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
+
+
 def topology_text(hosts: int, devices: int, per_instance: int) -> str:
     out = ["version: 1", "name: scale", "defaults:", "  ssh: {user: root}", "  env: {HCCL_CONNECT_TIMEOUT: '7200'}",
            "hosts:"]
@@ -33,7 +38,7 @@ def topology_text(hosts: int, devices: int, per_instance: int) -> str:
         out.append(f"    address: 10.{100 + h // 250}.{h % 250}.1")
         out.append("    devices:")
         for d in range(devices):
-            out.append(f"      - {{id: {d}, ip: 29.{h // 250}.{h % 250}.{d + 1}}}")
+            out.append(f"      {d}: 29.{h // 250}.{h % 250}.{d + 1}")
     out.append("instances:")
     for i in range(hosts // per_instance):
         members = ", ".join(f"node{h:04d}" for h in range(i * per_instance, (i + 1) * per_instance))
@@ -63,7 +68,7 @@ def run_once(text: str) -> tuple[dict[str, float], int, int]:
     generation_id(files)
     stages["render"] = time.perf_counter() - t
     t = time.perf_counter()
-    out = tempfile.mkdtemp(prefix="render-scale-")
+    out = tempfile.mkdtemp(prefix="render-scale-", dir=OUT_BASE)
     try:
         count = write_rendered(files, out)
     finally:
@@ -79,10 +84,12 @@ def main() -> None:
     ap.add_argument("--devices", type=int, default=8)
     ap.add_argument("--hosts-per-instance", type=int, default=16)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--out-base", default=OUT_BASE, help="where the temp dir goes (default: /dev/shm if present)")
     args = ap.parse_args()
+    globals()["OUT_BASE"] = args.out_base
     text = topology_text(args.hosts, args.devices, args.hosts_per_instance)
     print(f"topology: {args.hosts} hosts x {args.devices} NPUs, {args.hosts // args.hosts_per_instance} instances, "
-          f"{len(text.splitlines())} YAML lines; best of {args.repeat}")
+          f"{len(text.splitlines())} YAML lines; best of {args.repeat}; writing under {args.out_base or 'TMPDIR'}")
     best: dict[str, float] | None = None
     for _ in range(args.repeat):
         stages, ranks, count = run_once(text)

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from importlib import resources
 from typing import Iterator, Sequence
 
-from . import __version__
+from . import __version__, jsonfmt
 from .errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, BadInput, LauncherError, SpecErrors
 from .expand import to_json_bytes
 from .pipeline import Result, compile_file, compile_text, rendered
@@ -70,7 +70,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     result = compile_file(args.file)
     _warn(result)
     if args.json:
-        _write(json.dumps(plan_json(result), indent=2, ensure_ascii=False) + "\n")
+        _write(jsonfmt.dumps(plan_json(result)))
         return EXIT_OK
     _write(plan_table(result))
     return EXIT_OK
@@ -92,14 +92,24 @@ def plan_table(result: Result) -> str:
 
 
 def write_rendered(files: dict, out_dir: str) -> int:
+    """Write DIR/<host>/<path> with each file's mode; returns the number of files."""
+    made: set[str] = set()
+    umask = os.umask(0o022)
+    os.umask(umask)
     count = 0
     for host, f in iter_files(files):
         path = os.path.join(out_dir, host, f.path)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
+        parent = os.path.dirname(path)
+        if parent not in made:
+            os.makedirs(parent, exist_ok=True)
+            made.add(parent)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, f.mode)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(f.content)
-        os.chmod(path, f.mode)
+        try:
+            os.write(fd, f.content)
+            if f.mode & umask:  # the umask took bits away that the file needs
+                os.fchmod(fd, f.mode)
+        finally:
+            os.close(fd)
         count += 1
     return count
 
@@ -222,6 +232,9 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+MAX_SHOWN = 100  # past this, more lines hide rather than help
+
+
 @contextmanager
 def handle_errors(verbose: bool) -> Iterator[list[int]]:
     """Map errors to one clear message and a stable exit code (0 ok, 1 failed, 2 bad input)."""
@@ -229,8 +242,10 @@ def handle_errors(verbose: bool) -> Iterator[list[int]]:
     try:
         yield code
     except SpecErrors as exc:
-        for d in exc.diagnostics:
+        for d in exc.diagnostics[:MAX_SHOWN]:
             print(str(d), file=sys.stderr)
+        if len(exc.diagnostics) > MAX_SHOWN:
+            print(f"... and {len(exc.diagnostics) - MAX_SHOWN} more", file=sys.stderr)
         n = len(exc.errors)
         print(f"{n} error{'s' if n != 1 else ''}; nothing was changed", file=sys.stderr)
         code[0] = EXIT_BAD_INPUT

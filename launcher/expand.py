@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from typing import Any
+from typing import Any, Iterable
 
+from . import jsonfmt
 from .errors import SpecErrors
 from .graph import dependency_edges, start_levels
 from .model import (DEFAULT_RENDEZVOUS_PORT, DatasystemSpec, DDCluster, EtcdSpec, GenericSpec, Host,
@@ -17,11 +18,7 @@ from .plan import File, HostPlan, InstancePlan, Plan, Program, RankInfo
 from .ranktable import RankSlot, hccl_v1, pd_global, pd_host_entry, pd_local
 from .validate import validate
 
-JSON_KW: dict[str, Any] = {"indent": 2, "ensure_ascii": False}
-
-
-def to_json_bytes(doc: Any) -> bytes:
-    return (json.dumps(doc, **JSON_KW) + "\n").encode("utf-8")
+to_json_bytes = jsonfmt.dumps_bytes
 
 
 class _Expander:
@@ -76,8 +73,11 @@ class _Expander:
     def abs_path(self, hname: str, rel: str) -> str:
         return f"{self.root(self.hosts[hname])}/current/{rel}"
 
-    def put(self, hname: str, rel: str, doc: Any) -> None:
-        self.files[hname][rel] = File(rel, to_json_bytes(doc))
+    def put(self, hnames: Iterable[str], rel: str, doc: Any) -> None:
+        """The same document on several hosts: serialized once."""
+        f = File(rel, to_json_bytes(doc))
+        for hname in hnames:
+            self.files[hname][rel] = f
 
     def slots(self, ranks: list[RankInfo], base: int = 0) -> list[RankSlot]:
         out = []
@@ -95,8 +95,7 @@ class _Expander:
             rel = f"ranktables/{inst.name}.json"
             table = hccl_v1(self.slots(self.placement[inst.name]))
             self.ranktable_path[inst.name], self.ranktable[inst.name] = rel, table
-            for hname in inst.hosts:
-                self.put(hname, rel, table)
+            self.put(inst.hosts, rel, table)
 
     def pd_tables(self) -> None:
         for g in self.t.pd_groups:
@@ -109,9 +108,9 @@ class _Expander:
             group_hosts = list(dict.fromkeys([sched.name] + [h for m in members for h in m.hosts]))
             single = len(group_hosts) == 1
             global_rel = f"ranktables/global_ranktable_{sched.address if single else 'merge'}.json"
-            for hname in group_hosts:
-                self.put(hname, global_rel, table)
-            self.put(sched.name, f"ranktables/local_ranktable_{sched.address}_host.json", pd_host_entry(sched_entry))
+            self.put(group_hosts, global_rel, table)
+            self.put([sched.name], f"ranktables/local_ranktable_{sched.address}_host.json",
+                     pd_host_entry(sched_entry))
             for inst in members:
                 ranks = self.placement[inst.name]
                 first = self.hosts[inst.hosts[0]]
@@ -120,8 +119,7 @@ class _Expander:
                 table_local = pd_local(self.slots(ranks))
                 self.ranktable_path[inst.name], self.ranktable[inst.name] = rel, table_local
                 self.global_path[inst.name] = global_rel
-                for hname in inst.hosts:
-                    self.put(hname, rel, table_local)
+                self.put(inst.hosts, rel, table_local)
 
     # --- LLM-DataDist --------------------------------------------------------------------
     def datadist(self) -> None:
@@ -145,7 +143,7 @@ class _Expander:
             doc = {"cluster_id": str(c.id), "role": c.role, "instance": c.instance, "rank": str(c.rank),
                    "host": r.host, "options": options, "links": links.get(c.id, [])}
             rel = f"llm_datadist/cluster_{c.id}.json"
-            self.put(r.host, rel, doc)
+            self.put([r.host], rel, doc)
             self.datadist_file[(c.instance, c.rank)] = (rel, c.id)
 
     # --- programs ------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any
 
+import fastjsonschema
 import jsonschema
 
 from .errors import Diagnostic
@@ -29,6 +30,12 @@ def _validator() -> jsonschema.protocols.Validator:
     cls = jsonschema.validators.validator_for(schema())
     cls.check_schema(schema())
     return cls(schema())
+
+
+@lru_cache(maxsize=1)
+def _fast_check():
+    """A compiled validator: ~50x faster, but it stops at the first error without a good message."""
+    return fastjsonschema.compile(schema())
 
 
 def _type_name(value: Any) -> str:
@@ -78,7 +85,8 @@ def _diagnostics_for(err: jsonschema.ValidationError, src: Source) -> list[Diagn
     loc = src.value_loc(path)
     if kind == "type":
         expected = err.validator_value
-        expected = " or ".join(expected) if isinstance(expected, list) else expected
+        names = {"object": "mapping", "array": "list"}
+        expected = " or ".join(names.get(e, e) for e in (expected if isinstance(expected, list) else [expected]))
         msg = f"expected {expected}, got {_type_name(err.instance)} {_show(err.instance)}"
     elif kind == "enum":
         msg = f"expected one of {', '.join(map(str, err.validator_value))}; got {_show(err.instance)}"
@@ -104,6 +112,11 @@ def _diagnostics_for(err: jsonschema.ValidationError, src: Source) -> list[Diagn
 
 def check_schema(src: Source) -> list[Diagnostic]:
     """All structural problems in the document, each with its position."""
+    try:
+        _fast_check()(src.data)
+        return []  # valid: skip the slow, thorough pass
+    except fastjsonschema.JsonSchemaException:
+        pass
     out: list[Diagnostic] = []
     for err in _validator().iter_errors(src.data):
         # Errors inside if/then of a service kind come once per branch; keep the useful ones.

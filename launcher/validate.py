@@ -4,7 +4,7 @@ Pure: Topology -> list of Diagnostics (errors and warnings), all of them, in fil
 """
 from __future__ import annotations
 
-import ipaddress
+import re
 from collections import Counter
 from typing import Iterable
 
@@ -288,12 +288,14 @@ def _service_ports(spec) -> list[tuple[str, int]]:
     return []
 
 
+_OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4 = re.compile(rf"{_OCTET}(\.{_OCTET}){{3}}")
+
+
 def _is_ipv4(text: str) -> bool:
-    try:
-        ipaddress.IPv4Address(text)
-    except ValueError:
-        return False
-    return True
+    """Dotted-quad IPv4 (no leading zeros), as ranktables carry them; a regex is ~10x faster
+    than ipaddress for the 16k device IPs of a large cluster."""
+    return _IPV4.fullmatch(text) is not None
 
 
 def rank_placement(topo: Topology, instance: str) -> list[tuple[str, int]]:

@@ -56,7 +56,7 @@ def test_values_survive_env_file_and_launch_script(tmp_path: Path):
     write_rendered({"h": files["h"]}, str(gen.parent))
     (gen.parent / "h").rename(gen)
     (gen.parent / "current").symlink_to("gen")
-    proc = subprocess.run(["/bin/sh", str(deploy / "quoting/current/bin/q-r0.sh")], capture_output=True,
+    proc = subprocess.run(["/bin/sh", str(deploy / "quoting/current/bin/q.sh"), "0"], capture_output=True,
                           timeout=30)
     assert proc.returncode == 0, proc.stderr.decode()
     got = json.loads(dump.read_text(encoding="utf-8"))
@@ -72,8 +72,8 @@ def test_values_survive_env_file_and_launch_script(tmp_path: Path):
 def test_env_file_is_private_and_values_stay_off_the_command_line(tmp_path: Path):
     text = topology(tmp_path / "c", tmp_path / "d", tmp_path / "dump", {"API_TOKEN": "s3cret-value"})
     _, files = rendered(compile_text(text, "t.yaml").plan)
-    env = files["h"]["env/q-r0.env"]
-    script = files["h"]["bin/q-r0.sh"]
+    env = files["h"]["env/q.env"]
+    script = files["h"]["bin/q.sh"]
     assert env.mode == 0o600
     assert b"s3cret-value" in env.content
     assert b"s3cret-value" not in script.content
