@@ -31,7 +31,17 @@ def _warn(result: Result) -> None:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    result = compile_file(args.file)
+    if args.json:
+        try:
+            result = compile_file(args.file)
+        except SpecErrors as exc:  # scripts and editors get every diagnostic as data
+            _write(json.dumps({"file": args.file, "ok": False, "diagnostics": [
+                {"severity": d.severity, "file": d.loc.file if d.loc else None,
+                 "line": d.loc.line if d.loc else None, "col": d.loc.col if d.loc else None,
+                 "path": d.path, "message": d.message} for d in exc.diagnostics]}) + "\n")
+            return EXIT_BAD_INPUT
+    else:
+        result = compile_file(args.file)
     _warn(result)
     plan = result.plan
     ranks = sum(i.world_size for i in plan.instances)

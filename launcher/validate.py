@@ -191,6 +191,8 @@ class _Checker:
         clusters = self.t.dd_clusters
         self.unique((((("llm_datadist", "clusters", i, "id")), c.id) for i, c in enumerate(clusters)), "cluster id")
         by_id = {c.id: c for c in clusters}
+        self.unique(((("llm_datadist", "clusters", i, "instance"), (c.instance, c.rank)) for i, c in enumerate(clusters)),
+                    "(instance, rank) of a cluster")
         for i, c in enumerate(clusters):
             base = ("llm_datadist", "clusters", i)
             inst = self.t.instance(c.instance)

@@ -123,3 +123,14 @@ def test_console_script_and_module_entry_point():
     proc = subprocess.run([sys.executable, "-m", "launcher", "frobnicate"], cwd=ROOT, capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == 2 and "invalid choice" in proc.stderr
+
+
+def test_validate_json_reports_errors_as_data(tmp_path):
+    bad = write(tmp_path, "version: 1\nname: x\nhosts:\n  - {name: a, address: b, colour: red}\n")
+    run = run_cli("validate", bad, "--json")
+    assert run.code == 2
+    doc = run.json()
+    assert doc["ok"] is False
+    assert doc["diagnostics"] == [{"severity": "error", "file": bad, "line": 4, "col": 27, "path": "hosts[0].colour",
+                                   "message": "unknown key 'colour' (allowed: address, container_ip, deploy_dir, "
+                                              "devices, name, server_id, ssh, transport)"}]

@@ -195,15 +195,27 @@ llm_datadist:
     - {id: 2, instance: p1, role: prompt, listen_port: PORT2}
     - {id: 3, instance: d0, role: decoder}
     - {id: 4, instance: d1, role: decoder}
-    - {id: 5, instance: d1, role: decoder}
   links:
 LINKS"""
 
 
 def test_datadist_domain_with_more_than_4_nodes(tmp_path):
-    text = DD.replace("PORT2", "26001").replace("LINKS", "    - {name: big, clusters: [1, 2, 3, 4, 5]}\n")
-    assert_error(tmp_path, text, "F:27:29: error: llm_datadist.links[0].clusters: link big has 5 clusters; "
-                                 "a communication domain holds at most 4")
+    text = BASE_HOSTS + """\
+instances:
+  - {name: p, hosts: [a, b], command: [run]}
+llm_datadist:
+  clusters:
+    - {id: 1, instance: p, rank: 0, role: prompt, listen_port: 26000}
+    - {id: 2, instance: p, rank: 1, role: prompt, listen_port: 26000}
+    - {id: 3, instance: p, rank: 2, role: decoder}
+    - {id: 4, instance: p, rank: 3, role: decoder}
+    - {id: 5, instance: p, rank: 3, role: decoder}
+  links:
+    - {name: big, clusters: [1, 2, 3, 4, 5]}
+"""
+    lines = assert_error(tmp_path, text, "F:24:29: error: llm_datadist.links[0].clusters: link big has 5 clusters; "
+                                         "a communication domain holds at most 4")
+    assert lines[-1] == "2 errors; nothing was changed"  # and cluster 5 reuses rank 3
 
 
 def _links(n: int) -> str:
@@ -275,3 +287,10 @@ def test_missing_file_is_bad_input(tmp_path):
     run = run_cli("validate", str(tmp_path / "nope.yaml"))
     assert run.code == 2
     assert "cannot read" in run.err and "No such file" in run.err
+
+
+def test_two_clusters_on_one_rank(tmp_path):
+    text = DD.replace("PORT2", "26001").replace("LINKS", _links(1)).replace(
+        "{id: 4, instance: d1, role: decoder}", "{id: 4, instance: d0, role: decoder}")
+    assert_error(tmp_path, text, "F:24:25: error: llm_datadist.clusters[3].instance: duplicate (instance, rank) of a "
+                                 "cluster ('d0', 0) (also at llm_datadist.clusters[2].instance)")
