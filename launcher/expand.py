@@ -68,7 +68,9 @@ class _Expander:
         return out
 
     def root(self, host: Host) -> str:
-        return f"{host.deploy_dir.rstrip('/')}/{self.t.name}"
+        # The host's name is part of the path so that hosts sharing a filesystem (local
+        # "hosts" on one machine, a deploy_dir on NFS) never share sockets or symlinks.
+        return f"{host.deploy_dir.rstrip('/')}/{self.t.name}/{host.name}"
 
     def abs_path(self, hname: str, rel: str) -> str:
         return f"{self.root(self.hosts[hname])}/current/{rel}"

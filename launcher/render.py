@@ -75,11 +75,13 @@ def numactl_argv(program: Program) -> list[str]:
     return argv + ["--"]
 
 
-def launch_script(programs: Sequence[Program]) -> bytes:
+def launch_script(programs: Sequence[Program], root: str) -> bytes:
     """The script supervisord runs as `sh bin/<owner>.sh [SLOT]`; the owner's programs share it."""
     p = programs[0]
     out = ["#!/bin/sh\n", HEADER, f"# {p.kind} {p.owner}: {', '.join(q.name for q in programs)}\n",
-           "set -e\n", 'LAUNCHER_SLOT="${1:-}"\n', 'here=$(dirname "$0")\n', f'. "$here/../env/{p.owner}.env"\n']
+           "set -e\n", 'LAUNCHER_SLOT="${1:-}"\n', 'here=$(dirname "$0")\n', f'. "$here/../env/{p.owner}.env"\n',
+           # the launcher's own helpers (e.g. launcher-demo-rank) are found without a full path
+           f'PATH={sh_quote(root + "/runtime/current/bin")}:"$PATH"\n', "export PATH\n"]
     if p.limits.memlock:
         out.append(f"ulimit -l {sh_quote(p.limits.memlock)}\n")
     if p.limits.nofile:
@@ -104,12 +106,11 @@ def by_owner(programs: Iterable[Program]) -> dict[str, list[Program]]:
     return groups
 
 
-def manifest(hp: HostPlan, env_files: dict[str, bytes]) -> bytes:
+def manifest(hp: HostPlan, hashes: dict[str, str]) -> bytes:
     """What this generation runs on this host, for the supervisor side (no env values: they may be secret)."""
-    env_sha = {owner: hashlib.sha256(data).hexdigest()[:16] for owner, data in env_files.items()}
     programs = [{"name": p.name, "owner": p.owner, "kind": p.kind, "rank": p.rank, "local_rank": p.local_rank,
                  "devices": list(p.devices), "argv": [f"bin/{p.owner}.sh"] + ([slot(p)] if slot(p) else []),
-                 "env_sha256": env_sha[p.owner]} for p in hp.programs]
+                 "owner_hash": hashes[p.owner]} for p in hp.programs]
     # One program per line: readable, greppable, and cheap to write for thousands of hosts.
     body = ",\n".join("    " + jsonfmt.compact(p) for p in programs)
     text = (f'{{\n  "host": {jsonfmt.compact(hp.host.name)},\n  "root": {jsonfmt.compact(hp.root)},\n'
@@ -117,15 +118,81 @@ def manifest(hp: HostPlan, env_files: dict[str, bytes]) -> bytes:
     return text.encode("utf-8")
 
 
+def owner_inputs(programs: Sequence[Program], documents: dict[str, File]) -> list[str]:
+    """Generation files an owner's processes read (ranktables, option files) besides its env and script."""
+    current = "/current/"
+    paths = []
+    for _, value in programs[0].env:
+        if current in value:
+            rel = value.split(current, 1)[1]
+            if rel in documents:
+                paths.append(rel)
+    for p in programs[1:]:
+        for _, value in p.env:
+            if current in value and value.split(current, 1)[1] in documents:
+                paths.append(value.split(current, 1)[1])
+    return sorted(set(paths))
+
+
+def owner_hash(env: bytes, script: bytes, inputs: Iterable[File]) -> str:
+    """Changes exactly when something an owner's processes read changes: restart only those."""
+    h = hashlib.sha256(env + b"\0" + script)
+    for f in inputs:
+        h.update(f.path.encode() + b"\0" + f.content)
+    return h.hexdigest()[:16]
+
+
+def _ini(value: str) -> str:
+    """supervisord expands %(name)s in values: a literal % must be doubled."""
+    return value.replace("%", "%%")
+
+
+def supervisor_conf(hp: HostPlan, hashes: dict[str, str]) -> bytes:
+    """One supervisord per host and deployment: unix socket only (mode 0700), programs from the plan.
+
+    Programs never start or restart by themselves (autostart/autorestart false): the launcher
+    starts an instance's ranks as a gang and the agent restarts them as a gang.
+    """
+    root = hp.root
+    out = [HEADER.replace("#", ";", 1),
+           f"[unix_http_server]\nfile={_ini(root)}/run/supervisor.sock\nchmod=0700\n\n",
+           f"[supervisord]\nlogfile={_ini(root)}/logs/supervisord.log\nlogfile_maxbytes=10MB\nlogfile_backups=3\n"
+           f"pidfile={_ini(root)}/run/supervisord.pid\nchilddir=/\nidentifier=ascend-launcher:{_ini(hp.host.name)}\n"
+           f"minfds=65536\n\n",
+           "[rpcinterface:supervisor]\nsupervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n\n",
+           f"[supervisorctl]\nserverurl=unix://{_ini(root)}/run/supervisor.sock\n\n",
+           "[program:launcher-agent]\n"
+           f"command=/bin/sh -c {_ini(sh_quote(f'exec python3 -m launcher.agent {sh_quote(root)}'))}\n"
+           f"environment=PYTHONPATH=\"{_ini(root)}/runtime/current/site\"\n"
+           "autostart=true\nautorestart=true\nstartsecs=1\nstopasgroup=true\nkillasgroup=true\n"
+           f"redirect_stderr=true\nstdout_logfile={_ini(root)}/logs/launcher-agent.log\n"
+           "stdout_logfile_maxbytes=10MB\nstdout_logfile_backups=3\n\n"]
+    for owner, programs in by_owner(hp.programs).items():
+        for p in programs:
+            command = f"/bin/sh {sh_quote(f'{root}/current/bin/{owner}.sh')}" + (f" {slot(p)}" if slot(p) else "")
+            out.append(
+                f"[program:{p.name}]\ncommand={_ini(command)}\nautostart=false\nautorestart=false\n"
+                "startsecs=1\nstartretries=0\nstopsignal=TERM\nstopwaitsecs=30\nstopasgroup=true\nkillasgroup=true\n"
+                f"redirect_stderr=true\nstdout_logfile={_ini(root)}/logs/{p.name}.log\n"
+                "stdout_logfile_maxbytes=50MB\nstdout_logfile_backups=5\n"
+                f"environment=LAUNCHER_OWNER_HASH=\"{hashes[owner]}\"\n\n")
+        out.append(f"[group:{owner}]\nprograms={','.join(p.name for p in programs)}\n\n")
+    return "".join(out).rstrip("\n").encode("utf-8") + b"\n"
+
+
 def render_host(hp: HostPlan) -> dict[str, File]:
     """All files of one host's generation, by relative path, sorted."""
     files = {f.path: f for f in hp.files}
     env_files: dict[str, bytes] = {}
+    hashes: dict[str, str] = {}
     for owner, programs in by_owner(hp.programs).items():
         env_files[owner] = env_file(programs)
+        script = launch_script(programs, hp.root)
         files[f"env/{owner}.env"] = File(f"env/{owner}.env", env_files[owner], 0o600)
-        files[f"bin/{owner}.sh"] = File(f"bin/{owner}.sh", launch_script(programs), 0o755)
-    files["manifest.json"] = File("manifest.json", manifest(hp, env_files))
+        files[f"bin/{owner}.sh"] = File(f"bin/{owner}.sh", script, 0o755)
+        hashes[owner] = owner_hash(env_files[owner], script, (files[p] for p in owner_inputs(programs, files)))
+    files["manifest.json"] = File("manifest.json", manifest(hp, hashes))
+    files["supervisord.conf"] = File("supervisord.conf", supervisor_conf(hp, hashes))
     return dict(sorted(files.items()))
 
 

@@ -52,11 +52,10 @@ def test_values_survive_env_file_and_launch_script(tmp_path: Path):
     dump = tmp_path / "dump.json"
     result = compile_text(topology(canary, deploy, dump), "quoting.yaml")
     _, files = rendered(result.plan)
-    gen = deploy / "quoting" / "gen"
-    write_rendered({"h": files["h"]}, str(gen.parent))
-    (gen.parent / "h").rename(gen)
-    (gen.parent / "current").symlink_to("gen")
-    proc = subprocess.run(["/bin/sh", str(deploy / "quoting/current/bin/q.sh"), "0"], capture_output=True,
+    root = deploy / "quoting" / "h"
+    write_rendered({"gen": files["h"]}, str(root))
+    (root / "current").symlink_to("gen")
+    proc = subprocess.run(["/bin/sh", str(root / "current/bin/q.sh"), "0"], capture_output=True,
                           timeout=30)
     assert proc.returncode == 0, proc.stderr.decode()
     got = json.loads(dump.read_text(encoding="utf-8"))
@@ -65,7 +64,7 @@ def test_values_survive_env_file_and_launch_script(tmp_path: Path):
     for i, value in enumerate(expected):
         assert got["env"][f"V{i}"] == value, f"V{i}"
     assert got["env"]["RANK"] == "0" and got["env"]["WORLD_SIZE"] == "1"
-    assert got["env"]["RANKTABLEFILE"] == str(deploy / "quoting/current/ranktables/q.json")
+    assert got["env"]["RANKTABLEFILE"] == str(root / "current/ranktables/q.json")
     assert not canary.exists(), "a value was evaluated by the shell"
 
 

@@ -76,9 +76,10 @@ def test_seed_004_sixteen_ranks_env_and_launch_command():
     plan = run.json()
     programs = [p for h in plan["hosts"] for p in h["programs"]]
     assert [p["rank"] for p in programs] == list(range(16))
-    table = "/var/lib/ascend-launcher/mindie-atb-2x8/current/ranktables/llama2-70b.json"
     for p in programs:
         env = p["env"]
+        host = "huawei89" if p["rank"] < 8 else "huawei91"
+        table = f"/var/lib/ascend-launcher/mindie-atb-2x8/{host}/current/ranktables/llama2-70b.json"
         assert env["BACKEND"] == "hccl" and env["WORLD_SIZE"] == "16"
         assert env["RANKTABLEFILE"] == table and env["RANK_TABLE_FILE"] == table
         assert env["RANK"] == str(p["rank"]) and env["RANK_ID"] == str(p["rank"])

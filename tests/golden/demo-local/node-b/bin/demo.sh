@@ -5,4 +5,6 @@ set -e
 LAUNCHER_SLOT="${1:-}"
 here=$(dirname "$0")
 . "$here/../env/demo.env"
+PATH=/tmp/ascend-launcher-demo/demo-local/node-b/runtime/current/bin:"$PATH"
+export PATH
 exec python3 -m launcher.demo_rank --health-port 18610

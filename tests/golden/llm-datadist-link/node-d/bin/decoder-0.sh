@@ -5,4 +5,6 @@ set -e
 LAUNCHER_SLOT="${1:-}"
 here=$(dirname "$0")
 . "$here/../env/decoder-0.env"
+PATH=/var/lib/ascend-launcher/datadist-link/node-d/runtime/current/bin:"$PATH"
+export PATH
 exec python3 /opt/serve/decoder.py

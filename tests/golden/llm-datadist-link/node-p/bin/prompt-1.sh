@@ -5,4 +5,6 @@ set -e
 LAUNCHER_SLOT="${1:-}"
 here=$(dirname "$0")
 . "$here/../env/prompt-1.env"
+PATH=/var/lib/ascend-launcher/datadist-link/node-p/runtime/current/bin:"$PATH"
+export PATH
 exec python3 /opt/serve/prompt.py

@@ -5,5 +5,7 @@ set -e
 LAUNCHER_SLOT="${1:-}"
 here=$(dirname "$0")
 . "$here/../env/llama2-70b.env"
+PATH=/var/lib/ascend-launcher/mindie-atb-2x4/huawei91/runtime/current/bin:"$PATH"
+export PATH
 cd /opt/atb-models
 exec python3 ./examples/run_pa.py --model_path /data/atb_testdata/weights/llama2-70b/ --max_output_length 35 --max_batch_size 1 --input_text 'What'"'"'s Deep Learning?'

@@ -5,4 +5,6 @@ set -e
 LAUNCHER_SLOT="${1:-}"
 here=$(dirname "$0")
 . "$here/../env/decode-0.env"
+PATH=/var/lib/ascend-launcher/pd-1p1d-tp2/localhost/runtime/current/bin:"$PATH"
+export PATH
 exec python3 -m vllm.entrypoints.openai.api_server --model /data/Qwen2.5-7B-Instruct --tensor-parallel-size 2 --max-model-len 8192 --trust-remote-code

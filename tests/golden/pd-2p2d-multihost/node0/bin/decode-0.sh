@@ -5,4 +5,6 @@ set -e
 LAUNCHER_SLOT="${1:-}"
 here=$(dirname "$0")
 . "$here/../env/decode-0.env"
+PATH=/var/lib/ascend-launcher/pd-2p2d/node0/runtime/current/bin:"$PATH"
+export PATH
 exec python3 -m vllm.entrypoints.openai.api_server --model /data/DeepSeek-V2-Lite --tensor-parallel-size 4 --trust-remote-code

@@ -5,5 +5,7 @@ set -e
 LAUNCHER_SLOT="${1:-}"
 here=$(dirname "$0")
 . "$here/../env/ds-worker.env"
+PATH=/var/lib/ascend-launcher/yuanrong-rh2d/node1/runtime/current/bin:"$PATH"
+export PATH
 ulimit -l unlimited
 exec dscli start --cpunodebind 0 --localalloc -w --worker_address 192.168.0.1:31501 --etcd_address 192.168.0.1:2345 --arena_per_tenant 1 --remote_h2d_device_ids 0

@@ -5,4 +5,6 @@ set -e
 LAUNCHER_SLOT="${1:-}"
 here=$(dirname "$0")
 . "$here/../env/etcd.env"
+PATH=/var/lib/ascend-launcher/yuanrong-rh2d/node1/runtime/current/bin:"$PATH"
+export PATH
 exec etcd --name etcd-node1 --data-dir /root/.datasystem/etcd-data --listen-client-urls http://0.0.0.0:2345 --advertise-client-urls http://192.168.0.1:2345 --listen-peer-urls http://0.0.0.0:2346 --initial-advertise-peer-urls http://192.168.0.1:2346 --initial-cluster etcd-node1=http://192.168.0.1:2346

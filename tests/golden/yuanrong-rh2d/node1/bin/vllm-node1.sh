@@ -5,4 +5,6 @@ set -e
 LAUNCHER_SLOT="${1:-}"
 here=$(dirname "$0")
 . "$here/../env/vllm-node1.env"
+PATH=/var/lib/ascend-launcher/yuanrong-rh2d/node1/runtime/current/bin:"$PATH"
+export PATH
 exec python3 -m vllm.entrypoints.openai.api_server --model /data/Qwen2.5-7B-Instruct --port 8100 --trust-remote-code --enforce-eager --no_enable_prefix_caching --tensor-parallel-size 1 --data-parallel-size 1 --max-model-len 10000 --block-size 128 --max-num-batched-tokens 4096 --kv-transfer-config '{"kv_connector": "AscendStoreConnector", "kv_role": "kv_both", "kv_connector_extra_config": {"lookup_rpc_port": "1", "backend": "yuanrong"}}'
