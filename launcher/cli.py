@@ -207,6 +207,110 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _session(args: argparse.Namespace, result: Result):
+    from .apply import Session
+    from .transport import SshOptions
+    return Session(result.plan, forks=args.forks,
+                   ssh=SshOptions(config_file=args.ssh_config, known_hosts=args.known_hosts))
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from .apply import up
+    result = compile_file(args.file)
+    _warn(result)
+    gen, files = rendered(result.plan)
+    with _session(args, result) as session:
+        report = up(session, files, gen)
+    if args.json:
+        _write(json.dumps({"generation": report.generation, "started": report.started,
+                           "unchanged": report.unchanged, "skew_seconds": report.skew,
+                           "seconds": round(report.seconds, 3)}) + "\n")
+    else:
+        _write(f"up: generation {report.generation} running on {len(files)} hosts "
+               f"({len(report.started)} started, {len(report.unchanged)} unchanged) in {report.seconds:.1f} s\n")
+    return EXIT_OK
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from .apply import down
+    result = compile_file(args.file)
+    with _session(args, result) as session:
+        down(session, args.purge)
+    _write(f"down: {result.plan.deployment} stopped on {len(result.plan.hosts)} hosts"
+           + (" and its files removed\n" if args.purge else "\n"))
+    return EXIT_OK
+
+
+def _fmt_uptime(seconds: float | None) -> str | None:
+    if seconds is None:
+        return None
+    s = int(seconds)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from .apply import status_rows
+    result = compile_file(args.file)
+    with _session(args, result) as session:
+        rows = status_rows(session)
+    if args.json:
+        _write(json.dumps(rows) + "\n")
+    else:
+        _write(format_table(("INSTANCE", "HOST", "RANK", "STATE", "PID", "UPTIME", "RESTARTS", "GENERATION"),
+                            [(r["instance"], r["host"], r["rank"], r["state"], r["pid"], _fmt_uptime(r["uptime"]),
+                              r["restarts"], r["generation"]) for r in rows]))
+        for r in rows:
+            if r["state"] == "FAILED" and r.get("reason"):
+                _write(f"{r['instance']} FAILED: {r['reason']}\n")
+                break
+    healthy = all(r["state"] == "RUNNING" for r in rows)
+    return EXIT_OK if healthy else EXIT_FAILED
+
+
+def cmd_restart(args: argparse.Namespace) -> int:
+    from .apply import restart_instance
+    result = compile_file(args.file)
+    with _session(args, result) as session:
+        skew = restart_instance(session, args.instance)
+    _write(f"restart: {args.instance} restarted on all its hosts (start skew {skew * 1000:.0f} ms)\n")
+    return EXIT_OK
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    from .apply import Session
+    result = compile_file(args.file)
+    programs = [(hp.host.name, p.name) for hp in result.plan.hosts for p in hp.programs
+                if (args.host is None or hp.host.name == args.host) and (args.rank is None or p.rank == args.rank)
+                and (args.instance is None or p.owner == args.instance)]
+    if not programs:
+        raise BadInput("no program matches --host/--rank/--instance")
+    with _session(args, result) as session:
+        shown: dict[tuple[str, str], int] = {}
+        while True:
+            by_host: dict[str, list[str]] = {}
+            for h, name in programs:
+                by_host.setdefault(h, []).append(name)
+            replies = session.each("logs", lambda c: c.call("logs", str(args.lines if not shown else 100000),
+                                                            *by_host[c.name]), list(by_host))
+            for h, reply in replies.items():
+                for name, lines in reply["logs"].items():
+                    seen = shown.get((h, name), 0)
+                    new = lines if not shown else lines[seen:] if len(lines) >= seen else lines
+                    for line in new:
+                        _write(f"{h}/{name}| {line}\n")
+                    shown[(h, name)] = len(lines)
+            if not args.follow:
+                return EXIT_OK
+            import time
+            time.sleep(1.0)
+
+
+def add_remote_flags(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--forks", type=int, default=32, help="hosts contacted at once (default 32)")
+    sp.add_argument("--ssh-config", metavar="FILE", help="ssh config to honour (default ~/.ssh/config)")
+    sp.add_argument("--known-hosts", metavar="FILE", help="known_hosts to verify host keys against")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="launcher", description="Declarative launcher for multi-host Ascend "
                                 "inference: one YAML topology -> ranktables, env and supervised processes.")
@@ -237,6 +341,23 @@ def build_parser() -> argparse.ArgumentParser:
     mp.add_argument("files", nargs="+", metavar="FILE")
     mp.add_argument("--save-dir", metavar="DIR", help="write DIR/global_ranktable_merge.json (default: stdout)")
     mp.set_defaults(func=cmd_pd_merge)
+    sp = add("up", cmd_up, "deploy a new generation and start what changed, as gangs", json_flag=True)
+    add_remote_flags(sp)
+    sp = add("down", cmd_down, "stop everything of the deployment")
+    sp.add_argument("--purge", action="store_true", help="also remove its generations and logs on the hosts")
+    add_remote_flags(sp)
+    sp = add("status", cmd_status, "a table of every rank and service process", json_flag=True)
+    add_remote_flags(sp)
+    sp = add("restart", cmd_restart, "gang-restart one instance on all of its hosts")
+    sp.add_argument("--instance", required=True, metavar="NAME")
+    add_remote_flags(sp)
+    sp = add("logs", cmd_logs, "show program logs")
+    sp.add_argument("--rank", type=int)
+    sp.add_argument("--host")
+    sp.add_argument("--instance")
+    sp.add_argument("-n", "--lines", type=int, default=50)
+    sp.add_argument("-f", "--follow", action="store_true")
+    add_remote_flags(sp)
     add("schema", cmd_schema, "print the topology JSON Schema", file=False)
     add("demo", cmd_demo, "run the embedded local demo topology", file=False)
     return p

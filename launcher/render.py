@@ -157,8 +157,7 @@ def supervisor_conf(hp: HostPlan, hashes: dict[str, str]) -> bytes:
     out = [HEADER.replace("#", ";", 1),
            f"[unix_http_server]\nfile={_ini(root)}/run/supervisor.sock\nchmod=0700\n\n",
            f"[supervisord]\nlogfile={_ini(root)}/logs/supervisord.log\nlogfile_maxbytes=10MB\nlogfile_backups=3\n"
-           f"pidfile={_ini(root)}/run/supervisord.pid\nchilddir=/\nidentifier=ascend-launcher:{_ini(hp.host.name)}\n"
-           f"minfds=65536\n\n",
+           f"pidfile={_ini(root)}/run/supervisord.pid\nchilddir=/\nidentifier=ascend-launcher:{_ini(hp.host.name)}\n\n",
            "[rpcinterface:supervisor]\nsupervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n\n",
            f"[supervisorctl]\nserverurl=unix://{_ini(root)}/run/supervisor.sock\n\n",
            "[program:launcher-agent]\n"

@@ -1,0 +1,192 @@
+"""The imperative shell: put a Plan on its hosts and run it (up, down, status, restart, logs).
+
+`up` in phases, each across all hosts in parallel, and a failure in a phase stops before
+the next one, so a failed `up` leaves every host on its previous generation:
+  1. state    reach every host; learn its generation and what runs
+  2. prepare  ship the runtime (first time) and the new generation, without touching anything
+  3. switch   atomically point `current` at the new generation; supervisord rereads
+              (a host that fails here is rolled back with the others)
+  4. start    level by level (depends_on), start each instance that changed or is not
+              running, on all of its hosts at once (a gang), and report the start skew
+"""
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .errors import LauncherError
+from .plan import Plan
+from .remote import HostClient
+from .runtime import build_runtime, generation_tar
+from .transport import DEFAULT_FORKS, HostsFailed, SshOptions, fan_out, transport_for
+
+Progress = Callable[[str], None]
+ALIVE = {"STARTING", "RUNNING", "BACKOFF"}
+
+
+def stderr_progress(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+@dataclass
+class Session:
+    """Clients for every host of a plan; closed at the end of a command."""
+
+    plan: Plan
+    forks: int = DEFAULT_FORKS
+    ssh: SshOptions = field(default_factory=SshOptions)
+    progress: Progress = stderr_progress
+
+    def __post_init__(self) -> None:
+        runtime = build_runtime()
+        self.clients = {hp.host.name: HostClient(transport_for(hp.host, self.ssh), hp.root, runtime)
+                        for hp in self.plan.hosts}
+
+    def close(self) -> None:
+        for c in self.clients.values():
+            c.transport.close()
+
+    def __enter__(self) -> "Session":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def each(self, what: str, fn: Callable[[HostClient], Any], hosts: list[str] | None = None) -> dict[str, Any]:
+        names = hosts if hosts is not None else list(self.clients)
+        results, failures = fan_out([self.clients[n] for n in names], fn, key=lambda c: c.name, forks=self.forks)
+        if failures:
+            raise HostsFailed(failures, what)
+        return results
+
+
+@dataclass(frozen=True)
+class UpReport:
+    generation: str
+    previous: dict[str, str | None]
+    started: list[str]
+    unchanged: list[str]
+    skew: dict[str, float]
+    seconds: float
+
+
+def owners_on(plan: Plan) -> dict[str, list[str]]:
+    """owner (instance or service) -> hosts it has programs on, in plan order."""
+    out: dict[str, list[str]] = {}
+    for hp in plan.hosts:
+        for p in hp.programs:
+            hosts = out.setdefault(p.owner, [])
+            if hp.host.name not in hosts:
+                hosts.append(hp.host.name)
+    return out
+
+
+def _owner_hashes(manifest: dict | None) -> dict[str, str]:
+    return {p["owner"]: p["owner_hash"] for p in (manifest or {}).get("programs", [])}
+
+
+def _needs_start(owner: str, hosts: list[str], old: dict[str, dict], new_hashes: dict[str, dict[str, str]]) -> bool:
+    """An owner (re)starts if its files changed on any host or any of its programs is not alive."""
+    for h in hosts:
+        state = old[h]
+        if _owner_hashes(state.get("manifest")).get(owner) != new_hashes[h].get(owner):
+            return True
+        progs = [p for p in state.get("programs", []) if p["group"] == owner]
+        if not progs or any(p["state"] not in ALIVE for p in progs):
+            return True
+    return False
+
+
+def up(session: Session, files: dict[str, dict], generation: str) -> UpReport:
+    t0 = time.monotonic()
+    plan, say = session.plan, session.progress
+    say(f"up {plan.deployment}: generation {generation} on {len(plan.hosts)} hosts")
+    old = session.each("reaching hosts", lambda c: c.state())
+    say(f"  [1/4] reached {len(old)} hosts")
+
+    def prepare(c: HostClient) -> dict:
+        c.ensure_runtime(old[c.name])
+        already = old[c.name].get("generation") == generation
+        return c.call("prepare", generation, stdin=None if already else generation_tar(files[c.name]))
+
+    session.each("upload", prepare)
+    say(f"  [2/4] uploaded generation {generation}")
+    new_hashes = {h: _owner_hashes(_manifest_of(files[h])) for h in files}
+    owners = owners_on(plan)
+    to_start = [o for o, hosts in owners.items() if _needs_start(o, hosts, old, new_hashes)]
+    switch_all(session, generation, {h: s.get("generation") for h, s in old.items()})
+    say(f"  [3/4] switched {len(files)} hosts to {generation}")
+    skew: dict[str, float] = {}
+    for level in plan.levels:
+        batch = [o for o in level if o in to_start]
+        if not batch:
+            continue
+        for owner in batch:
+            skew[owner] = gang_start(session, owner, owners[owner])
+        say(f"  [4/4] started {', '.join(f'{o} (skew {skew[o] * 1000:.0f} ms)' for o in batch)}")
+    unchanged = [o for o in owners if o not in to_start]
+    if unchanged:
+        say(f"  unchanged, left running: {', '.join(unchanged)}")
+    return UpReport(generation, {h: s.get("generation") for h, s in old.items()}, to_start, unchanged, skew,
+                    time.monotonic() - t0)
+
+
+def _manifest_of(host_files: dict) -> dict:
+    import json
+    return json.loads(host_files["manifest.json"].content)
+
+
+def switch_all(session: Session, generation: str, previous: dict[str, str | None]) -> None:
+    """Switch every host; if any fails, put the ones that switched back on their previous generation."""
+    runtime = build_runtime().id
+    results, failures = fan_out(list(session.clients.values()), lambda c: c.call("switch", generation, runtime),
+                                key=lambda c: c.name, forks=session.forks)
+    if not failures:
+        return
+    back = [session.clients[h] for h in results] + [session.clients[h] for h in failures]
+    fan_out(back, lambda c: c.call("switch", previous.get(c.name) or "-", runtime), key=lambda c: c.name,
+            forks=session.forks)
+    raise HostsFailed(failures, f"switch to {generation} (the other hosts were put back)")
+
+
+def gang_start(session: Session, owner: str, hosts: list[str]) -> float:
+    """Stop the owner's programs everywhere, then start them on all hosts at once; returns the skew (s)."""
+    session.each(f"stop {owner}", lambda c: c.call("stop", owner), hosts)
+    started = session.each(f"start {owner}", lambda c: c.call("start", owner), hosts)
+    times = [r["started_at"] for r in started.values()]
+    return max(times) - min(times) if times else 0.0
+
+
+def restart_instance(session: Session, instance: str) -> float:
+    owners = owners_on(session.plan)
+    if instance not in owners:
+        raise LauncherError(f"no instance or service {instance!r} in this plan")
+    return gang_start(session, instance, owners[instance])
+
+
+def down(session: Session, purge: bool) -> dict[str, Any]:
+    args = ("--purge",) if purge else ()
+    return session.each("down", lambda c: c.call("down", *args))
+
+
+def status_rows(session: Session) -> list[dict[str, Any]]:
+    """One row per program the plan expects, joined with what runs on its host."""
+    states = session.each("status", lambda c: c.state())
+    rows = []
+    for hp in session.plan.hosts:
+        st = states[hp.host.name]
+        running = {p["name"]: p for p in st.get("programs", [])}
+        gang = st.get("gang", {})
+        for p in hp.programs:
+            info = running.get(p.name, {})
+            g = gang.get(p.owner, {})
+            state = info.get("state", "ABSENT" if not st.get("supervisord") else "UNKNOWN")
+            if g.get("state") == "FAILED":
+                state = "FAILED"
+            rows.append({"instance": p.owner, "host": hp.host.name, "rank": p.rank, "program": p.name,
+                         "state": state, "pid": info.get("pid"), "uptime": info.get("uptime"),
+                         "restarts": g.get("restarts", 0), "generation": st.get("generation"),
+                         "exitstatus": info.get("exitstatus"), "reason": g.get("reason")})
+    return rows

@@ -1,0 +1,289 @@
+"""The launcher's code that runs on each host (stdlib only; the host needs nothing but python3).
+
+Invoked by the operator side over SSH (or locally) as
+``python3 -m launcher.hostside ACTION ROOT ...`` with PYTHONPATH at the deployment's runtime,
+it answers with one JSON object on stdout. ROOT is ``<deploy_dir>/<deployment>/<host>``:
+
+    ROOT/current -> gens/<generation>     the running generation (switched atomically)
+    ROOT/gens/<generation>/               files rendered for this host
+    ROOT/runtime/current -> <runtime id>  site/ (launcher + supervisor packages), bin/
+    ROOT/run/                             supervisor.sock (0700 dir), supervisord.pid
+    ROOT/logs/                            one log per program, rotated by supervisord
+    ROOT/state/                           the agent's gang state (restarts, FAILED reasons)
+"""
+from __future__ import annotations
+
+import http.client
+import io
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tarfile
+import time
+import xmlrpc.client
+from typing import Any
+
+RUNNING_STATES = {"STARTING", "RUNNING", "BACKOFF", "STOPPING"}
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float = 30.0):
+        super().__init__("localhost", timeout=timeout)
+        self.path = path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.path)
+
+
+class UnixTransport(xmlrpc.client.Transport):
+    """XML-RPC to supervisord over its unix socket (it never listens on a TCP port)."""
+
+    def __init__(self, path: str, timeout: float = 30.0):
+        super().__init__()
+        self.sock_path = path
+        self.timeout = timeout
+
+    def make_connection(self, host: Any) -> http.client.HTTPConnection:
+        return UnixHTTPConnection(self.sock_path, self.timeout)
+
+
+def socket_path(root: str) -> str:
+    return os.path.join(root, "run", "supervisor.sock")
+
+
+def rpc(root: str, timeout: float = 30.0) -> Any:
+    return xmlrpc.client.ServerProxy("http://localhost/RPC2", transport=UnixTransport(socket_path(root), timeout),
+                                     allow_none=True)
+
+
+def supervisord_alive(root: str) -> bool:
+    try:
+        return rpc(root, 5.0).supervisor.getState()["statename"] == "RUNNING"
+    except (OSError, xmlrpc.client.Error):
+        return False
+
+
+def current_generation(root: str) -> str | None:
+    try:
+        return os.path.basename(os.readlink(os.path.join(root, "current")))
+    except OSError:
+        return None
+
+
+def read_manifest(root: str) -> dict | None:
+    try:
+        with open(os.path.join(root, "current", "manifest.json"), encoding="utf-8") as fh:
+            return json.load(fh)
+    except (OSError, ValueError):
+        return None
+
+
+def read_gang_state(root: str) -> dict:
+    path = os.path.join(root, "state", "gang.json")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except (OSError, ValueError):
+        return {}
+
+
+def programs_info(root: str) -> list[dict]:
+    if not supervisord_alive(root):
+        return []
+    now = time.time()
+    out = []
+    for p in rpc(root).supervisor.getAllProcessInfo():
+        out.append({"name": p["name"], "group": p["group"], "state": p["statename"], "pid": p["pid"] or None,
+                    "uptime": round(now - p["start"], 1) if p["statename"] == "RUNNING" and p["start"] else None,
+                    "exitstatus": p["exitstatus"], "spawnerr": p["spawnerr"] or None})
+    return out
+
+
+def act_state(root: str, args: list[str]) -> dict:
+    return {"root": root, "runtime_missing": "--runtime-missing" in args, "generation": current_generation(root), "supervisord": supervisord_alive(root),
+            "manifest": read_manifest(root), "programs": programs_info(root), "gang": read_gang_state(root),
+            "time": time.time()}
+
+
+def _safe_extract(tar: tarfile.TarFile, dest: str) -> None:
+    for member in tar.getmembers():
+        target = os.path.realpath(os.path.join(dest, member.name))
+        if not target.startswith(os.path.realpath(dest) + os.sep) or member.issym() or member.islnk():
+            raise ValueError(f"refusing archive member {member.name!r}")
+    tar.extractall(dest)  # members checked above; modes kept (0600 env files)
+
+
+def _install_dir(tar_bytes: bytes, final: str) -> bool:
+    """Extract into a temp dir beside ``final`` and rename: a half-written dir is never used."""
+    if os.path.isdir(final):
+        return False
+    parent = os.path.dirname(final)
+    os.makedirs(parent, exist_ok=True)
+    tmp = f"{final}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp, mode=0o755)
+    with tarfile.open(fileobj=io.BytesIO(tar_bytes), mode="r:") as tar:
+        _safe_extract(tar, tmp)
+    os.rename(tmp, final)
+    return True
+
+
+def act_prepare(root: str, args: list[str]) -> dict:
+    """Upload the generation (stdin: a tar of its files) without touching what runs."""
+    generation = args[0]
+    for sub, mode in (("run", 0o700), ("logs", 0o755), ("state", 0o755), ("gens", 0o755)):
+        os.makedirs(os.path.join(root, sub), mode=mode, exist_ok=True)
+    os.chmod(os.path.join(root, "run"), 0o700)
+    data = sys.stdin.buffer.read()
+    installed = _install_dir(data, os.path.join(root, "gens", generation)) if data else False
+    return {"generation": generation, "uploaded": installed}
+
+
+def _swap_symlink(link: str, target: str) -> None:
+    tmp = f"{link}.tmp-{os.getpid()}"
+    if os.path.lexists(tmp):
+        os.unlink(tmp)
+    os.symlink(target, tmp)
+    os.replace(tmp, link)  # rename(2) over the old link: atomic
+
+
+def _start_supervisord(root: str) -> None:
+    env = dict(os.environ, PYTHONPATH=os.path.join(root, "runtime", "current", "site"))
+    conf = os.path.join(root, "current", "supervisord.conf")
+    # supervisord daemonizes; it outlives this SSH session and the CLI.
+    proc = subprocess.run([sys.executable, "-m", "supervisor.supervisord", "-c", conf], env=env,
+                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
+    if proc.returncode != 0:
+        said = proc.stdout.decode("utf-8", "replace").strip().splitlines()
+        raise RuntimeError(f"supervisord failed to start: {said[0] if said else proc.returncode}")
+    deadline = time.time() + 30
+    while not supervisord_alive(root):
+        if time.time() > deadline:
+            raise RuntimeError(f"supervisord did not come up on {socket_path(root)}")
+        time.sleep(0.05)
+
+
+def _apply_config(root: str) -> dict:
+    """What `supervisorctl update` does: reread, then add, replace and remove groups."""
+    server = rpc(root)
+    added, changed, removed = server.supervisor.reloadConfig()[0]
+    for group in removed + changed:
+        server.supervisor.stopProcessGroup(group, True)
+        server.supervisor.removeProcessGroup(group)
+    for group in changed + added:
+        server.supervisor.addProcessGroup(group)
+    return {"added": added, "changed": changed, "removed": removed}
+
+
+def act_switch(root: str, args: list[str]) -> dict:
+    """Make GENERATION current and bring supervisord in line; changed groups end up stopped."""
+    generation, runtime_id = args[0], args[1]
+    previous = current_generation(root)
+    if generation == "-":  # undo a first switch: there was no previous generation
+        for link in (os.path.join(root, "current"),):
+            if os.path.lexists(link):
+                os.unlink(link)
+        return {"previous": previous, "generation": None}
+    _swap_symlink(os.path.join(root, "runtime", "current"), runtime_id)
+    _swap_symlink(os.path.join(root, "current"), os.path.join("gens", generation))
+    if not supervisord_alive(root):
+        _start_supervisord(root)
+        changes = {"added": [], "changed": [], "removed": [], "started_supervisord": True}
+    else:
+        changes = _apply_config(root)
+    return {"previous": previous, "generation": generation, **changes}
+
+
+def act_start(root: str, args: list[str]) -> dict:
+    """Start whole groups (an instance's ranks on this host) at once; returns when spawned."""
+    server = rpc(root)
+    started_at = time.time()
+    for group in args:
+        server.supervisor.startProcessGroup(group, False)
+    return {"started_at": started_at, "groups": args}
+
+
+def act_stop(root: str, args: list[str]) -> dict:
+    server = rpc(root)
+    for group in args:
+        server.supervisor.stopProcessGroup(group, True)
+    return {"stopped": args}
+
+
+def act_down(root: str, args: list[str]) -> dict:
+    purge = "--purge" in args
+    stopped = False
+    if supervisord_alive(root):
+        server = rpc(root)
+        server.supervisor.stopAllProcesses(True)
+        pid = server.supervisor.getPID()
+        server.supervisor.shutdown()
+        _wait_gone(pid, 60)
+        stopped = True
+    for leftover in ("supervisor.sock", "supervisord.pid"):
+        path = os.path.join(root, "run", leftover)
+        if os.path.lexists(path):
+            os.unlink(path)
+    if purge and os.path.isdir(root):
+        shutil.rmtree(root)
+    return {"stopped_supervisord": stopped, "purged": purge}
+
+
+def _wait_gone(pid: int, timeout: float) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+
+
+def act_logs(root: str, args: list[str]) -> dict:
+    """Last lines of each named program's log (streaming with -f is done by the caller with tail)."""
+    lines = int(args[0])
+    out = {}
+    for program in args[1:]:
+        path = os.path.join(root, "logs", f"{os.path.basename(program)}.log")
+        out[program] = tail(path, lines)
+    return {"logs": out}
+
+
+def tail(path: str, lines: int) -> list[str]:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - 256 * 1024))
+            data = fh.read()
+    except OSError:
+        return []
+    return data.decode("utf-8", "replace").splitlines()[-lines:] if lines else []
+
+
+ACTIONS = {"state": act_state, "prepare": act_prepare, "switch": act_switch, "start": act_start,
+           "stop": act_stop, "down": act_down, "logs": act_logs}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) < 2 or argv[0] not in ACTIONS:
+        print(json.dumps({"error": f"usage: hostside {{{','.join(ACTIONS)}}} ROOT ..."}))
+        return 2
+    action, root = argv[0], argv[1]
+    try:
+        result = ACTIONS[action](root, argv[2:])
+    except Exception as exc:  # the operator side turns this into "host X: ..."
+        print(json.dumps({"error": f"{action}: {type(exc).__name__}: {exc}"}))
+        return 1
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,223 @@
+"""One way to run a command on a host, two real implementations: SSH (paramiko) and local.
+
+Everything that touches a host goes through ``Transport.run``: an argv (quoted with
+shlex.join for the remote shell), optional bytes on stdin, a timeout. SSH host keys are
+verified against known_hosts (RejectPolicy: an unknown or changed key is an error naming
+the host); ``~/.ssh/config`` is honoured. Fan-out is bounded (``--forks``, default 32) and
+returns per-host results or errors, never a half-silent failure.
+"""
+from __future__ import annotations
+
+import os
+import shlex
+import socket
+import subprocess
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Callable, Iterable, Protocol, Sequence, TypeVar
+
+from .errors import LauncherError
+from .model import Host
+
+DEFAULT_FORKS = 32
+CONNECT_TIMEOUT = 10.0
+COMMAND_TIMEOUT = 120.0
+KEEPALIVE = 15
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    exit_code: int
+    stdout: bytes
+    stderr: bytes
+
+
+class TransportError(LauncherError):
+    """A host could not be reached or a command could not run there."""
+
+    def __init__(self, host: str, message: str):
+        self.host = host
+        super().__init__(f"host {host}: {message}")
+
+
+class Transport(Protocol):
+    host: Host
+
+    def run(self, argv: Sequence[str], stdin: bytes | None = None,
+            timeout: float = COMMAND_TIMEOUT) -> CommandResult: ...
+
+    def close(self) -> None: ...
+
+
+class LocalTransport:
+    """This machine, no SSH: for `transport: local` hosts (the demo) and tests."""
+
+    def __init__(self, host: Host):
+        self.host = host
+
+    def run(self, argv: Sequence[str], stdin: bytes | None = None,
+            timeout: float = COMMAND_TIMEOUT) -> CommandResult:
+        try:
+            proc = subprocess.run(list(argv), input=stdin if stdin is not None else b"", capture_output=True,
+                                  timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise TransportError(self.host.name, f"command timed out after {timeout:.0f} s: {argv[0]}") from None
+        except OSError as exc:
+            raise TransportError(self.host.name, f"cannot run {argv[0]}: {exc.strerror}") from None
+        return CommandResult(proc.returncode, proc.stdout, proc.stderr)
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class SshOptions:
+    config_file: str | None = None      # default ~/.ssh/config when it exists
+    known_hosts: str | None = None      # default: from ssh config, else ~/.ssh/known_hosts
+    connect_timeout: float = CONNECT_TIMEOUT
+
+
+class SshTransport:
+    """OpenSSH servers on the far side, via paramiko; one connection per host, reused."""
+
+    def __init__(self, host: Host, options: SshOptions = SshOptions()):
+        self.host = host
+        self.options = options
+        self._client = None
+        self._lock = threading.Lock()
+
+    def _settings(self) -> dict:
+        import paramiko
+        path = self.options.config_file or os.path.expanduser("~/.ssh/config")
+        cfg = paramiko.SSHConfig.from_path(path).lookup(self.host.address) if os.path.exists(path) else {}
+        user = self.host.ssh.user or cfg.get("user") or os.environ.get("USER") or "root"
+        port = int(cfg.get("port", self.host.ssh.port)) if self.host.ssh.port == 22 else self.host.ssh.port
+        identity = self.host.ssh.identity_file or (cfg.get("identityfile") or [None])[0]
+        known = self.options.known_hosts or (cfg.get("userknownhostsfile") or "").split(" ")[0] or \
+            os.path.expanduser("~/.ssh/known_hosts")
+        return {"hostname": cfg.get("hostname", self.host.address), "port": port, "user": user,
+                "identity": os.path.expanduser(identity) if identity else None,
+                "known_hosts": os.path.expanduser(known)}
+
+    def _connect(self):
+        import paramiko
+        s = self._settings()
+        client = paramiko.SSHClient()
+        if os.path.exists(s["known_hosts"]):
+            client.load_host_keys(s["known_hosts"])
+        client.set_missing_host_key_policy(paramiko.RejectPolicy())  # never trust an unknown key
+        try:
+            client.connect(s["hostname"], port=s["port"], username=s["user"], key_filename=s["identity"],
+                           timeout=self.options.connect_timeout, banner_timeout=self.options.connect_timeout,
+                           auth_timeout=self.options.connect_timeout, allow_agent=True,
+                           look_for_keys=s["identity"] is None)
+        except paramiko.BadHostKeyException:
+            raise TransportError(self.host.name, f"the host key of {s['hostname']} CHANGED since it was recorded "
+                                 f"in {s['known_hosts']}; refusing to connect") from None
+        except paramiko.SSHException as exc:
+            if "not found in known_hosts" in str(exc):
+                raise TransportError(self.host.name, f"{s['hostname']} is not in {s['known_hosts']}; verify its "
+                                     "key and add it (ssh-keyscan) - unknown keys are never accepted") from None
+            raise TransportError(self.host.name, f"ssh to {s['user']}@{s['hostname']}:{s['port']}: {exc}") from None
+        except (socket.timeout, TimeoutError):
+            raise TransportError(self.host.name, f"ssh to {s['hostname']}:{s['port']} timed out after "
+                                 f"{self.options.connect_timeout:.0f} s") from None
+        except OSError as exc:
+            raise TransportError(self.host.name, f"ssh to {s['hostname']}:{s['port']}: "
+                                 f"{exc.strerror or exc}") from None
+        client.get_transport().set_keepalive(KEEPALIVE)
+        return client
+
+    def client(self):
+        with self._lock:
+            if self._client is None or not self._client.get_transport() or \
+                    not self._client.get_transport().is_active():
+                self._client = self._connect()
+            return self._client
+
+    def run(self, argv: Sequence[str], stdin: bytes | None = None,
+            timeout: float = COMMAND_TIMEOUT) -> CommandResult:
+        client = self.client()
+        try:
+            chan = client.get_transport().open_session(timeout=self.options.connect_timeout)
+            chan.settimeout(timeout)
+            chan.exec_command(shlex.join(argv))  # every argument quoted for the remote shell
+            if stdin:
+                chan.sendall(stdin)
+            chan.shutdown_write()
+            out, err = _drain(chan, timeout)
+            code = chan.recv_exit_status()
+            chan.close()
+        except (socket.timeout, TimeoutError):
+            raise TransportError(self.host.name, f"command timed out after {timeout:.0f} s: {argv[0]}") from None
+        except OSError as exc:
+            raise TransportError(self.host.name, f"ssh session failed: {exc}") from None
+        return CommandResult(code, out, err)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+
+
+def _drain(chan, timeout: float) -> tuple[bytes, bytes]:
+    out, err = bytearray(), bytearray()
+    deadline = time.monotonic() + timeout
+    while True:
+        if chan.recv_ready():
+            out += chan.recv(65536)
+        elif chan.recv_stderr_ready():
+            err += chan.recv_stderr(65536)
+        elif chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
+            break
+        else:
+            if time.monotonic() > deadline:
+                raise TimeoutError
+            time.sleep(0.002)
+    return bytes(out), bytes(err)
+
+
+def transport_for(host: Host, ssh: SshOptions = SshOptions()) -> Transport:
+    return LocalTransport(host) if host.transport == "local" else SshTransport(host, ssh)
+
+
+T = TypeVar("T")
+
+
+class HostsFailed(LauncherError):
+    """Some hosts failed; lists every one with its root cause."""
+
+    def __init__(self, failures: dict[str, BaseException], what: str):
+        self.failures = failures
+        lines = [f"{what} failed on {len(failures)} host{'s' if len(failures) != 1 else ''}:"]
+        lines += [f"  {host}: {_reason(exc)}" for host, exc in sorted(failures.items())]
+        super().__init__("\n".join(lines))
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc)
+    prefix = "host "
+    if isinstance(exc, TransportError) and text.startswith(prefix):
+        return text.split(": ", 1)[1] if ": " in text else text
+    return text
+
+
+def fan_out(items: Iterable[T], fn: Callable[[T], object], key: Callable[[T], str],
+            forks: int = DEFAULT_FORKS) -> tuple[dict[str, object], dict[str, BaseException]]:
+    """Run fn on every item with at most ``forks`` at once; (results, failures) by key."""
+    items = list(items)
+    results: dict[str, object] = {}
+    failures: dict[str, BaseException] = {}
+    if not items:
+        return results, failures
+    with ThreadPoolExecutor(max_workers=max(1, min(forks, len(items)))) as pool:
+        futures = {key(it): pool.submit(fn, it) for it in items}
+        for k, fut in futures.items():
+            try:
+                results[k] = fut.result()
+            except Exception as exc:  # collected per host, reported together
+                failures[k] = exc
+    return results, failures
