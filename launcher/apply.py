@@ -11,6 +11,7 @@ the next one, so a failed `up` leaves every host on its previous generation:
 """
 from __future__ import annotations
 
+import secrets
 import sys
 import time
 from dataclasses import dataclass, field
@@ -112,6 +113,7 @@ def up(session: Session, files: dict[str, dict], generation: str) -> UpReport:
         return c.call("prepare", generation, stdin=None if already else generation_tar(files[c.name]))
 
     session.each("upload", prepare)
+    ensure_secret(session, old)
     say(f"  [2/4] uploaded generation {generation}")
     new_hashes = {h: _owner_hashes(_manifest_of(files[h])) for h in files}
     owners = owners_on(plan)
@@ -131,6 +133,22 @@ def up(session: Session, files: dict[str, dict], generation: str) -> UpReport:
         say(f"  unchanged, left running: {', '.join(unchanged)}")
     return UpReport(generation, {h: s.get("generation") for h, s in old.items()}, to_start, unchanged, skew,
                     time.monotonic() - t0)
+
+
+def ensure_secret(session: Session, states: dict[str, dict]) -> None:
+    """Every host of the deployment holds the same agent key (0600, sent on stdin, never on a command line)."""
+    ids = {h: s.get("secret_id") for h, s in states.items()}
+    have = {i for i in ids.values() if i}
+    if len(have) == 1 and all(ids.values()):
+        return
+    if len(have) == 1:
+        holder = next(h for h, i in ids.items() if i)
+        key = session.clients[holder].call("secret", "--reveal")["secret"].encode()
+        targets, force = [h for h, i in ids.items() if not i], False
+    else:  # none yet, or hosts disagree: one new key for all
+        key, targets, force = secrets.token_hex(32).encode(), list(ids), bool(have)
+    args = ("--force",) if force else ()
+    session.each("install agent key", lambda c: c.call("secret", *args, stdin=key), targets)
 
 
 def _manifest_of(host_files: dict) -> dict:
@@ -174,14 +192,16 @@ def down(session: Session, purge: bool) -> dict[str, Any]:
 def status_rows(session: Session) -> list[dict[str, Any]]:
     """One row per program the plan expects, joined with what runs on its host."""
     states = session.each("status", lambda c: c.state())
+    gang_all: dict[str, dict] = {}
+    for st in states.values():  # each gang's record lives on its leader's host
+        gang_all.update(st.get("gang", {}))
     rows = []
     for hp in session.plan.hosts:
         st = states[hp.host.name]
         running = {p["name"]: p for p in st.get("programs", [])}
-        gang = st.get("gang", {})
         for p in hp.programs:
             info = running.get(p.name, {})
-            g = gang.get(p.owner, {})
+            g = gang_all.get(p.owner, {})
             state = info.get("state", "ABSENT" if not st.get("supervisord") else "UNKNOWN")
             if g.get("state") == "FAILED":
                 state = "FAILED"

@@ -13,6 +13,7 @@ it answers with one JSON object on stdout. ROOT is ``<deploy_dir>/<deployment>/<
 """
 from __future__ import annotations
 
+import hashlib
 import http.client
 import io
 import json
@@ -22,11 +23,58 @@ import socket
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 import xmlrpc.client
 from typing import Any
 
 RUNNING_STATES = {"STARTING", "RUNNING", "BACKOFF", "STOPPING"}
+
+
+# --- state files shared with the agent ------------------------------------------------------
+def state_path(root: str, name: str) -> str:
+    return os.path.join(root, "state", name)
+
+
+def read_json(path: str, default: Any) -> Any:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except (OSError, ValueError):
+        return default
+
+
+def write_json(path: str, doc: Any, mode: int = 0o644) -> None:
+    """Write-then-rename, so a reader never sees half a file."""
+    tmp = f"{path}.tmp-{os.getpid()}-{threading.get_ident()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(doc, fh)
+    os.replace(tmp, path)
+
+
+_desired_lock = threading.Lock()
+
+
+def set_desired(root: str, group: str, run: bool) -> None:
+    """Record whether a group should run: the agent restarts only groups that should."""
+    with _desired_lock:
+        path = state_path(root, "desired.json")
+        doc = read_json(path, {})
+        doc[group] = run
+        write_json(path, doc)
+
+
+def desired(root: str) -> dict[str, bool]:
+    return read_json(state_path(root, "desired.json"), {})
+
+
+def secret(root: str) -> bytes | None:
+    try:
+        with open(state_path(root, "secret"), "rb") as fh:
+            return fh.read().strip() or None
+    except OSError:
+        return None
 
 
 class UnixHTTPConnection(http.client.HTTPConnection):
@@ -84,12 +132,7 @@ def read_manifest(root: str) -> dict | None:
 
 
 def read_gang_state(root: str) -> dict:
-    path = os.path.join(root, "state", "gang.json")
-    try:
-        with open(path, encoding="utf-8") as fh:
-            return json.load(fh)
-    except (OSError, ValueError):
-        return {}
+    return read_json(state_path(root, "gang.json"), {})
 
 
 def programs_info(root: str) -> list[dict]:
@@ -105,7 +148,9 @@ def programs_info(root: str) -> list[dict]:
 
 
 def act_state(root: str, args: list[str]) -> dict:
-    return {"root": root, "runtime_missing": "--runtime-missing" in args, "generation": current_generation(root), "supervisord": supervisord_alive(root),
+    key = secret(root)
+    return {"root": root, "runtime_missing": "--runtime-missing" in args,
+            "secret_id": hashlib.sha256(key).hexdigest()[:12] if key else None, "generation": current_generation(root), "supervisord": supervisord_alive(root),
             "manifest": read_manifest(root), "programs": programs_info(root), "gang": read_gang_state(root),
             "time": time.time()}
 
@@ -200,10 +245,18 @@ def act_switch(root: str, args: list[str]) -> dict:
 
 
 def act_start(root: str, args: list[str]) -> dict:
-    """Start whole groups (an instance's ranks on this host) at once; returns when spawned."""
+    """Start whole groups (an instance's ranks on this host) at once; returns when spawned.
+
+    A deliberate start gives the gang a fresh restart budget (clears FAILED)."""
     server = rpc(root)
+    with _desired_lock:
+        states = read_gang_state(root)
+        for group in args:
+            states.pop(group, None)
+        write_json(state_path(root, "gang.json"), states)
     started_at = time.time()
     for group in args:
+        set_desired(root, group, True)
         server.supervisor.startProcessGroup(group, False)
     return {"started_at": started_at, "groups": args}
 
@@ -211,13 +264,33 @@ def act_start(root: str, args: list[str]) -> dict:
 def act_stop(root: str, args: list[str]) -> dict:
     server = rpc(root)
     for group in args:
+        set_desired(root, group, False)  # before stopping: the agent must not see a failure
         server.supervisor.stopProcessGroup(group, True)
     return {"stopped": args}
+
+
+def act_secret(root: str, args: list[str]) -> dict:
+    """Install the deployment's agent key (stdin) or, with --reveal, hand it to the operator."""
+    path = state_path(root, "secret")
+    if "--reveal" in args:
+        key = secret(root)
+        return {"secret": key.decode() if key else None}
+    data = sys.stdin.buffer.read().strip()
+    if data and (secret(root) is None or "--force" in args):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd = os.open(f"{path}.tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(f"{path}.tmp", path)
+    key = secret(root)
+    return {"secret_id": hashlib.sha256(key).hexdigest()[:12] if key else None}
 
 
 def act_down(root: str, args: list[str]) -> dict:
     purge = "--purge" in args
     stopped = False
+    if os.path.isdir(os.path.join(root, "state")):
+        write_json(state_path(root, "desired.json"), {})
     if supervisord_alive(root):
         server = rpc(root)
         server.supervisor.stopAllProcesses(True)
@@ -267,7 +340,7 @@ def tail(path: str, lines: int) -> list[str]:
 
 
 ACTIONS = {"state": act_state, "prepare": act_prepare, "switch": act_switch, "start": act_start,
-           "stop": act_stop, "down": act_down, "logs": act_logs}
+           "stop": act_stop, "down": act_down, "logs": act_logs, "secret": act_secret}
 
 
 def main(argv: list[str] | None = None) -> int:

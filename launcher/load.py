@@ -138,6 +138,9 @@ def build_topology(src: Source, facts: DeviceFacts | None = None) -> Topology:
         dd_clusters=tuple(DDCluster(c["id"], c["instance"], c.get("rank", 0), c["role"], c.get("listen_port"),
                                     c.get("listen_ip")) for c in dd.get("clusters", [])),
         dd_links=tuple(DDLink(link["name"], tuple(link["clusters"])) for link in dd.get("links", [])),
+        agent_port=defaults.get("agent_port", 29390),
+        restart_max=defaults.get("restart", {}).get("max", 3),
+        restart_window=float(defaults.get("restart", {}).get("window", 600.0)),
         locs=src)
 
 

@@ -162,6 +162,9 @@ class Topology:
     pd_groups: tuple[PDGroup, ...] = ()
     dd_clusters: tuple[DDCluster, ...] = ()
     dd_links: tuple[DDLink, ...] = ()
+    agent_port: int = 29390
+    restart_max: int = 3
+    restart_window: float = 600.0
     # Source positions (path tuple -> Loc); not part of equality or hashing.
     locs: Mapping = field(default_factory=dict, compare=False, hash=False, repr=False)
 

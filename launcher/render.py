@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import shlex
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Iterable, Sequence
 
@@ -179,9 +180,48 @@ def supervisor_conf(hp: HostPlan, hashes: dict[str, str]) -> bytes:
     return "".join(out).rstrip("\n").encode("utf-8") + b"\n"
 
 
-def render_host(hp: HostPlan) -> dict[str, File]:
+@dataclass(frozen=True)
+class Gangs:
+    """Who runs each owner, computed once per plan (hosts x programs is large at scale)."""
+
+    members: dict[str, list[str]]
+    kinds: dict[str, str]
+    addresses: dict[str, str]
+
+    @classmethod
+    def of(cls, plan: Plan) -> "Gangs":
+        members: dict[str, list[str]] = {}
+        kinds: dict[str, str] = {}
+        for hp in plan.hosts:
+            for p in hp.programs:
+                kinds[p.owner] = p.kind
+                hosts = members.setdefault(p.owner, [])
+                if not hosts or hosts[-1] != hp.host.name:
+                    hosts.append(hp.host.name)
+        return cls(members, kinds, {hp.host.name: hp.host.address for hp in plan.hosts})
+
+
+def gang_doc(plan: Plan, hp: HostPlan, g: Gangs) -> bytes:
+    """What this host's agent needs to restart its gangs: members, leader, budget, peers' agents.
+
+    An instance is one gang across all its hosts (leader: its first host). A service is a gang
+    per host: one datasystem worker dying does not restart the workers on other hosts.
+    """
+    gangs = {}
+    for owner in by_owner(hp.programs):
+        hosts = g.members[owner] if g.kinds[owner] == "rank" else [hp.host.name]
+        gangs[owner] = {"kind": g.kinds[owner], "leader": hosts[0],
+                        "members": [{"host": h, "address": g.addresses[h]} for h in hosts]}
+    doc = {"deployment": plan.deployment, "host": hp.host.name, "address": hp.host.address,
+           "agent_port": plan.agent_port, "restart_max": plan.restart_max, "restart_window": plan.restart_window,
+           "gangs": gangs}
+    return jsonfmt.dumps_bytes(doc)
+
+
+def render_host(hp: HostPlan, plan: Plan, gangs: Gangs) -> dict[str, File]:
     """All files of one host's generation, by relative path, sorted."""
     files = {f.path: f for f in hp.files}
+    files["gang.json"] = File("gang.json", gang_doc(plan, hp, gangs))
     env_files: dict[str, bytes] = {}
     hashes: dict[str, str] = {}
     for owner, programs in by_owner(hp.programs).items():
@@ -197,7 +237,8 @@ def render_host(hp: HostPlan) -> dict[str, File]:
 
 def render(plan: Plan) -> dict[str, dict[str, File]]:
     """host name -> relative path -> File, for every host of the plan."""
-    return {hp.host.name: render_host(hp) for hp in plan.hosts}
+    gangs = Gangs.of(plan)
+    return {hp.host.name: render_host(hp, plan, gangs) for hp in plan.hosts}
 
 
 def generation_id(rendered: dict[str, dict[str, File]]) -> str:

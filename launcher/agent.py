@@ -1,0 +1,266 @@
+"""The per-host agent: watches this host's supervisord and restarts gangs, after the CLI is gone.
+
+One agent per host and deployment runs under that host's supervisord (autorestart). It polls
+supervisord over the unix socket. When a program of a gang that should run has exited, it
+reports to the gang's leader (the agent on the instance's first host; for a service, the
+agent on that host), over TCP with an HMAC on every message (key: ROOT/state/secret, 0600,
+the same on all hosts of the deployment). The leader, within the restart budget
+(restart_max in restart_window, exponential backoff from 1 s), stops the gang on every
+member host and then starts it on all of them at once. Past the budget it stops the gang
+and records FAILED with the exit code and the last log lines; `launcher status` shows it.
+
+State on disk (ROOT/state/): desired.json (groups that should run, kept by hostside start /
+stop and by the agent), gang.json (the leader's record per gang).
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import socket
+import socketserver
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from . import hostside
+
+POLL = 0.5
+BACKOFF_INITIAL = 1.0
+BACKOFF_MAX = 30.0
+DEAD = {"EXITED", "FATAL", "STOPPED", "BACKOFF", "UNKNOWN"}
+LOG_LINES = 10
+
+
+def log(msg: str) -> None:
+    print(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} agent: {msg}", flush=True)
+
+
+# --- state files (shared with hostside, which updates them on deliberate start/stop) -------
+from .hostside import desired, read_json, secret, set_desired, state_path as _state_path, write_json  # noqa: E402
+
+
+# --- messages -----------------------------------------------------------------------------
+def sign(key: bytes, body: dict) -> bytes:
+    payload = json.dumps(body, sort_keys=True)
+    mac = hmac.new(key, payload.encode(), hashlib.sha256).hexdigest()
+    return (json.dumps({"body": payload, "mac": mac}) + "\n").encode()
+
+
+def verify(key: bytes | None, line: bytes) -> dict | None:
+    try:
+        msg = json.loads(line)
+        payload, mac = msg["body"], msg["mac"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    if key is None or not hmac.compare_digest(hmac.new(key, payload.encode(), hashlib.sha256).hexdigest(), mac):
+        return None
+    body = json.loads(payload)
+    if abs(time.time() - body.get("ts", 0)) > 300:  # a replayed old message
+        return None
+    return body
+
+
+class Agent:
+    def __init__(self, root: str):
+        self.root = root
+        self.locks: dict[str, threading.Lock] = {}
+        self.reported: dict[str, str] = {}
+        self.pool = ThreadPoolExecutor(max_workers=16)
+
+    # configuration of the running generation
+    def conf(self) -> dict:
+        return read_json(os.path.join(self.root, "current", "gang.json"), {"gangs": {}})
+
+    def send(self, address: str, body: dict, timeout: float = 60.0) -> dict:
+        key = secret(self.root)
+        if key is None:
+            raise RuntimeError("no deployment secret")
+        conf = self.conf()
+        with socket.create_connection((address, conf["agent_port"]), timeout=timeout) as s:
+            s.sendall(sign(key, {**body, "ts": time.time()}))
+            data = s.makefile("rb").readline()
+        reply = json.loads(data or b"{}")
+        if not reply.get("ok"):
+            raise RuntimeError(f"{address}: {reply.get('error', 'no reply')}")
+        return reply
+
+    # --- local supervisord ---------------------------------------------------------------
+    def local_stop(self, group: str) -> dict:
+        set_desired(self.root, group, False)
+        hostside.rpc(self.root).supervisor.stopProcessGroup(group, True)
+        return {"ok": True}
+
+    def local_start(self, group: str) -> dict:
+        set_desired(self.root, group, True)
+        started_at = time.time()
+        hostside.rpc(self.root).supervisor.startProcessGroup(group, False)
+        return {"ok": True, "started_at": started_at}
+
+    # --- leader ------------------------------------------------------------------------------
+    def on_member(self, member: dict, op: str) -> dict:
+        conf = self.conf()
+        if member["host"] == conf["host"]:
+            return self.local_stop(op_group(op)) if op.startswith("stop:") else self.local_start(op_group(op))
+        return self.send(member["address"], {"op": op.split(":", 1)[0], "group": op_group(op)})
+
+    def all_members(self, gang: dict, op: str) -> list[dict]:
+        futures = [self.pool.submit(self.on_member, m, op) for m in gang["members"]]
+        return [f.result() for f in futures]
+
+    def handle_failure(self, group: str, report: dict) -> None:
+        conf = self.conf()
+        gang = conf["gangs"].get(group)
+        if gang is None:
+            return
+        lock = self.locks.setdefault(group, threading.Lock())
+        if not lock.acquire(blocking=False):
+            return  # a restart of this gang is already under way
+        try:
+            self._restart(group, gang, report, conf)
+        except Exception as exc:  # keep the agent alive; the next poll retries
+            log(f"gang {group}: restart failed: {exc}")
+        finally:
+            lock.release()
+
+    def _restart(self, group: str, gang: dict, report: dict, conf: dict) -> None:
+        path = _state_path(self.root, "gang.json")
+        states = read_json(path, {})
+        st = states.get(group, {"state": "RUNNING", "restarts": 0, "history": []})
+        if st["state"] == "FAILED":
+            return
+        now = time.time()
+        history = [t for t in st.get("history", []) if now - t < conf["restart_window"]]
+        cause = (f"rank program {report['program']} on {report['host']} exited "
+                 f"({report.get('state')}, exit code {report.get('exitstatus')})")
+        if len(history) >= conf["restart_max"]:
+            log(f"gang {group}: {cause}; restart budget ({conf['restart_max']} in "
+                f"{conf['restart_window']:.0f} s) spent: FAILED, stopping it on all hosts")
+            st.update(state="FAILED", reason=cause, last_log=report.get("log", []), failed_at=now)
+            states[group] = st
+            write_json(path, states)
+            self.all_members(gang, f"stop:{group}")
+            return
+        backoff = min(BACKOFF_INITIAL * 2 ** len(history), BACKOFF_MAX)
+        st.update(state="RESTARTING", reason=cause, last_log=report.get("log", []))
+        states[group] = st
+        write_json(path, states)
+        log(f"gang {group}: {cause}; stopping it on {len(gang['members'])} hosts, restart in {backoff:.0f} s")
+        self.all_members(gang, f"stop:{group}")
+        time.sleep(backoff)
+        replies = self.all_members(gang, f"start:{group}")
+        times = [r["started_at"] for r in replies]
+        history.append(time.time())
+        st.update(state="RUNNING", restarts=st.get("restarts", 0) + 1, history=history,
+                  last_restart=time.time(), skew=max(times) - min(times))
+        states = read_json(path, {})
+        states[group] = st
+        write_json(path, states)
+        log(f"gang {group}: restarted on all hosts (restart {st['restarts']}, start skew "
+            f"{st['skew'] * 1000:.0f} ms)")
+
+    # --- watching ------------------------------------------------------------------------------
+    def poll_once(self) -> None:
+        conf = self.conf()
+        want = desired(self.root)
+        try:
+            infos = hostside.rpc(self.root, 10).supervisor.getAllProcessInfo()
+        except OSError:
+            return
+        for info in infos:
+            group = info["group"]
+            if group not in conf["gangs"] or not want.get(group) or info["statename"] not in DEAD:
+                continue
+            incident = f"{info['name']}@{info['start']}"
+            if self.reported.get(group) == incident:
+                continue
+            self.reported[group] = incident
+            report = {"host": conf["host"], "program": info["name"], "state": info["statename"],
+                      "exitstatus": info["exitstatus"],
+                      "log": hostside.tail(os.path.join(self.root, "logs", f"{info['name']}.log"), LOG_LINES)}
+            self.pool.submit(self.report_failure, group, conf["gangs"][group], report)
+
+    def report_failure(self, group: str, gang: dict, report: dict) -> None:
+        conf = self.conf()
+        if gang["leader"] == conf["host"]:
+            self.handle_failure(group, report)
+            return
+        leader = next(m for m in gang["members"] if m["host"] == gang["leader"])
+        for attempt in range(30):
+            try:
+                self.send(leader["address"], {"op": "failed", "group": group, "report": report}, timeout=10)
+                return
+            except (OSError, RuntimeError) as exc:
+                log(f"gang {group}: cannot reach leader {gang['leader']}: {exc} (retrying)")
+                time.sleep(min(2 ** attempt, 10))
+
+    def serve(self) -> None:
+        agent = self
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self) -> None:
+                body = verify(secret(agent.root), self.rfile.readline(65536))
+                if body is None:
+                    self.wfile.write(b'{"ok": false, "error": "bad signature"}\n')
+                    return
+                try:
+                    reply = agent.dispatch(body)
+                except Exception as exc:
+                    reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+                self.wfile.write((json.dumps(reply) + "\n").encode())
+
+        class Server(socketserver.ThreadingTCPServer):
+            allow_reuse_address = True
+            daemon_threads = True
+
+        conf = self.conf()
+        while True:
+            try:
+                server = Server((conf["address"], conf["agent_port"]), Handler)
+                break
+            except OSError as exc:
+                log(f"cannot listen on {conf['address']}:{conf['agent_port']}: {exc} (retrying)")
+                time.sleep(2)
+        log(f"listening on {conf['address']}:{conf['agent_port']}")
+        server.serve_forever()
+
+    def dispatch(self, body: dict) -> dict:
+        op, group = body.get("op"), body.get("group", "")
+        if op == "failed":
+            self.pool.submit(self.handle_failure, group, body["report"])
+            return {"ok": True}
+        if op == "stop":
+            return self.local_stop(group)
+        if op == "start":
+            return self.local_start(group)
+        return {"ok": False, "error": f"unknown op {op!r}"}
+
+    def run(self) -> None:
+        threading.Thread(target=self.serve, daemon=True).start()
+        log(f"watching {self.root}")
+        while True:
+            try:
+                self.poll_once()
+            except Exception as exc:  # a bad poll must not end supervision
+                log(f"poll failed: {exc}")
+            time.sleep(POLL)
+
+
+def op_group(op: str) -> str:
+    return op.split(":", 1)[1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m launcher.agent ROOT", file=sys.stderr)
+        return 2
+    Agent(argv[0]).run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
