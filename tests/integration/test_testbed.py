@@ -13,6 +13,7 @@ import stat
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -38,7 +39,7 @@ def _running(pid: int) -> bool:
     return raw[raw.rindex(")") + 2] not in "ZX"
 
 
-def _eventually(predicate, timeout: float = 10.0) -> bool:
+def _eventually(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
     """Poll: after SIGKILL, <defunct> entries and namespaces can linger briefly (pitfall 11)."""
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -122,6 +123,14 @@ def test_openssh_with_strict_host_key_checking_lands_on_each_host(testbed: Testb
         assert not any(f"inet {a}/" in addrs for a in others)
 
 
+def test_ssh_by_address_gets_the_same_settings_as_by_name(testbed: Testbed) -> None:
+    h = testbed.host("h4")
+    r = subprocess.run(["ssh", "-F", str(testbed.ssh_config), h.address, "id -un; hostname"],
+                       capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == [testbed.user, "h4"]
+
+
 def test_known_hosts_lists_every_host_by_name_and_address(testbed: Testbed) -> None:
     lines = testbed.known_hosts.read_text().splitlines()
     names = {line.split()[0] for line in lines}
@@ -164,6 +173,11 @@ def test_paramiko_with_reject_policy_uses_testbed_known_hosts(testbed: Testbed) 
                   look_for_keys=False, allow_agent=False, timeout=10)
         return c
 
+    # The launcher reads ssh_config with paramiko, looking hosts up by address.
+    cfg = paramiko.SSHConfig.from_path(str(testbed.ssh_config)).lookup(h.address)
+    assert cfg["user"] == testbed.user
+    assert cfg["identityfile"] == [str(testbed.identity_file)]
+    assert cfg["userknownhostsfile"] == str(testbed.known_hosts)
     c = client(testbed.known_hosts)
     try:
         _, out, _ = c.exec_command("hostname")

@@ -9,7 +9,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 
@@ -110,7 +110,7 @@ def netns_pids(netns_files: Iterable[Path]) -> dict[Path, list[int]]:
     return found
 
 
-def wait_until(predicate, timeout: float, interval: float = 0.02) -> bool:
+def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.02) -> bool:
     """Poll `predicate` until it is true or `timeout` seconds pass; return its last value."""
     deadline = time.monotonic() + timeout
     while True:
