@@ -349,6 +349,19 @@ def test_cli_up_status_ssh_down() -> None:
             Testbed.load(root).down()
 
 
+def test_failed_up_reports_sshds_words_and_leaves_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    skip_unless_available()
+    good = Testbed._sshd_config_text
+    monkeypatch.setattr(Testbed, "_sshd_config_text", lambda self, h: good(self, h) + "NoSuchOption yes\n")
+    before_netns, before_links = _netns_names(), _link_names()
+    before_roots = set(BASE_DIR.iterdir())
+    with pytest.raises(TestbedError, match="sshd exited .*NoSuchOption"):
+        Testbed.up(2)
+    assert _netns_names() == before_netns
+    assert _link_names() == before_links
+    assert set(BASE_DIR.iterdir()) == before_roots
+
+
 def test_state_dir_hidden_from_hosts_is_refused() -> None:
     skip_unless_available()
     before = _netns_names()

@@ -121,8 +121,11 @@ class Testbed:
         tb = cls(_plan_and_claim(n, root, user))
         try:
             tb._build()
-        except BaseException:
-            tb.down()
+        except BaseException as exc:
+            try:
+                tb.down()  # a failed up leaves nothing behind, like a finished down
+            except Exception as cleanup:
+                exc.add_note(f"cleaning up after the failed up also failed: {cleanup}")
             raise
         return tb
 
