@@ -134,8 +134,9 @@ class Agent:
             return
         now = time.time()
         history = [t for t in st.get("history", []) if now - t < conf["restart_window"]]
-        cause = (f"rank program {report['program']} on {report['host']} exited "
-                 f"({report.get('state')}, exit code {report.get('exitstatus')})")
+        code = report.get("exitstatus")
+        how = "was killed by a signal" if code == -1 else f"exited with exit code {code}"
+        cause = f"rank program {report['program']} on {report['host']} {how} ({report.get('state')})"
         if len(history) >= conf["restart_max"]:
             log(f"gang {group}: {cause}; restart budget ({conf['restart_max']} in "
                 f"{conf['restart_window']:.0f} s) spent: FAILED, stopping it on all hosts")

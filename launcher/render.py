@@ -172,7 +172,9 @@ def supervisor_conf(hp: HostPlan, hashes: dict[str, str]) -> bytes:
             command = f"/bin/sh {sh_quote(f'{root}/current/bin/{owner}.sh')}" + (f" {slot(p)}" if slot(p) else "")
             out.append(
                 f"[program:{p.name}]\ncommand={_ini(command)}\nautostart=false\nautorestart=false\n"
-                "startsecs=1\nstartretries=0\nstopsignal=TERM\nstopwaitsecs=30\nstopasgroup=true\nkillasgroup=true\n"
+                # startsecs=0: an early exit stays EXITED with its exit code (the gang restarts it);
+                # readiness is judged by probes, not by supervisord's start timer.
+                "startsecs=0\nstartretries=0\nstopsignal=TERM\nstopwaitsecs=30\nstopasgroup=true\nkillasgroup=true\n"
                 f"redirect_stderr=true\nstdout_logfile={_ini(root)}/logs/{p.name}.log\n"
                 "stdout_logfile_maxbytes=50MB\nstdout_logfile_backups=5\n"
                 f"environment=LAUNCHER_OWNER_HASH=\"{hashes[owner]}\"\n\n")

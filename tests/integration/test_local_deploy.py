@@ -1,0 +1,213 @@
+"""`up`, `status`, gang restart and `down` for real: local transport, real supervisord, real processes.
+
+Two "hosts" on this machine (127.0.0.1 and 127.0.0.2, each with its own root), so the
+agents talk to each other over TCP exactly as on a cluster.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import run_cli
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def topology(root: Path, *, model_env: str = "a", crash: bool = False, restart_max: int = 3) -> str:
+    rank_cmd = '[sh, -c, "exit 3"]' if crash else "[sleep, '600']"
+    return f"""\
+version: 1
+name: itest
+defaults:
+  deploy_dir: {root}
+  agent_port: {free_port.cached}
+  restart: {{max: {restart_max}, window: 600}}
+hosts:
+  - name: node-a
+    address: 127.0.0.1
+    transport: local
+    devices: {{0: 10.213.200.1, 1: 10.213.200.2}}
+  - name: node-b
+    address: 127.0.0.2
+    transport: local
+    devices: {{0: 10.213.201.1, 1: 10.213.201.2}}
+instances:
+  - name: model
+    hosts: [node-a, node-b]
+    devices: [0]
+    command: {rank_cmd}
+    env: {{MODEL_VERSION: "{model_env}"}}
+  - name: other
+    hosts: [node-a, node-b]
+    devices: [1]
+    command: [sleep, "600"]
+"""
+
+
+@pytest.fixture
+def deployment(tmp_path):
+    free_port.cached = free_port()
+    files = []
+
+    def write(**kw) -> str:
+        path = tmp_path / "topo.yaml"
+        path.write_text(topology(tmp_path / "deploy", **kw))
+        files.append(str(path))
+        return str(path)
+
+    yield write
+    if files:
+        run_cli("down", files[-1], "--purge")
+
+
+def status(path: str) -> list[dict]:
+    run = run_cli("status", path, "--json")
+    return json.loads(run.out)
+
+
+def pids(path: str, instance: str) -> dict[int, int]:
+    return {r["rank"]: r["pid"] for r in status(path) if r["instance"] == instance}
+
+
+def wait_for(predicate, timeout: float = 60.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.25)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def all_running(path: str) -> bool:
+    rows = status(path)
+    return bool(rows) and all(r["state"] == "RUNNING" for r in rows)
+
+
+def test_up_is_idempotent_and_a_change_restarts_only_its_instance(deployment):
+    path = deployment()
+    run = run_cli("up", path)
+    assert run.code == 0, run.err
+    wait_for(lambda: all_running(path), what="all ranks RUNNING")
+    rows = status(path)
+    assert {(r["instance"], r["host"], r["rank"]) for r in rows} == {
+        ("model", "node-a", 0), ("model", "node-b", 1), ("other", "node-a", 0), ("other", "node-b", 1)}
+    before = {i: pids(path, i) for i in ("model", "other")}
+    gen = rows[0]["generation"]
+
+    again = run_cli("up", path, "--json")
+    assert again.code == 0, again.err
+    assert json.loads(again.out)["started"] == []
+    assert {i: pids(path, i) for i in ("model", "other")} == before  # same PIDs: nothing restarted
+
+    path = deployment(model_env="b")
+    changed = run_cli("up", path, "--json")
+    assert changed.code == 0, changed.err
+    assert json.loads(changed.out)["started"] == ["model"]
+    wait_for(lambda: all_running(path), what="RUNNING after change")
+    after = {i: pids(path, i) for i in ("model", "other")}
+    assert after["other"] == before["other"]
+    assert set(after["model"].values()).isdisjoint(before["model"].values())
+    assert {r["generation"] for r in status(path)} != {gen}
+
+
+def test_kill_one_rank_restarts_the_gang_on_all_hosts(deployment):
+    path = deployment()
+    assert run_cli("up", path).code == 0
+    wait_for(lambda: all_running(path), what="all ranks RUNNING")
+    before = pids(path, "model")
+    os.kill(before[1], signal.SIGKILL)  # rank 1 lives on node-b; the leader is node-a
+
+    def restarted():
+        rows = [r for r in status(path) if r["instance"] == "model"]
+        return all(r["state"] == "RUNNING" and r["restarts"] == 1 for r in rows) and rows
+    rows = wait_for(restarted, what="gang restart")
+    assert {r["pid"] for r in rows}.isdisjoint(before.values())  # rank 0 on node-a restarted too
+    assert all(r["restarts"] == 0 for r in status(path) if r["instance"] == "other")
+
+
+def test_a_rank_that_always_crashes_ends_failed_after_the_budget(deployment):
+    path = deployment(crash=True, restart_max=2)
+    run_cli("up", path)
+
+    def failed():
+        rows = [r for r in status(path) if r["instance"] == "model"]
+        return all(r["state"] == "FAILED" for r in rows) and rows
+    rows = wait_for(failed, timeout=90, what="FAILED")
+    assert rows[0]["restarts"] == 2
+    assert "exit code 3" in rows[0]["reason"]
+    table = run_cli("status", path)
+    assert table.code == 1
+    assert "model FAILED: rank program model-r" in table.out
+    assert all(r["state"] == "RUNNING" for r in status(path) if r["instance"] == "other")
+
+
+def test_failed_up_leaves_every_host_on_its_previous_generation(deployment, tmp_path):
+    path = deployment()
+    assert run_cli("up", path).code == 0
+    wait_for(lambda: all_running(path), what="RUNNING")
+    gen = status(path)[0]["generation"]
+    before = pids(path, "model")
+    # node-b's generations directory becomes unwritable: the upload fails there.
+    gens_b = tmp_path / "deploy" / "itest" / "node-b" / "gens"
+    path = deployment(model_env="c")
+    with unwritable(gens_b):
+        run = run_cli("up", path)
+    assert run.code == 1
+    assert "node-b" in run.err
+    rows = status(path)
+    assert {r["generation"] for r in rows} == {gen}
+    assert pids(path, "model") == before
+
+
+def test_down_leaves_no_process_and_no_socket(deployment, tmp_path):
+    path = deployment()
+    assert run_cli("up", path).code == 0
+    wait_for(lambda: all_running(path), what="RUNNING")
+    all_pids = [r["pid"] for r in status(path)]
+    run = run_cli("down", path)
+    assert run.code == 0, run.err
+    for host in ("node-a", "node-b"):
+        run_dir = tmp_path / "deploy" / "itest" / host / "run"
+        assert list(run_dir.iterdir()) == []
+    for pid in all_pids:
+        wait_for(lambda: not _alive(pid), timeout=10, what=f"pid {pid} gone")
+    assert all(r["state"] == "ABSENT" for r in status(path))
+
+
+@contextlib.contextmanager
+def unwritable(directory: Path):
+    """chmod for a normal user; root ignores modes, so root makes the directory immutable."""
+    if os.geteuid() != 0:
+        os.chmod(directory, 0o500)
+        try:
+            yield
+        finally:
+            os.chmod(directory, 0o755)
+        return
+    if subprocess.run(["chattr", "+i", str(directory)], capture_output=True).returncode != 0:
+        pytest.skip("cannot make a directory immutable here (chattr +i unsupported)")
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", str(directory)], check=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    out = subprocess.run(["ps", "-o", "stat=", "-p", str(pid)], capture_output=True, text=True).stdout.strip()
+    return bool(out) and not out.startswith("Z")
