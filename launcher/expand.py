@@ -176,6 +176,7 @@ class _Expander:
                 ident["GLOBAL_RANK_TABLE_FILE_PATH"] = self.abs_path(hname, self.global_path[inst.name])
             tags = {"LAUNCHER_DEPLOYMENT": self.t.name, "LAUNCHER_INSTANCE": inst.name,
                     "LAUNCHER_ROLE": inst.role, "LAUNCHER_HOST": hname,
+                    "LAUNCHER_HOST_ADDRESS": self.hosts[hname].address,
                     "LAUNCHER_SERVER_ID": self.hosts[hname].server_id}
             if inst.processes == "per_host":
                 env = {**common, **ident, **tags}
@@ -206,7 +207,7 @@ class _Expander:
             host = self.hosts[hname]
             argv, probe, limits, via_numactl, cwd = self._service_argv(svc, host)
             env = {**dict(svc.env), "LAUNCHER_DEPLOYMENT": self.t.name, "LAUNCHER_SERVICE": svc.name,
-                   "LAUNCHER_HOST": hname}
+                   "LAUNCHER_HOST": hname, "LAUNCHER_HOST_ADDRESS": host.address}
             self.programs[hname].append(Program(
                 name=svc.name, host=hname, owner=svc.name, kind="service", argv=argv, cwd=cwd,
                 env=tuple(env.items()), limits=limits, numa_via_numactl=via_numactl, probe=svc.probe or probe))
