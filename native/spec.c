@@ -142,6 +142,15 @@ static int number(struct jp *p, const char **start, size_t *len)
     return 0;
 }
 
+/* Between members of an object: a ',' (the caller has already seen no '}'). */
+static int next_member(struct jp *p)
+{
+    if (peek(p) != ',')
+        return jfail(p, "expected ',' or '}'");
+    p->i++;
+    return 0;
+}
+
 static int device(struct jp *p)
 {
     char ip[LC_IP_MAX + 8] = "", key[16], msg[256];
@@ -152,7 +161,7 @@ static int device(struct jp *p)
     if (expect(p, '{'))
         return -1;
     while (peek(p) != '}') {
-        if ((have_id || have_ip) && expect(p, ','))
+        if ((have_id || have_ip) && next_member(p))
             return -1;
         if (string(p, key, sizeof key) || expect(p, ':'))
             return -1;
@@ -277,7 +286,7 @@ int lc_parse_spec(const char *text, size_t len, struct lc_config *c, char *err, 
     if (expect(&p, '{'))
         return -1;
     while (peek(&p) != '}') {
-        if (seen && expect(&p, ','))
+        if (seen && next_member(&p))
             return -1;
         if (peek(&p) != '"')
             return jfail(&p, "expected a key in double quotes");

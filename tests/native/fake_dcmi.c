@@ -1,20 +1,17 @@
 /* Test double for the Ascend driver's libdcmi.so, driven by the same scenario file
  * as fake_hccn_tool ($FAKE_NPU_SCENARIO; format in tests/native/README.md).
- * Build: gcc -shared -fPIC -o libdcmi.so fake_dcmi.c
+ * Build: see Makefile here (gcc -shared -fPIC -o libdcmi.so fake_dcmi.c -pthread).
  * With -DFAKE_DCMI_NO_FROM_LOGICID the library lacks
  * dcmi_get_card_id_device_id_from_logicid, like older drivers, so callers must
  * enumerate cards instead. */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
 #include <pthread.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include <unistd.h>
 
+#include "fake_scenario.h"
+
 #define ERR_INVALID (-8001) /* [U] real DCMI error values were not collected */
-#define MAX_KEYS 1024
-#define MAX_DEVS 64
 
 struct dcmi_ip_addr {
     union {
@@ -24,83 +21,28 @@ struct dcmi_ip_addr {
     int ip_type;
 };
 
-static char keys[MAX_KEYS][128], vals[MAX_KEYS][256];
-static int nkeys;
-static int devs[MAX_DEVS], ndevs;
 static pthread_once_t once = PTHREAD_ONCE_INIT;
-
-static char *trim(char *s)
-{
-    while (*s == ' ' || *s == '\t')
-        s++;
-    size_t n = strlen(s);
-    while (n && strchr(" \t\r\n", s[n - 1]))
-        s[--n] = '\0';
-    return s;
-}
-
-static const char *get(const char *key)
-{
-    for (int i = 0; i < nkeys; i++)
-        if (!strcmp(keys[i], key))
-            return vals[i];
-    return NULL;
-}
-
-static const char *get_dev(const char *key, int dev)
-{
-    char k[160];
-    snprintf(k, sizeof k, "%s.%d", key, dev);
-    const char *v = get(k);
-    return v ? v : get(key);
-}
+static int devs[SC_MAX_DEVS], ndevs;
 
 static void load(void)
 {
-    const char *path = getenv("FAKE_NPU_SCENARIO");
-    FILE *f = path ? fopen(path, "r") : NULL;
-    char line[512];
-    while (f && fgets(line, sizeof line, f) && nkeys < MAX_KEYS) {
-        char *l = trim(line), *eq = strchr(l, '=');
-        if (!*l || *l == '#' || !eq)
-            continue;
-        *eq = '\0';
-        snprintf(keys[nkeys], sizeof keys[0], "%s", trim(l));
-        snprintf(vals[nkeys], sizeof vals[0], "%s", trim(eq + 1));
-        nkeys++;
-    }
-    if (f)
-        fclose(f);
-    const char *list = get("devices");
-    for (const char *p = list; p && *p && ndevs < MAX_DEVS;) {
-        devs[ndevs++] = atoi(p);
-        p = strchr(p, ',');
-        p = p ? p + 1 : NULL;
-    }
+    sc_load(getenv("FAKE_NPU_SCENARIO"));
+    memcpy(devs, sc_devs, sizeof devs);
+    ndevs = sc_ndevs;
 }
 
+/* Every entry point: read the scenario once, then hang if told to. */
 static void ready(const char *fn)
 {
     pthread_once(&once, load);
-    const char *h = get("dcmi_hang");
-    size_t n = strlen(fn);
-    for (const char *p = h; p && *p;) {
-        if (!strncmp(p, fn, n) && (p[n] == ',' || p[n] == '\0'))
-            for (;;)
-                sleep(3600); /* a wedged driver call */
-        p = strchr(p, ',');
-        p = p ? p + 1 : NULL;
-    }
-}
-
-static int intval(const char *v, int dflt)
-{
-    return v ? atoi(v) : dflt;
+    if (sc_in_list(sc_get("dcmi_hang"), fn))
+        for (;;)
+            sleep(3600); /* a wedged driver call */
 }
 
 static int chips_per_card(void)
 {
-    int k = intval(get("dcmi_chips_per_card"), 1);
+    int k = sc_int(sc_get("dcmi_chips_per_card"), 1);
     return k > 0 ? k : 1;
 }
 
@@ -109,7 +51,7 @@ static int logic_of(int phy)
 {
     for (int i = 0; i < ndevs; i++)
         if (devs[i] == phy)
-            return intval(get_dev("dcmi_logic", phy), i);
+            return sc_int(sc_lookup("dcmi_logic", phy, NULL), i);
     return -1;
 }
 
@@ -123,7 +65,7 @@ static int phy_of_logic(int logic)
 
 static int logic_of_card_dev(int card, int dev)
 {
-    int k = chips_per_card(), base = intval(get("dcmi_card_base"), 0);
+    int k = chips_per_card(), base = sc_int(sc_get("dcmi_card_base"), 0);
     if (card < base || dev < 0 || dev >= k)
         return -1;
     return (card - base) * k + dev;
@@ -132,13 +74,13 @@ static int logic_of_card_dev(int card, int dev)
 int dcmi_init(void)
 {
     ready("dcmi_init");
-    return intval(get("dcmi_init"), 0);
+    return sc_int(sc_get("dcmi_init"), 0);
 }
 
 int dcmi_get_card_list(int *card_num, int *card_list, int list_len)
 {
     ready("dcmi_get_card_list");
-    int k = chips_per_card(), base = intval(get("dcmi_card_base"), 0), n = 0;
+    int k = chips_per_card(), base = sc_int(sc_get("dcmi_card_base"), 0), n = 0;
     for (int i = 0; i < ndevs; i++) {
         int card = base + logic_of(devs[i]) / k, seen = 0;
         for (int j = 0; j < n; j++)
@@ -192,7 +134,7 @@ int dcmi_get_card_id_device_id_from_logicid(int *card_id, int *device_id,
     int k = chips_per_card();
     if (phy_of_logic((int)device_logic_id) < 0)
         return ERR_INVALID;
-    *card_id = intval(get("dcmi_card_base"), 0) + (int)device_logic_id / k;
+    *card_id = sc_int(sc_get("dcmi_card_base"), 0) + (int)device_logic_id / k;
     *device_id = (int)device_logic_id % k;
     return 0;
 }
@@ -206,10 +148,10 @@ int dcmi_get_device_ip(int card_id, int device_id, int input_type, int port_id,
     /* Only the RoCE port 0 has the address hccn_tool -ip -g shows. */
     if (phy < 0 || input_type != 1 || port_id != 0)
         return ERR_INVALID;
-    const char *v = get_dev("dcmi_ip", phy);
+    const char *v = sc_lookup("dcmi_ip", phy, NULL);
     char k[32];
     snprintf(k, sizeof k, "ip.%d", phy);
-    v = v ? v : get(k);
+    v = v ? v : sc_get(k);
     if (!v || inet_pton(AF_INET, v, ip->u_addr.ip4) != 1)
         return ERR_INVALID;
     ip->ip_type = 0;
@@ -224,6 +166,6 @@ int dcmi_get_device_network_health(int card_id, int device_id, int *result)
     int phy = phy_of_logic(logic_of_card_dev(card_id, device_id));
     if (phy < 0)
         return ERR_INVALID;
-    *result = intval(get_dev("net_health", phy), 0);
+    *result = sc_int(sc_lookup("net_health", phy, NULL), 0);
     return 0;
 }

@@ -17,7 +17,6 @@ import pytest
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-FAKE_TOOL = HERE / "fake_hccn_tool"
 SANITIZER_MARKERS = ("AddressSanitizer", "LeakSanitizer", "UndefinedBehaviorSanitizer",
                      "runtime error:")
 BASE_DEVICES = {0: "10.0.0.1", 1: "10.0.0.2", 2: "10.0.0.3", 3: "10.0.0.4"}
@@ -29,6 +28,7 @@ BASE_CHECKS = len(BASE_DEVICES) * (3 + len(BASE_PEERS))
 class Build:
     plain: Path
     asan: Path
+    tool: Path      # fake hccn_tool
     dcmi: Path      # fake libdcmi.so
     dcmi_old: Path  # same, without dcmi_get_card_id_device_id_from_logicid
 
@@ -37,6 +37,7 @@ class Build:
 class Binary:
     path: Path
     sanitized: bool
+    tool: Path
 
 
 @pytest.fixture(scope="session")
@@ -46,23 +47,21 @@ def build(tmp_path_factory):
         pytest.skip(f"{' and '.join(missing)} not installed, so native/ cannot be built "
                     "(apt-get install gcc make)")
     out = tmp_path_factory.mktemp("native-build")
-    made = subprocess.run(["make", "-C", str(ROOT / "native"), f"OUT={out}", "all", "asan"],
-                          capture_output=True, text=True)
-    assert made.returncode == 0, made.stdout + made.stderr
-    libs = {}
-    for name, extra in (("dcmi", []), ("dcmi_old", ["-DFAKE_DCMI_NO_FROM_LOGICID"])):
-        libs[name] = out / f"{name}" / "libdcmi.so"
-        libs[name].parent.mkdir()
-        subprocess.run(["gcc", "-shared", "-fPIC", "-Wall", "-Wextra", "-Werror", *extra,
-                        "-o", str(libs[name]), str(HERE / "fake_dcmi.c")], check=True)
-    return Build(out / "launcher-linkcheck", out / "asan" / "launcher-linkcheck", **libs)
+    fakes = out / "fakes"
+    for directory, target_out, targets in ((ROOT / "native", out, ["all", "asan"]),
+                                           (HERE, fakes, ["all"])):
+        made = subprocess.run(["make", "-C", str(directory), f"OUT={target_out}", *targets],
+                              capture_output=True, text=True)
+        assert made.returncode == 0, made.stdout + made.stderr
+    return Build(out / "launcher-linkcheck", out / "asan" / "launcher-linkcheck",
+                 fakes / "fake_hccn_tool", fakes / "libdcmi.so", fakes / "old" / "libdcmi.so")
 
 
 @pytest.fixture(params=["release", "asan"])
 def binary(request, build):
     if request.param == "asan":
-        return Binary(build.asan, True)
-    return Binary(build.plain, False)
+        return Binary(build.asan, True, build.tool)
+    return Binary(build.plain, False, build.tool)
 
 
 def scenario_text(**overrides):
@@ -90,7 +89,7 @@ def run(binary, args, tmp_path, scenario=None, env=None, stdin=None, timeout=120
     path.write_text(scenario if scenario is not None else scenario_text())
     full_env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "LAUNCHER_HCCN_TOOL": str(FAKE_TOOL),
+        "LAUNCHER_HCCN_TOOL": str(binary.tool),
         "LAUNCHER_DCMI_LIB": "none",
         "FAKE_NPU_SCENARIO": str(path),
         "ASAN_OPTIONS": "detect_leaks=1:halt_on_error=1",
@@ -241,7 +240,7 @@ def test_hccn_tool_found_in_path(binary, tmp_path):
         pytest.skip("this machine has a real hccn_tool at the default path")
     bindir = tmp_path / "bin"
     bindir.mkdir()
-    (bindir / "hccn_tool").symlink_to(FAKE_TOOL)
+    (bindir / "hccn_tool").symlink_to(binary.tool)
     path = f"{tmp_path / 'nothing-here'}:{bindir}:{os.environ.get('PATH', '/usr/bin:/bin')}"
     proc = run(binary, base_args(), tmp_path, env={"LAUNCHER_HCCN_TOOL": None, "PATH": path})
     assert proc.returncode == 0, proc.stderr
@@ -429,7 +428,13 @@ USAGE_ERRORS = [
     (["--spec", "-"], '{"devices": [{"id": 0, "ip": "10.0.0.1"}], "peers": ["10.0.1.1",]}',
      "expected '\"'"),
     (["--spec", "-"], '{"devices": [{"id": 0, "ip": "10.0.0.1"}]' + "]" * 100000,
-     "unexpected data after the closing '}'"),
+     "spec: byte 41: expected ',' or '}'"),
+    (["--spec", "-"], '{"devices": [{"id": 0, "ip": "10.0.0.1"}]}' + "]" * 100000,
+     "spec: byte 42: unexpected data after the closing '}'"),
+    (["--spec", "-"], '{"devices": [' + "[" * 100000,
+     "spec: byte 13: expected '{'"),
+    (["--spec", "-"], '{"devices": [{"id": 0 "ip": "10.0.0.1"}]}',
+     "spec: byte 22: expected ',' or '}'"),
     (["--spec", "-"], '{"devices": [{"id": 0, "ip": "10.0.0.1"}], "host": "' + "h" * 300 + '"}',
      "string longer than"),
     (["--spec", "-"], '{"devices": [{"id": 0, "ip": "10.0.0.1"}]}' + " " * (1 << 20),
