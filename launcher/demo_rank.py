@@ -271,6 +271,18 @@ def check_hello(msg: Mapping[str, Any], world_size: int, instance: str) -> int:
     return rank
 
 
+def check_go(msg: Mapping[str, Any], ident: Identity) -> list[dict[str, Any]]:
+    """Return the world of a go reply; raise BarrierRejected if rank 0 formed a different world."""
+    world = msg.get("world")
+    if not isinstance(world, list) or not all(isinstance(h, dict) for h in world):
+        raise BarrierRejected(f"go from rank 0 carries no world list: {world!r:.80}")
+    ranks = [h.get("rank") for h in world]
+    if ranks != list(range(ident.world_size)):
+        raise BarrierRejected(f"rank 0 formed a world of ranks {ranks!r:.200}, expected "
+                              f"0..{ident.world_size - 1} (WORLD_SIZE={ident.world_size})")
+    return world
+
+
 def health_doc(ident: Identity, passed_at: float, pid: int) -> dict[str, Any]:
     """The body of GET /health."""
     return {"rank": ident.rank, "local_rank": ident.local_rank, "world_size": ident.world_size,
@@ -320,7 +332,7 @@ def _retry_in_use(what: str, bind: Callable[[], Any], deadline: float, log: Log)
             if exc.errno != errno.EADDRINUSE or time.monotonic() >= until:
                 raise
             if not noted:
-                log(f"{what} is in use (previous incarnation still stopping?); retrying")
+                log(f"{what} is in use (a previous incarnation still stopping?); retrying for up to {IN_USE_RETRY_S:g} s")
                 noted = True
             time.sleep(0.2)
 
@@ -542,8 +554,8 @@ def barrier_peer(ident: Identity, me: dict[str, Any], timeout: float, log: Log) 
         if not isinstance(msg, dict):
             raise BarrierFailed(f"{target} answered the hello with something that is not a barrier reply: "
                                 f"{reply[:80]!r}")
-        if msg.get("go") is True and isinstance(msg.get("world"), list):
-            return msg["world"]
+        if msg.get("go") is True:
+            return check_go(msg, ident)
         code = msg.get("code") if msg.get("code") in (EXIT_MISMATCH, EXIT_BARRIER) else EXIT_BARRIER
         raise DemoRankError(f"rank 0 gave up the barrier: {msg.get('error')}", code=code)
 

@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from launcher.demo_rank import EnvError, Identity, TableError, check_table, parse_env
+from launcher.demo_rank import BarrierRejected, EnvError, Identity, TableError, check_go, check_table, parse_env
 
 ROOT = Path(__file__).resolve().parents[2]
 READY_S = 20.0
@@ -24,9 +24,10 @@ EXIT_S = 30.0
 RANK_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "RANKTABLEFILE", "RANK_TABLE_FILE", "DEVICE_ID",
              "LAUNCHER_SERVER_ID", "LAUNCHER_DEVICE_IP", "MASTER_ADDR", "MASTER_PORT", "LAUNCHER_INSTANCE",
              "LAUNCHER_HOST")
-# 2 servers x 2 devices, as the launcher lays them out: (host, server_id, device_id, device_ip)
-LAYOUT = [("node-a", "127.0.0.1", 0, "10.213.100.1"), ("node-a", "127.0.0.1", 1, "10.213.100.2"),
-          ("node-b", "127.0.0.2", 0, "10.213.101.1"), ("node-b", "127.0.0.2", 1, "10.213.101.2")]
+Layout = list[tuple[str, str, int, str]]  # per rank: (host, server_id, device_id, device_ip)
+# 2 servers x 2 devices, as the launcher lays them out
+LAYOUT: Layout = [("node-a", "127.0.0.1", 0, "10.213.100.1"), ("node-a", "127.0.0.1", 1, "10.213.100.2"),
+                  ("node-b", "127.0.0.2", 0, "10.213.101.1"), ("node-b", "127.0.0.2", 1, "10.213.101.2")]
 
 
 def free_port() -> int:
@@ -36,7 +37,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def ranktable(layout: list[tuple[str, str, int, str]], status: str = "completed") -> dict[str, Any]:
+def ranktable(layout: Layout, status: str = "completed") -> dict[str, Any]:
     """An HCCL v1.0 table for `layout`, every value a string."""
     servers: list[dict[str, Any]] = []
     for rank, (_host, server_id, dev, ip) in enumerate(layout):
@@ -113,23 +114,33 @@ class Rank:
 
 
 @pytest.fixture
-def world(tmp_path: Path) -> Iterator["World"]:
-    """A 2x2 world on 127.0.0.1; every process it started is killed afterwards."""
-    w = World(tmp_path)
+def worlds(tmp_path: Path) -> Iterator[Callable[[Layout], World]]:
+    """Make worlds of any layout; every process they started is killed afterwards."""
+    made: list[World] = []
+
+    def make(layout: Layout) -> World:
+        made.append(World(tmp_path / f"world{len(made)}", layout))
+        return made[-1]
+
     try:
-        yield w
+        yield make
     finally:
-        for r in w.started:
-            if r.proc.poll() is None:
-                r.proc.kill()
-            r.proc.wait(10)
+        for w in made:
+            w.kill()
+
+
+@pytest.fixture
+def world(worlds: Callable[[Layout], World]) -> World:
+    """The 2 servers x 2 devices world."""
+    return worlds(LAYOUT)
 
 
 class World:
     """Env, table and processes for one demo instance."""
 
-    def __init__(self, tmp_path: Path, layout: list[tuple[str, str, int, str]] = LAYOUT):
+    def __init__(self, tmp_path: Path, layout: Layout = LAYOUT):
         self.layout = layout
+        tmp_path.mkdir(parents=True, exist_ok=True)
         self.table = tmp_path / "ranktable.json"
         write_json(self.table, ranktable(layout))
         self.master_port = free_port()
@@ -160,6 +171,13 @@ class World:
         r.health_port = port
         self.started.append(r)
         return r
+
+    def kill(self) -> None:
+        """Kill whatever is still running."""
+        for r in self.started:
+            if r.proc.poll() is None:
+                r.proc.kill()
+            r.proc.wait(10)
 
 
 def test_four_ranks_meet_serve_health_and_stop_on_sigterm(world: World) -> None:
@@ -197,24 +215,24 @@ def test_missing_env_var_exits_2_naming_it(world: World, var: str) -> None:
     assert len(r.lines) == 1, r.err  # one clear line
 
 
+def test_missing_ranktable_file_exits_2_naming_the_variable(world: World) -> None:
+    r = world.start(1, RANKTABLEFILE=str(world.table) + ".missing")
+    assert r.wait_exit() == 2, r.err
+    assert f"RANKTABLEFILE={world.table}.missing: no such file" in r.err
+
+
 def test_invalid_env_var_exits_2_naming_it(world: World) -> None:
     r = world.start(1, RANK="4")
     assert r.wait_exit() == 2, r.err
     assert "RANK=4 is out of range for WORLD_SIZE=4" in r.err
 
 
-def test_rank_table_file_is_accepted_without_ranktablefile(tmp_path: Path) -> None:
-    w = World(tmp_path, LAYOUT[:1])
-    try:
-        r = w.start(0, RANKTABLEFILE=None)
-        r.wait_ready()
-        assert r.health()[1]["world_size"] == 1
-        r.proc.send_signal(signal.SIGINT)
-        assert r.wait_exit() == 0, r.err
-    finally:
-        for r in w.started:
-            r.proc.kill()
-            r.proc.wait(10)
+def test_a_world_of_one_with_only_rank_table_file_passes_at_once(worlds: Callable[[Layout], World]) -> None:
+    r = worlds(LAYOUT[:1]).start(0, RANKTABLEFILE=None)
+    r.wait_ready()
+    assert r.health()[1]["world_size"] == 1
+    r.proc.send_signal(signal.SIGINT)
+    assert r.wait_exit() == 0, r.err
 
 
 def test_a_rank_that_never_starts_makes_rank_0_exit_4_naming_it(world: World) -> None:
@@ -230,6 +248,25 @@ def test_peer_without_rank_0_reports_it_unreachable(world: World) -> None:
     r = world.start(1, "--barrier-timeout", "1")
     assert r.wait_exit() == 4, r.err
     assert f"rank 0 at 127.0.0.1:{world.master_port} unreachable" in r.err
+
+
+def test_sigterm_while_waiting_for_the_barrier_exits_0(world: World) -> None:
+    r = world.start(1, "--barrier-timeout", "60")
+    r.wait_for(lambda line: "not reachable yet" in line, "retrying to reach rank 0")
+    r.proc.send_signal(signal.SIGTERM)
+    assert r.wait_exit() == 0, r.err
+    assert "SIGTERM received: stopped" in r.err
+
+
+def test_rank_0_waits_for_a_master_port_still_held_by_a_previous_incarnation(
+        worlds: Callable[[Layout], World]) -> None:
+    w = worlds(LAYOUT[:2])
+    with socket.create_server(("127.0.0.1", w.master_port)):
+        zero = w.start(0)
+        zero.wait_for(lambda line: "is in use" in line, "a retry on the busy port")
+    one = w.start(1)
+    zero.wait_ready()
+    one.wait_ready()
 
 
 def test_two_ranks_claiming_the_same_rank_make_rank_0_exit_3(world: World) -> None:
@@ -267,17 +304,12 @@ def test_a_table_that_never_completes_exits_3(world: World) -> None:
     assert "status is 'initializing', expected 'completed'" in r.err
 
 
-def test_fail_barrier_exits_5_and_crash_after_exits_17(tmp_path: Path) -> None:
-    w = World(tmp_path, LAYOUT[:1])
-    try:
-        assert w.start(0, "--fail-barrier").wait_exit() == 5
-        r = w.start(0, "--crash-after", "0.5")
-        r.wait_ready()
-        assert r.wait_exit() == 17, r.err
-    finally:
-        for r in w.started:
-            r.proc.kill()
-            r.proc.wait(10)
+def test_fail_barrier_exits_5_and_crash_after_exits_17(worlds: Callable[[Layout], World]) -> None:
+    w = worlds(LAYOUT[:1])
+    assert w.start(0, "--fail-barrier").wait_exit() == 5
+    r = w.start(0, "--crash-after", "0.5")
+    r.wait_ready()
+    assert r.wait_exit() == 17, r.err
 
 
 def test_version() -> None:
@@ -332,3 +364,11 @@ def test_parse_env_names_every_bad_variable() -> None:
         parse_env({"RANK": "x", "MASTER_PORT": "70000"})
     text = str(exc.value)
     assert "RANK='x' is not an integer" in text and "MASTER_PORT='70000'" in text and "LAUNCHER_HOST is not set" in text
+
+
+def test_check_go_refuses_a_world_of_another_size() -> None:
+    three = [{"rank": r} for r in range(3)]
+    with pytest.raises(BarrierRejected) as exc:
+        check_go({"go": True, "world": three}, ident())
+    assert "expected 0..3 (WORLD_SIZE=4)" in str(exc.value)
+    assert check_go({"go": True, "world": three + [{"rank": 3}]}, ident())[3] == {"rank": 3}
