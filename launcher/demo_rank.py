@@ -46,7 +46,8 @@ EXIT_CRASH = 17
 COMPLETED = "completed"
 DEFAULT_HEALTH_PORT = 18610
 IN_USE_RETRY_S = 10.0   # how long a gang restart's previous incarnation may take to release a port
-MAX_LINE = 16 << 20     # a go message for a very large world stays far below this
+MAX_HELLO = 64 << 10    # a hello is ~100 bytes; more without a newline is not one of ours
+MAX_REPLY = 16 << 20    # a go message for a very large world stays far below this
 NOTE_EVERY_S = 10.0     # how often rank 0 repeats who it is still waiting for
 
 Log = Callable[[str], None]
@@ -332,7 +333,8 @@ def _retry_in_use(what: str, bind: Callable[[], Any], deadline: float, log: Log)
             if exc.errno != errno.EADDRINUSE or time.monotonic() >= until:
                 raise
             if not noted:
-                log(f"{what} is in use (a previous incarnation still stopping?); retrying for up to {IN_USE_RETRY_S:g} s")
+                log(f"{what} is in use (a previous incarnation still stopping?); "
+                    f"retrying for up to {IN_USE_RETRY_S:g} s")
                 noted = True
             time.sleep(0.2)
 
@@ -411,8 +413,8 @@ def barrier_master(ident: Identity, me: dict[str, Any], timeout: float, log: Log
             return  # nothing is expected after a hello
         peer.buf += data
         if b"\n" not in peer.buf:
-            if len(peer.buf) > MAX_LINE:
-                log(f"ignoring {peer.addr}: no hello line in {MAX_LINE} bytes")
+            if len(peer.buf) > MAX_HELLO:
+                log(f"ignoring {peer.addr}: no hello line in {MAX_HELLO} bytes")
                 drop(sock)
             return
         try:
@@ -495,7 +497,7 @@ def _read_line(sock: socket.socket, deadline: float) -> bytes | None:
     buf = bytearray()
     while b"\n" not in buf:
         remaining = deadline - time.monotonic()
-        if remaining <= 0 or len(buf) > MAX_LINE:
+        if remaining <= 0 or len(buf) > MAX_REPLY:
             return None
         sock.settimeout(remaining)
         try:
@@ -578,17 +580,20 @@ def start_health(host: str, port: int, body: bytes, log: Log) -> ThreadingHTTPSe
         server_version = f"demo_rank/{__version__}"
 
         def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-            if urlsplit(self.path).path == "/health":
-                self._reply(200, body)
-            else:
-                self._reply(404, b'{"error": "not found"}\n')
+            self._reply(with_body=True)
 
-        def _reply(self, status: int, payload: bytes) -> None:
-            self.send_response(status)
+        def do_HEAD(self) -> None:  # noqa: N802 (some probes only look at the status)
+            self._reply(with_body=False)
+
+        def _reply(self, with_body: bool) -> None:
+            found = urlsplit(self.path).path == "/health"
+            payload = body if found else b'{"error": "not found"}\n'
+            self.send_response(200 if found else 404)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
-            self.wfile.write(payload)
+            if with_body:
+                self.wfile.write(payload)
 
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
             pass  # probes come every few seconds; logging each would drown the rank's own log

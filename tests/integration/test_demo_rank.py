@@ -192,6 +192,9 @@ def test_four_ranks_meet_serve_health_and_stop_on_sigterm(world: World) -> None:
         assert doc["host"] == host and doc["instance"] == "demo" and doc["pid"] == r.proc.pid
         assert doc["local_rank"] == rank % 2 and isinstance(doc["barrier_passed_at"], float)
         assert r.health("/nope")[0] == 404
+        head = urllib.request.Request(f"http://127.0.0.1:{r.health_port}/health", method="HEAD")
+        with urllib.request.urlopen(head, timeout=5) as resp:
+            assert resp.status == 200 and resp.read() == b""
     assert "barrier passed: 4/4 ranks" in ranks[0].err
     assert "[demo_rank rank=2 host=node-b]" in ranks[2].err
     for r in ranks.values():
@@ -237,7 +240,8 @@ def test_a_world_of_one_with_only_rank_table_file_passes_at_once(worlds: Callabl
 
 def test_a_rank_that_never_starts_makes_rank_0_exit_4_naming_it(world: World) -> None:
     # Only rank 0 has the short timeout, so it is the one that gives up (peers may start late).
-    ranks = [world.start(0, "--barrier-timeout", "2")] + [world.start(r, "--barrier-timeout", "30") for r in (1, 2)]
+    ranks = [world.start(0, "--barrier-timeout", "2")]
+    ranks += [world.start(r, "--barrier-timeout", "30") for r in (1, 2)]
     assert ranks[0].wait_exit() == 4, ranks[0].err
     assert "missing ranks [3]" in ranks[0].err
     for r in ranks[1:]:  # rank 0 tells the waiting peers why it gave up
@@ -363,7 +367,8 @@ def test_parse_env_names_every_bad_variable() -> None:
     with pytest.raises(EnvError) as exc:
         parse_env({"RANK": "x", "MASTER_PORT": "70000"})
     text = str(exc.value)
-    assert "RANK='x' is not an integer" in text and "MASTER_PORT='70000'" in text and "LAUNCHER_HOST is not set" in text
+    assert "RANK='x' is not an integer" in text and "MASTER_PORT='70000'" in text
+    assert "LAUNCHER_HOST is not set" in text
 
 
 def test_check_go_refuses_a_world_of_another_size() -> None:
