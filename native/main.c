@@ -10,6 +10,7 @@
 #include "checks.h"
 #include "cli.h"
 #include "dcmi.h"
+#include "proc.h"
 #include "report.h"
 #include "spec.h"
 
@@ -19,6 +20,26 @@ static void ensure_std_fds(void)
     for (int fd = 0; fd < 3; fd++)
         if (fcntl(fd, F_GETFD) == -1 && open("/dev/null", O_RDWR) != fd)
             _exit(LC_EXIT_USAGE);
+}
+
+static void on_fatal_signal(int sig)
+{
+    lc_kill_running();
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+/* An operator's Ctrl-C, or a launcher's SSH timeout, must not orphan hung tools. */
+static void install_signal_handlers(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_fatal_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
 }
 
 static int usage_error(const char *msg)
@@ -87,7 +108,7 @@ int main(int argc, char **argv)
     char tool[4096], err[8192];
     int help = 0;
     ensure_std_fds();
-    signal(SIGPIPE, SIG_IGN);
+    install_signal_handlers();
     int rc = configure(argc, argv, &cfg, &help);
     if (help) {
         lc_usage(stdout);

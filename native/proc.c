@@ -18,6 +18,35 @@ extern char **environ;
 /* A child stuck in the kernel (D state) may not die on SIGKILL; do not wait forever. */
 #define REAP_LIMIT_S 2.0
 
+/* Process groups of running tools, read by a signal handler (so no locks: slots
+ * are claimed and freed with compare-and-swap, 0 = free). Sized for the largest
+ * worker pool (--jobs is at most 64). */
+#define RUNNING_SLOTS 64
+static volatile pid_t running[RUNNING_SLOTS];
+
+static void track(pid_t pid)
+{
+    for (int i = 0; i < RUNNING_SLOTS; i++)
+        if (__sync_bool_compare_and_swap(&running[i], 0, pid))
+            return;
+}
+
+static void untrack(pid_t pid)
+{
+    for (int i = 0; i < RUNNING_SLOTS; i++)
+        if (__sync_bool_compare_and_swap(&running[i], pid, 0))
+            return;
+}
+
+void lc_kill_running(void)
+{
+    for (int i = 0; i < RUNNING_SLOTS; i++) {
+        pid_t pid = running[i];
+        if (pid > 0)
+            kill(-pid, SIGKILL);
+    }
+}
+
 double lc_now(void)
 {
     struct timespec ts;
@@ -175,6 +204,7 @@ void lc_run(const char *path, char *const argv[], long timeout_ms, size_t cap,
         r->out[0] = '\0';
         return;
     }
+    track(pid);
     fcntl(fds[0], F_SETFL, O_NONBLOCK);
     double deadline = t0 + (double)timeout_ms / 1000.0;
     int timed_out = collect(fds[0], pid, deadline, cap, r);
@@ -184,6 +214,7 @@ void lc_run(const char *path, char *const argv[], long timeout_ms, size_t cap,
     /* The leader is unreaped here, so -pid is still our group: clear it out. */
     kill(-pid, SIGKILL);
     reap(pid, timed_out, r);
+    untrack(pid);
     r->out[r->len] = '\0';
     r->seconds = lc_now() - t0;
 }

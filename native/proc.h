@@ -17,6 +17,11 @@ struct lc_proc {
 };
 
 double lc_now(void);
+
+/* Async-signal-safe: SIGKILLs the process group of every tool still running, so
+ * an interrupted checker leaves no hung hccn_tool behind. */
+void lc_kill_running(void);
+
 void lc_run(const char *path, char *const argv[], long timeout_ms, size_t cap,
             struct lc_proc *r);
 

@@ -1,7 +1,7 @@
 """launcher-linkcheck (native/) against the NPU-boundary fakes.
 
 Every scenario runs against the release build and the ASan/UBSan build; the latter
-must leave no sanitizer report on stderr. The fakes are tests/native/fake_hccn_tool
+must leave no sanitizer report on stderr. The fakes are tests/native/fake_hccn_tool.c
 and tests/native/fake_dcmi.c, driven by a scenario file (see README.md here).
 """
 import json
@@ -272,6 +272,29 @@ def test_hanging_hccn_tool_times_out(binary, tmp_path):
     # The tool's own children die with it (its process group is killed).
     started = [int(p) for p in pids.read_text().split()]
     assert len(started) == 8
+    deadline = time.monotonic() + 10
+    while not all(process_gone(p) for p in started) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert all(process_gone(p) for p in started)
+
+
+def test_terminated_checker_leaves_no_tool_behind(binary, tmp_path):
+    pids = tmp_path / "grandchildren"
+    scenario = tmp_path / "scenario"
+    scenario.write_text(scenario_text(hang="ping", hang_pidfile=pids))
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LAUNCHER_HCCN_TOOL": str(binary.tool),
+           "LAUNCHER_DCMI_LIB": "none", "FAKE_NPU_SCENARIO": str(scenario)}
+    proc = subprocess.Popen([str(binary.path), *base_args(), "--timeout", "600"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 20
+    while (not pids.exists() or len(pids.read_text().split()) < 8) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    started = [int(p) for p in pids.read_text().split()]
+    assert len(started) == 8
+    proc.terminate()
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == -15
+    assert b"Sanitizer" not in err
     deadline = time.monotonic() + 10
     while not all(process_gone(p) for p in started) and time.monotonic() < deadline:
         time.sleep(0.1)
