@@ -218,6 +218,7 @@ def _apply_config(root: str) -> dict:
     server = rpc(root)
     added, changed, removed = server.supervisor.reloadConfig()[0]
     for group in removed + changed:
+        set_desired(root, group, False)  # a deliberate stop: the agent must not restart it
         server.supervisor.stopProcessGroup(group, True)
         server.supervisor.removeProcessGroup(group)
     for group in changed + added:

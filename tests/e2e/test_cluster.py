@@ -1,0 +1,219 @@
+"""End to end on the network-namespace testbed: real OpenSSH, real supervisord per host,
+the demo rank (env + ranktable check, TCP barrier, /health) as the model.
+
+4 hosts x 2 pretend NPUs; instance `demo` spans all hosts on NPU 0 (4 ranks), `other` on NPU 1.
+The launcher logs in as the unprivileged test user and deploys under /srv (private per host).
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import run_cli
+
+TESTBED_HOSTS = 4
+HEALTH = 18610
+
+
+def topology(tb, *, demo_env: str = "1", crashy: bool = False) -> str:
+    hosts = "".join(
+        f"  - name: {h.name}\n    address: {h.address}\n    ssh: {{user: {tb.user}, identity_file: {tb.identity_file}}}\n"
+        f"    devices: {{0: 10.99.{i}.1, 1: 10.99.{i}.2}}\n" for i, h in enumerate(tb.hosts))
+    names = ", ".join(h.name for h in tb.hosts)
+    crash = ("  - name: crashy\n    hosts: [" + tb.hosts[0].name + ", " + tb.hosts[1].name + "]\n"
+             "    devices: [1]\n    command: [launcher-demo-rank, --fail-barrier]\n") if crashy else ""
+    other_hosts = names if not crashy else ", ".join(h.name for h in tb.hosts[2:])
+    return f"""\
+version: 1
+name: e2e
+defaults:
+  deploy_dir: /srv/launcher
+  restart: {{max: 2, window: 600}}
+hosts:
+{hosts}instances:
+  - name: demo
+    hosts: [{names}]
+    devices: [0]
+    command: [launcher-demo-rank, --health-port, "{HEALTH}", --barrier-timeout, "60"]
+    env: {{DEMO_VERSION: "{demo_env}"}}
+  - name: other
+    hosts: [{other_hosts}]
+    devices: [1]
+    command: [launcher-demo-rank, --health-port, "{HEALTH + 100}"]
+{crash}"""
+
+
+@pytest.fixture
+def cluster(testbed, tmp_path):
+    """Write topologies for this testbed; `down --purge` whatever was deployed afterwards."""
+    written: list[str] = []
+
+    def write(**kw) -> str:
+        path = tmp_path / f"topo{len(written)}.yaml"
+        path.write_text(topology(testbed, **kw))
+        written.append(str(path))
+        return str(path)
+
+    yield write
+    if written:
+        run_cli("down", written[-1], "--purge", *ssh_flags(testbed))
+
+
+def ssh_flags(tb) -> list[str]:
+    return ["--ssh-config", str(tb.ssh_config), "--known-hosts", str(tb.known_hosts)]
+
+
+def cli(tb, *argv: str):
+    return run_cli(*argv, *ssh_flags(tb))
+
+
+def status(tb, path: str) -> list[dict]:
+    run = cli(tb, "status", path, "--json")
+    return json.loads(run.out)
+
+
+def health(address: str, port: int) -> dict | None:
+    try:
+        with urllib.request.urlopen(f"http://{address}:{port}/health", timeout=2) as resp:
+            return json.loads(resp.read())
+    except OSError:
+        return None
+
+
+def wait_for(predicate, timeout: float = 90.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def demo_health(tb) -> dict[str, dict] | None:
+    """Every demo rank's /health, or None while any has not passed its barrier."""
+    out = {}
+    for h in tb.hosts:
+        doc = health(h.address, HEALTH)
+        if doc is None:
+            return None
+        out[h.name] = doc
+    return out
+
+
+def test_up_barrier_idempotence_change_and_gang_restart(testbed, cluster):
+    path = cluster()
+    run = cli(testbed, "up", path)
+    assert run.code == 0, run.err
+    assert "started demo (skew" in run.err
+    docs = wait_for(lambda: demo_health(testbed), what="every demo rank past its barrier")
+    assert sorted(d["rank"] for d in docs.values()) == [0, 1, 2, 3]
+    assert all(d["world_size"] == 4 for d in docs.values())
+    rows = status(testbed, path)
+    assert all(r["state"] == "RUNNING" for r in rows), rows
+    pids = {(r["instance"], r["rank"]): r["pid"] for r in rows}
+
+    # up again: nothing changes, same processes
+    again = cli(testbed, "up", path, "--json")
+    assert again.code == 0, again.err
+    assert json.loads(again.out)["started"] == []
+    assert {(r["instance"], r["rank"]): r["pid"] for r in status(testbed, path)} == pids
+
+    # one env change: only that instance restarts, on all its hosts
+    path2 = cluster(demo_env="2")
+    changed = cli(testbed, "up", path2, "--json")
+    assert changed.code == 0, changed.err
+    assert json.loads(changed.out)["started"] == ["demo"]
+    wait_for(lambda: demo_health(testbed), what="demo barrier after the change")
+    rows = status(testbed, path2)
+    for r in rows:
+        if r["instance"] == "other":
+            assert r["pid"] == pids[("other", r["rank"])]
+        else:
+            assert r["pid"] != pids[("demo", r["rank"])]
+
+    # kill -9 one rank on one host: the whole instance restarts on all hosts and meets again
+    before = demo_health(testbed)
+    victim = testbed.hosts[2]
+    os.kill(int(before[victim.name]["pid"]), 9)  # pids are real pids in the shared pid namespace
+
+    def passed_again():
+        now = demo_health(testbed)
+        return now and all(now[h]["barrier_passed_at"] > before[h]["barrier_passed_at"] for h in now) and now
+    after = wait_for(passed_again, what="gang restart and a new barrier")
+    assert all(after[h]["pid"] != before[h]["pid"] for h in after)
+    rows = wait_for(lambda: (lambda rs: rs if all(r["restarts"] == 1 for r in rs if r["instance"] == "demo")
+                             else None)(status(testbed, path2)), what="restart recorded")
+    assert all(r["restarts"] == 0 for r in rows if r["instance"] == "other")
+
+
+def test_always_crashing_rank_ends_failed(testbed, cluster):
+    path = cluster(crashy=True)
+    cli(testbed, "up", path)
+
+    def failed():
+        rows = [r for r in status(testbed, path) if r["instance"] == "crashy"]
+        return rows if all(r["state"] == "FAILED" for r in rows) else None
+    rows = wait_for(failed, what="crashy FAILED after its budget")
+    assert rows[0]["restarts"] == 2
+    assert "exit code 5" in rows[0]["reason"]
+    table = cli(testbed, "status", path)
+    assert table.code == 1 and "crashy FAILED:" in table.out
+
+
+def test_unreachable_host_leaves_all_hosts_on_the_old_generation(testbed, cluster):
+    path = cluster()
+    assert cli(testbed, "up", path).code == 0
+    wait_for(lambda: demo_health(testbed), what="barrier")
+    rows = status(testbed, path)
+    gen = {r["generation"] for r in rows}
+    pids = {(r["instance"], r["rank"]): r["pid"] for r in rows}
+    path2 = cluster(demo_env="3")
+    testbed.isolate(testbed.hosts[3].name)
+    try:
+        run = cli(testbed, "up", path2, "--forks", "8")
+    finally:
+        testbed.restore(testbed.hosts[3].name)
+    assert run.code == 1
+    assert f"{testbed.hosts[3].name}: ssh to {testbed.hosts[3].address}" in run.err
+    rows = status(testbed, path2)
+    assert {r["generation"] for r in rows} == gen
+    assert {(r["instance"], r["rank"]): r["pid"] for r in rows} == pids
+
+
+def test_unknown_host_key_is_refused(testbed, cluster, tmp_path):
+    path = cluster()
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    run = run_cli("status", path, "--ssh-config", str(testbed.ssh_config), "--known-hosts", str(empty))
+    assert run.code == 1
+    assert f"host {testbed.hosts[0].name}: " in run.err or f"  {testbed.hosts[0].name}: " in run.err
+    assert "unknown keys are never accepted" in run.err
+
+
+def test_down_leaves_no_process_and_no_socket(testbed, cluster):
+    path = cluster()
+    assert cli(testbed, "up", path).code == 0
+    wait_for(lambda: demo_health(testbed), what="barrier")
+    pids = [r["pid"] for r in status(testbed, path)]
+    run = cli(testbed, "down", path)
+    assert run.code == 0, run.err
+    for h in testbed.hosts:
+        run_dir = Path(h.path("/srv/launcher/e2e")) / h.name / "run"
+        assert list(run_dir.iterdir()) == []
+        procs = testbed.run(h.name, ["sh", "-c", "ps -eo args | grep -c '[s]upervisord\\|[d]emo_rank' || true"])
+        assert procs.stdout.strip() in ("0", b"0"), procs.stdout
+    for pid in pids:
+        wait_for(lambda: not os.path.exists(f"/proc/{pid}") or _zombie(pid), timeout=15, what=f"pid {pid} gone")
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return open(f"/proc/{pid}/stat").read().split(") ")[1].startswith("Z")
+    except OSError:
+        return True
