@@ -6,6 +6,7 @@ import json
 import os
 import sys
 import tempfile
+import time
 from contextlib import contextmanager
 from importlib import resources
 from typing import Iterator, Sequence
@@ -195,15 +196,45 @@ def demo_text() -> str:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """The README's first command: the embedded local demo topology through the whole pure pipeline."""
-    result = compile_text(demo_text(), "demo-local.yaml (embedded)")
+    """The README's first command: the embedded local demo, for real: up, every rank healthy, status, down."""
+    import shutil
+    import urllib.request
+
+    from .apply import Session, down, status_rows, up
+
+    work = tempfile.mkdtemp(prefix="ascend-launcher-demo-")
+    result = compile_text(demo_text().replace("/tmp/ascend-launcher-demo", work), "demo-local.yaml (embedded)")
     _warn(result)
-    _write(plan_table(result))
-    with tempfile.TemporaryDirectory(prefix="ascend-launcher-demo-") as out:
-        gen, files = rendered(result.plan)
-        count = write_rendered(files, out)
-        _write(f"\nrendered generation {gen}: {count} files for {len(files)} hosts; e.g. the ranktable:\n")
-        _write(to_json_bytes(result.plan.instances[0].ranktable).decode())
+    _write(plan_table(result) + "\n")
+    gen, files = rendered(result.plan)
+    session = Session(result.plan)
+    try:
+        up(session, files, gen)
+        ranks = [(hp.host.address, 18610 + p.local_rank, p.rank) for hp in result.plan.hosts for p in hp.programs]
+        deadline = time.monotonic() + 60
+        pending = set(ranks)
+        while pending and time.monotonic() < deadline:
+            for addr, port, rank in sorted(pending):
+                try:
+                    with urllib.request.urlopen(f"http://{addr}:{port}/health", timeout=1) as resp:
+                        if resp.status == 200:
+                            pending.discard((addr, port, rank))
+                except OSError:
+                    pass
+            time.sleep(0.2)
+        if pending:
+            raise LauncherError(f"ranks {sorted(r for _, _, r in pending)} never became healthy; "
+                                f"see the logs under {work}")
+        _write(f"\nall {len(ranks)} ranks passed their barrier and answer /health:\n")
+        rows = status_rows(session)
+        _write(format_table(("INSTANCE", "HOST", "RANK", "STATE", "PID", "UPTIME", "RESTARTS", "GENERATION"),
+                            [(r["instance"], r["host"], r["rank"], r["state"], r["pid"], _fmt_uptime(r["uptime"]),
+                              r["restarts"], r["generation"]) for r in rows]))
+    finally:
+        down(session, purge=True)
+        session.close()
+        shutil.rmtree(work, ignore_errors=True)
+        _write("\ndemo stopped and removed (launcher down --purge)\n")
     return EXIT_OK
 
 
@@ -359,7 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("-f", "--follow", action="store_true")
     add_remote_flags(sp)
     add("schema", cmd_schema, "print the topology JSON Schema", file=False)
-    add("demo", cmd_demo, "run the embedded local demo topology", file=False)
+    add("demo", cmd_demo, "run the embedded local demo: up, all ranks healthy, status, down", file=False)
     return p
 
 

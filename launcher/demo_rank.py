@@ -657,8 +657,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="how long to wait for every rank of the world (default 60)")
     p.add_argument("--health-port", type=_port, default=DEFAULT_HEALTH_PORT, metavar="PORT",
                    help=f"serve /health on PORT + LOCAL_RANK (default {DEFAULT_HEALTH_PORT})")
-    p.add_argument("--health-host", default="0.0.0.0", metavar="ADDR",
-                   help="address the health server binds (default 0.0.0.0)")
+    p.add_argument("--health-host", default=os.environ.get("LAUNCHER_HOST_ADDRESS") or "0.0.0.0", metavar="ADDR",
+                   help="address to serve /health on (default: this host's address from LAUNCHER_HOST_ADDRESS, "
+                        "so several local 'hosts' on one machine do not collide; else 0.0.0.0)")
     p.add_argument("--crash-after", type=_non_negative, default=None, metavar="SECONDS",
                    help=f"exit {EXIT_CRASH} after serving this long (for restart-budget tests)")
     p.add_argument("--fail-barrier", action="store_true",

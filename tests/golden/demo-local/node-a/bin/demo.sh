@@ -7,4 +7,4 @@ here=$(dirname "$0")
 . "$here/../env/demo.env"
 PATH=/tmp/ascend-launcher-demo/demo-local/node-a/runtime/current/bin:"$PATH"
 export PATH
-exec python3 -m launcher.demo_rank --health-port 18610
+exec launcher-demo-rank --health-port 18610
