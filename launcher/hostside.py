@@ -197,7 +197,41 @@ def _swap_symlink(link: str, target: str) -> None:
     os.replace(tmp, link)  # rename(2) over the old link: atomic
 
 
+SYSTEMD_UNIT_DIR = "/etc/systemd/system"
+UNIT_TEMPLATE = "ascend-launcher@.service"
+
+
+def _systemd_usable() -> bool:
+    """systemd runs here and we may manage system units (root): let it own supervisord."""
+    return os.path.isdir("/run/systemd/system") and os.geteuid() == 0 and shutil.which("systemctl") is not None
+
+
+def _start_with_systemd(root: str) -> None:
+    unit_src = os.path.join(root, "runtime", "current", "site", "launcher", "systemd", UNIT_TEMPLATE)
+    with open(unit_src, "rb") as fh:
+        wanted = fh.read()
+    dest = os.path.join(SYSTEMD_UNIT_DIR, UNIT_TEMPLATE)
+    try:
+        with open(dest, "rb") as fh:
+            same = fh.read() == wanted
+    except OSError:
+        same = False
+    if not same:
+        with open(dest + ".tmp", "wb") as fh:
+            fh.write(wanted)
+        os.replace(dest + ".tmp", dest)
+        subprocess.run(["systemctl", "daemon-reload"], check=True, timeout=60)
+    escaped = subprocess.run(["systemd-escape", "--path", root], check=True, capture_output=True, text=True,
+                             timeout=30).stdout.strip()
+    subprocess.run(["systemctl", "start", f"ascend-launcher@{escaped}.service"], check=True, timeout=120)
+
+
 def _start_supervisord(root: str) -> None:
+    if _systemd_usable() and os.path.exists(os.path.join(root, "runtime", "current", "site", "launcher",
+                                                         "systemd", UNIT_TEMPLATE)):
+        _start_with_systemd(root)
+        _wait_alive(root)
+        return
     env = dict(os.environ, PYTHONPATH=os.path.join(root, "runtime", "current", "site"))
     conf = os.path.join(root, "current", "supervisord.conf")
     # supervisord daemonizes; it outlives this SSH session and the CLI.
@@ -206,6 +240,10 @@ def _start_supervisord(root: str) -> None:
     if proc.returncode != 0:
         said = proc.stdout.decode("utf-8", "replace").strip().splitlines()
         raise RuntimeError(f"supervisord failed to start: {said[0] if said else proc.returncode}")
+    _wait_alive(root)
+
+
+def _wait_alive(root: str) -> None:
     deadline = time.time() + 30
     while not supervisord_alive(root):
         if time.time() > deadline:

@@ -21,7 +21,7 @@ WRAPPERS = {
     "launcher-demo-rank": "launcher.demo_rank",
     "launcher-agent": "launcher.agent",
 }
-_SKIP_DIRS = {"__pycache__", "tests", "examples"}
+_SKIP_DIRS = {"__pycache__", "tests"}
 
 
 @dataclass(frozen=True)

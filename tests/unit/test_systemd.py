@@ -1,0 +1,33 @@
+"""The systemd unit template is valid for systemd itself (systemd-analyze verify)."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import ROOT
+
+UNIT = ROOT / "systemd" / "ascend-launcher@.service"
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
+def test_unit_template_verifies(tmp_path: Path):
+    unit_dir = tmp_path / "units"
+    unit_dir.mkdir()
+    shutil.copy(UNIT, unit_dir / UNIT.name)
+    instance = "ascend-launcher@var-lib-ascend\\x2dlauncher-demo-node0.service"
+    proc = subprocess.run(["systemd-analyze", "verify", "--man=no", str(unit_dir / instance)],
+                          capture_output=True, text=True, timeout=60,
+                          env={"SYSTEMD_UNIT_PATH": f"{unit_dir}:", "PATH": "/usr/bin:/bin:/usr/sbin:/sbin"})
+    problems = [ln for ln in (proc.stdout + proc.stderr).splitlines()
+                if UNIT.name.split("@")[0] in ln and "ascend" in ln]
+    assert proc.returncode == 0 and not problems, proc.stdout + proc.stderr
+
+
+def test_unit_runs_supervisord_in_the_foreground_on_the_deployment_root():
+    text = UNIT.read_text()
+    assert "ExecStart=/usr/bin/python3 -m supervisor.supervisord --nodaemon -c %f/current/supervisord.conf" in text
+    assert "Environment=PYTHONPATH=%f/runtime/current/site" in text
+    assert "LimitMEMLOCK=infinity" in text
