@@ -208,5 +208,6 @@ def status_rows(session: Session) -> list[dict[str, Any]]:
             rows.append({"instance": p.owner, "host": hp.host.name, "rank": p.rank, "program": p.name,
                          "state": state, "pid": info.get("pid"), "uptime": info.get("uptime"),
                          "restarts": g.get("restarts", 0), "generation": st.get("generation"),
-                         "exitstatus": info.get("exitstatus"), "reason": g.get("reason")})
+                         "exitstatus": info.get("exitstatus"), "reason": g.get("reason"),
+                         "last_log": g.get("last_log", []) if state == "FAILED" else []})
     return rows

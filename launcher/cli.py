@@ -290,10 +290,13 @@ def cmd_status(args: argparse.Namespace) -> int:
         _write(format_table(("INSTANCE", "HOST", "RANK", "STATE", "PID", "UPTIME", "RESTARTS", "GENERATION"),
                             [(r["instance"], r["host"], r["rank"], r["state"], r["pid"], _fmt_uptime(r["uptime"]),
                               r["restarts"], r["generation"]) for r in rows]))
+        reported: set[str] = set()
         for r in rows:
-            if r["state"] == "FAILED" and r.get("reason"):
-                _write(f"{r['instance']} FAILED: {r['reason']}\n")
-                break
+            if r["state"] == "FAILED" and r.get("reason") and r["instance"] not in reported:
+                reported.add(r["instance"])
+                _write(f"\n{r['instance']} FAILED: {r['reason']}; restart budget spent, stopped on all hosts\n")
+                for line in r.get("last_log", [])[-10:]:
+                    _write(f"  | {line}\n")
     healthy = all(r["state"] == "RUNNING" for r in rows)
     return EXIT_OK if healthy else EXIT_FAILED
 

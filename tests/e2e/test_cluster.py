@@ -164,6 +164,7 @@ def test_always_crashing_rank_ends_failed(testbed, cluster):
     assert "exit code 5" in rows[0]["reason"]
     table = cli(testbed, "status", path)
     assert table.code == 1 and "crashy FAILED:" in table.out
+    assert "--fail-barrier: exiting 5 before the barrier" in table.out  # its last log lines
 
 
 def test_unreachable_host_leaves_all_hosts_on_the_old_generation(testbed, cluster):
@@ -194,6 +195,19 @@ def test_unknown_host_key_is_refused(testbed, cluster, tmp_path):
     assert run.code == 1
     assert f"host {testbed.hosts[0].name}: " in run.err or f"  {testbed.hosts[0].name}: " in run.err
     assert "unknown keys are never accepted" in run.err
+
+
+def test_changed_host_key_is_refused(testbed, cluster, tmp_path):
+    path = cluster()
+    h1, h2 = testbed.hosts[0], testbed.hosts[1]
+    lines = Path(testbed.known_hosts).read_text().splitlines()
+    key_of = {ln.split()[0].split(",")[0]: " ".join(ln.split()[1:]) for ln in lines if ln.strip()}
+    forged = tmp_path / "known_hosts"  # h1's address now carries h2's key: a man in the middle
+    forged.write_text("".join(f"{h.name},{h.address} {key_of[h2.name if h is h1 else h.name]}\n"
+                              for h in testbed.hosts))
+    run = run_cli("status", path, "--ssh-config", str(testbed.ssh_config), "--known-hosts", str(forged))
+    assert run.code == 1
+    assert f"{h1.name}: the host key of {h1.address} CHANGED" in run.err
 
 
 def test_down_leaves_no_process_and_no_socket(testbed, cluster):
