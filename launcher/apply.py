@@ -11,12 +11,14 @@ the next one, so a failed `up` leaves every host on its previous generation:
 """
 from __future__ import annotations
 
+import json
 import secrets
 import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from . import preflight
 from .errors import LauncherError
 from .plan import Plan
 from .remote import HostClient
@@ -55,6 +57,10 @@ class Session:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def ensure_runtimes(self, hosts: list[str] | None = None) -> None:
+        """Ship the host-side code where it is missing (check and discover need it before any up)."""
+        self.each("installing the launcher runtime", lambda c: c.ensure_runtime(c.state()), hosts)
+
     def each(self, what: str, fn: Callable[[HostClient], Any], hosts: list[str] | None = None) -> dict[str, Any]:
         names = hosts if hosts is not None else list(self.clients)
         results, failures = fan_out([self.clients[n] for n in names], fn, key=lambda c: c.name, forks=self.forks)
@@ -71,6 +77,29 @@ class UpReport:
     unchanged: list[str]
     skew: dict[str, float]
     seconds: float
+    refused: dict[str, list[str]] = field(default_factory=dict)  # instance -> preflight failures
+
+
+def run_preflight(session: Session, instances: list[str] | None = None) -> tuple[list, dict, dict[str, list[str]]]:
+    """Run the link checker for the instances on their hosts, in parallel; failures per instance."""
+    checks = preflight.checks_for(session.plan, instances)
+    results, failures = fan_out(
+        checks, lambda chk: session.clients[chk.host].call("linkcheck", chk.hccn_tool or "-",
+                                                           stdin=json.dumps(chk.spec).encode(), timeout=300),
+        key=lambda chk: f"{chk.instance}@{chk.host}", forks=session.forks)
+    replies: dict[tuple[str, str], dict] = {}
+    bad: dict[str, list[str]] = {}
+    for chk in checks:
+        k = f"{chk.instance}@{chk.host}"
+        if k in failures:
+            reply = {"report": None, "stderr": str(failures[k]), "exit": None}
+        else:
+            reply = results[k]
+        replies[(chk.instance, chk.host)] = reply
+        lines = preflight.failure_lines(chk, reply)
+        if lines:
+            bad.setdefault(chk.instance, []).extend(lines)
+    return checks, replies, bad
 
 
 def owners_on(plan: Plan) -> dict[str, list[str]]:
@@ -100,9 +129,11 @@ def _needs_start(owner: str, hosts: list[str], old: dict[str, dict], new_hashes:
     return False
 
 
-def up(session: Session, files: dict[str, dict], generation: str) -> UpReport:
+def up(session: Session, files: dict[str, dict], generation: str, skip_preflight: bool = False) -> UpReport:
     t0 = time.monotonic()
     plan, say = session.plan, session.progress
+    preflight_flag = skip_preflight
+    skip_preflight = skip_preflight or not plan.preflight
     say(f"up {plan.deployment}: generation {generation} on {len(plan.hosts)} hosts")
     old = session.each("reaching hosts", lambda c: c.state())
     say(f"  [1/4] reached {len(old)} hosts")
@@ -118,6 +149,17 @@ def up(session: Session, files: dict[str, dict], generation: str) -> UpReport:
     new_hashes = {h: _owner_hashes(_manifest_of(files[h])) for h in files}
     owners = owners_on(plan)
     to_start = [o for o, hosts in owners.items() if _needs_start(o, hosts, old, new_hashes)]
+    refused: dict[str, list[str]] = {}
+    instances = [i.name for i in plan.instances if i.name in to_start]
+    if instances and skip_preflight:
+        say(f"  PREFLIGHT SKIPPED: HCCL links of {', '.join(instances)} were NOT checked "
+            f"({'--skip-preflight' if preflight_flag else 'the topology says preflight: false'})")
+    elif instances:
+        _, _, refused = run_preflight(session, instances)
+        ok = [i for i in instances if i not in refused]
+        say(f"  preflight: links up for {', '.join(ok) or 'no instance'}"
+            + (f"; REFUSED {', '.join(refused)}" if refused else ""))
+        to_start = [o for o in to_start if o not in refused]
     switch_all(session, generation, {h: s.get("generation") for h, s in old.items()})
     say(f"  [3/4] switched {len(files)} hosts to {generation}")
     skew: dict[str, float] = {}
@@ -128,11 +170,15 @@ def up(session: Session, files: dict[str, dict], generation: str) -> UpReport:
         for owner in batch:
             skew[owner] = gang_start(session, owner, owners[owner])
         say(f"  [4/4] started {', '.join(f'{o} (skew {skew[o] * 1000:.0f} ms)' for o in batch)}")
-    unchanged = [o for o in owners if o not in to_start]
+    unchanged = [o for o in owners if o not in to_start and o not in refused]
     if unchanged:
         say(f"  unchanged, left running: {', '.join(unchanged)}")
-    return UpReport(generation, {h: s.get("generation") for h, s in old.items()}, to_start, unchanged, skew,
-                    time.monotonic() - t0)
+    for inst, lines in refused.items():
+        say(f"  {inst} NOT started: its HCCL links are not healthy:")
+        for line in lines:
+            say(f"    {line}")
+    return UpReport(generation, {h: s.get("generation") for h, s in old.items()}, to_start,
+                    [o for o in unchanged if o not in refused], skew, time.monotonic() - t0, refused)
 
 
 def ensure_secret(session: Session, states: dict[str, dict]) -> None:
@@ -152,7 +198,6 @@ def ensure_secret(session: Session, states: dict[str, dict]) -> None:
 
 
 def _manifest_of(host_files: dict) -> dict:
-    import json
     return json.loads(host_files["manifest.json"].content)
 
 
@@ -211,3 +256,34 @@ def status_rows(session: Session) -> list[dict[str, Any]]:
                          "exitstatus": info.get("exitstatus"), "reason": g.get("reason"),
                          "last_log": g.get("last_log", []) if state == "FAILED" else []})
     return rows
+
+
+def tcp_targets(plan: Plan) -> dict[str, list[str]]:
+    """host -> ADDR:PORT it must reach: its instances' rendezvous (rank 0) and every service port."""
+    out: dict[str, list[str]] = {hp.host.name: [] for hp in plan.hosts}
+    for inst in plan.instances:
+        for h in inst.hosts:
+            if inst.world_size > 1 and inst.ranks and inst.ranks[0].host != h:
+                out[h].append(inst.master)
+    services = [(hp.host.address, p) for hp in plan.hosts for p in hp.programs if p.kind == "service"]
+    for addr, program in services:
+        port = _service_port(program)
+        if port:
+            for h in out:
+                out[h].append(f"{addr}:{port}")
+    return {h: list(dict.fromkeys(t)) for h, t in out.items() if t}
+
+
+def _service_port(program) -> int | None:
+    argv = list(program.argv)
+    for flag in ("--worker_address", "--advertise-client-urls"):
+        if flag in argv:
+            return int(argv[argv.index(flag) + 1].rsplit(":", 1)[1])
+    return None
+
+
+def tcp_matrix(session: Session) -> dict[str, str]:
+    """Host-plane reachability of the ports the plan will use (run after ensure_runtimes)."""
+    targets = tcp_targets(session.plan)
+    replies = session.each("tcp check", lambda c: c.call("tcpcheck", *targets[c.name]), list(targets))
+    return {f"{h} -> {t}": v for h, r in replies.items() for t, v in r["tcp"].items()}

@@ -251,15 +251,42 @@ def cmd_up(args: argparse.Namespace) -> int:
     _warn(result)
     gen, files = rendered(result.plan)
     with _session(args, result) as session:
-        report = up(session, files, gen)
+        report = up(session, files, gen, skip_preflight=args.skip_preflight)
     if args.json:
         _write(json.dumps({"generation": report.generation, "started": report.started,
                            "unchanged": report.unchanged, "skew_seconds": report.skew,
-                           "seconds": round(report.seconds, 3)}) + "\n")
+                           "refused": report.refused, "seconds": round(report.seconds, 3)}) + "\n")
     else:
         _write(f"up: generation {report.generation} running on {len(files)} hosts "
-               f"({len(report.started)} started, {len(report.unchanged)} unchanged) in {report.seconds:.1f} s\n")
-    return EXIT_OK
+               f"({len(report.started)} started, {len(report.unchanged)} unchanged"
+               + (f", {len(report.refused)} refused by the link check" if report.refused else "")
+               + f") in {report.seconds:.1f} s\n")
+    return EXIT_FAILED if report.refused else EXIT_OK
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from . import preflight
+    from .apply import run_preflight, tcp_matrix
+    result = compile_file(args.file)
+    with _session(args, result) as session:
+        session.ensure_runtimes()
+        checks, replies, bad = run_preflight(session)
+        tcp = tcp_matrix(session)
+    matrix = preflight.device_matrix(result.plan, checks, replies)
+    if args.json:
+        _write(json.dumps({"ok": not bad and all(v != "unreachable" for v in tcp.values()),
+                           "devices": [{"host": h, "device": d, "result": r} for h, d, r in matrix],
+                           "failures": bad, "tcp": tcp,
+                           "checks": {f"{i}@{h}": r for (i, h), r in replies.items()}}) + "\n")
+    else:
+        _write(format_table(("HOST", "DEVICE", "LINKS"), matrix))
+        if tcp:
+            _write("\n" + format_table(("FROM", "TO", "TCP"), [(k.split(" -> ")[0], k.split(" -> ")[1], v)
+                                                              for k, v in sorted(tcp.items())]))
+        for inst, lines in bad.items():
+            _write(f"\n{inst}: links NOT healthy:\n" + "".join(f"  {ln}\n" for ln in lines))
+    blocked = [k for k, v in tcp.items() if v.startswith("unreachable")]
+    return EXIT_FAILED if bad or blocked else EXIT_OK
 
 
 def cmd_down(args: argparse.Namespace) -> int:
@@ -376,6 +403,11 @@ def build_parser() -> argparse.ArgumentParser:
     mp.add_argument("--save-dir", metavar="DIR", help="write DIR/global_ranktable_merge.json (default: stdout)")
     mp.set_defaults(func=cmd_pd_merge)
     sp = add("up", cmd_up, "deploy a new generation and start what changed, as gangs", json_flag=True)
+    sp.add_argument("--skip-preflight", action="store_true",
+                    help="start instances without checking their HCCL links first (says so loudly)")
+    add_remote_flags(sp)
+    sp = add("check", cmd_check, "check HCCL links of every instance and TCP reachability of its ports",
+             json_flag=True)
     add_remote_flags(sp)
     sp = add("down", cmd_down, "stop everything of the deployment")
     sp.add_argument("--purge", action="store_true", help="also remove its generations and logs on the hosts")

@@ -245,7 +245,7 @@ class _Expander:
             ranktable_path=self.ranktable_path[i.name], ranktable=self.ranktable[i.name])
             for i in self.t.instances)
         return Plan(self.t.name, hosts, instances, start_levels(dependency_edges(self.t)), self.pd_globals,
-                    self.t.agent_port, self.t.restart_max, self.t.restart_window)
+                    self.t.agent_port, self.t.preflight, self.t.restart_max, self.t.restart_window)
 
 
 def _group_by_server(slots: list[RankSlot]) -> list[RankSlot]:

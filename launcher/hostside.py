@@ -378,8 +378,69 @@ def tail(path: str, lines: int) -> list[str]:
     return data.decode("utf-8", "replace").splitlines()[-lines:] if lines else []
 
 
+LINKCHECK = "launcher-linkcheck"
+
+
+def linkcheck_binary(root: str) -> str:
+    """The checker for this host's CPU: built here from the shipped C source, once per runtime."""
+    # the runtime this code was loaded from (runtime/<id>/site/launcher/hostside.py): the new
+    # runtime is checked before it becomes current
+    native = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "native")
+    binary = os.path.join(native, "build", LINKCHECK)
+    if os.access(binary, os.X_OK):
+        return binary
+    cc = next((shutil.which(c) for c in ("cc", "gcc", "clang") if shutil.which(c)), None)
+    if cc is None:
+        raise RuntimeError(f"cannot build {LINKCHECK}: no C compiler (cc, gcc or clang) on this host; "
+                           f"install one, or put a prebuilt {LINKCHECK} for {os.uname().machine} at {binary}")
+    os.makedirs(os.path.dirname(binary), exist_ok=True)
+    sources = sorted(os.path.join(native, n) for n in os.listdir(native) if n.endswith(".c"))
+    tmp = f"{binary}.tmp-{os.getpid()}"
+    # No -Werror here: a newer compiler's new warning must not break a host.
+    proc = subprocess.run([cc, "-std=c99", "-D_GNU_SOURCE", "-O2", "-pthread", "-o", tmp, *sources, "-ldl"],
+                          capture_output=True, text=True, timeout=300)
+    if proc.returncode != 0:
+        raise RuntimeError(f"building {LINKCHECK} failed: {proc.stderr.strip().splitlines()[-1:]}")
+    os.replace(tmp, binary)
+    return binary
+
+
+def act_linkcheck(root: str, args: list[str]) -> dict:
+    """Run the link checker with the JSON spec on stdin; args: [HCCN_TOOL or '-']."""
+    spec = sys.stdin.buffer.read()
+    env = dict(os.environ)
+    if args and args[0] != "-":
+        env["LAUNCHER_HCCN_TOOL"] = args[0]
+    binary = linkcheck_binary(root)
+    timeout = float(json.loads(spec).get("timeout", 10)) * 4 + 30
+    proc = subprocess.run([binary, "--spec", "-", "--json"], input=spec, capture_output=True, env=env,
+                          timeout=timeout)
+    try:
+        report = json.loads(proc.stdout) if proc.stdout.strip() else None
+    except ValueError:
+        report = None
+    return {"exit": proc.returncode, "report": report,
+            "stderr": proc.stderr.decode("utf-8", "replace").strip()[-2000:]}
+
+
+def act_tcpcheck(root: str, args: list[str]) -> dict:
+    """Can this host open TCP to each ADDR:PORT? refused = reachable (nothing listens yet)."""
+    out = {}
+    for target in args:
+        addr, _, port = target.rpartition(":")
+        try:
+            with socket.create_connection((addr, int(port)), timeout=3):
+                out[target] = "open"
+        except ConnectionRefusedError:
+            out[target] = "reachable"
+        except OSError as exc:
+            out[target] = f"unreachable ({exc.strerror or type(exc).__name__})"
+    return {"tcp": out}
+
+
 ACTIONS = {"state": act_state, "prepare": act_prepare, "switch": act_switch, "start": act_start,
-           "stop": act_stop, "down": act_down, "logs": act_logs, "secret": act_secret}
+           "stop": act_stop, "down": act_down, "logs": act_logs, "secret": act_secret,
+           "linkcheck": act_linkcheck, "tcpcheck": act_tcpcheck}
 
 
 def main(argv: list[str] | None = None) -> int:

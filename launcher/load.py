@@ -78,7 +78,7 @@ def _host(h: Mapping[str, Any], defaults: Mapping[str, Any], facts: DeviceFacts)
         container_ip=h.get("container_ip"), transport=h.get("transport", "ssh"),
         ssh=Ssh(ssh.get("user"), ssh.get("port", 22), ssh.get("identity_file")),
         deploy_dir=h.get("deploy_dir", defaults.get("deploy_dir", DEFAULT_DEPLOY_DIR)),
-        devices=tuple(devices))
+        devices=tuple(devices), hccn_tool=h.get("hccn_tool", defaults.get("hccn_tool")))
 
 
 def _instance(i: Mapping[str, Any], defaults: Mapping[str, Any]) -> Instance:
@@ -139,6 +139,7 @@ def build_topology(src: Source, facts: DeviceFacts | None = None) -> Topology:
                                     c.get("listen_ip")) for c in dd.get("clusters", [])),
         dd_links=tuple(DDLink(link["name"], tuple(link["clusters"])) for link in dd.get("links", [])),
         agent_port=defaults.get("agent_port", 29390),
+        preflight=defaults.get("preflight", True),
         restart_max=defaults.get("restart", {}).get("max", 3),
         restart_window=float(defaults.get("restart", {}).get("window", 600.0)),
         locs=src)

@@ -40,6 +40,7 @@ class Host:
     ssh: Ssh
     deploy_dir: str
     devices: tuple[Device, ...]
+    hccn_tool: str | None = None  # None: the checker looks in the driver's path, then PATH
 
     def device(self, device_id: int) -> Device | None:
         return next((d for d in self.devices if d.id == device_id), None)
@@ -163,6 +164,7 @@ class Topology:
     dd_clusters: tuple[DDCluster, ...] = ()
     dd_links: tuple[DDLink, ...] = ()
     agent_port: int = 29390
+    preflight: bool = True
     restart_max: int = 3
     restart_window: float = 600.0
     # Source positions (path tuple -> Loc); not part of equality or hashing.

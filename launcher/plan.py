@@ -76,6 +76,7 @@ class Plan:
     levels: tuple[tuple[str, ...], ...]   # start order: names in level k wait for levels < k
     pd_global: dict[str, dict[str, Any]]  # PD group name -> global ranktable
     agent_port: int = 29390               # TCP port of each host's agent (gang restarts across hosts)
+    preflight: bool = True                # check HCCL links before starting an instance
     restart_max: int = 3                  # gang restarts allowed ...
     restart_window: float = 600.0         # ... within this many seconds; past it: FAILED
 

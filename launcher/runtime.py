@@ -58,6 +58,11 @@ def build_runtime() -> Runtime:
     with tarfile.open(fileobj=buf, mode="w:", format=tarfile.PAX_FORMAT) as tar:
         _add_package(tar, os.path.dirname(launcher.__file__), "site/launcher")
         _add_package(tar, os.path.dirname(supervisor.__file__), "site/supervisor")
+        native = os.path.join(os.path.dirname(launcher.__file__), "_native")
+        for name in sorted(os.listdir(native)):  # built on the host by hostside (any CPU)
+            if name.endswith((".c", ".h")):
+                with open(os.path.join(native, name), "rb") as fh:
+                    _add_bytes(tar, f"native/{name}", fh.read(), 0o644)
         for name, module in sorted(WRAPPERS.items()):
             _add_bytes(tar, f"bin/{name}", _wrapper(module), 0o755)
     data = buf.getvalue()

@@ -34,6 +34,7 @@ name: e2e
 defaults:
   deploy_dir: /srv/launcher
   restart: {{max: 2, window: 600}}
+  preflight: false
 hosts:
 {hosts}instances:
   - name: demo

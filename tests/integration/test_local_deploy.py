@@ -33,6 +33,7 @@ defaults:
   deploy_dir: {root}
   agent_port: {free_port.cached}
   restart: {{max: {restart_max}, window: 600}}
+  preflight: false
 hosts:
   - name: node-a
     address: 127.0.0.1

@@ -133,4 +133,4 @@ def test_validate_json_reports_errors_as_data(tmp_path):
     assert doc["ok"] is False
     assert doc["diagnostics"] == [{"severity": "error", "file": bad, "line": 4, "col": 27, "path": "hosts[0].colour",
                                    "message": "unknown key 'colour' (allowed: address, container_ip, deploy_dir, "
-                                              "devices, name, server_id, ssh, transport)"}]
+                                              "devices, hccn_tool, name, server_id, ssh, transport)"}]

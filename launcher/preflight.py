@@ -1,0 +1,81 @@
+"""Preflight: which links to check before an instance starts, and what to tell a person.
+
+Pure: the plan says, per instance and host, which NPUs must be up with which IP and which
+peer device IPs each must reach (every other device of the same HCCL world); the shell
+(apply) runs launcher-linkcheck on the hosts and hands the replies back here to report.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .plan import Plan
+
+PINGS = 3
+MAX_LOSS = 0.0
+TOOL_TIMEOUT = 5
+
+
+@dataclass(frozen=True)
+class HostCheck:
+    instance: str
+    host: str
+    hccn_tool: str | None
+    spec: dict[str, Any]
+
+
+def checks_for(plan: Plan, instances: list[str] | None = None) -> list[HostCheck]:
+    """One checker run per (instance, host): its devices, and every other device of the instance as a peer."""
+    tools = {hp.host.name: hp.host.hccn_tool for hp in plan.hosts}
+    out = []
+    for inst in plan.instances:
+        if instances is not None and inst.name not in instances:
+            continue
+        all_ips = [r.device_ip for r in inst.ranks]
+        for host in inst.hosts:
+            mine = [r for r in inst.ranks if r.host == host]
+            own = {r.device_ip for r in mine}
+            spec = {"host": host, "devices": [{"id": r.device_id, "ip": r.device_ip} for r in mine],
+                    "peers": [ip for ip in all_ips if ip not in own], "pings": PINGS, "max_loss": MAX_LOSS,
+                    "timeout": TOOL_TIMEOUT}
+            out.append(HostCheck(inst.name, host, tools[host], spec))
+    return out
+
+
+def failure_lines(check: HostCheck, reply: dict[str, Any]) -> list[str]:
+    """What failed, one line each, in the checker's own words; [] when all passed."""
+    report = reply.get("report")
+    if report is None:
+        said = reply.get("stderr") or f"exit code {reply.get('exit')}, no report"
+        return [f"{check.host}: link check could not run: {said}"]
+    lines = []
+    for c in report.get("checks", []):
+        if c.get("ok"):
+            continue
+        what = c["check"] + (f" {c['peer']}" if c.get("peer") else "")
+        lines.append(f"{check.host} device {c['device']}: {what}: expected {c.get('expected')}, "
+                     f"seen {c.get('seen')} ({c.get('evidence', c.get('source'))})")
+    if not lines and reply.get("exit") not in (0, None):
+        lines.append(f"{check.host}: link check exited {reply['exit']}: {reply.get('stderr', '')}")
+    return lines
+
+
+def device_matrix(plan: Plan, checks: list[HostCheck], replies: dict[tuple[str, str], dict]) -> list[tuple]:
+    """Rows host x device: 'ok', or the failed checks' names."""
+    cells: dict[tuple[str, int], list[str]] = {}
+    for chk in checks:
+        reply = replies.get((chk.instance, chk.host), {})
+        report = reply.get("report")
+        for dev in chk.spec["devices"]:
+            key = (chk.host, dev["id"])
+            cells.setdefault(key, [])
+            if report is None:
+                cells[key].append("not run")
+                continue
+            for c in report.get("checks", []):
+                if c["device"] == dev["id"] and not c.get("ok"):
+                    cells[key].append(c["check"] + (f"->{c['peer']}" if c.get("peer") else ""))
+    rows = []
+    for (host, dev), bad in sorted(cells.items()):
+        rows.append((host, dev, "ok" if not bad else "FAIL: " + ", ".join(dict.fromkeys(bad))))
+    return rows
