@@ -1,0 +1,692 @@
+"""`launcher up` against a parallel OpenSSH floor and Ansible, on the network-namespace testbed.
+
+Run as root (the testbed needs network namespaces):
+
+    python3 bench/up_bench.py [--hosts 16] [--repeat 3] [--no-ansible] [--profile DIR]
+
+It brings up N testbed hosts (always torn down again, also on failure and Ctrl-C), writes a
+topology like tests/e2e/test_cluster.py's (one instance over all hosts, 2 NPUs per host, one
+`launcher-demo-rank --health-port 18610` per NPU, user `lt`, deploy_dir /srv/launcher) and
+measures, per repeat and side by side:
+
+  launcher   `python -m launcher up` cold / up again with no change / status / down --purge, and a
+             gang restart (kill -9 one rank, until every rank passed a new barrier); a subprocess,
+             as a user runs it, so interpreter start-up and imports count.
+  floor      plain OpenSSH, one `ssh` per host, all at once: the same runtime + generation tars on
+             stdin, extracted, ranks started with nohup; status = one `ps` round; down = one kill round.
+  ansible    ansible-playbook (forks 32) doing copy + unarchive + nohup start + wait_for, and down.
+
+Every "up" ends when this process has seen every rank's /health answer with a barrier passed
+after the up began. See bench/README.md for exactly what each column does and does not do.
+The table goes to stdout; the last line is machine-readable. No timing is asserted.
+"""
+from __future__ import annotations
+
+import argparse
+import http.client
+import io
+import json
+import os
+import shlex
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tarfile
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+HEALTH = 18610
+DEVICES = 2                      # NPUs per host, one rank each (processes: per_device)
+DEPLOYMENT = "bench"
+DEPLOY_DIR = "/srv/launcher"
+ANSIBLE_VENV = "/tmp/up-bench-ansible-venv"
+WAIT_TIMEOUT = 120.0
+POLL = 0.05
+
+
+def log(msg: str) -> None:
+    print(f"[up_bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# --- topology ---------------------------------------------------------------------------------
+def topology(tb) -> str:
+    hosts = "".join(
+        f"  - name: {h.name}\n    address: {h.address}\n    ssh: {{user: {tb.user}, identity_file: {tb.identity_file}}}\n"
+        f"    devices: {{0: 10.99.{i}.1, 1: 10.99.{i}.2}}\n" for i, h in enumerate(tb.hosts))
+    names = ", ".join(h.name for h in tb.hosts)
+    # The HCCL link preflight needs hccn_tool (real NPUs); the testbed has none, so it is turned off
+    # the way tests/e2e does it, when this launcher version knows the key.
+    schema = (REPO / "launcher" / "schemas" / "topology.schema.json").read_text()
+    preflight = "  preflight: false\n" if '"preflight"' in schema else ""
+    return f"""\
+version: 1
+name: {DEPLOYMENT}
+defaults:
+  deploy_dir: {DEPLOY_DIR}
+{preflight}hosts:
+{hosts}instances:
+  - name: demo
+    hosts: [{names}]
+    devices: [0, 1]
+    processes: per_device
+    command: [launcher-demo-rank, --health-port, "{HEALTH}", --barrier-timeout, "60"]
+"""
+
+
+def host_root(host: str) -> str:
+    return f"{DEPLOY_DIR}/{DEPLOYMENT}/{host}"
+
+
+# --- health polling -----------------------------------------------------------------------------
+def health(address: str, port: int) -> dict | None:
+    conn = http.client.HTTPConnection(address, port, timeout=2)
+    try:
+        conn.request("GET", "/health")
+        resp = conn.getresponse()
+        return json.loads(resp.read()) if resp.status == 200 else None
+    except (OSError, ValueError, http.client.HTTPException):
+        return None
+    finally:
+        conn.close()
+
+
+def endpoints(tb) -> list[tuple[str, str, int]]:
+    return [(h.name, h.address, HEALTH + slot) for h in tb.hosts for slot in range(DEVICES)]
+
+
+def wait_health(tb, ok: Callable[[tuple, dict], bool], what: str, timeout: float = WAIT_TIMEOUT) -> dict:
+    """Poll every rank's /health until ok(endpoint, doc) holds for all; ranks already ok are not re-polled."""
+    todo = endpoints(tb)
+    done: dict[tuple, dict] = {}
+    deadline = time.monotonic() + timeout
+    while True:
+        for ep in todo:
+            if ep in done:
+                continue
+            doc = health(ep[1], ep[2])
+            if doc is not None and ok(ep, doc):
+                done[ep] = doc
+        if len(done) == len(todo):
+            return done
+        if time.monotonic() > deadline:
+            missing = [f"{e[0]}:{e[2]}" for e in todo if e not in done]
+            raise RuntimeError(f"timed out waiting for {what}: {len(missing)} ranks missing, e.g. {missing[:4]}")
+        time.sleep(POLL)
+
+
+def wait_all_up(tb, since: float, what: str) -> dict:
+    return wait_health(tb, lambda ep, d: (d.get("barrier_passed_at") or 0) > since, what)
+
+
+def wait_all_gone(tb, what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while any(health(a, p) is not None for _, a, p in endpoints(tb)):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what}: some /health still answers after {timeout:.0f} s")
+        time.sleep(0.2)
+
+
+# --- subprocess helpers ---------------------------------------------------------------------------
+def run(argv: list[str], what: str, *, env: dict | None = None, stdin: bytes | None = None,
+        timeout: float = 600, check: bool = True) -> tuple[float, subprocess.CompletedProcess]:
+    t0 = time.monotonic()
+    proc = subprocess.run(argv, input=stdin if stdin is not None else b"", capture_output=True, env=env,
+                          timeout=timeout, cwd=str(REPO))
+    dt = time.monotonic() - t0
+    if check and proc.returncode != 0:
+        raise RuntimeError(f"{what} failed (exit {proc.returncode}):\n{_tail(proc.stderr)}\n{_tail(proc.stdout)}")
+    return dt, proc
+
+
+def _tail(data: bytes, n: int = 30) -> str:
+    return "\n".join(data.decode("utf-8", "replace").splitlines()[-n:])
+
+
+def parallel(argvs: dict[str, list[str]], stdins: dict[str, bytes] | None, what: str,
+             timeout: float = 300) -> dict[str, bytes]:
+    """Start every process at once (one per host), wait for all; any failure is an error naming the host."""
+    procs: dict[str, subprocess.Popen] = {}
+    feeds: dict[str, bytes] = stdins or {}
+    try:
+        for host, argv in argvs.items():
+            procs[host] = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                           stderr=subprocess.PIPE)
+        # communicate() one by one is fine: each has its own pipes and the OS runs them concurrently;
+        # a stdin larger than the pipe buffer blocks only until that ssh has read it.
+        outs, bad = {}, []
+        for host, p in procs.items():
+            out, err = p.communicate(feeds.get(host, b""), timeout=timeout)
+            outs[host] = out
+            if p.returncode != 0:
+                bad.append(f"  {host}: exit {p.returncode}: {_tail(err, 5)}")
+        if bad:
+            raise RuntimeError(f"{what} failed on {len(bad)} hosts:\n" + "\n".join(bad))
+        return outs
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+
+# --- column 1: the launcher -------------------------------------------------------------------------
+class Launcher:
+    def __init__(self, tb, topo: str, python: str):
+        self.tb, self.topo, self.python = tb, topo, python
+        self.flags = ["--ssh-config", str(tb.ssh_config), "--known-hosts", str(tb.known_hosts)]
+        self.env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+
+    def cli(self, *argv: str, check: bool = True, pre: tuple[str, ...] = ()) -> tuple[float, subprocess.CompletedProcess]:
+        return run([self.python, *pre, "-m", "launcher", *argv, self.topo, *self.flags], f"launcher {argv[0]}",
+                   env=self.env, check=check)
+
+    def cycle(self) -> dict[str, float]:
+        r: dict[str, float] = {}
+        since = time.time()
+        t0 = time.monotonic()
+        r["up_cli"], _ = self.cli("up")
+        wait_all_up(self.tb, since, "launcher cold up")
+        r["up_cold"] = time.monotonic() - t0
+
+        r["up_nochange"], proc = self.cli("up", "--json")
+        started = json.loads(proc.stdout)["started"]
+        if started:
+            raise RuntimeError(f"no-change up restarted {started}")
+
+        r["status"], proc = self.cli("status", "--json")
+        rows = json.loads(proc.stdout)
+        if not all(row["state"] == "RUNNING" for row in rows):
+            raise RuntimeError(f"status: not all RUNNING: {[(x['host'], x['rank'], x['state']) for x in rows]}")
+
+        before = wait_all_up(self.tb, 0, "health before the gang restart")
+        victim = next(ep for ep in before if ep[0] == self.tb.hosts[len(self.tb.hosts) // 2].name)
+        passed = {ep: d["barrier_passed_at"] for ep, d in before.items()}
+        t0 = time.monotonic()
+        os.kill(int(before[victim]["pid"]), signal.SIGKILL)  # ranks are real pids in the shared pid namespace
+        wait_health(self.tb, lambda ep, d: d["barrier_passed_at"] > passed[ep], "gang restart")
+        r["gang_restart"] = time.monotonic() - t0
+
+        r["down"], _ = self.cli("down", "--purge")
+        wait_all_gone(self.tb, "launcher down")
+        return r
+
+
+# --- column 2: the parallel OpenSSH floor ---------------------------------------------------------
+class Floor:
+    """One `ssh` per host, all at once, with the testbed's ssh_config; no supervisor, no checks."""
+
+    def __init__(self, tb, gen_tars: dict[str, bytes], runtime_tar: bytes, slots: dict[str, list[str]],
+                 manifest_sha: dict[str, str]):
+        self.tb, self.gen_tars, self.runtime_tar, self.slots = tb, gen_tars, runtime_tar, slots
+        self.manifest_sha = manifest_sha
+
+    def ssh(self, host: str, script: str) -> list[str]:
+        return ["ssh", "-F", str(self.tb.ssh_config), host, "--", script]
+
+    def up_script(self, host: str) -> str:
+        r = shlex.quote(host_root(host))
+        starts = "".join(
+            f"nohup sh current/bin/demo.sh {s} > logs/demo-r{s}.log 2>&1 < /dev/null & echo $! > run/demo-r{s}.pid\n"
+            for s in self.slots[host])
+        return (f"set -e\nmkdir -p {r}/runtime/current {r}/current {r}/logs {r}/run\n"
+                f"head -c {len(self.runtime_tar)} | tar -xf - -C {r}/runtime/current\n"
+                f"tar -xf - -C {r}/current\ncd {r}\n{starts}")
+
+    def status_script(self, host: str) -> str:
+        return f"cd {shlex.quote(host_root(host))} && ps -o pid=,stat=,etimes=,args= -p \"$(cat run/*.pid | paste -sd, -)\""
+
+    def nochange_script(self, host: str) -> str:
+        # What a no-op `up` must establish at least: same files, every rank alive.
+        return (f"cd {shlex.quote(host_root(host))} && test \"$(sha256sum < current/manifest.json)\" = "
+                f"'{self.manifest_sha[host]}  -' && for f in run/*.pid; do kill -0 \"$(cat $f)\"; done")
+
+    def down_script(self, host: str) -> str:
+        r = shlex.quote(host_root(host))
+        return textwrap.dedent(f"""\
+            cd {r} || exit 0
+            pids=$(cat run/*.pid)
+            kill $pids 2>/dev/null
+            n=0
+            for p in $pids; do
+              while s=$(ps -o stat= -p $p) && [ "${{s#Z}}" = "$s" ]; do
+                n=$((n+1)); [ $n -gt 600 ] && exit 1; sleep 0.05
+              done
+            done
+            cd / && rm -rf {r}
+            """)
+
+    def round(self, what: str, script: Callable[[str], str], stdin: Callable[[str], bytes] | None = None) -> float:
+        hosts = [h.name for h in self.tb.hosts]
+        t0 = time.monotonic()
+        parallel({h: self.ssh(h, script(h)) for h in hosts}, {h: stdin(h) for h in hosts} if stdin else None, what)
+        return time.monotonic() - t0
+
+    def cycle(self) -> dict[str, float]:
+        r: dict[str, float] = {}
+        since = time.time()
+        t0 = time.monotonic()
+        r["up_cli"] = self.round("floor up", self.up_script, lambda h: self.runtime_tar + self.gen_tars[h])
+        wait_all_up(self.tb, since, "floor up")
+        r["up_cold"] = time.monotonic() - t0
+        r["up_nochange"] = self.round("floor no-change", self.nochange_script)
+        r["status"] = self.round("floor status", self.status_script)
+        r["down"] = self.round("floor down", self.down_script)
+        wait_all_gone(self.tb, "floor down")
+        return r
+
+
+# --- column 3: Ansible -------------------------------------------------------------------------------
+UP_YML = """\
+- name: cold up, the equivalent of `launcher up`
+  hosts: bench
+  gather_facts: false
+  vars:
+    root: "{deploy}/{{{{ inventory_hostname }}}}"
+  tasks:
+    - name: directories
+      ansible.builtin.file: {{path: "{{{{ item }}}}", state: directory, mode: "0755"}}
+      loop: ["{{{{ root }}}}/tars", "{{{{ root }}}}/runtime/current", "{{{{ root }}}}/current", "{{{{ root }}}}/logs", "{{{{ root }}}}/run"]
+    - name: runtime tar
+      ansible.builtin.copy: {{src: "{files}/runtime.tar", dest: "{{{{ root }}}}/tars/runtime.tar", mode: "0644"}}
+    - name: generation tar
+      ansible.builtin.copy: {{src: "{files}/gen-{{{{ inventory_hostname }}}}.tar", dest: "{{{{ root }}}}/tars/gen.tar", mode: "0644"}}
+    - name: unpack runtime
+      ansible.builtin.unarchive: {{src: "{{{{ root }}}}/tars/runtime.tar", dest: "{{{{ root }}}}/runtime/current", remote_src: true, creates: "{{{{ root }}}}/runtime/current/site"}}
+    - name: unpack generation
+      ansible.builtin.unarchive: {{src: "{{{{ root }}}}/tars/gen.tar", dest: "{{{{ root }}}}/current", remote_src: true, creates: "{{{{ root }}}}/current/manifest.json"}}
+    - name: start ranks (nohup), unless running
+      ansible.builtin.shell: |
+        for s in {slots}; do
+          if [ -f run/demo-r$s.pid ] && kill -0 "$(cat run/demo-r$s.pid)" 2>/dev/null; then continue; fi
+          nohup sh current/bin/demo.sh $s > logs/demo-r$s.log 2>&1 < /dev/null & echo $! > run/demo-r$s.pid
+          echo started $s
+        done
+      args: {{chdir: "{{{{ root }}}}"}}
+      register: started
+      changed_when: "'started' in started.stdout"
+    - name: wait for the health ports
+      ansible.builtin.wait_for: {{host: "{{{{ bench_address }}}}", port: "{{{{ item }}}}", timeout: 120}}
+      loop: {ports}
+"""
+
+STATUS_YML = """\
+- name: status
+  hosts: bench
+  gather_facts: false
+  tasks:
+    - name: ps
+      ansible.builtin.shell: ps -o pid=,stat=,etimes=,args= -p "$(cat run/*.pid | paste -sd, -)"
+      args: {{chdir: "{deploy}/{{{{ inventory_hostname }}}}"}}
+      changed_when: false
+"""
+
+DOWN_YML = """\
+- name: down --purge
+  hosts: bench
+  gather_facts: false
+  vars:
+    root: "{deploy}/{{{{ inventory_hostname }}}}"
+  tasks:
+    - name: stop ranks and wait until they are gone
+      ansible.builtin.shell: |
+        pids=$(cat run/*.pid 2>/dev/null) || exit 0
+        kill $pids 2>/dev/null
+        for p in $pids; do
+          while s=$(ps -o stat= -p $p) && [ "${{s#Z}}" = "$s" ]; do sleep 0.05; done
+        done
+      args: {{chdir: "{{{{ root }}}}", removes: "{{{{ root }}}}/run"}}
+    - name: remove everything
+      ansible.builtin.file: {{path: "{{{{ root }}}}", state: absent}}
+"""
+
+
+def ensure_ansible(venv: str) -> str | None:
+    """ansible-playbook from a separate venv under /tmp; None (and why, on stderr) if it cannot be had."""
+    exe = os.path.join(venv, "bin", "ansible-playbook")
+    if os.access(exe, os.X_OK):
+        return exe
+    log(f"installing ansible-core into {venv} (pip, PyPI)")
+    try:
+        subprocess.run([sys.executable, "-m", "venv", venv], check=True, capture_output=True, timeout=300)
+        subprocess.run([os.path.join(venv, "bin", "pip"), "install", "-q", "--disable-pip-version-check",
+                        "ansible-core"], check=True, capture_output=True, timeout=900)
+    except (subprocess.SubprocessError, OSError) as exc:
+        detail = getattr(exc, "stderr", b"") or b""
+        log(f"ansible-core could not be installed, skipping the Ansible column: {exc} {_tail(detail, 3)}")
+        return None
+    return exe if os.access(exe, os.X_OK) else None
+
+
+class Ansible:
+    def __init__(self, tb, exe: str, work: Path, files: Path, slots: list[str]):
+        self.tb, self.exe, self.work = tb, exe, work
+        inv = ["[bench]"] + [f"{h.name} bench_address={h.address}" for h in tb.hosts]
+        inv += ["", "[bench:vars]", f"ansible_ssh_common_args='-F {tb.ssh_config}'",
+                "ansible_python_interpreter=/usr/bin/python3", f"ansible_user={tb.user}"]
+        (work / "inventory.ini").write_text("\n".join(inv) + "\n")
+        (work / "ansible.cfg").write_text(textwrap.dedent(f"""\
+            [defaults]
+            inventory = {work}/inventory.ini
+            forks = 32
+            host_key_checking = True
+            retry_files_enabled = False
+            interpreter_python = /usr/bin/python3
+            [ssh_connection]
+            pipelining = True
+            ssh_args = -o ControlMaster=auto -o ControlPersist=60s
+            """))
+        fmt = dict(deploy=f"{DEPLOY_DIR}/{DEPLOYMENT}", files=str(files), slots=" ".join(slots),
+                   ports=json.dumps([HEALTH + int(s) for s in slots]))
+        for name, text in (("up.yml", UP_YML), ("status.yml", STATUS_YML), ("down.yml", DOWN_YML)):
+            (work / name).write_text(text.format(**fmt))
+        self.runs = 0
+
+    def playbook(self, name: str) -> float:
+        """One ansible-playbook run with its own, empty ControlPersist dir; its masters are closed after."""
+        self.runs += 1
+        cp = self.work / f"cp{self.runs}"
+        cp.mkdir()
+        env = dict(os.environ, ANSIBLE_CONFIG=str(self.work / "ansible.cfg"), ANSIBLE_SSH_CONTROL_PATH_DIR=str(cp),
+                   ANSIBLE_HOME=str(self.work / "home"), ANSIBLE_LOCAL_TEMP=str(self.work / "tmp"),
+                   ANSIBLE_NOCOLOR="1")
+        try:
+            dt, _ = run([self.exe, str(self.work / name)], f"ansible-playbook {name}", env=env)
+        finally:
+            self.close_masters(cp)
+        return dt
+
+    def close_masters(self, cp: Path) -> None:
+        for sock in cp.iterdir():
+            subprocess.run(["ssh", "-F", str(self.tb.ssh_config), "-o", f"ControlPath={sock}", "-O", "exit",
+                            self.tb.hosts[0].name], capture_output=True, timeout=10)
+
+    def cycle(self) -> dict[str, float]:
+        r: dict[str, float] = {}
+        since = time.time()
+        t0 = time.monotonic()
+        r["up_cli"] = self.playbook("up.yml")
+        wait_all_up(self.tb, since, "ansible up")
+        r["up_cold"] = time.monotonic() - t0
+        r["up_nochange"] = self.playbook("up.yml")
+        r["status"] = self.playbook("status.yml")
+        r["down"] = self.playbook("down.yml")
+        wait_all_gone(self.tb, "ansible down")
+        return r
+
+
+# --- preparation shared by floor and Ansible (not timed) ---------------------------------------------
+def tar_dir(path: Path) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:", format=tarfile.PAX_FORMAT) as tar:
+        for p in sorted(path.rglob("*")):
+            if p.is_file():
+                info = tar.gettarinfo(str(p), str(p.relative_to(path)))
+                info.uid = info.gid = 0
+                info.uname = info.gname = ""
+                with open(p, "rb") as fh:
+                    tar.addfile(info, fh)
+    return buf.getvalue()
+
+
+def kex_note(tb) -> str:
+    """Which key exchange each client negotiates with the testbed's sshd (one extra, untimed login each)."""
+    h = tb.hosts[0]
+    ssh = subprocess.run(["ssh", "-v", "-F", str(tb.ssh_config), h.name, "true"], capture_output=True, text=True,
+                         timeout=30)
+    ossh = next((ln.split("kex: algorithm: ")[1].strip() for ln in ssh.stderr.splitlines()
+                 if "kex: algorithm: " in ln), "?")
+    try:
+        import logging
+        import paramiko
+        said: list[str] = []
+
+        class Grab(logging.Handler):
+            def emit(self, record):
+                said.append(record.getMessage())
+        plog = logging.getLogger("paramiko.transport")
+        grab = Grab(logging.DEBUG)
+        plog.addHandler(grab)
+        plog.setLevel(logging.DEBUG)
+        client = paramiko.SSHClient()
+        client.load_host_keys(str(tb.known_hosts))
+        client.set_missing_host_key_policy(paramiko.RejectPolicy())
+        client.connect(h.address, username=tb.user, key_filename=str(tb.identity_file), look_for_keys=False,
+                       allow_agent=False, timeout=10)
+        client.close()
+        plog.removeHandler(grab)
+        agreed = next((m.split("Kex: ", 1)[1].split()[0] for m in said if m.startswith("Kex: ")), None) or next(
+            (m for m in said if "kex" in m.lower()), "?")
+        pk = f"{agreed} (paramiko {paramiko.__version__})"
+    except Exception as exc:  # informational only
+        pk = f"? ({exc})"
+    return f"kex: OpenSSH client (floor, Ansible) {ossh}; launcher {pk}"
+
+
+# --- profiling (optional) -------------------------------------------------------------------------
+def cprofile_cli(out: str, argv: list[str]) -> int:
+    """Run the launcher CLI in this process with a cProfile per thread (fan-out threads included)."""
+    import cProfile
+    import pstats
+    import threading
+    profs: list[cProfile.Profile] = []
+
+    def hook(frame, event, arg):  # first event in a new thread: give it its own profiler
+        sys.setprofile(None)
+        p = cProfile.Profile()
+        profs.append(p)
+        p.enable()
+    main = cProfile.Profile()
+    threading.setprofile(hook)
+    main.enable()
+    try:
+        from launcher.cli import main as cli_main
+        code = cli_main(argv)
+    finally:
+        main.disable()
+        threading.setprofile(None)
+    stats = pstats.Stats(main)
+    for p in profs:
+        try:
+            stats.add(p)
+        except TypeError:
+            pass  # a thread that never recorded a call
+    stats.dump_stats(out)
+    return code
+
+
+def profile_runs(tb, launcher: Launcher, out: Path) -> None:
+    """One extra cold and no-change up: phase timings from the CLI's progress lines, -X importtime, cProfile."""
+    import pstats
+    out.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for kind in ("cold", "nochange"):
+        # 1. wall clock per phase: timestamp each progress line as the CLI prints it
+        argv = [launcher.python, "-u", "-m", "launcher", "up", launcher.topo, *launcher.flags]
+        t0 = time.monotonic()
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=launcher.env,
+                                cwd=str(REPO), text=True)
+        stamps = [(time.monotonic() - t0, ln.rstrip()) for ln in proc.stderr]
+        proc.wait()
+        total = time.monotonic() - t0
+        lines.append(f"== up {kind}: {total:.2f} s wall (process); progress lines at:")
+        lines += [f"   {t:6.2f} s  {ln}" for t, ln in stamps]
+        if kind == "cold":
+            wait_all_up(tb, 0, "profiled up")
+        # 2. imports (only the first, run again in a separate process so it is not the one timed above)
+        if kind == "cold":
+            _, imp = run([launcher.python, "-X", "importtime", "-c",
+                          "import launcher.cli, launcher.apply, launcher.transport, paramiko, supervisor"],
+                         "importtime", env=launcher.env)
+            rows = []
+            for ln in imp.stderr.decode().splitlines():
+                parts = [x.strip() for x in ln.split("|")]
+                if len(parts) == 3 and parts[1].isdigit():
+                    rows.append((int(parts[1]), parts[2]))
+            (out / "importtime.txt").write_text(imp.stderr.decode())
+            tot = sum(us for us, name in rows if not name.startswith(" "))
+            lines.append(f"== imports (cumulative us, top level): total {tot / 1e6:.2f} s")
+            lines += [f"   {us / 1e6:6.3f} s  {name.strip()}" for us, name in
+                      sorted((r for r in rows if not r[1].startswith("  ")), reverse=True)[:8]]
+        # 3. cProfile per thread: down first for a cold run again, then up (cold or no-change)
+        if kind == "cold":
+            launcher.cli("down", "--purge")
+            wait_all_gone(tb, "profile down")
+        prof = out / f"up_{kind}.prof"
+        run([launcher.python, str(Path(__file__).resolve()), "--_cprofile", str(prof), "--", "up", launcher.topo,
+             *launcher.flags], "profiled up", env=launcher.env)
+        if kind == "cold":
+            wait_all_up(tb, 0, "profiled up")
+        buf = io.StringIO()
+        pstats.Stats(str(prof), stream=buf).sort_stats("tottime").print_stats(18)
+        (out / f"up_{kind}.tottime.txt").write_text(buf.getvalue())
+        lines.append(f"== cProfile, all threads, by tottime: {out / f'up_{kind}.tottime.txt'}")
+    launcher.cli("down", "--purge")
+    wait_all_gone(tb, "profile down")
+    text = "\n".join(lines) + "\n"
+    (out / "summary.txt").write_text(text)
+    print(text)
+
+
+# --- the table -------------------------------------------------------------------------------------
+ROWS = [("cold up", "up_cold"), ("no-change up", "up_nochange"), ("status", "status"), ("down", "down"),
+        ("gang restart", "gang_restart")]
+
+
+def median(results: list[dict[str, float]], key: str) -> float | None:
+    vals = [r[key] for r in results if key in r]
+    return statistics.median(vals) if vals else None
+
+
+def table(cols: dict[str, list[dict[str, float]]], hosts: int, repeat: int) -> str:
+    def f(v):
+        return "n/a" if v is None else f"{v:.2f}"
+
+    def ratio(a, b):
+        return "n/a" if a is None or b is None or b == 0 else f"{a / b:.2f}x"
+    head = ("", "launcher s", "OpenSSH floor s", "Ansible s", "launcher/floor", "ansible/launcher")
+    rows = []
+    for label, key in ROWS:
+        la, fl, an = (median(cols.get(c, []), key) for c in ("launcher", "floor", "ansible"))
+        rows.append((label, f(la), f(fl), f(an) if cols.get("ansible") else "skipped", ratio(la, fl), ratio(an, la)))
+    for label, key in (("  (cold up: command only)", "up_cli"),):
+        la, fl, an = (median(cols.get(c, []), key) for c in ("launcher", "floor", "ansible"))
+        rows.append((label, f(la), f(fl), f(an) if cols.get("ansible") else "skipped", ratio(la, fl), ratio(an, la)))
+    widths = [max(len(str(r[i])) for r in [head] + rows) for i in range(len(head))]
+    out = [f"{hosts} hosts x {DEVICES} ranks, median of {repeat}"]
+    for r in [head] + rows:
+        out.append("  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
+    return "\n".join(out)
+
+
+# --- main -------------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--_cprofile"]:
+        return cprofile_cli(argv[1], argv[3:])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--hosts", type=int, default=16)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--no-ansible", action="store_true", help="skip the Ansible column")
+    ap.add_argument("--ansible-venv", default=ANSIBLE_VENV, help=f"where ansible-core is (installed if missing; "
+                    f"default {ANSIBLE_VENV})")
+    ap.add_argument("--profile", metavar="DIR", help="after the repeats, profile one cold and one no-change up "
+                    "(phase times, -X importtime, cProfile of every thread) into DIR")
+    args = ap.parse_args(argv)
+    if os.geteuid() != 0:
+        print("up_bench: needs root (the testbed uses network namespaces)", file=sys.stderr)
+        return 2
+    venv_py = REPO / ".venv" / "bin" / "python"
+    python = str(venv_py) if venv_py.exists() else sys.executable
+
+    ansible_exe = None if args.no_ansible else ensure_ansible(args.ansible_venv)
+
+    def on_term(signum, frame):  # SIGTERM/SIGHUP: unwind like Ctrl-C so the testbed comes down
+        raise KeyboardInterrupt(f"signal {signum}")
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGHUP, on_term)
+
+    from tests.testbed import Testbed
+    work = Path(tempfile.mkdtemp(prefix="up-bench-"))
+    tb = None
+    cols: dict[str, list[dict[str, float]]] = {"launcher": [], "floor": []}
+    try:
+        t0 = time.monotonic()
+        tb = Testbed.up(args.hosts)
+        log(f"testbed {tb.id}: {args.hosts} hosts in {time.monotonic() - t0:.2f} s ({tb.root})")
+        topo = work / "topology.yaml"
+        topo.write_text(topology(tb))
+        launcher = Launcher(tb, str(topo), python)
+
+        # floor / Ansible inputs, made once and not timed: the rendered generation and the runtime tar
+        render_dir = work / "render"
+        run([python, "-m", "launcher", "render", str(topo), "-o", str(render_dir)], "launcher render", env=launcher.env)
+        from launcher.runtime import build_runtime
+        runtime_tar = build_runtime().tar
+        files = work / "files"
+        files.mkdir()
+        (files / "runtime.tar").write_bytes(runtime_tar)
+        gen_tars, slots, msha = {}, {}, {}
+        import hashlib
+        for h in tb.hosts:
+            gen_tars[h.name] = tar_dir(render_dir / h.name)
+            (files / f"gen-{h.name}.tar").write_bytes(gen_tars[h.name])
+            manifest = (render_dir / h.name / "manifest.json").read_bytes()
+            msha[h.name] = hashlib.sha256(manifest).hexdigest()
+            slots[h.name] = [p["argv"][1] for p in json.loads(manifest)["programs"]]
+        gen_size = statistics.median(len(t) for t in gen_tars.values())
+        log(f"runtime tar {len(runtime_tar) / 1024:.0f} KiB, generation tar {gen_size / 1024:.0f} KiB per host")
+        kex = kex_note(tb)
+        log(kex)
+        floor = Floor(tb, gen_tars, runtime_tar, slots, msha)
+        ansible = None
+        if ansible_exe:
+            (work / "ansible").mkdir()
+            ansible = Ansible(tb, ansible_exe, work / "ansible", files, slots[tb.hosts[0].name])
+            cols["ansible"] = []
+
+        for i in range(args.repeat):
+            for name, col in (("launcher", launcher), ("floor", floor), ("ansible", ansible)):
+                if col is None:
+                    continue
+                res = col.cycle()
+                cols[name].append(res)
+                log(f"repeat {i + 1}/{args.repeat} {name}: " + " ".join(f"{k}={v:.2f}" for k, v in res.items()))
+
+        print(table(cols, args.hosts, args.repeat))
+        print(f"# {kex}; Ansible: pipelining on, ControlPersist 60s inside one playbook run, a fresh "
+              f"control dir per run (no reuse across runs)" if ansible else f"# {kex}")
+        m = {k: median(cols["launcher"], k) for _, k in ROWS}
+        parts = [f"hosts={args.hosts}"] + [f"{k}={m[k]:.3f}" for _, k in ROWS]
+        parts.append(f"floor_up={median(cols['floor'], 'up_cold'):.3f}")
+        an = median(cols.get("ansible", []), "up_cold")
+        parts.append(f"ansible_up={an:.3f}" if an is not None else "ansible_up=skipped")
+        summary = " ".join(parts)
+        sys.stdout.flush()
+        if args.profile:
+            profile_runs(tb, launcher, Path(args.profile))
+        print(summary, flush=True)
+        return 0
+    except KeyboardInterrupt as exc:
+        log(f"interrupted ({exc or 'Ctrl-C'}); tearing down")
+        return 130
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not stop the teardown
+        if tb is not None:
+            try:
+                tb.down()
+                log(f"testbed {tb.id} down")
+            except Exception as exc:
+                log(f"testbed down failed: {exc}; run `python -m tests.testbed down --all`")
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
