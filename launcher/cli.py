@@ -366,6 +366,24 @@ def cmd_logs(args: argparse.Namespace) -> int:
             time.sleep(1.0)
 
 
+def cmd_discover(args: argparse.Namespace) -> int:
+    from .discover import discover
+    from .lockfile import lock_path
+    from .load import build_topology, read_source
+    from .transport import SshOptions
+    topo = build_topology(read_source(args.file))
+    facts, changed, problems = discover(topo, args.file, {
+        "forks": args.forks, "ssh": SshOptions(config_file=args.ssh_config, known_hosts=args.known_hosts)})
+    for where, why in sorted(problems.items()):
+        print(f"{where}: IP could not be read: {why}", file=sys.stderr)
+    if problems:
+        print(f"{len(problems)} device(s) unreadable; {lock_path(args.file)} left as it was", file=sys.stderr)
+        return EXIT_FAILED
+    verb = "wrote" if changed else "unchanged:"
+    _write(f"{verb} {lock_path(args.file)} ({len(facts)} device IPs)\n")
+    return EXIT_OK
+
+
 def add_remote_flags(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--forks", type=int, default=32, help="hosts contacted at once (default 32)")
     sp.add_argument("--ssh-config", metavar="FILE", help="ssh config to honour (default ~/.ssh/config)")
@@ -405,6 +423,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("up", cmd_up, "deploy a new generation and start what changed, as gangs", json_flag=True)
     sp.add_argument("--skip-preflight", action="store_true",
                     help="start instances without checking their HCCL links first (says so loudly)")
+    add_remote_flags(sp)
+    sp = add("discover", cmd_discover, "read device IPs marked `discover` into the lock file beside FILE")
     add_remote_flags(sp)
     sp = add("check", cmd_check, "check HCCL links of every instance and TCP reachability of its ports",
              json_flag=True)

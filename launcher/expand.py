@@ -68,9 +68,7 @@ class _Expander:
         return out
 
     def root(self, host: Host) -> str:
-        # The host's name is part of the path so that hosts sharing a filesystem (local
-        # "hosts" on one machine, a deploy_dir on NFS) never share sockets or symlinks.
-        return f"{host.deploy_dir.rstrip('/')}/{self.t.name}/{host.name}"
+        return host_root(self.t.name, host)
 
     def abs_path(self, hname: str, rel: str) -> str:
         return f"{self.root(self.hosts[hname])}/current/{rel}"
@@ -246,6 +244,12 @@ class _Expander:
             for i in self.t.instances)
         return Plan(self.t.name, hosts, instances, start_levels(dependency_edges(self.t)), self.pd_globals,
                     self.t.agent_port, self.t.preflight, self.t.restart_max, self.t.restart_window)
+
+
+def host_root(deployment: str, host: Host) -> str:
+    """The deployment's directory on a host. The host's name is part of it so that hosts sharing
+    a filesystem (local "hosts" on one machine, a deploy_dir on NFS) never share sockets or links."""
+    return f"{host.deploy_dir.rstrip('/')}/{deployment}/{host.name}"
 
 
 def _group_by_server(slots: list[RankSlot]) -> list[RankSlot]:

@@ -70,9 +70,10 @@ def _host(h: Mapping[str, Any], defaults: Mapping[str, Any], facts: DeviceFacts)
     devices = []
     for id_text, ip in h.get("devices", {}).items():
         device_id = int(id_text)
-        if ip == DISCOVER:
+        discover = ip == DISCOVER
+        if discover:
             ip = facts.get((h["name"], device_id))
-        devices.append(Device(device_id, ip))
+        devices.append(Device(device_id, ip, discover))
     return Host(
         name=h["name"], address=h["address"], server_id=h.get("server_id", h["address"]),
         container_ip=h.get("container_ip"), transport=h.get("transport", "ssh"),

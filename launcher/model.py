@@ -21,6 +21,7 @@ DISCOVER = "discover"
 class Device:
     id: int
     ip: str | None  # None: left to discovery and not yet in the lock file
+    discover: bool = False  # the topology says `discover`: the IP comes from the lock file
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from .errors import Diagnostic, SpecErrors
 from .expand import _Expander
 from .load import DeviceFacts, build_topology, read_source
+from .lockfile import read_lock
 from .model import Topology
 from .plan import File, Plan
 from .render import generation_id, render
@@ -34,7 +35,9 @@ def compile_text(text: str, file: str = "<text>", facts: DeviceFacts | None = No
 
 
 def compile_file(path: str, facts: DeviceFacts | None = None) -> Result:
-    return compile_source(read_source(path), facts)
+    """A topology file plus its lock file of discovered device IPs (if any)."""
+    src = read_source(path)
+    return compile_source(src, read_lock(path) if facts is None else facts)
 
 
 def rendered(plan: Plan) -> tuple[str, dict[str, dict[str, File]]]:

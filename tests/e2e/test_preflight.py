@@ -148,3 +148,30 @@ def test_skip_preflight_says_so_loudly(testbed, npu, topo):
     up = cli(testbed, "up", topo, "--skip-preflight")
     assert up.code == 0, up.err
     assert "PREFLIGHT SKIPPED: HCCL links of model were NOT checked (--skip-preflight)" in up.err
+
+
+def test_discover_writes_the_lock_file_once(testbed, npu, topo):
+    text = Path(topo).read_text()
+    Path(topo).write_text(text.replace("1: 10.98.1.2", "1: discover"))
+    before = run_cli("validate", topo)
+    assert before.code == 2 and "IP is left to discovery" in before.err
+
+    run = cli(testbed, "discover", topo)
+    assert run.code == 0, run.err
+    lock = Path(topo).with_name("topo.lock.yaml")
+    assert run.out.strip() == f"wrote {lock} (1 device IPs)"
+    assert "h2:\n    1: 10.98.1.2\n" in lock.read_text()
+    assert run_cli("validate", topo).code == 0
+    plan = json.loads(run_cli("plan", topo, "--json").out)
+    assert [r["device_ip"] for r in plan["instances"][0]["ranks"] if r["host"] == "h2" and r["device_id"] == 1] \
+        == ["10.98.1.2"]
+
+    stamp = lock.stat().st_mtime_ns
+    again = cli(testbed, "discover", topo)
+    assert again.code == 0 and again.out.startswith("unchanged:")
+    assert lock.stat().st_mtime_ns == stamp  # nothing rewritten
+
+    npu(1, "ip.1=10.98.1.77\n")
+    moved = cli(testbed, "discover", topo)
+    assert moved.code == 0 and moved.out.startswith("wrote")
+    assert "1: 10.98.1.77" in lock.read_text()

@@ -1,0 +1,74 @@
+"""`launcher discover`: read the device IPs the topology leaves to discovery from the hosts.
+
+The link checker reads each device's IP (DCMI where the driver library loads, else
+`hccn_tool -i N -ip -g`) as part of its `ip` check; we ask it with a placeholder expected IP
+and keep what it saw. Results go to the lock file beside the topology.
+"""
+from __future__ import annotations
+
+import json
+import re
+
+from .apply import Session
+from .errors import LauncherError
+from .expand import host_root
+from .lockfile import Facts, read_lock, write_lock
+from .model import Topology
+from .plan import HostPlan, Plan
+from .transport import HostsFailed
+
+PLACEHOLDER = "0.0.0.0"
+_IPV4 = re.compile(r"^\d{1,3}(\.\d{1,3}){3}$")
+
+
+def targets(topo: Topology) -> dict[str, list[int]]:
+    """host -> device ids marked `discover`."""
+    return {h.name: [d.id for d in h.devices if d.discover] for h in topo.hosts if any(d.discover for d in h.devices)}
+
+
+def seen_ips(report: dict) -> tuple[dict[int, str], dict[int, str]]:
+    """(device -> IP read, device -> why it could not be read) from a checker report."""
+    found: dict[int, str] = {}
+    errors: dict[int, str] = {}
+    for c in report.get("checks", []):
+        if c["check"] != "ip":
+            continue
+        seen = str(c.get("seen", ""))
+        if _IPV4.match(seen) and seen != PLACEHOLDER:
+            found[c["device"]] = seen
+        else:
+            errors[c["device"]] = f"{seen} ({c.get('evidence', '')})"
+    return found, errors
+
+
+def discover(topo: Topology, path: str, session_args: dict) -> tuple[Facts, bool, dict[str, str]]:
+    want = targets(topo)
+    if not want:
+        raise LauncherError(f"{path}: no device says `discover`; nothing to read")
+    hosts = {h.name: h for h in topo.hosts}
+    plan = Plan(topo.name, tuple(HostPlan(hosts[n], host_root(topo.name, hosts[n]), (), ()) for n in want), (),
+                (), {})
+    facts = {k: v for k, v in read_lock(path).items() if k[0] in want and k[1] in want[k[0]]}
+    problems: dict[str, str] = {}
+    with Session(plan, **session_args) as session:
+        session.ensure_runtimes()
+
+        def read(c):
+            spec = {"host": c.name, "devices": [{"id": d, "ip": PLACEHOLDER} for d in want[c.name]],
+                    "peers": [], "pings": 1, "timeout": 10}
+            reply = c.call("linkcheck", hosts[c.name].hccn_tool or "-", stdin=json.dumps(spec).encode())
+            if reply.get("report") is None:
+                raise LauncherError(reply.get("stderr") or "the link checker gave no report")
+            return seen_ips(reply["report"])
+
+        try:
+            results = session.each("discover", read)
+        except HostsFailed as exc:
+            raise exc
+    for host, (found, errors) in results.items():
+        for dev, ip in found.items():
+            facts[(host, dev)] = ip
+        for dev, why in errors.items():
+            problems[f"{host} device {dev}"] = why
+    changed = write_lock(path, facts) if not problems else False
+    return facts, changed, problems
