@@ -1,0 +1,59 @@
+"""The link checker reaches a host as C source and is built there; without a compiler the
+host gets one clear error (local transport, so no testbed is needed)."""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from tests.helpers import run_cli
+
+
+def topology(root: Path) -> str:
+    return f"""\
+version: 1
+name: checkit
+defaults: {{deploy_dir: {root}}}
+hosts:
+  - name: solo
+    address: 127.0.0.1
+    transport: local
+    hccn_tool: /nonexistent/hccn_tool
+    devices: {{0: 10.213.250.1}}
+instances:
+  - {{name: m, hosts: [solo], command: [sleep, "1"]}}
+"""
+
+
+def test_host_without_a_compiler_gets_a_clear_error(tmp_path, monkeypatch):
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    python = shutil.which("python3", path="/usr/bin") or sys.executable
+    os.symlink(python, bindir / "python3")  # the host has python3 and nothing else
+    path = tmp_path / "topo.yaml"
+    path.write_text(topology(tmp_path / "deploy"))
+    monkeypatch.setenv("PATH", str(bindir))
+    run = run_cli("check", str(path))
+    assert run.code == 1
+    assert "solo: link check could not run:" in run.out
+    assert "cannot build launcher-linkcheck: no C compiler (cc, gcc or clang) on this host" in run.out
+
+
+def test_checker_is_built_on_the_host_once_and_reports_a_missing_tool(tmp_path):
+    if shutil.which("cc") is None:
+        import pytest
+        pytest.skip("no C compiler here")
+    path = tmp_path / "topo.yaml"
+    path.write_text(topology(tmp_path / "deploy"))
+    run = run_cli("check", str(path), "--json")
+    assert run.code == 1
+    doc = run.json()
+    reply = doc["checks"]["m@solo"]
+    assert reply["exit"] == 2  # the checker's "tool missing" code
+    assert "hccn_tool" in reply["stderr"] and "/nonexistent/hccn_tool" in reply["stderr"]
+    built = list((tmp_path / "deploy").rglob("native/build/launcher-linkcheck"))
+    assert len(built) == 1 and os.access(built[0], os.X_OK)
+    stamp = built[0].stat().st_mtime_ns
+    assert run_cli("check", str(path)).code == 1
+    assert built[0].stat().st_mtime_ns == stamp  # cached: not rebuilt
