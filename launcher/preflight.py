@@ -25,19 +25,21 @@ class HostCheck:
 
 
 def checks_for(plan: Plan, instances: list[str] | None = None) -> list[HostCheck]:
-    """One checker run per (instance, host): its devices, and every other device of the instance as a peer."""
+    """One checker run per (instance, host): its devices, and every other device of the instance as a peer.
+
+    A world on one host talks over HCCS, not RoCE: it gets the device checks but no pings.
+    """
     tools = {hp.host.name: hp.host.hccn_tool for hp in plan.hosts}
     out = []
     for inst in plan.instances:
         if instances is not None and inst.name not in instances:
             continue
-        all_ips = [r.device_ip for r in inst.ranks]
+        peers = [r.device_ip for r in inst.ranks] if len(inst.hosts) > 1 else []
         for host in inst.hosts:
             mine = [r for r in inst.ranks if r.host == host]
-            own = {r.device_ip for r in mine}
+            # the checker skips a device's own IP, so each device pings the other world_size - 1
             spec = {"host": host, "devices": [{"id": r.device_id, "ip": r.device_ip} for r in mine],
-                    "peers": [ip for ip in all_ips if ip not in own], "pings": PINGS, "max_loss": MAX_LOSS,
-                    "timeout": TOOL_TIMEOUT}
+                    "peers": peers, "pings": PINGS, "max_loss": MAX_LOSS, "timeout": TOOL_TIMEOUT}
             out.append(HostCheck(inst.name, host, tools[host], spec))
     return out
 

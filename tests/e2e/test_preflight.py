@@ -92,8 +92,8 @@ def test_all_links_good_then_up_starts(testbed, npu, topo):
     assert [ln.split() for ln in lines[1:9]] == [[h.name, str(d), "ok"] for h in testbed.hosts for d in DEVICES]
     doc = json.loads(cli(testbed, "check", topo, "--json").out)
     assert doc["ok"] is True
-    # 4 devices x (link, optical, ip, 4 pings to the other host's devices) on each host
-    assert all(len(r["report"]["checks"]) == 4 * 7 for r in doc["checks"].values())
+    # 4 devices x (link, optical, ip, 7 pings: every other device of the 8-rank world) on each host
+    assert all(len(r["report"]["checks"]) == 4 * 10 for r in doc["checks"].values())
     up = cli(testbed, "up", topo)
     assert up.code == 0, up.err
     assert "preflight: links up for model" in up.err
