@@ -86,16 +86,16 @@ def run_preflight(session: Session, instances: list[str] | None = None) -> tuple
     results, failures = fan_out(
         checks, lambda chk: session.clients[chk.host].call("linkcheck", chk.hccn_tool or "-",
                                                            stdin=json.dumps(chk.spec).encode(), timeout=300),
-        key=lambda chk: f"{chk.instance}@{chk.host}", forks=session.forks)
-    replies: dict[tuple[str, str], dict] = {}
+        key=lambda chk: chk.key, forks=session.forks)
+    replies: dict[str, dict] = {}
     bad: dict[str, list[str]] = {}
     for chk in checks:
-        k = f"{chk.instance}@{chk.host}"
+        k = chk.key
         if k in failures:
             reply = {"report": None, "stderr": str(failures[k]), "exit": None}
         else:
             reply = results[k]
-        replies[(chk.instance, chk.host)] = reply
+        replies[k] = reply
         lines = preflight.failure_lines(chk, reply)
         if lines:
             bad.setdefault(chk.instance, []).extend(lines)

@@ -277,7 +277,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         _write(json.dumps({"ok": not bad and all(v != "unreachable" for v in tcp.values()),
                            "devices": [{"host": h, "device": d, "result": r} for h, d, r in matrix],
                            "failures": bad, "tcp": tcp,
-                           "checks": {f"{i}@{h}": r for (i, h), r in replies.items()}}) + "\n")
+                           "checks": replies}) + "\n")
     else:
         _write(format_table(("HOST", "DEVICE", "LINKS"), matrix))
         if tcp:

@@ -14,7 +14,7 @@ from .errors import SpecErrors
 from .graph import dependency_edges, start_levels
 from .model import (DEFAULT_RENDEZVOUS_PORT, DatasystemSpec, DDCluster, EtcdSpec, GenericSpec, Host,
                     Instance, Limits, Probe, Service, Topology)
-from .plan import File, HostPlan, InstancePlan, Plan, Program, RankInfo
+from .plan import File, HostPlan, InstancePlan, LinkMember, Plan, Program, RankInfo
 from .ranktable import RankSlot, hccl_v1, pd_global, pd_host_entry, pd_local
 from .validate import validate
 
@@ -34,6 +34,7 @@ class _Expander:
         self.global_path: dict[str, str] = {}      # instance -> PD global ranktable path
         self.pd_globals: dict[str, dict[str, Any]] = {}
         self.datadist_file: dict[tuple[str, int], tuple[str, int]] = {}  # (instance, rank) -> (path, cluster)
+        self.links: list[tuple[str, tuple[LinkMember, ...]]] = []
 
     # --- placement and ports -------------------------------------------------------------
     def _placement(self, inst: Instance) -> list[RankInfo]:
@@ -128,6 +129,10 @@ class _Expander:
         for link in self.t.dd_links:
             members = [by_id[c] for c in link.clusters]
             ranks = [self.placement[c.instance][c.rank] for c in members]
+            self.links.append((link.name, tuple(
+                LinkMember(c.id, c.role, c.instance, r.host, r.device_id, r.device_ip,
+                           f"{c.listen_ip or r.device_ip}:{c.listen_port}" if c.role == "prompt" else None)
+                for c, r in zip(members, ranks))))
             slots = [RankSlot(self.hosts[r.host].server_id, r.device_id, r.device_ip, k,
                               self.hosts[r.host].container_ip) for k, r in enumerate(ranks)]
             table = json.dumps(hccl_v1(_group_by_server(slots)), ensure_ascii=False)
@@ -243,7 +248,8 @@ class _Expander:
             ranktable_path=self.ranktable_path[i.name], ranktable=self.ranktable[i.name])
             for i in self.t.instances)
         return Plan(self.t.name, hosts, instances, start_levels(dependency_edges(self.t)), self.pd_globals,
-                    self.t.agent_port, self.t.preflight, self.t.restart_max, self.t.restart_window)
+                    self.t.agent_port, self.t.preflight, self.t.restart_max, self.t.restart_window,
+                    tuple(self.links))
 
 
 def host_root(deployment: str, host: Host) -> str:

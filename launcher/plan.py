@@ -57,6 +57,19 @@ class InstancePlan:
 
 
 @dataclass(frozen=True, slots=True)
+class LinkMember:
+    """One LLM-DataDist cluster of a link (communication domain)."""
+
+    cluster_id: int
+    role: str            # prompt | decoder
+    instance: str
+    host: str
+    device_id: int
+    device_ip: str
+    listen: str | None   # ip:port the prompt side listens on
+
+
+@dataclass(frozen=True, slots=True)
 class HostPlan:
     host: Host
     root: str                    # <deploy_dir>/<deployment>; generations live under it
@@ -79,6 +92,7 @@ class Plan:
     preflight: bool = True                # check HCCL links before starting an instance
     restart_max: int = 3                  # gang restarts allowed ...
     restart_window: float = 600.0         # ... within this many seconds; past it: FAILED
+    links: tuple[tuple[str, tuple[LinkMember, ...]], ...] = ()  # LLM-DataDist domains (name, members)
 
     def instance(self, name: str) -> InstancePlan | None:
         return next((i for i in self.instances if i.name == name), None)

@@ -22,6 +22,11 @@ class HostCheck:
     host: str
     hccn_tool: str | None
     spec: dict[str, Any]
+    link: str | None = None  # an LLM-DataDist link this check is for (the decoder side pings the listener)
+
+    @property
+    def key(self) -> str:
+        return f"{self.instance}@{self.host}" + (f"#{self.link}" if self.link else "")
 
 
 def checks_for(plan: Plan, instances: list[str] | None = None) -> list[HostCheck]:
@@ -41,6 +46,16 @@ def checks_for(plan: Plan, instances: list[str] | None = None) -> list[HostCheck
             spec = {"host": host, "devices": [{"id": r.device_id, "ip": r.device_ip} for r in mine],
                     "peers": peers, "pings": PINGS, "max_loss": MAX_LOSS, "timeout": TOOL_TIMEOUT}
             out.append(HostCheck(inst.name, host, tools[host], spec))
+    # LLM-DataDist: the decoder's device must reach the prompt side's listen IP over RoCE
+    # (the link goes NPU to NPU, so this is the device plane, not a host TCP port).
+    for name, members in plan.links:
+        listeners = [m.listen.rsplit(":", 1)[0] for m in members if m.listen]
+        for m in members:
+            if m.role != "decoder" or (instances is not None and m.instance not in instances):
+                continue
+            spec = {"host": m.host, "devices": [{"id": m.device_id, "ip": m.device_ip}], "peers": listeners,
+                    "pings": PINGS, "max_loss": MAX_LOSS, "timeout": TOOL_TIMEOUT}
+            out.append(HostCheck(m.instance, m.host, tools[m.host], spec, link=name))
     return out
 
 
@@ -50,13 +65,14 @@ def failure_lines(check: HostCheck, reply: dict[str, Any]) -> list[str]:
     if report is None:
         said = reply.get("stderr") or f"exit code {reply.get('exit')}, no report"
         return [f"{check.host}: link check could not run: {said}"]
+    suffix = f" [LLM-DataDist link {check.link}]" if check.link else ""
     lines = []
     for c in report.get("checks", []):
         if c.get("ok"):
             continue
         what = c["check"] + (f" {c['peer']}" if c.get("peer") else "")
         lines.append(f"{check.host} device {c['device']}: {what}: expected {c.get('expected')}, "
-                     f"seen {c.get('seen')} ({c.get('evidence', c.get('source'))})")
+                     f"seen {c.get('seen')} ({c.get('evidence', c.get('source'))}){suffix}")
     if not lines and reply.get("exit") not in (0, None):
         lines.append(f"{check.host}: link check exited {reply['exit']}: {reply.get('stderr', '')}")
     return lines
@@ -66,7 +82,7 @@ def device_matrix(plan: Plan, checks: list[HostCheck], replies: dict[tuple[str, 
     """Rows host x device: 'ok', or the failed checks' names."""
     cells: dict[tuple[str, int], list[str]] = {}
     for chk in checks:
-        reply = replies.get((chk.instance, chk.host), {})
+        reply = replies.get(chk.key, {})
         report = reply.get("report")
         for dev in chk.spec["devices"]:
             key = (chk.host, dev["id"])

@@ -134,3 +134,23 @@ def test_validate_json_reports_errors_as_data(tmp_path):
     assert doc["diagnostics"] == [{"severity": "error", "file": bad, "line": 4, "col": 27, "path": "hosts[0].colour",
                                    "message": "unknown key 'colour' (allowed: address, container_ip, deploy_dir, "
                                               "devices, hccn_tool, name, server_id, ssh, transport)"}]
+
+
+def test_preflight_checks_cover_worlds_and_datadist_links():
+    from launcher import preflight
+    from launcher.pipeline import compile_file
+    plan = compile_file(str(CONFIGS / "llm-datadist-link.yaml")).plan
+    checks = preflight.checks_for(plan)
+    # four one-NPU worlds: device checks, no pings (a world on one host uses HCCS)
+    assert [(c.instance, c.host, c.spec["peers"]) for c in checks if c.link is None] == [
+        ("prompt-0", "node-p", []), ("prompt-1", "node-p", []), ("decoder-0", "node-d", []),
+        ("decoder-1", "node-d", [])]
+    # each decoder device pings the listen IP of every prompt cluster of each of its links
+    links = sorted((c.link, c.host, c.spec["devices"][0]["ip"], tuple(c.spec["peers"])) for c in checks if c.link)
+    assert links == [("pd_comm_1_3", "node-d", "10.30.1.10", ("10.30.0.10",)),
+                     ("pd_comm_1_4", "node-d", "10.30.1.11", ("10.30.0.10",)),
+                     ("pd_comm_2_3", "node-d", "10.30.1.10", ("10.30.0.11",)),
+                     ("pd_comm_2_4", "node-d", "10.30.1.11", ("10.30.0.11",))]
+    two_hosts = compile_file(str(CONFIGS / "mindie-atb-2x8.yaml")).plan
+    specs = preflight.checks_for(two_hosts)
+    assert len(specs) == 2 and all(len(c.spec["peers"]) == 16 for c in specs)  # the checker skips its own IP
