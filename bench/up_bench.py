@@ -41,7 +41,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+sys.path.append(str(REPO))  # tests.testbed; `launcher` comes from the snapshot when there is one
+# The launcher measured is a copy of the working tree's `launcher/` taken when the script starts
+# (see snapshot_launcher): others may edit the checkout while a run takes minutes.
+SNAPSHOT: Path | None = None
 
 HEALTH = 18610
 DEVICES = 2                      # NPUs per host, one rank each (processes: per_device)
@@ -134,12 +137,33 @@ def wait_all_gone(tb, what: str, timeout: float = 60.0) -> None:
         time.sleep(0.2)
 
 
+def snapshot_launcher(work: Path) -> Path:
+    """Copy launcher/ into work/src and import it from there (this process and every CLI subprocess)."""
+    global SNAPSHOT
+    src = work / "src"
+    shutil.copytree(REPO / "launcher", src / "launcher", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    SNAPSHOT = src
+    sys.path.insert(0, str(src))
+    return src
+
+
+def git_head() -> str:
+    try:
+        head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", "launcher"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return head + (" + uncommitted changes under launcher/" if dirty else "")
+    except OSError:
+        return "?"
+
+
 # --- subprocess helpers ---------------------------------------------------------------------------
 def run(argv: list[str], what: str, *, env: dict | None = None, stdin: bytes | None = None,
         timeout: float = 600, check: bool = True) -> tuple[float, subprocess.CompletedProcess]:
     t0 = time.monotonic()
     proc = subprocess.run(argv, input=stdin if stdin is not None else b"", capture_output=True, env=env,
-                          timeout=timeout, cwd=str(REPO))
+                          timeout=timeout, cwd=str(SNAPSHOT or REPO))
     dt = time.monotonic() - t0
     if check and proc.returncode != 0:
         raise RuntimeError(f"{what} failed (exit {proc.returncode}):\n{_tail(proc.stderr)}\n{_tail(proc.stdout)}")
@@ -182,7 +206,8 @@ class Launcher:
     def __init__(self, tb, topo: str, python: str):
         self.tb, self.topo, self.python = tb, topo, python
         self.flags = ["--ssh-config", str(tb.ssh_config), "--known-hosts", str(tb.known_hosts)]
-        self.env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        path = ([str(SNAPSHOT)] if SNAPSHOT else []) + [str(REPO)]
+        self.env = dict(os.environ, PYTHONPATH=os.pathsep.join(path + [os.environ.get("PYTHONPATH", "")]))
 
     def cli(self, *argv: str, check: bool = True, pre: tuple[str, ...] = ()) -> tuple[float, subprocess.CompletedProcess]:
         return run([self.python, *pre, "-m", "launcher", *argv, self.topo, *self.flags], f"launcher {argv[0]}",
@@ -211,12 +236,28 @@ class Launcher:
         passed = {ep: d["barrier_passed_at"] for ep, d in before.items()}
         t0 = time.monotonic()
         os.kill(int(before[victim]["pid"]), signal.SIGKILL)  # ranks are real pids in the shared pid namespace
-        wait_health(self.tb, lambda ep, d: d["barrier_passed_at"] > passed[ep], "gang restart")
-        r["gang_restart"] = time.monotonic() - t0
+        try:
+            wait_health(self.tb, lambda ep, d: d["barrier_passed_at"] > passed[ep], "gang restart", timeout=90)
+            r["gang_restart"] = time.monotonic() - t0
+        except RuntimeError as exc:  # reported, with what the agents said; the other rows still count
+            log(f"gang restart did not complete: {exc}")
+            self.diagnose(victim[0])
 
         r["down"], _ = self.cli("down", "--purge")
         wait_all_gone(self.tb, "launcher down")
         return r
+
+
+    def diagnose(self, victim: str) -> None:
+        _, proc = self.cli("status", check=False)
+        log("launcher status:\n" + proc.stdout.decode("utf-8", "replace"))
+        for name in dict.fromkeys([self.tb.hosts[0].name, victim]):
+            path = self.tb.host(name).path(f"{host_root(name)}/logs/launcher-agent.log")
+            try:
+                tail = path.read_text(errors="replace").splitlines()[-15:]
+            except OSError as exc:
+                tail = [str(exc)]
+            log(f"{name} launcher-agent.log:\n  " + "\n  ".join(tail))
 
 
 # --- column 2: the parallel OpenSSH floor ---------------------------------------------------------
@@ -512,7 +553,7 @@ def profile_runs(tb, launcher: Launcher, out: Path) -> None:
         argv = [launcher.python, "-u", "-m", "launcher", "up", launcher.topo, *launcher.flags]
         t0 = time.monotonic()
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=launcher.env,
-                                cwd=str(REPO), text=True)
+                                cwd=str(SNAPSHOT or REPO), text=True)
         stamps = [(time.monotonic() - t0, ln.rstrip()) for ln in proc.stderr]
         proc.wait()
         total = time.monotonic() - t0
@@ -527,14 +568,15 @@ def profile_runs(tb, launcher: Launcher, out: Path) -> None:
                          "importtime", env=launcher.env)
             rows = []
             for ln in imp.stderr.decode().splitlines():
-                parts = [x.strip() for x in ln.split("|")]
-                if len(parts) == 3 and parts[1].isdigit():
-                    rows.append((int(parts[1]), parts[2]))
+                parts = ln.split("|")
+                if len(parts) == 3 and parts[1].strip().isdigit():
+                    rows.append((int(parts[1]), parts[2][1:]))  # name keeps its nesting indent (2 per level)
             (out / "importtime.txt").write_text(imp.stderr.decode())
-            tot = sum(us for us, name in rows if not name.startswith(" "))
-            lines.append(f"== imports (cumulative us, top level): total {tot / 1e6:.2f} s")
-            lines += [f"   {us / 1e6:6.3f} s  {name.strip()}" for us, name in
-                      sorted((r for r in rows if not r[1].startswith("  ")), reverse=True)[:8]]
+            top = [(us, name) for us, name in rows if not name.startswith(" ")]
+            nested = [(us, name.strip()) for us, name in rows if name.startswith("  ") and not name.startswith("    ")]
+            lines.append(f"== imports: {sum(us for us, _ in top) / 1e6:.2f} s for the top-level imports; "
+                         "largest first-level children:")
+            lines += [f"   {us / 1e6:6.3f} s  {name}" for us, name in sorted(top + nested, reverse=True)[:10]]
         # 3. cProfile per thread: down first for a cold run again, then up (cold or no-change)
         if kind == "cold":
             launcher.cli("down", "--purge")
@@ -615,6 +657,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from tests.testbed import Testbed
     work = Path(tempfile.mkdtemp(prefix="up-bench-"))
+    snapshot_launcher(work)
+    version = git_head()
+    log(f"launcher measured: {version} (copied to {SNAPSHOT})")
     tb = None
     cols: dict[str, list[dict[str, float]]] = {"launcher": [], "floor": []}
     try:
@@ -661,6 +706,7 @@ def main(argv: list[str] | None = None) -> int:
                 log(f"repeat {i + 1}/{args.repeat} {name}: " + " ".join(f"{k}={v:.2f}" for k, v in res.items()))
 
         print(table(cols, args.hosts, args.repeat))
+        print(f"# launcher {version}")
         print(f"# {kex}; Ansible: pipelining on, ControlPersist 60s inside one playbook run, a fresh "
               f"control dir per run (no reuse across runs)" if ansible else f"# {kex}")
         m = {k: median(cols["launcher"], k) for _, k in ROWS}
