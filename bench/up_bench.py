@@ -149,8 +149,8 @@ def snapshot_launcher(work: Path) -> Path:
 
 def git_head() -> str:
     try:
-        head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
-                              text=True, timeout=10).stdout.strip()
+        head = subprocess.run(["git", "-C", str(REPO), "log", "-1", "--format=%h", "--", "launcher"],
+                              capture_output=True, text=True, timeout=10).stdout.strip()
         dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", "launcher"],
                                capture_output=True, text=True, timeout=10).stdout.strip()
         return head + (" + uncommitted changes under launcher/" if dirty else "")
@@ -697,16 +697,19 @@ def main(argv: list[str] | None = None) -> int:
             ansible = Ansible(tb, ansible_exe, work / "ansible", files, slots[tb.hosts[0].name])
             cols["ansible"] = []
 
+        load0 = os.getloadavg()
         for i in range(args.repeat):
             for name, col in (("launcher", launcher), ("floor", floor), ("ansible", ansible)):
                 if col is None:
                     continue
                 res = col.cycle()
                 cols[name].append(res)
-                log(f"repeat {i + 1}/{args.repeat} {name}: " + " ".join(f"{k}={v:.2f}" for k, v in res.items()))
+                log(f"repeat {i + 1}/{args.repeat} {name}: " + " ".join(f"{k}={v:.2f}" for k, v in res.items())
+                    + f" (load {os.getloadavg()[0]:.1f})")
 
         print(table(cols, args.hosts, args.repeat))
-        print(f"# launcher {version}")
+        print(f"# launcher {version} (last commit touching launcher/); load average before/after the repeats: "
+              f"{load0[0]:.1f} / {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs (anything else running skews all columns)")
         print(f"# {kex}; Ansible: pipelining on, ControlPersist 60s inside one playbook run, a fresh "
               f"control dir per run (no reuse across runs)" if ansible else f"# {kex}")
         m = {k: median(cols["launcher"], k) for _, k in ROWS}
