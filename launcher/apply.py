@@ -26,6 +26,7 @@ from .runtime import build_runtime, generation_tar
 from .transport import DEFAULT_FORKS, HostsFailed, SshOptions, fan_out, transport_for
 
 Progress = Callable[[str], None]
+STATE_TIMEOUT = 30.0  # reading a host's state is quick; a host that does not answer is down
 ALIVE = {"STARTING", "RUNNING", "BACKOFF"}
 
 
@@ -135,7 +136,7 @@ def up(session: Session, files: dict[str, dict], generation: str, skip_preflight
     preflight_flag = skip_preflight
     skip_preflight = skip_preflight or not plan.preflight
     say(f"up {plan.deployment}: generation {generation} on {len(plan.hosts)} hosts")
-    old = session.each("reaching hosts", lambda c: c.state())
+    old = session.each("reaching hosts", lambda c: c.call("state", timeout=STATE_TIMEOUT))
     say(f"  [1/4] reached {len(old)} hosts")
 
     def prepare(c: HostClient) -> dict:
@@ -231,12 +232,15 @@ def restart_instance(session: Session, instance: str) -> float:
 
 def down(session: Session, purge: bool) -> dict[str, Any]:
     args = ("--purge",) if purge else ()
-    return session.each("down", lambda c: c.call("down", *args))
+    result = session.each("down", lambda c: c.call("down", *args))
+    for c in session.clients.values():  # nothing of the deployment lingers, not even a connection
+        getattr(c.transport, "disconnect", lambda: None)()
+    return result
 
 
 def status_rows(session: Session) -> list[dict[str, Any]]:
     """One row per program the plan expects, joined with what runs on its host."""
-    states = session.each("status", lambda c: c.state())
+    states = session.each("status", lambda c: c.call("state", timeout=STATE_TIMEOUT))
     gang_all: dict[str, dict] = {}
     for st in states.values():  # each gang's record lives on its leader's host
         gang_all.update(st.get("gang", {}))

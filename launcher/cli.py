@@ -240,9 +240,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def _session(args: argparse.Namespace, result: Result):
     from .apply import Session
+    return Session(result.plan, forks=args.forks, ssh=ssh_options(args))
+
+
+def ssh_options(args: argparse.Namespace):
     from .transport import SshOptions
-    return Session(result.plan, forks=args.forks,
-                   ssh=SshOptions(config_file=args.ssh_config, known_hosts=args.known_hosts))
+    return SshOptions(config_file=args.ssh_config, known_hosts=args.known_hosts, client=args.ssh_client)
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -370,10 +373,8 @@ def cmd_discover(args: argparse.Namespace) -> int:
     from .discover import discover
     from .lockfile import lock_path
     from .load import build_topology, read_source
-    from .transport import SshOptions
     topo = build_topology(read_source(args.file))
-    facts, changed, problems = discover(topo, args.file, {
-        "forks": args.forks, "ssh": SshOptions(config_file=args.ssh_config, known_hosts=args.known_hosts)})
+    facts, changed, problems = discover(topo, args.file, {"forks": args.forks, "ssh": ssh_options(args)})
     for where, why in sorted(problems.items()):
         print(f"{where}: IP could not be read: {why}", file=sys.stderr)
     if problems:
@@ -388,6 +389,9 @@ def add_remote_flags(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--forks", type=int, default=32, help="hosts contacted at once (default 32)")
     sp.add_argument("--ssh-config", metavar="FILE", help="ssh config to honour (default ~/.ssh/config)")
     sp.add_argument("--known-hosts", metavar="FILE", help="known_hosts to verify host keys against")
+    sp.add_argument("--ssh-client", choices=("auto", "openssh", "paramiko"), default="auto",
+                    help="OpenSSH (shared connections that outlive the command; default when installed) "
+                         "or paramiko")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,8 +7,11 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any
 
+import hashlib
+import importlib.util
+import os
+
 import fastjsonschema
-import jsonschema
 
 from .errors import Diagnostic
 from .yamlsrc import Source, format_path
@@ -26,16 +29,41 @@ def schema() -> dict:
 
 
 @lru_cache(maxsize=1)
-def _validator() -> jsonschema.protocols.Validator:
+def _validator():
+    import jsonschema  # only on the error path: it costs ~0.1-0.2 s to import
     cls = jsonschema.validators.validator_for(schema())
     cls.check_schema(schema())
     return cls(schema())
 
 
+def _cache_dir() -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "ascend-launcher")
+
+
 @lru_cache(maxsize=1)
 def _fast_check():
-    """A compiled validator: ~50x faster, but it stops at the first error without a good message."""
-    return fastjsonschema.compile(schema())
+    """A compiled validator: ~50x faster, but it stops at the first error without a good message.
+
+    Compiling the schema costs more than a whole `launcher status`, so the generated code is
+    kept in the user's cache, keyed by the schema's and fastjsonschema's versions.
+    """
+    text = schema_text()
+    key = hashlib.sha256(f"{fastjsonschema.VERSION}\0{text}".encode()).hexdigest()[:16]
+    path = os.path.join(_cache_dir(), f"schema_check_{key}.py")
+    try:
+        if not os.path.exists(path):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            tmp = f"{path}.tmp-{os.getpid()}"
+            with open(tmp, "w", encoding="utf-8") as fh:
+                fh.write(fastjsonschema.compile_to_code(schema()))
+            os.replace(tmp, path)
+        spec = importlib.util.spec_from_file_location(f"_launcher_schema_check_{key}", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module.validate
+    except (OSError, SyntaxError, AttributeError):  # no writable cache: compile in memory
+        return fastjsonschema.compile(schema())
 
 
 def _type_name(value: Any) -> str:
@@ -54,7 +82,7 @@ def _allowed_keys(schema_node: dict) -> list[str]:
     return sorted(k for k in schema_node.get("properties", {}))
 
 
-def _bad_key(err: jsonschema.ValidationError, path: tuple, src: Source) -> Diagnostic:
+def _bad_key(err, path: tuple, src: Source) -> Diagnostic:
     key = err.instance
     where = path + (key,)
     if path and path[-1] == "devices":
@@ -66,7 +94,7 @@ def _bad_key(err: jsonschema.ValidationError, path: tuple, src: Source) -> Diagn
     return Diagnostic(src.loc(where), format_path(where), msg)
 
 
-def _diagnostics_for(err: jsonschema.ValidationError, src: Source) -> list[Diagnostic]:
+def _diagnostics_for(err, src: Source) -> list[Diagnostic]:
     path = tuple(err.absolute_path)
     where = format_path(path)
     kind = err.validator

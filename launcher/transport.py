@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import socket
 import subprocess
 import threading
@@ -77,6 +78,81 @@ class SshOptions:
     config_file: str | None = None      # default ~/.ssh/config when it exists
     known_hosts: str | None = None      # default: from ssh config, else ~/.ssh/known_hosts
     connect_timeout: float = CONNECT_TIMEOUT
+    client: str = "auto"                # openssh | paramiko | auto (openssh when `ssh` is installed)
+    control_dir: str | None = None      # where OpenSSH keeps its shared connections
+
+
+def _control_dir(options: SshOptions) -> str:
+    base = options.control_dir or os.path.join(
+        os.environ.get("XDG_RUNTIME_DIR") or os.path.join(os.path.expanduser("~"), ".cache"),
+        "ascend-launcher", "ssh")
+    os.makedirs(base, mode=0o700, exist_ok=True)
+    return base
+
+
+class OpenSshTransport:
+    """The system's OpenSSH client, one shared connection per host (ControlMaster).
+
+    The connection outlives the CLI for a few minutes (ControlPersist), so `status` right
+    after `up` pays no handshake. Host keys: StrictHostKeyChecking=yes, BatchMode (never a
+    prompt); ~/.ssh/config applies as always with ssh.
+    """
+
+    PERSIST = 120
+
+    def __init__(self, host: Host, options: SshOptions = SshOptions()):
+        self.host = host
+        self.options = options
+
+    def _base(self) -> list[str]:
+        o = self.options
+        argv = ["ssh", "-T", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
+                # a shared connection to a host that went away is noticed within ~9 s
+                "-o", f"ConnectTimeout={int(o.connect_timeout)}", "-o", "ServerAliveInterval=3",
+                "-o", "ServerAliveCountMax=3", "-o", "ControlMaster=auto",
+                "-o", f"ControlPath={_control_dir(o)}/%C", "-o", f"ControlPersist={self.PERSIST}"]
+        if o.config_file:
+            argv += ["-F", o.config_file]
+        if o.known_hosts:
+            argv += ["-o", f"UserKnownHostsFile={o.known_hosts}", "-o", "GlobalKnownHostsFile=/dev/null"]
+        ssh = self.host.ssh
+        if ssh.user:
+            argv += ["-l", ssh.user]
+        if ssh.port != 22:
+            argv += ["-p", str(ssh.port)]
+        if ssh.identity_file:
+            argv += ["-i", os.path.expanduser(ssh.identity_file), "-o", "IdentitiesOnly=yes"]
+        return argv
+
+    def run(self, argv: Sequence[str], stdin: bytes | None = None,
+            timeout: float = COMMAND_TIMEOUT) -> CommandResult:
+        cmd = self._base() + [self.host.address, "--", shlex.join(argv)]  # quoted for the remote shell
+        try:
+            proc = subprocess.run(cmd, input=stdin if stdin is not None else b"", capture_output=True,
+                                  timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise TransportError(self.host.name, f"command timed out after {timeout:.0f} s: {argv[0]}") from None
+        if proc.returncode == 255:  # ssh's own failure, not the remote command's
+            raise TransportError(self.host.name, self._explain(proc.stderr.decode("utf-8", "replace")))
+        return CommandResult(proc.returncode, proc.stdout, proc.stderr)
+
+    def _explain(self, err: str) -> str:
+        addr = self.host.address
+        known = self.options.known_hosts or "known_hosts"
+        if "REMOTE HOST IDENTIFICATION HAS CHANGED" in err:
+            return f"the host key of {addr} CHANGED since it was recorded in {known}; refusing to connect"
+        if "Host key verification failed" in err or "No ED25519 host key is known" in err:
+            return (f"{addr} is not in {known}; verify its key and add it (ssh-keyscan) - "
+                    "unknown keys are never accepted")
+        last = [ln for ln in err.strip().splitlines() if ln.strip()]
+        return f"ssh to {addr}: {last[-1] if last else 'failed (exit 255)'}"
+
+    def close(self) -> None:
+        pass  # the shared connection expires by itself (ControlPersist)
+
+    def disconnect(self) -> None:
+        """End the shared connection now (after `down`)."""
+        subprocess.run(self._base() + ["-O", "exit", self.host.address], capture_output=True, timeout=10)
 
 
 class SshTransport:
@@ -181,7 +257,12 @@ def _drain(chan, timeout: float) -> tuple[bytes, bytes]:
 
 
 def transport_for(host: Host, ssh: SshOptions = SshOptions()) -> Transport:
-    return LocalTransport(host) if host.transport == "local" else SshTransport(host, ssh)
+    if host.transport == "local":
+        return LocalTransport(host)
+    client = ssh.client
+    if client == "auto":
+        client = "openssh" if shutil.which("ssh") else "paramiko"
+    return OpenSshTransport(host, ssh) if client == "openssh" else SshTransport(host, ssh)
 
 
 T = TypeVar("T")
