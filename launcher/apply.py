@@ -22,7 +22,7 @@ from . import preflight
 from .errors import LauncherError
 from .plan import Plan
 from .remote import HostClient
-from .runtime import build_runtime, generation_tar
+from .runtime import build_runtime, payload
 from .transport import DEFAULT_FORKS, HostsFailed, SshOptions, fan_out, transport_for
 
 Progress = Callable[[str], None]
@@ -138,15 +138,23 @@ def up(session: Session, files: dict[str, dict], generation: str, skip_preflight
     say(f"up {plan.deployment}: generation {generation} on {len(plan.hosts)} hosts")
     old = session.each("reaching hosts", lambda c: c.call("state", timeout=STATE_TIMEOUT))
     say(f"  [1/4] reached {len(old)} hosts")
+    previous = {h: s.get("generation") for h, s in old.items()}
+
+    # 2. one upload per host that needs anything: runtime (first time), generation, agent key
+    key, key_hosts, force_key = plan_secret(session, old)
+    needs = {h for h, s in old.items() if s.get("runtime_missing") or s.get("generation") != generation
+             or h in key_hosts}
 
     def prepare(c: HostClient) -> dict:
-        c.ensure_runtime(old[c.name])
-        already = old[c.name].get("generation") == generation
-        return c.call("prepare", generation, stdin=None if already else generation_tar(files[c.name]))
+        st = old[c.name]
+        data = payload(build_runtime() if st.get("runtime_missing") else None,
+                       files[c.name] if st.get("generation") != generation else None,
+                       key if c.name in key_hosts else None)
+        return c.call("prepare", generation, *(("--force-secret",) if force_key else ()), stdin=data)
 
-    session.each("upload", prepare)
-    ensure_secret(session, old)
-    say(f"  [2/4] uploaded generation {generation}")
+    session.each("upload", prepare, sorted(needs))
+    say(f"  [2/4] uploaded generation {generation} to {len(needs)} hosts" if needs else
+        f"  [2/4] every host already has generation {generation}")
     new_hashes = {h: _owner_hashes(_manifest_of(files[h])) for h in files}
     owners = owners_on(plan)
     to_start = [o for o, hosts in owners.items() if _needs_start(o, hosts, old, new_hashes)]
@@ -161,11 +169,26 @@ def up(session: Session, files: dict[str, dict], generation: str, skip_preflight
         say(f"  preflight: links up for {', '.join(ok) or 'no instance'}"
             + (f"; REFUSED {', '.join(refused)}" if refused else ""))
         to_start = [o for o in to_start if o not in refused]
-    switch_all(session, generation, {h: s.get("generation") for h, s in old.items()})
-    say(f"  [3/4] switched {len(files)} hosts to {generation}")
+
+    # 3. switch; owners of the first level that run nowhere yet start in the same call
+    first = set(plan.levels[0]) if plan.levels else set()
+    fresh = [o for o in to_start if o in first and not _alive_anywhere(o, owners[o], old)]
     skew: dict[str, float] = {}
+    settled = all(s.get("generation") == generation and s.get("supervisord") for s in old.values())
+    if not settled:
+        started_at = switch_all(session, generation, previous,
+                                {h: [o for o in fresh if h in owners[o]] for h in session.clients})
+        say(f"  [3/4] switched {len(files)} hosts to {generation}")
+        for o in fresh:
+            times = [started_at[h] for h in owners[o] if h in started_at]
+            skew[o] = max(times) - min(times) if times else 0.0
+        if fresh:
+            say(f"  [4/4] started {', '.join(f'{o} (skew {skew[o] * 1000:.0f} ms)' for o in fresh)}")
+    else:
+        fresh = []
+    # 4. the rest level by level: stop everywhere, then start everywhere (a gang)
     for level in plan.levels:
-        batch = [o for o in level if o in to_start]
+        batch = [o for o in level if o in to_start and o not in fresh]
         if not batch:
             continue
         for owner in batch:
@@ -178,37 +201,46 @@ def up(session: Session, files: dict[str, dict], generation: str, skip_preflight
         say(f"  {inst} NOT started: its HCCL links are not healthy:")
         for line in lines:
             say(f"    {line}")
-    return UpReport(generation, {h: s.get("generation") for h, s in old.items()}, to_start,
-                    [o for o in unchanged if o not in refused], skew, time.monotonic() - t0, refused)
+    return UpReport(generation, previous, to_start, unchanged, skew, time.monotonic() - t0, refused)
 
 
-def ensure_secret(session: Session, states: dict[str, dict]) -> None:
-    """Every host of the deployment holds the same agent key (0600, sent on stdin, never on a command line)."""
+def _alive_anywhere(owner: str, hosts: list[str], old: dict[str, dict]) -> bool:
+    return any(p["group"] == owner and p["state"] in ALIVE for h in hosts for p in old[h].get("programs", []))
+
+
+def plan_secret(session: Session, states: dict[str, dict]) -> tuple[bytes | None, set[str], bool]:
+    """The agent key every host must hold: (key, hosts to send it to, replace an existing one)."""
     ids = {h: s.get("secret_id") for h, s in states.items()}
     have = {i for i in ids.values() if i}
     if len(have) == 1 and all(ids.values()):
-        return
-    if len(have) == 1:
+        return None, set(), False
+    if len(have) == 1:  # a new host joins: it gets the key the others already share
         holder = next(h for h, i in ids.items() if i)
         key = session.clients[holder].call("secret", "--reveal")["secret"].encode()
-        targets, force = [h for h, i in ids.items() if not i], False
-    else:  # none yet, or hosts disagree: one new key for all
-        key, targets, force = secrets.token_hex(32).encode(), list(ids), bool(have)
-    args = ("--force",) if force else ()
-    session.each("install agent key", lambda c: c.call("secret", *args, stdin=key), targets)
+        return key, {h for h, i in ids.items() if not i}, False
+    # none yet, or hosts disagree: one new key for all
+    return secrets.token_hex(32).encode(), set(ids), bool(have)
 
 
 def _manifest_of(host_files: dict) -> dict:
     return json.loads(host_files["manifest.json"].content)
 
 
-def switch_all(session: Session, generation: str, previous: dict[str, str | None]) -> None:
-    """Switch every host; if any fails, put the ones that switched back on their previous generation."""
+def switch_all(session: Session, generation: str, previous: dict[str, str | None],
+               start: dict[str, list[str]] | None = None) -> dict[str, float]:
+    """Switch every host (and start ``start[host]`` groups there); if any host fails, put the
+    ones that switched back on their previous generation. Returns when each host started."""
     runtime = build_runtime().id
-    results, failures = fan_out(list(session.clients.values()), lambda c: c.call("switch", generation, runtime),
-                                key=lambda c: c.name, forks=session.forks)
+    start = start or {}
+
+    def switch(c: HostClient) -> dict:
+        extra = (f"--start={','.join(start[c.name])}",) if start.get(c.name) else ()
+        return c.call("switch", generation, runtime, *extra)
+
+    results, failures = fan_out(list(session.clients.values()), switch, key=lambda c: c.name,
+                                forks=session.forks)
     if not failures:
-        return
+        return {h: r["started"]["started_at"] for h, r in results.items() if r.get("started")}
     back = [session.clients[h] for h in results] + [session.clients[h] for h in failures]
     fan_out(back, lambda c: c.call("switch", previous.get(c.name) or "-", runtime), key=lambda c: c.name,
             forks=session.forks)

@@ -155,38 +155,75 @@ def act_state(root: str, args: list[str]) -> dict:
             "time": time.time()}
 
 
-def _safe_extract(tar: tarfile.TarFile, dest: str) -> None:
+STDIN: bytes | None = None  # set by the bootstrap when it has already read stdin
+
+
+def _stdin() -> bytes:
+    return STDIN if STDIN is not None else sys.stdin.buffer.read()
+
+
+def _members(tar: tarfile.TarFile, prefix: str) -> list[tarfile.TarInfo]:
+    """Regular files under ``prefix``/, renamed without it; anything else is refused."""
+    out = []
     for member in tar.getmembers():
-        target = os.path.realpath(os.path.join(dest, member.name))
-        if not target.startswith(os.path.realpath(dest) + os.sep) or member.issym() or member.islnk():
+        if not member.name.startswith(prefix + "/"):
+            continue
+        rel = member.name[len(prefix) + 1:]
+        if not member.isfile() or rel.startswith("/") or ".." in rel.split("/"):
             raise ValueError(f"refusing archive member {member.name!r}")
-    tar.extractall(dest)  # members checked above; modes kept (0600 env files)
+        copy = tarfile.TarInfo(rel)
+        copy.size, copy.mode, copy.mtime = member.size, member.mode, member.mtime
+        out.append((copy, member))
+    return out
 
 
-def _install_dir(tar_bytes: bytes, final: str) -> bool:
+def _install_dir(tar: tarfile.TarFile, prefix: str, final: str) -> bool:
     """Extract into a temp dir beside ``final`` and rename: a half-written dir is never used."""
     if os.path.isdir(final):
         return False
-    parent = os.path.dirname(final)
-    os.makedirs(parent, exist_ok=True)
+    members = _members(tar, prefix)
+    if not members:
+        return False
+    os.makedirs(os.path.dirname(final), exist_ok=True)
     tmp = f"{final}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp, mode=0o755)
-    with tarfile.open(fileobj=io.BytesIO(tar_bytes), mode="r:") as tar:
-        _safe_extract(tar, tmp)
+    for copy, member in members:
+        path = os.path.join(tmp, copy.name)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, copy.mode & 0o777)  # 0600 env files stay so
+        with os.fdopen(fd, "wb") as fh:
+            shutil.copyfileobj(tar.extractfile(member), fh)
     os.rename(tmp, final)
     return True
 
 
 def act_prepare(root: str, args: list[str]) -> dict:
-    """Upload the generation (stdin: a tar of its files) without touching what runs."""
+    """Upload a generation without touching what runs. stdin: a tar with gen/ (its files) and,
+    when the host needs it, secret (the deployment's agent key)."""
     generation = args[0]
     for sub, mode in (("run", 0o700), ("logs", 0o755), ("state", 0o755), ("gens", 0o755)):
         os.makedirs(os.path.join(root, sub), mode=mode, exist_ok=True)
     os.chmod(os.path.join(root, "run"), 0o700)
-    data = sys.stdin.buffer.read()
-    installed = _install_dir(data, os.path.join(root, "gens", generation)) if data else False
-    return {"generation": generation, "uploaded": installed}
+    data = _stdin()
+    uploaded = False
+    if data:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+            uploaded = _install_dir(tar, "gen", os.path.join(root, "gens", generation))
+            names = tar.getnames()
+            if "secret" in names:
+                _write_secret(root, tar.extractfile("secret").read().strip(), "--force-secret" in args)
+    return {"generation": generation, "uploaded": uploaded}
+
+
+def _write_secret(root: str, data: bytes, force: bool) -> None:
+    path = state_path(root, "secret")
+    if not data or (secret(root) is not None and not force):
+        return
+    fd = os.open(f"{path}.tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    os.replace(f"{path}.tmp", path)
 
 
 def _swap_symlink(link: str, target: str) -> None:
@@ -280,6 +317,9 @@ def act_switch(root: str, args: list[str]) -> dict:
         changes = {"added": [], "changed": [], "removed": [], "started_supervisord": True}
     else:
         changes = _apply_config(root)
+    start = [g for a in args[2:] if a.startswith("--start=") for g in a[len("--start="):].split(",") if g]
+    if start:  # owners that run nowhere yet start right away: one round trip less
+        changes["started"] = act_start(root, start)
     return {"previous": previous, "generation": generation, **changes}
 
 
@@ -310,17 +350,11 @@ def act_stop(root: str, args: list[str]) -> dict:
 
 def act_secret(root: str, args: list[str]) -> dict:
     """Install the deployment's agent key (stdin) or, with --reveal, hand it to the operator."""
-    path = state_path(root, "secret")
     if "--reveal" in args:
         key = secret(root)
         return {"secret": key.decode() if key else None}
-    data = sys.stdin.buffer.read().strip()
-    if data and (secret(root) is None or "--force" in args):
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        fd = os.open(f"{path}.tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(f"{path}.tmp", path)
+    os.makedirs(os.path.join(root, "state"), exist_ok=True)
+    _write_secret(root, _stdin().strip(), "--force" in args)
     key = secret(root)
     return {"secret_id": hashlib.sha256(key).hexdigest()[:12] if key else None}
 

@@ -70,10 +70,18 @@ def build_runtime() -> Runtime:
     return Runtime(f"{launcher.__version__}-{hashlib.sha256(data).hexdigest()[:12]}", data)
 
 
-def generation_tar(files: dict) -> bytes:
-    """One host's generation as a tar (modes kept: 0600 env files stay private)."""
+def payload(runtime: Runtime | None, files: dict | None, secret: bytes | None) -> bytes:
+    """What one host needs, as one tar: runtime/ (first time), gen/ (modes kept: 0600 env
+    files stay private), secret (the agent key). One upload, one round trip."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:", format=tarfile.PAX_FORMAT) as tar:
-        for path, f in files.items():
-            _add_bytes(tar, path, f.content, f.mode)
+        if runtime is not None:
+            with tarfile.open(fileobj=io.BytesIO(runtime.tar), mode="r:") as rt:
+                for member in rt.getmembers():
+                    data = rt.extractfile(member).read()
+                    _add_bytes(tar, f"runtime/{member.name}", data, member.mode)
+        for path, f in (files or {}).items():
+            _add_bytes(tar, f"gen/{path}", f.content, f.mode)
+        if secret is not None:
+            _add_bytes(tar, "secret", secret, 0o600)
     return buf.getvalue()
