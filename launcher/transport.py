@@ -82,12 +82,32 @@ class SshOptions:
     control_dir: str | None = None      # where OpenSSH keeps its shared connections
 
 
-def _control_dir(options: SshOptions) -> str:
-    base = options.control_dir or os.path.join(
-        os.environ.get("XDG_RUNTIME_DIR") or os.path.join(os.path.expanduser("~"), ".cache"),
-        "ascend-launcher", "ssh")
-    os.makedirs(base, mode=0o700, exist_ok=True)
-    return base
+# A unix socket path is at most ~107 bytes; OpenSSH adds "/<40-hex %C>.<16 random>".
+_MAX_CONTROL_DIR = 48
+
+
+def _private_dir(path: str) -> bool:
+    """Ours alone: a directory (not a symlink) owned by us, mode 0700 (created so if missing)."""
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        st = os.lstat(path)
+    except OSError:
+        return False
+    import stat
+    return stat.S_ISDIR(st.st_mode) and st.st_uid == os.getuid() and stat.S_IMODE(st.st_mode) == 0o700
+
+
+def _control_dir(options: SshOptions) -> str | None:
+    """Where shared connections live, or None (no sharing) when no short private dir exists."""
+    candidates = [options.control_dir] if options.control_dir else []
+    if os.environ.get("XDG_RUNTIME_DIR"):
+        candidates.append(os.path.join(os.environ["XDG_RUNTIME_DIR"], "ascend-launcher"))
+    candidates += [os.path.join(os.path.expanduser("~"), ".cache", "ascend-launcher", "ssh"),
+                   f"/tmp/ascend-launcher-ssh-{os.getuid()}"]
+    for path in candidates:
+        if len(path) <= _MAX_CONTROL_DIR and _private_dir(path):
+            return path
+    return None
 
 
 class OpenSshTransport:
@@ -109,8 +129,10 @@ class OpenSshTransport:
         argv = ["ssh", "-T", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
                 # a shared connection to a host that went away is noticed within ~9 s
                 "-o", f"ConnectTimeout={int(o.connect_timeout)}", "-o", "ServerAliveInterval=3",
-                "-o", "ServerAliveCountMax=3", "-o", "ControlMaster=auto",
-                "-o", f"ControlPath={_control_dir(o)}/%C", "-o", f"ControlPersist={self.PERSIST}"]
+                "-o", "ServerAliveCountMax=3"]
+        control = _control_dir(o)
+        argv += (["-o", "ControlMaster=auto", "-o", f"ControlPath={control}/%C",
+                  "-o", f"ControlPersist={self.PERSIST}"] if control else ["-o", "ControlMaster=no"])
         if o.config_file:
             argv += ["-F", o.config_file]
         if o.known_hosts:
@@ -152,7 +174,8 @@ class OpenSshTransport:
 
     def disconnect(self) -> None:
         """End the shared connection now (after `down`)."""
-        subprocess.run(self._base() + ["-O", "exit", self.host.address], capture_output=True, timeout=10)
+        if _control_dir(self.options):
+            subprocess.run(self._base() + ["-O", "exit", self.host.address], capture_output=True, timeout=10)
 
 
 class SshTransport:

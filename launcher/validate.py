@@ -18,6 +18,7 @@ RESERVED_ENV = frozenset({
     "RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "RANK_ID", "RANK_SIZE", "RANK_ID_START",
     "RANKTABLEFILE", "RANK_TABLE_FILE", "DEVICE_ID", "MASTER_ADDR", "MASTER_PORT",
 })
+MAX_SOCKET_PATH = 107       # sun_path is 108 bytes with its NUL
 MAX_DOMAIN_NODES = 4        # seed 001: at most 4 nodes per communication domain
 WARN_DOMAINS_PER_CLUSTER = 16
 MAX_DOMAINS_PER_CLUSTER = 512
@@ -68,6 +69,12 @@ class _Checker:
                     self.err(path, f"host {h.name} device {d.id}: {d.ip!r} is not an IPv4 address")
                 else:
                     ips.append((path, d.ip))
+            sock = f"{h.deploy_dir.rstrip('/')}/{self.t.name}/{h.name}/run/supervisor.sock"
+            if len(sock.encode()) > MAX_SOCKET_PATH:
+                self.err(("hosts", i, "deploy_dir") if "deploy_dir" in _keys(self.src, ("hosts", i)) else
+                         ("defaults", "deploy_dir"),
+                         f"host {h.name}: deploy_dir is too long: supervisord's socket {sock} would be "
+                         f"{len(sock.encode())} bytes, a unix socket path holds at most {MAX_SOCKET_PATH}")
             if h.container_ip is not None and not _is_ipv4(h.container_ip):
                 self.err(("hosts", i, "container_ip"), f"{h.container_ip!r} is not an IPv4 address")
         self.unique(ips, "device IP")
@@ -278,6 +285,17 @@ class _Checker:
         self.check_datadist()
         self.check_listeners()
         return sort_diagnostics(self.out)
+
+
+def _keys(src, path: tuple) -> set:
+    """Keys present at a path of the source document ({} when unknown)."""
+    node = getattr(src, "data", None)
+    for part in path:
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            return set()
+    return set(node) if isinstance(node, dict) else set()
 
 
 def _service_ports(spec) -> list[tuple[str, int]]:

@@ -8,6 +8,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
+import tempfile
 import signal
 import socket
 import subprocess
@@ -60,16 +62,20 @@ instances:
 def deployment(tmp_path):
     free_port.cached = free_port()
     files = []
+    # short: supervisord's socket lives under it, and a unix socket path holds at most 107 bytes
+    deploy = Path(tempfile.mkdtemp(prefix="lt-", dir="/tmp"))
+    (tmp_path / "deploy").symlink_to(deploy)
 
     def write(**kw) -> str:
         path = tmp_path / "topo.yaml"
-        path.write_text(topology(tmp_path / "deploy", **kw))
+        path.write_text(topology(deploy, **kw))
         files.append(str(path))
         return str(path)
 
     yield write
     if files:
         run_cli("down", files[-1], "--purge")
+    shutil.rmtree(deploy, ignore_errors=True)
 
 
 def status(path: str) -> list[dict]:

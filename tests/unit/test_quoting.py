@@ -6,7 +6,9 @@ received. Nothing is evaluated on the way (a `$(touch ...)` must not run).
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
+import tempfile
 import sys
 from pathlib import Path
 
@@ -48,7 +50,7 @@ def topology(canary: Path, deploy: Path, dump: Path, extra_env: dict | None = No
 
 def test_values_survive_env_file_and_launch_script(tmp_path: Path):
     canary = tmp_path / "canary"
-    deploy = tmp_path / "deploy"
+    deploy = Path(tempfile.mkdtemp(prefix="q-", dir="/tmp"))  # short: paths must fit a unix socket
     dump = tmp_path / "dump.json"
     result = compile_text(topology(canary, deploy, dump), "quoting.yaml")
     _, files = rendered(result.plan)
@@ -66,10 +68,11 @@ def test_values_survive_env_file_and_launch_script(tmp_path: Path):
     assert got["env"]["RANK"] == "0" and got["env"]["WORLD_SIZE"] == "1"
     assert got["env"]["RANKTABLEFILE"] == str(root / "current/ranktables/q.json")
     assert not canary.exists(), "a value was evaluated by the shell"
+    shutil.rmtree(deploy)
 
 
 def test_env_file_is_private_and_values_stay_off_the_command_line(tmp_path: Path):
-    text = topology(tmp_path / "c", tmp_path / "d", tmp_path / "dump", {"API_TOKEN": "s3cret-value"})
+    text = topology(tmp_path / "c", Path("/tmp/q"), tmp_path / "dump", {"API_TOKEN": "s3cret-value"})
     _, files = rendered(compile_text(text, "t.yaml").plan)
     env = files["h"]["env/q.env"]
     script = files["h"]["bin/q.sh"]

@@ -294,3 +294,10 @@ def test_two_clusters_on_one_rank(tmp_path):
         "{id: 4, instance: d1, role: decoder}", "{id: 4, instance: d0, role: decoder}")
     assert_error(tmp_path, text, "F:24:25: error: llm_datadist.clusters[3].instance: duplicate (instance, rank) of a "
                                  "cluster ('d0', 0) (also at llm_datadist.clusters[2].instance)")
+
+
+def test_deploy_dir_too_long_for_supervisords_socket(tmp_path):
+    long_dir = "/srv/" + "d" * 90
+    text = BASE_HOSTS.replace("name: t\n", f"name: t\ndefaults: {{deploy_dir: {long_dir}}}\n")
+    assert_error(tmp_path, text, "F:3:24: error: defaults.deploy_dir: host a: deploy_dir is too long: "
+                                 "supervisord's socket")
