@@ -207,7 +207,19 @@ class Launcher:
         self.tb, self.topo, self.python = tb, topo, python
         self.flags = ["--ssh-config", str(tb.ssh_config), "--known-hosts", str(tb.known_hosts)]
         path = ([str(SNAPSHOT)] if SNAPSHOT else []) + [str(REPO)]
-        self.env = dict(os.environ, PYTHONPATH=os.pathsep.join(path + [os.environ.get("PYTHONPATH", "")]))
+        # A launcher that keeps OpenSSH ControlMaster connections between commands puts them under
+        # $XDG_RUNTIME_DIR: keep them in our temp dir, where close_masters() finds them.
+        # Short: a unix socket path has at most 107 bytes and OpenSSH adds ~60 to this dir.
+        self.xdg = Path(tempfile.mkdtemp(prefix="ubx-", dir="/tmp"))
+        self.env = dict(os.environ, PYTHONPATH=os.pathsep.join(path + [os.environ.get("PYTHONPATH", "")]),
+                        XDG_RUNTIME_DIR=str(self.xdg))
+
+    def close_masters(self) -> int:
+        """End every shared SSH connection the launcher left (none for a paramiko launcher); how many."""
+        socks = [p for p in self.xdg.rglob("*") if p.is_socket()]
+        for sock in socks:
+            subprocess.run(["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "x"], capture_output=True, timeout=10)
+        return len(socks)
 
     def cli(self, *argv: str, check: bool = True, pre: tuple[str, ...] = ()) -> tuple[float, subprocess.CompletedProcess]:
         return run([self.python, *pre, "-m", "launcher", *argv, self.topo, *self.flags], f"launcher {argv[0]}",
@@ -215,6 +227,9 @@ class Launcher:
 
     def cycle(self) -> dict[str, float]:
         r: dict[str, float] = {}
+        left = self.close_masters()  # cold means no connection kept from an earlier command
+        if left:
+            log(f"closed {left} shared SSH connections the launcher had kept before this cold up")
         since = time.time()
         t0 = time.monotonic()
         r["up_cli"], _ = self.cli("up")
@@ -508,7 +523,10 @@ def kex_note(tb) -> str:
         pk = f"{agreed} (paramiko {paramiko.__version__})"
     except Exception as exc:  # informational only
         pk = f"? ({exc})"
-    return f"kex: OpenSSH client (floor, Ansible) {ossh}; launcher {pk}"
+    src = ((SNAPSHOT or REPO) / "launcher" / "transport.py").read_text()
+    if "OpenSshTransport" in src:  # the launcher runs the system's ssh by default (its paramiko is a fallback)
+        return f"kex: OpenSSH client (floor, Ansible, launcher's default ssh transport) {ossh}; paramiko fallback {pk}"
+    return f"kex: OpenSSH client (floor, Ansible) {ossh}; launcher (paramiko) {pk}"
 
 
 # --- profiling (optional) -------------------------------------------------------------------------
@@ -660,7 +678,7 @@ def main(argv: list[str] | None = None) -> int:
     snapshot_launcher(work)
     version = git_head()
     log(f"launcher measured: {version} (copied to {SNAPSHOT})")
-    tb = None
+    tb = launcher = None
     cols: dict[str, list[dict[str, float]]] = {"launcher": [], "floor": []}
     try:
         t0 = time.monotonic()
@@ -728,6 +746,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not stop the teardown
+        if launcher is not None:
+            launcher.close_masters()
+            shutil.rmtree(launcher.xdg, ignore_errors=True)
         if tb is not None:
             try:
                 tb.down()
