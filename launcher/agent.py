@@ -1,7 +1,8 @@
 """The per-host agent: watches this host's supervisord and restarts gangs, after the CLI is gone.
 
-One agent per host and deployment runs under that host's supervisord (autorestart). It polls
-supervisord over the unix socket. When a program of a gang that should run has exited, it
+One agent per host and deployment runs under that host's supervisord (autorestart) as an
+event listener: supervisord wakes it on every process state change, and it then reads the
+process table over the unix socket. When a program of a gang that should run has exited, it
 reports to the gang's leader (the agent on the instance's first host; for a service, the
 agent on that host), over TCP with an HMAC on every message (key: ROOT/state/secret, 0600,
 the same on all hosts of the deployment). The leader, within the restart budget
@@ -28,7 +29,6 @@ from typing import Any
 
 from . import hostside
 
-POLL = 0.5
 BACKOFF_INITIAL = 1.0
 BACKOFF_MAX = 30.0
 DEAD = {"EXITED", "FATAL", "STOPPED", "BACKOFF", "UNKNOWN"}
@@ -36,7 +36,8 @@ LOG_LINES = 10
 
 
 def log(msg: str) -> None:
-    print(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} agent: {msg}", flush=True)
+    # stdout is supervisord's event protocol; the log is stderr
+    print(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} agent: {msg}", file=sys.stderr, flush=True)
 
 
 # --- state files (shared with hostside, which updates them on deliberate start/stop) -------
@@ -240,14 +241,25 @@ class Agent:
         return {"ok": False, "error": f"unknown op {op!r}"}
 
     def run(self) -> None:
+        """supervisord event listener: woken by process state changes (and a 60 s tick as a
+        safety net), so an idle host costs nothing and a dead rank is seen at once."""
         threading.Thread(target=self.serve, daemon=True).start()
         log(f"watching {self.root}")
+        stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
         while True:
+            stdout.write(b"READY\n")
+            stdout.flush()
+            header = stdin.readline()
+            if not header:
+                return  # supervisord went away
+            fields = dict(tok.split(b":", 1) for tok in header.split() if b":" in tok)
+            stdin.read(int(fields.get(b"len", b"0")))
             try:
                 self.poll_once()
             except Exception as exc:  # a bad poll must not end supervision
                 log(f"poll failed: {exc}")
-            time.sleep(POLL)
+            stdout.write(b"RESULT 2\nOK")
+            stdout.flush()
 
 
 def op_group(op: str) -> str:

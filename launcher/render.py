@@ -161,12 +161,14 @@ def supervisor_conf(hp: HostPlan, hashes: dict[str, str]) -> bytes:
            f"pidfile={_ini(root)}/run/supervisord.pid\nchilddir=/\nidentifier=ascend-launcher:{_ini(hp.host.name)}\n\n",
            "[rpcinterface:supervisor]\nsupervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n\n",
            f"[supervisorctl]\nserverurl=unix://{_ini(root)}/run/supervisor.sock\n\n",
-           "[program:launcher-agent]\n"
+           # the agent is an event listener: woken by process state changes, idle otherwise
+           "[eventlistener:launcher-agent]\n"
            f"command=/bin/sh -c {_ini(sh_quote(f'exec python3 -m launcher.agent {sh_quote(root)}'))}\n"
            f"environment=PYTHONPATH=\"{_ini(root)}/runtime/current/site\"\n"
+           "events=PROCESS_STATE,TICK_60\nbuffer_size=1024\n"
            "autostart=true\nautorestart=true\nstartsecs=1\nstopasgroup=true\nkillasgroup=true\n"
-           f"redirect_stderr=true\nstdout_logfile={_ini(root)}/logs/launcher-agent.log\n"
-           "stdout_logfile_maxbytes=10MB\nstdout_logfile_backups=3\n\n"]
+           f"stderr_logfile={_ini(root)}/logs/launcher-agent.log\n"
+           "stderr_logfile_maxbytes=10MB\nstderr_logfile_backups=3\n\n"]
     for owner, programs in by_owner(hp.programs).items():
         for p in programs:
             command = f"/bin/sh {sh_quote(f'{root}/current/bin/{owner}.sh')}" + (f" {slot(p)}" if slot(p) else "")
