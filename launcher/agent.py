@@ -29,6 +29,8 @@ from typing import Any
 
 from . import hostside
 
+hostside._lazy()
+
 BACKOFF_INITIAL = 1.0
 BACKOFF_MAX = 30.0
 DEAD = {"EXITED", "FATAL", "STOPPED", "BACKOFF", "UNKNOWN"}
@@ -144,6 +146,7 @@ class Agent:
             st.update(state="FAILED", reason=cause, last_log=report.get("log", []), failed_at=now)
             states[group] = st
             write_json(path, states)
+            hostside.write_snapshot(self.root)
             self.all_members(gang, f"stop:{group}")
             return
         backoff = min(BACKOFF_INITIAL * 2 ** len(history), BACKOFF_MAX)
@@ -161,6 +164,7 @@ class Agent:
         states = read_json(path, {})
         states[group] = st
         write_json(path, states)
+        hostside.write_snapshot(self.root)
         log(f"gang {group}: restarted on all hosts (restart {st['restarts']}, start skew "
             f"{st['skew'] * 1000:.0f} ms)")
 
@@ -244,6 +248,7 @@ class Agent:
         """supervisord event listener: woken by process state changes (and a 60 s tick as a
         safety net), so an idle host costs nothing and a dead rank is seen at once."""
         threading.Thread(target=self.serve, daemon=True).start()
+        write_json(_state_path(self.root, "agent.pid"), os.getpid())
         log(f"watching {self.root}")
         stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
         while True:
@@ -256,6 +261,7 @@ class Agent:
             stdin.read(int(fields.get(b"len", b"0")))
             try:
                 self.poll_once()
+                hostside.write_snapshot(self.root)
             except Exception as exc:  # a bad poll must not end supervision
                 log(f"poll failed: {exc}")
             stdout.write(b"RESULT 2\nOK")

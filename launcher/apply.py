@@ -136,7 +136,7 @@ def up(session: Session, files: dict[str, dict], generation: str, skip_preflight
     preflight_flag = skip_preflight
     skip_preflight = skip_preflight or not plan.preflight
     say(f"up {plan.deployment}: generation {generation} on {len(plan.hosts)} hosts")
-    old = session.each("reaching hosts", lambda c: c.call("state", timeout=STATE_TIMEOUT))
+    old = session.each("reaching hosts", lambda c: c.state(timeout=STATE_TIMEOUT))
     say(f"  [1/4] reached {len(old)} hosts")
     previous = {h: s.get("generation") for h, s in old.items()}
 
@@ -272,7 +272,7 @@ def down(session: Session, purge: bool) -> dict[str, Any]:
 
 def status_rows(session: Session) -> list[dict[str, Any]]:
     """One row per program the plan expects, joined with what runs on its host."""
-    states = session.each("status", lambda c: c.call("state", timeout=STATE_TIMEOUT))
+    states = session.each("status", lambda c: c.state(timeout=STATE_TIMEOUT))
     gang_all: dict[str, dict] = {}
     for st in states.values():  # each gang's record lives on its leader's host
         gang_all.update(st.get("gang", {}))

@@ -15,18 +15,16 @@ from __future__ import annotations
 
 import hashlib
 import http.client
-import io
 import json
 import os
-import shutil
 import socket
-import subprocess
 import sys
-import tarfile
 import threading
 import time
 import xmlrpc.client
 from typing import Any
+
+# io, shutil, subprocess and tarfile are imported where needed: `state` (every status) skips them
 
 RUNNING_STATES = {"STARTING", "RUNNING", "BACKOFF", "STOPPING"}
 
@@ -135,12 +133,15 @@ def read_gang_state(root: str) -> dict:
     return read_json(state_path(root, "gang.json"), {})
 
 
-def programs_info(root: str) -> list[dict]:
-    if not supervisord_alive(root):
-        return []
+def programs_info(root: str) -> list[dict] | None:
+    """Every program's state in one RPC; None when supervisord does not answer."""
+    try:
+        infos = rpc(root, 10.0).supervisor.getAllProcessInfo()
+    except (OSError, xmlrpc.client.Error):
+        return None
     now = time.time()
     out = []
-    for p in rpc(root).supervisor.getAllProcessInfo():
+    for p in infos:
         out.append({"name": p["name"], "group": p["group"], "state": p["statename"], "pid": p["pid"] or None,
                     "uptime": round(now - p["start"], 1) if p["statename"] == "RUNNING" and p["start"] else None,
                     "exitstatus": p["exitstatus"], "spawnerr": p["spawnerr"] or None})
@@ -148,14 +149,35 @@ def programs_info(root: str) -> list[dict]:
 
 
 def act_state(root: str, args: list[str]) -> dict:
+    state = current_state(root)
+    state["runtime_missing"] = "--runtime-missing" in args
+    return state
+
+
+def current_state(root: str) -> dict:
+    """Everything the operator side needs to decide and report, read in one go."""
     key = secret(root)
-    return {"root": root, "runtime_missing": "--runtime-missing" in args,
-            "secret_id": hashlib.sha256(key).hexdigest()[:12] if key else None, "generation": current_generation(root), "supervisord": supervisord_alive(root),
-            "manifest": read_manifest(root), "programs": programs_info(root), "gang": read_gang_state(root),
+    programs = programs_info(root) if os.path.exists(socket_path(root)) else None
+    return {"root": root, "secret_id": hashlib.sha256(key).hexdigest()[:12] if key else None,
+            "generation": current_generation(root), "supervisord": programs is not None,
+            "manifest": read_manifest(root), "programs": programs or [], "gang": read_gang_state(root),
             "time": time.time()}
 
 
+def write_snapshot(root: str) -> None:
+    """state/snapshot.json: the state as of the last change, so `status` and a no-change `up`
+    read one file instead of starting Python on the host. Kept by the agent (on every process
+    state change) and by each action that changes something; trusted only while the agent lives."""
+    if os.path.isdir(os.path.join(root, "state")):
+        write_json(state_path(root, "snapshot.json"), current_state(root))
+
+
 STDIN: bytes | None = None  # set by the bootstrap when it has already read stdin
+
+
+def _lazy():
+    global io, shutil, subprocess, tarfile
+    import io, shutil, subprocess, tarfile  # noqa: E401
 
 
 def _stdin() -> bytes:
@@ -213,6 +235,7 @@ def act_prepare(root: str, args: list[str]) -> dict:
             names = tar.getnames()
             if "secret" in names:
                 _write_secret(root, tar.extractfile("secret").read().strip(), "--force-secret" in args)
+    write_snapshot(root)
     return {"generation": generation, "uploaded": uploaded}
 
 
@@ -320,6 +343,7 @@ def act_switch(root: str, args: list[str]) -> dict:
     start = [g for a in args[2:] if a.startswith("--start=") for g in a[len("--start="):].split(",") if g]
     if start:  # owners that run nowhere yet start right away: one round trip less
         changes["started"] = act_start(root, start)
+    write_snapshot(root)
     return {"previous": previous, "generation": generation, **changes}
 
 
@@ -337,6 +361,7 @@ def act_start(root: str, args: list[str]) -> dict:
     for group in args:
         set_desired(root, group, True)
         server.supervisor.startProcessGroup(group, False)
+    write_snapshot(root)
     return {"started_at": started_at, "groups": args}
 
 
@@ -345,6 +370,7 @@ def act_stop(root: str, args: list[str]) -> dict:
     for group in args:
         set_desired(root, group, False)  # before stopping: the agent must not see a failure
         server.supervisor.stopProcessGroup(group, True)
+    write_snapshot(root)
     return {"stopped": args}
 
 
@@ -355,6 +381,7 @@ def act_secret(root: str, args: list[str]) -> dict:
         return {"secret": key.decode() if key else None}
     os.makedirs(os.path.join(root, "state"), exist_ok=True)
     _write_secret(root, _stdin().strip(), "--force" in args)
+    write_snapshot(root)
     key = secret(root)
     return {"secret_id": hashlib.sha256(key).hexdigest()[:12] if key else None}
 
@@ -371,10 +398,10 @@ def act_down(root: str, args: list[str]) -> dict:
         server.supervisor.shutdown()
         _wait_gone(pid, 60)
         stopped = True
-    for leftover in ("supervisor.sock", "supervisord.pid"):
-        path = os.path.join(root, "run", leftover)
-        if os.path.lexists(path):
-            os.unlink(path)
+    for leftover in (os.path.join(root, "run", "supervisor.sock"), os.path.join(root, "run", "supervisord.pid"),
+                     state_path(root, "snapshot.json"), state_path(root, "agent.pid")):
+        if os.path.lexists(leftover):
+            os.unlink(leftover)
     if purge and os.path.isdir(root):
         shutil.rmtree(root)
     return {"stopped_supervisord": stopped, "purged": purge}
@@ -483,6 +510,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"error": f"usage: hostside {{{','.join(ACTIONS)}}} ROOT ..."}))
         return 2
     action, root = argv[0], argv[1]
+    if action != "state":
+        _lazy()
     try:
         result = ACTIONS[action](root, argv[2:])
     except Exception as exc:  # the operator side turns this into "host X: ..."

@@ -90,8 +90,24 @@ class HostClient:
             raise TransportError(self.name, reply["error"])
         return reply
 
-    def state(self) -> dict[str, Any]:
-        return self.call("state")
+    # The fast path: while the host's agent lives, its snapshot is the state (one `cat`, no Python).
+    FAST_STATE = ('r=$1; test -d "$r/runtime/$2/site/launcher" || echo runtime-missing; '
+                  'p=$(cat "$r/state/agent.pid" 2>/dev/null) && kill -0 "$p" 2>/dev/null && '
+                  'cat "$r/state/snapshot.json" 2>/dev/null')
+
+    def state(self, timeout: float = COMMAND_TIMEOUT) -> dict[str, Any]:
+        res = self.transport.run(["sh", "-c", self.FAST_STATE, "sh", self.root, self.runtime.id], timeout=timeout)
+        lines = res.stdout.decode("utf-8", "replace").splitlines()
+        missing = bool(lines) and lines[0] == "runtime-missing"
+        body = "\n".join(lines[1:] if missing else lines).strip()
+        if res.exit_code == 0 and body:
+            try:
+                snap = json.loads(body)
+                snap["runtime_missing"] = missing
+                return snap
+            except ValueError:
+                pass
+        return self.call("state", timeout=timeout)
 
     def ensure_runtime(self, state: dict[str, Any]) -> bool:
         if not state.get("runtime_missing"):
