@@ -341,7 +341,6 @@ def cmd_restart(args: argparse.Namespace) -> int:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    from .apply import Session
     result = compile_file(args.file)
     programs = [(hp.host.name, p.name) for hp in result.plan.hosts for p in hp.programs
                 if (args.host is None or hp.host.name == args.host) and (args.rank is None or p.rank == args.rank)

@@ -12,7 +12,7 @@ from typing import Any, Iterable
 from . import jsonfmt
 from .errors import SpecErrors
 from .graph import dependency_edges, start_levels
-from .model import (DEFAULT_RENDEZVOUS_PORT, DatasystemSpec, DDCluster, EtcdSpec, GenericSpec, Host,
+from .model import (DEFAULT_RENDEZVOUS_PORT, DatasystemSpec, EtcdSpec, GenericSpec, Host,
                     Instance, Limits, Probe, Service, Topology)
 from .plan import File, HostPlan, InstancePlan, LinkMember, Plan, Program, RankInfo
 from .ranktable import RankSlot, hccl_v1, pd_global, pd_host_entry, pd_local

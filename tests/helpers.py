@@ -5,6 +5,7 @@ import io
 import json
 import os
 import sys
+import time
 from contextlib import redirect_stderr
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,3 +50,14 @@ def write(tmp_path: Path, text: str, name: str = "topo.yaml") -> str:
     path = tmp_path / name
     path.write_text(text, encoding="utf-8")
     return os.fspath(path)
+
+
+def wait_for(predicate, timeout: float = 90.0, what: str = "condition"):
+    """Poll until predicate() is truthy and return it; fail naming what never happened."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.25)
+    raise AssertionError(f"timed out waiting for {what}")

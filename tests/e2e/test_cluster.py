@@ -9,13 +9,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import run_cli
+from tests.helpers import run_cli, wait_for
 
 TESTBED_HOSTS = 4
 HEALTH = 18610
@@ -85,16 +84,6 @@ def health(address: str, port: int) -> dict | None:
             return json.loads(resp.read())
     except OSError:
         return None
-
-
-def wait_for(predicate, timeout: float = 90.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def demo_health(tb) -> dict[str, dict] | None:

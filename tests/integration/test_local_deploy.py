@@ -13,12 +13,11 @@ import tempfile
 import signal
 import socket
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import run_cli
+from tests.helpers import run_cli, wait_for
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -85,16 +84,6 @@ def status(path: str) -> list[dict]:
 
 def pids(path: str, instance: str) -> dict[int, int]:
     return {r["rank"]: r["pid"] for r in status(path) if r["instance"] == instance}
-
-
-def wait_for(predicate, timeout: float = 60.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def all_running(path: str) -> bool:

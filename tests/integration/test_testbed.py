@@ -20,8 +20,7 @@ import pytest
 
 from tests.testbed import BASE_DIR, Testbed, TestbedError
 from tests.testbed.core import unavailable_reason
-# Until tests/conftest.py loads the plugin, importing the fixtures here registers them.
-from tests.testbed.fixtures import SKIP_PREFIX, skip_unless_available, testbed, testbed_factory  # noqa: F401
+from tests.testbed.fixtures import SKIP_PREFIX, skip_unless_available  # fixtures come from tests/conftest.py
 
 pytestmark = pytest.mark.e2e
 TESTBED_HOSTS = 4
