@@ -243,6 +243,13 @@ def _session(args: argparse.Namespace, result: Result):
     return Session(result.plan, forks=args.forks, ssh=ssh_options(args))
 
 
+def _locked(session, command: str):
+    """The deployment lock lives on its first host."""
+    from .lock import deployment_lock
+    first = next(iter(session.clients.values()))
+    return deployment_lock(first, command, warn=lambda msg: print(f"warning: {msg}", file=sys.stderr))
+
+
 def ssh_options(args: argparse.Namespace):
     from .transport import SshOptions
     return SshOptions(config_file=args.ssh_config, known_hosts=args.known_hosts, client=args.ssh_client)
@@ -253,7 +260,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     result = compile_file(args.file)
     _warn(result)
     gen, files = rendered(result.plan)
-    with _session(args, result) as session:
+    with _session(args, result) as session, _locked(session, "up"):
         report = up(session, files, gen, skip_preflight=args.skip_preflight)
     if args.json:
         _write(json.dumps({"generation": report.generation, "started": report.started,
@@ -295,7 +302,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_down(args: argparse.Namespace) -> int:
     from .apply import down
     result = compile_file(args.file)
-    with _session(args, result) as session:
+    with _session(args, result) as session, _locked(session, "down"):
         down(session, args.purge)
     _write(f"down: {result.plan.deployment} stopped on {len(result.plan.hosts)} hosts"
            + (" and its files removed\n" if args.purge else "\n"))
@@ -334,7 +341,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_restart(args: argparse.Namespace) -> int:
     from .apply import restart_instance
     result = compile_file(args.file)
-    with _session(args, result) as session:
+    with _session(args, result) as session, _locked(session, f"restart --instance {args.instance}"):
         skew = restart_instance(session, args.instance)
     _write(f"restart: {args.instance} restarted on all its hosts (start skew {skew * 1000:.0f} ms)\n")
     return EXIT_OK

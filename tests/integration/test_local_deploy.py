@@ -13,6 +13,7 @@ import tempfile
 import signal
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -207,3 +208,43 @@ def _alive(pid: int) -> bool:
         return False
     out = subprocess.run(["ps", "-o", "stat=", "-p", str(pid)], capture_output=True, text=True).stdout.strip()
     return bool(out) and not out.startswith("Z")
+
+
+def _hold(root: Path, **holder) -> Path:
+    lock = root / "itest" / "node-a" / "state" / "lock.d"
+    lock.mkdir(parents=True)
+    base = {"id": "other", "user": "alice", "machine": socket.gethostname(), "pid": os.getpid(),
+            "command": "up", "since": time.time(), "expires": time.time() + 120}
+    (lock / "holder.json").write_text(json.dumps({**base, **holder}))
+    return lock
+
+
+def test_a_second_operation_is_refused_naming_the_holder(deployment, tmp_path):
+    path = deployment()
+    root = (tmp_path / "deploy").resolve()
+    lock = _hold(root)  # a live process on this machine (this test) holds it
+    run = run_cli("up", path)
+    assert run.code == 1
+    assert f"deployment is busy: `up` by alice on {socket.gethostname()} (pid {os.getpid()}" in run.err
+    assert all(r["state"] == "ABSENT" for r in status(path))  # nothing was started
+    assert lock.exists()  # and the holder's lock is untouched
+    shutil.rmtree(lock)
+    assert run_cli("up", path).code == 0
+    assert not lock.exists()  # released after the up
+
+
+def test_stale_locks_are_taken_over_with_a_warning(deployment, tmp_path):
+    path = deployment()
+    root = (tmp_path / "deploy").resolve()
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    lock = _hold(root, pid=gone.pid)  # its process is gone
+    run = run_cli("up", path)
+    assert run.code == 0, run.err
+    assert f"warning: taking over a stale lock of `up` by alice" in run.err
+    assert f"its process {gone.pid} on {socket.gethostname()} is gone" in run.err
+    _hold(root, machine="elsewhere", expires=time.time() - 30)  # another machine, lease ran out
+    run = run_cli("down", path)
+    assert run.code == 0, run.err
+    assert "its lease ran out" in run.err
+    assert not lock.exists()
