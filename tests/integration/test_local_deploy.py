@@ -241,7 +241,7 @@ def test_stale_locks_are_taken_over_with_a_warning(deployment, tmp_path):
     lock = _hold(root, pid=gone.pid)  # its process is gone
     run = run_cli("up", path)
     assert run.code == 0, run.err
-    assert f"warning: taking over a stale lock of `up` by alice" in run.err
+    assert "warning: taking over a stale lock of `up` by alice" in run.err
     assert f"its process {gone.pid} on {socket.gethostname()} is gone" in run.err
     _hold(root, machine="elsewhere", expires=time.time() - 30)  # another machine, lease ran out
     run = run_cli("down", path)
