@@ -323,3 +323,27 @@ def tcp_matrix(session: Session) -> dict[str, str]:
     targets = tcp_targets(session.plan)
     replies = session.each("tcp check", lambda c: c.call("tcpcheck", *targets[c.name]), list(targets))
     return {f"{h} -> {t}": v for h, r in replies.items() for t, v in r["tcp"].items()}
+
+
+def diff(session: Session, files: dict[str, dict], generation: str) -> list[dict[str, Any]]:
+    """What `up` would do, per host and owner, without changing anything."""
+    states = session.each("reading hosts", lambda c: c.state(timeout=STATE_TIMEOUT))
+    rows = []
+    for host, st in states.items():
+        old = _owner_hashes(st.get("manifest"))
+        new = _owner_hashes(_manifest_of(files[host]))
+        alive = {p["group"] for p in st.get("programs", []) if p["state"] in ALIVE}
+        for owner in sorted(set(old) | set(new)):
+            if owner not in new:
+                change = "remove"
+            elif owner not in old:
+                change = "add"
+            elif old[owner] != new[owner]:
+                change = "restart (changed)"
+            elif owner not in alive:
+                change = "start (not running)"
+            else:
+                change = "none"
+            rows.append({"host": host, "owner": owner, "change": change,
+                         "generation": st.get("generation"), "new_generation": generation})
+    return rows

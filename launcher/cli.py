@@ -274,6 +274,23 @@ def cmd_up(args: argparse.Namespace) -> int:
     return EXIT_FAILED if report.refused else EXIT_OK
 
 
+def cmd_diff(args: argparse.Namespace) -> int:
+    from .apply import diff
+    result = compile_file(args.file)
+    gen, files = rendered(result.plan)
+    with _session(args, result) as session:
+        rows = diff(session, files, gen)
+    if args.json:
+        _write(json.dumps(rows) + "\n")
+    else:
+        _write(format_table(("HOST", "OWNER", "CHANGE", "RUNNING GEN", "NEW GEN"),
+                            [(r["host"], r["owner"], r["change"], r["generation"], r["new_generation"])
+                             for r in rows]))
+        n = sum(r["change"] != "none" for r in rows)
+        _write(f"{n} change{'s' if n != 1 else ''}; nothing was touched\n")
+    return EXIT_OK
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     from . import preflight
     from .apply import run_preflight, tcp_matrix
@@ -433,6 +450,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("up", cmd_up, "deploy a new generation and start what changed, as gangs", json_flag=True)
     sp.add_argument("--skip-preflight", action="store_true",
                     help="start instances without checking their HCCL links first (says so loudly)")
+    add_remote_flags(sp)
+    sp = add("diff", cmd_diff, "what `up` would change per host and instance; changes nothing", json_flag=True)
     add_remote_flags(sp)
     sp = add("discover", cmd_discover, "read device IPs marked `discover` into the lock file beside FILE")
     add_remote_flags(sp)

@@ -248,3 +248,22 @@ def test_stale_locks_are_taken_over_with_a_warning(deployment, tmp_path):
     assert run.code == 0, run.err
     assert "its lease ran out" in run.err
     assert not lock.exists()
+
+
+def test_diff_shows_what_up_would_change_and_touches_nothing(deployment):
+    path = deployment()
+    rows = json.loads(run_cli("diff", path, "--json").out)
+    assert {(r["host"], r["owner"], r["change"]) for r in rows} == {
+        (h, o, "add") for h in ("node-a", "node-b") for o in ("model", "other")}
+    assert all(r["state"] == "ABSENT" for r in status(path))  # diff started nothing
+    assert run_cli("up", path).code == 0
+    wait_for(lambda: all_running(path), what="RUNNING")
+    before = pids(path, "model")
+    path = deployment(model_env="changed")
+    table = run_cli("diff", path)
+    assert table.code == 0
+    lines = table.out.splitlines()
+    assert lines[0].split()[:3] == ["HOST", "OWNER", "CHANGE"]
+    assert sorted(ln.split()[2] for ln in lines[1:-1]) == ["none", "none", "restart", "restart"]
+    assert lines[-1] == "2 changes; nothing was touched"
+    assert pids(path, "model") == before
