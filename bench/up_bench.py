@@ -582,7 +582,7 @@ def profile_runs(tb, launcher: Launcher, out: Path) -> None:
         # 2. imports (only the first, run again in a separate process so it is not the one timed above)
         if kind == "cold":
             _, imp = run([launcher.python, "-X", "importtime", "-c",
-                          "import launcher.cli, launcher.apply, launcher.transport, paramiko, supervisor"],
+                          "import launcher.cli, launcher.apply, launcher.remote"],  # what `up` imports itself
                          "importtime", env=launcher.env)
             rows = []
             for ln in imp.stderr.decode().splitlines():
