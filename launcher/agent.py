@@ -30,6 +30,9 @@ from . import hostside
 
 hostside._lazy()
 
+STOP_TIMEOUT = 75.0   # > supervisord's stopwaitsecs (30 s) plus the SIGKILL that follows
+SEND_TIMEOUT = 120.0  # a member's stop may take STOP_TIMEOUT
+ATTEMPTS = 3          # a restart that fails (a member did not answer) is tried again, then FAILED
 BACKOFF_INITIAL = 1.0
 BACKOFF_MAX = 30.0
 DEAD = {"EXITED", "FATAL", "STOPPED", "BACKOFF", "UNKNOWN"}
@@ -77,7 +80,7 @@ class Agent:
     def conf(self) -> dict:
         return read_json(os.path.join(self.root, "current", "gang.json"), {"gangs": {}})
 
-    def send(self, address: str, body: dict, timeout: float = 60.0) -> dict:
+    def send(self, address: str, body: dict, timeout: float = SEND_TIMEOUT) -> dict:
         key = secret(self.root)
         if key is None:
             raise RuntimeError("no deployment secret")
@@ -93,7 +96,8 @@ class Agent:
     # --- local supervisord ---------------------------------------------------------------
     def local_stop(self, group: str) -> dict:
         set_desired(self.root, group, False)
-        hostside.rpc(self.root).supervisor.stopProcessGroup(group, True)
+        # supervisord waits up to stopwaitsecs (30 s) before SIGKILL: wait longer than that
+        hostside.rpc(self.root, STOP_TIMEOUT).supervisor.stopProcessGroup(group, True)
         return {"ok": True}
 
     def local_start(self, group: str) -> dict:
@@ -122,11 +126,30 @@ class Agent:
         if not lock.acquire(blocking=False):
             return  # a restart of this gang is already under way
         try:
-            self._restart(group, gang, report, conf)
-        except Exception as exc:  # keep the agent alive; the next poll retries
-            log(f"gang {group}: restart failed: {exc}")
+            for attempt in range(1, ATTEMPTS + 1):
+                try:
+                    self._restart(group, gang, report, conf)
+                    return
+                except Exception as exc:  # a member that did not answer: try the whole gang again
+                    log(f"gang {group}: restart attempt {attempt} failed: {exc}")
+                    error = exc
+            self._record_failed(group, f"restart failed {ATTEMPTS} times: {error}", report)
+            try:
+                self.all_members(gang, f"stop:{group}")
+            except Exception as exc:
+                log(f"gang {group}: could not stop it everywhere: {exc}")
         finally:
             lock.release()
+
+    def _record_failed(self, group: str, reason: str, report: dict) -> None:
+        path = _state_path(self.root, "gang.json")
+        states = read_json(path, {})
+        st = states.get(group, {"restarts": 0, "history": []})
+        st.update(state="FAILED", reason=reason, last_log=report.get("log", []), failed_at=time.time())
+        states[group] = st
+        write_json(path, states)
+        hostside.write_snapshot(self.root)
+        log(f"gang {group}: FAILED: {reason}")
 
     def _restart(self, group: str, gang: dict, report: dict, conf: dict) -> None:
         path = _state_path(self.root, "gang.json")

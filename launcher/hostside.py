@@ -392,11 +392,10 @@ def act_down(root: str, args: list[str]) -> dict:
     if os.path.isdir(os.path.join(root, "state")):
         write_json(state_path(root, "desired.json"), {})
     if supervisord_alive(root):
-        server = rpc(root)
-        server.supervisor.stopAllProcesses(True)
+        server = rpc(root, 60.0)
         pid = server.supervisor.getPID()
-        server.supervisor.shutdown()
-        _wait_gone(pid, 60)
+        server.supervisor.shutdown()  # stops every program (as groups) before it exits
+        _wait_gone(pid, 120)
         stopped = True
     for leftover in (os.path.join(root, "run", "supervisor.sock"), os.path.join(root, "run", "supervisord.pid"),
                      state_path(root, "snapshot.json"), state_path(root, "agent.pid")):
@@ -407,13 +406,24 @@ def act_down(root: str, args: list[str]) -> dict:
     return {"stopped_supervisord": stopped, "purged": purge}
 
 
-def _wait_gone(pid: int, timeout: float) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
+def _gone(pid: int) -> bool:
+    """Exited, also when not reaped yet (a zombie): its parent may be slow to wait for it."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[0] in (b"Z", b"X")
+    except (OSError, IndexError):
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
-            return
+            return True
+        except PermissionError:
+            return False
+        return False
+
+
+def _wait_gone(pid: int, timeout: float) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline and not _gone(pid):
         time.sleep(0.05)
 
 

@@ -1,18 +1,22 @@
 """The runtime shipped to hosts: the launcher's host-side code and supervisor, pure Python.
 
 Hosts have no internet and maybe a different CPU (aarch64): we ship source packages from
-the operator's own installation as one deterministic tar; the host needs only python3.
+the operator's own installation; the host needs only python3. Its id is a hash of the
+files (cheap: every command needs it); the tar is built only when a host lacks it, with
+bytecode compiled here (hash-based, unchecked pycs: a host whose Python matches ours skips
+compiling supervisor on its first start; any other host ignores them and compiles itself).
 """
 from __future__ import annotations
 
 import hashlib
-import io
-import os
-import tarfile
-from dataclasses import dataclass
-from functools import lru_cache
-
 import importlib.util
+import io
+import marshal
+import os
+import sys
+import tarfile
+from dataclasses import dataclass, field
+from functools import cached_property, lru_cache
 
 import launcher
 
@@ -22,15 +26,11 @@ WRAPPERS = {
     "launcher-agent": "launcher.agent",
 }
 _SKIP_DIRS = {"__pycache__", "tests"}
+Entry = tuple[str, bytes, int]  # archive name, content, mode
 
 
-@dataclass(frozen=True)
-class Runtime:
-    id: str
-    tar: bytes
-
-
-def _add_package(tar: tarfile.TarFile, pkg_dir: str, arc_prefix: str) -> None:
+def _package_files(pkg_dir: str, arc_prefix: str) -> list[Entry]:
+    out = []
     for dirpath, dirnames, filenames in os.walk(pkg_dir):
         dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS)
         for name in sorted(filenames):
@@ -38,13 +38,8 @@ def _add_package(tar: tarfile.TarFile, pkg_dir: str, arc_prefix: str) -> None:
                 continue
             path = os.path.join(dirpath, name)
             with open(path, "rb") as fh:
-                _add_bytes(tar, f"{arc_prefix}/{os.path.relpath(path, pkg_dir)}", fh.read(), 0o644)
-
-
-def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes, mode: int) -> None:
-    info = tarfile.TarInfo(name)
-    info.size, info.mode, info.mtime = len(data), mode, 0
-    tar.addfile(info, io.BytesIO(data))
+                out.append((f"{arc_prefix}/{os.path.relpath(path, pkg_dir)}", fh.read(), 0o644))
+    return out
 
 
 def _wrapper(module: str) -> bytes:
@@ -52,36 +47,79 @@ def _wrapper(module: str) -> bytes:
             f'PYTHONPATH="$site${{PYTHONPATH:+:$PYTHONPATH}}" exec python3 -m {module} "$@"\n').encode()
 
 
+def _pyc(name: str, source: bytes) -> Entry | None:
+    """An unchecked hash-based pyc (PEP 552) for this interpreter's cache tag."""
+    try:
+        code = compile(source, name, "exec", dont_inherit=True)
+    except SyntaxError:
+        return None
+    head, tail = os.path.split(name)
+    data = (importlib.util.MAGIC_NUMBER + (0b01).to_bytes(4, "little") + importlib.util.source_hash(source)
+            + marshal.dumps(code))
+    return (f"{head}/__pycache__/{tail[:-3]}.{sys.implementation.cache_tag}.pyc", data, 0o644)
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes, mode: int) -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.mode, info.mtime = len(data), mode, 0
+    tar.addfile(info, io.BytesIO(data))
+
+
+@dataclass(frozen=True)
+class Runtime:
+    id: str
+    entries: tuple[Entry, ...] = field(repr=False)
+
+    @cached_property
+    def members(self) -> bytes:
+        """The runtime as tar members under runtime/ without the end-of-archive blocks, built once:
+        each host's upload is these bytes followed by its own generation's tar."""
+        buf = io.BytesIO()
+        tar = tarfile.TarFile(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT)
+        for name, data, mode in self.entries:
+            _add(tar, f"runtime/{name}", data, mode)
+            if name.endswith(".py") and name.startswith("site/"):
+                pyc = _pyc(name, data)
+                if pyc:
+                    _add(tar, f"runtime/{pyc[0]}", pyc[1], pyc[2])
+        return buf.getvalue()  # members are written as added; close() would add the trailer
+
+    @cached_property
+    def tar(self) -> bytes:
+        """The runtime alone as a tar (for `install-runtime`)."""
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w:", format=tarfile.USTAR_FORMAT) as tar:
+            for name, data, mode in self.entries:
+                _add(tar, name, data, mode)
+        return buf.getvalue()
+
+
 @lru_cache(maxsize=1)
 def build_runtime() -> Runtime:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:", format=tarfile.PAX_FORMAT) as tar:
-        _add_package(tar, os.path.dirname(launcher.__file__), "site/launcher")
-        # find, not import, supervisor: importing it costs the CLI ~0.1 s for nothing
-        _add_package(tar, os.path.dirname(importlib.util.find_spec("supervisor").origin), "site/supervisor")
-        native = os.path.join(os.path.dirname(launcher.__file__), "_native")
-        for name in sorted(os.listdir(native)):  # built on the host by hostside (any CPU)
-            if name.endswith((".c", ".h")):
-                with open(os.path.join(native, name), "rb") as fh:
-                    _add_bytes(tar, f"native/{name}", fh.read(), 0o644)
-        for name, module in sorted(WRAPPERS.items()):
-            _add_bytes(tar, f"bin/{name}", _wrapper(module), 0o755)
-    data = buf.getvalue()
-    return Runtime(f"{launcher.__version__}-{hashlib.sha256(data).hexdigest()[:12]}", data)
+    pkg = os.path.dirname(launcher.__file__)
+    entries = _package_files(pkg, "site/launcher")
+    # find, not import, supervisor: importing it costs the CLI ~0.1 s for nothing
+    entries += _package_files(os.path.dirname(importlib.util.find_spec("supervisor").origin), "site/supervisor")
+    native = os.path.join(pkg, "_native")
+    for name in sorted(os.listdir(native)):  # built on the host by hostside (any CPU)
+        if name.endswith((".c", ".h")):
+            with open(os.path.join(native, name), "rb") as fh:
+                entries.append((f"native/{name}", fh.read(), 0o644))
+    entries += [(f"bin/{name}", _wrapper(module), 0o755) for name, module in sorted(WRAPPERS.items())]
+    h = hashlib.sha256()
+    for name, data, mode in entries:
+        h.update(f"{name}\0{mode:o}\0{len(data)}\0".encode())
+        h.update(data)
+    return Runtime(f"{launcher.__version__}-{h.hexdigest()[:12]}", tuple(entries))
 
 
 def payload(runtime: Runtime | None, files: dict | None, secret: bytes | None) -> bytes:
     """What one host needs, as one tar: runtime/ (first time), gen/ (modes kept: 0600 env
     files stay private), secret (the agent key). One upload, one round trip."""
     buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:", format=tarfile.PAX_FORMAT) as tar:
-        if runtime is not None:
-            with tarfile.open(fileobj=io.BytesIO(runtime.tar), mode="r:") as rt:
-                for member in rt.getmembers():
-                    data = rt.extractfile(member).read()
-                    _add_bytes(tar, f"runtime/{member.name}", data, member.mode)
+    with tarfile.open(fileobj=buf, mode="w:", format=tarfile.USTAR_FORMAT) as tar:
         for path, f in (files or {}).items():
-            _add_bytes(tar, f"gen/{path}", f.content, f.mode)
+            _add(tar, f"gen/{path}", f.content, f.mode)
         if secret is not None:
-            _add_bytes(tar, "secret", secret, 0o600)
-    return buf.getvalue()
+            _add(tar, "secret", secret, 0o600)
+    return (runtime.members if runtime is not None else b"") + buf.getvalue()

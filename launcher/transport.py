@@ -8,6 +8,7 @@ returns per-host results or errors, never a half-silent failure.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import shlex
 import shutil
@@ -82,8 +83,9 @@ class SshOptions:
     control_dir: str | None = None      # where OpenSSH keeps its shared connections
 
 
-# A unix socket path is at most ~107 bytes; OpenSSH adds "/<40-hex %C>.<16 random>".
-_MAX_CONTROL_DIR = 48
+# A unix socket path is at most ~107 bytes; we add "/<8-hex options>" and OpenSSH
+# "<40-hex %C>.<16 random>" while it creates the socket.
+_MAX_CONTROL_DIR = 38
 
 
 def _private_dir(path: str) -> bool:
@@ -131,7 +133,10 @@ class OpenSshTransport:
                 "-o", f"ConnectTimeout={int(o.connect_timeout)}", "-o", "ServerAliveInterval=3",
                 "-o", "ServerAliveCountMax=3"]
         control = _control_dir(o)
-        argv += (["-o", "ControlMaster=auto", "-o", f"ControlPath={control}/%C",
+        # a shared connection is reused only with the same ssh options: with another
+        # known_hosts or config file, the host key is verified again on a new connection
+        tag = hashlib.sha256(repr((o.config_file, o.known_hosts)).encode()).hexdigest()[:8]
+        argv += (["-o", "ControlMaster=auto", "-o", f"ControlPath={control}/{tag}%C",
                   "-o", f"ControlPersist={self.PERSIST}"] if control else ["-o", "ControlMaster=no"])
         if o.config_file:
             argv += ["-F", o.config_file]

@@ -30,7 +30,11 @@ def test_host_without_a_compiler_gets_a_clear_error(tmp_path, monkeypatch):
     bindir = tmp_path / "bin"
     bindir.mkdir()
     python = shutil.which("python3", path="/usr/bin") or sys.executable
-    os.symlink(python, bindir / "python3")  # the host has python3 and nothing else
+    os.symlink(python, bindir / "python3")  # the host has python3, a shell, and nothing else
+    for tool in ("sh", "cat", "test", "mkdir", "date", "kill"):
+        found = shutil.which(tool, path="/usr/bin:/bin")
+        if found:
+            os.symlink(found, bindir / tool)
     path = tmp_path / "topo.yaml"
     path.write_text(topology(tmp_path / "deploy"))
     monkeypatch.setenv("PATH", str(bindir))
