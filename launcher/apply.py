@@ -132,7 +132,10 @@ def _needs_start(owner: str, hosts: list[str], old: dict[str, dict], new_hashes:
 
 def up(session: Session, files: dict[str, dict], generation: str, skip_preflight: bool = False) -> UpReport:
     t0 = time.monotonic()
-    plan, say = session.plan, session.progress
+    plan = session.plan
+
+    def say(msg: str) -> None:  # progress with the time since the start, for people and profiles
+        session.progress(f"{msg}  [{time.monotonic() - t0:.1f} s]" if msg.startswith("  ") else msg)
     preflight_flag = skip_preflight
     skip_preflight = skip_preflight or not plan.preflight
     say(f"up {plan.deployment}: generation {generation} on {len(plan.hosts)} hosts")
