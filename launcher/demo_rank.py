@@ -42,6 +42,7 @@ EXIT_BARRIER = 4
 EXIT_FAIL_BARRIER = 5
 EXIT_HEALTH = 6
 EXIT_CRASH = 17
+STOP_GRACE = 5.0  # seconds between SIGTERM and a forced exit
 
 COMPLETED = "completed"
 DEFAULT_HEALTH_PORT = 18610
@@ -625,6 +626,11 @@ def _arm_signals() -> None:
     def on_signal(signum: int, _frame: Any) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        # whatever the main thread is blocked in, be gone within STOP_GRACE: a gang restart
+        # waits for every rank to stop, and supervisord would otherwise wait 30 s to SIGKILL
+        watchdog = threading.Timer(STOP_GRACE, os._exit, (EXIT_OK,))
+        watchdog.daemon = True  # never delays a clean exit
+        watchdog.start()
         raise Stopped(signal.Signals(signum).name)
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
