@@ -85,7 +85,7 @@ def run_preflight(session: Session, instances: list[str] | None = None) -> tuple
     """Run the link checker for the instances on their hosts, in parallel; failures per instance."""
     checks = preflight.checks_for(session.plan, instances)
     results, failures = fan_out(
-        checks, lambda chk: session.clients[chk.host].call("linkcheck", chk.hccn_tool or "-",
+        checks, lambda chk: session.clients[chk.host].call("linkcheck", *chk.tool_args,
                                                            stdin=json.dumps(chk.spec).encode(), timeout=300),
         key=lambda chk: chk.key, forks=session.forks)
     replies: dict[str, dict] = {}

@@ -56,7 +56,8 @@ def discover(topo: Topology, path: str, session_args: dict) -> tuple[Facts, bool
         def read(c):
             spec = {"host": c.name, "devices": [{"id": d, "ip": PLACEHOLDER} for d in want[c.name]],
                     "peers": [], "pings": 1, "timeout": 10}
-            reply = c.call("linkcheck", hosts[c.name].hccn_tool or "-", stdin=json.dumps(spec).encode())
+            reply = c.call("linkcheck", hosts[c.name].hccn_tool or "-", hosts[c.name].dcmi_lib or "-",
+                           stdin=json.dumps(spec).encode())
             if reply.get("report") is None:
                 raise LauncherError(reply.get("stderr") or "the link checker gave no report")
             return seen_ips(reply["report"])

@@ -477,11 +477,12 @@ def linkcheck_binary(root: str) -> str:
 
 
 def act_linkcheck(root: str, args: list[str]) -> dict:
-    """Run the link checker with the JSON spec on stdin; args: [HCCN_TOOL or '-']."""
-    spec = sys.stdin.buffer.read()
+    """Run the link checker with the JSON spec on stdin; args: HCCN_TOOL and DCMI_LIB paths, '-' for the default."""
+    spec = _stdin()
     env = dict(os.environ)
-    if args and args[0] != "-":
-        env["LAUNCHER_HCCN_TOOL"] = args[0]
+    for value, var in zip(args, ("LAUNCHER_HCCN_TOOL", "LAUNCHER_DCMI_LIB")):
+        if value != "-":
+            env[var] = value
     binary = linkcheck_binary(root)
     timeout = float(json.loads(spec).get("timeout", 10)) * 4 + 30
     proc = subprocess.run([binary, "--spec", "-", "--json"], input=spec, capture_output=True, env=env,

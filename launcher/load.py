@@ -79,7 +79,8 @@ def _host(h: Mapping[str, Any], defaults: Mapping[str, Any], facts: DeviceFacts)
         container_ip=h.get("container_ip"), transport=h.get("transport", "ssh"),
         ssh=Ssh(ssh.get("user"), ssh.get("port", 22), ssh.get("identity_file")),
         deploy_dir=h.get("deploy_dir", defaults.get("deploy_dir", DEFAULT_DEPLOY_DIR)),
-        devices=tuple(devices), hccn_tool=h.get("hccn_tool", defaults.get("hccn_tool")))
+        devices=tuple(devices), hccn_tool=h.get("hccn_tool", defaults.get("hccn_tool")),
+        dcmi_lib=h.get("dcmi_lib", defaults.get("dcmi_lib")))
 
 
 def _instance(i: Mapping[str, Any], defaults: Mapping[str, Any]) -> Instance:

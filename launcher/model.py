@@ -42,6 +42,7 @@ class Host:
     deploy_dir: str
     devices: tuple[Device, ...]
     hccn_tool: str | None = None  # None: the checker looks in the driver's path, then PATH
+    dcmi_lib: str | None = None   # None: the checker tries the driver's usual libdcmi.so paths
 
     def device(self, device_id: int) -> Device | None:
         return next((d for d in self.devices if d.id == device_id), None)

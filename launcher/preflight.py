@@ -22,7 +22,13 @@ class HostCheck:
     host: str
     hccn_tool: str | None
     spec: dict[str, Any]
-    link: str | None = None  # an LLM-DataDist link this check is for (the decoder side pings the listener)
+    link: str | None = None
+    dcmi_lib: str | None = None
+
+    @property
+    def tool_args(self) -> tuple[str, str]:
+        """hostside linkcheck's arguments: where hccn_tool and libdcmi.so are ('-': default)."""
+        return (self.hccn_tool or "-", self.dcmi_lib or "-")  # an LLM-DataDist link this check is for (the decoder side pings the listener)
 
     @property
     def key(self) -> str:
@@ -35,6 +41,7 @@ def checks_for(plan: Plan, instances: list[str] | None = None) -> list[HostCheck
     A world on one host talks over HCCS, not RoCE: it gets the device checks but no pings.
     """
     tools = {hp.host.name: hp.host.hccn_tool for hp in plan.hosts}
+    libs = {hp.host.name: hp.host.dcmi_lib for hp in plan.hosts}
     out = []
     for inst in plan.instances:
         if instances is not None and inst.name not in instances:
@@ -45,7 +52,7 @@ def checks_for(plan: Plan, instances: list[str] | None = None) -> list[HostCheck
             # the checker skips a device's own IP, so each device pings the other world_size - 1
             spec = {"host": host, "devices": [{"id": r.device_id, "ip": r.device_ip} for r in mine],
                     "peers": peers, "pings": PINGS, "max_loss": MAX_LOSS, "timeout": TOOL_TIMEOUT}
-            out.append(HostCheck(inst.name, host, tools[host], spec))
+            out.append(HostCheck(inst.name, host, tools[host], spec, dcmi_lib=libs[host]))
     # LLM-DataDist: the decoder's device must reach the prompt side's listen IP over RoCE
     # (the link goes NPU to NPU, so this is the device plane, not a host TCP port).
     for name, members in plan.links:
@@ -55,7 +62,7 @@ def checks_for(plan: Plan, instances: list[str] | None = None) -> list[HostCheck
                 continue
             spec = {"host": m.host, "devices": [{"id": m.device_id, "ip": m.device_ip}], "peers": listeners,
                     "pings": PINGS, "max_loss": MAX_LOSS, "timeout": TOOL_TIMEOUT}
-            out.append(HostCheck(m.instance, m.host, tools[m.host], spec, link=name))
+            out.append(HostCheck(m.instance, m.host, tools[m.host], spec, link=name, dcmi_lib=libs[m.host]))
     return out
 
 

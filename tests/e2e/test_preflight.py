@@ -175,3 +175,24 @@ def test_discover_writes_the_lock_file_once(testbed, npu, topo):
     moved = cli(testbed, "discover", topo)
     assert moved.code == 0 and moved.out.startswith("wrote")
     assert "1: 10.98.1.77" in lock.read_text()
+
+
+def test_dcmi_is_used_where_the_driver_library_loads(testbed, npu, topo, fake_tool):
+    """The fake libdcmi.so on each host reads the scenario beside it: DCMI answers the IP
+    check and adds a network-health check; hccn_tool still does link, optical and ping."""
+    for i, h in enumerate(testbed.hosts):
+        shutil.copy(fake_tool.parent / "libdcmi.so", Path(h.path("/srv/npu")) / "libdcmi.so")
+    Path(topo).write_text(Path(topo).read_text().replace(
+        "  hccn_tool: /srv/npu/hccn_tool\n", "  hccn_tool: /srv/npu/hccn_tool\n  dcmi_lib: /srv/npu/libdcmi.so\n"))
+    doc = json.loads(cli(testbed, "check", topo, "--json").out)
+    assert doc["ok"] is True, doc["failures"]
+    checks = [c for r in doc["checks"].values() for c in r["report"]["checks"]]
+    assert {c["source"] for c in checks if c["check"] in ("ip", "net_health")} == {"dcmi"}
+    assert len([c for c in checks if c["check"] == "net_health"]) == 8
+    npu(1, "dcmi_ip.0=10.98.1.99\nnet_health.3=3\n")
+    run = cli(testbed, "check", topo)
+    assert run.code == 1
+    assert "h2 device 0: ip: expected 10.98.1.1, seen 10.98.1.99 (dcmi: " in run.out
+    assert "h2 device 3: net_health: expected Success or Init, seen Unreachable (3) (dcmi: " in run.out
+    up = cli(testbed, "up", topo)
+    assert up.code == 1 and "model NOT started" in up.err
