@@ -358,6 +358,24 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_restart(args: argparse.Namespace) -> int:
     from .apply import restart_instance
     result = compile_file(args.file)
+    if args.rolling:
+        from .rolling import rolling_restart
+        names = args.instance or [i.name for i in result.plan.instances]
+        with _session(args, result) as session, _locked(session, "restart --rolling"):
+            report = rolling_restart(session, names, args.max_unavailable, args.ready_timeout)
+        if args.json:
+            _write(json.dumps({"restarted": report.restarted, "failed": report.failed, "reason": report.reason,
+                               "untouched": report.untouched, "seconds": report.seconds}) + "\n")
+        elif report.failed:
+            _write(f"rolling restart stopped: {report.failed} did not become ready ({report.reason}); "
+                   f"untouched: {', '.join(report.untouched) or 'none'}\n")
+        else:
+            _write(f"rolling restart: {', '.join(report.restarted)} restarted and ready, "
+                   f"at most {args.max_unavailable} down at a time\n")
+        return EXIT_FAILED if report.failed else EXIT_OK
+    if not args.instance or len(args.instance) != 1:
+        raise BadInput("restart needs one --instance NAME (or --rolling)")
+    args.instance = args.instance[0]
     with _session(args, result) as session, _locked(session, f"restart --instance {args.instance}"):
         skew = restart_instance(session, args.instance)
     _write(f"restart: {args.instance} restarted on all its hosts (start skew {skew * 1000:.0f} ms)\n")
@@ -463,8 +481,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_remote_flags(sp)
     sp = add("status", cmd_status, "a table of every rank and service process", json_flag=True)
     add_remote_flags(sp)
-    sp = add("restart", cmd_restart, "gang-restart one instance on all of its hosts")
-    sp.add_argument("--instance", required=True, metavar="NAME")
+    sp = add("restart", cmd_restart, "gang-restart one instance on all of its hosts, or roll through several",
+             json_flag=True)
+    sp.add_argument("--instance", action="append", metavar="NAME", help="the instance (repeat with --rolling)")
+    sp.add_argument("--rolling", action="store_true", help="instance by instance, each ready before the next")
+    sp.add_argument("--max-unavailable", type=int, default=1, metavar="K", help="instances down at once (default 1)")
+    sp.add_argument("--ready-timeout", type=float, default=120.0, metavar="S",
+                    help="how long an instance may take to pass its probe (default 120)")
     add_remote_flags(sp)
     sp = add("logs", cmd_logs, "show program logs")
     sp.add_argument("--rank", type=int)

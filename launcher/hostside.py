@@ -510,9 +510,50 @@ def act_tcpcheck(root: str, args: list[str]) -> dict:
     return {"tcp": out}
 
 
+def _probe_once(root: str, spec: dict) -> str | None:
+    """None when the probe passes, else what it saw."""
+    import urllib.request
+    kind, target = spec["kind"], spec["target"]
+    try:
+        if kind == "http":
+            with urllib.request.urlopen(target, timeout=spec.get("timeout", 5)) as resp:
+                return None if 200 <= resp.status < 300 else f"HTTP {resp.status}"
+        if kind == "tcp":
+            addr, _, port = target.rpartition(":")
+            with socket.create_connection((addr, int(port)), timeout=spec.get("timeout", 5)):
+                return None
+        if kind == "command":
+            proc = subprocess.run(target, capture_output=True, timeout=spec.get("timeout", 5))
+            return None if proc.returncode == 0 else f"exit {proc.returncode}: {proc.stderr[-200:]!r}"
+        if kind == "log":
+            import re
+            pattern = re.compile(target)
+            for program in spec.get("programs", []):
+                if any(pattern.search(line) for line in tail(os.path.join(root, "logs", f"{program}.log"), 200)):
+                    return None
+            return f"no log line matches {target!r} yet"
+    except Exception as exc:  # a probe that cannot connect is simply not ready
+        return f"{type(exc).__name__}: {exc}"
+    return f"unknown probe {kind}"
+
+
+def act_probe(root: str, args: list[str]) -> dict:
+    """Wait up to TIMEOUT s (args[0]) until every probe (stdin: JSON list) passes; report each."""
+    deadline = time.time() + float(args[0])
+    specs = json.loads(_stdin() or b"[]")
+    last: dict[int, str | None] = {}
+    while True:
+        last = {i: _probe_once(root, spec) for i, spec in enumerate(specs)}
+        if all(v is None for v in last.values()) or time.time() >= deadline:
+            break
+        time.sleep(min(spec.get("period", 1.0) for spec in specs) if specs else 0.5)
+    return {"ready": all(v is None for v in last.values()),
+            "probes": [{"probe": f"{s['kind']} {s['target']}", "error": last[i]} for i, s in enumerate(specs)]}
+
+
 ACTIONS = {"state": act_state, "prepare": act_prepare, "switch": act_switch, "start": act_start,
            "stop": act_stop, "down": act_down, "logs": act_logs, "secret": act_secret,
-           "linkcheck": act_linkcheck, "tcpcheck": act_tcpcheck}
+           "linkcheck": act_linkcheck, "tcpcheck": act_tcpcheck, "probe": act_probe}
 
 
 def main(argv: list[str] | None = None) -> int:
