@@ -27,6 +27,7 @@ from .transport import DEFAULT_FORKS, HostsFailed, SshOptions, fan_out, transpor
 
 Progress = Callable[[str], None]
 STATE_TIMEOUT = 30.0  # reading a host's state is quick; a host that does not answer is down
+READY_TIMEOUT = 120.0  # how long what others depend on may take to pass its probe
 ALIVE = {"STARTING", "RUNNING", "BACKOFF"}
 
 
@@ -130,7 +131,8 @@ def _needs_start(owner: str, hosts: list[str], old: dict[str, dict], new_hashes:
     return False
 
 
-def up(session: Session, files: dict[str, dict], generation: str, skip_preflight: bool = False) -> UpReport:
+def up(session: Session, files: dict[str, dict], generation: str, skip_preflight: bool = False,
+       ready_timeout: float = READY_TIMEOUT) -> UpReport:
     t0 = time.monotonic()
     plan = session.plan
 
@@ -189,13 +191,25 @@ def up(session: Session, files: dict[str, dict], generation: str, skip_preflight
             say(f"  [4/4] started {', '.join(f'{o} (skew {skew[o] * 1000:.0f} ms)' for o in fresh)}")
     else:
         fresh = []
-    # 4. the rest level by level: stop everywhere, then start everywhere (a gang)
-    for level in plan.levels:
+    # 4. the rest level by level: stop everywhere, then start everywhere (a gang); a level
+    # starts only when what it depends on (the levels before) passes its readiness probe
+    from .rolling import wait_ready
+    waiting: list[str] = [o for o in fresh]
+    for k, level in enumerate(plan.levels):
         batch = [o for o in level if o in to_start and o not in fresh]
         if not batch:
             continue
+        for dep in [o for o in waiting if o in owners]:
+            why = wait_ready(session, dep, owners[dep], ready_timeout)
+            if why:
+                blocked = [o for lv in plan.levels[k:] for o in lv if o in to_start and o not in fresh]
+                raise LauncherError(f"{dep} did not become ready ({why}); not started, as they wait for it: "
+                                    f"{', '.join(blocked)}")
+            say(f"  {dep} is ready")
+        waiting = []
         for owner in batch:
             skew[owner] = gang_start(session, owner, owners[owner])
+            waiting.append(owner)
         say(f"  [4/4] started {', '.join(f'{o} (skew {skew[o] * 1000:.0f} ms)' for o in batch)}")
     unchanged = [o for o in owners if o not in to_start and o not in refused]
     if unchanged:

@@ -261,7 +261,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     _warn(result)
     gen, files = rendered(result.plan)
     with _session(args, result) as session, _locked(session, "up"):
-        report = up(session, files, gen, skip_preflight=args.skip_preflight)
+        report = up(session, files, gen, skip_preflight=args.skip_preflight, ready_timeout=args.ready_timeout)
     if args.json:
         _write(json.dumps({"generation": report.generation, "started": report.started,
                            "unchanged": report.unchanged, "skew_seconds": report.skew,
@@ -468,6 +468,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("up", cmd_up, "deploy a new generation and start what changed, as gangs", json_flag=True)
     sp.add_argument("--skip-preflight", action="store_true",
                     help="start instances without checking their HCCL links first (says so loudly)")
+    sp.add_argument("--ready-timeout", type=float, default=120.0, metavar="S",
+                    help="how long what others depend on may take to pass its probe (default 120)")
     add_remote_flags(sp)
     sp = add("diff", cmd_diff, "what `up` would change per host and instance; changes nothing", json_flag=True)
     add_remote_flags(sp)

@@ -84,3 +84,18 @@ def test_roll_stops_at_an_instance_that_never_gets_ready(roll):
     assert "untouched: c" in run.out
     after = rows(path)
     assert after["a"]["pid"] != before["a"] and after["c"]["pid"] == before["c"]
+
+
+def test_up_starts_dependents_only_when_their_dependency_is_ready(roll, tmp_path):
+    path = Path(roll())
+    text = path.read_text()
+    # b depends on a; a's probe never passes: b must not start, and up says why
+    text = text.replace("  - name: b\n", "  - name: b\n    depends_on: [a]\n").replace(
+        "probe: {http: ':18710/health'", "probe: {http: ':18798/health'")
+    path.write_text(text.replace("timeout: 2, period: 0.2", "timeout: 1, period: 0.2"))
+    run = run_cli("up", str(path), "--ready-timeout", "4")
+    assert run.code == 1
+    assert "error: a did not become ready (solo: http http://127.0.0.1:18798/health:" in run.err
+    assert "not started, as they wait for it: b" in run.err
+    states = rows(str(path))
+    assert states["b"]["state"] != "RUNNING" and states["a"]["state"] == "RUNNING"
