@@ -26,7 +26,6 @@ from typing import Any
 
 # io, shutil, subprocess and tarfile are imported where needed: `state` (every status) skips them
 
-RUNNING_STATES = {"STARTING", "RUNNING", "BACKOFF", "STOPPING"}
 
 
 # --- state files shared with the agent ------------------------------------------------------
