@@ -177,21 +177,28 @@ def record(case: str, figures: dict[str, Any]) -> None:
     FIGURES.write_text(json.dumps(doc, indent=2) + "\n")
 
 
+@dataclass
+class Deployment:
+    path: str  # the topology now deployed (a test that `up`s a change moves it on)
+    dir: Path
+
+
 @pytest.fixture(scope="module")
-def deployed(testbed: Testbed, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def deployed(testbed: Testbed, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     """The three instances up and healthy; `down --purge` at the end."""
     FIGURES.unlink(missing_ok=True)
     for h in testbed.hosts[1:3]:
         Path(h.path(WEIGHTS)).write_text("ok\n")
-    path = str(tmp_path_factory.mktemp("roll") / "topo.yaml")
-    Path(path).write_text(topology(testbed))
+    dep = Deployment("", tmp_path_factory.mktemp("roll"))
+    dep.path = str(dep.dir / "topo.yaml")
+    Path(dep.path).write_text(topology(testbed))
     try:
-        run = cli(testbed, "up", path)
+        run = cli(testbed, "up", dep.path)
         assert run.code == 0, run.err
         wait_for(lambda: all_healthy(testbed), what="every rank of a, b, c past its barrier")
-        yield path
+        yield dep
     finally:
-        cli(testbed, "down", path, "--purge")
+        cli(testbed, "down", dep.path, "--purge")
 
 
 def lock_dir(tb: Testbed) -> Path:
@@ -206,11 +213,11 @@ def lock_holder(tb: Testbed) -> dict[str, Any] | None:
         return None
 
 
-def roll_watched(tb: Testbed, path: str, k: int) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
-    """`restart --rolling --max-unavailable K` while the probe client watches every rank."""
+def watched(tb: Testbed, *argv: str) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    """Run `launcher ARGV` while the probe client watches every rank, from before until after."""
     with ProbeClient(endpoints(tb)) as probes:
-        time.sleep(0.5)  # a baseline before the roll
-        proc = cli_proc(tb, "restart", path, "--rolling", "--max-unavailable", str(k), "--json")
+        time.sleep(0.5)  # a baseline before the command
+        proc = cli_proc(tb, *argv)
         out, err = proc.communicate(timeout=600)
         time.sleep(0.5)  # and after it: the last instance answers, not only its probe
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err), probes.figures() | {
@@ -219,11 +226,11 @@ def roll_watched(tb: Testbed, path: str, k: int) -> tuple[subprocess.CompletedPr
 
 
 @pytest.mark.parametrize("k", [1, 2])
-def test_rolling_restart_never_more_than_k_unavailable(testbed: Testbed, deployed: str, k: int) -> None:
-    path = deployed
+def test_rolling_restart_never_more_than_k_unavailable(testbed: Testbed, deployed: Deployment, k: int) -> None:
+    path = deployed.path
     wait_for(lambda: all_healthy(testbed), what="every rank healthy before the roll")
     before = pids(testbed, path)
-    run, figures = roll_watched(testbed, path, k)
+    run, figures = watched(testbed, "restart", path, "--rolling", "--max-unavailable", str(k), "--json")
     record(f"restart --rolling --max-unavailable {k}", figures)
     assert run.returncode == 0, run.stderr
     report = json.loads(run.stdout)
@@ -237,8 +244,8 @@ def test_rolling_restart_never_more_than_k_unavailable(testbed: Testbed, deploye
     assert all(s == {"RUNNING"} for s in states(testbed, path).values())
 
 
-def test_roll_stops_at_an_instance_that_fails_readiness(testbed: Testbed, deployed: str) -> None:
-    path = deployed
+def test_roll_stops_at_an_instance_that_fails_readiness(testbed: Testbed, deployed: Deployment) -> None:
+    path = deployed.path
     wait_for(lambda: all_healthy(testbed), what="every rank healthy before the roll")
     before = pids(testbed, path)
     b_hosts = testbed.hosts[1:3]
@@ -266,8 +273,8 @@ def test_roll_stops_at_an_instance_that_fails_readiness(testbed: Testbed, deploy
     assert again.code == 0, again.err
 
 
-def test_second_operation_is_refused_while_one_holds_the_lock(testbed: Testbed, deployed: str) -> None:
-    path = deployed
+def test_second_operation_is_refused_while_one_holds_the_lock(testbed: Testbed, deployed: Deployment) -> None:
+    path = deployed.path
     first = cli_proc(testbed, "restart", path, "--rolling")
     try:
         holder = wait_for(lambda: lock_holder(testbed), timeout=60, what="the roll's lock on h1")
@@ -290,8 +297,8 @@ def test_second_operation_is_refused_while_one_holds_the_lock(testbed: Testbed, 
     assert json.loads(run.out)["started"] == []  # nothing changed: the refused `down` really did nothing
 
 
-def test_stale_lock_of_a_killed_holder_is_taken_over(testbed: Testbed, deployed: str) -> None:
-    path = deployed
+def test_stale_lock_of_a_killed_holder_is_taken_over(testbed: Testbed, deployed: Deployment) -> None:
+    path = deployed.path
     victim = cli_proc(testbed, "restart", path, "--rolling")
     try:
         wait_for(lambda: lock_holder(testbed), timeout=60, what="the roll's lock on h1")
