@@ -275,7 +275,12 @@ def test_roll_stops_at_an_instance_that_fails_readiness(testbed: Testbed, deploy
 
 def test_second_operation_is_refused_while_one_holds_the_lock(testbed: Testbed, deployed: Deployment) -> None:
     path = deployed.path
-    first = cli_proc(testbed, "restart", path, "--rolling")
+    b_hosts = testbed.hosts[1:3]
+    # the first operation is a roll of b that waits for b's weights: it holds the lock until the
+    # test puts them back, however slowly the refused commands run on a busy machine
+    for h in b_hosts:
+        Path(h.path(WEIGHTS)).unlink()
+    first = cli_proc(testbed, "restart", path, "--rolling", "--instance", "b", "--ready-timeout", "300")
     try:
         holder = wait_for(lambda: lock_holder(testbed), timeout=60, what="the roll's lock on h1")
         assert holder["pid"] == first.pid and holder["command"] == "restart --rolling"
@@ -285,16 +290,23 @@ def test_second_operation_is_refused_while_one_holds_the_lock(testbed: Testbed, 
             assert "deployment is busy: `restart --rolling` by " in refused.err
             assert f"(pid {first.pid}, since " in refused.err and f"holds its lock on {testbed.hosts[0].name}" \
                 in refused.err
-        out, err = first.communicate(timeout=600)
+        assert first.poll() is None  # it held the lock throughout
     finally:
-        if first.poll() is None:
-            first.kill()
-            first.wait()
+        for h in b_hosts:
+            Path(h.path(WEIGHTS)).write_text("ok\n")
+        try:
+            out, err = first.communicate(timeout=300)
+        finally:
+            if first.poll() is None:
+                first.kill()
+                first.wait()
     assert first.returncode == 0, err
+    assert "rolling restart: b restarted and ready" in out
     assert not lock_dir(testbed).exists()  # released
     run = cli(testbed, "up", path, "--json")
     assert run.code == 0, run.err
     assert json.loads(run.out)["started"] == []  # nothing changed: the refused `down` really did nothing
+    wait_for(lambda: all_healthy(testbed), what="every rank healthy after the refused commands")
 
 
 def test_stale_lock_of_a_killed_holder_is_taken_over(testbed: Testbed, deployed: Deployment) -> None:
@@ -312,3 +324,4 @@ def test_stale_lock_of_a_killed_holder_is_taken_over(testbed: Testbed, deployed:
             and f"its process {victim.pid} on " in run.err and " is gone" in run.err), run.err
     assert not lock_dir(testbed).exists()
     wait_for(lambda: all_healthy(testbed), what="every rank healthy after the takeover's roll")
+
