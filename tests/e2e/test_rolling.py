@@ -320,7 +320,7 @@ def test_stale_lock_of_a_killed_holder_is_taken_over(testbed: Testbed, deployed:
     assert lock_dir(testbed).exists()  # the killed holder could not release it
     run = cli(testbed, "restart", path, "--rolling", "--ready-timeout", "60")
     assert run.code == 0, run.err
-    assert (f"warning: taking over a stale lock of `restart --rolling` by " in run.err
+    assert ("warning: taking over a stale lock of `restart --rolling` by " in run.err
             and f"its process {victim.pid} on " in run.err and " is gone" in run.err), run.err
     assert not lock_dir(testbed).exists()
     wait_for(lambda: all_healthy(testbed), what="every rank healthy after the takeover's roll")
