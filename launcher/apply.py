@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 from . import preflight
 from .errors import LauncherError
+from .interrupt import NEVER, Interrupt
 from .plan import Plan
 from .remote import HostClient
 from .runtime import build_runtime, payload
@@ -43,6 +44,7 @@ class Session:
     forks: int = DEFAULT_FORKS
     ssh: SshOptions = field(default_factory=SshOptions)
     progress: Progress = stderr_progress
+    interrupt: Interrupt = NEVER  # Ctrl-C: long operations stop at their next safe point
 
     def __post_init__(self) -> None:
         runtime = build_runtime()
@@ -125,6 +127,9 @@ def _needs_start(owner: str, hosts: list[str], old: dict[str, dict], new_hashes:
         state = old[h]
         if _owner_hashes(state.get("manifest")).get(owner) != new_hashes[h].get(owner):
             return True
+        started = (state.get("started") or {}).get(owner) or {}
+        if started.get("owner_hash") not in (None, new_hashes[h].get(owner)):
+            return True  # still runs an older config (an interrupted or stopped roll)
         progs = [p for p in state.get("programs", []) if p["group"] == owner]
         if not progs or any(p["state"] not in ALIVE for p in progs):
             return True
@@ -132,7 +137,7 @@ def _needs_start(owner: str, hosts: list[str], old: dict[str, dict], new_hashes:
 
 
 def up(session: Session, files: dict[str, dict], generation: str, skip_preflight: bool = False,
-       ready_timeout: float = READY_TIMEOUT) -> UpReport:
+       ready_timeout: float = READY_TIMEOUT, strategy: str = "auto", max_unavailable: int = 1) -> UpReport:
     t0 = time.monotonic()
     plan = session.plan
 
@@ -175,6 +180,7 @@ def up(session: Session, files: dict[str, dict], generation: str, skip_preflight
             + (f"; REFUSED {', '.join(refused)}" if refused else ""))
         to_start = [o for o in to_start if o not in refused]
 
+    session.interrupt.check("nothing was switched: every host is still on its previous generation")
     # 3. switch; owners of the first level that run nowhere yet start in the same call
     first = set(plan.levels[0]) if plan.levels else set()
     fresh = [o for o in to_start if o in first and not _alive_anywhere(o, owners[o], old)]
@@ -191,26 +197,18 @@ def up(session: Session, files: dict[str, dict], generation: str, skip_preflight
             say(f"  [4/4] started {', '.join(f'{o} (skew {skew[o] * 1000:.0f} ms)' for o in fresh)}")
     else:
         fresh = []
-    # 4. the rest level by level: stop everywhere, then start everywhere (a gang); a level
-    # starts only when what it depends on (the levels before) passes its readiness probe
-    from .rolling import wait_ready
-    waiting: list[str] = [o for o in fresh]
-    for k, level in enumerate(plan.levels):
-        batch = [o for o in level if o in to_start and o not in fresh]
-        if not batch:
-            continue
-        for dep in [o for o in waiting if o in owners]:
-            why = wait_ready(session, dep, owners[dep], ready_timeout)
-            if why:
-                blocked = [o for lv in plan.levels[k:] for o in lv if o in to_start and o not in fresh]
-                raise LauncherError(f"{dep} did not become ready ({why}); not started, as they wait for it: "
-                                    f"{', '.join(blocked)}")
-            say(f"  {dep} is ready")
-        waiting = []
-        for owner in batch:
-            skew[owner] = gang_start(session, owner, owners[owner])
-            waiting.append(owner)
-        say(f"  [4/4] started {', '.join(f'{o} (skew {skew[o] * 1000:.0f} ms)' for o in batch)}")
+    # 4. the rest level by level, each owner once what it depends on passes its probe
+    session.interrupt.check(f"every host is on generation {generation}; nothing else was restarted")
+    removed = {h: sorted(set(_owner_hashes(old[h].get("manifest"))) - set(new_hashes[h])) for h in old}
+    if any(removed.values()):
+        session.each("remove what the plan no longer has", lambda c: c.call("prune"),
+                     [h for h, r in removed.items() if r])
+        say(f"  removed {', '.join(sorted({o for r in removed.values() for o in r}))}")
+    from .levels import start_levels
+    rest = [o for o in to_start if o not in fresh]
+    progress = start_levels(session, rest, owners, old, generation=generation, strategy=strategy,
+                            max_unavailable=max_unavailable, ready_timeout=ready_timeout,
+                            not_ready={o: "refused by the link check" for o in refused}, skew=skew, say=say)
     unchanged = [o for o in owners if o not in to_start and o not in refused]
     if unchanged:
         say(f"  unchanged, left running: {', '.join(unchanged)}")
@@ -218,6 +216,7 @@ def up(session: Session, files: dict[str, dict], generation: str, skip_preflight
         say(f"  {inst} NOT started: its HCCL links are not healthy:")
         for line in lines:
             say(f"    {line}")
+    progress.raise_if_incomplete()
     return UpReport(generation, previous, to_start, unchanged, skew, time.monotonic() - t0, refused)
 
 
@@ -287,28 +286,66 @@ def down(session: Session, purge: bool) -> dict[str, Any]:
     return result
 
 
-def status_rows(session: Session) -> list[dict[str, Any]]:
-    """One row per program the plan expects, joined with what runs on its host."""
-    states = session.each("status", lambda c: c.state(timeout=STATE_TIMEOUT))
+def status_rows(session: Session, desired: str | None = None) -> list[dict[str, Any]]:
+    """One row per program the plan expects, joined with what runs on its host, plus drift:
+    a host on another generation than ``desired`` (what the topology renders now), a process
+    started from an older config of its owner, programs the plan does not have, unreachable
+    hosts, and owners waiting for a dependency (``waiting_on``)."""
+    states, failures = fan_out(list(session.clients.values()), lambda c: c.state(timeout=STATE_TIMEOUT),
+                               key=lambda c: c.name, forks=session.forks)
     gang_all: dict[str, dict] = {}
     for st in states.values():  # each gang's record lives on its leader's host
         gang_all.update(st.get("gang", {}))
     rows = []
     for hp in session.plan.hosts:
-        st = states[hp.host.name]
+        name = hp.host.name
+        if name in failures:
+            rows.extend(_row(p, name, "UNREACHABLE", drift=[f"unreachable: {failures[name]}"]) for p in hp.programs)
+            continue
+        st = states[name]
         running = {p["name"]: p for p in st.get("programs", [])}
+        hashes = _owner_hashes(st.get("manifest"))
+        gen = st.get("generation")
+        host_drift = [f"host runs generation {gen or 'none'}; the topology renders {desired}"] \
+            if desired and gen != desired else []
         for p in hp.programs:
             info = running.get(p.name, {})
             g = gang_all.get(p.owner, {})
             state = info.get("state", "ABSENT" if not st.get("supervisord") else "UNKNOWN")
+            waits = st.get("waiting", {}).get(p.owner)
             if g.get("state") == "FAILED":
                 state = "FAILED"
-            rows.append({"instance": p.owner, "host": hp.host.name, "rank": p.rank, "program": p.name,
-                         "state": state, "pid": info.get("pid"), "uptime": info.get("uptime"),
-                         "restarts": g.get("restarts", 0), "generation": st.get("generation"),
+            elif waits and state not in ALIVE:
+                state = "WAITING"
+            started = st.get("started", {}).get(p.owner) or {}
+            drift = list(host_drift)
+            stale = state in ALIVE and started.get("owner_hash") not in (None, hashes.get(p.owner))
+            if stale:
+                drift.append(f"runs the config of generation {started.get('generation')}; "
+                             f"generation {gen} changed it (not restarted yet)")
+            if waits:
+                drift.append(f"waits for {', '.join(waits['on'])}: {waits.get('reason', '')}")
+            rows.append({**_row(p, name, state, drift=drift), "pid": info.get("pid"), "uptime": info.get("uptime"),
+                         "restarts": g.get("restarts", 0), "generation": gen,
+                         "started_generation": started.get("generation"), "stale": stale,
+                         "waiting_on": waits["on"] if waits else [],
                          "exitstatus": info.get("exitstatus"), "reason": g.get("reason"),
                          "last_log": g.get("last_log", []) if state == "FAILED" else []})
+        planned = {p.name for p in hp.programs}
+        for extra in st.get("programs", []):
+            if extra["name"] not in planned and extra["group"] != "launcher-agent":
+                rows.append({"instance": extra["group"], "host": name, "rank": None, "program": extra["name"],
+                             "state": extra["state"], "pid": extra.get("pid"), "uptime": extra.get("uptime"),
+                             "restarts": 0, "generation": gen, "in_plan": False,
+                             "drift": [f"{extra['name']} is not in the plan ({extra['state']})"], "waiting_on": []})
+    for r in rows:
+        r["desired_generation"] = desired
     return rows
+
+
+def _row(p, host: str, state: str, drift: list[str]) -> dict[str, Any]:
+    return {"instance": p.owner, "host": host, "rank": p.rank, "program": p.name, "state": state, "pid": None,
+            "uptime": None, "restarts": 0, "generation": None, "in_plan": True, "drift": drift, "waiting_on": []}
 
 
 def tcp_targets(plan: Plan) -> dict[str, list[str]]:
@@ -357,6 +394,8 @@ def diff(session: Session, files: dict[str, dict], generation: str) -> list[dict
                 change = "add"
             elif old[owner] != new[owner]:
                 change = "restart (changed)"
+            elif ((st.get("started") or {}).get(owner) or {}).get("owner_hash") not in (None, new[owner]):
+                change = "restart (runs an older config)"
             elif owner not in alive:
                 change = "start (not running)"
             else:

@@ -14,6 +14,7 @@ from typing import Iterator, Sequence
 from . import __version__, jsonfmt
 from .errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, BadInput, LauncherError, SpecErrors
 from .expand import to_json_bytes
+from .interrupt import deferred_sigint
 from .pipeline import Result, compile_file, compile_text, rendered
 from .ranktable import pd_merge
 from .render import iter_files
@@ -260,8 +261,10 @@ def cmd_up(args: argparse.Namespace) -> int:
     result = compile_file(args.file)
     _warn(result)
     gen, files = rendered(result.plan)
-    with _session(args, result) as session, _locked(session, "up"):
-        report = up(session, files, gen, skip_preflight=args.skip_preflight, ready_timeout=args.ready_timeout)
+    with deferred_sigint() as intr, _session(args, result) as session, _locked(session, "up"):
+        session.interrupt = intr
+        report = up(session, files, gen, skip_preflight=args.skip_preflight, ready_timeout=args.ready_timeout,
+                    strategy=args.strategy, max_unavailable=args.max_unavailable)
     if args.json:
         _write(json.dumps({"generation": report.generation, "started": report.started,
                            "unchanged": report.unchanged, "skew_seconds": report.skew,
@@ -333,16 +336,34 @@ def _fmt_uptime(seconds: float | None) -> str | None:
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
+def _state_cell(r: dict) -> str:
+    if r["state"] == "WAITING" or r.get("waiting_on") and r["state"] != "RUNNING":
+        return f"WAITING ({', '.join(r['waiting_on'])})"
+    if not r.get("in_plan", True):
+        return f"{r['state']} (not in plan)"
+    return f"{r['state']} (old config)" if r.get("stale") else r["state"]
+
+
+def _drift_lines(rows: list[dict]) -> list[str]:
+    out = []
+    for r in rows:
+        for d in r.get("drift", []):
+            host_wide = d.startswith(("host runs", "unreachable"))  # said once per host, not per rank
+            out.append(f"{r['host']}: {d}" if host_wide else f"{r['host']}: {r['instance']}: {d}")
+    return list(dict.fromkeys(out))
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from .apply import status_rows
     result = compile_file(args.file)
+    desired, _ = rendered(result.plan)
     with _session(args, result) as session:
-        rows = status_rows(session)
+        rows = status_rows(session, desired)
     if args.json:
         _write(json.dumps(rows) + "\n")
     else:
         _write(format_table(("INSTANCE", "HOST", "RANK", "STATE", "PID", "UPTIME", "RESTARTS", "GENERATION"),
-                            [(r["instance"], r["host"], r["rank"], r["state"], r["pid"], _fmt_uptime(r["uptime"]),
+                            [(r["instance"], r["host"], r["rank"], _state_cell(r), r["pid"], _fmt_uptime(r["uptime"]),
                               r["restarts"], r["generation"]) for r in rows]))
         reported: set[str] = set()
         for r in rows:
@@ -351,7 +372,10 @@ def cmd_status(args: argparse.Namespace) -> int:
                 _write(f"\n{r['instance']} FAILED: {r['reason']}; restart budget spent, stopped on all hosts\n")
                 for line in r.get("last_log", [])[-10:]:
                     _write(f"  | {line}\n")
-    healthy = all(r["state"] == "RUNNING" for r in rows)
+        drift = _drift_lines(rows)
+        if drift:
+            _write(f"\ndrift (the topology wants generation {desired}):\n" + "".join(f"  {d}\n" for d in drift))
+    healthy = all(r["state"] == "RUNNING" and not r.get("drift") for r in rows)
     return EXIT_OK if healthy else EXIT_FAILED
 
 
@@ -361,7 +385,8 @@ def cmd_restart(args: argparse.Namespace) -> int:
     if args.rolling:
         from .rolling import rolling_restart
         names = args.instance or [i.name for i in result.plan.instances]
-        with _session(args, result) as session, _locked(session, "restart --rolling"):
+        with deferred_sigint() as intr, _session(args, result) as session, _locked(session, "restart --rolling"):
+            session.interrupt = intr
             report = rolling_restart(session, names, args.max_unavailable, args.ready_timeout)
         if args.json:
             _write(json.dumps({"restarted": report.restarted, "failed": report.failed, "reason": report.reason,
@@ -470,6 +495,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="start instances without checking their HCCL links first (says so loudly)")
     sp.add_argument("--ready-timeout", type=float, default=120.0, metavar="S",
                     help="how long what others depend on may take to pass its probe (default 120)")
+    sp.add_argument("--strategy", choices=("auto", "rolling", "all"), default="auto",
+                    help="how running instances that changed are restarted: rolling = K at a time, each ready "
+                         "before the next; all = at once; auto (default) = rolling when they have a readiness "
+                         "probe (they serve traffic), else all")
+    sp.add_argument("--max-unavailable", type=int, default=1, metavar="K",
+                    help="with the rolling strategy: instances down at once (default 1)")
     add_remote_flags(sp)
     sp = add("diff", cmd_diff, "what `up` would change per host and instance; changes nothing", json_flag=True)
     add_remote_flags(sp)

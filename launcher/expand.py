@@ -247,9 +247,10 @@ class _Expander:
             master=f"{self.hosts[i.hosts[0]].address}:{self.rdzv[i.name]}",
             ranktable_path=self.ranktable_path[i.name], ranktable=self.ranktable[i.name])
             for i in self.t.instances)
-        return Plan(self.t.name, hosts, instances, start_levels(dependency_edges(self.t)), self.pd_globals,
+        edges = dependency_edges(self.t)
+        return Plan(self.t.name, hosts, instances, start_levels(edges), self.pd_globals,
                     self.t.agent_port, self.t.preflight, self.t.restart_max, self.t.restart_window,
-                    tuple(self.links))
+                    tuple(self.links), {k: v for k, v in edges.items() if v})
 
 
 def host_root(deployment: str, host: Host) -> str:

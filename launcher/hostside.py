@@ -160,7 +160,8 @@ def current_state(root: str) -> dict:
     return {"root": root, "secret_id": hashlib.sha256(key).hexdigest()[:12] if key else None,
             "generation": current_generation(root), "supervisord": programs is not None,
             "manifest": read_manifest(root), "programs": programs or [], "gang": read_gang_state(root),
-            "time": time.time()}
+            "started": read_json(state_path(root, "started.json"), {}),
+            "waiting": read_json(state_path(root, "waiting.json"), {}), "time": time.time()}
 
 
 def write_snapshot(root: str) -> None:
@@ -311,16 +312,67 @@ def _wait_alive(root: str) -> None:
 
 
 def _apply_config(root: str) -> dict:
-    """What `supervisorctl update` does: reread, then add, replace and remove groups."""
+    """Reread the config and add the groups that are new. Nothing stops here: a changed group
+    keeps running its old config until it is restarted (`start` loads the new one), and a
+    removed one until `prune`; so a switch (and its rollback) never takes anything down."""
     server = rpc(root)
     added, changed, removed = server.supervisor.reloadConfig()[0]
-    for group in removed + changed:
+    if AGENT_GROUP in changed:  # the agent is ours, not a workload: it follows the runtime at once
+        server.supervisor.stopProcessGroup(AGENT_GROUP, True)
+        server.supervisor.removeProcessGroup(AGENT_GROUP)
+        added = [AGENT_GROUP, *added]
+    for group in added:
+        server.supervisor.addProcessGroup(group)
+    return {"added": added, "changed": [g for g in changed if g != AGENT_GROUP], "removed": removed}
+
+
+AGENT_GROUP = "launcher-agent"  # the [eventlistener:...] render.py writes
+
+
+def _reload_groups(server: Any, groups: list[str]) -> None:
+    """Give ``groups`` the current generation's config (a changed group is replaced, stopped)."""
+    added, changed, _ = server.supervisor.reloadConfig()[0]
+    for group in groups:
+        if group in changed:
+            server.supervisor.stopProcessGroup(group, True)
+            server.supervisor.removeProcessGroup(group)
+        if group in changed or group in added:
+            server.supervisor.addProcessGroup(group)
+
+
+def act_prune(root: str, args: list[str]) -> dict:
+    """Stop and remove the groups the current generation no longer has."""
+    server = rpc(root)
+    removed = server.supervisor.reloadConfig()[0][2]
+    for group in removed:
         set_desired(root, group, False)  # a deliberate stop: the agent must not restart it
         server.supervisor.stopProcessGroup(group, True)
         server.supervisor.removeProcessGroup(group)
-    for group in changed + added:
-        server.supervisor.addProcessGroup(group)
-    return {"added": added, "changed": changed, "removed": removed}
+    _update_state(root, "started.json", {g: None for g in removed})
+    write_snapshot(root)
+    return {"removed": removed}
+
+
+def _update_state(root: str, name: str, changes: dict) -> None:
+    """Merge ``changes`` into state/NAME (a None value deletes the key)."""
+    with _desired_lock:
+        path = state_path(root, name)
+        doc = read_json(path, {})
+        for k, v in changes.items():
+            if v is None:
+                doc.pop(k, None)
+            else:
+                doc[k] = v
+        write_json(path, doc)
+
+
+def act_wait(root: str, args: list[str]) -> dict:
+    """Record that groups wait for dependencies that are not ready (stdin: {group: {on, reason}});
+    `status` shows it until the group is started."""
+    marks = json.loads(_stdin() or b"{}")
+    _update_state(root, "waiting.json", {g: {**m, "since": time.time()} for g, m in marks.items()})
+    write_snapshot(root)
+    return {"waiting": sorted(marks)}
 
 
 def act_switch(root: str, args: list[str]) -> dict:
@@ -347,15 +399,20 @@ def act_switch(root: str, args: list[str]) -> dict:
 
 
 def act_start(root: str, args: list[str]) -> dict:
-    """Start whole groups (an instance's ranks on this host) at once; returns when spawned.
-
-    A deliberate start gives the gang a fresh restart budget (clears FAILED)."""
+    """Start whole groups (an instance's ranks on this host) at once, each with the current
+    generation's config; returns when spawned. A deliberate start gives the gang a fresh
+    restart budget (clears FAILED) and ends any wait recorded for it."""
     server = rpc(root)
+    _reload_groups(server, args)
     with _desired_lock:
         states = read_gang_state(root)
         for group in args:
             states.pop(group, None)
         write_json(state_path(root, "gang.json"), states)
+    _update_state(root, "waiting.json", {g: None for g in args})
+    hashes = {p["owner"]: p["owner_hash"] for p in (read_manifest(root) or {}).get("programs", [])}
+    _update_state(root, "started.json", {g: {"generation": current_generation(root), "owner_hash": hashes.get(g)}
+                                         for g in args})
     started_at = time.time()
     for group in args:
         set_desired(root, group, True)
@@ -551,7 +608,8 @@ def act_probe(root: str, args: list[str]) -> dict:
 
 
 ACTIONS = {"state": act_state, "prepare": act_prepare, "switch": act_switch, "start": act_start,
-           "stop": act_stop, "down": act_down, "logs": act_logs, "secret": act_secret,
+           "stop": act_stop, "prune": act_prune, "wait": act_wait, "down": act_down, "logs": act_logs,
+           "secret": act_secret,
            "linkcheck": act_linkcheck, "tcpcheck": act_tcpcheck, "probe": act_probe}
 
 

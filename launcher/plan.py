@@ -1,7 +1,7 @@
 """The frozen output model: what expansion decided, per host and per instance."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .model import Env, Host, Limits, Probe
@@ -93,6 +93,7 @@ class Plan:
     restart_max: int = 3                  # gang restarts allowed ...
     restart_window: float = 600.0         # ... within this many seconds; past it: FAILED
     links: tuple[tuple[str, tuple[LinkMember, ...]], ...] = ()  # LLM-DataDist domains (name, members)
+    depends: dict[str, tuple[str, ...]] = field(default_factory=dict)  # owner -> what it waits for
 
     def instance(self, name: str) -> InstancePlan | None:
         return next((i for i in self.instances if i.name == name), None)

@@ -74,6 +74,8 @@ def rolling_restart(session: Session, instances: list[str], max_unavailable: int
     say = session.progress
     for start in range(0, len(instances), max_unavailable):
         batch = instances[start:start + max_unavailable]
+        session.interrupt.check(f"restarted and ready: {', '.join(report.restarted) or 'none'}; "
+                                f"not restarted: {', '.join(instances[start:])}")
         t0 = time.monotonic()
         for inst in batch:
             gang_start(session, inst, owners[inst])

@@ -63,7 +63,7 @@ class LocalTransport:
             timeout: float = COMMAND_TIMEOUT) -> CommandResult:
         try:
             proc = subprocess.run(list(argv), input=stdin if stdin is not None else b"", capture_output=True,
-                                  timeout=timeout)
+                                  timeout=timeout, start_new_session=True)  # Ctrl-C is for us, not it
         except subprocess.TimeoutExpired:
             raise TransportError(self.host.name, f"command timed out after {timeout:.0f} s: {argv[0]}") from None
         except OSError as exc:
@@ -156,7 +156,7 @@ class OpenSshTransport:
         cmd = self._base() + [self.host.address, "--", shlex.join(argv)]  # quoted for the remote shell
         try:
             proc = subprocess.run(cmd, input=stdin if stdin is not None else b"", capture_output=True,
-                                  timeout=timeout)
+                                  timeout=timeout, start_new_session=True)  # Ctrl-C is for us, not it
         except subprocess.TimeoutExpired:
             raise TransportError(self.host.name, f"command timed out after {timeout:.0f} s: {argv[0]}") from None
         if proc.returncode == 255:  # ssh's own failure, not the remote command's

@@ -1,0 +1,159 @@
+"""Phase 4 of `up`: start what changed, dependency level by dependency level.
+
+- An owner (instance or service) starts only when every owner it depends on passes its
+  readiness probe, whether that one was restarted in this `up` or has been running for days.
+  One that cannot start is recorded on its hosts as waiting (status shows on what), and what
+  runs of it keeps running: nothing is taken down for a change that cannot be applied yet.
+- Owners not running anywhere start at once, each as a gang.
+- Owners that run and changed are restarted by strategy: `rolling` K at a time, each ready
+  before the next, stopping at the first that is not; `all` every one at once. `auto` rolls
+  when any of them has a readiness probe (it serves traffic), else restarts all.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Callable
+
+from .apply import Session, _alive_anywhere, gang_start
+from .errors import LauncherError
+from .rolling import wait_ready
+
+STRATEGIES = ("auto", "rolling", "all")
+
+
+@dataclass
+class LevelRun:
+    started: list[str] = field(default_factory=list)
+    not_ready: dict[str, str] = field(default_factory=dict)      # dependency -> why it is not ready
+    waiting: dict[str, list[str]] = field(default_factory=dict)  # owner -> dependencies it waits for
+    roll_failed: tuple[str, str] | None = None                   # (owner, why) that stopped a roll
+    untouched: list[str] = field(default_factory=list)           # left as they were after a stopped roll
+
+    def raise_if_incomplete(self) -> None:
+        lines = []
+        for dep, why in self.not_ready.items():
+            waiters = [o for o, deps in self.waiting.items() if dep in deps]
+            if waiters:
+                lines.append(f"{dep} did not become ready ({why}); not started, as they wait for it: "
+                             f"{', '.join(waiters)}")
+        if self.roll_failed:
+            owner, why = self.roll_failed
+            lines.append(f"rolling update stopped: {owner} did not become ready ({why}); "
+                         f"untouched (still on their previous config): {', '.join(self.untouched) or 'none'}")
+        if lines:
+            raise LauncherError("\n".join(lines))
+
+
+def _has_probe(session: Session, owner: str) -> bool:
+    return any(p.probe is not None for hp in session.plan.hosts for p in hp.programs if p.owner == owner)
+
+
+def resolve_strategy(session: Session, strategy: str, warm: list[str]) -> str:
+    if strategy not in STRATEGIES:
+        raise LauncherError(f"unknown strategy {strategy!r}; one of {', '.join(STRATEGIES)}")
+    if strategy != "auto":
+        return strategy
+    return "rolling" if any(_has_probe(session, o) for o in warm) else "all"
+
+
+def start_levels(session: Session, rest: list[str], owners: dict[str, list[str]], old: dict[str, dict], *,
+                 generation: str, strategy: str, max_unavailable: int, ready_timeout: float,
+                 not_ready: dict[str, str], skew: dict[str, float], say: Callable[[str], None]) -> LevelRun:
+    """Start ``rest`` (owners to (re)start, in any order) by levels; see the module doc."""
+    if max_unavailable < 1:
+        raise LauncherError("--max-unavailable must be at least 1")
+    plan = session.plan
+    run = LevelRun(not_ready=dict(not_ready))
+    ready: set[str] = set()
+    pending = [o for level in plan.levels for o in level if o in rest]
+
+    def blockers(owner: str) -> list[str]:
+        out = []
+        for dep in plan.depends.get(owner, ()):
+            if dep not in owners:
+                continue
+            if dep in run.waiting or dep in run.untouched or dep in run.not_ready:
+                out.append(dep)
+            elif dep not in ready:
+                why = wait_ready(session, dep, owners[dep], ready_timeout)
+                if why:
+                    run.not_ready[dep] = why
+                    say(f"  {dep} is NOT ready: {why}")
+                    out.append(dep)
+                else:
+                    ready.add(dep)
+                    say(f"  {dep} is ready")
+        return out
+
+    def where() -> str:
+        left = [o for o in pending if o not in run.started]
+        return (f"every host is on generation {generation}; restarted: {', '.join(run.started) or 'none'}; "
+                f"not yet (still on their previous config or stopped): {', '.join(left) or 'none'}; "
+                "`launcher up` again finishes it")
+
+    for level in plan.levels:
+        batch = [o for o in level if o in rest]
+        if not batch:
+            continue
+        if run.roll_failed:
+            run.untouched.extend(batch)
+            continue
+        go = []
+        for owner in batch:
+            deps = blockers(owner)
+            if deps:
+                run.waiting[owner] = deps
+            else:
+                go.append(owner)
+        _record_waiting(session, {o: run.waiting[o] for o in batch if o in run.waiting}, owners, run.not_ready)
+        cold = [o for o in go if not _alive_anywhere(o, owners[o], old)]
+        warm = [o for o in go if o not in cold]
+        for owner in cold:
+            session.interrupt.check(where())
+            skew[owner] = gang_start(session, owner, owners[owner])
+            run.started.append(owner)
+        if cold:
+            say(f"  [4/4] started {', '.join(f'{o} (skew {skew[o] * 1000:.0f} ms)' for o in cold)}")
+        if not warm:
+            continue
+        how = resolve_strategy(session, strategy, warm)
+        step = max_unavailable if how == "rolling" else len(warm)
+        if how == "rolling":
+            say(f"  rolling restart of {', '.join(warm)}: at most {max_unavailable} down, each ready before the next")
+        for i in range(0, len(warm), step):
+            session.interrupt.check(where())
+            group = warm[i:i + step]
+            for owner in group:
+                skew[owner] = gang_start(session, owner, owners[owner])
+                run.started.append(owner)
+            say(f"  [4/4] restarted {', '.join(f'{o} (skew {skew[o] * 1000:.0f} ms)' for o in group)}")
+            if how != "rolling":
+                continue
+            for owner in group:
+                why = wait_ready(session, owner, owners[owner], ready_timeout)
+                if why:
+                    run.roll_failed = (owner, why)
+                    run.untouched.extend(warm[i + step:])
+                    say(f"  {owner} did not become ready: {why}; the roll stops here")
+                    break
+                ready.add(owner)
+                say(f"  {owner} is ready")
+            if run.roll_failed:
+                break
+    return run
+
+
+def _record_waiting(session: Session, waiting: dict[str, list[str]], owners: dict[str, list[str]],
+                    not_ready: dict[str, str]) -> None:
+    """Tell the hosts of each waiting owner what it waits for, so `status` can say so."""
+    if not waiting:
+        return
+    per_host: dict[str, dict[str, dict]] = {}
+    for owner, deps in waiting.items():
+        reason = "; ".join(f"{d} not ready: {not_ready[d]}" if d in not_ready else f"{d} waits itself"
+                           for d in deps)
+        for h in owners[owner]:
+            per_host.setdefault(h, {})[owner] = {"on": deps, "reason": reason}
+    session.each("record what waits", lambda c: c.call("wait", stdin=json.dumps(per_host[c.name]).encode()),
+                 list(per_host))

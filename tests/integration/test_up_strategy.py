@@ -1,0 +1,153 @@
+"""`up` after a change, on real supervisord (local transport): rolling vs all, dependencies that
+are not ready, Ctrl-C at a safe point, and the drift `status` reports afterwards."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.helpers import run_cli, wait_for
+from tests.integration.test_rolling import roll, rows  # noqa: F401 (roll is a fixture)
+
+
+def bump(path: str, version: str, only: str | None = None) -> None:
+    """Give every instance (or only ``only``) the env V=version: a change that restarts it."""
+    text = Path(path).read_text()
+    head, insts = text.split("instances:\n", 1)
+    out = []
+    for block in insts.split("  - name: ")[1:]:
+        name = block.split("\n", 1)[0]
+        block = "\n".join(ln for ln in block.split("\n") if not ln.startswith("    env:"))
+        if only in (None, name):
+            block = block.replace("\n    devices:", f"\n    env: {{V: '{version}'}}\n    devices:", 1)
+        out.append(block)
+    Path(path).write_text(head + "instances:\n" + "".join("  - name: " + b for b in out))
+
+
+def up_running(path: str) -> dict[str, dict]:
+    run = run_cli("up", path)
+    assert run.code == 0, run.err
+    return wait_for(lambda: all_running(path), what="all RUNNING")
+
+
+def all_running(path: str) -> dict[str, dict] | None:
+    now = rows(path)
+    return now if all(r["state"] == "RUNNING" for r in now.values()) else None
+
+
+def test_rolling_strategy_restarts_one_at_a_time_each_ready(roll):
+    path = roll()
+    before = up_running(path)
+    bump(path, "2")
+    run = run_cli("up", path)  # auto: the instances have probes, so they roll
+    assert run.code == 0, run.err
+    assert "rolling restart of a, b, c: at most 1 down" in run.err
+    after = rows(path)
+    assert all(after[k]["pid"] != before[k]["pid"] for k in before)
+    # each became ready before the next went down: a has been up longest, c shortest
+    assert after["a"]["uptime"] >= after["b"]["uptime"] >= after["c"]["uptime"]
+    assert run.err.index("a is ready") < run.err.index("restarted b") < run.err.index("b is ready") \
+        < run.err.index("restarted c")
+
+
+def test_all_strategy_restarts_without_waiting_in_between(roll):
+    path = roll()
+    before = up_running(path)
+    bump(path, "2")
+    run = run_cli("up", path, "--strategy", "all")
+    assert run.code == 0, run.err
+    assert "rolling" not in run.err and "is ready" not in run.err
+    after = wait_for(lambda: all_running(path), what="all RUNNING")
+    assert all(after[k]["pid"] != before[k]["pid"] for k in before)
+
+
+def test_rolling_update_stops_at_an_instance_that_never_gets_ready(roll):
+    path = roll()
+    before = up_running(path)
+    # b now serves on another port than its probe asks: it never gets ready; c changes too
+    Path(path).write_text(Path(path).read_text().replace("--health-port, '18720'", "--health-port, '18729'"))
+    bump(path, "2", only="c")
+    run = run_cli("up", path, "--ready-timeout", "3")
+    assert run.code == 1
+    assert "rolling update stopped: b did not become ready" in run.err
+    assert "untouched (still on their previous config): c" in run.err
+    after = rows(path)
+    assert after["c"]["pid"] == before["c"]["pid"]
+    assert after["c"]["stale"] and after["c"]["state"] == "RUNNING"
+
+
+def test_ctrl_c_during_a_rolling_up_stops_at_a_safe_point_and_status_shows_it(roll):
+    path = roll()
+    before = up_running(path)
+    bump(path, "2")
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "-m", "launcher", "up", path], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+    seen = []
+    for line in proc.stderr:  # Ctrl-C while the first instance is being restarted
+        seen.append(line)
+        if "rolling restart of" in line:
+            proc.send_signal(signal.SIGINT)
+            break
+    rest = proc.communicate(timeout=120)[1]
+    err = "".join(seen) + rest
+    assert proc.returncode == 1, err
+    assert "interrupted: every host is on generation" in err and "restarted: a;" in err
+    assert "`launcher up` again finishes it" in err
+    after = rows(path)
+    # one whole generation: the new one is current everywhere, a runs it, b and c still run the old
+    # config and say so; nothing is half started
+    assert all(r["state"] == "RUNNING" for r in after.values())
+    assert after["a"]["pid"] != before["a"]["pid"] and not after["a"]["stale"]
+    assert {k for k, r in after.items() if r["stale"]} == {"b", "c"}
+    assert after["b"]["pid"] == before["b"]["pid"]
+    status = run_cli("status", path)
+    assert status.code == 1 and "RUNNING (old config)" in status.out
+    assert "b: runs the config of generation" in status.out
+    # diff and up see what is left to do; up finishes it
+    assert "restart (runs an older config)" in run_cli("diff", path).out
+    run = run_cli("up", path)
+    assert run.code == 0 and "unchanged, left running: a" in run.err
+    assert run_cli("status", path).code == 0
+
+
+def test_a_dependency_that_is_not_ready_holds_its_dependents_and_status_says_so(roll):
+    path = Path(roll())
+    path.write_text(path.read_text().replace("  - name: b\n", "  - name: b\n    depends_on: [a]\n"))
+    before = up_running(str(path))
+    os.kill(before["a"]["pid"], signal.SIGSTOP)  # a hangs: its probe times out, it is still "RUNNING"
+    try:
+        bump(str(path), "2", only="b")
+        run = run_cli("up", str(path), "--ready-timeout", "2")
+        assert run.code == 1
+        assert "a did not become ready" in run.err and "not started, as they wait for it: b" in run.err
+        after = rows(str(path))
+        assert after["b"]["pid"] == before["b"]["pid"]  # what runs keeps running
+        assert after["b"]["waiting_on"] == ["a"]
+        status = run_cli("status", str(path))
+        assert "b: waits for a: a not ready:" in status.out
+    finally:
+        os.kill(before["a"]["pid"], signal.SIGCONT)
+    run = run_cli("up", str(path))
+    assert run.code == 0, run.err
+    after = rows(str(path))
+    assert after["b"]["pid"] != before["b"]["pid"] and after["b"]["waiting_on"] == []
+
+
+def test_status_shows_programs_not_in_the_plan_and_a_host_on_another_generation(roll):
+    path = Path(roll())
+    up_running(str(path))
+    text = path.read_text()
+    path.write_text(text[:text.index("  - name: c\n")])  # c removed from the topology, not applied
+    run = run_cli("status", str(path), "--json")
+    assert run.code == 1
+    got = {r["instance"]: r for r in run.json()}
+    assert got["c"]["in_plan"] is False and got["c"]["state"] == "RUNNING"
+    assert any(d.startswith("host runs generation") for d in got["a"]["drift"])
+    table = run_cli("status", str(path)).out
+    assert "RUNNING (not in plan)" in table and "drift (the topology wants generation" in table
+    run = run_cli("up", str(path))  # applying it removes c
+    assert run.code == 0 and "removed c" in run.err
+    assert run_cli("status", str(path)).code == 0
