@@ -30,6 +30,7 @@ import resource
 import shutil
 import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -105,8 +106,7 @@ def memlock(testbed: Testbed) -> str:
 
 def _can_raise_memlock() -> bool:
     """Whether this machine lets root raise a hard memlock limit (CAP_SYS_RESOURCE)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)
-    if hard == resource.RLIM_INFINITY:
+    if resource.getrlimit(resource.RLIMIT_MEMLOCK)[1] == resource.RLIM_INFINITY:
         return True
     probe = subprocess.run(["sh", "-c", "ulimit -l unlimited"], capture_output=True)  # a child: ours stays
     return probe.returncode == 0
@@ -278,3 +278,130 @@ def test_up_starts_etcd_then_workers_then_models(testbed: Testbed, deployment: d
         env = environ(r["pid"])
         assert env["DS_WORKER_ADDR"] == f"{host.address}:{WORKER_PORT}"
         assert env["DS_ENABLE_REMOTE_H2D"] == "0" and env["PYTHONHASHSEED"] == "0"
+
+
+def test_wedged_etcd_holds_back_what_depends_on_it(testbed: Testbed, deployment: dict[str, Any]) -> None:
+    path = deployment["write"]()
+    assert cli(testbed, "up", path).code == 0
+    rows = wait_for(lambda: (lambda r: r if all_registered(testbed, r) else None)(status(testbed, path)),
+                    timeout=30, what="every worker registered")
+    etcd_pid = rows_of(rows, "etcd")[0]["pid"]
+    dependents = {r["program"] + "@" + r["host"]: r["pid"] for r in rows if r["instance"] != "etcd"}
+
+    os.kill(etcd_pid, signal.SIGSTOP)
+    deployment["stopped"] = etcd_pid
+    try:
+        changed = deployment["write"](worker_note="2")  # the workers' env changes: they must restart ...
+        run = cli(testbed, "up", changed, "--ready-timeout", "5")
+        # ... but not while etcd does not answer
+        assert run.code == 1, run.err
+        assert "etcd did not become ready" in run.err, run.err
+        assert "ds-worker" in run.err.split("etcd did not become ready", 1)[1], run.err
+        rows = status(testbed, changed)
+        assert {r["program"] + "@" + r["host"]: r["pid"] for r in rows if r["instance"] != "etcd"} == dependents
+        # nothing is taken down for a change that cannot be applied yet: the workers keep
+        # running their previous config, and status says what they wait for
+        workers = rows_of(rows, "ds-worker")
+        assert [r["waiting_on"] for r in workers] == [["etcd"]] * TESTBED_HOSTS, workers
+        assert all(r["state"] == "RUNNING" for r in workers), workers
+    finally:
+        os.kill(etcd_pid, signal.SIGCONT)
+        deployment["stopped"] = None
+
+    # etcd answers again: the same up now restarts the workers, which register again
+    run = cli(testbed, "up", changed)
+    assert run.code == 0, run.err
+    rows = status(testbed, changed)
+    assert all(r["state"] == "RUNNING" and not r["waiting_on"] for r in rows), rows
+    assert rows_of(rows, "etcd")[0]["pid"] == etcd_pid  # the same etcd, woken up, not replaced
+    workers = rows_of(rows, "ds-worker")
+    assert all(r["pid"] != dependents[r["program"] + "@" + r["host"]] for r in workers)
+    assert all(environ(r["pid"])["WORKER_NOTE"] == "2" for r in workers)
+    wait_for(lambda: all_registered(testbed, status(testbed, changed)), timeout=30,
+             what="every restarted worker registered in etcd again")
+
+
+def test_etcd_down_when_nothing_runs_yet_leaves_dependents_waiting(testbed: Testbed,
+                                                                   deployment: dict[str, Any]) -> None:
+    """Here the dependents are not running when `up` comes, so they are WAITING. etcd cannot come
+    back because another process holds its client port (etcd exits at once, the agent's restarts
+    fail the same way); the squatter accepts connections and never answers, as a wedged etcd."""
+    path = deployment["write"]()
+    assert cli(testbed, "up", path).code == 0
+    assert cli(testbed, "down", path).code == 0  # everything stopped, files kept
+    h1 = testbed.hosts[0]
+    assert h1.sshd_pid is not None
+    squatter = subprocess.Popen(
+        ["nsenter", "-t", str(h1.sshd_pid), "-m", "-n", "-u", "--", sys.executable, "-c", SQUAT, str(ETCD_CLIENT)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert squatter.stdout is not None and squatter.stdout.readline().strip() == "listening"
+        run = cli(testbed, "up", path, "--ready-timeout", "5")
+        assert run.code == 1, run.err
+        assert "etcd did not become ready" in run.err, run.err
+        waiters = run.err.split("etcd did not become ready", 1)[1]
+        assert "ds-worker" in waiters, run.err
+        rows = status(testbed, path)
+        workers = rows_of(rows, "ds-worker")
+        assert all(r["state"] == "WAITING" and r["waiting_on"] == ["etcd"] for r in workers), workers
+        models = [r for r in rows if r["instance"].startswith("model-")]
+        assert all(r["state"] == "WAITING" and r["waiting_on"] == ["ds-worker"] for r in models), models
+        table = cli(testbed, "status", path)
+        assert table.code == 1 and "WAITING (etcd)" in table.out, table.out
+        for h in testbed.hosts:  # not started: no worker and no model process anywhere
+            assert not [a for a in _ours_in(h.netns) if "dscli" in a or "demo" in a], h.name
+    finally:
+        squatter.kill()
+        squatter.wait()
+
+    run = cli(testbed, "up", path)
+    assert run.code == 0, run.err
+    rows = status(testbed, path)
+    assert all(r["state"] == "RUNNING" and not r["waiting_on"] for r in rows), rows
+    wait_for(lambda: all_registered(testbed, status(testbed, path)), timeout=30,
+             what="every worker registered once etcd is back")
+
+
+# Holds a port, accepts connections and never answers them.
+SQUAT = """
+import socket, sys, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", int(sys.argv[1]))); s.listen(64); print("listening", flush=True)
+held = []
+while True:
+    held.append(s.accept()[0])
+"""
+
+
+def test_down_purge_leaves_nothing(testbed: Testbed, deployment: dict[str, Any]) -> None:
+    path = deployment["last"] or deployment["write"]()
+    pids = [r["pid"] for r in status(testbed, path) if r["pid"]]
+    run = cli(testbed, "down", path, "--purge")
+    assert run.code == 0, run.err
+    for h in testbed.hosts:
+        assert not h.path(f"{DEPLOY}/{NAME}/{h.name}").exists()
+        wait_for(lambda: not _ours_in(h.netns), timeout=30, what=f"nothing of ours left on {h.name}")
+    for pid in pids:
+        wait_for(lambda: not _alive(pid), timeout=15, what=f"pid {pid} gone")
+
+
+def _ours_in(netns: str) -> list[str]:
+    """etcd, workers, models, supervisord or the agent still in a host's network namespace."""
+    out = []
+    for pid in subprocess.run(["ip", "netns", "pids", netns], capture_output=True, text=True).stdout.split():
+        try:
+            args = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if _alive(int(pid)) and any(k in args for k in ("etcd", "dscli", "supervisord", "launcher.agent",
+                                                         "launcher-demo-rank", "demo_rank")):
+            out.append(args)
+    return out
+
+
+def _alive(pid: int) -> bool:
+    """Exists and is not a zombie."""
+    try:
+        return not Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].startswith("Z")
+    except OSError:
+        return False
