@@ -6,6 +6,7 @@ continue across hosts (seed 004: the second server holds ranks 4..7).
 from __future__ import annotations
 
 import json
+import posixpath
 from collections import defaultdict
 from typing import Any, Iterable
 
@@ -290,7 +291,11 @@ def etcd_argv(svc: Service, spec: EtcdSpec, host: Host, hosts: dict[str, Host], 
 
 
 def etcd_probe(spec: EtcdSpec, host: Host) -> Probe:
-    return Probe(command=("etcdctl", "--endpoints", f"http://{host.address}:{spec.client_port}",
+    """`etcdctl endpoint health` at this member's address (what clients use; probes run on the
+    member's host). With `binary:` a path, etcdctl is the one beside it, as etcd's release
+    archives ship them, since such a host may have no etcdctl on PATH; else etcdctl from PATH."""
+    etcdctl = posixpath.join(posixpath.dirname(spec.binary), "etcdctl") if "/" in spec.binary else "etcdctl"
+    return Probe(command=(etcdctl, "--endpoints", f"http://{host.address}:{spec.client_port}",
                           "endpoint", "health"))
 
 

@@ -65,9 +65,18 @@ def test_etcd_probe_asks_each_member_at_its_own_address() -> None:
     assert set(etcd) == {"a", "b"}
     for host, address in (("a", "10.0.0.1"), ("b", "10.0.0.2")):
         assert etcd[host].probe is not None
-        assert etcd[host].probe.command == ("etcdctl", "--endpoints", f"http://{address}:2345", "endpoint", "health")
+        # etcdctl beside a binary given as a path: such a host may have none on PATH
+        assert etcd[host].probe.command == ("/opt/etcd/bin/etcdctl", "--endpoints", f"http://{address}:2345",
+                                            "endpoint", "health")
         assert etcd[host].argv[0] == "/opt/etcd/bin/etcd"
         assert f"http://{address}:2345" in etcd[host].argv
+
+
+def test_etcd_probe_uses_etcdctl_from_path_with_the_default_binary() -> None:
+    etcd = programs(TOPOLOGY.replace(", binary: /opt/etcd/bin/etcd", ""), "etcd")
+    assert etcd["a"].argv[0] == "etcd"
+    assert etcd["a"].probe is not None and etcd["a"].probe.command is not None
+    assert etcd["a"].probe.command[0] == "etcdctl"
 
 
 def test_dscli_path_addresses_and_numa_flags() -> None:
