@@ -37,6 +37,7 @@ BACKOFF_INITIAL = 1.0
 BACKOFF_MAX = 30.0
 DEAD = {"EXITED", "FATAL", "STOPPED", "BACKOFF", "UNKNOWN"}
 LOG_LINES = 10
+DEPENDENCY_POLL = 2.0  # how often a gang waiting for its dependencies probes them again
 
 
 def log(msg: str) -> None:
@@ -178,6 +179,8 @@ class Agent:
         log(f"gang {group}: {cause}; stopping it on {len(gang['members'])} hosts, restart in {backoff:.0f} s")
         self.all_members(gang, f"stop:{group}")
         time.sleep(backoff)
+        if not self._wait_for_dependencies(group, gang):
+            return
         replies = self.all_members(gang, f"start:{group}")
         times = [r["started_at"] for r in replies]
         history.append(time.time())
@@ -189,6 +192,32 @@ class Agent:
         hostside.write_snapshot(self.root)
         log(f"gang {group}: restarted on all hosts (restart {st['restarts']}, start skew "
             f"{st['skew'] * 1000:.0f} ms)")
+
+    def _wait_for_dependencies(self, group: str, gang: dict) -> bool:
+        """Hold a gang's restart until what it depends on passes its probes (etcd back, ...);
+        waiting spends no restart budget, and `status` shows what it waits for. False when
+        someone else took over meanwhile (a deliberate stop, or `up` started it)."""
+        since = None
+        while True:
+            why = [f"{d['owner']}: {spec['kind']} {spec['target']}: {err}" for d in gang.get("depends", [])
+                   for spec in d["probes"] if (err := hostside._probe_once(self.root, spec))]
+            if not why:
+                break
+            if since is None:
+                since = time.time()
+                on = list(dict.fromkeys(w.split(":", 1)[0] for w in why))
+                log(f"gang {group}: waits for {', '.join(on)} before it starts again: {why[0]}")
+                hostside._update_state(self.root, "waiting.json",
+                                       {group: {"on": on, "reason": "; ".join(why), "since": since}})
+                hostside.write_snapshot(self.root)
+            time.sleep(DEPENDENCY_POLL)
+            if not hostside.read_json(_state_path(self.root, "waiting.json"), {}).get(group):
+                log(f"gang {group}: no longer waiting (stopped or started by the operator)")
+                return False
+        if since is not None:
+            hostside._update_state(self.root, "waiting.json", {group: None})
+            log(f"gang {group}: its dependencies are ready after {time.time() - since:.1f} s")
+        return True
 
     # --- watching ------------------------------------------------------------------------------
     def poll_once(self) -> None:

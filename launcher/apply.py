@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 from . import preflight
 from .errors import LauncherError
+from .graph import relink_after
 from .interrupt import NEVER, Interrupt
 from .plan import Plan
 from .remote import HostClient
@@ -168,6 +169,7 @@ def up(session: Session, files: dict[str, dict], generation: str, skip_preflight
     new_hashes = {h: _owner_hashes(_manifest_of(files[h])) for h in files}
     owners = owners_on(plan)
     to_start = [o for o, hosts in owners.items() if _needs_start(o, hosts, old, new_hashes)]
+    to_start += relink_after(plan.links, to_start)  # LLM-DataDist: decoders relink to restarted prompts
     refused: dict[str, list[str]] = {}
     instances = [i.name for i in plan.instances if i.name in to_start]
     if instances and skip_preflight:
@@ -271,11 +273,37 @@ def gang_start(session: Session, owner: str, hosts: list[str]) -> float:
     return max(times) - min(times) if times else 0.0
 
 
-def restart_instance(session: Session, instance: str) -> float:
+def restart_instance(session: Session, instance: str, ready_timeout: float = READY_TIMEOUT) -> float:
+    """Gang-restart one owner; a prompt instance's linked decoders restart after it (relink)."""
     owners = owners_on(session.plan)
     if instance not in owners:
         raise LauncherError(f"no instance or service {instance!r} in this plan")
-    return gang_start(session, instance, owners[instance])
+    skew = gang_start(session, instance, owners[instance])
+    relink_decoders(session, [instance], owners, ready_timeout)
+    return skew
+
+
+def relink_decoders(session: Session, restarted: list[str], owners: dict[str, list[str]],
+                    ready_timeout: float = READY_TIMEOUT) -> list[str]:
+    """LLM-DataDist: once the restarted prompt instances listen again (their readiness probe),
+    gang-restart every decoder instance linked to them, so it links again; returns those.
+
+    Raises LauncherError when a prompt does not become ready: its decoders are left as they are."""
+    decoders = relink_after(session.plan.links, restarted)
+    if not decoders:
+        return []
+    from .rolling import wait_ready  # rolling imports this module
+    prompts = [p for p in restarted if relink_after(session.plan.links, [p])]
+    for p in prompts:
+        why = wait_ready(session, p, owners[p], ready_timeout)
+        if why:
+            raise LauncherError(f"{p} was restarted but does not listen ({why}); its decoders "
+                                f"{', '.join(decoders)} were not restarted and cannot link to it")
+    for d in decoders:
+        gang_start(session, d, owners[d])
+    session.progress(f"  relinked {', '.join(decoders)}: restarted after {', '.join(prompts)} listened again "
+                     "(an LLM-DataDist link does not survive the prompt's restart)")
+    return decoders
 
 
 def down(session: Session, purge: bool) -> dict[str, Any]:
@@ -294,8 +322,10 @@ def status_rows(session: Session, desired: str | None = None) -> list[dict[str, 
     states, failures = fan_out(list(session.clients.values()), lambda c: c.state(timeout=STATE_TIMEOUT),
                                key=lambda c: c.name, forks=session.forks)
     gang_all: dict[str, dict] = {}
-    for st in states.values():  # each gang's record lives on its leader's host
+    waiting_all: dict[str, dict] = {}
+    for st in states.values():  # each gang's record (and the agent's wait) lives on its leader's host
         gang_all.update(st.get("gang", {}))
+        waiting_all.update(st.get("waiting", {}))
     rows = []
     for hp in session.plan.hosts:
         name = hp.host.name
@@ -312,7 +342,7 @@ def status_rows(session: Session, desired: str | None = None) -> list[dict[str, 
             info = running.get(p.name, {})
             g = gang_all.get(p.owner, {})
             state = info.get("state", "ABSENT" if not st.get("supervisord") else "UNKNOWN")
-            waits = st.get("waiting", {}).get(p.owner)
+            waits = waiting_all.get(p.owner)
             if g.get("state") == "FAILED":
                 state = "FAILED"
             elif waits and state not in ALIVE:

@@ -423,6 +423,7 @@ def act_start(root: str, args: list[str]) -> dict:
 
 def act_stop(root: str, args: list[str]) -> dict:
     server = rpc(root)
+    _update_state(root, "waiting.json", {g: None for g in args})  # a deliberate stop ends any wait
     for group in args:
         set_desired(root, group, False)  # before stopping: the agent must not see a failure
         server.supervisor.stopProcessGroup(group, True)

@@ -8,8 +8,7 @@ from dataclasses import dataclass, field
 
 from .apply import Session, gang_start, owners_on
 from .errors import LauncherError
-from .model import Probe
-from .plan import Plan
+from .probes import probe_specs
 
 DEFAULT_READY_TIMEOUT = 120.0
 
@@ -21,30 +20,6 @@ class RollReport:
     reason: str | None = None
     untouched: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)  # instance -> down until ready
-
-
-def probe_specs(plan: Plan, instance: str, host: str) -> list[dict]:
-    """The instance's probe as run on one of its hosts (':PORT/path' means that host's address)."""
-    hp = next(h for h in plan.hosts if h.host.name == host)
-    programs = [p.name for p in hp.programs if p.owner == instance]
-    probe: Probe | None = next((p.probe for p in hp.programs if p.owner == instance), None)
-    if probe is None:
-        return []
-    addr = hp.host.address
-    base = {"timeout": probe.timeout, "period": probe.period, "programs": programs}
-    specs = []
-    if probe.http:
-        url = probe.http if "://" in probe.http else f"http://{addr}{probe.http}" if probe.http.startswith(":") \
-            else f"http://{probe.http}"
-        specs.append({**base, "kind": "http", "target": url})
-    if probe.tcp:
-        target = f"{addr}:{probe.tcp}" if probe.tcp.isdigit() else probe.tcp
-        specs.append({**base, "kind": "tcp", "target": target})
-    if probe.command:
-        specs.append({**base, "kind": "command", "target": list(probe.command)})
-    if probe.log:
-        specs.append({**base, "kind": "log", "target": probe.log})
-    return specs
 
 
 def wait_ready(session: Session, instance: str, hosts: list[str], timeout: float) -> str | None:

@@ -86,9 +86,9 @@ def test_ctrl_c_during_a_rolling_up_stops_at_a_safe_point_and_status_shows_it(ro
     proc = subprocess.Popen([sys.executable, "-m", "launcher", "up", path], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env)
     seen = []
-    for line in proc.stderr:  # Ctrl-C while the first instance is being restarted
+    for line in proc.stderr:  # Ctrl-C once the first instance was restarted, while it gets ready
         seen.append(line)
-        if "rolling restart of" in line:
+        if "restarted a (skew" in line:
             proc.send_signal(signal.SIGINT)
             break
     rest = proc.communicate(timeout=120)[1]
@@ -151,3 +151,22 @@ def test_status_shows_programs_not_in_the_plan_and_a_host_on_another_generation(
     run = run_cli("up", str(path))  # applying it removes c
     assert run.code == 0 and "removed c" in run.err
     assert run_cli("status", str(path)).code == 0
+
+
+def test_a_gang_restart_waits_until_its_dependency_is_back(roll):
+    """The agent, not only `up`: b's rank dies while a (which b depends on) hangs; b is not
+    started again until a answers its probe, and meanwhile status says b waits for a."""
+    path = Path(roll())
+    path.write_text(path.read_text().replace("  - name: b\n", "  - name: b\n    depends_on: [a]\n"))
+    before = up_running(str(path))
+    os.kill(before["a"]["pid"], signal.SIGSTOP)
+    try:
+        os.kill(before["b"]["pid"], signal.SIGKILL)
+        waiting = wait_for(lambda: (r := rows(str(path))["b"])["state"] == "WAITING" and r, what="b WAITING")
+        assert waiting["waiting_on"] == ["a"] and waiting["pid"] is None
+        assert "WAITING (a)" in run_cli("status", str(path)).out
+    finally:
+        os.kill(before["a"]["pid"], signal.SIGCONT)
+    back = wait_for(lambda: (r := rows(str(path))["b"])["state"] == "RUNNING" and r, what="b RUNNING again")
+    assert back["pid"] != before["b"]["pid"] and back["waiting_on"] == []
+    assert back["restarts"] == 1
