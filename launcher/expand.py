@@ -36,6 +36,7 @@ class _Expander:
         self.pd_globals: dict[str, dict[str, Any]] = {}
         self.datadist_file: dict[tuple[str, int], tuple[str, int]] = {}  # (instance, rank) -> (path, cluster)
         self.links: list[tuple[str, tuple[LinkMember, ...]]] = []
+        self.listen_probe: dict[str, dict[str, Probe]] = {}  # prompt instance -> host -> implied probe
 
     # --- placement and ports -------------------------------------------------------------
     def _placement(self, inst: Instance) -> list[RankInfo]:
@@ -139,13 +140,19 @@ class _Expander:
             table = json.dumps(hccl_v1(_group_by_server(slots)), ensure_ascii=False)
             order = {s.device_ip: s.rank_id for s in _group_by_server(slots)}
             info = {str(c.id): order[r.device_ip] for c, r in zip(members, ranks)}
+            # where the decoder side links to (LinkLlmClusters' remote_ip_infos), by prompt cluster id
+            listen = {str(c.id): f"{c.listen_ip or r.device_ip}:{c.listen_port}"
+                      for c, r in zip(members, ranks) if c.role == "prompt"}
             for c in members:
-                links[c.id].append({"comm_name": link.name, "cluster_rank_info": info, "rank_table": table})
+                links[c.id].append({"comm_name": link.name, "cluster_rank_info": info, "rank_table": table,
+                                    "prompt_listen": listen})
         for c in self.t.dd_clusters:
             r = self.placement[c.instance][c.rank]
             options = {"ge.exec.deviceId": str(r.device_id), "llm.EnableCacheManager": "1"}
             if c.role == "prompt":
                 options["llm.listenIpInfo"] = f"{c.listen_ip or r.device_ip}:{c.listen_port}"
+                self.listen_probe.setdefault(c.instance, {}).setdefault(
+                    r.host, Probe(tcp=options["llm.listenIpInfo"]))
             doc = {"cluster_id": str(c.id), "role": c.role, "instance": c.instance, "rank": str(c.rank),
                    "host": r.host, "options": options, "links": links.get(c.id, [])}
             rel = f"llm_datadist/cluster_{c.id}.json"
@@ -199,10 +206,19 @@ class _Expander:
                 self.programs[hname].append(self._program(f"{inst.name}-r{r.rank}", hname, inst, env, r,
                                                           (r.device_id,)))
 
+    def _probe(self, inst: Instance, hname: str) -> Probe | None:
+        """The instance's probe; a prompt instance without one is ready once it listens (its
+        host's first prompt listener, else the instance's first), so its decoders may link."""
+        listens = self.listen_probe.get(inst.name)
+        if inst.probe is not None or not listens:
+            return inst.probe
+        return listens.get(hname) or next(iter(listens.values()))
+
     def _program(self, name: str, hname: str, inst: Instance, env: dict[str, str], r: RankInfo | None,
                  devices: tuple[int, ...]) -> Program:
         return Program(name=name, host=hname, owner=inst.name, kind="rank", argv=inst.command, cwd=inst.cwd,
-                       env=tuple(env.items()), limits=inst.limits, numa_via_numactl=True, probe=inst.probe,
+                       env=tuple(env.items()), limits=inst.limits, numa_via_numactl=True,
+                       probe=self._probe(inst, hname),
                        rank=None if r is None else r.rank, local_rank=None if r is None else r.local_rank,
                        devices=devices)
 

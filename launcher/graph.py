@@ -1,7 +1,20 @@
-"""Dependencies between instances and services: explicit depends_on plus implied edges."""
+"""Dependencies between instances and services: explicit depends_on plus implied edges.
+
+Implied edges:
+- a datasystem service waits for its etcd; an instance waits for its datasystem;
+- LLM-DataDist (seeds 000, 001): a decoder instance waits for every prompt instance it links
+  to, because the prompt side must listen before the decoder side links. `up` then starts
+  the prompts first and starts a decoder only once its prompts pass their readiness probe
+  (by default a TCP probe to their listen ip:port, see expand.py).
+"""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Iterable, Sequence
+
 from .model import DatasystemSpec, Topology
+
+if TYPE_CHECKING:
+    from .plan import LinkMember
 
 
 def dependency_edges(topo: Topology) -> dict[str, tuple[str, ...]]:
@@ -10,10 +23,44 @@ def dependency_edges(topo: Topology) -> dict[str, tuple[str, ...]]:
     for svc in topo.services:
         implied = (svc.spec.etcd,) if isinstance(svc.spec, DatasystemSpec) else ()
         edges[svc.name] = _uniq(svc.depends_on + implied)
+    links = link_edges(topo)
     for inst in topo.instances:
         implied = (inst.datasystem,) if inst.datasystem else ()
+        implied += tuple(p for (d, p) in links if d == inst.name)
         edges[inst.name] = _uniq(inst.depends_on + implied)
     return edges
+
+
+def link_edges(topo: Topology) -> dict[tuple[str, str], str]:
+    """(decoder instance, prompt instance) -> the first link (comm_name) that implies the edge.
+
+    In file order. An instance linked to itself (prompt and decoder clusters in one instance)
+    gives no edge: validation refuses that topology with its own message."""
+    by_id = {c.id: c for c in topo.dd_clusters}
+    out: dict[tuple[str, str], str] = {}
+    for link in topo.dd_links:
+        members = [by_id[c] for c in link.clusters if c in by_id]
+        prompts = [c.instance for c in members if c.role == "prompt"]
+        for d in (c.instance for c in members if c.role == "decoder"):
+            for p in prompts:
+                if p != d:
+                    out.setdefault((d, p), link.name)
+    return out
+
+
+def relink_after(links: Sequence[tuple[str, Sequence[LinkMember]]], restarted: Iterable[str]) -> list[str]:
+    """The decoder instances to restart, after `restarted`, because they link to one of them.
+
+    LLMDataDist.link() does not survive the peer's restart: a decoder linked to a prompt
+    instance that restarts has to link again, and only a restart makes the demo (and a real
+    server that links once at start-up) do that. Restarting a decoder needs nothing else: the
+    prompt side keeps listening and accepts the new link. `links` is Plan.links; plan order."""
+    again = set(restarted)
+    out: dict[str, None] = {}
+    for _name, members in links:
+        if any(m.role == "prompt" and m.instance in again for m in members):
+            out.update((m.instance, None) for m in members if m.role == "decoder" and m.instance not in again)
+    return list(out)
 
 
 def _uniq(names: tuple[str, ...]) -> tuple[str, ...]:

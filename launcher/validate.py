@@ -9,7 +9,7 @@ from collections import Counter
 from typing import Iterable
 
 from .errors import Diagnostic, sort_diagnostics
-from .graph import dependency_edges, find_cycle
+from .graph import dependency_edges, find_cycle, link_edges
 from .model import DatasystemSpec, EtcdSpec, GenericSpec, Topology
 from .yamlsrc import format_path
 
@@ -163,7 +163,11 @@ class _Checker:
             first = cycle[0]
             idx = next((("instances", i) for i, x in enumerate(self.t.instances) if x.name == first), None) or \
                 next(("services", i) for i, x in enumerate(self.t.services) if x.name == first)
-            self.err((*idx, "depends_on"), f"dependency cycle: {' -> '.join(cycle)}")
+            implied = link_edges(self.t)
+            why = [f"{a} -> {b} because link {implied[(a, b)]} makes the decoder {a} wait for the prompt {b}"
+                   for a, b in zip(cycle, cycle[1:]) if (a, b) in implied]
+            self.err((*idx, "depends_on"), f"dependency cycle: {' -> '.join(cycle)}"
+                     + (f" ({'; '.join(why)})" if why else ""))
 
     # --- prefill/decode ------------------------------------------------------------------
     def check_pd(self) -> None:
@@ -213,6 +217,20 @@ class _Checker:
                 self.err((*base, "listen_port"), f"cluster {c.id} is a decoder; only the prompt side listens")
         self.unique(((("llm_datadist", "links", i, "name"), link.name) for i, link in enumerate(self.t.dd_links)),
                     "link name")
+        sides: dict[str, dict[str, int]] = {}  # instance -> role -> first cluster id
+        for c in clusters:
+            sides.setdefault(c.instance, {}).setdefault(c.role, c.id)
+        mixed: set[str] = set()
+        for i, c in enumerate(clusters):
+            first = sides.get(c.instance, {})
+            if c.role == "decoder" and "prompt" in first and c.instance not in mixed:
+                mixed.add(c.instance)  # said once per instance
+                # One instance starts as one gang: its decoder ranks cannot wait for its own
+                # prompt ranks to listen, and a prompt that is also a decoder chains start orders.
+                self.err(("llm_datadist", "clusters", i, "role"),
+                         f"cluster {c.id} is a decoder in instance {c.instance}, which also holds prompt "
+                         f"cluster {first['prompt']}; an instance is either on the prompt side (listens) or "
+                         f"on the decoder side (links), because its ranks start together")
         per_cluster: Counter = Counter()
         for i, link in enumerate(self.t.dd_links):
             base = ("llm_datadist", "links", i, "clusters")
@@ -223,6 +241,11 @@ class _Checker:
             for k, cid in enumerate(link.clusters):
                 if cid not in by_id:
                     self.err((*base, k), f"unknown cluster id {cid}")
+            roles = {by_id[c].role for c in link.clusters if c in by_id}
+            if len(roles) == 1 and len(link.clusters) == len([c for c in link.clusters if c in by_id]):
+                have = "prompt" if "prompt" in roles else "decoder"
+                self.err(base, f"link {link.name} has only {have} clusters; a link needs a prompt cluster that "
+                               f"listens and a decoder cluster that links to it")
             per_cluster.update(set(link.clusters))
         for i, c in enumerate(clusters):
             n = per_cluster[c.id]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -377,3 +378,165 @@ def test_check_go_refuses_a_world_of_another_size() -> None:
         check_go({"go": True, "world": three}, ident())
     assert "expected 0..3 (WORLD_SIZE=4)" in str(exc.value)
     assert check_go({"go": True, "world": three + [{"rank": 3}]}, ident())[3] == {"rank": 3}
+
+
+# --- LLM-DataDist link (LAUNCHER_DATADIST_FILE) ------------------------------------------------
+# The cluster files come from the real expansion of a topology: 2 prompts on node-p, 2 decoders on
+# node-d, every decoder linked to every prompt (configs/llm-datadist-link.yaml's shape). Device IPs
+# are loopback addresses, so the prompts listen and the decoders link from their own device IP.
+DD_PORT = free_port()
+DD_TOPOLOGY = f"""\
+version: 1
+name: dd
+hosts:
+  - {{name: node-p, address: 127.0.0.1, devices: {{0: 127.0.0.11, 1: 127.0.0.12}}}}
+  - {{name: node-d, address: 127.0.0.2, devices: {{0: 127.0.0.21, 1: 127.0.0.22}}}}
+instances:
+  - {{name: prompt-0, hosts: [node-p], devices: [0], command: [x]}}
+  - {{name: prompt-1, hosts: [node-p], devices: [1], command: [x]}}
+  - {{name: decoder-0, hosts: [node-d], devices: [0], command: [x]}}
+  - {{name: decoder-1, hosts: [node-d], devices: [1], command: [x]}}
+llm_datadist:
+  clusters:
+    - {{id: 1, instance: prompt-0, role: prompt, listen_port: {DD_PORT}}}
+    - {{id: 2, instance: prompt-1, role: prompt, listen_port: {DD_PORT}}}
+    - {{id: 3, instance: decoder-0, role: decoder}}
+    - {{id: 4, instance: decoder-1, role: decoder}}
+  links:
+    - {{name: pd_comm_1_3, clusters: [1, 3]}}
+    - {{name: pd_comm_1_4, clusters: [1, 4]}}
+    - {{name: pd_comm_2_3, clusters: [2, 3]}}
+    - {{name: pd_comm_2_4, clusters: [2, 4]}}
+"""
+# instance -> (layout entry, cluster id)
+DD_RANKS = {"prompt-0": (("node-p", "127.0.0.1", 0, "127.0.0.11"), 1),
+            "prompt-1": (("node-p", "127.0.0.1", 1, "127.0.0.12"), 2),
+            "decoder-0": (("node-d", "127.0.0.2", 0, "127.0.0.21"), 3),
+            "decoder-1": (("node-d", "127.0.0.2", 1, "127.0.0.22"), 4)}
+
+
+class DataDistWorlds:
+    """One single-rank world per instance, each with the cluster file the launcher renders."""
+
+    def __init__(self, tmp_path: Path, worlds: Callable[[Layout], World]):
+        from launcher.pipeline import compile_text
+        plan = compile_text(DD_TOPOLOGY).plan
+        self.files = {f.path: f.content for hp in plan.hosts for f in hp.files}
+        self.dir = tmp_path / "dd"
+        self.dir.mkdir()
+        self.worlds = {name: worlds([entry]) for name, (entry, _) in DD_RANKS.items()}
+
+    def start(self, instance: str, *args: str, doc: Any = None) -> Rank:
+        cluster = DD_RANKS[instance][1]
+        path = self.dir / f"cluster_{cluster}.json"
+        if doc is None:
+            path.write_bytes(self.files[f"llm_datadist/cluster_{cluster}.json"])
+        else:
+            write_json(path, doc)
+        return self.worlds[instance].start(0, *args, LAUNCHER_DATADIST_FILE=str(path),
+                                           LAUNCHER_DATADIST_CLUSTER_ID=str(cluster))
+
+    def doc(self, cluster: int) -> dict[str, Any]:
+        return json.loads(self.files[f"llm_datadist/cluster_{cluster}.json"])
+
+
+@pytest.fixture
+def dd(tmp_path: Path, worlds: Callable[[Layout], World]) -> DataDistWorlds:
+    return DataDistWorlds(tmp_path, worlds)
+
+
+def _stamp(line: str) -> float:
+    return float(line.rsplit("t=", 1)[1].rstrip(")"))
+
+
+def test_prompts_listen_and_decoders_link_to_every_prompt_without_retries(dd: DataDistWorlds) -> None:
+    prompts = [dd.start(p) for p in ("prompt-0", "prompt-1")]
+    for p in prompts:
+        p.wait_ready()
+    decoders = {d: dd.start(d, "--link-retry", "0") for d in ("decoder-0", "decoder-1")}
+    for d in decoders.values():
+        d.wait_ready()
+    listening = {f"127.0.0.1{k}:{DD_PORT}": _stamp(next(ln for ln in p.lines if "datadist: listening on" in ln))
+                 for k, p in ((1, prompts[0]), (2, prompts[1]))}
+    for name, d in decoders.items():
+        cluster = DD_RANKS[name][1]
+        linked = [ln for ln in d.lines if "datadist: linked" in ln]
+        assert len(linked) == 2, d.err
+        for k in (1, 2):
+            addr = f"127.0.0.1{k}:{DD_PORT}"
+            line = next(ln for ln in linked if f"datadist: linked pd_comm_{k}_{cluster} to {addr}" in ln)
+            assert listening[addr] < _stamp(line)
+        status, doc = d.health()
+        assert status == 200
+        assert doc["datadist"] == {"cluster_id": cluster, "role": "decoder", "links": [
+            {"comm_name": f"pd_comm_1_{cluster}", "remote_cluster_id": 1, "peer": f"127.0.0.11:{DD_PORT}"},
+            {"comm_name": f"pd_comm_2_{cluster}", "remote_cluster_id": 2, "peer": f"127.0.0.12:{DD_PORT}"}]}
+    # the prompt side saw each link come from the decoder's own device IP
+    accepted = [ln for ln in prompts[0].lines if "datadist: accepted link" in ln]
+    assert any("pd_comm_1_3 from cluster 3 at 127.0.0.21:" in ln for ln in accepted), prompts[0].err
+    assert any("pd_comm_1_4 from cluster 4 at 127.0.0.22:" in ln for ln in accepted), prompts[0].err
+    assert prompts[1].health()[1]["datadist"] == {"cluster_id": 2, "role": "prompt",
+                                                  "listening": f"127.0.0.12:{DD_PORT}"}
+
+
+def test_a_decoder_without_retries_started_before_its_prompt_exits_7(dd: DataDistWorlds) -> None:
+    d = dd.start("decoder-0", "--link-retry", "0")
+    assert d.wait_exit() == 7, d.err
+    assert (f"link pd_comm_1_3: cannot reach prompt cluster 1 at 127.0.0.11:{DD_PORT} after 1 attempt(s)"
+            in d.err)
+    assert "retry" not in d.err
+
+
+def test_a_decoder_with_retries_links_to_a_prompt_that_starts_late(dd: DataDistWorlds) -> None:
+    d = dd.start("decoder-0", "--link-retry", "40", "--link-timeout", "1")
+    d.wait_for(lambda line: "retry 1/40" in line, "a first failed link attempt")
+    for p in ("prompt-0", "prompt-1"):
+        dd.start(p)
+    d.wait_ready()
+    assert sum("datadist: linked" in ln for ln in d.lines) == 2
+
+
+def test_a_prompt_refuses_a_link_it_is_not_in(dd: DataDistWorlds) -> None:
+    dd.start("prompt-0").wait_ready()
+    doc = dd.doc(3)
+    doc["links"][0]["comm_name"] = "pd_comm_other"
+    d = dd.start("decoder-0", "--link-retry", "0", doc=doc)
+    assert d.wait_exit() == 7, d.err
+    assert "cluster 1 at 127.0.0.11" in d.err and "refused link pd_comm_other" in d.err
+    assert "cluster 1 is in no link named 'pd_comm_other'" in d.err
+
+
+def test_a_prompt_that_cannot_listen_on_its_ip_exits_7(dd: DataDistWorlds) -> None:
+    doc = dd.doc(1)
+    doc["options"]["llm.listenIpInfo"] = f"192.0.2.1:{DD_PORT}"  # TEST-NET: on no interface here
+    p = dd.start("prompt-0", doc=doc)
+    assert p.wait_exit() == 7, p.err
+    assert f"cluster 1 cannot listen on 192.0.2.1:{DD_PORT} (llm.listenIpInfo)" in p.err
+
+
+def test_a_probe_connection_is_no_link(dd: DataDistWorlds) -> None:
+    p = dd.start("prompt-0")
+    p.wait_ready()
+    dd.start("prompt-1").wait_ready()
+    with socket.create_connection(("127.0.0.11", DD_PORT), timeout=5):
+        pass  # what the launcher's TCP readiness probe does
+    dd.start("decoder-0", "--link-retry", "0").wait_ready()
+    assert p.proc.poll() is None
+    assert not any("refused" in ln for ln in p.lines), p.err
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda d: d.update(cluster_id="x"), "cluster_id 'x' is not an integer"),
+    (lambda d: d.update(role="both"), "role 'both' is neither 'prompt' nor 'decoder'"),
+    (lambda d: d["links"][0].pop("prompt_listen"), "links[0]: prompt_listen is missing"),
+    (lambda d: d["links"][0].update(cluster_rank_info={"1": 0}), "does not name this cluster (3)"),
+    (lambda d: d["links"][0].update(prompt_listen={"1": "nowhere"}), "expected 'ip:port', found 'nowhere'"),
+])
+def test_parse_datadist_rejects(edit: Callable[[dict[str, Any]], Any], message: str) -> None:
+    from launcher.demo_rank import parse_datadist
+    from launcher.pipeline import compile_text
+    files = {f.path: f.content for hp in compile_text(DD_TOPOLOGY).plan.hosts for f in hp.files}
+    doc = json.loads(files["llm_datadist/cluster_3.json"])
+    edit(doc)
+    with pytest.raises(EnvError, match=re.escape(message)):
+        parse_datadist(doc, "F", "3")

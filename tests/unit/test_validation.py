@@ -202,18 +202,19 @@ LINKS"""
 def test_datadist_domain_with_more_than_4_nodes(tmp_path):
     text = BASE_HOSTS + """\
 instances:
-  - {name: p, hosts: [a, b], command: [run]}
+  - {name: p, hosts: [a], command: [run]}
+  - {name: d, hosts: [b], command: [run]}
 llm_datadist:
   clusters:
     - {id: 1, instance: p, rank: 0, role: prompt, listen_port: 26000}
     - {id: 2, instance: p, rank: 1, role: prompt, listen_port: 26000}
-    - {id: 3, instance: p, rank: 2, role: decoder}
-    - {id: 4, instance: p, rank: 3, role: decoder}
-    - {id: 5, instance: p, rank: 3, role: decoder}
+    - {id: 3, instance: d, rank: 0, role: decoder}
+    - {id: 4, instance: d, rank: 1, role: decoder}
+    - {id: 5, instance: d, rank: 1, role: decoder}
   links:
     - {name: big, clusters: [1, 2, 3, 4, 5]}
 """
-    lines = assert_error(tmp_path, text, "F:24:29: error: llm_datadist.links[0].clusters: link big has 5 clusters; "
+    lines = assert_error(tmp_path, text, "F:25:29: error: llm_datadist.links[0].clusters: link big has 5 clusters; "
                                          "a communication domain holds at most 4")
     assert lines[-1] == "2 errors; nothing was changed"  # and cluster 5 reuses rank 3
 
