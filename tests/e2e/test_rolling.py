@@ -325,3 +325,25 @@ def test_stale_lock_of_a_killed_holder_is_taken_over(testbed: Testbed, deployed:
     assert not lock_dir(testbed).exists()
     wait_for(lambda: all_healthy(testbed), what="every rank healthy after the takeover's roll")
 
+
+@pytest.mark.parametrize(("flags", "k"), [((), 1), (("--strategy", "rolling", "--max-unavailable", "2"), 2)],
+                         ids=["default-strategy", "rolling-k2"])
+def test_up_of_a_changed_env_rolls_never_more_than_k_unavailable(testbed: Testbed, deployed: Deployment,
+                                                                 flags: tuple[str, ...], k: int) -> None:
+    wait_for(lambda: all_healthy(testbed), what="every rank healthy before the up")
+    before = pids(testbed, deployed.path)
+    path = str(deployed.dir / f"topo-up-{k}.yaml")
+    Path(path).write_text(topology(testbed, demo_env=f"up-{k}"))  # every instance's env changes
+    run, figures = watched(testbed, "up", path, *flags, "--json")
+    deployed.path = path
+    # without --strategy: auto, which rolls (K=1) as every instance has a readiness probe
+    record(f"up {' '.join(flags) or '(default strategy)'}, env of a, b, c changed", figures)
+    assert run.returncode == 0, run.stderr
+    report = json.loads(run.stdout)
+    assert sorted(report["started"]) == ["a", "b", "c"], report
+    assert figures["baseline_ok"] and figures["end_ok"], figures
+    assert all(v > 0 for v in figures["unavailable_samples"].values()), figures
+    assert figures["max_unavailable_at_once"] <= k, figures
+    after = json.loads(cli(testbed, "status", path, "--json").out)
+    assert all(r["pid"] != before[(r["instance"], r["host"])] and r["state"] == "RUNNING" for r in after), after
+    assert {r["generation"] for r in after} == {report["generation"]}
