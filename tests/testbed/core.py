@@ -241,6 +241,29 @@ class Testbed:
         if not wait_until(lambda: _accepts(h.address, h.port), timeout):
             raise TestbedError(f"{h.name} ({h.address}) does not answer {timeout}s after restore")
 
+    def spare_addresses(self) -> list[str]:
+        """Addresses of this testbed's /24 that no host or the gateway uses (.211-.254), for
+        `add_address`: device IPs (RoCE plane) that exist only inside the testbed's namespaces."""
+        prefix = self.gateway.rsplit(".", 1)[0]
+        return [f"{prefix}.{k}" for k in range(11 + MAX_HOSTS, 255)]
+
+    def add_address(self, host: HostRef, address: str) -> None:
+        """Give a host an extra IPv4 address on its eth0 (a device IP of a test topology).
+
+        Only a spare address of this testbed's own /24 is accepted, so traffic to it stays on
+        the testbed's bridge; it goes away with the host's namespace on `down`."""
+        h = self.host(host)
+        if address not in self.spare_addresses():
+            raise TestbedError(f"{address} is not a spare address of testbed {self.id} "
+                               f"({self.spare_addresses()[0]} .. {self.spare_addresses()[-1]})")
+        taken = self._state.setdefault("extra_addresses", {})
+        owner = next((name for name, addrs in taken.items() if address in addrs), None)
+        if owner is not None:
+            raise TestbedError(f"{address} is already an address of {owner}")
+        taken.setdefault(h.name, []).append(address)
+        _save_state(self._state)  # recorded before it exists, like everything `up` makes
+        run_checked(["ip", "-n", h.netns, "addr", "add", f"{address}/{self._state['prefixlen']}", "dev", "eth0"])
+
     def status(self) -> list[dict[str, Any]]:
         """Per host: does its netns exist, is its sshd alive, is its link up."""
         return [
