@@ -304,6 +304,10 @@ def test_wedged_etcd_holds_back_what_depends_on_it(testbed: Testbed, deployment:
         workers = rows_of(rows, "ds-worker")
         assert [r["waiting_on"] for r in workers] == [["etcd"]] * TESTBED_HOSTS, workers
         assert all(r["state"] == "RUNNING" for r in workers), workers
+        table = cli(testbed, "status", changed)
+        assert table.code == 1, table.out  # not what the topology wants yet
+        for h in testbed.hosts:
+            assert f"{h.name}: ds-worker: waits for etcd" in table.out, table.out
     finally:
         os.kill(etcd_pid, signal.SIGCONT)
         deployment["stopped"] = None
