@@ -330,7 +330,8 @@ def status_rows(session: Session, desired: str | None = None) -> list[dict[str, 
     for hp in session.plan.hosts:
         name = hp.host.name
         if name in failures:
-            rows.extend(_row(p, name, "UNREACHABLE", drift=[f"unreachable: {failures[name]}"]) for p in hp.programs)
+            why = getattr(failures[name], "detail", failures[name])
+            rows.extend(_row(p, name, "UNREACHABLE", drift=[f"unreachable: {why}"]) for p in hp.programs)
             continue
         st = states[name]
         running = {p["name"]: p for p in st.get("programs", [])}

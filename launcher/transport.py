@@ -41,6 +41,7 @@ class TransportError(LauncherError):
 
     def __init__(self, host: str, message: str):
         self.host = host
+        self.detail = message
         super().__init__(f"host {host}: {message}")
 
 

@@ -179,8 +179,20 @@ def test_unreachable_host_leaves_all_hosts_on_the_old_generation(testbed, cluste
     testbed.isolate(testbed.hosts[3].name)
     try:
         run = cli(testbed, "up", path2, "--forks", "8")
+        # status while it is cut off: the others as they are, it UNREACHABLE, the drift said
+        seen = cli(testbed, "status", path2, "--json")
+        table = cli(testbed, "status", path2).out
     finally:
         testbed.restore(testbed.hosts[3].name)
+    assert seen.code == 1
+    by_host = {}
+    for r in json.loads(seen.out):
+        by_host.setdefault(r["host"], set()).add(r["state"])
+    cut = testbed.hosts[3].name
+    assert by_host.pop(cut) == {"UNREACHABLE"}
+    assert all(states == {"RUNNING"} for states in by_host.values())
+    assert f"{cut}: unreachable: ssh to {testbed.hosts[3].address}" in table
+    assert "host runs generation" in table  # the others still run the old one
     assert run.code == 1
     assert f"{testbed.hosts[3].name}: ssh to {testbed.hosts[3].address}" in run.err
     rows = status(testbed, path2)
