@@ -35,7 +35,7 @@ def device_ips(testbed) -> dict[str, list[str]]:
     return ips
 
 
-def topology(tb, ips: dict[str, list[str]]) -> str:
+def topology(tb, ips: dict[str, list[str]], version: str = "1") -> str:
     h1, h2 = tb.hosts
     hosts = "".join(
         f"  - name: {h.name}\n    address: {h.address}\n    ssh: {{user: {tb.user}, identity_file: {tb.identity_file}}}\n"
@@ -43,7 +43,8 @@ def topology(tb, ips: dict[str, list[str]]) -> str:
 
     def inst(name: str, host: str, dev: int, *extra: str) -> str:
         argv = ", ".join(["launcher-demo-rank", "--health-port", f'"{HEALTH[name]}"', *extra])
-        return f"  - {{name: {name}, hosts: [{host}], devices: [{dev}], command: [{argv}]}}\n"
+        env = f", env: {{V: '{version}'}}" if name == "prompt-0" else ""
+        return f"  - {{name: {name}, hosts: [{host}], devices: [{dev}], command: [{argv}]{env}}}\n"
     return f"""\
 version: 1
 name: dd
@@ -147,3 +148,17 @@ def test_prompts_listen_before_decoders_link_and_relink_after_a_prompt_restart(t
         assert len(linked["prompt-0"]) == 2 and again[1][0] < linked["prompt-0"][1], (d, linked, again)
         assert len(new["datadist"]["links"]) == 2
     assert wait_for(lambda: all_running(testbed, deployed), 60, "every rank RUNNING after the restart")
+
+    # `up` with a change to prompt-0 only: it restarts, and so do the decoders linked to it
+    with open(deployed, "w") as fh:
+        fh.write(topology(testbed, device_ips, version="2"))
+    changed = cli(testbed, "up", deployed, "--json")
+    assert changed.code == 0, changed.err
+    assert sorted(json.loads(changed.out)["started"]) == ["decoder-0", "decoder-1", "prompt-0"]
+    third = log_lines(testbed, "prompt-0", "datadist: listening on")
+    assert len(third) == 3
+    for d in DECODERS:
+        linked = wait_for(lambda d=d: (lk := link_times(testbed, device_ips, d)) and len(lk["prompt-0"]) == 3 and lk,
+                          30, f"{d} linked a third time")
+        assert third[2][0] < linked["prompt-0"][2]
+    assert wait_for(lambda: all_running(testbed, deployed), 60, "every rank RUNNING after the change")
