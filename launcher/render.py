@@ -77,6 +77,22 @@ def numactl_argv(program: Program) -> list[str]:
     return argv + ["--"]
 
 
+ULIMIT_EXIT = 78  # EX_CONFIG: the host does not allow what the topology asks; restarting will not help
+
+
+def _ulimit(flag: str, value: str, what: str) -> str:
+    """`ulimit FLAG VALUE`, or a message naming the limit, the login's hard limit and the fix.
+
+    Without privilege (CAP_SYS_RESOURCE) a limit rises only up to the hard limit the login gave
+    (pam_limits, e.g. `<user> hard memlock unlimited` in /etc/security/limits.conf); the shell's
+    own words ("error setting limit") name neither."""
+    msg = f"ascend-launcher: cannot set {what} (ulimit {flag}) to {value}: the hard limit of this login is "
+    hint = ("; raise the hard limit for this user (pam_limits: /etc/security/limits.conf) "
+            "or deploy as a user allowed to (root with CAP_SYS_RESOURCE)")
+    return (f"ulimit {flag} {sh_quote(value)} || {{ echo {sh_quote(msg)}\"$(ulimit -H {flag})\"{sh_quote(hint)} >&2; "
+            f"exit {ULIMIT_EXIT}; }}\n")
+
+
 def launch_script(programs: Sequence[Program], root: str) -> bytes:
     """The script supervisord runs as `sh bin/<owner>.sh [SLOT]`; the owner's programs share it."""
     p = programs[0]
@@ -85,9 +101,9 @@ def launch_script(programs: Sequence[Program], root: str) -> bytes:
            # the launcher's own helpers (e.g. launcher-demo-rank) are found without a full path
            f'PATH={sh_quote(root + "/runtime/current/bin")}:"$PATH"\n', "export PATH\n"]
     if p.limits.memlock:
-        out.append(f"ulimit -l {sh_quote(p.limits.memlock)}\n")
+        out.append(_ulimit("-l", p.limits.memlock, "max locked memory"))
     if p.limits.nofile:
-        out.append(f"ulimit -n {int(p.limits.nofile)}\n")
+        out.append(_ulimit("-n", str(int(p.limits.nofile)), "open files"))
     if p.cwd:
         out.append(f"cd {sh_quote(p.cwd)}\n")
     argv = " ".join(sh_quote(a) for a in p.argv)

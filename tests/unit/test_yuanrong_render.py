@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.machinery
 import importlib.util
+import os
+import subprocess
 import sys
 from types import ModuleType
 
@@ -11,6 +13,7 @@ import pytest
 
 from launcher.pipeline import compile_file, compile_text, rendered
 from launcher.plan import Program
+from launcher.render import ULIMIT_EXIT
 from tests.helpers import CONFIGS, ROOT
 
 FAKE = ROOT / "tests" / "fakes" / "dscli"
@@ -97,9 +100,22 @@ def test_dscli_path_addresses_and_numa_flags() -> None:
 def test_worker_script_lifts_memlock_without_numactl() -> None:
     _, files = rendered(compile_text(TOPOLOGY).plan)
     script = files["a"]["bin/ds.sh"].content.decode()
-    assert "ulimit -l unlimited\n" in script  # the datasystem default: seed 003's `ulimit -l unlimited`
+    assert "\nulimit -l unlimited || " in script  # the datasystem default: seed 003's `ulimit -l unlimited`
     assert "numactl" not in script
     assert "exec /srv/fakes/dscli start --physcpubind 0-3 --localalloc -w " in script
+
+
+def test_a_limit_the_login_cannot_grant_is_named_with_the_fix() -> None:
+    """The rendered `ulimit` line run by a real sh, unprivileged, below a lowered hard limit."""
+    _, files = rendered(compile_text(TOPOLOGY).plan)
+    script = files["a"]["bin/ds.sh"].content.decode()
+    line = next(ln for ln in script.splitlines() if ln.startswith("ulimit -l "))
+    drop = (lambda: os.setuid(65534)) if os.geteuid() == 0 else None  # root could lift it again
+    proc = subprocess.run(["sh", "-c", f"ulimit -l 64\n{line}\necho started"], capture_output=True, text=True,
+                          preexec_fn=drop, timeout=30)
+    assert proc.returncode == ULIMIT_EXIT and "started" not in proc.stdout
+    assert ("ascend-launcher: cannot set max locked memory (ulimit -l) to unlimited: "
+            "the hard limit of this login is 64; raise the hard limit for this user") in proc.stderr
 
 
 @pytest.mark.parametrize("source", ["full", "seed"])

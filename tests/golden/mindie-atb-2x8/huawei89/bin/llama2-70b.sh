@@ -7,6 +7,6 @@ here=$(dirname "$0")
 . "$here/../env/llama2-70b.env"
 PATH=/var/lib/ascend-launcher/mindie-atb-2x8/huawei89/runtime/current/bin:"$PATH"
 export PATH
-ulimit -l unlimited
+ulimit -l unlimited || { echo 'ascend-launcher: cannot set max locked memory (ulimit -l) to unlimited: the hard limit of this login is '"$(ulimit -H -l)"'; raise the hard limit for this user (pam_limits: /etc/security/limits.conf) or deploy as a user allowed to (root with CAP_SYS_RESOURCE)' >&2; exit 78; }
 cd /opt/atb-models
 exec python3 ./examples/run_pa.py --model_path /data/atb_testdata/weights/llama2-70b/ --max_output_length 35 --max_batch_size 1 --input_text 'What'"'"'s Deep Learning?'
