@@ -36,7 +36,6 @@ class _Expander:
         self.pd_globals: dict[str, dict[str, Any]] = {}
         self.datadist_file: dict[tuple[str, int], tuple[str, int]] = {}  # (instance, rank) -> (path, cluster)
         self.links: list[tuple[str, tuple[LinkMember, ...]]] = []
-        self.listen_probe: dict[str, dict[str, Probe]] = {}  # prompt instance -> host -> implied probe
 
     # --- placement and ports -------------------------------------------------------------
     def _placement(self, inst: Instance) -> list[RankInfo]:
@@ -151,8 +150,6 @@ class _Expander:
             options = {"ge.exec.deviceId": str(r.device_id), "llm.EnableCacheManager": "1"}
             if c.role == "prompt":
                 options["llm.listenIpInfo"] = f"{c.listen_ip or r.device_ip}:{c.listen_port}"
-                self.listen_probe.setdefault(c.instance, {}).setdefault(
-                    r.host, Probe(tcp=options["llm.listenIpInfo"]))
             doc = {"cluster_id": str(c.id), "role": c.role, "instance": c.instance, "rank": str(c.rank),
                    "host": r.host, "options": options, "links": links.get(c.id, [])}
             rel = f"llm_datadist/cluster_{c.id}.json"
@@ -206,19 +203,11 @@ class _Expander:
                 self.programs[hname].append(self._program(f"{inst.name}-r{r.rank}", hname, inst, env, r,
                                                           (r.device_id,)))
 
-    def _probe(self, inst: Instance, hname: str) -> Probe | None:
-        """The instance's probe; a prompt instance without one is ready once it listens (its
-        host's first prompt listener, else the instance's first), so its decoders may link."""
-        listens = self.listen_probe.get(inst.name)
-        if inst.probe is not None or not listens:
-            return inst.probe
-        return listens.get(hname) or next(iter(listens.values()))
-
     def _program(self, name: str, hname: str, inst: Instance, env: dict[str, str], r: RankInfo | None,
                  devices: tuple[int, ...]) -> Program:
         return Program(name=name, host=hname, owner=inst.name, kind="rank", argv=inst.command, cwd=inst.cwd,
                        env=tuple(env.items()), limits=inst.limits, numa_via_numactl=True,
-                       probe=self._probe(inst, hname),
+                       probe=inst.probe,
                        rank=None if r is None else r.rank, local_rank=None if r is None else r.local_rank,
                        devices=devices)
 

@@ -247,6 +247,19 @@ class _Checker:
                 self.err(base, f"link {link.name} has only {have} clusters; a link needs a prompt cluster that "
                                f"listens and a decoder cluster that links to it")
             per_cluster.update(set(link.clusters))
+        insts = {inst.name: (k, inst) for k, inst in enumerate(self.t.instances)}
+        warned: set[str] = set()
+        for c in clusters:
+            k, inst = insts.get(c.instance, (None, None))
+            if c.role == "prompt" and inst is not None and inst.probe is None and c.instance not in warned \
+                    and per_cluster[c.id]:
+                warned.add(c.instance)
+                # A TCP probe of the listen address would run on the host, which does not reach the
+                # device (RoCE) plane on real NPU servers; only the operator knows what "listening" looks like.
+                self.warn(("instances", k, "name"),
+                          f"prompt instance {c.instance} has no probe: its decoders start once its processes "
+                          f"run, not once it listens; give it a probe (e.g. a log line it prints after "
+                          f"LLMDataDist init, or an http endpoint)")
         for i, c in enumerate(clusters):
             n = per_cluster[c.id]
             path = ("llm_datadist", "clusters", i)

@@ -44,7 +44,9 @@ def topology(tb, ips: dict[str, list[str]], version: str = "1") -> str:
     def inst(name: str, host: str, dev: int, *extra: str) -> str:
         argv = ", ".join(["launcher-demo-rank", "--health-port", f'"{HEALTH[name]}"', *extra])
         env = f", env: {{V: '{version}'}}" if name == "prompt-0" else ""
-        return f"  - {{name: {name}, hosts: [{host}], devices: [{dev}], command: [{argv}]{env}}}\n"
+        # a prompt is ready once it says it listens (the demo rank's log line)
+        probe = ", probe: {log: 'datadist: listening on', period: 0.2}" if name in PROMPTS else ""
+        return f"  - {{name: {name}, hosts: [{host}], devices: [{dev}], command: [{argv}]{env}{probe}}}\n"
     return f"""\
 version: 1
 name: dd
