@@ -70,7 +70,8 @@ def test_etcd_probe_asks_each_member_at_its_own_address() -> None:
         assert etcd[host].probe is not None
         # etcdctl beside a binary given as a path: such a host may have none on PATH
         assert etcd[host].probe.command == ("/opt/etcd/bin/etcdctl", "--endpoints", f"http://{address}:2345",
-                                            "endpoint", "health")
+                                            "--dial-timeout", "2s", "--command-timeout", "3s", "endpoint", "health")
+        assert etcd[host].probe.timeout > 3  # etcdctl answers for itself before the probe kills it
         assert etcd[host].argv[0] == "/opt/etcd/bin/etcd"
         assert f"http://{address}:2345" in etcd[host].argv
 
