@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from .apply import Session, gang_start, owners_on
 from .errors import LauncherError
+from .graph import relink_after
 from .probes import probe_specs
 
 DEFAULT_READY_TIMEOUT = 120.0
@@ -47,8 +48,10 @@ def rolling_restart(session: Session, instances: list[str], max_unavailable: int
         raise LauncherError(f"no instance {', '.join(unknown)} in this plan")
     report = RollReport()
     say = session.progress
-    for start in range(0, len(instances), max_unavailable):
-        batch = instances[start:start + max_unavailable]
+    batches = roll_batches(session.plan.links, instances, max_unavailable)
+    instances = [i for b in batches for i in b]  # decoders of a prompt in the roll are in it now
+    start = 0
+    for batch in batches:
         session.interrupt.check(f"restarted and ready: {', '.join(report.restarted) or 'none'}; "
                                 f"not restarted: {', '.join(instances[start:])}")
         t0 = time.monotonic()
@@ -66,4 +69,22 @@ def rolling_restart(session: Session, instances: list[str], max_unavailable: int
             report.seconds[inst] = time.monotonic() - t0
             report.restarted.append(inst)
             say(f"  {inst} ready after {report.seconds[inst]:.1f} s")
+        start += len(batch)
     return report
+
+
+def roll_batches(links, instances: list[str], k: int) -> list[list[str]]:
+    """The roll's batches of at most k. LLM-DataDist: a link does not survive its prompt's
+    restart, so the decoders linked to a prompt in the roll join it, after every prompt of
+    theirs in the roll and never in the same batch as one: they start once it listens."""
+    rolled = list(dict.fromkeys([*instances, *relink_after(links, instances)]))
+    prompts_of = {n: {p for p in rolled if n in relink_after(links, [p])} for n in rolled}
+    order: list[str] = []
+    while len(order) < len(rolled):  # stable: the given order, each after its prompts
+        order.append(next(n for n in rolled if n not in order and prompts_of[n] <= set(order)))
+    batches: list[list[str]] = []
+    for name in order:
+        if not batches or len(batches[-1]) >= k or prompts_of[name] & set(batches[-1]):
+            batches.append([])
+        batches[-1].append(name)
+    return batches

@@ -164,3 +164,13 @@ def test_prompts_listen_before_decoders_link_and_relink_after_a_prompt_restart(t
                           30, f"{d} linked a third time")
         assert third[2][0] < linked["prompt-0"][2]
     assert wait_for(lambda: all_running(testbed, deployed), 60, "every rank RUNNING after the change")
+
+    # a rolling restart of prompt-1 alone: its decoders join the roll, each after it listens
+    roll = cli(testbed, "restart", deployed, "--rolling", "--instance", "prompt-1", "--json")
+    assert roll.code == 0, roll.err
+    assert json.loads(roll.out)["restarted"] == ["prompt-1", "decoder-0", "decoder-1"]
+    fourth = log_lines(testbed, "prompt-1", "datadist: listening on")
+    assert len(fourth) == 2  # the first up, then the roll (nothing else restarted prompt-1)
+    for d in DECODERS:
+        linked = link_times(testbed, device_ips, d)
+        assert fourth[-1][0] < linked["prompt-1"][-1], (d, linked, fourth)

@@ -116,3 +116,13 @@ def test_a_link_without_a_prompt_is_refused(tmp_path):
     assert_error(tmp_path, text, "F:28:29: error: llm_datadist.links[2].clusters: link l34 has only decoder "
                                  "clusters; a link needs a prompt cluster that listens and a decoder cluster "
                                  "that links to it")
+
+
+def test_a_roll_relinks_decoders_after_their_prompt_never_in_its_batch():
+    from launcher.rolling import roll_batches
+    links = compile_text(topo()).plan.links
+    # the decoders linked to p0 (d0, d1) and p1 (d0) join the roll, after both prompts
+    assert roll_batches(links, ["p0", "p1"], 1) == [["p0"], ["p1"], ["d0"], ["d1"]]
+    assert roll_batches(links, ["p0", "p1"], 3) == [["p0", "p1"], ["d0", "d1"]]
+    assert roll_batches(links, ["d0", "p1"], 2) == [["p1"], ["d0"]]  # d0 waits for p1 even if named first
+    assert roll_batches(links, ["d1", "d0"], 2) == [["d1", "d0"]]  # decoders alone: nothing to relink
