@@ -297,6 +297,8 @@ def test_wedged_etcd_holds_back_what_depends_on_it(testbed: Testbed, deployment:
         assert run.code == 1, run.err
         assert "etcd did not become ready" in run.err, run.err
         assert "ds-worker" in run.err.split("etcd did not become ready", 1)[1], run.err
+        # in etcdctl's own words, not a probe killed at its timeout
+        assert f"http://{testbed.hosts[0].address}:{ETCD_CLIENT} is unhealthy" in run.err, run.err
         rows = status(testbed, changed)
         assert {r["program"] + "@" + r["host"]: r["pid"] for r in rows if r["instance"] != "etcd"} == dependents
         # nothing is taken down for a change that cannot be applied yet: the workers keep
