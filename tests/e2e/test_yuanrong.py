@@ -310,9 +310,20 @@ def test_wedged_etcd_holds_back_what_depends_on_it(testbed: Testbed, deployment:
         assert table.code == 1, table.out  # not what the topology wants yet
         for h in testbed.hosts:
             assert f"{h.name}: ds-worker: waits for etcd" in table.out, table.out
+
+        # a worker that dies meanwhile: its agent holds the restart until etcd answers
+        h2 = testbed.hosts[1].name
+        os.kill(next(r["pid"] for r in workers if r["host"] == h2), signal.SIGKILL)
+
+        def worker_on_h2(state: str) -> dict[str, Any] | None:
+            row = next(r for r in rows_of(status(testbed, changed), "ds-worker") if r["host"] == h2)
+            return row if row["state"] == state else None
+        held = wait_for(lambda: worker_on_h2("WAITING"), timeout=60, what=f"{h2}'s worker held for etcd")
+        assert held["waiting_on"] == ["etcd"] and held["restarts"] == 0, held
     finally:
         os.kill(etcd_pid, signal.SIGCONT)
         deployment["stopped"] = None
+    wait_for(lambda: worker_on_h2("RUNNING"), timeout=60, what=f"the agent restarting {h2}'s worker")
 
     # etcd answers again: the same up now restarts the workers, which register again
     run = cli(testbed, "up", changed)
