@@ -21,7 +21,7 @@ from typing import Any, Callable
 from . import preflight
 from .errors import LauncherError
 from .graph import relink_after
-from .interrupt import NEVER, Interrupt
+from .interrupt import NEVER, Interrupt, Interrupted
 from .plan import Plan
 from .remote import HostClient
 from .runtime import build_runtime, payload
@@ -156,18 +156,38 @@ def up(session: Session, files: dict[str, dict], generation: str, skip_preflight
     needs = {h for h, s in old.items() if s.get("runtime_missing") or s.get("generation") != generation
              or h in key_hosts}
 
+    # A blank host (no generation, no supervisord) has nothing to protect: its upload call also
+    # switches it (starting supervisord), and starts the first-level owners that live only on
+    # blank hosts and need no link check: one round trip and one Python start less per host.
+    # If any host fails before the switch phase is done, the blank ones are undone (`switch -`).
+    blank = {h for h, s in old.items() if not s.get("generation") and not s.get("supervisord")} & needs
+    checked = set() if skip_preflight else {i.name for i in plan.instances}
+    owners = owners_on(plan)
+    early = [o for o in (plan.levels[0] if plan.levels else []) if o not in checked and set(owners[o]) <= blank]
+
     def prepare(c: HostClient) -> dict:
         st = old[c.name]
         data = payload(build_runtime() if st.get("runtime_missing") else None,
                        files[c.name] if st.get("generation") != generation else None,
                        key if c.name in key_hosts else None)
-        return c.call("prepare", generation, *(("--force-secret",) if force_key else ()), stdin=data)
+        extra = ("--force-secret",) if force_key else ()
+        if c.name in blank:
+            groups = [o for o in early if c.name in owners[o]]
+            extra += (f"--switch={build_runtime().id}", *((f"--start={','.join(groups)}",) if groups else ()))
+        return c.call("prepare", generation, *extra, stdin=data)
 
-    session.each("upload", prepare, sorted(needs))
+    uploaded, failures = fan_out([session.clients[h] for h in sorted(needs)], prepare, key=lambda c: c.name,
+                                 forks=session.forks)
+    if failures:
+        if blank:
+            undo_blank(session, blank)
+            say(f"  upload failed; the {len(blank)} blank hosts it had switched were put back to nothing")
+        raise HostsFailed(failures, "upload")
+    early_at = {h: r["switched"]["started"]["started_at"] for h, r in uploaded.items()
+                if r.get("switched", {}).get("started")}
     say(f"  [2/4] uploaded generation {generation} to {len(needs)} hosts" if needs else
         f"  [2/4] every host already has generation {generation}")
     new_hashes = {h: _owner_hashes(_manifest_of(files[h])) for h in files}
-    owners = owners_on(plan)
     to_start = [o for o, hosts in owners.items() if _needs_start(o, hosts, old, new_hashes)]
     to_start += relink_after(plan.links, to_start)  # LLM-DataDist: decoders relink to restarted prompts
     refused: dict[str, list[str]] = {}
@@ -182,7 +202,11 @@ def up(session: Session, files: dict[str, dict], generation: str, skip_preflight
             + (f"; REFUSED {', '.join(refused)}" if refused else ""))
         to_start = [o for o in to_start if o not in refused]
 
-    session.interrupt.check("nothing was switched: every host is still on its previous generation")
+    try:
+        session.interrupt.check("nothing was switched: every host is still on its previous generation")
+    except Interrupted:
+        undo_blank(session, blank)
+        raise
     # 3. switch; owners of the first level that run nowhere yet start in the same call
     first = set(plan.levels[0]) if plan.levels else set()
     fresh = [o for o in to_start if o in first and not _alive_anywhere(o, owners[o], old)]
@@ -190,7 +214,9 @@ def up(session: Session, files: dict[str, dict], generation: str, skip_preflight
     settled = all(s.get("generation") == generation and s.get("supervisord") for s in old.values())
     if not settled:
         started_at = switch_all(session, generation, previous,
-                                {h: [o for o in fresh if h in owners[o]] for h in session.clients})
+                                {h: [o for o in fresh if h in owners[o] and o not in early] for h in session.clients},
+                                switched=blank)
+        started_at.update(early_at)
         say(f"  [3/4] switched {len(files)} hosts to {generation}")
         for o in fresh:
             times = [started_at[h] for h in owners[o] if h in started_at]
@@ -245,13 +271,17 @@ def _manifest_of(host_files: dict) -> dict:
 
 
 def switch_all(session: Session, generation: str, previous: dict[str, str | None],
-               start: dict[str, list[str]] | None = None) -> dict[str, float]:
-    """Switch every host (and start ``start[host]`` groups there); if any host fails, put the
-    ones that switched back on their previous generation. Returns when each host started."""
+               start: dict[str, list[str]] | None = None,
+               switched: set[str] | frozenset[str] = frozenset()) -> dict[str, float]:
+    """Switch every host (and start ``start[host]`` groups there); ``switched`` hosts are on the
+    generation already (blank hosts, switched by their upload): they only start. If any host
+    fails, put all of them back on their previous generation. Returns when each host started."""
     runtime = build_runtime().id
     start = start or {}
 
     def switch(c: HostClient) -> dict:
+        if c.name in switched:
+            return {"started": c.call("start", *start[c.name])} if start.get(c.name) else {}
         extra = (f"--start={','.join(start[c.name])}",) if start.get(c.name) else ()
         return c.call("switch", generation, runtime, *extra)
 
@@ -259,10 +289,18 @@ def switch_all(session: Session, generation: str, previous: dict[str, str | None
                                 forks=session.forks)
     if not failures:
         return {h: r["started"]["started_at"] for h, r in results.items() if r.get("started")}
-    back = [session.clients[h] for h in results] + [session.clients[h] for h in failures]
+    back = [c for c in session.clients.values() if c.name in results or c.name in failures or c.name in switched]
     fan_out(back, lambda c: c.call("switch", previous.get(c.name) or "-", runtime), key=lambda c: c.name,
             forks=session.forks)
     raise HostsFailed(failures, f"switch to {generation} (the other hosts were put back)")
+
+
+def undo_blank(session: Session, hosts: set[str]) -> None:
+    """Put hosts that had nothing deployed back to nothing (`switch -`: no `current`, supervisord
+    stopped with all it ran). Best effort: a host that cannot be reached is named by the caller."""
+    if hosts:
+        fan_out([session.clients[h] for h in sorted(hosts)],
+                lambda c: c.call("switch", "-", build_runtime().id), key=lambda c: c.name, forks=session.forks)
 
 
 def gang_start(session: Session, owner: str, hosts: list[str]) -> float:

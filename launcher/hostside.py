@@ -24,7 +24,7 @@ import time
 import xmlrpc.client
 from typing import Any
 
-# io, shutil, subprocess and tarfile are imported where needed: `state` (every status) skips them
+# io, shutil and subprocess are imported where needed: `state` (every status) skips them
 
 
 
@@ -173,68 +173,75 @@ def write_snapshot(root: str) -> None:
 
 
 STDIN: bytes | None = None  # set by the bootstrap when it has already read stdin
+# prepare's upload as (name, mode, content) of regular files, already read and checked by the
+# bootstrap (remote.BOOTSTRAP); None when run otherwise, then stdin is read here
+UPLOAD: list[tuple[str, int, bytes]] | None = None
 
 
 def _lazy():
-    global io, shutil, subprocess, tarfile
-    import io, shutil, subprocess, tarfile  # noqa: E401
+    global io, shutil, subprocess
+    import io, shutil, subprocess  # noqa: E401
 
 
 def _stdin() -> bytes:
     return STDIN if STDIN is not None else sys.stdin.buffer.read()
 
 
-def _members(tar: tarfile.TarFile, prefix: str) -> list[tarfile.TarInfo]:
-    """Regular files under ``prefix``/, renamed without it; anything else is refused."""
+def _upload() -> list[tuple[str, int, bytes]]:
+    if UPLOAD is not None:
+        return UPLOAD
+    import tarfile
     out = []
-    for member in tar.getmembers():
-        if not member.name.startswith(prefix + "/"):
-            continue
-        rel = member.name[len(prefix) + 1:]
-        if not member.isfile() or rel.startswith("/") or ".." in rel.split("/"):
-            raise ValueError(f"refusing archive member {member.name!r}")
-        copy = tarfile.TarInfo(rel)
-        copy.size, copy.mode, copy.mtime = member.size, member.mode, member.mtime
-        out.append((copy, member))
+    data = _stdin()
+    if not data:
+        return out
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+        for member in tar.getmembers():
+            if not member.isfile() or member.name.startswith("/") or ".." in member.name.split("/"):
+                raise ValueError(f"refusing archive member {member.name!r}")
+            out.append((member.name, member.mode, tar.extractfile(member).read()))
     return out
 
 
-def _install_dir(tar: tarfile.TarFile, prefix: str, final: str) -> bool:
-    """Extract into a temp dir beside ``final`` and rename: a half-written dir is never used."""
-    if os.path.isdir(final):
-        return False
-    members = _members(tar, prefix)
-    if not members:
+def _install_dir(files: list[tuple[str, int, bytes]], prefix: str, final: str) -> bool:
+    """Write ``prefix``/ files into a temp dir beside ``final`` and rename: a half-written dir is never used."""
+    files = [(name[len(prefix) + 1:], mode, body) for name, mode, body in files if name.startswith(prefix + "/")]
+    if os.path.isdir(final) or not files:
         return False
     os.makedirs(os.path.dirname(final), exist_ok=True)
     tmp = f"{final}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp, mode=0o755)
-    for copy, member in members:
-        path = os.path.join(tmp, copy.name)
+    for name, mode, body in files:
+        path = os.path.join(tmp, name)
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, copy.mode & 0o777)  # 0600 env files stay so
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode & 0o777)  # 0600 env files stay so
         with os.fdopen(fd, "wb") as fh:
-            shutil.copyfileobj(tar.extractfile(member), fh)
+            fh.write(body)
     os.rename(tmp, final)
     return True
 
 
 def act_prepare(root: str, args: list[str]) -> dict:
     """Upload a generation without touching what runs. stdin: a tar with gen/ (its files) and,
-    when the host needs it, secret (the deployment's agent key)."""
+    when the host needs it, secret (the deployment's agent key).
+
+    With --switch=RUNTIME (only for a host with nothing deployed, so nothing to protect) it also
+    switches to the generation and starts --start= groups, as `switch` does: one call, one
+    Python start and one round trip for a cold host. `switch -` undoes it."""
     generation = args[0]
     for sub, mode in (("run", 0o700), ("logs", 0o755), ("state", 0o755), ("gens", 0o755)):
         os.makedirs(os.path.join(root, sub), mode=mode, exist_ok=True)
     os.chmod(os.path.join(root, "run"), 0o700)
-    data = _stdin()
-    uploaded = False
-    if data:
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
-            uploaded = _install_dir(tar, "gen", os.path.join(root, "gens", generation))
-            names = tar.getnames()
-            if "secret" in names:
-                _write_secret(root, tar.extractfile("secret").read().strip(), "--force-secret" in args)
+    files = _upload()
+    uploaded = _install_dir(files, "gen", os.path.join(root, "gens", generation))
+    key = next((body for name, _, body in files if name == "secret"), None)
+    if key is not None:
+        _write_secret(root, key.strip(), "--force-secret" in args)
+    runtime = next((a[len("--switch="):] for a in args if a.startswith("--switch=")), None)
+    if runtime:
+        switched = act_switch(root, [generation, runtime, *(a for a in args if a.startswith("--start="))])
+        return {"generation": generation, "uploaded": uploaded, "switched": switched}
     write_snapshot(root)
     return {"generation": generation, "uploaded": uploaded}
 
@@ -292,15 +299,81 @@ def _start_supervisord(root: str) -> None:
         _start_with_systemd(root)
         _wait_alive(root)
         return
-    env = dict(os.environ, PYTHONPATH=os.path.join(root, "runtime", "current", "site"))
+    # supervisord runs forked from this process, not in a new interpreter: what it imports that we
+    # have already (json, socket, http, xmlrpc, ...) costs nothing, nor does a second Python start-up.
+    # It daemonizes (fork, setsid, stdio to /dev/null), so it outlives this SSH session and the CLI.
     conf = os.path.join(root, "current", "supervisord.conf")
-    # supervisord daemonizes; it outlives this SSH session and the CLI.
-    proc = subprocess.run([sys.executable, "-m", "supervisor.supervisord", "-c", conf], env=env,
-                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
-    if proc.returncode != 0:
-        said = proc.stdout.decode("utf-8", "replace").strip().splitlines()
-        raise RuntimeError(f"supervisord failed to start: {said[0] if said else proc.returncode}")
+    site = os.path.join(root, "runtime", "current", "site")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    rd, wr = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child never returns (os._exit)
+        os.close(rd)
+        _exec_supervisord(conf, site, wr)
+    os.close(wr)
+    said = b""
+    while chunk := os.read(rd, 65536):  # EOF once the daemon has let go of its stdio
+        said += chunk
+    os.close(rd)
+    _, status = os.waitpid(pid, 0)
+    if status != 0:
+        lines = said.decode("utf-8", "replace").strip().splitlines()
+        code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else -os.WTERMSIG(status)
+        raise RuntimeError(f"supervisord failed to start: {lines[-1] if lines else f'exit status {code}'}")
     _wait_alive(root)
+
+
+def _exec_supervisord(conf: str, site: str, out: int) -> None:
+    """In a forked child: become supervisord (which forks again and daemonizes); never returns."""
+    code = 1
+    try:
+        devnull = os.open(os.devnull, os.O_RDWR)
+        os.dup2(devnull, 0)
+        os.dup2(out, 1)
+        os.dup2(out, 2)
+        for fd in [int(f) for f in os.listdir("/proc/self/fd")] if os.path.isdir("/proc/self/fd") else []:
+            if fd > 2:  # nothing of this call (the upload, sockets) leaks into the daemon
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        # what its programs inherit, as when it ran as `python3 -m supervisor.supervisord` with this path
+        os.environ["PYTHONPATH"] = site
+        sys.argv = ["supervisord", "-c", conf]
+        _retitle(sys.argv)
+        from supervisor import supervisord
+        supervisord.main(["-c", conf])  # returns in the daemon only when supervisord shuts down
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+        if not isinstance(exc.code, int) and exc.code is not None:
+            print(exc.code, file=sys.stderr)
+    except BaseException as exc:
+        print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+
+
+def _retitle(argv: list[str]) -> None:
+    """Show ``argv`` in ps / /proc/PID/cmdline instead of the bootstrap this process started as
+    (rewrite the original argv area in place, as setproctitle does); best effort."""
+    try:
+        with open("/proc/self/comm", "w") as fh:
+            fh.write(os.path.basename(argv[0])[:15])
+        with open("/proc/self/stat", "rb") as fh:
+            fields = fh.read().rsplit(b")", 1)[1].split()
+        start, end = int(fields[45]), int(fields[46])  # arg_start, arg_end (proc(5) fields 48, 49)
+        title = "\0".join(argv).encode()[:end - start - 1]
+        with open("/proc/self/mem", "r+b", buffering=0) as mem:
+            mem.seek(start)
+            mem.write(title + b"\0" * (end - start - len(title)))
+    except (OSError, ValueError, IndexError):
+        pass
 
 
 def _wait_alive(root: str) -> None:
@@ -379,11 +452,16 @@ def act_switch(root: str, args: list[str]) -> dict:
     """Make GENERATION current and bring supervisord in line; changed groups end up stopped."""
     generation, runtime_id = args[0], args[1]
     previous = current_generation(root)
-    if generation == "-":  # undo a first switch: there was no previous generation
-        for link in (os.path.join(root, "current"),):
-            if os.path.lexists(link):
-                os.unlink(link)
-        return {"previous": previous, "generation": None}
+    if generation == "-":  # undo a first switch: there was no previous generation, so nothing of
+        # this one stays: not `current`, not the supervisord it started, nor what that runs
+        link = os.path.join(root, "current")
+        if os.path.lexists(link):
+            os.unlink(link)
+        stopped = act_down(root, [])["stopped_supervisord"]
+        for name in ("started.json", "waiting.json"):
+            if os.path.lexists(state_path(root, name)):
+                os.unlink(state_path(root, name))
+        return {"previous": previous, "generation": None, "stopped_supervisord": stopped}
     _swap_symlink(os.path.join(root, "runtime", "current"), runtime_id)
     _swap_symlink(os.path.join(root, "current"), os.path.join("gens", generation))
     if not supervisord_alive(root):

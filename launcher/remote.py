@@ -14,32 +14,51 @@ from .runtime import Runtime
 from .transport import COMMAND_TIMEOUT, Transport, TransportError
 
 BOOTSTRAP = r"""
-import io, json, os, sys, tarfile
+import json, os, sys
 root, rid, action = sys.argv[1:4]
 base = os.path.join(root, 'runtime', rid)
-data = None
-if action == 'prepare':
-    # one upload: runtime/ (only when this host lacks it), gen/, maybe the agent key
-    data = sys.stdin.buffer.read()
-    with tarfile.open(fileobj=io.BytesIO(data), mode='r:') as tar:
-        rt = [m for m in tar.getmembers() if m.name.startswith('runtime/') and m.isfile()]
-        if rt and not os.path.isdir(base):
-            os.makedirs(os.path.dirname(base), exist_ok=True)
-            tmp = '%s.tmp-%d' % (base, os.getpid())
-            for m in rt:
-                m.name = m.name[len('runtime/'):]
-                if m.name.startswith('/') or '..' in m.name.split('/'):
-                    sys.exit('refusing archive member ' + m.name)
-            tar.extractall(tmp, members=rt)
-            os.rename(tmp, base)
+def untar(data):
+    # Our own ustar of regular files, read without tarfile (importing it costs more than this).
+    out, i = [], 0
+    while i + 512 <= len(data) and data[i]:
+        h = data[i:i + 512]
+        name = h[:100].split(b'\0', 1)[0]
+        pre = h[345:500].split(b'\0', 1)[0]
+        name = (pre + b'/' + name if pre else name).decode()
+        size = int(h[124:136].strip(b'\0 ') or b'0', 8)
+        body = data[i + 512:i + 512 + size]
+        if (sum(h[:148]) + 256 + sum(h[156:]) != int(h[148:156].strip(b'\0 ') or b'0', 8)
+                or h[156:157] not in (b'0', b'\0') or len(body) != size
+                or name.startswith('/') or '..' in name.split('/')):
+            sys.exit('refusing archive member ' + name)
+        out.append((name, int(h[100:108].strip(b'\0 ') or b'0', 8), body))
+        i += 512 + (size + 511) // 512 * 512
+    return out
+def install(files, prefix):
+    # into a temp dir beside the runtime, then rename: a half-written runtime is never used
+    files = [(n[len(prefix):], m, b) for n, m, b in files if n.startswith(prefix)]
+    if not files or os.path.isdir(base):
+        return
+    tmp = '%s.tmp-%d' % (base, os.getpid())
+    made = set()
+    for name, mode, body in files:
+        path = os.path.join(tmp, name)
+        d = os.path.dirname(path)
+        if d not in made:
+            os.makedirs(d, exist_ok=True)
+            made.add(d)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode & 0o777)
+        view = memoryview(body)
+        while view:
+            view = view[os.write(fd, view):]
+        os.close(fd)
+    os.rename(tmp, base)
+files = None
+if action in ('prepare', 'install-runtime'):
+    # prepare: one upload of runtime/ (only when this host lacks it), gen/, maybe the agent key
+    files = untar(sys.stdin.buffer.read())
+    install(files, 'runtime/' if action == 'prepare' else '')
 if action == 'install-runtime':
-    if not os.path.isdir(base):
-        os.makedirs(os.path.dirname(base), exist_ok=True)
-        tmp = '%s.tmp-%d' % (base, os.getpid())
-        os.makedirs(tmp)
-        with tarfile.open(fileobj=io.BytesIO(sys.stdin.buffer.read()), mode='r:') as tar:
-            tar.extractall(tmp)
-        os.rename(tmp, base)
     print(json.dumps({'runtime': rid}))
     sys.exit(0)
 site = os.path.join(base, 'site')
@@ -53,7 +72,7 @@ if not os.path.isdir(os.path.join(site, 'launcher')):
     extra = ['--runtime-missing']
 sys.path.insert(0, site)
 from launcher import hostside
-hostside.STDIN = data
+hostside.UPLOAD = files
 sys.exit(hostside.main([action, root] + sys.argv[4:] + extra))
 """.strip()
 
@@ -90,8 +109,13 @@ class HostClient:
             raise TransportError(self.name, reply["error"])
         return reply
 
-    # The fast path: while the host's agent lives, its snapshot is the state (one `cat`, no Python).
-    FAST_STATE = ('r=$1; test -d "$r/runtime/$2/site/launcher" || echo runtime-missing; '
+    # The fast paths, no Python started: a host with nothing of the deployment on it (no generation,
+    # no supervisord, no key, no gang records) is blank; while the host's agent lives, its
+    # snapshot is the state (one `cat`).
+    FAST_STATE = ('r=$1; test -d "$r/runtime/$2/site/launcher" || echo runtime-missing; blank=1; '
+                  'for f in current run/supervisor.sock state/secret state/gang.json state/started.json '
+                  'state/waiting.json; do if test -e "$r/$f" || test -L "$r/$f"; then blank=; fi; done; '
+                  'if test "$blank"; then echo \'{"blank": true}\'; exit 0; fi; '
                   'p=$(cat "$r/state/agent.pid" 2>/dev/null) && kill -0 "$p" 2>/dev/null && '
                   'cat "$r/state/snapshot.json" 2>/dev/null')
 
@@ -103,10 +127,14 @@ class HostClient:
         if res.exit_code == 0 and body:
             try:
                 snap = json.loads(body)
+            except ValueError:
+                snap = None
+            if isinstance(snap, dict) and snap.get("blank"):
+                snap = {"root": self.root, "secret_id": None, "generation": None, "supervisord": False,
+                        "manifest": None, "programs": [], "gang": {}, "started": {}, "waiting": {}, "blank": True}
+            if isinstance(snap, dict):
                 snap["runtime_missing"] = missing
                 return snap
-            except ValueError:
-                pass
         return self.call("state", timeout=timeout)
 
     def ensure_runtime(self, state: dict[str, Any]) -> bool:

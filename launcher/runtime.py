@@ -17,6 +17,7 @@ import sys
 import tarfile
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
+from typing import Callable
 
 import launcher
 
@@ -25,16 +26,22 @@ WRAPPERS = {
     "launcher-demo-rank": "launcher.demo_rank",
     "launcher-agent": "launcher.agent",
 }
+# What of the launcher package a host runs: the bootstrap's hostside, the agent (supervisord's
+# event listener), the demo rank, and the systemd unit. The rest (CLI, rendering, validation)
+# is operator-side: not shipping it keeps the upload, its extraction and our pyc compile small.
+# tests/unit/test_runtime.py checks that these import nothing else of the package.
+HOST_MODULES = ("__init__.py", "hostside.py", "agent.py", "demo_rank.py")
+HOST_DIRS = ("systemd",)
 _SKIP_DIRS = {"__pycache__", "tests"}
 Entry = tuple[str, bytes, int]  # archive name, content, mode
 
 
-def _package_files(pkg_dir: str, arc_prefix: str) -> list[Entry]:
+def _package_files(pkg_dir: str, arc_prefix: str, keep: Callable[[str], bool] = lambda rel: True) -> list[Entry]:
     out = []
     for dirpath, dirnames, filenames in os.walk(pkg_dir):
         dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS)
         for name in sorted(filenames):
-            if name.endswith((".pyc", ".pyo")):
+            if name.endswith((".pyc", ".pyo")) or not keep(os.path.relpath(os.path.join(dirpath, name), pkg_dir)):
                 continue
             path = os.path.join(dirpath, name)
             with open(path, "rb") as fh:
@@ -63,6 +70,10 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes, mode: int) -> None:
     info = tarfile.TarInfo(name)
     info.size, info.mode, info.mtime = len(data), mode, 0
     tar.addfile(info, io.BytesIO(data))
+
+
+def _host_side(rel: str) -> bool:
+    return rel in HOST_MODULES or rel.split(os.sep, 1)[0] in HOST_DIRS
 
 
 @dataclass(frozen=True)
@@ -97,7 +108,7 @@ class Runtime:
 @lru_cache(maxsize=1)
 def build_runtime() -> Runtime:
     pkg = os.path.dirname(launcher.__file__)
-    entries = _package_files(pkg, "site/launcher")
+    entries = _package_files(pkg, "site/launcher", _host_side)
     # find, not import, supervisor: importing it costs the CLI ~0.1 s for nothing
     entries += _package_files(os.path.dirname(importlib.util.find_spec("supervisor").origin), "site/supervisor")
     native = os.path.join(pkg, "_native")

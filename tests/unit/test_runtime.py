@@ -1,0 +1,110 @@
+"""The runtime shipped to hosts: only the host-side modules, complete, and read back by the bootstrap."""
+from __future__ import annotations
+
+import ast
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import launcher
+from launcher.remote import BOOTSTRAP
+from launcher.runtime import HOST_MODULES, build_runtime, payload
+
+PKG = Path(launcher.__file__).parent
+
+
+def _package_imports(path: Path) -> set[str]:
+    """Modules of the launcher package that ``path`` imports (relative or absolute, any depth)."""
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level == 1 and node.module:
+                out.add(node.module.split(".")[0])
+            elif node.level == 1:
+                out.update(a.name for a in node.names)
+            elif node.module and (node.module == "launcher" or node.module.startswith("launcher.")):
+                parts = node.module.split(".")
+                out.update([parts[1]] if len(parts) > 1 else [a.name for a in node.names])
+        elif isinstance(node, ast.Import):
+            out.update(a.name.split(".")[1] for a in node.names if a.name.startswith("launcher."))
+    return {m for m in out if (PKG / f"{m}.py").exists()}
+
+
+def test_host_modules_import_nothing_else_of_the_package():
+    shipped = {m[:-3] for m in HOST_MODULES}
+    for module in HOST_MODULES:
+        missing = _package_imports(PKG / module) - shipped
+        assert not missing, f"{module} imports {sorted(missing)}, which the runtime does not ship"
+
+
+def test_runtime_ships_the_host_side_only():
+    names = {name for name, _, _ in build_runtime().entries}
+    launcher_files = {n for n in names if n.startswith("site/launcher/")}
+    assert launcher_files == {f"site/launcher/{m}" for m in HOST_MODULES} | {
+        "site/launcher/systemd/ascend-launcher@.service"}
+    assert "site/supervisor/supervisord.py" in names
+    assert {"bin/launcher-agent", "bin/launcher-demo-rank"} <= names
+    assert any(n.startswith("native/") and n.endswith(".c") for n in names)
+
+
+def _bootstrap(tmp_path: Path, action: str, stdin: bytes, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-I", "-S", "-c", BOOTSTRAP, str(tmp_path / "root"),
+                           build_runtime().id, action, *args], input=stdin, capture_output=True)
+
+
+def test_the_bootstrap_installs_the_runtime_with_its_modes(tmp_path):
+    proc = _bootstrap(tmp_path, "install-runtime", build_runtime().tar)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == {"runtime": build_runtime().id}
+    base = tmp_path / "root" / "runtime" / build_runtime().id
+    for name, data, mode in build_runtime().entries:
+        assert (base / name).read_bytes() == data
+        assert (base / name).stat().st_mode & 0o777 == mode & ~_umask()
+    assert not [p for p in base.parent.iterdir() if ".tmp-" in p.name]
+
+
+def test_prepare_unpacks_runtime_generation_and_key_in_one_upload(tmp_path):
+    from launcher.plan import File
+    files = {"manifest.json": File("manifest.json", b'{"programs": []}'),
+             "env/r0.env": File("env/r0.env", b"A='1'\n", 0o600)}
+    proc = _bootstrap(tmp_path, "prepare", build_runtime().members + payload(None, files, b"k" * 64), "g1")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.splitlines()[-1]) == {"generation": "g1", "uploaded": True}
+    root = tmp_path / "root"
+    assert (root / "gens" / "g1" / "env" / "r0.env").stat().st_mode & 0o777 == 0o600
+    assert (root / "state" / "secret").read_bytes() == b"k" * 64
+    assert (root / "state" / "secret").stat().st_mode & 0o777 == 0o600
+    assert (root / "run").stat().st_mode & 0o777 == 0o700
+    assert (root / "runtime" / build_runtime().id / "site" / "launcher" / "hostside.py").exists()
+
+
+def _tar(name: str, data: bytes = b"x", kind: bytes = tarfile.REGTYPE) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:", format=tarfile.USTAR_FORMAT) as tar:
+        info = tarfile.TarInfo(name)
+        info.size, info.type = (len(data) if kind == tarfile.REGTYPE else 0), kind
+        if kind == tarfile.SYMTYPE:
+            info.linkname = "/etc"
+        tar.addfile(info, io.BytesIO(data) if kind == tarfile.REGTYPE else None)
+    return buf.getvalue()
+
+
+def test_the_bootstrap_refuses_paths_out_of_its_dir_links_and_damaged_archives(tmp_path):
+    for bad in (_tar("../escape"), _tar("/abs"), _tar("site/link", kind=tarfile.SYMTYPE),
+                _tar("site/ok", b"x" * 2000)[:1000],  # cut short
+                b"\x01" + _tar("site/ok")[1:]):  # header checksum no longer matches
+        proc = _bootstrap(tmp_path, "install-runtime", bad)
+        assert proc.returncode != 0
+        assert b"refusing archive member" in proc.stderr
+    assert not (tmp_path / "escape").exists()
+    assert not (tmp_path / "root" / "runtime" / build_runtime().id).exists()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
