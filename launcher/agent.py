@@ -24,9 +24,12 @@ import socketserver
 import sys
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 from . import hostside
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (type checkers know the name)
+if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
 
 hostside._lazy()
 
@@ -75,7 +78,18 @@ class Agent:
         self.root = root
         self.locks: dict[str, threading.Lock] = {}
         self.reported: dict[str, str] = {}
-        self.pool = ThreadPoolExecutor(max_workers=16)
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+
+    @property
+    def pool(self) -> ThreadPoolExecutor:
+        # made on first use (a failure to handle): concurrent.futures pulls in logging, which
+        # would cost every agent's start a third of its import time
+        with self._pool_lock:
+            if self._pool is None:
+                from concurrent.futures import ThreadPoolExecutor
+                self._pool = ThreadPoolExecutor(max_workers=16)
+            return self._pool
 
     # configuration of the running generation
     def conf(self) -> dict:
