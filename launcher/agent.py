@@ -40,6 +40,7 @@ BACKOFF_INITIAL = 1.0
 BACKOFF_MAX = 30.0
 DEAD = {"EXITED", "FATAL", "STOPPED", "BACKOFF", "UNKNOWN"}
 LOG_LINES = 10
+EX_CONFIG = 78  # sysexits.h; the launch script exits so when it cannot apply the topology's limits
 DEPENDENCY_POLL = 2.0  # how often a gang waiting for its dependencies probes them again
 
 
@@ -177,6 +178,15 @@ class Agent:
         code = report.get("exitstatus")
         how = "was killed by a signal" if code == -1 else f"exited with exit code {code}"
         cause = f"rank program {report['program']} on {report['host']} {how} ({report.get('state')})"
+        if code == EX_CONFIG:  # e.g. a limit the login cannot grant: the same again next time
+            log(f"gang {group}: {cause}: a configuration error a restart cannot fix: FAILED, stopping it")
+            st.update(state="FAILED", reason=f"{cause}: a configuration error (exit {EX_CONFIG}), not restarted",
+                      last_log=report.get("log", []), failed_at=now)
+            states[group] = st
+            write_json(path, states)
+            hostside.write_snapshot(self.root)
+            self.all_members(gang, f"stop:{group}")
+            return
         if len(history) >= conf["restart_max"]:
             log(f"gang {group}: {cause}; restart budget ({conf['restart_max']} in "
                 f"{conf['restart_window']:.0f} s) spent: FAILED, stopping it on all hosts")

@@ -236,7 +236,8 @@ def up(session: Session, files: dict[str, dict], generation: str, skip_preflight
     rest = [o for o in to_start if o not in fresh]
     progress = start_levels(session, rest, owners, old, generation=generation, strategy=strategy,
                             max_unavailable=max_unavailable, ready_timeout=ready_timeout,
-                            not_ready={o: "refused by the link check" for o in refused}, skew=skew, say=say)
+                            not_ready={o: "refused by the link check" for o in refused}, skew=skew, say=say,
+                            started_first=tuple(fresh))
     unchanged = [o for o in owners if o not in to_start and o not in refused]
     if unchanged:
         say(f"  unchanged, left running: {', '.join(unchanged)}")

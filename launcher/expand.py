@@ -296,14 +296,17 @@ def etcd_argv(svc: Service, spec: EtcdSpec, host: Host, hosts: dict[str, Host], 
 
 
 def etcd_probe(spec: EtcdSpec, host: Host) -> Probe:
-    """`etcdctl endpoint health` at this member's address, what clients use: `up` runs the probe
-    on the member's host, an agent holding a dependent's restart on that dependent's host. With
+    """`etcdctl endpoint health` at this member's address, what clients use, run by `up` on the
+    member's host; with etcd's HTTP /health, which is what an agent holding a dependent's
+    restart checks from the dependent's host. With
     `binary:` a path, etcdctl is the one beside it, as etcd's release archives ship them, since
     such a host may have no etcdctl on PATH; else etcdctl from PATH."""
     etcdctl = posixpath.join(posixpath.dirname(spec.binary), "etcdctl") if "/" in spec.binary else "etcdctl"
     # etcdctl gives up (and says why: "unhealthy ... context deadline exceeded") before the
     # probe's 5 s would kill it silently; its own default command timeout is those same 5 s
-    return Probe(command=(etcdctl, "--endpoints", f"http://{host.address}:{spec.client_port}",
+    # and etcd's own GET /health, which an agent elsewhere checks instead (no etcdctl needed there)
+    return Probe(http=f"http://{host.address}:{spec.client_port}/health",
+                 command=(etcdctl, "--endpoints", f"http://{host.address}:{spec.client_port}",
                           "--dial-timeout", "2s", "--command-timeout", "3s", "endpoint", "health"), timeout=5.0)
 
 

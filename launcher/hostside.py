@@ -757,7 +757,9 @@ def _probe_once(root: str, spec: dict) -> str | None:
                 return None
         if kind == "command":
             proc = subprocess.run(target, capture_output=True, timeout=spec.get("timeout", 5))
-            return None if proc.returncode == 0 else f"exit {proc.returncode}: {proc.stderr[-200:]!r}"
+            said = " / ".join(ln.strip() for ln in (proc.stderr or proc.stdout).decode("utf-8", "replace")
+                              .strip().splitlines() if ln.strip())
+            return None if proc.returncode == 0 else f"exit {proc.returncode}: {said[-300:] or '-'}"
         if kind == "log":
             import re
             pattern = re.compile(target)
@@ -781,7 +783,8 @@ def act_probe(root: str, args: list[str]) -> dict:
             break
         time.sleep(min(spec.get("period", 1.0) for spec in specs) if specs else 0.5)
     return {"ready": all(v is None for v in last.values()),
-            "probes": [{"probe": f"{s['kind']} {s['target']}", "error": last[i]} for i, s in enumerate(specs)]}
+            "probes": [{"probe": f"{s['kind']} {' '.join(s['target']) if s['kind'] == 'command' else s['target']}",
+                        "error": last[i]} for i, s in enumerate(specs)]}
 
 
 ACTIONS = {"state": act_state, "prepare": act_prepare, "switch": act_switch, "start": act_start,

@@ -29,11 +29,12 @@ class LevelRun:
     waiting: dict[str, list[str]] = field(default_factory=dict)  # owner -> dependencies it waits for
     roll_failed: tuple[str, str] | None = None                   # (owner, why) that stopped a roll
     untouched: list[str] = field(default_factory=list)           # left as they were after a stopped roll
+    unready: dict[str, str] = field(default_factory=dict)        # started, has a probe, never passed it
 
     def raise_if_incomplete(self) -> None:
         lines = []
         for dep, why in self.not_ready.items():
-            waiters = [o for o, deps in self.waiting.items() if dep in deps]
+            waiters = self._waiters_of(dep)
             if waiters:
                 lines.append(f"{dep} did not become ready ({why}); not started, as they wait for it: "
                              f"{', '.join(waiters)}")
@@ -41,8 +42,20 @@ class LevelRun:
             owner, why = self.roll_failed
             lines.append(f"rolling update stopped: {owner} did not become ready ({why}); "
                          f"untouched (still on their previous config): {', '.join(self.untouched) or 'none'}")
+        for owner, why in self.unready.items():
+            lines.append(f"{owner} was started but did not become ready ({why})")
         if lines:
             raise LauncherError("\n".join(lines))
+
+    def _waiters_of(self, dep: str) -> list[str]:
+        """Everything held back by ``dep``: directly, or through another owner that waits."""
+        held = {dep}
+        grew = True
+        while grew:
+            more = {o for o, deps in self.waiting.items() if held & set(deps)} - held
+            held |= more
+            grew = bool(more)
+        return [o for o in self.waiting if o in held]
 
 
 def _has_probe(session: Session, owner: str) -> bool:
@@ -59,7 +72,8 @@ def resolve_strategy(session: Session, strategy: str, warm: list[str]) -> str:
 
 def start_levels(session: Session, rest: list[str], owners: dict[str, list[str]], old: dict[str, dict], *,
                  generation: str, strategy: str, max_unavailable: int, ready_timeout: float,
-                 not_ready: dict[str, str], skew: dict[str, float], say: Callable[[str], None]) -> LevelRun:
+                 not_ready: dict[str, str], skew: dict[str, float], say: Callable[[str], None],
+                 started_first: tuple[str, ...] = ()) -> LevelRun:
     """Start ``rest`` (owners to (re)start, in any order) by levels; see the module doc."""
     if max_unavailable < 1:
         raise LauncherError("--max-unavailable must be at least 1")
@@ -141,6 +155,17 @@ def start_levels(session: Session, rest: list[str], owners: dict[str, list[str]]
                 say(f"  {owner} is ready")
             if run.roll_failed:
                 break
+    # what nothing waits for is checked too, where it has a probe: `up` ends when it is ready
+    for owner in [*started_first, *run.started]:
+        checked = ready | set(run.not_ready) | {run.roll_failed[0] if run.roll_failed else ""}
+        if owner not in checked and _has_probe(session, owner):
+            why = wait_ready(session, owner, owners[owner], ready_timeout)
+            if why:
+                run.unready[owner] = why
+                say(f"  {owner} is NOT ready: {why}")
+            else:
+                ready.add(owner)
+                say(f"  {owner} is ready")
     return run
 
 

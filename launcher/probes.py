@@ -4,10 +4,6 @@ from __future__ import annotations
 from .model import Probe
 from .plan import HostPlan, Plan
 
-# Kinds a host can run against another host's program (a log probe reads the program's own host)
-REMOTE_KINDS = ("http", "tcp", "command")
-
-
 def probe_specs(plan: Plan, instance: str, host: str) -> list[dict]:
     """The instance's probe as run on one of its hosts (':PORT/path' means that host's address)."""
     return specs_on(next(h for h in plan.hosts if h.host.name == host), instance)
@@ -42,7 +38,13 @@ def dependency_probes(plan: Plan) -> dict[str, list[dict]]:
     for hp in plan.hosts:
         for owner in dict.fromkeys(p.owner for p in hp.programs):
             by_owner.setdefault(owner, []).append(hp)
-    remote = {dep: [s for hp in hps for s in specs_on(hp, dep) if s["kind"] in REMOTE_KINDS]
-              for dep, hps in by_owner.items()}
+    remote = {dep: _from_elsewhere([s for hp in hps for s in specs_on(hp, dep)]) for dep, hps in by_owner.items()}
     return {owner: [{"owner": d, "probes": remote[d]} for d in deps if remote.get(d)]
             for owner, deps in plan.depends.items()}
+
+
+def _from_elsewhere(specs: list[dict]) -> list[dict]:
+    """The probes another host can run: http and tcp where there are any (a command such as
+    etcdctl may not be installed on the other host), else commands; never a log probe."""
+    net = [s for s in specs if s["kind"] in ("http", "tcp")]
+    return net or [s for s in specs if s["kind"] == "command"]

@@ -58,7 +58,11 @@ def test_all_strategy_restarts_without_waiting_in_between(roll):
     bump(path, "2")
     run = run_cli("up", path, "--strategy", "all")
     assert run.code == 0, run.err
-    assert "rolling" not in run.err and "is ready" not in run.err
+    assert "rolling" not in run.err
+    # all three in one go; readiness is checked only after (up ends when they are ready)
+    restarted = next(ln for ln in run.err.splitlines() if "[4/4] restarted" in ln)
+    assert all(f"{n} (skew" in restarted for n in "abc")
+    assert run.err.index(restarted) < run.err.index("is ready")
     after = wait_for(lambda: all_running(path), what="all RUNNING")
     assert all(after[k]["pid"] != before[k]["pid"] for k in before)
 
@@ -170,3 +174,21 @@ def test_a_gang_restart_waits_until_its_dependency_is_back(roll):
     back = wait_for(lambda: (r := rows(str(path))["b"])["state"] == "RUNNING" and r, what="b RUNNING again")
     assert back["pid"] != before["b"]["pid"] and back["waiting_on"] == []
     assert back["restarts"] == 1
+
+
+def test_up_ends_when_what_it_started_is_ready_and_says_which_never_was(roll):
+    path = roll(probe_b=18799)  # b serves on 18720, its probe asks 18799: never ready
+    run = run_cli("up", path, "--ready-timeout", "3")
+    assert run.code == 1
+    assert "a is ready" in run.err and "c is ready" in run.err
+    assert "error: b was started but did not become ready (solo: http http://127.0.0.1:18799/health:" in run.err
+
+
+def test_exit_78_is_a_configuration_error_the_agent_does_not_retry(roll):
+    path = Path(roll())
+    path.write_text(path.read_text().replace(
+        "command: [launcher-demo-rank, --health-port, '18730']", "command: [sh, -c, 'sleep 1; exit 78']"))
+    run_cli("up", str(path), "--ready-timeout", "1")
+    failed = wait_for(lambda: (r := rows(str(path))["c"])["state"] == "FAILED" and r, what="c FAILED")
+    assert failed["restarts"] == 0
+    assert "a configuration error (exit 78), not restarted" in failed["reason"]
