@@ -192,3 +192,24 @@ def test_exit_78_is_a_configuration_error_the_agent_does_not_retry(roll):
     failed = wait_for(lambda: (r := rows(str(path))["c"])["state"] == "FAILED" and r, what="c FAILED")
     assert failed["restarts"] == 0
     assert "a configuration error (exit 78), not restarted" in failed["reason"]
+
+
+def test_ctrl_c_during_a_rolling_restart_stops_between_instances(roll):
+    path = roll()
+    before = up_running(path)
+    proc = subprocess.Popen([sys.executable, "-m", "launcher", "restart", path, "--rolling"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if "restarted a;" in line:  # a is down or coming up: the roll must finish it, then stop
+            proc.send_signal(signal.SIGINT)
+            break
+    err = "".join(seen) + proc.communicate(timeout=120)[1]
+    assert proc.returncode == 1, err
+    assert "interrupted: restarted and ready: a; not restarted: b, c" in err
+    after = all_running(path)
+    assert after is not None, "a gang was left half started"
+    assert after["a"]["pid"] != before["a"]["pid"]
+    assert after["b"]["pid"] == before["b"]["pid"] and after["c"]["pid"] == before["c"]["pid"]
