@@ -1,10 +1,11 @@
 """The runtime shipped to hosts: the launcher's host-side code and supervisor, pure Python.
 
 Hosts have no internet and maybe a different CPU (aarch64): we ship source packages from
-the operator's own installation; the host needs only python3. Its id is a hash of the
-files (cheap: every command needs it); the tar is built only when a host lacks it, with
-bytecode compiled here (hash-based, unchecked pycs: a host whose Python matches ours skips
-compiling supervisor on its first start; any other host ignores them and compiles itself).
+the operator's own installation (of the launcher, only the modules a host runs); the host
+needs only python3. Its id is a hash of the files (cheap: every command needs it); the tar is
+built only when a host lacks it, with bytecode compiled here (hash-based, unchecked pycs: a
+host whose Python matches ours skips compiling supervisor on its first start; any other host
+ignores them and compiles itself), and kept in the user's cache dir for the next `up`.
 """
 from __future__ import annotations
 
@@ -76,6 +77,14 @@ def _host_side(rel: str) -> bool:
     return rel in HOST_MODULES or rel.split(os.sep, 1)[0] in HOST_DIRS
 
 
+def _cache_file(runtime_id: str) -> str:
+    """Where the compiled runtime is kept: the user's cache dir, one file per runtime id (a hash
+    of the sources) and interpreter (the pycs are its bytecode), checked by its sha256 on read."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    tag = f"{sys.implementation.cache_tag}-{importlib.util.MAGIC_NUMBER.hex()}"
+    return os.path.join(base, "ascend-launcher", f"runtime-{runtime_id}-{tag}.tar")
+
+
 @dataclass(frozen=True)
 class Runtime:
     id: str
@@ -84,7 +93,32 @@ class Runtime:
     @cached_property
     def members(self) -> bytes:
         """The runtime as tar members under runtime/ without the end-of-archive blocks, built once:
-        each host's upload is these bytes followed by its own generation's tar."""
+        each host's upload is these bytes followed by its own generation's tar. Compiling the pycs
+        is most of a cold `up`'s CPU here, and every host waits for it: it is kept on disk, per
+        runtime id and interpreter (see _cache_file)."""
+        path = _cache_file(self.id)
+        try:
+            with open(path, "rb") as fh:
+                digest, data = fh.read(32), fh.read()
+            if hashlib.sha256(data).digest() == digest:
+                return data
+        except OSError:
+            pass
+        data = self._compile_members()
+        try:
+            os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+            tmp = f"{path}.tmp-{os.getpid()}"
+            with open(tmp, "wb") as fh:
+                fh.write(hashlib.sha256(data).digest() + data)
+            os.replace(tmp, path)
+            for name in os.listdir(os.path.dirname(path)):  # older launcher versions': one is enough
+                if name.startswith("runtime-") and name != os.path.basename(path):
+                    os.unlink(os.path.join(os.path.dirname(path), name))
+        except OSError:
+            pass  # no cache then (read-only home): the next run compiles again
+        return data
+
+    def _compile_members(self) -> bytes:
         buf = io.BytesIO()
         tar = tarfile.TarFile(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT)
         for name, data, mode in self.entries:

@@ -108,3 +108,21 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def test_the_compiled_runtime_is_kept_and_a_damaged_copy_is_not_used(tmp_path, monkeypatch):
+    from launcher.runtime import Runtime
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    entries = (("site/m/__init__.py", b"X = 1\n", 0o644), ("bin/w", b"#!/bin/sh\n", 0o755))
+    first = Runtime("t-1", entries).members
+    kept = list((tmp_path / "ascend-launcher").iterdir())
+    assert len(kept) == 1 and "t-1" in kept[0].name
+    names = [m.name for m in tarfile.open(fileobj=io.BytesIO(first + b"\0" * 1024))]
+    assert names == ["runtime/site/m/__init__.py", f"runtime/site/m/__pycache__/__init__.{sys.implementation.cache_tag}.pyc",
+                     "runtime/bin/w"]
+    assert Runtime("t-1", entries).members == first  # read back
+    kept[0].write_bytes(kept[0].read_bytes()[:-10])  # cut short: rebuilt, not shipped damaged
+    assert Runtime("t-1", entries).members == first
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "file"))
+    (tmp_path / "file").write_text("not a dir")  # no usable cache dir: built every time, no error
+    assert Runtime("t-1", entries).members == first
