@@ -731,7 +731,7 @@ def serve_links(dd: DataDist, log: Log) -> socket.socket:
                 return  # closed at exit
             threading.Thread(target=answer, args=(sock, f"{peer[0]}:{peer[1]}"), daemon=True).start()
 
-    threading.Thread(target=accept_forever, name="datadist", daemon=True).start()
+    start_helper(threading.Thread(target=accept_forever, name="datadist", daemon=True))
     log(f"datadist: listening on {dd.listen} (cluster {dd.cluster_id}, {_stamp()})")
     return listener
 
@@ -814,8 +814,8 @@ def start_health(host: str, port: int, body: bytes, log: Log) -> ThreadingHTTPSe
                                time.monotonic() + IN_USE_RETRY_S, log)
     except OSError as exc:
         raise HealthError(f"cannot serve health on {host}:{port}: {exc.strerror or exc}") from None
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
-                     name="health", daemon=True).start()
+    start_helper(threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
+                                  name="health", daemon=True))
     return server
 
 
@@ -825,6 +825,22 @@ def _logger(prefix: str) -> Log:
     def log(message: str) -> None:
         print(f"{prefix} {message}", file=sys.stderr, flush=True)
     return log
+
+
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+
+
+def start_helper(thread: threading.Thread) -> None:
+    """Start a helper thread with SIGTERM/SIGINT blocked (it, and every thread it starts, inherits
+    the mask), so the kernel delivers them to the main thread. Python runs handlers only in the
+    main thread: a SIGTERM taken by a helper thread (likely while health requests keep helpers
+    busy) waited for the main thread's sleep to end, and the rank lived on until supervisord's
+    SIGKILL 30 s later, failing the launcher's `stop`."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        thread.start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def _arm_signals() -> None:
