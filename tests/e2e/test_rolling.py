@@ -7,9 +7,13 @@ of every rank of every instance every ~50 ms; an instance is unavailable in a sa
 of its ranks does not answer. The invariant is the issue's: never more than K unavailable in
 one sample. The figures (longest outage, failed probes) go to stdout and to FIGURES.
 
+The same client watches `up` of a changed env on all three (the rolling strategy).
+
 b's probe also runs a command on its hosts that checks a file the rank needs (its "weights");
 removing that file makes b fail readiness at restart time without a new generation, which is
-how the stop-at-first-failure case is made.
+how the stop-at-first-failure case is made, and how the lock test gets an operation that
+holds the deployment lock for as long as the test needs. The stale-lock case SIGKILLs a
+holder and expects the next command to take the lock over with a warning.
 """
 from __future__ import annotations
 
