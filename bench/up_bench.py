@@ -59,6 +59,14 @@ def log(msg: str) -> None:
     print(f"[up_bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
+def machine_cpu() -> float:
+    """CPU seconds this machine has spent busy (all processes: CLI, ssh, sshd, hosts' daemons, ranks)."""
+    with open("/proc/stat") as fh:
+        fields = [int(x) for x in fh.readline().split()[1:]]
+    busy = sum(fields[:3]) + sum(fields[5:8])  # user nice system, irq softirq steal (not idle, iowait)
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
 # --- topology ---------------------------------------------------------------------------------
 def topology(tb) -> str:
     hosts = "".join(
@@ -231,10 +239,11 @@ class Launcher:
         if left:
             log(f"closed {left} shared SSH connections the launcher had kept before this cold up")
         since = time.time()
-        t0 = time.monotonic()
+        t0, c0 = time.monotonic(), machine_cpu()
         r["up_cli"], _ = self.cli("up")
         wait_all_up(self.tb, since, "launcher cold up")
         r["up_cold"] = time.monotonic() - t0
+        r["up_cpu"] = (machine_cpu() - c0) / len(self.tb.hosts)
 
         r["up_nochange"], proc = self.cli("up", "--json")
         started = json.loads(proc.stdout)["started"]
@@ -328,10 +337,11 @@ class Floor:
     def cycle(self) -> dict[str, float]:
         r: dict[str, float] = {}
         since = time.time()
-        t0 = time.monotonic()
+        t0, c0 = time.monotonic(), machine_cpu()
         r["up_cli"] = self.round("floor up", self.up_script, lambda h: self.runtime_tar + self.gen_tars[h])
         wait_all_up(self.tb, since, "floor up")
         r["up_cold"] = time.monotonic() - t0
+        r["up_cpu"] = (machine_cpu() - c0) / len(self.tb.hosts)
         r["up_nochange"] = self.round("floor no-change", self.nochange_script)
         r["status"] = self.round("floor status", self.status_script)
         r["down"] = self.round("floor down", self.down_script)
@@ -467,10 +477,11 @@ class Ansible:
     def cycle(self) -> dict[str, float]:
         r: dict[str, float] = {}
         since = time.time()
-        t0 = time.monotonic()
+        t0, c0 = time.monotonic(), machine_cpu()
         r["up_cli"] = self.playbook("up.yml")
         wait_all_up(self.tb, since, "ansible up")
         r["up_cold"] = time.monotonic() - t0
+        r["up_cpu"] = (machine_cpu() - c0) / len(self.tb.hosts)
         r["up_nochange"] = self.playbook("up.yml")
         r["status"] = self.playbook("status.yml")
         r["down"] = self.playbook("down.yml")
@@ -636,7 +647,7 @@ def table(cols: dict[str, list[dict[str, float]]], hosts: int, repeat: int) -> s
     for label, key in ROWS:
         la, fl, an = (median(cols.get(c, []), key) for c in ("launcher", "floor", "ansible"))
         rows.append((label, f(la), f(fl), f(an) if cols.get("ansible") else "skipped", ratio(la, fl), ratio(an, la)))
-    for label, key in (("  (cold up: command only)", "up_cli"),):
+    for label, key in (("  (cold up: command only)", "up_cli"), ("  (cold up: machine CPU s per host)", "up_cpu")):
         la, fl, an = (median(cols.get(c, []), key) for c in ("launcher", "floor", "ansible"))
         rows.append((label, f(la), f(fl), f(an) if cols.get("ansible") else "skipped", ratio(la, fl), ratio(an, la)))
     widths = [max(len(str(r[i])) for r in [head] + rows) for i in range(len(head))]
@@ -733,6 +744,8 @@ def main(argv: list[str] | None = None) -> int:
         m = {k: median(cols["launcher"], k) for _, k in ROWS}
         parts = [f"hosts={args.hosts}"] + [f"{k}={m[k]:.3f}" for _, k in ROWS]
         parts.append(f"floor_up={median(cols['floor'], 'up_cold'):.3f}")
+        parts.append(f"up_cpu_per_host={m_cpu:.3f} floor_up_cpu_per_host={median(cols['floor'], 'up_cpu'):.3f}"
+                     if (m_cpu := median(cols["launcher"], "up_cpu")) is not None else "up_cpu_per_host=n/a")
         an = median(cols.get("ansible", []), "up_cold")
         parts.append(f"ansible_up={an:.3f}" if an is not None else "ansible_up=skipped")
         summary = " ".join(parts)
