@@ -34,6 +34,13 @@ WRAPPERS = {
 HOST_MODULES = ("__init__.py", "hostside.py", "agent.py", "demo_rank.py")
 HOST_DIRS = ("systemd",)
 _SKIP_DIRS = {"__pycache__", "tests"}
+# Of supervisor, supervisord runs with neither its web UI (it is reached over a unix socket, by
+# XML-RPC only), nor the sample config and scripts: every file costs each host a create.
+SUPERVISOR_SKIP = ("ui", "skel", "scripts")
+# ... and these modules are kept (supervisorctl to look around on a host) but never imported by
+# supervisord, hostside or the agent: no pyc for them.
+NO_PYC = {"site/supervisor/supervisorctl.py", "site/supervisor/pidproxy.py", "site/supervisor/confecho.py",
+          "site/supervisor/childutils.py", "site/supervisor/http_client.py"}
 Entry = tuple[str, bytes, int]  # archive name, content, mode
 
 
@@ -123,7 +130,7 @@ class Runtime:
         tar = tarfile.TarFile(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT)
         for name, data, mode in self.entries:
             _add(tar, f"runtime/{name}", data, mode)
-            if name.endswith(".py") and name.startswith("site/"):
+            if name.endswith(".py") and name.startswith("site/") and name not in NO_PYC:
                 pyc = _pyc(name, data)
                 if pyc:
                     _add(tar, f"runtime/{pyc[0]}", pyc[1], pyc[2])
@@ -144,7 +151,8 @@ def build_runtime() -> Runtime:
     pkg = os.path.dirname(launcher.__file__)
     entries = _package_files(pkg, "site/launcher", _host_side)
     # find, not import, supervisor: importing it costs the CLI ~0.1 s for nothing
-    entries += _package_files(os.path.dirname(importlib.util.find_spec("supervisor").origin), "site/supervisor")
+    entries += _package_files(os.path.dirname(importlib.util.find_spec("supervisor").origin), "site/supervisor",
+                              lambda rel: rel.split(os.sep, 1)[0] not in SUPERVISOR_SKIP)
     native = os.path.join(pkg, "_native")
     for name in sorted(os.listdir(native)):  # built on the host by hostside (any CPU)
         if name.endswith((".c", ".h")):

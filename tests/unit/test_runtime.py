@@ -46,7 +46,8 @@ def test_runtime_ships_the_host_side_only():
     launcher_files = {n for n in names if n.startswith("site/launcher/")}
     assert launcher_files == {f"site/launcher/{m}" for m in HOST_MODULES} | {
         "site/launcher/systemd/ascend-launcher@.service"}
-    assert "site/supervisor/supervisord.py" in names
+    assert {"site/supervisor/supervisord.py", "site/supervisor/supervisorctl.py", "site/supervisor/version.txt"} <= names
+    assert not [n for n in names if n.startswith(("site/supervisor/ui/", "site/supervisor/skel/"))]
     assert {"bin/launcher-agent", "bin/launcher-demo-rank"} <= names
     assert any(n.startswith("native/") and n.endswith(".c") for n in names)
 
