@@ -163,7 +163,8 @@ def up(session: Session, files: dict[str, dict], generation: str, skip_preflight
     blank = {h for h, s in old.items() if not s.get("generation") and not s.get("supervisord")} & needs
     checked = set() if skip_preflight else {i.name for i in plan.instances}
     owners = owners_on(plan)
-    early = [o for o in (plan.levels[0] if plan.levels else []) if o not in checked and set(owners[o]) <= blank]
+    early = [o for o in (plan.levels[0] if plan.levels else [])
+             if o in owners and o not in checked and set(owners[o]) <= blank]
 
     def prepare(c: HostClient) -> dict:
         st = old[c.name]

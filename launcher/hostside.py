@@ -83,10 +83,14 @@ class RpcError(Exception):
 
 
 def _xml_param(value: Any) -> str:
+    if value is None:
+        return "<nil/>"
     if isinstance(value, bool):
         return f"<boolean>{int(value)}</boolean>"
     if isinstance(value, int):
         return f"<int>{value}</int>"
+    if isinstance(value, float):
+        return f"<double>{value!r}</double>"
     if isinstance(value, str):
         return "<string>" + value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;") + "</string>"
     raise TypeError(f"no XML-RPC marshalling for {type(value).__name__}")

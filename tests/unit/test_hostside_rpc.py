@@ -46,10 +46,10 @@ def test_not_xml_rpc_is_an_rpc_error():
         _xml_result(b"<?xml version='1.0'?><methodResponse><params></params></methodResponse>")
 
 
-@pytest.mark.parametrize("arg", ["a<b>&c", "", "model-r0", True, False, 0, 7])
+@pytest.mark.parametrize("arg", ["a<b>&c", "", "model-r0", True, False, 0, 7, None, 2.5])
 def test_parameters_are_marshalled_as_the_stdlib_reads_them(arg):
     body = f"<?xml version='1.0'?><methodCall><methodName>m</methodName><params><param><value>" \
            f"{_xml_param(arg)}</value></param></params></methodCall>"
-    params, method = xmlrpc.client.loads(body)
+    params, method = xmlrpc.client.loads(body, use_builtin_types=True)
     assert (params, method) == ((arg,), "m")
     assert type(params[0]) is type(arg)
