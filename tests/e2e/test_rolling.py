@@ -264,7 +264,8 @@ def test_roll_stops_at_an_instance_that_fails_readiness(testbed: Testbed, deploy
             Path(h.path(WEIGHTS)).write_text("ok\n")
     assert proc.returncode == 1, err
     assert out.startswith("rolling restart stopped: b did not become ready ("), out
-    assert f"command ['test', '-e', '{WEIGHTS}']: exit 1" in out, out
+    for h in b_hosts:  # the reason is the probe's own: which host, which command, its exit status
+        assert f"{h.name}: command test -e {WEIGHTS}: exit 1" in out, out
     assert "untouched: c" in out and "roll stopped; untouched: c" in err, err
     after = {(r["instance"], r["host"]): r for r in json.loads(as_json.out)}
     hosts = {n: [testbed.hosts[i].name for i in idx] for n, (idx, _, _) in LAYOUT.items()}
