@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 hostside._lazy()
 
-STOP_TIMEOUT = 75.0   # > supervisord's stopwaitsecs (30 s) plus the SIGKILL that follows
+STOP_TIMEOUT = hostside.STOP_RPC_TIMEOUT  # > supervisord's stopwaitsecs (30 s) plus the SIGKILL
 SEND_TIMEOUT = 120.0  # a member's stop may take STOP_TIMEOUT
 ATTEMPTS = 3          # a restart that fails (a member did not answer) is tried again, then FAILED
 BACKOFF_INITIAL = 1.0

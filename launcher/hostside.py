@@ -200,6 +200,11 @@ class Supervisor:
         return _xml_result(payload)
 
 
+# A stop returns once supervisord has the group down: up to stopwaitsecs (30 s, render.py) and
+# then the SIGKILL; the call must outlast that, or a slow rank turns into a failed stop
+STOP_RPC_TIMEOUT = 75.0
+
+
 def socket_path(root: str) -> str:
     return os.path.join(root, "run", "supervisor.sock")
 
@@ -517,7 +522,7 @@ def _reload_groups(server: Any, groups: list[str]) -> None:
 
 def act_prune(root: str, args: list[str]) -> dict:
     """Stop and remove the groups the current generation no longer has."""
-    server = rpc(root)
+    server = rpc(root, STOP_RPC_TIMEOUT)
     removed = server.supervisor.reloadConfig()[0][2]
     for group in removed:
         set_desired(root, group, False)  # a deliberate stop: the agent must not restart it
@@ -582,7 +587,7 @@ def act_start(root: str, args: list[str]) -> dict:
     """Start whole groups (an instance's ranks on this host) at once, each with the current
     generation's config; returns when spawned. A deliberate start gives the gang a fresh
     restart budget (clears FAILED) and ends any wait recorded for it."""
-    server = rpc(root)
+    server = rpc(root, STOP_RPC_TIMEOUT)
     _reload_groups(server, args)
     with _desired_lock:
         states = read_gang_state(root)
@@ -602,7 +607,7 @@ def act_start(root: str, args: list[str]) -> dict:
 
 
 def act_stop(root: str, args: list[str]) -> dict:
-    server = rpc(root)
+    server = rpc(root, STOP_RPC_TIMEOUT)
     _update_state(root, "waiting.json", {g: None for g in args})  # a deliberate stop ends any wait
     for group in args:
         set_desired(root, group, False)  # before stopping: the agent must not see a failure

@@ -213,3 +213,17 @@ def test_ctrl_c_during_a_rolling_restart_stops_between_instances(roll):
     assert after is not None, "a gang was left half started"
     assert after["a"]["pid"] != before["a"]["pid"]
     assert after["b"]["pid"] == before["b"]["pid"] and after["c"]["pid"] == before["c"]["pid"]
+
+
+def test_a_rank_that_ignores_sigterm_is_killed_and_the_restart_succeeds(roll):
+    """supervisord waits stopwaitsecs (30 s), then SIGKILLs: the stop must outlast that."""
+    path = Path(roll())
+    path.write_text(path.read_text().replace(
+        "command: [launcher-demo-rank, --health-port, '18730']", "command: [sh, -c, 'trap \"\" TERM; sleep 1000']"))
+    run = run_cli("up", str(path))
+    assert run.code == 0, run.err
+    pid = wait_for(lambda: rows(str(path))["c"]["pid"], what="c running")
+    run = run_cli("restart", str(path), "--instance", "c")
+    assert run.code == 0, run.err
+    after = wait_for(lambda: (r := rows(str(path))["c"])["state"] == "RUNNING" and r, what="c back")
+    assert after["pid"] != pid
