@@ -61,3 +61,27 @@ def wait_for(predicate, timeout: float = 90.0, what: str = "condition"):
             return value
         time.sleep(0.25)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+# --- topology fragments the testbed tests share -------------------------------------------
+def host_entry(tb, h, devices: str) -> str:
+    """One testbed host as a topology `hosts:` entry; ``devices`` is the YAML mapping text."""
+    return (f"  - name: {h.name}\n    address: {h.address}\n"
+            f"    ssh: {{user: {tb.user}, identity_file: {tb.identity_file}}}\n    devices: {devices}\n")
+
+
+def topology_head(name: str, deploy_dir: str = "/srv/launcher", extra_defaults: str = "") -> str:
+    """`version`, `name` and defaults for a testbed topology (no NPUs there: preflight off)."""
+    return f"version: 1\nname: {name}\ndefaults:\n  deploy_dir: {deploy_dir}\n  preflight: false\n{extra_defaults}"
+
+
+def datadist_2p2d(listen_port: int) -> str:
+    """configs/llm-datadist-link.yaml's domains: clusters 1, 2 (prompt-0/1) each linked with 3, 4
+    (decoder-0/1)."""
+    return (f"llm_datadist:\n  clusters:\n"
+            f"    - {{id: 1, instance: prompt-0, role: prompt, listen_port: {listen_port}}}\n"
+            f"    - {{id: 2, instance: prompt-1, role: prompt, listen_port: {listen_port}}}\n"
+            "    - {id: 3, instance: decoder-0, role: decoder}\n"
+            "    - {id: 4, instance: decoder-1, role: decoder}\n"
+            "  links:\n" + "".join(f"    - {{name: pd_comm_{p}_{d}, clusters: [{p}, {d}]}}\n"
+                                   for p in (1, 2) for d in (3, 4)))

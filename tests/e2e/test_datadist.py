@@ -14,7 +14,7 @@ import urllib.request
 
 import pytest
 
-from tests.helpers import run_cli, wait_for
+from tests.helpers import datadist_2p2d, run_cli, topology_head, host_entry, wait_for
 
 TESTBED_HOSTS = 2
 LISTEN_PORT = 26000
@@ -37,9 +37,7 @@ def device_ips(testbed) -> dict[str, list[str]]:
 
 def topology(tb, ips: dict[str, list[str]], version: str = "1") -> str:
     h1, h2 = tb.hosts
-    hosts = "".join(
-        f"  - name: {h.name}\n    address: {h.address}\n    ssh: {{user: {tb.user}, identity_file: {tb.identity_file}}}\n"
-        f"    devices: {{0: {ips[h.name][0]}, 1: {ips[h.name][1]}}}\n" for h in (h1, h2))
+    hosts = "".join(host_entry(tb, h, f"{{0: {ips[h.name][0]}, 1: {ips[h.name][1]}}}") for h in (h1, h2))
 
     def inst(name: str, host: str, dev: int, *extra: str) -> str:
         argv = ", ".join(["launcher-demo-rank", "--health-port", f'"{HEALTH[name]}"', *extra])
@@ -48,27 +46,11 @@ def topology(tb, ips: dict[str, list[str]], version: str = "1") -> str:
         probe = ", probe: {log: 'datadist: listening on', period: 0.2}" if name in PROMPTS else ""
         return f"  - {{name: {name}, hosts: [{host}], devices: [{dev}], command: [{argv}]{env}{probe}}}\n"
     return f"""\
-version: 1
-name: dd
-defaults:
-  deploy_dir: /srv/launcher
-  preflight: false
-hosts:
+{topology_head("dd")}hosts:
 {hosts}instances:
 {inst("prompt-0", "h1", 0)}{inst("prompt-1", "h1", 1)}\
 {inst("decoder-0", "h2", 0, "--link-retry", '"0"')}{inst("decoder-1", "h2", 1, "--link-retry", '"0"')}\
-llm_datadist:
-  clusters:
-    - {{id: 1, instance: prompt-0, role: prompt, listen_port: {LISTEN_PORT}}}
-    - {{id: 2, instance: prompt-1, role: prompt, listen_port: {LISTEN_PORT}}}
-    - {{id: 3, instance: decoder-0, role: decoder}}
-    - {{id: 4, instance: decoder-1, role: decoder}}
-  links:
-    - {{name: pd_comm_1_3, clusters: [1, 3]}}
-    - {{name: pd_comm_1_4, clusters: [1, 4]}}
-    - {{name: pd_comm_2_3, clusters: [2, 3]}}
-    - {{name: pd_comm_2_4, clusters: [2, 4]}}
-"""
+{datadist_2p2d(LISTEN_PORT)}"""
 
 
 def cli(tb, *argv: str):

@@ -33,7 +33,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import ROOT, Run, run_cli, wait_for
+from tests.helpers import ROOT, Run, run_cli, topology_head, host_entry, wait_for
 from tests.testbed.core import Testbed
 
 TESTBED_HOSTS = 4
@@ -49,9 +49,7 @@ POLL_TIMEOUT = 1.0  # short, yet no false outage when the 2 CPUs are busy
 
 
 def topology(tb: Testbed, demo_env: str = "1") -> str:
-    hosts = "".join(
-        f"  - name: {h.name}\n    address: {h.address}\n    ssh: {{user: {tb.user}, identity_file: {tb.identity_file}}}\n"
-        f"    devices: {{0: 10.98.{i}.1, 1: 10.98.{i}.2}}\n" for i, h in enumerate(tb.hosts))
+    hosts = "".join(host_entry(tb, h, f"{{0: 10.98.{i}.1, 1: 10.98.{i}.2}}") for i, h in enumerate(tb.hosts))
     insts = ""
     for n, (idx, dev, port) in LAYOUT.items():
         extra = f", command: [test, -e, {WEIGHTS}]" if n == "b" else ""
@@ -61,12 +59,7 @@ def topology(tb: Testbed, demo_env: str = "1") -> str:
                   f"    env: {{DEMO_VERSION: '{demo_env}'}}\n"
                   f"    probe: {{http: ':{port}/health', timeout: 2, period: 0.2{extra}}}\n")
     return f"""\
-version: 1
-name: {NAME}
-defaults:
-  deploy_dir: {DEPLOY}
-  preflight: false
-hosts:
+{topology_head(NAME, DEPLOY)}hosts:
 {hosts}instances:
 {insts}"""
 

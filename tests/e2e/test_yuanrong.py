@@ -37,7 +37,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import ROOT, Run, run_cli, wait_for
+from tests.helpers import ROOT, Run, run_cli, topology_head, host_entry, wait_for
 from tests.testbed.core import Testbed
 
 TESTBED_HOSTS = 3
@@ -53,21 +53,14 @@ NUMA = ["--cpunodebind", "0", "--localalloc"]
 
 
 def topology(tb: Testbed, memlock: str, worker_note: str = "1") -> str:
-    hosts = "".join(
-        f"  - name: {h.name}\n    address: {h.address}\n    ssh: {{user: {tb.user}, identity_file: {tb.identity_file}}}\n"
-        f"    devices: {{0: 10.97.{i}.1}}\n" for i, h in enumerate(tb.hosts))
+    hosts = "".join(host_entry(tb, h, f"{{0: 10.97.{i}.1}}") for i, h in enumerate(tb.hosts))
     names = ", ".join(h.name for h in tb.hosts)
     memlock_yaml = "unlimited" if memlock == "unlimited" else int(memlock)
     models = "".join(
         f"  - name: model-{h.name}\n    hosts: [{h.name}]\n    devices: [0]\n    datasystem: ds-worker\n"
         f"    command: [launcher-demo-rank, --health-port, '{HEALTH}']\n" for h in tb.hosts)
     return f"""\
-version: 1
-name: {NAME}
-defaults:
-  deploy_dir: {DEPLOY}
-  preflight: false
-hosts:
+{topology_head(NAME, DEPLOY)}hosts:
 {hosts}services:
   - name: etcd
     kind: etcd

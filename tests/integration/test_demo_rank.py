@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from launcher.demo_rank import BarrierRejected, EnvError, Identity, TableError, check_go, check_table, parse_env
+from tests.helpers import datadist_2p2d
 
 ROOT = Path(__file__).resolve().parents[2]
 READY_S = 20.0
@@ -425,18 +426,7 @@ instances:
   - {{name: prompt-1, hosts: [node-p], devices: [1], command: [x]}}
   - {{name: decoder-0, hosts: [node-d], devices: [0], command: [x]}}
   - {{name: decoder-1, hosts: [node-d], devices: [1], command: [x]}}
-llm_datadist:
-  clusters:
-    - {{id: 1, instance: prompt-0, role: prompt, listen_port: {DD_PORT}}}
-    - {{id: 2, instance: prompt-1, role: prompt, listen_port: {DD_PORT}}}
-    - {{id: 3, instance: decoder-0, role: decoder}}
-    - {{id: 4, instance: decoder-1, role: decoder}}
-  links:
-    - {{name: pd_comm_1_3, clusters: [1, 3]}}
-    - {{name: pd_comm_1_4, clusters: [1, 4]}}
-    - {{name: pd_comm_2_3, clusters: [2, 3]}}
-    - {{name: pd_comm_2_4, clusters: [2, 4]}}
-"""
+{datadist_2p2d(DD_PORT)}"""
 # instance -> (layout entry, cluster id)
 DD_RANKS = {"prompt-0": (("node-p", "127.0.0.1", 0, "127.0.0.11"), 1),
             "prompt-1": (("node-p", "127.0.0.1", 1, "127.0.0.12"), 2),
