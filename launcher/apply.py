@@ -181,8 +181,8 @@ def up(session: Session, files: dict[str, dict], generation: str, skip_preflight
                                  forks=session.forks)
     if failures:
         if blank:
-            undo_blank(session, blank)
-            say(f"  upload failed; the {len(blank)} blank hosts it had switched were put back to nothing")
+            undo_blank(session, blank, say)
+            say("  upload failed; the blank hosts it had switched were put back to nothing")
         raise HostsFailed(failures, "upload")
     early_at = {h: r["switched"]["started"]["started_at"] for h, r in uploaded.items()
                 if r.get("switched", {}).get("started")}
@@ -206,7 +206,7 @@ def up(session: Session, files: dict[str, dict], generation: str, skip_preflight
     try:
         session.interrupt.check("nothing was switched: every host is still on its previous generation")
     except Interrupted:
-        undo_blank(session, blank)
+        undo_blank(session, blank, say)
         raise
     # 3. switch; owners of the first level that run nowhere yet start in the same call
     first = set(plan.levels[0]) if plan.levels else set()
@@ -297,12 +297,16 @@ def switch_all(session: Session, generation: str, previous: dict[str, str | None
     raise HostsFailed(failures, f"switch to {generation} (the other hosts were put back)")
 
 
-def undo_blank(session: Session, hosts: set[str]) -> None:
+def undo_blank(session: Session, hosts: set[str], say: Progress) -> None:
     """Put hosts that had nothing deployed back to nothing (`switch -`: no `current`, supervisord
-    stopped with all it ran). Best effort: a host that cannot be reached is named by the caller."""
-    if hosts:
-        fan_out([session.clients[h] for h in sorted(hosts)],
-                lambda c: c.call("switch", "-", build_runtime().id), key=lambda c: c.name, forks=session.forks)
+    stopped with all it ran). Best effort, on the way out of a failed `up`: a host where it
+    fails is named, since it may still run the new generation."""
+    if not hosts:
+        return
+    _, failed = fan_out([session.clients[h] for h in sorted(hosts)],
+                        lambda c: c.call("switch", "-", build_runtime().id), key=lambda c: c.name, forks=session.forks)
+    for host, exc in sorted(failed.items()):
+        say(f"  {host}: NOT put back to nothing, it may still run what this up started there: {exc}")
 
 
 def gang_start(session: Session, owner: str, hosts: list[str]) -> float:
