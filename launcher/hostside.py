@@ -427,7 +427,8 @@ def _start_supervisord(root: str) -> None:
     if status != 0:
         lines = said.decode("utf-8", "replace").strip().splitlines()
         code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else -os.WTERMSIG(status)
-        raise RuntimeError(f"supervisord failed to start: {lines[-1] if lines else f'exit status {code}'}")
+        why = next((ln for ln in lines if ln.startswith("Error")), lines[-1] if lines else f"exit status {code}")
+        raise RuntimeError(f"supervisord failed to start: {why}")
     _wait_alive(root)
 
 
@@ -452,8 +453,8 @@ def _exec_supervisord(conf: str, site: str, out: int) -> None:
         from supervisor import supervisord
         supervisord.main(["-c", conf])  # returns in the daemon only when supervisord shuts down
         code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
+    except SystemExit as exc:  # supervisord's own exits: usage errors (2), a bad config
+        code = 0 if exc.code is None else exc.code if isinstance(exc.code, int) else 1
         if not isinstance(exc.code, int) and exc.code is not None:
             print(exc.code, file=sys.stderr)
     except BaseException as exc:

@@ -82,3 +82,27 @@ def test_a_cold_up_that_fails_on_one_host_leaves_every_blank_host_blank(deployme
     run = run_cli("up", path)
     assert run.code == 0, run.err
     wait_for(lambda: all_running(path), what="every rank RUNNING after the host was fixed")
+
+
+def test_a_supervisord_that_cannot_start_fails_the_call_in_its_own_words(tmp_path):
+    """The forked supervisord's complaint (before it daemonizes) reaches the caller; nothing is left running."""
+    import subprocess
+    import sys
+    root = tmp_path / "root"
+    (root / "gens" / "g").mkdir(parents=True)
+    (root / "run").mkdir()
+    (root / "gens" / "g" / "supervisord.conf").write_text(
+        f"[supervisord]\nlogfile={tmp_path}/no-such-dir/supervisord.log\npidfile={root}/run/supervisord.pid\n")
+    (root / "current").symlink_to("gens/g")
+    code = ("import sys\nfrom launcher import hostside\nhostside._lazy()\n"
+            "if hostside._systemd_usable():\n    sys.exit(3)\n"
+            "try:\n    hostside._start_supervisord(sys.argv[1])\n"
+            "except RuntimeError as exc:\n    print(exc)\n    sys.exit(1)\n")
+    proc = subprocess.run([sys.executable, "-c", code, str(root)], capture_output=True, text=True, timeout=60)
+    if proc.returncode == 3:
+        import pytest
+        pytest.skip("systemd runs here: supervisord would be its unit's")
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stdout.startswith("supervisord failed to start: Error: ")
+    assert "no-such-dir" in proc.stdout
+    assert not (root / "run" / "supervisord.pid").exists()
