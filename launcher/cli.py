@@ -359,6 +359,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     desired, _ = rendered(result.plan)
     with _session(args, result) as session:
         rows = status_rows(session, desired)
+    cut = {r["host"]: r["drift"][0].split(": ", 1)[1] for r in rows if r["state"] == "UNREACHABLE"}
+    if cut:  # also on stderr, where every other command says a host could not be reached
+        print(f"error: could not reach {len(cut)} host{'s' if len(cut) > 1 else ''}:\n"
+              + "".join(f"  {h}: {why}\n" for h, why in cut.items()), end="", file=sys.stderr)
     if args.json:
         _write(json.dumps(rows) + "\n")
     else:
