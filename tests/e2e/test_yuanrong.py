@@ -30,7 +30,6 @@ import resource
 import shutil
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -342,7 +341,7 @@ def test_etcd_down_when_nothing_runs_yet_leaves_dependents_waiting(testbed: Test
     h1 = testbed.hosts[0]
     assert h1.sshd_pid is not None
     squatter = subprocess.Popen(
-        ["nsenter", "-t", str(h1.sshd_pid), "-m", "-n", "-u", "--", sys.executable, "-c", SQUAT, str(ETCD_CLIENT)],
+        ["nsenter", "-t", str(h1.sshd_pid), "-m", "-n", "-u", "--", "/usr/bin/python3", "-c", SQUAT, str(ETCD_CLIENT)],
         stdout=subprocess.PIPE, text=True)
     try:
         assert squatter.stdout is not None and squatter.stdout.readline().strip() == "listening"

@@ -219,7 +219,8 @@ def test_a_rank_that_ignores_sigterm_is_killed_and_the_restart_succeeds(roll):
     """supervisord waits stopwaitsecs (30 s), then SIGKILLs: the stop must outlast that."""
     path = Path(roll())
     path.write_text(path.read_text().replace(
-        "command: [launcher-demo-rank, --health-port, '18730']", "command: [sh, -c, 'trap \"\" TERM; sleep 1000']"))
+        "command: [launcher-demo-rank, --health-port, '18730']", "command: [sh, -c, 'trap \"\" TERM; sleep 1000']")
+        .replace("    probe: {http: ':18730/health', timeout: 2, period: 0.2}\n", ""))  # it serves nothing
     run = run_cli("up", str(path))
     assert run.code == 0, run.err
     pid = wait_for(lambda: rows(str(path))["c"]["pid"], what="c running")
