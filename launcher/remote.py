@@ -67,7 +67,8 @@ if not os.path.isdir(os.path.join(site, 'launcher')):
     # A new launcher version: `state` still reads what runs, with the runtime in place.
     site = os.path.join(root, 'runtime', 'current', 'site')
     if action != 'state' or not os.path.isdir(os.path.join(site, 'launcher')):
-        print(json.dumps({'runtime_missing': True, 'root': root}))
+        print(json.dumps({'runtime_missing': True, 'root': root,
+                          'deployed': os.path.isdir(os.path.join(root, 'runtime', 'current'))}))
         sys.exit(0)
     extra = ['--runtime-missing']
 sys.path.insert(0, site)
@@ -107,6 +108,11 @@ class HostClient:
             raise TransportError(self.name, f"{action}: {detail}")
         if "error" in reply:
             raise TransportError(self.name, reply["error"])
+        if reply.get("runtime_missing") and reply.get("deployed") and action not in ("state", "install-runtime"):
+            # deployed by another launcher version: ship ours, then act on what runs (down after
+            # an upgrade must stop it, not report success for a host it never touched)
+            self.call("install-runtime", stdin=self.runtime.tar)
+            return self.call(action, *args, stdin=stdin, timeout=timeout)
         return reply
 
     # The fast paths, no Python started: a host with nothing of the deployment on it (no generation,

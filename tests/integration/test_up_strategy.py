@@ -228,3 +228,24 @@ def test_a_rank_that_ignores_sigterm_is_killed_and_the_restart_succeeds(roll):
     assert run.code == 0, run.err
     after = wait_for(lambda: (r := rows(str(path))["c"])["state"] == "RUNNING" and r, what="c back")
     assert after["pid"] != pid
+
+
+def test_down_after_a_launcher_upgrade_stops_what_the_older_version_started(roll):
+    """The hosts run what another launcher version deployed (its runtime, not ours): `down` ships
+    this version's runtime and stops everything, instead of reporting success for nothing."""
+    from launcher.runtime import build_runtime
+    path = Path(roll())
+    pids = [r["pid"] for r in up_running(str(path)).values()]
+    deploy = next(ln.split("deploy_dir: ")[1].split(",")[0] for ln in path.read_text().splitlines()
+                  if "deploy_dir" in ln)
+    runtimes = Path(deploy) / "roll" / "solo" / "runtime"
+    rid = build_runtime().id
+    (runtimes / rid).rename(runtimes / "an-older-version")
+    (runtimes / "current").unlink()
+    (runtimes / "current").symlink_to("an-older-version")
+    run = run_cli("down", str(path))
+    assert run.code == 0, run.err
+    for pid in pids:
+        assert wait_for(lambda pid=pid: not Path(f"/proc/{pid}").exists() or
+                        Path(f"/proc/{pid}/stat").read_text().split(")")[1].split()[0] == "Z",
+                        timeout=30, what=f"rank {pid} gone")
