@@ -55,11 +55,7 @@ _desired_lock = threading.Lock()
 
 def set_desired(root: str, group: str, run: bool) -> None:
     """Record whether a group should run: the agent restarts only groups that should."""
-    with _desired_lock:
-        path = state_path(root, "desired.json")
-        doc = read_json(path, {})
-        doc[group] = run
-        write_json(path, doc)
+    _update_state(root, "desired.json", {group: run})
 
 
 def desired(root: str) -> dict[str, bool]:

@@ -82,22 +82,24 @@ def start_levels(session: Session, rest: list[str], owners: dict[str, list[str]]
     ready: set[str] = set()
     pending = [o for level in plan.levels for o in level if o in rest]
 
+    def probe(owner: str) -> str | None:
+        """Wait until ``owner`` passes its probe; None when it did, else why not."""
+        why = wait_ready(session, owner, owners[owner], ready_timeout)
+        say(f"  {owner} is NOT ready: {why}" if why else f"  {owner} is ready")
+        if not why:
+            ready.add(owner)
+        return why
+
     def blockers(owner: str) -> list[str]:
         out = []
         for dep in plan.depends.get(owner, ()):
             if dep not in owners:
                 continue
-            if dep in run.waiting or dep in run.untouched or dep in run.not_ready:
+            if dep not in ready and dep not in run.waiting and dep not in run.untouched \
+                    and dep not in run.not_ready and (why := probe(dep)):
+                run.not_ready[dep] = why
+            if dep not in ready:
                 out.append(dep)
-            elif dep not in ready:
-                why = wait_ready(session, dep, owners[dep], ready_timeout)
-                if why:
-                    run.not_ready[dep] = why
-                    say(f"  {dep} is NOT ready: {why}")
-                    out.append(dep)
-                else:
-                    ready.add(dep)
-                    say(f"  {dep} is ready")
         return out
 
     def where() -> str:
@@ -145,27 +147,19 @@ def start_levels(session: Session, rest: list[str], owners: dict[str, list[str]]
             if how != "rolling":
                 continue
             for owner in group:
-                why = wait_ready(session, owner, owners[owner], ready_timeout)
+                why = probe(owner)
                 if why:
                     run.roll_failed = (owner, why)
                     run.untouched.extend(warm[i + step:])
-                    say(f"  {owner} did not become ready: {why}; the roll stops here")
+                    say(f"  the roll stops at {owner}")
                     break
-                ready.add(owner)
-                say(f"  {owner} is ready")
             if run.roll_failed:
                 break
     # what nothing waits for is checked too, where it has a probe: `up` ends when it is ready
     for owner in [*started_first, *run.started]:
         checked = ready | set(run.not_ready) | {run.roll_failed[0] if run.roll_failed else ""}
-        if owner not in checked and _has_probe(session, owner):
-            why = wait_ready(session, owner, owners[owner], ready_timeout)
-            if why:
-                run.unready[owner] = why
-                say(f"  {owner} is NOT ready: {why}")
-            else:
-                ready.add(owner)
-                say(f"  {owner} is ready")
+        if owner not in checked and _has_probe(session, owner) and (why := probe(owner)):
+            run.unready[owner] = why
     return run
 
 
