@@ -212,7 +212,9 @@ def up(session: Session, files: dict[str, dict], generation: str, skip_preflight
     first = set(plan.levels[0]) if plan.levels else set()
     fresh = [o for o in to_start if o in first and not _alive_anywhere(o, owners[o], old)]
     skew: dict[str, float] = {}
-    settled = all(s.get("generation") == generation and s.get("supervisord") for s in old.values())
+    # a host given this launcher's runtime switches to it too (its agent then runs the new code)
+    settled = all(s.get("generation") == generation and s.get("supervisord") and not s.get("runtime_missing")
+                  for s in old.values())
     if not settled:
         started_at = switch_all(session, generation, previous,
                                 {h: [o for o in fresh if h in owners[o] and o not in early] for h in session.clients},

@@ -6,7 +6,7 @@ it answers with one JSON object on stdout. ROOT is ``<deploy_dir>/<deployment>/<
 
     ROOT/current -> gens/<generation>     the running generation (switched atomically)
     ROOT/gens/<generation>/               files rendered for this host
-    ROOT/runtime/current -> <runtime id>  site/ (launcher + supervisor packages), bin/
+    ROOT/runtime/current -> <runtime id>  site.zip (launcher + supervisor packages), bin/
     ROOT/run/                             supervisor.sock (0700 dir), supervisord.pid
     ROOT/logs/                            one log per program, rotated by supervisord
     ROOT/state/                           the agent's gang state (restarts, FAILED reasons)
@@ -376,10 +376,15 @@ def _systemd_usable() -> bool:
     return os.path.isdir("/run/systemd/system") and os.geteuid() == 0 and shutil.which("systemctl") is not None
 
 
-def _start_with_systemd(root: str) -> None:
-    unit_src = os.path.join(root, "runtime", "current", "site", "launcher", "systemd", UNIT_TEMPLATE)
-    with open(unit_src, "rb") as fh:
-        wanted = fh.read()
+def _own_file(rel: str) -> bytes | None:
+    """A file shipped beside this module (in the runtime's site.zip, or a source tree)."""
+    try:
+        return __loader__.get_data(os.path.join(os.path.dirname(__file__), rel))  # type: ignore[name-defined]
+    except OSError:
+        return None
+
+
+def _start_with_systemd(root: str, wanted: bytes) -> None:
     dest = os.path.join(SYSTEMD_UNIT_DIR, UNIT_TEMPLATE)
     try:
         with open(dest, "rb") as fh:
@@ -397,16 +402,16 @@ def _start_with_systemd(root: str) -> None:
 
 
 def _start_supervisord(root: str) -> None:
-    if _systemd_usable() and os.path.exists(os.path.join(root, "runtime", "current", "site", "launcher",
-                                                         "systemd", UNIT_TEMPLATE)):
-        _start_with_systemd(root)
+    unit = _own_file(os.path.join("systemd", UNIT_TEMPLATE)) if _systemd_usable() else None
+    if unit is not None:
+        _start_with_systemd(root, unit)
         _wait_alive(root)
         return
     # supervisord runs forked from this process, not in a new interpreter: what it imports that we
     # have already (json, socket, threading, ...) costs nothing, nor does a second Python start-up.
     # It daemonizes (fork, setsid, stdio to /dev/null), so it outlives this SSH session and the CLI.
     conf = os.path.join(root, "current", "supervisord.conf")
-    site = os.path.join(root, "runtime", "current", "site")
+    site = os.path.join(root, "runtime", "current", "site.zip")
     sys.stdout.flush()
     sys.stderr.flush()
     rd, wr = os.pipe()
@@ -488,7 +493,7 @@ def _wait_alive(root: str) -> None:
         time.sleep(0.05)
 
 
-def _apply_config(root: str) -> dict:
+def _apply_config(root: str, new_runtime: bool = False) -> dict:
     """Reread the config and add the groups that are new. Nothing stops here: a changed group
     keeps running its old config until it is restarted (`start` loads the new one), and a
     removed one until `prune`; so a switch (and its rollback) never takes anything down."""
@@ -498,6 +503,9 @@ def _apply_config(root: str) -> dict:
         server.supervisor.stopProcessGroup(AGENT_GROUP, True)
         server.supervisor.removeProcessGroup(AGENT_GROUP)
         added = [AGENT_GROUP, *added]
+    elif new_runtime and AGENT_GROUP not in added:  # same config, another runtime: its code changed
+        server.supervisor.stopProcessGroup(AGENT_GROUP, True)
+        server.supervisor.startProcessGroup(AGENT_GROUP, False)
     for group in added:
         server.supervisor.addProcessGroup(group)
     return {"added": added, "changed": [g for g in changed if g != AGENT_GROUP], "removed": removed}
@@ -531,16 +539,19 @@ def act_prune(root: str, args: list[str]) -> dict:
 
 
 def _update_state(root: str, name: str, changes: dict) -> None:
-    """Merge ``changes`` into state/NAME (a None value deletes the key)."""
+    """Merge ``changes`` into state/NAME (a None value deletes the key); no write when that
+    changes nothing (every file a cold host creates costs it a create under the journal)."""
     with _desired_lock:
         path = state_path(root, name)
         doc = read_json(path, {})
+        before = dict(doc)
         for k, v in changes.items():
             if v is None:
                 doc.pop(k, None)
             else:
                 doc[k] = v
-        write_json(path, doc)
+        if doc != before:
+            write_json(path, doc)
 
 
 def act_wait(root: str, args: list[str]) -> dict:
@@ -566,40 +577,39 @@ def act_switch(root: str, args: list[str]) -> dict:
             if os.path.lexists(state_path(root, name)):
                 os.unlink(state_path(root, name))
         return {"previous": previous, "generation": None, "stopped_supervisord": stopped}
-    _swap_symlink(os.path.join(root, "runtime", "current"), runtime_id)
+    runtime_link = os.path.join(root, "runtime", "current")
+    old_runtime = os.readlink(runtime_link) if os.path.islink(runtime_link) else None
+    _swap_symlink(runtime_link, runtime_id)
     _swap_symlink(os.path.join(root, "current"), os.path.join("gens", generation))
     if not supervisord_alive(root):
         _start_supervisord(root)
         changes = {"added": [], "changed": [], "removed": [], "started_supervisord": True}
     else:
-        changes = _apply_config(root)
+        changes = _apply_config(root, new_runtime=old_runtime not in (None, runtime_id))
     start = [g for a in args[2:] if a.startswith("--start=") for g in a[len("--start="):].split(",") if g]
     if start:  # owners that run nowhere yet start right away: one round trip less
-        changes["started"] = act_start(root, start)
+        changes["started"] = act_start(root, start, snapshot=False)  # one snapshot, below
     write_snapshot(root)
     return {"previous": previous, "generation": generation, **changes}
 
 
-def act_start(root: str, args: list[str]) -> dict:
+def act_start(root: str, args: list[str], snapshot: bool = True) -> dict:
     """Start whole groups (an instance's ranks on this host) at once, each with the current
     generation's config; returns when spawned. A deliberate start gives the gang a fresh
     restart budget (clears FAILED) and ends any wait recorded for it."""
     server = rpc(root, STOP_RPC_TIMEOUT)
     _reload_groups(server, args)
-    with _desired_lock:
-        states = read_gang_state(root)
-        for group in args:
-            states.pop(group, None)
-        write_json(state_path(root, "gang.json"), states)
+    _update_state(root, "gang.json", {g: None for g in args})
     _update_state(root, "waiting.json", {g: None for g in args})
     hashes = {p["owner"]: p["owner_hash"] for p in (read_manifest(root) or {}).get("programs", [])}
     _update_state(root, "started.json", {g: {"generation": current_generation(root), "owner_hash": hashes.get(g)}
                                          for g in args})
+    _update_state(root, "desired.json", {g: True for g in args})
     started_at = time.time()
     for group in args:
-        set_desired(root, group, True)
         server.supervisor.startProcessGroup(group, False)
-    write_snapshot(root)
+    if snapshot:
+        write_snapshot(root)
     return {"started_at": started_at, "groups": args}
 
 
@@ -693,8 +703,8 @@ LINKCHECK = "launcher-linkcheck"
 
 def linkcheck_binary(root: str) -> str:
     """The checker for this host's CPU: built here from the shipped C source, once per runtime."""
-    # the runtime this code was loaded from (runtime/<id>/site/launcher/hostside.py): the new
-    # runtime is checked before it becomes current
+    # the runtime this code was loaded from (runtime/<id>/site.zip/launcher/hostside.py): the
+    # new runtime is checked before it becomes current
     native = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "native")
     binary = os.path.join(native, "build", LINKCHECK)
     if os.access(binary, os.X_OK):
@@ -704,7 +714,7 @@ def linkcheck_binary(root: str) -> str:
         raise RuntimeError(f"cannot build {LINKCHECK}: no C compiler (cc, gcc or clang) on this host; "
                            f"install one, or put a prebuilt {LINKCHECK} for {os.uname().machine} at {binary}")
     os.makedirs(os.path.dirname(binary), exist_ok=True)
-    sources = sorted(os.path.join(native, n) for n in os.listdir(native) if n.endswith(".c"))
+    sources = _native_sources(native)
     tmp = f"{binary}.tmp-{os.getpid()}"
     # No -Werror here: a newer compiler's new warning must not break a host.
     proc = subprocess.run([cc, "-std=c99", "-D_GNU_SOURCE", "-O2", "-pthread", "-o", tmp, *sources, "-ldl"],
@@ -713,6 +723,21 @@ def linkcheck_binary(root: str) -> str:
         raise RuntimeError(f"building {LINKCHECK} failed: {proc.stderr.strip().splitlines()[-1:]}")
     os.replace(tmp, binary)
     return binary
+
+
+def _native_sources(native: str) -> list[str]:
+    """The C sources, written out of site.zip into ``native`` (only here: most hosts never build)."""
+    import zipfile
+    archive = getattr(__loader__, "archive", None)  # type: ignore[name-defined]
+    if archive is None:  # run from a source tree
+        src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_native")
+        return sorted(os.path.join(src, n) for n in os.listdir(src) if n.endswith(".c"))
+    with zipfile.ZipFile(archive) as zf:
+        for name in zf.namelist():
+            if name.startswith("launcher/_native/") and name.endswith((".c", ".h")):
+                with open(os.path.join(native, os.path.basename(name)), "wb") as fh:
+                    fh.write(zf.read(name))
+    return sorted(os.path.join(native, n) for n in os.listdir(native) if n.endswith(".c"))
 
 
 def act_linkcheck(root: str, args: list[str]) -> dict:

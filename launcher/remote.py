@@ -17,6 +17,8 @@ BOOTSTRAP = r"""
 import json, os, sys
 root, rid, action = sys.argv[1:4]
 base = os.path.join(root, 'runtime', rid)
+TAG = b'ascend-launcher pyc-magic='  # runtime.MAGIC_TAG
+MAGIC = sys.modules['_frozen_importlib_external'].MAGIC_NUMBER  # this Python's bytecode
 def untar(data):
     # Our own ustar of regular files, read without tarfile (importing it costs more than this).
     out, i = [], 0
@@ -34,6 +36,24 @@ def untar(data):
         out.append((name, int(h[100:108].strip(b'\0 ') or b'0', 8), body))
         i += 512 + (size + 511) // 512 * 512
     return out
+def repyc(body):
+    # site.zip's pycs are the operator's bytecode; this Python has another magic: compile them
+    # once here, or every process started from the zip would compile its modules at each start
+    import io, marshal, zipfile, importlib.util as u
+    src, out = zipfile.ZipFile(io.BytesIO(body)), io.BytesIO()
+    with zipfile.ZipFile(out, 'w') as dst:
+        for info in src.infolist():
+            data = src.read(info)
+            if info.filename.endswith('.pyc'):
+                source = src.read(info.filename[:-1])
+                try:
+                    code = compile(source, info.filename[:-1], 'exec', dont_inherit=True)
+                except SyntaxError:
+                    continue
+                data = u.MAGIC_NUMBER + b'\1\0\0\0' + u.source_hash(source) + marshal.dumps(code)
+            dst.writestr(info, data)
+        dst.comment = TAG + u.MAGIC_NUMBER.hex().encode()
+    return out.getvalue()
 def install(files, prefix):
     # into a temp dir beside the runtime, then rename: a half-written runtime is never used
     files = [(n[len(prefix):], m, b) for n, m, b in files if n.startswith(prefix)]
@@ -42,6 +62,8 @@ def install(files, prefix):
     tmp = '%s.tmp-%d' % (base, os.getpid())
     made = set()
     for name, mode, body in files:
+        if name == 'site.zip' and not body.endswith(TAG + MAGIC.hex().encode()):
+            body = repyc(body)
         path = os.path.join(tmp, name)
         d = os.path.dirname(path)
         if d not in made:
@@ -61,14 +83,16 @@ if action in ('prepare', 'install-runtime'):
 if action == 'install-runtime':
     print(json.dumps({'runtime': rid}))
     sys.exit(0)
-site = os.path.join(base, 'site')
+site = os.path.join(base, 'site.zip')
 extra = []
-if not os.path.isdir(os.path.join(site, 'launcher')):
-    # A new launcher version: `state` still reads what runs, with the runtime in place.
-    site = os.path.join(root, 'runtime', 'current', 'site')
-    if action != 'state' or not os.path.isdir(os.path.join(site, 'launcher')):
-        print(json.dumps({'runtime_missing': True, 'root': root,
-                          'deployed': os.path.isdir(os.path.join(root, 'runtime', 'current'))}))
+if not os.path.isfile(site):
+    # A new launcher version: `state` still reads what runs, with the runtime in place (its
+    # site.zip, or the site/ tree of an older launcher).
+    cur = os.path.join(root, 'runtime', 'current')
+    site = next((p for p in (os.path.join(cur, 'site.zip'), os.path.join(cur, 'site'))
+                 if os.path.exists(os.path.join(p, 'launcher')) or os.path.isfile(p)), None)
+    if action != 'state' or site is None:
+        print(json.dumps({'runtime_missing': True, 'root': root, 'deployed': os.path.isdir(cur)}))
         sys.exit(0)
     extra = ['--runtime-missing']
 sys.path.insert(0, site)
@@ -118,7 +142,7 @@ class HostClient:
     # The fast paths, no Python started: a host with nothing of the deployment on it (no generation,
     # no supervisord, no key, no gang records) is blank; while the host's agent lives, its
     # snapshot is the state (one `cat`).
-    FAST_STATE = ('r=$1; test -d "$r/runtime/$2/site/launcher" || echo runtime-missing; blank=1; '
+    FAST_STATE = ('r=$1; test -f "$r/runtime/$2/site.zip" || echo runtime-missing; blank=1; '
                   'for f in current run/supervisor.sock state/secret state/gang.json state/started.json '
                   'state/waiting.json; do if test -e "$r/$f" || test -L "$r/$f"; then blank=; fi; done; '
                   'if test "$blank"; then echo \'{"blank": true}\'; exit 0; fi; '

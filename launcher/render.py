@@ -165,6 +165,10 @@ def _ini(value: str) -> str:
     return value.replace("%", "%%")
 
 
+_AGENT = ('rt=$(cd -P {root}/runtime/current && pwd) && PYTHONPATH="$rt/site.zip" '
+          'exec python3 -m launcher.agent {root}')
+
+
 def supervisor_conf(hp: HostPlan, hashes: dict[str, str]) -> bytes:
     """One supervisord per host and deployment: unix socket only (mode 0700), programs from the plan.
 
@@ -180,8 +184,9 @@ def supervisor_conf(hp: HostPlan, hashes: dict[str, str]) -> bytes:
            f"[supervisorctl]\nserverurl=unix://{_ini(root)}/run/supervisor.sock\n\n",
            # the agent is an event listener: woken by process state changes, idle otherwise
            "[eventlistener:launcher-agent]\n"
-           f"command=/bin/sh -c {_ini(sh_quote(f'exec python3 -m launcher.agent {sh_quote(root)}'))}\n"
-           f"environment=PYTHONPATH=\"{_ini(root)}/runtime/current/site\"\n"
+           # from its runtime's own site.zip (cd -P), not through runtime/current, which the next
+           # runtime takes over while this agent still imports from the zip it started with
+           f"command=/bin/sh -c {_ini(sh_quote(_AGENT.format(root=sh_quote(root))))}\n"
            "events=PROCESS_STATE,TICK_60\nbuffer_size=1024\n"
            "autostart=true\nautorestart=true\nstartsecs=1\nstopasgroup=true\nkillasgroup=true\n"
            f"stderr_logfile={_ini(root)}/logs/launcher-agent.log\n"

@@ -2,10 +2,16 @@
 
 Hosts have no internet and maybe a different CPU (aarch64): we ship source packages from
 the operator's own installation (of the launcher, only the modules a host runs); the host
-needs only python3. Its id is a hash of the files (cheap: every command needs it); the tar is
-built only when a host lacks it, with bytecode compiled here (hash-based, unchecked pycs: a
-host whose Python matches ours skips compiling supervisor on its first start; any other host
-ignores them and compiles itself), and kept in the user's cache dir for the next `up`.
+needs only python3. On the host the runtime is three files, not a tree: ``site.zip`` (the
+packages, imported from the zip by Python's zipimport), and the two ``bin/`` wrappers. Every
+file a cold `up` creates costs each host a create under the file system's journal, which was
+most of a cold host's time (about 15 ms a file with 16 hosts deploying at once on the testbed).
+
+Its id is a hash of the source files (cheap: every command needs it); the zip is built only
+when a host lacks it, with bytecode compiled here (unchecked hash-based pycs beside each
+module, where zipimport looks first), and kept in the user's cache dir for the next `up`. A
+host whose Python has another bytecode magic recompiles the pycs once when it installs the
+runtime (remote.BOOTSTRAP); until then zipimport would fall back to the sources.
 """
 from __future__ import annotations
 
@@ -28,19 +34,23 @@ WRAPPERS = {
     "launcher-agent": "launcher.agent",
 }
 # What of the launcher package a host runs: the bootstrap's hostside, the agent (supervisord's
-# event listener), the demo rank, and the systemd unit. The rest (CLI, rendering, validation)
-# is operator-side: not shipping it keeps the upload, its extraction and our pyc compile small.
+# event listener), the demo rank, the systemd unit and the link checker's C source (built on
+# the host, for its CPU). The rest (CLI, rendering, validation) is operator-side: not shipping
+# it keeps the upload and our pyc compile small.
 # tests/unit/test_runtime.py checks that these import nothing else of the package.
 HOST_MODULES = ("__init__.py", "hostside.py", "agent.py", "demo_rank.py")
 HOST_DIRS = ("systemd",)
 _SKIP_DIRS = {"__pycache__", "tests"}
 # Of supervisor, supervisord runs with neither its web UI (it is reached over a unix socket, by
-# XML-RPC only), nor the sample config and scripts: every file costs each host a create.
+# XML-RPC only), nor the sample config and scripts.
 SUPERVISOR_SKIP = ("ui", "skel", "scripts")
 # ... and these modules are kept (supervisorctl to look around on a host) but never imported by
 # supervisord, hostside or the agent: no pyc for them.
-NO_PYC = {"site/supervisor/supervisorctl.py", "site/supervisor/pidproxy.py", "site/supervisor/confecho.py",
-          "site/supervisor/childutils.py", "site/supervisor/http_client.py"}
+NO_PYC = {"supervisor/supervisorctl.py", "supervisor/pidproxy.py", "supervisor/confecho.py",
+          "supervisor/childutils.py", "supervisor/http_client.py"}
+SITE = "site.zip"
+# The zip's comment says for which bytecode its pycs are: the host compares it with its own.
+MAGIC_TAG = b"ascend-launcher pyc-magic="
 Entry = tuple[str, bytes, int]  # archive name, content, mode
 
 
@@ -58,20 +68,49 @@ def _package_files(pkg_dir: str, arc_prefix: str, keep: Callable[[str], bool] = 
 
 
 def _wrapper(module: str) -> bytes:
-    return (f'#!/bin/sh\nsite=$(cd "$(dirname "$0")/../site" && pwd)\n'
-            f'PYTHONPATH="$site${{PYTHONPATH:+:$PYTHONPATH}}" exec python3 -m {module} "$@"\n').encode()
+    # The runtime's physical dir (cd -P: not through runtime/current, which a later runtime
+    # takes over while this process still imports from its own zip); no dirname, no exec.
+    return (f'#!/bin/sh\nrt=$(cd -P "${{0%/*}}/.." && pwd)\n'
+            f'PYTHONPATH="$rt/{SITE}${{PYTHONPATH:+:$PYTHONPATH}}" exec python3 -m {module} "$@"\n').encode()
 
 
-def _pyc(name: str, source: bytes) -> Entry | None:
-    """An unchecked hash-based pyc (PEP 552) for this interpreter's cache tag."""
+def pyc(name: str, source: bytes, magic: bytes = importlib.util.MAGIC_NUMBER) -> bytes | None:
+    """An unchecked hash-based pyc (PEP 552), to lie beside its source in the zip."""
     try:
         code = compile(source, name, "exec", dont_inherit=True)
     except SyntaxError:
         return None
-    head, tail = os.path.split(name)
-    data = (importlib.util.MAGIC_NUMBER + (0b01).to_bytes(4, "little") + importlib.util.source_hash(source)
-            + marshal.dumps(code))
-    return (f"{head}/__pycache__/{tail[:-3]}.{sys.implementation.cache_tag}.pyc", data, 0o644)
+    return magic + (0b01).to_bytes(4, "little") + importlib.util.source_hash(source) + marshal.dumps(code)
+
+
+# supervisor reads its version from a file beside options.py, which a zip has no path for; the
+# shipped options.py says the version instead (checked at build, tests/unit/test_runtime.py).
+_SUPERVISOR_VERSION_READ = b"VERSION = _read_version_txt()\n"
+
+
+def _patch_supervisor(name: str, data: bytes, version: bytes) -> bytes:
+    if name != "supervisor/options.py":
+        return data
+    if data.count(_SUPERVISOR_VERSION_READ) != 1:
+        raise RuntimeError("this supervisor's options.py no longer reads version.txt the way the launcher "
+                           "expects (launcher/runtime.py, _patch_supervisor): it cannot run from a zip")
+    return data.replace(_SUPERVISOR_VERSION_READ, b"VERSION = %r\n" % version.strip().decode())
+
+
+def site_zip(entries: list[tuple[str, bytes]], magic: bytes = importlib.util.MAGIC_NUMBER) -> bytes:
+    """A stored (uncompressed: zipimport then needs no zlib) zip of ``entries`` with a pyc
+    beside every module that supervisord, hostside, the agent or a rank imports."""
+    import zipfile
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+        for name, data in entries:
+            zf.writestr(zipfile.ZipInfo(name, (1980, 1, 1, 0, 0, 0)), data)
+            if name.endswith(".py") and name not in NO_PYC:
+                compiled = pyc(name, data, magic)
+                if compiled is not None:
+                    zf.writestr(zipfile.ZipInfo(name + "c", (1980, 1, 1, 0, 0, 0)), compiled)
+        zf.comment = MAGIC_TAG + magic.hex().encode()
+    return buf.getvalue()
 
 
 def _add(tar: tarfile.TarFile, name: str, data: bytes, mode: int) -> None:
@@ -89,20 +128,20 @@ def _cache_file(runtime_id: str) -> str:
     of the sources) and interpreter (the pycs are its bytecode), checked by its sha256 on read."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     tag = f"{sys.implementation.cache_tag}-{importlib.util.MAGIC_NUMBER.hex()}"
-    return os.path.join(base, "ascend-launcher", f"runtime-{runtime_id}-{tag}.tar")
+    return os.path.join(base, "ascend-launcher", f"runtime-{runtime_id}-{tag}.zip")
 
 
 @dataclass(frozen=True)
 class Runtime:
     id: str
-    entries: tuple[Entry, ...] = field(repr=False)
+    # site/ members (path in the zip, content) and the other files of the runtime (path, content, mode)
+    site: tuple[tuple[str, bytes], ...] = field(repr=False)
+    files: tuple[Entry, ...] = field(repr=False)
 
     @cached_property
-    def members(self) -> bytes:
-        """The runtime as tar members under runtime/ without the end-of-archive blocks, built once:
-        each host's upload is these bytes followed by its own generation's tar. Compiling the pycs
-        is most of a cold `up`'s CPU here, and every host waits for it: it is kept on disk, per
-        runtime id and interpreter (see _cache_file)."""
+    def zip(self) -> bytes:
+        """site.zip, built once: compiling the pycs is most of a cold `up`'s CPU here, and every
+        host waits for it; so it is kept on disk, per runtime id and interpreter (_cache_file)."""
         path = _cache_file(self.id)
         try:
             with open(path, "rb") as fh:
@@ -111,7 +150,7 @@ class Runtime:
                 return data
         except OSError:
             pass
-        data = self._compile_members()
+        data = site_zip(list(self.site))
         try:
             os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
             tmp = f"{path}.tmp-{os.getpid()}"
@@ -125,15 +164,17 @@ class Runtime:
             pass  # no cache then (read-only home): the next run compiles again
         return data
 
-    def _compile_members(self) -> bytes:
+    def _entries(self) -> list[Entry]:
+        return [(SITE, self.zip, 0o644), *self.files]
+
+    @cached_property
+    def members(self) -> bytes:
+        """The runtime as tar members under runtime/ without the end-of-archive blocks: each
+        host's upload is these bytes followed by its own generation's tar."""
         buf = io.BytesIO()
         tar = tarfile.TarFile(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT)
-        for name, data, mode in self.entries:
+        for name, data, mode in self._entries():
             _add(tar, f"runtime/{name}", data, mode)
-            if name.endswith(".py") and name.startswith("site/") and name not in NO_PYC:
-                pyc = _pyc(name, data)
-                if pyc:
-                    _add(tar, f"runtime/{pyc[0]}", pyc[1], pyc[2])
         return buf.getvalue()  # members are written as added; close() would add the trailer
 
     @cached_property
@@ -141,7 +182,7 @@ class Runtime:
         """The runtime alone as a tar (for `install-runtime`)."""
         buf = io.BytesIO()
         with tarfile.open(fileobj=buf, mode="w:", format=tarfile.USTAR_FORMAT) as tar:
-            for name, data, mode in self.entries:
+            for name, data, mode in self._entries():
                 _add(tar, name, data, mode)
         return buf.getvalue()
 
@@ -149,21 +190,23 @@ class Runtime:
 @lru_cache(maxsize=1)
 def build_runtime() -> Runtime:
     pkg = os.path.dirname(launcher.__file__)
-    entries = _package_files(pkg, "site/launcher", _host_side)
-    # find, not import, supervisor: importing it costs the CLI ~0.1 s for nothing
-    entries += _package_files(os.path.dirname(importlib.util.find_spec("supervisor").origin), "site/supervisor",
-                              lambda rel: rel.split(os.sep, 1)[0] not in SUPERVISOR_SKIP)
-    native = os.path.join(pkg, "_native")
-    for name in sorted(os.listdir(native)):  # built on the host by hostside (any CPU)
+    site = [(n, d) for n, d, _ in _package_files(pkg, "launcher", _host_side)]
+    native = os.path.join(pkg, "_native")  # a link to the repo's native/ in a source checkout
+    for name in sorted(os.listdir(native)):  # the C sources only: built on the host (any CPU)
         if name.endswith((".c", ".h")):
             with open(os.path.join(native, name), "rb") as fh:
-                entries.append((f"native/{name}", fh.read(), 0o644))
-    entries += [(f"bin/{name}", _wrapper(module), 0o755) for name, module in sorted(WRAPPERS.items())]
+                site.append((f"launcher/_native/{name}", fh.read()))
+    # find, not import, supervisor: importing it costs the CLI ~0.1 s for nothing
+    sup_dir = os.path.dirname(importlib.util.find_spec("supervisor").origin)
+    sup = _package_files(sup_dir, "supervisor", lambda rel: rel.split(os.sep, 1)[0] not in SUPERVISOR_SKIP)
+    version = next(d for n, d, _ in sup if n == "supervisor/version.txt")
+    site += [(n, _patch_supervisor(n, d, version)) for n, d, _ in sup]
+    files = [(f"bin/{name}", _wrapper(module), 0o755) for name, module in sorted(WRAPPERS.items())]
     h = hashlib.sha256()
-    for name, data, mode in entries:
+    for name, data, mode in [(n, d, 0o644) for n, d in site] + files:
         h.update(f"{name}\0{mode:o}\0{len(data)}\0".encode())
         h.update(data)
-    return Runtime(f"{launcher.__version__}-{h.hexdigest()[:12]}", tuple(entries))
+    return Runtime(f"{launcher.__version__}-{h.hexdigest()[:12]}", tuple(site), tuple(files))
 
 
 def payload(runtime: Runtime | None, files: dict | None, secret: bytes | None) -> bytes:

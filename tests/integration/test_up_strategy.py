@@ -249,3 +249,34 @@ def test_down_after_a_launcher_upgrade_stops_what_the_older_version_started(roll
         assert wait_for(lambda pid=pid: not Path(f"/proc/{pid}").exists() or
                         Path(f"/proc/{pid}/stat").read_text().split(")")[1].split()[0] == "Z",
                         timeout=30, what=f"rank {pid} gone")
+
+
+def _agent_pid(deploy: Path) -> int:
+    return int((deploy / "state" / "agent.pid").read_text())
+
+
+def test_after_a_launcher_upgrade_up_leaves_the_ranks_and_restarts_the_agent_on_the_new_runtime(roll):
+    """A new launcher version with the same topology: `up` ships its runtime and switches to it;
+    no rank restarts (their config did not change), the agent restarts on the new code, and every
+    process imports from its own runtime's zip, never through runtime/current."""
+    from launcher.runtime import build_runtime
+    path = Path(roll())
+    ranks = {k: r["pid"] for k, r in up_running(str(path)).items()}
+    deploy_dir = next(ln.split("deploy_dir: ")[1].split(",")[0] for ln in path.read_text().splitlines()
+                      if "deploy_dir" in ln)
+    root = Path(deploy_dir) / "roll" / "solo"
+    runtimes = root / "runtime"
+    rid = build_runtime().id
+    (runtimes / rid).rename(runtimes / "an-older-version")
+    (runtimes / "current").unlink()
+    (runtimes / "current").symlink_to("an-older-version")
+    # the agent that runs now was started from the runtime now called an-older-version
+    old_agent = wait_for(lambda: _agent_pid(root), what="agent pid")
+    run = run_cli("up", str(path))
+    assert run.code == 0, run.err
+    assert os.readlink(runtimes / "current") == rid
+    new_agent = wait_for(lambda: (p := _agent_pid(root)) != old_agent and Path(f"/proc/{p}").exists() and p,
+                         what="a new agent")
+    environ = dict(kv.split("=", 1) for kv in Path(f"/proc/{new_agent}/environ").read_text().split("\0") if "=" in kv)
+    assert environ["PYTHONPATH"].split(":")[0] == f"{runtimes.resolve()}/{rid}/site.zip"
+    assert {k: r["pid"] for k, r in all_running(str(path)).items()} == ranks

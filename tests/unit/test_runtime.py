@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ast
+import importlib.util
 import io
 import json
 import os
@@ -42,14 +43,38 @@ def test_host_modules_import_nothing_else_of_the_package():
 
 
 def test_runtime_ships_the_host_side_only():
-    names = {name for name, _, _ in build_runtime().entries}
-    launcher_files = {n for n in names if n.startswith("site/launcher/")}
-    assert launcher_files == {f"site/launcher/{m}" for m in HOST_MODULES} | {
-        "site/launcher/systemd/ascend-launcher@.service"}
-    assert {"site/supervisor/supervisord.py", "site/supervisor/supervisorctl.py", "site/supervisor/version.txt"} <= names
-    assert not [n for n in names if n.startswith(("site/supervisor/ui/", "site/supervisor/skel/"))]
-    assert {"bin/launcher-agent", "bin/launcher-demo-rank"} <= names
-    assert any(n.startswith("native/") and n.endswith(".c") for n in names)
+    rt = build_runtime()
+    names = {name for name, _ in rt.site}
+    launcher_files = {n for n in names if n.startswith("launcher/") and not n.startswith("launcher/_native/")}
+    assert launcher_files == {f"launcher/{m}" for m in HOST_MODULES} | {"launcher/systemd/ascend-launcher@.service"}
+    assert {"supervisor/supervisord.py", "supervisor/supervisorctl.py", "supervisor/version.txt"} <= names
+    assert not [n for n in names if n.startswith(("supervisor/ui/", "supervisor/skel/"))]
+    native = {n for n in names if n.startswith("launcher/_native/")}
+    assert native and all(n.endswith((".c", ".h")) for n in native)  # sources only: built on the host
+    # on the host the runtime is three files: every file created costs a cold host a create
+    assert [n for n, _, _ in rt.files] == ["bin/launcher-agent", "bin/launcher-demo-rank"]
+    assert [m.name for m in tarfile.open(fileobj=io.BytesIO(rt.tar))] == [
+        "site.zip", "bin/launcher-agent", "bin/launcher-demo-rank"]
+
+
+def test_supervisord_and_the_host_modules_import_from_the_zip_with_its_pycs(tmp_path):
+    """zipimport finds a pyc beside each module first; supervisor, which reads its version from a
+    file beside options.py (no such path in a zip), says it from the shipped options.py."""
+    import zipfile
+    site = tmp_path / "site.zip"
+    site.write_bytes(build_runtime().zip)
+    with zipfile.ZipFile(site) as zf:
+        names = set(zf.namelist())
+        version = zf.read("supervisor/version.txt").decode().strip()
+        assert zf.read("launcher/hostside.pyc")[:4] == importlib.util.MAGIC_NUMBER
+    assert {"supervisor/supervisord.pyc", "supervisor/options.pyc", "launcher/agent.pyc"} <= names
+    code = ("import sys; import supervisor.supervisord, supervisor.options as o, launcher.hostside, launcher.agent; "
+            "print(o.VERSION); print(sorted({m.__loader__.__class__.__name__ for n, m in sys.modules.items() "
+            "if n.startswith(('supervisor', 'launcher'))}))")
+    proc = subprocess.run([sys.executable, "-S", "-B", "-c", code], capture_output=True, text=True,
+                          env={"PYTHONPATH": str(site), "PATH": os.environ["PATH"]}, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split("\n")[:2] == [version, "['zipimporter']"]
 
 
 def _bootstrap(tmp_path: Path, action: str, stdin: bytes, *args: str) -> subprocess.CompletedProcess:
@@ -62,10 +87,36 @@ def test_the_bootstrap_installs_the_runtime_with_its_modes(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout) == {"runtime": build_runtime().id}
     base = tmp_path / "root" / "runtime" / build_runtime().id
-    for name, data, mode in build_runtime().entries:
+    for name, data, mode in [("site.zip", build_runtime().zip, 0o644), *build_runtime().files]:
         assert (base / name).read_bytes() == data
         assert (base / name).stat().st_mode & 0o777 == mode & ~_umask()
+    assert sorted(str(p.relative_to(base)) for p in base.rglob("*")) == [
+        "bin", "bin/launcher-agent", "bin/launcher-demo-rank", "site.zip"]
     assert not [p for p in base.parent.iterdir() if ".tmp-" in p.name]
+
+
+def test_a_host_with_another_python_bytecode_gets_pycs_for_its_own_once(tmp_path):
+    """The operator's pycs are for its Python; a host whose magic differs recompiles them when it
+    installs the runtime, instead of compiling every module at every process start."""
+    import zipfile
+    from launcher.runtime import MAGIC_TAG, site_zip
+    other = b"\x01\x02\r\n"
+    zipped = site_zip([("m/__init__.py", b""), ("m/x.py", b"X = 41 + 1\n")], magic=other)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:", format=tarfile.USTAR_FORMAT) as tar:
+        info = tarfile.TarInfo("site.zip")
+        info.size = len(zipped)
+        tar.addfile(info, io.BytesIO(zipped))
+    proc = _bootstrap(tmp_path, "install-runtime", buf.getvalue())
+    assert proc.returncode == 0, proc.stderr
+    site = tmp_path / "root" / "runtime" / build_runtime().id / "site.zip"
+    with zipfile.ZipFile(site) as zf:
+        assert zf.comment == MAGIC_TAG + importlib.util.MAGIC_NUMBER.hex().encode()
+        assert zf.read("m/x.pyc")[:4] == importlib.util.MAGIC_NUMBER
+        assert zf.read("m/x.py") == b"X = 41 + 1\n"
+    proc = subprocess.run([sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, {str(site)!r}); "
+                           "import m.x; print(m.x.X)"], capture_output=True, text=True)
+    assert proc.stdout.strip() == "42", proc.stderr
 
 
 def test_prepare_unpacks_runtime_generation_and_key_in_one_upload(tmp_path):
@@ -80,7 +131,7 @@ def test_prepare_unpacks_runtime_generation_and_key_in_one_upload(tmp_path):
     assert (root / "state" / "secret").read_bytes() == b"k" * 64
     assert (root / "state" / "secret").stat().st_mode & 0o777 == 0o600
     assert (root / "run").stat().st_mode & 0o777 == 0o700
-    assert (root / "runtime" / build_runtime().id / "site" / "launcher" / "hostside.py").exists()
+    assert (root / "runtime" / build_runtime().id / "site.zip").is_file()
 
 
 def _tar(name: str, data: bytes = b"x", kind: bytes = tarfile.REGTYPE) -> bytes:
@@ -112,18 +163,19 @@ def _umask() -> int:
 
 
 def test_the_compiled_runtime_is_kept_and_a_damaged_copy_is_not_used(tmp_path, monkeypatch):
+    import zipfile
     from launcher.runtime import Runtime
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    entries = (("site/m/__init__.py", b"X = 1\n", 0o644), ("bin/w", b"#!/bin/sh\n", 0o755))
-    first = Runtime("t-1", entries).members
+    site, files = (("m/__init__.py", b"X = 1\n"),), (("bin/w", b"#!/bin/sh\n", 0o755),)
+    first = Runtime("t-1", site, files).members
     kept = list((tmp_path / "ascend-launcher").iterdir())
     assert len(kept) == 1 and "t-1" in kept[0].name
-    names = [m.name for m in tarfile.open(fileobj=io.BytesIO(first + b"\0" * 1024))]
-    assert names == ["runtime/site/m/__init__.py", f"runtime/site/m/__pycache__/__init__.{sys.implementation.cache_tag}.pyc",
-                     "runtime/bin/w"]
-    assert Runtime("t-1", entries).members == first  # read back
+    members = list(tarfile.open(fileobj=io.BytesIO(first + b"\0" * 1024)))
+    assert [m.name for m in members] == ["runtime/site.zip", "runtime/bin/w"]
+    assert zipfile.ZipFile(io.BytesIO(Runtime("t-1", site, files).zip)).namelist() == ["m/__init__.py", "m/__init__.pyc"]
+    assert Runtime("t-1", site, files).members == first  # read back
     kept[0].write_bytes(kept[0].read_bytes()[:-10])  # cut short: rebuilt, not shipped damaged
-    assert Runtime("t-1", entries).members == first
+    assert Runtime("t-1", site, files).members == first
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "file"))
     (tmp_path / "file").write_text("not a dir")  # no usable cache dir: built every time, no error
-    assert Runtime("t-1", entries).members == first
+    assert Runtime("t-1", site, files).members == first
