@@ -349,6 +349,48 @@ class Floor:
         return r
 
 
+class FloorSupervisord(Floor):
+    """The floor doing the launcher's starts: the same two tars, laid out as the launcher lays them
+    out, then supervisord (from the shipped runtime) with the rendered config, its programs
+    autostarted, so the same processes run: supervisord, the agent, the ranks. Still no state
+    read, switch, rollback, key, check or wait: what is left between it and the launcher is the
+    launcher's own work."""
+
+    def __init__(self, *args, runtime_id: str, generations: dict[str, str]):
+        super().__init__(*args)
+        self.runtime_id, self.generations = runtime_id, generations
+
+    def up_script(self, host: str) -> str:
+        r, rid, gen = shlex.quote(host_root(host)), shlex.quote(self.runtime_id), shlex.quote(self.generations[host])
+        return (f"set -e\nmkdir -p {r}/runtime/{rid} {r}/gens/{gen} {r}/logs {r}/state\nmkdir -m 700 -p {r}/run\n"
+                f"head -c {len(self.runtime_tar)} | tar -xf - -C {r}/runtime/{rid}\n"
+                f"tar -xf - -C {r}/gens/{gen}\ncd {r}\nln -s {rid} runtime/current\nln -s gens/{gen} current\n"
+                "sed 's/^autostart=false/autostart=true/' current/supervisord.conf > run/floor.conf\n"
+                "PYTHONPATH=$PWD/runtime/current/site.zip python3 -m supervisor.supervisord -c run/floor.conf\n")
+
+    def down_script(self, host: str) -> str:
+        r = shlex.quote(host_root(host))
+        return textwrap.dedent(f"""\
+            cd {r} || exit 0
+            p=$(cat run/supervisord.pid) && kill $p
+            n=0
+            while kill -0 $p 2>/dev/null; do n=$((n+1)); [ $n -gt 1200 ] && exit 1; sleep 0.05; done
+            cd / && rm -rf {r}
+            """)
+
+    def cycle(self) -> dict[str, float]:
+        r: dict[str, float] = {}
+        since = time.time()
+        t0, c0 = time.monotonic(), machine_cpu()
+        r["up_cli"] = self.round("floor+supervisord up", self.up_script, lambda h: self.runtime_tar + self.gen_tars[h])
+        wait_all_up(self.tb, since, "floor+supervisord up")
+        r["up_cold"] = time.monotonic() - t0
+        r["up_cpu"] = (machine_cpu() - c0) / len(self.tb.hosts)
+        r["down"] = self.round("floor+supervisord down", self.down_script)
+        wait_all_gone(self.tb, "floor+supervisord down")
+        return r
+
+
 # --- column 3: Ansible -------------------------------------------------------------------------------
 UP_YML = """\
 - name: cold up, the equivalent of `launcher up`
@@ -642,14 +684,14 @@ def table(cols: dict[str, list[dict[str, float]]], hosts: int, repeat: int) -> s
 
     def ratio(a, b):
         return "n/a" if a is None or b is None or b == 0 else f"{a / b:.2f}x"
-    head = ("", "launcher s", "OpenSSH floor s", "Ansible s", "launcher/floor", "ansible/launcher")
+    head = ("", "launcher s", "OpenSSH floor s", "floor+supervisord s", "Ansible s", "launcher/floor",
+            "launcher/(floor+sup)", "ansible/launcher")
     rows = []
-    for label, key in ROWS:
-        la, fl, an = (median(cols.get(c, []), key) for c in ("launcher", "floor", "ansible"))
-        rows.append((label, f(la), f(fl), f(an) if cols.get("ansible") else "skipped", ratio(la, fl), ratio(an, la)))
-    for label, key in (("  (cold up: command only)", "up_cli"), ("  (cold up: machine CPU s per host)", "up_cpu")):
-        la, fl, an = (median(cols.get(c, []), key) for c in ("launcher", "floor", "ansible"))
-        rows.append((label, f(la), f(fl), f(an) if cols.get("ansible") else "skipped", ratio(la, fl), ratio(an, la)))
+    extra = (("  (cold up: command only)", "up_cli"), ("  (cold up: machine CPU s per host)", "up_cpu"))
+    for label, key in list(ROWS) + list(extra):
+        la, fl, fs, an = (median(cols.get(c, []), key) for c in ("launcher", "floor", "floor_sup", "ansible"))
+        rows.append((label, f(la), f(fl), f(fs), f(an) if cols.get("ansible") else "skipped", ratio(la, fl),
+                     ratio(la, fs), ratio(an, la)))
     widths = [max(len(str(r[i])) for r in [head] + rows) for i in range(len(head))]
     out = [f"{hosts} hosts x {DEVICES} ranks, median of {repeat}"]
     for r in [head] + rows:
@@ -690,7 +732,7 @@ def main(argv: list[str] | None = None) -> int:
     version = git_head()
     log(f"launcher measured: {version} (copied to {SNAPSHOT})")
     tb = launcher = None
-    cols: dict[str, list[dict[str, float]]] = {"launcher": [], "floor": []}
+    cols: dict[str, list[dict[str, float]]] = {"launcher": [], "floor": [], "floor_sup": []}
     try:
         t0 = time.monotonic()
         tb = Testbed.up(args.hosts)
@@ -720,6 +762,8 @@ def main(argv: list[str] | None = None) -> int:
         kex = kex_note(tb)
         log(kex)
         floor = Floor(tb, gen_tars, runtime_tar, slots, msha)
+        floor_sup = FloorSupervisord(tb, gen_tars, runtime_tar, slots, msha, runtime_id=build_runtime().id,
+                                     generations={h.name: "floor" for h in tb.hosts})
         ansible = None
         if ansible_exe:
             (work / "ansible").mkdir()
@@ -728,7 +772,8 @@ def main(argv: list[str] | None = None) -> int:
 
         load0 = os.getloadavg()
         for i in range(args.repeat):
-            for name, col in (("launcher", launcher), ("floor", floor), ("ansible", ansible)):
+            for name, col in (("launcher", launcher), ("floor", floor), ("floor_sup", floor_sup),
+                              ("ansible", ansible)):
                 if col is None:
                     continue
                 res = col.cycle()
