@@ -789,6 +789,7 @@ def main(argv: list[str] | None = None) -> int:
         m = {k: median(cols["launcher"], k) for _, k in ROWS}
         parts = [f"hosts={args.hosts}"] + [f"{k}={m[k]:.3f}" for _, k in ROWS]
         parts.append(f"floor_up={median(cols['floor'], 'up_cold'):.3f}")
+        parts.append(f"floor_sup_up={median(cols['floor_sup'], 'up_cold'):.3f}")
         parts.append(f"up_cpu_per_host={m_cpu:.3f} floor_up_cpu_per_host={median(cols['floor'], 'up_cpu'):.3f}"
                      if (m_cpu := median(cols["launcher"], "up_cpu")) is not None else "up_cpu_per_host=n/a")
         an = median(cols.get("ansible", []), "up_cold")
