@@ -334,39 +334,56 @@ class Floor:
         parallel({h: self.ssh(h, script(h)) for h in hosts}, {h: stdin(h) for h in hosts} if stdin else None, what)
         return time.monotonic() - t0
 
-    def cycle(self) -> dict[str, float]:
-        r: dict[str, float] = {}
+    NAME = "floor"
+
+    def cold_up(self) -> dict[str, float]:
+        """One parallel round that uploads and starts, then the wait for every /health."""
         since = time.time()
         t0, c0 = time.monotonic(), machine_cpu()
-        r["up_cli"] = self.round("floor up", self.up_script, lambda h: self.runtime_tar + self.gen_tars[h])
-        wait_all_up(self.tb, since, "floor up")
+        r = {"up_cli": self.round(f"{self.NAME} up", self.up_script, lambda h: self.runtime_tar + self.gen_tars[h])}
+        wait_all_up(self.tb, since, f"{self.NAME} up")
         r["up_cold"] = time.monotonic() - t0
         r["up_cpu"] = (machine_cpu() - c0) / len(self.tb.hosts)
+        return r
+
+    def down(self) -> float:
+        dt = self.round(f"{self.NAME} down", self.down_script)
+        wait_all_gone(self.tb, f"{self.NAME} down")
+        return dt
+
+    def cycle(self) -> dict[str, float]:
+        r = self.cold_up()
         r["up_nochange"] = self.round("floor no-change", self.nochange_script)
         r["status"] = self.round("floor status", self.status_script)
-        r["down"] = self.round("floor down", self.down_script)
-        wait_all_gone(self.tb, "floor down")
+        r["down"] = self.down()
         return r
 
 
 class FloorSupervisord(Floor):
     """The floor doing the launcher's starts: the same two tars, laid out as the launcher lays them
-    out, then supervisord (from the shipped runtime) with the rendered config, its programs
-    autostarted, so the same processes run: supervisord, the agent, the ranks. Still no state
-    read, switch, rollback, key, check or wait: what is left between it and the launcher is the
-    launcher's own work."""
+    out, then supervisord (from the shipped runtime) with the rendered config, and each group
+    started by one XML-RPC call over its socket (curl), as the launcher starts them: so the same
+    processes run (supervisord, the agent, the ranks). Still no state read, switch, rollback,
+    key, check or wait: what is left between it and the launcher is the launcher's own work.
+    (Not autostart=true: supervisord spawns autostart programs only after its first 1 s poll.)"""
 
-    def __init__(self, *args, runtime_id: str, generations: dict[str, str]):
+    def __init__(self, *args, runtime_id: str, generations: dict[str, str], groups: dict[str, list[str]]):
         super().__init__(*args)
-        self.runtime_id, self.generations = runtime_id, generations
+        self.runtime_id, self.generations, self.groups = runtime_id, generations, groups
 
     def up_script(self, host: str) -> str:
         r, rid, gen = shlex.quote(host_root(host)), shlex.quote(self.runtime_id), shlex.quote(self.generations[host])
+        starts = "".join(
+            "curl -sSf --unix-socket run/supervisor.sock -H 'Content-Type: text/xml' -o /dev/null --data "
+            + shlex.quote("<?xml version='1.0'?><methodCall><methodName>supervisor.startProcessGroup</methodName>"
+                          f"<params><param><value><string>{g}</string></value></param><param><value>"
+                          "<boolean>0</boolean></value></param></params></methodCall>")
+            + " http://localhost/RPC2\n" for g in self.groups[host])
         return (f"set -e\nmkdir -p {r}/runtime/{rid} {r}/gens/{gen} {r}/logs {r}/state\nmkdir -m 700 -p {r}/run\n"
                 f"head -c {len(self.runtime_tar)} | tar -xf - -C {r}/runtime/{rid}\n"
                 f"tar -xf - -C {r}/gens/{gen}\ncd {r}\nln -s {rid} runtime/current\nln -s gens/{gen} current\n"
-                "sed 's/^autostart=false/autostart=true/' current/supervisord.conf > run/floor.conf\n"
-                "PYTHONPATH=$PWD/runtime/current/site.zip python3 -m supervisor.supervisord -c run/floor.conf\n")
+                "PYTHONPATH=$PWD/runtime/current/site.zip python3 -m supervisor.supervisord -c current/supervisord.conf\n"
+                + starts)
 
     def down_script(self, host: str) -> str:
         r = shlex.quote(host_root(host))
@@ -378,17 +395,10 @@ class FloorSupervisord(Floor):
             cd / && rm -rf {r}
             """)
 
+    NAME = "floor+supervisord"
+
     def cycle(self) -> dict[str, float]:
-        r: dict[str, float] = {}
-        since = time.time()
-        t0, c0 = time.monotonic(), machine_cpu()
-        r["up_cli"] = self.round("floor+supervisord up", self.up_script, lambda h: self.runtime_tar + self.gen_tars[h])
-        wait_all_up(self.tb, since, "floor+supervisord up")
-        r["up_cold"] = time.monotonic() - t0
-        r["up_cpu"] = (machine_cpu() - c0) / len(self.tb.hosts)
-        r["down"] = self.round("floor+supervisord down", self.down_script)
-        wait_all_gone(self.tb, "floor+supervisord down")
-        return r
+        return {**self.cold_up(), "down": self.down()}
 
 
 # --- column 3: Ansible -------------------------------------------------------------------------------
@@ -762,8 +772,10 @@ def main(argv: list[str] | None = None) -> int:
         kex = kex_note(tb)
         log(kex)
         floor = Floor(tb, gen_tars, runtime_tar, slots, msha)
+        groups = {h.name: sorted({p["owner"] for p in json.loads((render_dir / h.name / "manifest.json").read_bytes())
+                                  ["programs"]}) for h in tb.hosts}
         floor_sup = FloorSupervisord(tb, gen_tars, runtime_tar, slots, msha, runtime_id=build_runtime().id,
-                                     generations={h.name: "floor" for h in tb.hosts})
+                                     generations={h.name: "floor" for h in tb.hosts}, groups=groups)
         ansible = None
         if ansible_exe:
             (work / "ansible").mkdir()
