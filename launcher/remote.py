@@ -77,9 +77,15 @@ def install(files, prefix):
     os.rename(tmp, base)
 files = None
 if action in ('prepare', 'install-runtime'):
-    # prepare: one upload of runtime/ (only when this host lacks it), gen/, maybe the agent key
-    files = untar(sys.stdin.buffer.read())
-    install(files, 'runtime/' if action == 'prepare' else '')
+    # prepare: one upload of runtime/ (only when this host lacks it), gen/, maybe the agent key;
+    # the runtime part comes as one gzip member (runtime.Runtime.packed), the rest as it is
+    data = sys.stdin.buffer.read()
+    if data[:2] == b'\x1f\x8b':
+        import zlib
+        z = zlib.decompressobj(31)
+        data = z.decompress(data) + z.unused_data
+    files = untar(data)
+    install(files, 'runtime/')
 if action == 'install-runtime':
     print(json.dumps({'runtime': rid}))
     sys.exit(0)

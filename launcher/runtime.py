@@ -15,6 +15,7 @@ runtime (remote.BOOTSTRAP); until then zipimport would fall back to the sources.
 """
 from __future__ import annotations
 
+import gzip
 import hashlib
 import importlib.util
 import io
@@ -128,7 +129,7 @@ def _cache_file(runtime_id: str) -> str:
     of the sources) and interpreter (the pycs are its bytecode), checked by its sha256 on read."""
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     tag = f"{sys.implementation.cache_tag}-{importlib.util.MAGIC_NUMBER.hex()}"
-    return os.path.join(base, "ascend-launcher", f"runtime-{runtime_id}-{tag}.zip")
+    return os.path.join(base, "ascend-launcher", f"runtime-{runtime_id}-{tag}.tar.gz")
 
 
 @dataclass(frozen=True)
@@ -140,8 +141,17 @@ class Runtime:
 
     @cached_property
     def zip(self) -> bytes:
-        """site.zip, built once: compiling the pycs is most of a cold `up`'s CPU here, and every
-        host waits for it; so it is kept on disk, per runtime id and interpreter (_cache_file)."""
+        return site_zip(list(self.site))
+
+    @cached_property
+    def packed(self) -> bytes:
+        """What a host without this runtime is sent: its files (site.zip, bin/) as tar members
+        under runtime/, without the end-of-archive blocks, in one gzip member. The host's upload
+        is these bytes followed by its own generation's tar; the bootstrap inflates the first part
+        (a third of the bytes to send, which counts on an operator's uplink to hundreds of hosts;
+        the zip inside stays stored, so no import ever inflates). Compiling the pycs and
+        compressing is most of a cold `up`'s CPU here and every host waits for it: so it is kept
+        on disk, per runtime id and interpreter (_cache_file)."""
         path = _cache_file(self.id)
         try:
             with open(path, "rb") as fh:
@@ -150,7 +160,12 @@ class Runtime:
                 return data
         except OSError:
             pass
-        data = site_zip(list(self.site))
+        buf = io.BytesIO()
+        tar = tarfile.TarFile(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT)
+        for name, body, mode in [(SITE, self.zip, 0o644), *self.files]:
+            _add(tar, f"runtime/{name}", body, mode)
+        # members are written as added; close() would add the trailer. mtime 0: the same bytes every time
+        data = gzip.compress(buf.getvalue(), compresslevel=6, mtime=0)
         try:
             os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
             tmp = f"{path}.tmp-{os.getpid()}"
@@ -164,27 +179,15 @@ class Runtime:
             pass  # no cache then (read-only home): the next run compiles again
         return data
 
-    def _entries(self) -> list[Entry]:
-        return [(SITE, self.zip, 0o644), *self.files]
-
-    @cached_property
+    @property
     def members(self) -> bytes:
-        """The runtime as tar members under runtime/ without the end-of-archive blocks: each
-        host's upload is these bytes followed by its own generation's tar."""
-        buf = io.BytesIO()
-        tar = tarfile.TarFile(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT)
-        for name, data, mode in self._entries():
-            _add(tar, f"runtime/{name}", data, mode)
-        return buf.getvalue()  # members are written as added; close() would add the trailer
+        """The tar members of ``packed``, inflated (what the bootstrap reads)."""
+        return gzip.decompress(self.packed)
 
-    @cached_property
+    @property
     def tar(self) -> bytes:
-        """The runtime alone as a tar (for `install-runtime`)."""
-        buf = io.BytesIO()
-        with tarfile.open(fileobj=buf, mode="w:", format=tarfile.USTAR_FORMAT) as tar:
-            for name, data, mode in self._entries():
-                _add(tar, name, data, mode)
-        return buf.getvalue()
+        """The runtime alone as a whole upload (for `install-runtime`): packed, then the end of the tar."""
+        return self.packed + b"\0" * 1024
 
 
 @lru_cache(maxsize=1)
@@ -210,12 +213,12 @@ def build_runtime() -> Runtime:
 
 
 def payload(runtime: Runtime | None, files: dict | None, secret: bytes | None) -> bytes:
-    """What one host needs, as one tar: runtime/ (first time), gen/ (modes kept: 0600 env
-    files stay private), secret (the agent key). One upload, one round trip."""
+    """What one host needs, as one tar: runtime/ (first time, gzipped: Runtime.packed), gen/
+    (modes kept: 0600 env files stay private), secret (the agent key). One upload, one round trip."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:", format=tarfile.USTAR_FORMAT) as tar:
         for path, f in (files or {}).items():
             _add(tar, f"gen/{path}", f.content, f.mode)
         if secret is not None:
             _add(tar, "secret", secret, 0o600)
-    return (runtime.members if runtime is not None else b"") + buf.getvalue()
+    return (runtime.packed if runtime is not None else b"") + buf.getvalue()

@@ -54,7 +54,8 @@ def test_runtime_ships_the_host_side_only():
     # on the host the runtime is three files: every file created costs a cold host a create
     assert [n for n, _, _ in rt.files] == ["bin/launcher-agent", "bin/launcher-demo-rank"]
     assert [m.name for m in tarfile.open(fileobj=io.BytesIO(rt.tar))] == [
-        "site.zip", "bin/launcher-agent", "bin/launcher-demo-rank"]
+        "runtime/site.zip", "runtime/bin/launcher-agent", "runtime/bin/launcher-demo-rank"]
+    assert rt.packed[:2] == b"\x1f\x8b" and len(rt.packed) < len(rt.members) / 2  # sent gzipped
 
 
 def test_supervisord_and_the_host_modules_import_from_the_zip_with_its_pycs(tmp_path):
@@ -87,9 +88,11 @@ def test_the_bootstrap_installs_the_runtime_with_its_modes(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout) == {"runtime": build_runtime().id}
     base = tmp_path / "root" / "runtime" / build_runtime().id
-    for name, data, mode in [("site.zip", build_runtime().zip, 0o644), *build_runtime().files]:
-        assert (base / name).read_bytes() == data
-        assert (base / name).stat().st_mode & 0o777 == mode & ~_umask()
+    sent = tarfile.open(fileobj=io.BytesIO(build_runtime().tar), mode="r:gz")
+    for member in sent:
+        name = member.name[len("runtime/"):]
+        assert (base / name).read_bytes() == sent.extractfile(member).read()
+        assert (base / name).stat().st_mode & 0o777 == member.mode & ~_umask()
     assert sorted(str(p.relative_to(base)) for p in base.rglob("*")) == [
         "bin", "bin/launcher-agent", "bin/launcher-demo-rank", "site.zip"]
     assert not [p for p in base.parent.iterdir() if ".tmp-" in p.name]
@@ -104,7 +107,7 @@ def test_a_host_with_another_python_bytecode_gets_pycs_for_its_own_once(tmp_path
     zipped = site_zip([("m/__init__.py", b""), ("m/x.py", b"X = 41 + 1\n")], magic=other)
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:", format=tarfile.USTAR_FORMAT) as tar:
-        info = tarfile.TarInfo("site.zip")
+        info = tarfile.TarInfo("runtime/site.zip")
         info.size = len(zipped)
         tar.addfile(info, io.BytesIO(zipped))
     proc = _bootstrap(tmp_path, "install-runtime", buf.getvalue())
@@ -123,7 +126,7 @@ def test_prepare_unpacks_runtime_generation_and_key_in_one_upload(tmp_path):
     from launcher.plan import File
     files = {"manifest.json": File("manifest.json", b'{"programs": []}'),
              "env/r0.env": File("env/r0.env", b"A='1'\n", 0o600)}
-    proc = _bootstrap(tmp_path, "prepare", build_runtime().members + payload(None, files, b"k" * 64), "g1")
+    proc = _bootstrap(tmp_path, "prepare", payload(build_runtime(), files, b"k" * 64), "g1")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout.splitlines()[-1]) == {"generation": "g1", "uploaded": True}
     root = tmp_path / "root"
@@ -167,15 +170,15 @@ def test_the_compiled_runtime_is_kept_and_a_damaged_copy_is_not_used(tmp_path, m
     from launcher.runtime import Runtime
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     site, files = (("m/__init__.py", b"X = 1\n"),), (("bin/w", b"#!/bin/sh\n", 0o755),)
-    first = Runtime("t-1", site, files).members
+    first = Runtime("t-1", site, files).packed
     kept = list((tmp_path / "ascend-launcher").iterdir())
     assert len(kept) == 1 and "t-1" in kept[0].name
-    members = list(tarfile.open(fileobj=io.BytesIO(first + b"\0" * 1024)))
+    members = list(tarfile.open(fileobj=io.BytesIO(Runtime("t-1", site, files).tar), mode="r:gz"))
     assert [m.name for m in members] == ["runtime/site.zip", "runtime/bin/w"]
     assert zipfile.ZipFile(io.BytesIO(Runtime("t-1", site, files).zip)).namelist() == ["m/__init__.py", "m/__init__.pyc"]
-    assert Runtime("t-1", site, files).members == first  # read back
+    assert Runtime("t-1", site, files).packed == first  # read back
     kept[0].write_bytes(kept[0].read_bytes()[:-10])  # cut short: rebuilt, not shipped damaged
-    assert Runtime("t-1", site, files).members == first
+    assert Runtime("t-1", site, files).packed == first
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "file"))
     (tmp_path / "file").write_text("not a dir")  # no usable cache dir: built every time, no error
-    assert Runtime("t-1", site, files).members == first
+    assert Runtime("t-1", site, files).packed == first
