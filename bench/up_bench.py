@@ -23,6 +23,7 @@ The table goes to stdout; the last line is machine-readable. No timing is assert
 from __future__ import annotations
 
 import argparse
+import gzip
 import http.client
 import io
 import json
@@ -302,7 +303,7 @@ class Floor:
             f"nohup sh current/bin/demo.sh {s} > logs/demo-r{s}.log 2>&1 < /dev/null & echo $! > run/demo-r{s}.pid\n"
             for s in self.slots[host])
         return (f"set -e\nmkdir -p {r}/runtime/current {r}/current {r}/logs {r}/run\n"
-                f"head -c {len(self.runtime_tar)} | tar -xf - -C {r}/runtime/current\n"
+                f"head -c {len(self.runtime_tar)} | tar -xzf - --strip-components=1 -C {r}/runtime/current\n"
                 f"tar -xf - -C {r}/current\ncd {r}\n{starts}")
 
     def status_script(self, host: str) -> str:
@@ -380,7 +381,7 @@ class FloorSupervisord(Floor):
                           "<boolean>0</boolean></value></param></params></methodCall>")
             + " http://localhost/RPC2\n" for g in self.groups[host])
         return (f"set -e\nmkdir -p {r}/runtime/{rid} {r}/gens/{gen} {r}/logs {r}/state\nmkdir -m 700 -p {r}/run\n"
-                f"head -c {len(self.runtime_tar)} | tar -xf - -C {r}/runtime/{rid}\n"
+                f"head -c {len(self.runtime_tar)} | tar -xzf - --strip-components=1 -C {r}/runtime/{rid}\n"
                 f"tar -xf - -C {r}/gens/{gen}\ncd {r}\nln -s {rid} runtime/current\nln -s gens/{gen} current\n"
                 "PYTHONPATH=$PWD/runtime/current/site.zip python3 -m supervisor.supervisord -c current/supervisord.conf\n"
                 + starts)
@@ -413,11 +414,11 @@ UP_YML = """\
       ansible.builtin.file: {{path: "{{{{ item }}}}", state: directory, mode: "0755"}}
       loop: ["{{{{ root }}}}/tars", "{{{{ root }}}}/runtime/current", "{{{{ root }}}}/current", "{{{{ root }}}}/logs", "{{{{ root }}}}/run"]
     - name: runtime tar
-      ansible.builtin.copy: {{src: "{files}/runtime.tar", dest: "{{{{ root }}}}/tars/runtime.tar", mode: "0644"}}
+      ansible.builtin.copy: {{src: "{files}/runtime.tar.gz", dest: "{{{{ root }}}}/tars/runtime.tar.gz", mode: "0644"}}
     - name: generation tar
       ansible.builtin.copy: {{src: "{files}/gen-{{{{ inventory_hostname }}}}.tar", dest: "{{{{ root }}}}/tars/gen.tar", mode: "0644"}}
     - name: unpack runtime
-      ansible.builtin.unarchive: {{src: "{{{{ root }}}}/tars/runtime.tar", dest: "{{{{ root }}}}/runtime/current", remote_src: true, creates: "{{{{ root }}}}/runtime/current/site"}}
+      ansible.builtin.unarchive: {{src: "{{{{ root }}}}/tars/runtime.tar.gz", dest: "{{{{ root }}}}/runtime/current", remote_src: true, extra_opts: ["--strip-components=1"], creates: "{{{{ root }}}}/runtime/current/site.zip"}}
     - name: unpack generation
       ansible.builtin.unarchive: {{src: "{{{{ root }}}}/tars/gen.tar", dest: "{{{{ root }}}}/current", remote_src: true, creates: "{{{{ root }}}}/current/manifest.json"}}
     - name: start ranks (nohup), unless running
@@ -755,10 +756,11 @@ def main(argv: list[str] | None = None) -> int:
         render_dir = work / "render"
         run([python, "-m", "launcher", "render", str(topo), "-o", str(render_dir)], "launcher render", env=launcher.env)
         from launcher.runtime import build_runtime
-        runtime_tar = build_runtime().tar
+        # what the launcher sends a cold host (the runtime gzipped), as a whole .tar.gz for `tar -xz`
+        runtime_tar = gzip.compress(build_runtime().members + b"\0" * 1024, compresslevel=6, mtime=0)
         files = work / "files"
         files.mkdir()
-        (files / "runtime.tar").write_bytes(runtime_tar)
+        (files / "runtime.tar.gz").write_bytes(runtime_tar)
         gen_tars, slots, msha = {}, {}, {}
         import hashlib
         for h in tb.hosts:
