@@ -182,3 +182,21 @@ def test_the_compiled_runtime_is_kept_and_a_damaged_copy_is_not_used(tmp_path, m
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "file"))
     (tmp_path / "file").write_text("not a dir")  # no usable cache dir: built every time, no error
     assert Runtime("t-1", site, files).packed == first
+
+def test_state_of_a_host_deployed_by_an_older_launcher_is_read_with_the_runtime_it_runs(tmp_path):
+    """Before the zip, the runtime was a site/ tree: a new launcher's `state` on such a host uses
+    that runtime's hostside (what runs there) and says its own runtime is missing; any other
+    action is told the runtime is missing, so it ships this one first."""
+    import shutil
+    old_site = tmp_path / "root" / "runtime" / "an-older-version" / "site" / "launcher"
+    old_site.mkdir(parents=True)
+    for module in ("__init__.py", "hostside.py"):
+        shutil.copy(PKG / module, old_site / module)
+    (tmp_path / "root" / "runtime" / "current").symlink_to("an-older-version")
+    proc = _bootstrap(tmp_path, "state", b"")
+    assert proc.returncode == 0, proc.stderr
+    state = json.loads(proc.stdout.splitlines()[-1])
+    assert state["runtime_missing"] is True and state["root"] == str(tmp_path / "root")
+    assert state["generation"] is None and state["programs"] == []  # hostside's answer, not the bootstrap's
+    proc = _bootstrap(tmp_path, "down", b"")
+    assert json.loads(proc.stdout) == {"runtime_missing": True, "root": str(tmp_path / "root"), "deployed": True}
