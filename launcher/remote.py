@@ -96,7 +96,7 @@ if not os.path.isfile(site):
     # site.zip, or the site/ tree of an older launcher).
     cur = os.path.join(root, 'runtime', 'current')
     site = next((p for p in (os.path.join(cur, 'site.zip'), os.path.join(cur, 'site'))
-                 if os.path.exists(os.path.join(p, 'launcher')) or os.path.isfile(p)), None)
+                 if os.path.isfile(p) or os.path.isdir(os.path.join(p, 'launcher'))), None)
     if action != 'state' or site is None:
         print(json.dumps({'runtime_missing': True, 'root': root, 'deployed': os.path.isdir(cur)}))
         sys.exit(0)

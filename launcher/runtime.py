@@ -75,7 +75,7 @@ def _wrapper(module: str) -> bytes:
             f'PYTHONPATH="$rt/{SITE}${{PYTHONPATH:+:$PYTHONPATH}}" exec python3 -m {module} "$@"\n').encode()
 
 
-def pyc(name: str, source: bytes, magic: bytes = importlib.util.MAGIC_NUMBER) -> bytes | None:
+def _pyc(name: str, source: bytes, magic: bytes = importlib.util.MAGIC_NUMBER) -> bytes | None:
     """An unchecked hash-based pyc (PEP 552), to lie beside its source in the zip."""
     try:
         code = compile(source, name, "exec", dont_inherit=True)
@@ -107,7 +107,7 @@ def site_zip(entries: list[tuple[str, bytes]], magic: bytes = importlib.util.MAG
         for name, data in entries:
             zf.writestr(zipfile.ZipInfo(name, (1980, 1, 1, 0, 0, 0)), data)
             if name.endswith(".py") and name not in NO_PYC:
-                compiled = pyc(name, data, magic)
+                compiled = _pyc(name, data, magic)
                 if compiled is not None:
                     zf.writestr(zipfile.ZipInfo(name + "c", (1980, 1, 1, 0, 0, 0)), compiled)
         zf.comment = MAGIC_TAG + magic.hex().encode()
