@@ -92,9 +92,9 @@ def free_port() -> int:
 
 
 def one_run() -> dict[str, tuple[float, float]]:
-    from launcher import hostside
-    from launcher.apply import Session, down, up
-    from launcher.pipeline import compile_text, rendered
+    from launcher.host import hostside
+    from launcher.deploy.apply import Session, down, up
+    from launcher.core.pipeline import compile_text, rendered
 
     deploy = tempfile.mkdtemp(prefix="lt-cpu-", dir="/tmp")
     result = compile_text(TOPOLOGY.format(root=deploy, port=free_port()), "cpu.yaml")

@@ -18,11 +18,11 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 from launcher.cli import write_rendered  # noqa: E402
-from launcher.expand import _Expander  # noqa: E402
-from launcher.load import build_topology  # noqa: E402
-from launcher.render import generation_id, render  # noqa: E402
-from launcher.validate import validate  # noqa: E402
-from launcher.yamlsrc import load_yaml  # noqa: E402
+from launcher.core.expand import _Expander  # noqa: E402
+from launcher.core.load import build_topology  # noqa: E402
+from launcher.core.render import generation_id, render  # noqa: E402
+from launcher.core.validate import validate  # noqa: E402
+from launcher.core.yamlsrc import load_yaml  # noqa: E402
 
 
 # A RAM-backed temp dir when there is one: this measures the launcher, not the VM's disk

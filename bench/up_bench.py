@@ -646,7 +646,7 @@ def profile_runs(tb, launcher: Launcher, out: Path) -> None:
         # 2. imports (only the first, run again in a separate process so it is not the one timed above)
         if kind == "cold":
             _, imp = run([launcher.python, "-X", "importtime", "-c",
-                          "import launcher.cli, launcher.apply, launcher.remote"],  # what `up` imports itself
+                          "import launcher.cli, launcher.deploy.apply, launcher.deploy.remote"],  # what `up` imports itself
                          "importtime", env=launcher.env)
             rows = []
             for ln in imp.stderr.decode().splitlines():
@@ -755,7 +755,7 @@ def main(argv: list[str] | None = None) -> int:
         # floor / Ansible inputs, made once and not timed: the rendered generation and the runtime tar
         render_dir = work / "render"
         run([python, "-m", "launcher", "render", str(topo), "-o", str(render_dir)], "launcher render", env=launcher.env)
-        from launcher.runtime import build_runtime
+        from launcher.deploy.runtime import build_runtime
         # what the launcher sends a cold host (the runtime gzipped), as a whole .tar.gz for `tar -xz`
         runtime_tar = gzip.compress(build_runtime().members + b"\0" * 1024, compresslevel=6, mtime=0)
         files = work / "files"

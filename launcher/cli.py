@@ -11,15 +11,17 @@ from contextlib import contextmanager
 from importlib import resources
 from typing import Iterator, Sequence
 
-from . import __version__, jsonfmt
-from .errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, BadInput, LauncherError, SpecErrors
-from .expand import to_json_bytes
-from .interrupt import deferred_sigint
-from .pipeline import Result, compile_file, compile_text, rendered
-from .ranktable import pd_merge
-from .render import iter_files
-from .schema import schema_text
-from .table import format_table
+from . import __version__
+
+from .core import jsonfmt
+from .core.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, BadInput, LauncherError, SpecErrors
+from .core.expand import to_json_bytes
+from .deploy.interrupt import deferred_sigint
+from .core.pipeline import Result, compile_file, compile_text, rendered
+from .core.ranktable import pd_merge
+from .core.render import iter_files
+from .core.schema import schema_text
+from .core.table import format_table
 
 
 def _write(text: str) -> None:
@@ -201,7 +203,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     import shutil
     import urllib.request
 
-    from .apply import Session, down, status_rows, up
+    from .deploy.apply import Session, down, status_rows, up
 
     work = tempfile.mkdtemp(prefix="ascend-launcher-demo-")
     result = compile_text(demo_text().replace("/tmp/ascend-launcher-demo", work), "demo-local.yaml (embedded)")
@@ -240,24 +242,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _session(args: argparse.Namespace, result: Result):
-    from .apply import Session
+    from .deploy.apply import Session
     return Session(result.plan, forks=args.forks, ssh=ssh_options(args))
 
 
 def _locked(session, command: str):
     """The deployment lock lives on its first host."""
-    from .lock import deployment_lock
+    from .deploy.lock import deployment_lock
     first = next(iter(session.clients.values()))
     return deployment_lock(first, command, warn=lambda msg: print(f"warning: {msg}", file=sys.stderr))
 
 
 def ssh_options(args: argparse.Namespace):
-    from .transport import SshOptions
+    from .deploy.transport import SshOptions
     return SshOptions(config_file=args.ssh_config, known_hosts=args.known_hosts, client=args.ssh_client)
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from .apply import up
+    from .deploy.apply import up
     result = compile_file(args.file)
     _warn(result)
     gen, files = rendered(result.plan)
@@ -278,7 +280,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    from .apply import diff
+    from .deploy.apply import diff
     result = compile_file(args.file)
     gen, files = rendered(result.plan)
     with _session(args, result) as session:
@@ -295,8 +297,8 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from . import preflight
-    from .apply import run_preflight, tcp_matrix
+    from .core import preflight
+    from .deploy.apply import run_preflight, tcp_matrix
     result = compile_file(args.file)
     with _session(args, result) as session:
         session.ensure_runtimes()
@@ -320,7 +322,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    from .apply import down
+    from .deploy.apply import down
     result = compile_file(args.file)
     with _session(args, result) as session, _locked(session, "down"):
         down(session, args.purge)
@@ -354,7 +356,7 @@ def _drift_lines(rows: list[dict]) -> list[str]:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from .apply import status_rows
+    from .deploy.apply import status_rows
     result = compile_file(args.file)
     desired, _ = rendered(result.plan)
     with _session(args, result) as session:
@@ -384,10 +386,10 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_restart(args: argparse.Namespace) -> int:
-    from .apply import restart_instance
+    from .deploy.apply import restart_instance
     result = compile_file(args.file)
     if args.rolling:
-        from .rolling import rolling_restart
+        from .deploy.rolling import rolling_restart
         names = args.instance or [i.name for i in result.plan.instances]
         with deferred_sigint() as intr, _session(args, result) as session, _locked(session, "restart --rolling"):
             session.interrupt = intr
@@ -440,9 +442,9 @@ def cmd_logs(args: argparse.Namespace) -> int:
 
 
 def cmd_discover(args: argparse.Namespace) -> int:
-    from .discover import discover
-    from .lockfile import lock_path
-    from .load import build_topology, read_source
+    from .deploy.discover import discover
+    from .core.lockfile import lock_path
+    from .core.load import build_topology, read_source
     topo = build_topology(read_source(args.file))
     facts, changed, problems = discover(topo, args.file, {"forks": args.forks, "ssh": ssh_options(args)})
     for where, why in sorted(problems.items()):

@@ -261,7 +261,7 @@ def _ours_in(netns: str) -> list[str]:
             args = open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ").decode()
         except OSError:
             continue
-        if any(k in args for k in ("supervisord", "launcher.agent", "demo_rank", "launcher-demo-rank")) \
+        if any(k in args for k in ("supervisord", "launcher.host.agent", "demo_rank", "launcher-demo-rank")) \
                 and not _zombie(int(pid)):
             out.append(args)
     return out

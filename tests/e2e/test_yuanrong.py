@@ -402,7 +402,7 @@ def _ours_in(netns: str) -> list[str]:
             args = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
         except OSError:
             continue
-        if _alive(int(pid)) and any(k in args for k in ("etcd", "dscli", "supervisord", "launcher.agent",
+        if _alive(int(pid)) and any(k in args for k in ("etcd", "dscli", "supervisord", "launcher.host.agent",
                                                          "launcher-demo-rank", "demo_rank")):
             out.append(args)
     return out

@@ -1,4 +1,4 @@
-"""launcher.demo_rank as real processes on 127.0.0.1: env, ranktable, barrier, health, signals."""
+"""launcher.host.demo_rank as real processes on 127.0.0.1: env, ranktable, barrier, health, signals."""
 from __future__ import annotations
 
 import http.client
@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from launcher.demo_rank import BarrierRejected, EnvError, Identity, TableError, check_go, check_table, parse_env
+from launcher.host.demo_rank import BarrierRejected, EnvError, Identity, TableError, check_go, check_table, parse_env
 from tests.helpers import datadist_2p2d
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -64,7 +64,7 @@ class Rank:
         self.health_port: int | None = None
         self.lines: list[str] = []
         self._changed = threading.Condition()
-        self.proc = subprocess.Popen([sys.executable, "-m", "launcher.demo_rank", *args], cwd=ROOT, env=env,
+        self.proc = subprocess.Popen([sys.executable, "-m", "launcher.host.demo_rank", *args], cwd=ROOT, env=env,
                                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, text=True)
         threading.Thread(target=self._pump, daemon=True).start()
@@ -349,7 +349,7 @@ def test_fail_barrier_exits_5_and_crash_after_exits_17(worlds: Callable[[Layout]
 
 
 def test_version() -> None:
-    out = subprocess.run([sys.executable, "-m", "launcher.demo_rank", "--version"], cwd=ROOT,
+    out = subprocess.run([sys.executable, "-m", "launcher.host.demo_rank", "--version"], cwd=ROOT,
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 0 and out.stdout.startswith("demo_rank ")
 
@@ -439,7 +439,7 @@ class DataDistWorlds:
     """One single-rank world per instance, each with the cluster file the launcher renders."""
 
     def __init__(self, tmp_path: Path, worlds: Callable[[Layout], World]):
-        from launcher.pipeline import compile_text
+        from launcher.core.pipeline import compile_text
         plan = compile_text(DD_TOPOLOGY).plan
         self.files = {f.path: f.content for hp in plan.hosts for f in hp.files}
         self.dir = tmp_path / "dd"
@@ -553,8 +553,8 @@ def test_a_probe_connection_is_no_link(dd: DataDistWorlds) -> None:
     (lambda d: d["links"][0].update(prompt_listen={"1": "nowhere"}), "expected 'ip:port', found 'nowhere'"),
 ])
 def test_parse_datadist_rejects(edit: Callable[[dict[str, Any]], Any], message: str) -> None:
-    from launcher.demo_rank import parse_datadist
-    from launcher.pipeline import compile_text
+    from launcher.host.demo_rank import parse_datadist
+    from launcher.core.pipeline import compile_text
     files = {f.path: f.content for hp in compile_text(DD_TOPOLOGY).plan.hosts for f in hp.files}
     doc = json.loads(files["llm_datadist/cluster_3.json"])
     edit(doc)

@@ -9,7 +9,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from launcher.runtime import build_runtime
+from launcher.deploy.runtime import build_runtime
 from tests.helpers import ROOT, wait_for
 
 UNIT = ROOT / "systemd" / "ascend-launcher@.service"

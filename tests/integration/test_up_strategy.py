@@ -233,7 +233,7 @@ def test_a_rank_that_ignores_sigterm_is_killed_and_the_restart_succeeds(roll):
 def test_down_after_a_launcher_upgrade_stops_what_the_older_version_started(roll):
     """The hosts run what another launcher version deployed (its runtime, not ours): `down` ships
     this version's runtime and stops everything, instead of reporting success for nothing."""
-    from launcher.runtime import build_runtime
+    from launcher.deploy.runtime import build_runtime
     path = Path(roll())
     pids = [r["pid"] for r in up_running(str(path)).values()]
     deploy = next(ln.split("deploy_dir: ")[1].split(",")[0] for ln in path.read_text().splitlines()
@@ -259,7 +259,7 @@ def test_after_a_launcher_upgrade_up_leaves_the_ranks_and_restarts_the_agent_on_
     """A new launcher version with the same topology: `up` ships its runtime and switches to it;
     no rank restarts (their config did not change), the agent restarts on the new code, and every
     process imports from its own runtime's zip, never through runtime/current."""
-    from launcher.runtime import build_runtime
+    from launcher.deploy.runtime import build_runtime
     path = Path(roll())
     ranks = {k: r["pid"] for k, r in up_running(str(path)).items()}
     deploy_dir = next(ln.split("deploy_dir: ")[1].split(",")[0] for ln in path.read_text().splitlines()

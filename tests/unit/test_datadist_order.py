@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from launcher.graph import dependency_edges, link_edges, relink_after, start_levels
-from launcher.model import Probe
-from launcher.pipeline import compile_text
+from launcher.core.graph import dependency_edges, link_edges, relink_after, start_levels
+from launcher.core.model import Probe
+from launcher.core.pipeline import compile_text
 from tests.helpers import CONFIGS, run_cli, write
 from tests.unit.test_validation import BASE_HOSTS, assert_error
 
@@ -119,7 +119,7 @@ def test_a_link_without_a_prompt_is_refused(tmp_path):
 
 
 def test_a_roll_relinks_decoders_after_their_prompt_never_in_its_batch():
-    from launcher.rolling import roll_batches
+    from launcher.deploy.rolling import roll_batches
     links = compile_text(topo()).plan.links
     # the decoders linked to p0 (d0, d1) and p1 (d0) join the roll, after both prompts
     assert roll_batches(links, ["p0", "p1"], 1) == [["p0"], ["p1"], ["d0"], ["d1"]]

@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 
 from launcher.cli import write_rendered
-from launcher.pipeline import compile_text, rendered
+from launcher.core.pipeline import compile_text, rendered
 
 NASTY = [
     "plain",

@@ -8,7 +8,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from launcher.pipeline import compile_text, rendered
+from launcher.core.pipeline import compile_text, rendered
 
 
 @st.composite

@@ -12,44 +12,25 @@ import tarfile
 from pathlib import Path
 
 import launcher
-from launcher.remote import BOOTSTRAP
-from launcher.runtime import HOST_MODULES, build_runtime, payload
+from launcher.deploy.remote import BOOTSTRAP
+from launcher.deploy.runtime import build_runtime, payload
 
 PKG = Path(launcher.__file__).parent
-
-
-def _package_imports(path: Path) -> set[str]:
-    """Modules of the launcher package that ``path`` imports (relative or absolute, any depth)."""
-    out: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom):
-            if node.level == 1 and node.module:
-                out.add(node.module.split(".")[0])
-            elif node.level == 1:
-                out.update(a.name for a in node.names)
-            elif node.module and (node.module == "launcher" or node.module.startswith("launcher.")):
-                parts = node.module.split(".")
-                out.update([parts[1]] if len(parts) > 1 else [a.name for a in node.names])
-        elif isinstance(node, ast.Import):
-            out.update(a.name.split(".")[1] for a in node.names if a.name.startswith("launcher."))
-    return {m for m in out if (PKG / f"{m}.py").exists()}
-
-
-def test_host_modules_import_nothing_else_of_the_package():
-    shipped = {m[:-3] for m in HOST_MODULES}
-    for module in HOST_MODULES:
-        missing = _package_imports(PKG / module) - shipped
-        assert not missing, f"{module} imports {sorted(missing)}, which the runtime does not ship"
 
 
 def test_runtime_ships_the_host_side_only():
     rt = build_runtime()
     names = {name for name, _ in rt.site}
-    launcher_files = {n for n in names if n.startswith("launcher/") and not n.startswith("launcher/_native/")}
-    assert launcher_files == {f"launcher/{m}" for m in HOST_MODULES} | {"launcher/systemd/ascend-launcher@.service"}
+    launcher_files = {n for n in names if n.startswith("launcher/") and not n.startswith("launcher/host/_native/")}
+    host = PKG / "host"
+    want = {f"launcher/{p.relative_to(PKG).as_posix()}" for p in host.rglob("*")
+            if p.is_file() and "__pycache__" not in p.parts and "_native" not in p.parts}
+    assert launcher_files == {"launcher/__init__.py"} | want
+    assert "launcher/host/systemd/ascend-launcher@.service" in launcher_files
+    assert not [n for n in launcher_files if n.startswith(("launcher/core/", "launcher/deploy/", "launcher/cli"))]
     assert {"supervisor/supervisord.py", "supervisor/supervisorctl.py", "supervisor/version.txt"} <= names
     assert not [n for n in names if n.startswith(("supervisor/ui/", "supervisor/skel/"))]
-    native = {n for n in names if n.startswith("launcher/_native/")}
+    native = {n for n in names if n.startswith("launcher/host/_native/")}
     assert native and all(n.endswith((".c", ".h")) for n in native)  # sources only: built on the host
     # on the host the runtime is three files: every file created costs a cold host a create
     assert [n for n, _, _ in rt.files] == ["bin/launcher-agent", "bin/launcher-demo-rank"]
@@ -67,9 +48,9 @@ def test_supervisord_and_the_host_modules_import_from_the_zip_with_its_pycs(tmp_
     with zipfile.ZipFile(site) as zf:
         names = set(zf.namelist())
         version = zf.read("supervisor/version.txt").decode().strip()
-        assert zf.read("launcher/hostside.pyc")[:4] == importlib.util.MAGIC_NUMBER
-    assert {"supervisor/supervisord.pyc", "supervisor/options.pyc", "launcher/agent.pyc"} <= names
-    code = ("import sys; import supervisor.supervisord, supervisor.options as o, launcher.hostside, launcher.agent; "
+        assert zf.read("launcher/host/hostside.pyc")[:4] == importlib.util.MAGIC_NUMBER
+    assert {"supervisor/supervisord.pyc", "supervisor/options.pyc", "launcher/host/agent.pyc"} <= names
+    code = ("import sys; import supervisor.supervisord, supervisor.options as o, launcher.host.hostside, launcher.host.agent; "
             "print(o.VERSION); print(sorted({m.__loader__.__class__.__name__ for n, m in sys.modules.items() "
             "if n.startswith(('supervisor', 'launcher'))}))")
     proc = subprocess.run([sys.executable, "-S", "-B", "-c", code], capture_output=True, text=True,
@@ -102,7 +83,7 @@ def test_a_host_with_another_python_bytecode_gets_pycs_for_its_own_once(tmp_path
     """The operator's pycs are for its Python; a host whose magic differs recompiles them when it
     installs the runtime, instead of compiling every module at every process start."""
     import zipfile
-    from launcher.runtime import MAGIC_TAG, site_zip
+    from launcher.deploy.runtime import MAGIC_TAG, site_zip
     other = b"\x01\x02\r\n"
     zipped = site_zip([("m/__init__.py", b""), ("m/x.py", b"X = 41 + 1\n")], magic=other)
     buf = io.BytesIO()
@@ -123,7 +104,7 @@ def test_a_host_with_another_python_bytecode_gets_pycs_for_its_own_once(tmp_path
 
 
 def test_prepare_unpacks_runtime_generation_and_key_in_one_upload(tmp_path):
-    from launcher.plan import File
+    from launcher.core.plan import File
     files = {"manifest.json": File("manifest.json", b'{"programs": []}'),
              "env/r0.env": File("env/r0.env", b"A='1'\n", 0o600)}
     proc = _bootstrap(tmp_path, "prepare", payload(build_runtime(), files, b"k" * 64), "g1")
@@ -167,7 +148,7 @@ def _umask() -> int:
 
 def test_the_compiled_runtime_is_kept_and_a_damaged_copy_is_not_used(tmp_path, monkeypatch):
     import zipfile
-    from launcher.runtime import Runtime
+    from launcher.deploy.runtime import Runtime
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     site, files = (("m/__init__.py", b"X = 1\n"),), (("bin/w", b"#!/bin/sh\n", 0o755),)
     first = Runtime("t-1", site, files).packed
@@ -190,8 +171,9 @@ def test_state_of_a_host_deployed_by_an_older_launcher_is_read_with_the_runtime_
     import shutil
     old_site = tmp_path / "root" / "runtime" / "an-older-version" / "site" / "launcher"
     old_site.mkdir(parents=True)
+    flat = Path(__file__).parents[1] / "fixtures" / "flat-layout-runtime" / "launcher"
     for module in ("__init__.py", "hostside.py"):
-        shutil.copy(PKG / module, old_site / module)
+        shutil.copy(flat / module, old_site / module)
     (tmp_path / "root" / "runtime" / "current").symlink_to("an-older-version")
     proc = _bootstrap(tmp_path, "state", b"")
     assert proc.returncode == 0, proc.stderr

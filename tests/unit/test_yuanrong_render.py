@@ -11,9 +11,9 @@ from types import ModuleType
 
 import pytest
 
-from launcher.pipeline import compile_file, compile_text, rendered
-from launcher.plan import Program
-from launcher.render import ULIMIT_EXIT
+from launcher.core.pipeline import compile_file, compile_text, rendered
+from launcher.core.plan import Program
+from launcher.core.render import ULIMIT_EXIT
 from tests.helpers import CONFIGS, ROOT
 
 FAKE = ROOT / "tests" / "fakes" / "dscli"

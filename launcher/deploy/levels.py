@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from .apply import Session, _alive_anywhere, gang_start
-from .errors import LauncherError
+from ..core.errors import LauncherError
 from .rolling import wait_ready
 
 STRATEGIES = ("auto", "rolling", "all")

@@ -1,8 +1,8 @@
-"""Operator-side calls to the host-side code (launcher.hostside) through a Transport.
+"""Operator-side calls to the host-side code (launcher.host.hostside) through a Transport.
 
 The first call to a fresh host cannot import anything of ours, so every call goes through a
 small bootstrap passed with ``python3 -c``: it installs the runtime when asked (a tar on
-stdin), reports a host without one, and otherwise imports launcher.hostside from the
+stdin), reports a host without one, and otherwise imports launcher.host.hostside from the
 deployment's runtime and dispatches. Replies are one JSON object; errors name the host.
 """
 from __future__ import annotations
@@ -102,7 +102,13 @@ if not os.path.isfile(site):
         sys.exit(0)
     extra = ['--runtime-missing']
 sys.path.insert(0, site)
-from launcher import hostside
+if extra:
+    try:
+        from launcher.host import hostside
+    except ImportError:  # launcher 0.1's runtime: the host side was launcher/hostside.py
+        from launcher import hostside
+else:
+    from launcher.host import hostside
 hostside.UPLOAD = files
 sys.exit(hostside.main([action, root] + sys.argv[4:] + extra))
 """.strip()

@@ -7,9 +7,9 @@ import time
 from dataclasses import dataclass, field
 
 from .apply import Session, gang_start, owners_on
-from .errors import LauncherError
-from .graph import relink_after
-from .probes import probe_specs
+from ..core.errors import LauncherError
+from ..core.graph import relink_after
+from ..core.probes import probe_specs
 
 DEFAULT_READY_TIMEOUT = 120.0
 

@@ -20,8 +20,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Iterable, Protocol, Sequence, TypeVar
 
-from .errors import LauncherError
-from .model import Host
+from ..core.errors import LauncherError
+from ..core.model import Host
 
 DEFAULT_FORKS = 32
 CONNECT_TIMEOUT = 10.0

@@ -18,11 +18,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from . import preflight
-from .errors import LauncherError
-from .graph import relink_after
+from ..core import preflight
+from ..core.errors import LauncherError
+from ..core.graph import relink_after
 from .interrupt import NEVER, Interrupt, Interrupted
-from .plan import Plan
+from ..core.plan import Plan
 from .remote import HostClient
 from .runtime import build_runtime, payload
 from .transport import DEFAULT_FORKS, HostsFailed, SshOptions, fan_out, transport_for

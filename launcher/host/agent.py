@@ -350,7 +350,7 @@ def op_group(op: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
-        print("usage: python -m launcher.agent ROOT", file=sys.stderr)
+        print("usage: python -m launcher.host.agent ROOT", file=sys.stderr)
         return 2
     Agent(argv[0]).run()
     return 0

@@ -16,7 +16,7 @@ import time
 from contextlib import contextmanager
 from typing import Iterator
 
-from .errors import LauncherError
+from ..core.errors import LauncherError
 from .remote import HostClient
 
 LEASE = 120.0   # seconds a holder may go silent before its lock counts as stale

@@ -10,11 +10,11 @@ import json
 import re
 
 from .apply import Session
-from .errors import LauncherError
-from .expand import host_root
-from .lockfile import Facts, read_lock, write_lock
-from .model import Topology
-from .plan import HostPlan, Plan
+from ..core.errors import LauncherError
+from ..core.expand import host_root
+from ..core.lockfile import Facts, read_lock, write_lock
+from ..core.model import Topology
+from ..core.plan import HostPlan, Plan
 from .transport import HostsFailed
 
 PLACEHOLDER = "0.0.0.0"

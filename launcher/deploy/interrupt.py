@@ -11,7 +11,7 @@ import sys
 from contextlib import contextmanager
 from typing import Iterator
 
-from .errors import LauncherError
+from ..core.errors import LauncherError
 
 
 class Interrupted(LauncherError):

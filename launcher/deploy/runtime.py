@@ -31,16 +31,15 @@ import launcher
 
 # Run on the host as: PATH gains runtime/current/bin, so a topology can say `launcher-demo-rank`.
 WRAPPERS = {
-    "launcher-demo-rank": "launcher.demo_rank",
-    "launcher-agent": "launcher.agent",
+    "launcher-demo-rank": "launcher.host.demo_rank",
+    "launcher-agent": "launcher.host.agent",
 }
-# What of the launcher package a host runs: the bootstrap's hostside, the agent (supervisord's
-# event listener), the demo rank, the systemd unit and the link checker's C source (built on
-# the host, for its CPU). The rest (CLI, rendering, validation) is operator-side: not shipping
-# it keeps the upload and our pyc compile small.
-# tests/unit/test_runtime.py checks that these import nothing else of the package.
-HOST_MODULES = ("__init__.py", "hostside.py", "agent.py", "demo_rank.py")
-HOST_DIRS = ("systemd",)
+# What of the launcher package a host runs: the package's __init__ (its version) and the whole
+# of launcher/host (the bootstrap's actions, the agent, the demo rank, the systemd unit, and the
+# link checker's C source, built on the host for its CPU). The rest (CLI, rendering, validation,
+# SSH) is operator-side: not shipping it keeps the upload and our pyc compile small.
+# tests/unit/test_boundaries.py checks that launcher/host imports nothing else of the package.
+HOST_PACKAGE = "host"
 _SKIP_DIRS = {"__pycache__", "tests"}
 # Of supervisor, supervisord runs with neither its web UI (it is reached over a unix socket, by
 # XML-RPC only), nor the sample config and scripts.
@@ -120,10 +119,6 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes, mode: int) -> None:
     tar.addfile(info, io.BytesIO(data))
 
 
-def _host_side(rel: str) -> bool:
-    return rel in HOST_MODULES or rel.split(os.sep, 1)[0] in HOST_DIRS
-
-
 def _cache_file(runtime_id: str) -> str:
     """Where the compiled runtime is kept: the user's cache dir, one file per runtime id (a hash
     of the sources) and interpreter (the pycs are its bytecode), checked by its sha256 on read."""
@@ -193,12 +188,15 @@ class Runtime:
 @lru_cache(maxsize=1)
 def build_runtime() -> Runtime:
     pkg = os.path.dirname(launcher.__file__)
-    site = [(n, d) for n, d, _ in _package_files(pkg, "launcher", _host_side)]
-    native = os.path.join(pkg, "_native")  # a link to the repo's native/ in a source checkout
+    with open(os.path.join(pkg, "__init__.py"), "rb") as fh:
+        site = [("launcher/__init__.py", fh.read())]
+    host = os.path.join(pkg, HOST_PACKAGE)
+    site += [(n, d) for n, d, _ in _package_files(host, f"launcher/{HOST_PACKAGE}")]
+    native = os.path.join(host, "_native")  # a link to the repo's native/ in a source checkout
     for name in sorted(os.listdir(native)):  # the C sources only: built on the host (any CPU)
         if name.endswith((".c", ".h")):
             with open(os.path.join(native, name), "rb") as fh:
-                site.append((f"launcher/_native/{name}", fh.read()))
+                site.append((f"launcher/{HOST_PACKAGE}/_native/{name}", fh.read()))
     # find, not import, supervisor: importing it costs the CLI ~0.1 s for nothing
     sup_dir = os.path.dirname(importlib.util.find_spec("supervisor").origin)
     sup = _package_files(sup_dir, "supervisor", lambda rel: rel.split(os.sep, 1)[0] not in SUPERVISOR_SKIP)

@@ -166,7 +166,7 @@ def _ini(value: str) -> str:
 
 
 _AGENT = ('rt=$(cd -P {root}/runtime/current && pwd) && PYTHONPATH="$rt/site.zip" '
-          'exec python3 -m launcher.agent {root}')
+          'exec python3 -m launcher.host.agent {root}')
 
 
 def supervisor_conf(hp: HostPlan, hashes: dict[str, str]) -> bytes:

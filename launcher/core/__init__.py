@@ -1,0 +1,1 @@
+"""The pure pipeline: topology text in, plan and per-host files out. No I/O, no clock."""

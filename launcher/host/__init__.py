@@ -1,0 +1,1 @@
+"""What ships to every host: stdlib-only code run there (host actions, the agent, the demo rank)."""
