@@ -179,7 +179,10 @@ def supervisor_conf(hp: HostPlan, hashes: dict[str, str]) -> bytes:
     out = [HEADER.replace("#", ";", 1),
            f"[unix_http_server]\nfile={_ini(root)}/run/supervisor.sock\nchmod=0700\n\n",
            f"[supervisord]\nlogfile={_ini(root)}/logs/supervisord.log\nlogfile_maxbytes=10MB\nlogfile_backups=3\n"
-           f"pidfile={_ini(root)}/run/supervisord.pid\nchilddir=/\nidentifier=ascend-launcher:{_ini(hp.host.name)}\n\n",
+           # directory: supervisord chdirs there when it daemonizes, so no process of it keeps the
+           # login's cwd (`python3 -m` puts the cwd first on sys.path: a launcher/ checkout there
+           # would shadow the runtime's package)
+           f"pidfile={_ini(root)}/run/supervisord.pid\ndirectory=/\nidentifier=ascend-launcher:{_ini(hp.host.name)}\n\n",
            "[rpcinterface:supervisor]\nsupervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n\n",
            f"[supervisorctl]\nserverurl=unix://{_ini(root)}/run/supervisor.sock\n\n",
            # the agent is an event listener: woken by process state changes, idle otherwise
@@ -187,6 +190,8 @@ def supervisor_conf(hp: HostPlan, hashes: dict[str, str]) -> bytes:
            # from its runtime's own site.zip (cd -P), not through runtime/current, which the next
            # runtime takes over while this agent still imports from the zip it started with
            f"command=/bin/sh -c {_ini(sh_quote(_AGENT.format(root=sh_quote(root))))}\n"
+           # its own cwd too: a supervisord started by launcher 0.1 kept the login's cwd
+           "directory=/\n"
            "events=PROCESS_STATE,TICK_60\nbuffer_size=1024\n"
            "autostart=true\nautorestart=true\nstartsecs=1\nstopasgroup=true\nkillasgroup=true\n"
            f"stderr_logfile={_ini(root)}/logs/launcher-agent.log\n"
