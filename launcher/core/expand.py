@@ -11,13 +11,11 @@ from collections import defaultdict
 from typing import Any, Iterable
 
 from . import jsonfmt
-from .errors import SpecErrors
 from .graph import dependency_edges, start_levels
 from .model import (DEFAULT_RENDEZVOUS_PORT, DatasystemSpec, EtcdSpec, GenericSpec, Host,
                     Instance, Limits, Probe, Service, Topology)
 from .plan import File, HostPlan, InstancePlan, LinkMember, Plan, Program, RankInfo
 from .ranktable import RankSlot, hccl_v1, pd_global, pd_host_entry, pd_local
-from .validate import validate
 
 to_json_bytes = jsonfmt.dumps_bytes
 
@@ -333,10 +331,3 @@ def dscli_argv(spec: DatasystemSpec, worker: str, etcd: str, limits: Limits) -> 
         argv += ["--shared_memory_size_mb", str(spec.shared_memory_size_mb)]
     return tuple(argv) + spec.extra_args
 
-
-def expand(topo: Topology) -> Plan:
-    """Validate, then expand. Raises SpecErrors when the topology has errors."""
-    diags = validate(topo)
-    if any(d.is_error for d in diags):
-        raise SpecErrors(diags)
-    return _Expander(topo).run()

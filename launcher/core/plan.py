@@ -76,10 +76,6 @@ class HostPlan:
     programs: tuple[Program, ...]
     files: tuple[File, ...]      # documents (ranktables, options); render() adds launch files
 
-    @property
-    def current(self) -> str:
-        return f"{self.root}/current"
-
 
 @dataclass(frozen=True, slots=True)
 class Plan:

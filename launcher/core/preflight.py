@@ -22,13 +22,13 @@ class HostCheck:
     host: str
     hccn_tool: str | None
     spec: dict[str, Any]
-    link: str | None = None
+    link: str | None = None      # an LLM-DataDist link this check is for (the decoder side pings the listener)
     dcmi_lib: str | None = None
 
     @property
     def tool_args(self) -> tuple[str, str]:
         """hostside linkcheck's arguments: where hccn_tool and libdcmi.so are ('-': default)."""
-        return (self.hccn_tool or "-", self.dcmi_lib or "-")  # an LLM-DataDist link this check is for (the decoder side pings the listener)
+        return (self.hccn_tool or "-", self.dcmi_lib or "-")
 
     @property
     def key(self) -> str:
