@@ -14,6 +14,7 @@ from . import jsonfmt
 from .graph import dependency_edges, start_levels
 from .model import (DEFAULT_RENDEZVOUS_PORT, DatasystemSpec, EtcdSpec, GenericSpec, Host,
                     Instance, Limits, Probe, Service, Topology)
+from .placement import rank_placement, service_ports
 from .plan import File, HostPlan, InstancePlan, LinkMember, Plan, Program, RankInfo
 from .ranktable import RankSlot, hccl_v1, pd_global, pd_host_entry, pd_local
 
@@ -38,12 +39,11 @@ class _Expander:
     # --- placement and ports -------------------------------------------------------------
     def _placement(self, inst: Instance) -> list[RankInfo]:
         out: list[RankInfo] = []
-        for hname in inst.hosts:
-            host = self.hosts[hname]
-            ids = inst.devices if inst.devices is not None else tuple(d.id for d in host.devices)
-            for local, dev in enumerate(sorted(ids)):
-                ip = host.device(dev).ip or ""
-                out.append(RankInfo(len(out), hname, local, dev, ip))
+        local: dict[str, int] = defaultdict(int)
+        for hname, dev in rank_placement(self.t, inst):
+            device = self.hosts[hname].device(dev)
+            out.append(RankInfo(len(out), hname, local[hname], dev, device.ip or "" if device else ""))
+            local[hname] += 1
         return out
 
     def _assign_rendezvous_ports(self) -> dict[str, int]:
@@ -54,7 +54,7 @@ class _Expander:
                 taken[self.hosts[inst.hosts[0]].address].add(inst.rendezvous_port)
         for svc in self.t.services:
             for hname in svc.hosts:
-                taken[self.hosts[hname].address].update(_service_ports(svc))
+                taken[self.hosts[hname].address].update(p.port for p in service_ports(svc.spec))
         out: dict[str, int] = {}
         for inst in self.t.instances:
             addr = self.hosts[inst.hosts[0]].address
@@ -217,7 +217,8 @@ class _Expander:
                    "LAUNCHER_HOST": hname, "LAUNCHER_HOST_ADDRESS": host.address}
             self.programs[hname].append(Program(
                 name=svc.name, host=hname, owner=svc.name, kind="service", argv=argv, cwd=cwd,
-                env=tuple(env.items()), limits=limits, numa_via_numactl=via_numactl, probe=svc.probe or probe))
+                env=tuple(env.items()), limits=limits, numa_via_numactl=via_numactl, probe=svc.probe or probe,
+                ports=service_ports(svc.spec)))
 
     def _service_argv(self, svc: Service, host: Host) -> tuple[tuple[str, ...], Probe | None, Limits, bool,
                                                                  str | None]:
@@ -270,15 +271,6 @@ def _group_by_server(slots: list[RankSlot]) -> list[RankSlot]:
         order.setdefault(s.server_id, []).append(s)
     flat = [s for group in order.values() for s in group]
     return [RankSlot(s.server_id, s.device_id, s.device_ip, k, s.container_ip) for k, s in enumerate(flat)]
-
-
-def _service_ports(svc: Service) -> list[int]:
-    spec = svc.spec
-    if isinstance(spec, EtcdSpec):
-        return [spec.client_port, spec.peer_port]
-    if isinstance(spec, DatasystemSpec):
-        return [spec.port]
-    return list(spec.ports)
 
 
 def etcd_argv(svc: Service, spec: EtcdSpec, host: Host, hosts: dict[str, Host], root: str) -> tuple[str, ...]:

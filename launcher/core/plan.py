@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .model import Env, Host, Limits, Probe
+from .placement import ServicePort
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +34,7 @@ class Program:
     rank: int | None = None
     local_rank: int | None = None
     devices: tuple[int, ...] = ()
+    ports: tuple[ServicePort, ...] = ()   # a service's listening ports (placement.service_ports)
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,8 @@ from typing import Iterable
 
 from .errors import Diagnostic, sort_diagnostics
 from .graph import dependency_edges, find_cycle, link_edges
-from .model import DatasystemSpec, EtcdSpec, GenericSpec, Topology
+from .model import DatasystemSpec, EtcdSpec, Topology
+from .placement import rank_placement, service_ports
 from .yamlsrc import format_path
 
 # Set per rank by the launcher; a user value would silently break the HCCL world.
@@ -209,7 +210,7 @@ class _Checker:
             inst = self.t.instance(c.instance)
             if inst is None:
                 self.err((*base, "instance"), f"unknown instance {c.instance!r}")
-            elif not 0 <= c.rank < _world_size(self.t, inst.name):
+            elif not 0 <= c.rank < len(rank_placement(self.t, inst)):
                 self.err((*base, "rank"), f"instance {inst.name} has no rank {c.rank}")
             if c.role == "prompt" and c.listen_port is None:
                 self.err(base, f"cluster {c.id} is a prompt cluster and needs listen_port (the decoder links to it)")
@@ -292,8 +293,8 @@ class _Checker:
                 if hname not in self.hosts:
                     continue
                 addr = self.hosts[hname].address
-                for key, port in _service_ports(svc.spec):
-                    claim(addr, port, ("services", i, key), f"service {svc.name} on {hname}")
+                for sp in service_ports(svc.spec):
+                    claim(addr, sp.port, ("services", i, sp.key), f"service {svc.name} on {hname}")
         for i, c in enumerate(self.t.dd_clusters):
             ip = self.cluster_listen_ip(c)
             if c.listen_port is not None and ip:
@@ -305,7 +306,7 @@ class _Checker:
         inst = self.t.instance(c.instance)
         if inst is None:
             return None
-        placed = rank_placement(self.t, inst.name)
+        placed = rank_placement(self.t, inst)
         if c.rank >= len(placed):
             return None
         host, dev = placed[c.rank]
@@ -334,16 +335,6 @@ def _keys(src, path: tuple) -> set:
     return set(node) if isinstance(node, dict) else set()
 
 
-def _service_ports(spec) -> list[tuple[str, int]]:
-    if isinstance(spec, EtcdSpec):
-        return [("client_port", spec.client_port), ("peer_port", spec.peer_port)]
-    if isinstance(spec, DatasystemSpec):
-        return [("port", spec.port)]
-    if isinstance(spec, GenericSpec):
-        return [("ports", p) for p in spec.ports]
-    return []
-
-
 _OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 _IPV4 = re.compile(rf"{_OCTET}(\.{_OCTET}){{3}}")
 
@@ -352,25 +343,6 @@ def _is_ipv4(text: str) -> bool:
     """Dotted-quad IPv4 (no leading zeros), as ranktables carry them; a regex is ~10x faster
     than ipaddress for the 16k device IPs of a large cluster."""
     return _IPV4.fullmatch(text) is not None
-
-
-def rank_placement(topo: Topology, instance: str) -> list[tuple[str, int]]:
-    """(host, device) of every rank of an instance: host order, then ascending device id."""
-    inst = topo.instance(instance)
-    if inst is None:
-        return []
-    out: list[tuple[str, int]] = []
-    for hname in inst.hosts:
-        host = topo.host(hname)
-        if host is None:
-            continue
-        ids = inst.devices if inst.devices is not None else tuple(d.id for d in host.devices)
-        out.extend((hname, d) for d in sorted(ids))
-    return out
-
-
-def _world_size(topo: Topology, instance: str) -> int:
-    return len(rank_placement(topo, instance))
 
 
 def validate(topo: Topology) -> list[Diagnostic]:
