@@ -163,7 +163,7 @@ def cmd_ranktable(args: argparse.Namespace) -> int:
             raise BadInput(f"{args.file} has {len(plan.instances)} instances; use --instance NAME"
                            + (" or --global" if plan.pd_global else ""))
         doc = inst.ranktable
-    sys.stdout.buffer.write(to_json_bytes(doc))
+    sys.stdout.buffer.write(doc.text)
     return EXIT_OK
 
 

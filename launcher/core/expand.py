@@ -15,7 +15,7 @@ from .graph import dependency_edges, start_levels
 from .model import (DEFAULT_RENDEZVOUS_PORT, DatasystemSpec, EtcdSpec, GenericSpec, Host,
                     Instance, Limits, Probe, Service, Topology)
 from .placement import rank_placement, service_ports
-from .plan import File, HostPlan, InstancePlan, LinkMember, Plan, Program, RankInfo
+from .plan import File, FrozenMap, HostPlan, InstancePlan, JsonDoc, LinkMember, Plan, Program, RankInfo
 from .ranktable import RankSlot, hccl_v1, pd_global, pd_host_entry, pd_local
 
 to_json_bytes = jsonfmt.dumps_bytes
@@ -30,9 +30,9 @@ class _Expander:
         self.rdzv = self._assign_rendezvous_ports()
         self.placement = {i.name: self._placement(i) for i in topo.instances}
         self.ranktable_path: dict[str, str] = {}   # instance -> path relative to the generation
-        self.ranktable: dict[str, dict[str, Any]] = {}
+        self.ranktable: dict[str, JsonDoc] = {}
         self.global_path: dict[str, str] = {}      # instance -> PD global ranktable path
-        self.pd_globals: dict[str, dict[str, Any]] = {}
+        self.pd_globals: dict[str, JsonDoc] = {}
         self.datadist_file: dict[tuple[str, int], tuple[str, int]] = {}  # (instance, rank) -> (path, cluster)
         self.links: list[tuple[str, tuple[LinkMember, ...]]] = []
 
@@ -73,11 +73,12 @@ class _Expander:
     def abs_path(self, hname: str, rel: str) -> str:
         return f"{self.root(self.hosts[hname])}/current/{rel}"
 
-    def put(self, hnames: Iterable[str], rel: str, doc: Any) -> None:
-        """The same document on several hosts: serialized once."""
+    def put(self, hnames: Iterable[str], rel: str, doc: Any) -> JsonDoc:
+        """The same document on several hosts: serialized once; returns it as the plan keeps it."""
         f = File(rel, to_json_bytes(doc))
         for hname in hnames:
             self.files[hname][rel] = f
+        return JsonDoc(f.content)
 
     def slots(self, ranks: list[RankInfo], base: int = 0) -> list[RankSlot]:
         out = []
@@ -94,8 +95,8 @@ class _Expander:
                 continue
             rel = f"ranktables/{inst.name}.json"
             table = hccl_v1(self.slots(self.placement[inst.name]))
-            self.ranktable_path[inst.name], self.ranktable[inst.name] = rel, table
-            self.put(inst.hosts, rel, table)
+            self.ranktable_path[inst.name] = rel
+            self.ranktable[inst.name] = self.put(inst.hosts, rel, table)
 
     def pd_tables(self) -> None:
         for g in self.t.pd_groups:
@@ -104,11 +105,10 @@ class _Expander:
             members = [self.t.instance(n) for n in g.prefill + g.decode]
             table = pd_global(sched_entry, [self.slots(self.placement[n]) for n in g.prefill],
                               [self.slots(self.placement[n]) for n in g.decode])
-            self.pd_globals[g.name] = table
             group_hosts = list(dict.fromkeys([sched.name] + [h for m in members for h in m.hosts]))
             single = len(group_hosts) == 1
             global_rel = f"ranktables/global_ranktable_{sched.address if single else 'merge'}.json"
-            self.put(group_hosts, global_rel, table)
+            self.pd_globals[g.name] = self.put(group_hosts, global_rel, table)
             self.put([sched.name], f"ranktables/local_ranktable_{sched.address}_host.json",
                      pd_host_entry(sched_entry))
             for inst in members:
@@ -117,9 +117,9 @@ class _Expander:
                 devids = "".join(str(r.device_id) for r in ranks if r.host == first.name)
                 rel = f"ranktables/local_ranktable_{first.address}_{devids}.json"
                 table_local = pd_local(self.slots(ranks))
-                self.ranktable_path[inst.name], self.ranktable[inst.name] = rel, table_local
+                self.ranktable_path[inst.name] = rel
                 self.global_path[inst.name] = global_rel
-                self.put(inst.hosts, rel, table_local)
+                self.ranktable[inst.name] = self.put(inst.hosts, rel, table_local)
 
     # --- LLM-DataDist --------------------------------------------------------------------
     def datadist(self) -> None:
@@ -253,9 +253,9 @@ class _Expander:
             ranktable_path=self.ranktable_path[i.name], ranktable=self.ranktable[i.name])
             for i in self.t.instances)
         edges = dependency_edges(self.t)
-        return Plan(self.t.name, hosts, instances, start_levels(edges), self.pd_globals,
+        return Plan(self.t.name, hosts, instances, start_levels(edges), FrozenMap(self.pd_globals),
                     self.t.agent_port, self.t.preflight, self.t.restart_max, self.t.restart_window,
-                    tuple(self.links), {k: v for k, v in edges.items() if v})
+                    tuple(self.links), FrozenMap((k, v) for k, v in edges.items() if v))
 
 
 def host_root(deployment: str, host: Host) -> str:
