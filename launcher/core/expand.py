@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import posixpath
 from collections import defaultdict
-from typing import Any, Iterable
+from typing import Any, Iterable, TypeVar
 
 from . import jsonfmt
 from .graph import dependency_edges, start_levels
@@ -19,6 +19,7 @@ from .plan import File, FrozenMap, HostPlan, InstancePlan, JsonDoc, LinkMember, 
 from .ranktable import RankSlot, hccl_v1, pd_global, pd_host_entry, pd_local
 
 to_json_bytes = jsonfmt.dumps_bytes
+S = TypeVar("S", EtcdSpec, DatasystemSpec, GenericSpec)
 
 
 class _Expander:
@@ -67,6 +68,19 @@ class _Expander:
             out[inst.name] = port
         return out
 
+    # --- references: expansion runs on a validated topology, where every one resolves ------
+    def instance(self, name: str) -> Instance:
+        inst = self.t.instance(name)
+        if inst is None:
+            raise ValueError(f"no instance {name!r}: expand a validated topology")
+        return inst
+
+    def service(self, name: str, kind: type[S]) -> tuple[Service, S]:
+        svc = self.t.service(name)
+        if svc is None or not isinstance(svc.spec, kind):
+            raise ValueError(f"no {kind.__name__} service {name!r}: expand a validated topology")
+        return svc, svc.spec
+
     def root(self, host: Host) -> str:
         return host_root(self.t.name, host)
 
@@ -102,7 +116,7 @@ class _Expander:
         for g in self.t.pd_groups:
             sched = self.hosts[g.schedulers[0]]
             sched_entry = {"server_id": sched.server_id, "server_ip": sched.container_ip or sched.server_id}
-            members = [self.t.instance(n) for n in g.prefill + g.decode]
+            members = [self.instance(n) for n in g.prefill + g.decode]
             table = pd_global(sched_entry, [self.slots(self.placement[n]) for n in g.prefill],
                               [self.slots(self.placement[n]) for n in g.decode])
             group_hosts = list(dict.fromkeys([sched.name] + [h for m in members for h in m.hosts]))
@@ -156,8 +170,8 @@ class _Expander:
 
     # --- programs ------------------------------------------------------------------------
     def ds_worker_addr(self, ds_name: str, hname: str) -> str:
-        svc = self.t.service(ds_name)
-        return f"{self.hosts[hname].address}:{svc.spec.port}"
+        _, spec = self.service(ds_name, DatasystemSpec)
+        return f"{self.hosts[hname].address}:{spec.port}"
 
     def instance_programs(self, inst: Instance) -> None:
         ranks = self.placement[inst.name]
@@ -168,7 +182,7 @@ class _Expander:
             common: dict[str, str] = {"BACKEND": "hccl",
                                       "ASCEND_RT_VISIBLE_DEVICES": ",".join(str(r.device_id) for r in on_host)}
             if inst.datasystem:
-                ds = self.t.service(inst.datasystem).spec
+                _, ds = self.service(inst.datasystem, DatasystemSpec)
                 common.update(DS_WORKER_ADDR=self.ds_worker_addr(inst.datasystem, hname),
                               DS_ENABLE_REMOTE_H2D="1" if ds.remote_h2d_devices else "0",
                               DS_ENABLE_EXCLUSIVE_CONNECTION="0", PYTHONHASHSEED="0")
@@ -227,8 +241,8 @@ class _Expander:
             return etcd_argv(svc, spec, host, self.hosts, self.root(host)), etcd_probe(spec, host), \
                 svc.limits, True, None
         if isinstance(spec, DatasystemSpec):
-            etcd = self.t.service(spec.etcd)
-            endpoints = ",".join(f"{self.hosts[h].address}:{etcd.spec.client_port}" for h in etcd.hosts)
+            etcd, etcd_spec = self.service(spec.etcd, EtcdSpec)
+            endpoints = ",".join(f"{self.hosts[h].address}:{etcd_spec.client_port}" for h in etcd.hosts)
             limits = svc.limits if svc.limits.memlock else Limits("unlimited", svc.limits.nofile, svc.limits.numa)
             return dscli_argv(spec, f"{host.address}:{spec.port}", endpoints, svc.limits), \
                 Probe(tcp=f"{host.address}:{spec.port}"), limits, False, None

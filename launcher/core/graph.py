@@ -21,7 +21,7 @@ def dependency_edges(topo: Topology) -> dict[str, tuple[str, ...]]:
     """name -> names it must wait for, explicit first, then implied (in a stable order)."""
     edges: dict[str, tuple[str, ...]] = {}
     for svc in topo.services:
-        implied = (svc.spec.etcd,) if isinstance(svc.spec, DatasystemSpec) else ()
+        implied: tuple[str, ...] = (svc.spec.etcd,) if isinstance(svc.spec, DatasystemSpec) else ()
         edges[svc.name] = _uniq(svc.depends_on + implied)
     links = link_edges(topo)
     for inst in topo.instances:

@@ -26,7 +26,8 @@ def schema() -> dict:
 
 @lru_cache(maxsize=1)
 def _validator():
-    import jsonschema  # only on the error path: it costs ~0.1-0.2 s to import
+    # only on the error path: it costs ~0.1-0.2 s to import; it ships no type information
+    import jsonschema  # type: ignore[import-untyped]
     cls = jsonschema.validators.validator_for(schema())
     cls.check_schema(schema())
     return cls(schema())
@@ -98,7 +99,8 @@ def _diagnostics_for(err, src: Source) -> list[Diagnostic]:
     if kind == "type":
         expected = err.validator_value
         names = {"object": "mapping", "array": "list"}
-        expected = " or ".join(names.get(e, e) for e in (expected if isinstance(expected, list) else [expected]))
+        kinds = expected if isinstance(expected, list) else [expected]
+        expected = " or ".join(names[e] if e in names else str(e) for e in kinds)
         msg = f"expected {expected}, got {_type_name(err.instance)} {_show(err.instance)}"
     elif kind == "enum":
         msg = f"expected one of {', '.join(map(str, err.validator_value))}; got {_show(err.instance)}"

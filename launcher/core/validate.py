@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from typing import Iterable
+from typing import Any, Iterable, Sequence
 
 from .errors import Diagnostic, sort_diagnostics
 from .graph import dependency_edges, find_cycle, link_edges
-from .model import DatasystemSpec, EtcdSpec, Topology
+from .model import DatasystemSpec, DDCluster, EtcdSpec, Instance, Service, Topology
 from .placement import rank_placement, service_ports
-from .yamlsrc import format_path
+from .yamlsrc import Path, Source, format_path
 
 # Set per rank by the launcher; a user value would silently break the HCCL world.
 RESERVED_ENV = frozenset({
@@ -33,7 +33,7 @@ class _Checker:
         self.hosts = {h.name: h for h in topo.hosts}
 
     def err(self, path: tuple, message: str, severity: str = "error") -> None:
-        loc = self.src.value_loc(path) if hasattr(self.src, "value_loc") else None
+        loc = self.src.value_loc(path) if self.src is not None else None
         self.out.append(Diagnostic(loc, format_path(path), message, severity))
 
     def warn(self, path: tuple, message: str) -> None:
@@ -151,7 +151,9 @@ class _Checker:
     # --- dependencies --------------------------------------------------------------------
     def check_dependencies(self) -> None:
         known = {x.name for x in self.t.instances} | {x.name for x in self.t.services}
-        for section, items in (("instances", self.t.instances), ("services", self.t.services)):
+        sections: tuple[tuple[str, Sequence[Instance | Service]], ...] = (
+            ("instances", self.t.instances), ("services", self.t.services))
+        for section, items in sections:
             for i, item in enumerate(items):
                 for k, dep in enumerate(item.depends_on):
                     if dep not in known:
@@ -206,7 +208,7 @@ class _Checker:
         self.unique(((("llm_datadist", "clusters", i, "instance"), (c.instance, c.rank)) for i, c in enumerate(clusters)),
                     "(instance, rank) of a cluster")
         for i, c in enumerate(clusters):
-            base = ("llm_datadist", "clusters", i)
+            base: Path = ("llm_datadist", "clusters", i)
             inst = self.t.instance(c.instance)
             if inst is None:
                 self.err((*base, "instance"), f"unknown instance {c.instance!r}")
@@ -232,7 +234,7 @@ class _Checker:
                          f"cluster {c.id} is a decoder in instance {c.instance}, which also holds prompt "
                          f"cluster {first['prompt']}; an instance is either on the prompt side (listens) or "
                          f"on the decoder side (links), because its ranks start together")
-        per_cluster: Counter = Counter()
+        per_cluster: Counter[int] = Counter()
         for i, link in enumerate(self.t.dd_links):
             base = ("llm_datadist", "links", i, "clusters")
             if len(link.clusters) > MAX_DOMAIN_NODES:
@@ -251,9 +253,10 @@ class _Checker:
         insts = {inst.name: (k, inst) for k, inst in enumerate(self.t.instances)}
         warned: set[str] = set()
         for c in clusters:
-            k, inst = insts.get(c.instance, (None, None))
-            if c.role == "prompt" and inst is not None and inst.probe is None and c.instance not in warned \
+            found = insts.get(c.instance)
+            if c.role == "prompt" and found is not None and found[1].probe is None and c.instance not in warned \
                     and per_cluster[c.id]:
+                k = found[0]
                 warned.add(c.instance)
                 # A TCP probe of the listen address would run on the host, which does not reach the
                 # device (RoCE) plane on real NPU servers; only the operator knows what "listening" looks like.
@@ -300,7 +303,7 @@ class _Checker:
             if c.listen_port is not None and ip:
                 claim(ip, c.listen_port, ("llm_datadist", "clusters", i, "listen_port"), f"cluster {c.id}")
 
-    def cluster_listen_ip(self, c) -> str | None:
+    def cluster_listen_ip(self, c: DDCluster) -> str | None:
         if c.listen_ip:
             return c.listen_ip
         inst = self.t.instance(c.instance)
@@ -324,9 +327,9 @@ class _Checker:
         return sort_diagnostics(self.out)
 
 
-def _keys(src, path: tuple) -> set:
+def _keys(src: Source | None, path: tuple) -> set[str]:
     """Keys present at a path of the source document ({} when unknown)."""
-    node = getattr(src, "data", None)
+    node: Any = None if src is None else src.data
     for part in path:
         try:
             node = node[part]
