@@ -1,6 +1,7 @@
-"""Topology -> Plan. Pure and deterministic: same topology, byte-identical plan.
+"""Validated Topology -> Plan. Pure and deterministic: same topology, byte-identical plan.
 
-Ranks are numbered from 0 in the instance's host order, then ascending device id, and
+The caller validates first (pipeline.compile_source): expansion looks every reference up
+and treats one that does not resolve as a bug, not as bad input. Ranks are numbered from 0 in the instance's host order, then ascending device id, and
 continue across hosts (seed 004: the second server holds ranks 4..7).
 """
 from __future__ import annotations

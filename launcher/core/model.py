@@ -1,7 +1,8 @@
 """The typed, frozen input model: what a topology file declares, defaults applied.
 
 Everything here is immutable (tuples, frozen dataclasses) so expansion can be a pure
-function. Env is kept as a tuple of (name, value) pairs in file order.
+function; only the parsed document kept for positions (Topology.locs) is not, and it is
+no part of equality or hashing. Env is kept as a tuple of (name, value) pairs in file order.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Where an instance's ranks sit and which ports a service takes: one definition for validate, expand and apply."""
+"""Where an instance's ranks sit and which ports a service takes, defined once for validate and expand."""
 from __future__ import annotations
 
 from dataclasses import dataclass

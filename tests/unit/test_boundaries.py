@@ -242,3 +242,18 @@ def test_the_io_check_sees(source, expected):
 ])
 def test_the_io_check_allows_pure_names(source):
     assert io_violations(source) == []
+
+
+# --- the core stays readable ---------------------------------------------------------------
+MAX_LINES = 400
+
+
+@pytest.mark.parametrize("path", _modules("core"), ids=lambda p: p.name)
+def test_each_core_module_is_short_and_says_what_it_is_for(path):
+    text = path.read_text(encoding="utf-8")
+    assert len(text.splitlines()) < MAX_LINES, f"{path.name}: split it"
+    doc = ast.get_docstring(ast.parse(text), clean=False)
+    assert doc, f"{path.name} has no module docstring"
+    lines = doc.splitlines()
+    assert lines[0].strip() and (len(lines) == 1 or not lines[1].strip()), \
+        f"{path.name}: the docstring's first line is the one-line summary, then a blank line"
