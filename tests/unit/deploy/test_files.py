@@ -1,35 +1,14 @@
-"""The lock file: core parses and formats it, the operator side (deploy.files) reads and writes it."""
+"""deploy.files: the operator side reads the topology and the lock file, writes the lock file,
+and keeps the compiled schema check in the user's cache."""
 from __future__ import annotations
 
 import pytest
 
-from launcher.core.errors import SpecErrors
-from launcher.core.lockfile import lock_path, lock_text, parse_lock
+from launcher.core.lockfile import lock_text
 from launcher.deploy.files import read_lock, write_lock
 from tests.helpers import run_cli, write
 
 FACTS = {("node1", 1): "10.0.0.2", ("node0", 0): "10.0.0.1"}
-
-
-def test_lock_text_parses_back_to_the_same_facts():
-    text = lock_text(FACTS)
-    assert text.startswith("# Written by `launcher discover`")
-    assert parse_lock(text, "t.lock.yaml") == FACTS
-    assert lock_path("dir/topo.yaml") == "dir/topo.lock.yaml" and lock_path("topo") == "topo.lock.yaml"
-
-
-def test_a_yaml_error_names_the_lock_file_as_when_yaml_read_the_file(tmp_path):
-    with pytest.raises(SpecErrors) as exc:
-        parse_lock("devices: [\n  x: y\n", "t.lock.yaml")
-    msg = str(exc.value)
-    assert msg.startswith("t.lock.yaml:1:1: error: cannot read the lock file: while parsing a flow sequence\n"
-                          '  in "t.lock.yaml", line 1, column 10')
-    assert "^" not in msg  # no snippet: the same words as reading the file gave
-
-
-def test_a_lock_file_without_devices():
-    with pytest.raises(SpecErrors, match="the lock file has no `devices:` mapping"):
-        parse_lock("version: 1\n", "t.lock.yaml")
 
 
 def test_write_lock_writes_only_on_change_and_read_lock_reads_it(tmp_path):
@@ -79,3 +58,14 @@ def test_without_a_writable_cache_the_check_is_compiled_in_memory(tmp_path, monk
         assert files.schema_check() is compiled_check()
     finally:
         files.schema_check.cache_clear()
+
+
+def test_a_topology_that_cannot_be_read(tmp_path):
+    run = run_cli("validate", str(tmp_path / "missing.yaml"))
+    assert run.code == 2
+    assert run.err == f"error: cannot read {tmp_path / 'missing.yaml'}: No such file or directory\n" \
+                      "1 error; nothing was changed\n"
+    (tmp_path / "latin1.yaml").write_bytes(b"version: 1\nname: \xff\n")
+    run = run_cli("validate", str(tmp_path / "latin1.yaml"))
+    assert run.code == 2
+    assert run.err.startswith(f"{tmp_path / 'latin1.yaml'}:1:1: error: not UTF-8 text: invalid start byte\n")
