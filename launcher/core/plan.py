@@ -60,6 +60,9 @@ class FrozenMap(Mapping[K, V]):
     def __repr__(self) -> str:
         return f"FrozenMap({dict(self._items)!r})"
 
+    def __reduce__(self) -> tuple[type[FrozenMap[K, V]], tuple[tuple[tuple[K, V], ...]]]:
+        return (type(self), (self._items,))  # copy and pickle rebuild it (setattr refuses)
+
 
 @dataclass(frozen=True, slots=True)
 class JsonDoc:

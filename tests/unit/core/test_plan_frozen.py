@@ -98,3 +98,11 @@ def test_frozen_map_is_a_read_only_ordered_mapping():
     assert m == {"a": 2, "b": 1}
     assert m != FrozenMap([("a", 2), ("b", 1)])  # order is part of it, as in every rendered file
     assert not FrozenMap() and hash(FrozenMap()) == hash(FrozenMap({}))
+
+
+def test_a_plan_survives_copy_and_pickle():
+    import copy
+    import pickle
+    plan = plan_of(CONFIGS / "pd-2p2d-multihost.yaml")
+    for again in (copy.deepcopy(plan), pickle.loads(pickle.dumps(plan))):
+        assert again == plan and hash(again) == hash(plan)
