@@ -16,6 +16,8 @@ SCHEMA_RESOURCE = "topology.schema.json"
 
 
 def schema_text() -> str:
+    """The schema as published (launcher/schemas). Package data, read like the package's code is
+    imported: the same for every run of this version, so the core stays a function of its input."""
     return resources.files("launcher").joinpath("schemas", SCHEMA_RESOURCE).read_text(encoding="utf-8")
 
 
