@@ -17,7 +17,8 @@ from .core import jsonfmt
 from .core.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, BadInput, LauncherError, SpecErrors
 from .core.expand import to_json_bytes
 from .deploy.interrupt import deferred_sigint
-from .core.pipeline import Result, compile_file, compile_text, rendered
+from .core.pipeline import Result, compile_text, rendered
+from .deploy.files import compile_file
 from .core.ranktable import pd_merge
 from .core.render import iter_files
 from .core.schema import schema_text
@@ -163,7 +164,7 @@ def cmd_ranktable(args: argparse.Namespace) -> int:
             raise BadInput(f"{args.file} has {len(plan.instances)} instances; use --instance NAME"
                            + (" or --global" if plan.pd_global else ""))
         doc = inst.ranktable
-    sys.stdout.buffer.write(to_json_bytes(doc))
+    sys.stdout.buffer.write(doc.text)
     return EXIT_OK
 
 
@@ -444,8 +445,9 @@ def cmd_logs(args: argparse.Namespace) -> int:
 def cmd_discover(args: argparse.Namespace) -> int:
     from .deploy.discover import discover
     from .core.lockfile import lock_path
-    from .core.load import build_topology, read_source
-    topo = build_topology(read_source(args.file))
+    from .core.load import build_topology
+    from .deploy.files import read_source, schema_check
+    topo = build_topology(read_source(args.file), check=schema_check())
     facts, changed, problems = discover(topo, args.file, {"forks": args.forks, "ssh": ssh_options(args)})
     for where, why in sorted(problems.items()):
         print(f"{where}: IP could not be read: {why}", file=sys.stderr)

@@ -1,6 +1,7 @@
-"""Topology -> Plan. Pure and deterministic: same topology, byte-identical plan.
+"""Validated Topology -> Plan. Pure and deterministic: same topology, byte-identical plan.
 
-Ranks are numbered from 0 in the instance's host order, then ascending device id, and
+The caller validates first (pipeline.compile_source): expansion looks every reference up
+and treats one that does not resolve as a bug, not as bad input. Ranks are numbered from 0 in the instance's host order, then ascending device id, and
 continue across hosts (seed 004: the second server holds ranks 4..7).
 """
 from __future__ import annotations
@@ -8,18 +9,18 @@ from __future__ import annotations
 import json
 import posixpath
 from collections import defaultdict
-from typing import Any, Iterable
+from typing import Any, Iterable, TypeVar
 
 from . import jsonfmt
-from .errors import SpecErrors
 from .graph import dependency_edges, start_levels
 from .model import (DEFAULT_RENDEZVOUS_PORT, DatasystemSpec, EtcdSpec, GenericSpec, Host,
                     Instance, Limits, Probe, Service, Topology)
-from .plan import File, HostPlan, InstancePlan, LinkMember, Plan, Program, RankInfo
+from .placement import rank_placement, service_ports
+from .plan import File, FrozenMap, HostPlan, InstancePlan, JsonDoc, LinkMember, Plan, Program, RankInfo
 from .ranktable import RankSlot, hccl_v1, pd_global, pd_host_entry, pd_local
-from .validate import validate
 
 to_json_bytes = jsonfmt.dumps_bytes
+S = TypeVar("S", EtcdSpec, DatasystemSpec, GenericSpec)
 
 
 class _Expander:
@@ -31,21 +32,20 @@ class _Expander:
         self.rdzv = self._assign_rendezvous_ports()
         self.placement = {i.name: self._placement(i) for i in topo.instances}
         self.ranktable_path: dict[str, str] = {}   # instance -> path relative to the generation
-        self.ranktable: dict[str, dict[str, Any]] = {}
+        self.ranktable: dict[str, JsonDoc] = {}
         self.global_path: dict[str, str] = {}      # instance -> PD global ranktable path
-        self.pd_globals: dict[str, dict[str, Any]] = {}
+        self.pd_globals: dict[str, JsonDoc] = {}
         self.datadist_file: dict[tuple[str, int], tuple[str, int]] = {}  # (instance, rank) -> (path, cluster)
         self.links: list[tuple[str, tuple[LinkMember, ...]]] = []
 
     # --- placement and ports -------------------------------------------------------------
     def _placement(self, inst: Instance) -> list[RankInfo]:
         out: list[RankInfo] = []
-        for hname in inst.hosts:
-            host = self.hosts[hname]
-            ids = inst.devices if inst.devices is not None else tuple(d.id for d in host.devices)
-            for local, dev in enumerate(sorted(ids)):
-                ip = host.device(dev).ip or ""
-                out.append(RankInfo(len(out), hname, local, dev, ip))
+        local: dict[str, int] = defaultdict(int)
+        for hname, dev in rank_placement(self.t, inst):
+            device = self.hosts[hname].device(dev)
+            out.append(RankInfo(len(out), hname, local[hname], dev, device.ip or "" if device else ""))
+            local[hname] += 1
         return out
 
     def _assign_rendezvous_ports(self) -> dict[str, int]:
@@ -56,7 +56,7 @@ class _Expander:
                 taken[self.hosts[inst.hosts[0]].address].add(inst.rendezvous_port)
         for svc in self.t.services:
             for hname in svc.hosts:
-                taken[self.hosts[hname].address].update(_service_ports(svc))
+                taken[self.hosts[hname].address].update(p.port for p in service_ports(svc.spec))
         out: dict[str, int] = {}
         for inst in self.t.instances:
             addr = self.hosts[inst.hosts[0]].address
@@ -69,17 +69,31 @@ class _Expander:
             out[inst.name] = port
         return out
 
+    # --- references: expansion runs on a validated topology, where every one resolves ------
+    def instance(self, name: str) -> Instance:
+        inst = self.t.instance(name)
+        if inst is None:
+            raise ValueError(f"no instance {name!r}: expand a validated topology")
+        return inst
+
+    def service(self, name: str, kind: type[S]) -> tuple[Service, S]:
+        svc = self.t.service(name)
+        if svc is None or not isinstance(svc.spec, kind):
+            raise ValueError(f"no {kind.__name__} service {name!r}: expand a validated topology")
+        return svc, svc.spec
+
     def root(self, host: Host) -> str:
         return host_root(self.t.name, host)
 
     def abs_path(self, hname: str, rel: str) -> str:
         return f"{self.root(self.hosts[hname])}/current/{rel}"
 
-    def put(self, hnames: Iterable[str], rel: str, doc: Any) -> None:
-        """The same document on several hosts: serialized once."""
+    def put(self, hnames: Iterable[str], rel: str, doc: Any) -> JsonDoc:
+        """The same document on several hosts: serialized once; returns it as the plan keeps it."""
         f = File(rel, to_json_bytes(doc))
         for hname in hnames:
             self.files[hname][rel] = f
+        return JsonDoc(f.content)
 
     def slots(self, ranks: list[RankInfo], base: int = 0) -> list[RankSlot]:
         out = []
@@ -96,21 +110,20 @@ class _Expander:
                 continue
             rel = f"ranktables/{inst.name}.json"
             table = hccl_v1(self.slots(self.placement[inst.name]))
-            self.ranktable_path[inst.name], self.ranktable[inst.name] = rel, table
-            self.put(inst.hosts, rel, table)
+            self.ranktable_path[inst.name] = rel
+            self.ranktable[inst.name] = self.put(inst.hosts, rel, table)
 
     def pd_tables(self) -> None:
         for g in self.t.pd_groups:
             sched = self.hosts[g.schedulers[0]]
             sched_entry = {"server_id": sched.server_id, "server_ip": sched.container_ip or sched.server_id}
-            members = [self.t.instance(n) for n in g.prefill + g.decode]
+            members = [self.instance(n) for n in g.prefill + g.decode]
             table = pd_global(sched_entry, [self.slots(self.placement[n]) for n in g.prefill],
                               [self.slots(self.placement[n]) for n in g.decode])
-            self.pd_globals[g.name] = table
             group_hosts = list(dict.fromkeys([sched.name] + [h for m in members for h in m.hosts]))
             single = len(group_hosts) == 1
             global_rel = f"ranktables/global_ranktable_{sched.address if single else 'merge'}.json"
-            self.put(group_hosts, global_rel, table)
+            self.pd_globals[g.name] = self.put(group_hosts, global_rel, table)
             self.put([sched.name], f"ranktables/local_ranktable_{sched.address}_host.json",
                      pd_host_entry(sched_entry))
             for inst in members:
@@ -119,9 +132,9 @@ class _Expander:
                 devids = "".join(str(r.device_id) for r in ranks if r.host == first.name)
                 rel = f"ranktables/local_ranktable_{first.address}_{devids}.json"
                 table_local = pd_local(self.slots(ranks))
-                self.ranktable_path[inst.name], self.ranktable[inst.name] = rel, table_local
+                self.ranktable_path[inst.name] = rel
                 self.global_path[inst.name] = global_rel
-                self.put(inst.hosts, rel, table_local)
+                self.ranktable[inst.name] = self.put(inst.hosts, rel, table_local)
 
     # --- LLM-DataDist --------------------------------------------------------------------
     def datadist(self) -> None:
@@ -158,8 +171,8 @@ class _Expander:
 
     # --- programs ------------------------------------------------------------------------
     def ds_worker_addr(self, ds_name: str, hname: str) -> str:
-        svc = self.t.service(ds_name)
-        return f"{self.hosts[hname].address}:{svc.spec.port}"
+        _, spec = self.service(ds_name, DatasystemSpec)
+        return f"{self.hosts[hname].address}:{spec.port}"
 
     def instance_programs(self, inst: Instance) -> None:
         ranks = self.placement[inst.name]
@@ -170,7 +183,7 @@ class _Expander:
             common: dict[str, str] = {"BACKEND": "hccl",
                                       "ASCEND_RT_VISIBLE_DEVICES": ",".join(str(r.device_id) for r in on_host)}
             if inst.datasystem:
-                ds = self.t.service(inst.datasystem).spec
+                _, ds = self.service(inst.datasystem, DatasystemSpec)
                 common.update(DS_WORKER_ADDR=self.ds_worker_addr(inst.datasystem, hname),
                               DS_ENABLE_REMOTE_H2D="1" if ds.remote_h2d_devices else "0",
                               DS_ENABLE_EXCLUSIVE_CONNECTION="0", PYTHONHASHSEED="0")
@@ -219,7 +232,8 @@ class _Expander:
                    "LAUNCHER_HOST": hname, "LAUNCHER_HOST_ADDRESS": host.address}
             self.programs[hname].append(Program(
                 name=svc.name, host=hname, owner=svc.name, kind="service", argv=argv, cwd=cwd,
-                env=tuple(env.items()), limits=limits, numa_via_numactl=via_numactl, probe=svc.probe or probe))
+                env=tuple(env.items()), limits=limits, numa_via_numactl=via_numactl, probe=svc.probe or probe,
+                ports=service_ports(svc.spec)))
 
     def _service_argv(self, svc: Service, host: Host) -> tuple[tuple[str, ...], Probe | None, Limits, bool,
                                                                  str | None]:
@@ -228,8 +242,8 @@ class _Expander:
             return etcd_argv(svc, spec, host, self.hosts, self.root(host)), etcd_probe(spec, host), \
                 svc.limits, True, None
         if isinstance(spec, DatasystemSpec):
-            etcd = self.t.service(spec.etcd)
-            endpoints = ",".join(f"{self.hosts[h].address}:{etcd.spec.client_port}" for h in etcd.hosts)
+            etcd, etcd_spec = self.service(spec.etcd, EtcdSpec)
+            endpoints = ",".join(f"{self.hosts[h].address}:{etcd_spec.client_port}" for h in etcd.hosts)
             limits = svc.limits if svc.limits.memlock else Limits("unlimited", svc.limits.nofile, svc.limits.numa)
             return dscli_argv(spec, f"{host.address}:{spec.port}", endpoints, svc.limits), \
                 Probe(tcp=f"{host.address}:{spec.port}"), limits, False, None
@@ -254,9 +268,9 @@ class _Expander:
             ranktable_path=self.ranktable_path[i.name], ranktable=self.ranktable[i.name])
             for i in self.t.instances)
         edges = dependency_edges(self.t)
-        return Plan(self.t.name, hosts, instances, start_levels(edges), self.pd_globals,
+        return Plan(self.t.name, hosts, instances, start_levels(edges), FrozenMap(self.pd_globals),
                     self.t.agent_port, self.t.preflight, self.t.restart_max, self.t.restart_window,
-                    tuple(self.links), {k: v for k, v in edges.items() if v})
+                    tuple(self.links), FrozenMap((k, v) for k, v in edges.items() if v))
 
 
 def host_root(deployment: str, host: Host) -> str:
@@ -272,15 +286,6 @@ def _group_by_server(slots: list[RankSlot]) -> list[RankSlot]:
         order.setdefault(s.server_id, []).append(s)
     flat = [s for group in order.values() for s in group]
     return [RankSlot(s.server_id, s.device_id, s.device_ip, k, s.container_ip) for k, s in enumerate(flat)]
-
-
-def _service_ports(svc: Service) -> list[int]:
-    spec = svc.spec
-    if isinstance(spec, EtcdSpec):
-        return [spec.client_port, spec.peer_port]
-    if isinstance(spec, DatasystemSpec):
-        return [spec.port]
-    return list(spec.ports)
 
 
 def etcd_argv(svc: Service, spec: EtcdSpec, host: Host, hosts: dict[str, Host], root: str) -> tuple[str, ...]:
@@ -333,10 +338,3 @@ def dscli_argv(spec: DatasystemSpec, worker: str, etcd: str, limits: Limits) -> 
         argv += ["--shared_memory_size_mb", str(spec.shared_memory_size_mb)]
     return tuple(argv) + spec.extra_args
 
-
-def expand(topo: Topology) -> Plan:
-    """Validate, then expand. Raises SpecErrors when the topology has errors."""
-    diags = validate(topo)
-    if any(d.is_error for d in diags):
-        raise SpecErrors(diags)
-    return _Expander(topo).run()

@@ -1,11 +1,11 @@
-"""Dependencies between instances and services: explicit depends_on plus implied edges.
+"""Start order: dependency edges (explicit depends_on plus implied), cycles and levels.
 
 Implied edges:
 - a datasystem service waits for its etcd; an instance waits for its datasystem;
 - LLM-DataDist (seeds 000, 001): a decoder instance waits for every prompt instance it links
   to, because the prompt side must listen before the decoder side links. `up` then starts
-  the prompts first and starts a decoder only once its prompts pass their readiness probe
-  (by default a TCP probe to their listen ip:port, see expand.py).
+  the prompts first and starts a decoder only once its prompts pass their own readiness
+  probe (there is no implied probe: without one a prompt is ready once its processes run).
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ def dependency_edges(topo: Topology) -> dict[str, tuple[str, ...]]:
     """name -> names it must wait for, explicit first, then implied (in a stable order)."""
     edges: dict[str, tuple[str, ...]] = {}
     for svc in topo.services:
-        implied = (svc.spec.etcd,) if isinstance(svc.spec, DatasystemSpec) else ()
+        implied: tuple[str, ...] = (svc.spec.etcd,) if isinstance(svc.spec, DatasystemSpec) else ()
         edges[svc.name] = _uniq(svc.depends_on + implied)
     links = link_edges(topo)
     for inst in topo.instances:

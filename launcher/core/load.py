@@ -1,20 +1,20 @@
-"""Topology file -> typed Topology (schema-checked, defaults applied).
+"""Parsed topology document -> typed Topology: schema-checked, defaults applied.
 
-``load_topology`` collects every structural error before giving up; semantic checks
-(duplicates, cycles, references) live in ``validate``.
+``build_topology`` collects every structural error before giving up; semantic checks
+(duplicates, cycles, references) live in ``validate``. Reading the file is the caller's
+(deploy.files.read_source).
 """
 from __future__ import annotations
 
 import math
-import os
 from typing import Any, Mapping
 
 from .errors import Diagnostic, Loc, SpecErrors, sort_diagnostics
 from .model import (DEFAULT_DEPLOY_DIR, DISCOVER, DatasystemSpec, DDCluster,
                     DDLink, Device, Env, EtcdSpec, GenericSpec, Host, Instance, Limits, Numa, PDGroup,
                     Probe, Service, Ssh, Topology)
-from .schema import check_schema
-from .yamlsrc import Source, load_yaml
+from .schema import Check, check_schema
+from .yamlsrc import Source
 
 DeviceFacts = Mapping[tuple[str, int], str]  # (host name, device id) -> discovered device IP
 
@@ -121,9 +121,11 @@ def _pd_group(g: Mapping[str, Any]) -> PDGroup:
                    tuple(g["prefill"]), tuple(g["decode"]))
 
 
-def build_topology(src: Source, facts: DeviceFacts | None = None) -> Topology:
-    """Schema-valid data -> Topology. Raises SpecErrors listing every structural problem."""
-    diags = check_schema(src) if isinstance(src.data, dict) else [
+def build_topology(src: Source, facts: DeviceFacts | None = None, check: Check | None = None) -> Topology:
+    """Schema-valid data -> Topology. Raises SpecErrors listing every structural problem.
+
+    ``check``: a compiled check of the schema (schema.check_schema)."""
+    diags = check_schema(src, check) if isinstance(src.data, dict) else [
         Diagnostic(Loc(src.file, 1, 1), "", "the top level must be a mapping (hosts:, instances:, ...)")]
     if diags:
         raise SpecErrors(sort_diagnostics(diags))
@@ -146,14 +148,3 @@ def build_topology(src: Source, facts: DeviceFacts | None = None) -> Topology:
         restart_window=float(defaults.get("restart", {}).get("window", 600.0)),
         locs=src)
 
-
-def read_source(path: str) -> Source:
-    """Read and parse a topology file; a missing file is bad input, not a crash."""
-    try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
-    except OSError as exc:
-        raise SpecErrors([Diagnostic(None, "", f"cannot read {path}: {exc.strerror}")]) from None
-    except UnicodeDecodeError as exc:
-        raise SpecErrors([Diagnostic(Loc(path, 1, 1), "", f"not UTF-8 text: {exc.reason}")]) from None
-    return load_yaml(text, os.path.relpath(path) if not os.path.isabs(path) else path)

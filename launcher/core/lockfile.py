@@ -1,13 +1,14 @@
-"""The device lock file: IPs read from the hosts by `launcher discover`, kept beside the
-topology and committed with it, so expansion stays a pure function of files in git.
+"""The device lock file (topo.lock.yaml): its name, its text, and parsing it back into facts.
 
-    topo.yaml  ->  topo.lock.yaml
+It holds the IPs `launcher discover` read from the hosts, kept beside the topology and
+committed with it, so expansion stays a pure function of files in git. Reading and writing
+it is the operator side's (deploy.files).
 """
 from __future__ import annotations
 
-import os
+import os.path
 
-import yaml
+import yaml  # type: ignore[import-untyped]  # PyYAML ships no type information
 
 from .errors import Diagnostic, Loc, SpecErrors
 
@@ -18,19 +19,32 @@ Facts = dict[tuple[str, int], str]
 
 
 def lock_path(topology_path: str) -> str:
+    """topo.yaml -> topo.lock.yaml"""
     base, ext = os.path.splitext(topology_path)
     return f"{base}.lock{ext or '.yaml'}"
 
 
-def read_lock(topology_path: str) -> Facts:
-    """(host, device id) -> IP from the lock file; {} when there is none."""
-    path = lock_path(topology_path)
+class _Stream:
+    """Text that PyYAML reads as it reads an open file: its error marks name the lock file
+    (and quote no snippet), word for word what they said when yaml read the file itself."""
+
+    def __init__(self, text: str, name: str) -> None:
+        self.name = name
+        self._text = text
+        self._at = 0
+
+    def read(self, size: int = -1) -> str:
+        end = len(self._text) if size < 0 else self._at + size
+        chunk = self._text[self._at:end]
+        self._at += len(chunk)
+        return chunk
+
+
+def parse_lock(text: str, path: str) -> Facts:
+    """(host, device id) -> IP from the lock file's text; ``path`` names it in errors."""
     try:
-        with open(path, encoding="utf-8") as fh:
-            doc = yaml.safe_load(fh) or {}
-    except FileNotFoundError:
-        return {}
-    except (OSError, yaml.YAMLError) as exc:
+        doc = yaml.safe_load(_Stream(text, path)) or {}
+    except yaml.YAMLError as exc:
         raise SpecErrors([Diagnostic(Loc(path, 1, 1), "", f"cannot read the lock file: {exc}")]) from None
     devices = doc.get("devices") if isinstance(doc, dict) else None
     if not isinstance(devices, dict):
@@ -40,24 +54,8 @@ def read_lock(topology_path: str) -> Facts:
 
 
 def lock_text(facts: Facts) -> str:
+    """The lock file's content for these facts: hosts and devices in sorted order."""
     hosts: dict[str, dict[int, str]] = {}
     for (host, dev), ip in sorted(facts.items()):
         hosts.setdefault(host, {})[dev] = ip
     return HEADER + yaml.safe_dump({"version": 1, "devices": hosts}, sort_keys=False)
-
-
-def write_lock(topology_path: str, facts: Facts) -> bool:
-    """Write the lock file if its content changes; True when it was (re)written."""
-    path = lock_path(topology_path)
-    text = lock_text(facts)
-    try:
-        with open(path, encoding="utf-8") as fh:
-            if fh.read() == text:
-                return False
-    except FileNotFoundError:
-        pass
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-    return True

@@ -1,13 +1,15 @@
 """The typed, frozen input model: what a topology file declares, defaults applied.
 
 Everything here is immutable (tuples, frozen dataclasses) so expansion can be a pure
-function. Env is kept as a tuple of (name, value) pairs in file order.
+function; only the parsed document kept for positions (Topology.locs) is not, and it is
+no part of equality or hashing. Env is kept as a tuple of (name, value) pairs in file order.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Mapping
+
+from .yamlsrc import Source
 
 Env = tuple[tuple[str, str], ...]
 
@@ -169,8 +171,9 @@ class Topology:
     preflight: bool = True
     restart_max: int = 3
     restart_window: float = 600.0
-    # Source positions (path tuple -> Loc); not part of equality or hashing.
-    locs: Mapping = field(default_factory=dict, compare=False, hash=False, repr=False)
+    # The parsed document, for the position of any path (Source.value_loc); not part of
+    # equality or hashing. None: a topology built in code, diagnostics carry no position.
+    locs: Source | None = field(default=None, compare=False, hash=False, repr=False)
 
     # Name indexes, built once: large topologies look names up per rank.
     @cached_property

@@ -1,15 +1,19 @@
-"""The pure pipeline as one call per stage, shared by the CLI, tests and benchmarks."""
+"""The pure pipeline as one call per stage, shared by the CLI, tests and benchmarks.
+
+Files are the operator side's: deploy.files.compile_file reads a topology and its lock file
+and calls compile_source.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from .errors import Diagnostic, SpecErrors
 from .expand import _Expander
-from .load import DeviceFacts, build_topology, read_source
-from .lockfile import read_lock
+from .load import DeviceFacts, build_topology
 from .model import Topology
 from .plan import File, Plan
 from .render import generation_id, render
+from .schema import Check
 from .validate import validate
 from .yamlsrc import Source, load_yaml
 
@@ -21,25 +25,23 @@ class Result:
     warnings: tuple[Diagnostic, ...]
 
 
-def compile_source(src: Source, facts: DeviceFacts | None = None) -> Result:
-    """Source -> validated Topology and Plan. Raises SpecErrors with every error found."""
-    topo = build_topology(src, facts)
+def compile_source(src: Source, facts: DeviceFacts | None = None, check: Check | None = None) -> Result:
+    """Source -> validated Topology and Plan. Raises SpecErrors with every error found.
+
+    ``facts``: device IPs from the lock file; ``check``: a compiled schema check (schema.check_schema)."""
+    topo = build_topology(src, facts, check)
     diags = validate(topo)
     if any(d.is_error for d in diags):
         raise SpecErrors(diags)
     return Result(topo, _Expander(topo).run(), tuple(diags))
 
 
-def compile_text(text: str, file: str = "<text>", facts: DeviceFacts | None = None) -> Result:
-    return compile_source(load_yaml(text, file), facts)
-
-
-def compile_file(path: str, facts: DeviceFacts | None = None) -> Result:
-    """A topology file plus its lock file of discovered device IPs (if any)."""
-    src = read_source(path)
-    return compile_source(src, read_lock(path) if facts is None else facts)
+def compile_text(text: str, file: str = "<text>", facts: DeviceFacts | None = None,
+                 check: Check | None = None) -> Result:
+    return compile_source(load_yaml(text, file), facts, check)
 
 
 def rendered(plan: Plan) -> tuple[str, dict[str, dict[str, File]]]:
+    """(generation id, host name -> relative path -> File) of a plan."""
     files = render(plan)
     return generation_id(files), files

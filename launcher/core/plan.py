@@ -1,10 +1,78 @@
-"""The frozen output model: what expansion decided, per host and per instance."""
+"""The frozen output model: what expansion decided, per host and per instance.
+
+Immutable all the way down, so a Plan is hashable and no consumer can change what another
+one reads: tuples instead of lists, FrozenMap instead of dict, and JSON documents (ranktables)
+as JsonDoc, the canonical bytes a host receives (jsonfmt), parsed afresh by whoever needs the
+value. Bytes rather than a frozen tree of JSON values: the file's bytes exist anyway (expand
+serializes each document once), equality and hashing are a bytes compare, and `launcher
+ranktable` prints exactly what the hosts get.
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+import json
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Iterable, Iterator, Mapping, TypeVar
 
 from .model import Env, Host, Limits, Probe
+from .placement import ServicePort
+
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class FrozenMap(Mapping[K, V]):
+    """A read-only, hashable mapping that keeps insertion order (equal only with the same order)."""
+
+    __slots__ = ("_items", "_index")
+    _items: tuple[tuple[K, V], ...]
+    _index: Mapping[K, V]
+
+    def __init__(self, items: Mapping[K, V] | Iterable[tuple[K, V]] = ()) -> None:
+        index = dict(items)
+        object.__setattr__(self, "_items", tuple(index.items()))
+        object.__setattr__(self, "_index", MappingProxyType(index))
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"FrozenMap is immutable (cannot set {name})")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"FrozenMap is immutable (cannot delete {name})")
+
+    def __getitem__(self, key: K) -> V:
+        return self._index[key]
+
+    def __iter__(self) -> Iterator[K]:
+        return iter(self._index)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __hash__(self) -> int:
+        return hash(self._items)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, FrozenMap):
+            return self._items == other._items
+        return isinstance(other, Mapping) and dict(self._items) == dict(other.items())
+
+    def __repr__(self) -> str:
+        return f"FrozenMap({dict(self._items)!r})"
+
+    def __reduce__(self) -> tuple[type[FrozenMap[K, V]], tuple[tuple[tuple[K, V], ...]]]:
+        return (type(self), (self._items,))  # copy and pickle rebuild it (setattr refuses)
+
+
+@dataclass(frozen=True, slots=True)
+class JsonDoc:
+    """A JSON document held as its canonical bytes (jsonfmt.dumps_bytes, what a host receives)."""
+
+    text: bytes
+
+    def value(self) -> Any:
+        """A fresh copy of the document (dicts and lists the caller may change)."""
+        return json.loads(self.text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +101,7 @@ class Program:
     rank: int | None = None
     local_rank: int | None = None
     devices: tuple[int, ...] = ()
+    ports: tuple[ServicePort, ...] = ()   # a service's listening ports (placement.service_ports)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +122,7 @@ class InstancePlan:
     ranks: tuple[RankInfo, ...]
     master: str                  # MASTER_ADDR:MASTER_PORT
     ranktable_path: str          # absolute path on each host of the instance
-    ranktable: dict[str, Any]    # the table every rank of this instance reads (never mutated)
+    ranktable: JsonDoc           # the table every rank of this instance reads
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,10 +145,6 @@ class HostPlan:
     programs: tuple[Program, ...]
     files: tuple[File, ...]      # documents (ranktables, options); render() adds launch files
 
-    @property
-    def current(self) -> str:
-        return f"{self.root}/current"
-
 
 @dataclass(frozen=True, slots=True)
 class Plan:
@@ -87,13 +152,20 @@ class Plan:
     hosts: tuple[HostPlan, ...]
     instances: tuple[InstancePlan, ...]
     levels: tuple[tuple[str, ...], ...]   # start order: names in level k wait for levels < k
-    pd_global: dict[str, dict[str, Any]]  # PD group name -> global ranktable
+    pd_global: Mapping[str, JsonDoc]      # PD group name -> global ranktable (a FrozenMap)
     agent_port: int = 29390               # TCP port of each host's agent (gang restarts across hosts)
     preflight: bool = True                # check HCCL links before starting an instance
     restart_max: int = 3                  # gang restarts allowed ...
     restart_window: float = 600.0         # ... within this many seconds; past it: FAILED
     links: tuple[tuple[str, tuple[LinkMember, ...]], ...] = ()  # LLM-DataDist domains (name, members)
-    depends: dict[str, tuple[str, ...]] = field(default_factory=dict)  # owner -> what it waits for
+    depends: Mapping[str, tuple[str, ...]] = FrozenMap()  # owner -> what it waits for (a FrozenMap)
+
+    def __post_init__(self) -> None:
+        # a caller may hand in plain dicts (deploy.discover builds a Plan of hosts only): freeze them
+        for name in ("pd_global", "depends"):
+            value = getattr(self, name)
+            if not isinstance(value, FrozenMap):
+                object.__setattr__(self, name, FrozenMap(value))
 
     def instance(self, name: str) -> InstancePlan | None:
         return next((i for i in self.instances if i.name == name), None)

@@ -7,7 +7,7 @@ peer device IPs each must reach (every other device of the same HCCL world); the
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
 from .plan import Plan
 
@@ -22,13 +22,13 @@ class HostCheck:
     host: str
     hccn_tool: str | None
     spec: dict[str, Any]
-    link: str | None = None
+    link: str | None = None      # an LLM-DataDist link this check is for (the decoder side pings the listener)
     dcmi_lib: str | None = None
 
     @property
     def tool_args(self) -> tuple[str, str]:
         """hostside linkcheck's arguments: where hccn_tool and libdcmi.so are ('-': default)."""
-        return (self.hccn_tool or "-", self.dcmi_lib or "-")  # an LLM-DataDist link this check is for (the decoder side pings the listener)
+        return (self.hccn_tool or "-", self.dcmi_lib or "-")
 
     @property
     def key(self) -> str:
@@ -85,8 +85,9 @@ def failure_lines(check: HostCheck, reply: dict[str, Any]) -> list[str]:
     return lines
 
 
-def device_matrix(plan: Plan, checks: list[HostCheck], replies: dict[tuple[str, str], dict]) -> list[tuple]:
-    """Rows host x device: 'ok', or the failed checks' names."""
+def device_matrix(plan: Plan, checks: list[HostCheck],
+                  replies: Mapping[str, dict[str, Any]]) -> list[tuple[str, int, str]]:
+    """Rows host x device: 'ok', or the failed checks' names; ``replies`` by HostCheck.key."""
     cells: dict[tuple[str, int], list[str]] = {}
     for chk in checks:
         reply = replies.get(chk.key, {})

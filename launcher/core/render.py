@@ -41,6 +41,12 @@ def slot(program: Program) -> str | None:
     return None if program.local_rank is None else str(program.local_rank)
 
 
+def launch_argv(program: Program) -> list[str]:
+    """What supervisord runs for a program, relative to the generation: its owner's script and slot."""
+    s = slot(program)
+    return [f"bin/{program.owner}.sh"] + ([s] if s else [])
+
+
 def split_env(programs: Sequence[Program]) -> tuple[list[tuple[str, str]], list[list[tuple[str, str]]]]:
     """(pairs every program has, pairs each program has on top), keeping file order."""
     shared = set(programs[0].env).intersection(*(p.env for p in programs[1:]))
@@ -127,7 +133,7 @@ def by_owner(programs: Iterable[Program]) -> dict[str, list[Program]]:
 def manifest(hp: HostPlan, hashes: dict[str, str]) -> bytes:
     """What this generation runs on this host, for the supervisor side (no env values: they may be secret)."""
     programs = [{"name": p.name, "owner": p.owner, "kind": p.kind, "rank": p.rank, "local_rank": p.local_rank,
-                 "devices": list(p.devices), "argv": [f"bin/{p.owner}.sh"] + ([slot(p)] if slot(p) else []),
+                 "devices": list(p.devices), "argv": launch_argv(p),
                  "owner_hash": hashes[p.owner]} for p in hp.programs]
     # One program per line: readable, greppable, and cheap to write for thousands of hosts.
     body = ",\n".join("    " + jsonfmt.compact(p) for p in programs)

@@ -5,11 +5,7 @@ import difflib
 import json
 from functools import lru_cache
 from importlib import resources
-from typing import Any
-
-import hashlib
-import importlib.util
-import os
+from typing import Any, Callable
 
 import fastjsonschema
 
@@ -20,6 +16,8 @@ SCHEMA_RESOURCE = "topology.schema.json"
 
 
 def schema_text() -> str:
+    """The schema as published (launcher/schemas). Package data, read like the package's code is
+    imported: the same for every run of this version, so the core stays a function of its input."""
     return resources.files("launcher").joinpath("schemas", SCHEMA_RESOURCE).read_text(encoding="utf-8")
 
 
@@ -30,40 +28,29 @@ def schema() -> dict:
 
 @lru_cache(maxsize=1)
 def _validator():
-    import jsonschema  # only on the error path: it costs ~0.1-0.2 s to import
+    # only on the error path: it costs ~0.1-0.2 s to import; it ships no type information
+    import jsonschema  # type: ignore[import-untyped]
     cls = jsonschema.validators.validator_for(schema())
     cls.check_schema(schema())
     return cls(schema())
 
 
-def _cache_dir() -> str:
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(base, "ascend-launcher")
+# A compiled check of the schema: data -> None, raising fastjsonschema.JsonSchemaException
+# when the data is not valid. ~50x faster than jsonschema, but it stops at the first error
+# without a good message, so check_schema runs jsonschema only when this one refuses.
+Check = Callable[[Any], Any]
 
 
 @lru_cache(maxsize=1)
-def _fast_check():
-    """A compiled validator: ~50x faster, but it stops at the first error without a good message.
+def compiled_check() -> Check:
+    """The check compiled in memory. Compiling costs more than a whole `launcher status`: the CLI
+    passes the one it keeps compiled in the user's cache instead (deploy.files.schema_check)."""
+    return fastjsonschema.compile(schema())
 
-    Compiling the schema costs more than a whole `launcher status`, so the generated code is
-    kept in the user's cache, keyed by the schema's and fastjsonschema's versions.
-    """
-    text = schema_text()
-    key = hashlib.sha256(f"{fastjsonschema.VERSION}\0{text}".encode()).hexdigest()[:16]
-    path = os.path.join(_cache_dir(), f"schema_check_{key}.py")
-    try:
-        if not os.path.exists(path):
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            tmp = f"{path}.tmp-{os.getpid()}"
-            with open(tmp, "w", encoding="utf-8") as fh:
-                fh.write(fastjsonschema.compile_to_code(schema()))
-            os.replace(tmp, path)
-        spec = importlib.util.spec_from_file_location(f"_launcher_schema_check_{key}", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module.validate
-    except (OSError, SyntaxError, AttributeError):  # no writable cache: compile in memory
-        return fastjsonschema.compile(schema())
+
+def check_source() -> str:
+    """Python source of the compiled check (it defines ``validate``), for a cache to keep."""
+    return fastjsonschema.compile_to_code(schema())
 
 
 def _type_name(value: Any) -> str:
@@ -114,7 +101,8 @@ def _diagnostics_for(err, src: Source) -> list[Diagnostic]:
     if kind == "type":
         expected = err.validator_value
         names = {"object": "mapping", "array": "list"}
-        expected = " or ".join(names.get(e, e) for e in (expected if isinstance(expected, list) else [expected]))
+        kinds = expected if isinstance(expected, list) else [expected]
+        expected = " or ".join(names[e] if e in names else str(e) for e in kinds)
         msg = f"expected {expected}, got {_type_name(err.instance)} {_show(err.instance)}"
     elif kind == "enum":
         msg = f"expected one of {', '.join(map(str, err.validator_value))}; got {_show(err.instance)}"
@@ -138,10 +126,11 @@ def _diagnostics_for(err, src: Source) -> list[Diagnostic]:
     return [Diagnostic(loc, where, msg)]
 
 
-def check_schema(src: Source) -> list[Diagnostic]:
-    """All structural problems in the document, each with its position."""
+def check_schema(src: Source, check: Check | None = None) -> list[Diagnostic]:
+    """All structural problems in the document, each with its position; ``check`` is a compiled
+    check of the schema (default: compiled_check())."""
     try:
-        _fast_check()(src.data)
+        (check or compiled_check())(src.data)
         return []  # valid: skip the slow, thorough pass
     except fastjsonschema.JsonSchemaException:
         pass

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from typing import Iterable
+from typing import Any, Iterable, Sequence
 
 from .errors import Diagnostic, sort_diagnostics
 from .graph import dependency_edges, find_cycle, link_edges
-from .model import DatasystemSpec, EtcdSpec, GenericSpec, Topology
-from .yamlsrc import format_path
+from .model import DatasystemSpec, DDCluster, EtcdSpec, Instance, Service, Topology
+from .placement import rank_placement, service_ports
+from .yamlsrc import Path, Source, format_path
 
 # Set per rank by the launcher; a user value would silently break the HCCL world.
 RESERVED_ENV = frozenset({
@@ -32,7 +33,7 @@ class _Checker:
         self.hosts = {h.name: h for h in topo.hosts}
 
     def err(self, path: tuple, message: str, severity: str = "error") -> None:
-        loc = self.src.value_loc(path) if hasattr(self.src, "value_loc") else None
+        loc = self.src.value_loc(path) if self.src is not None else None
         self.out.append(Diagnostic(loc, format_path(path), message, severity))
 
     def warn(self, path: tuple, message: str) -> None:
@@ -150,7 +151,9 @@ class _Checker:
     # --- dependencies --------------------------------------------------------------------
     def check_dependencies(self) -> None:
         known = {x.name for x in self.t.instances} | {x.name for x in self.t.services}
-        for section, items in (("instances", self.t.instances), ("services", self.t.services)):
+        sections: tuple[tuple[str, Sequence[Instance | Service]], ...] = (
+            ("instances", self.t.instances), ("services", self.t.services))
+        for section, items in sections:
             for i, item in enumerate(items):
                 for k, dep in enumerate(item.depends_on):
                     if dep not in known:
@@ -205,11 +208,11 @@ class _Checker:
         self.unique(((("llm_datadist", "clusters", i, "instance"), (c.instance, c.rank)) for i, c in enumerate(clusters)),
                     "(instance, rank) of a cluster")
         for i, c in enumerate(clusters):
-            base = ("llm_datadist", "clusters", i)
+            base: Path = ("llm_datadist", "clusters", i)
             inst = self.t.instance(c.instance)
             if inst is None:
                 self.err((*base, "instance"), f"unknown instance {c.instance!r}")
-            elif not 0 <= c.rank < _world_size(self.t, inst.name):
+            elif not 0 <= c.rank < len(rank_placement(self.t, inst)):
                 self.err((*base, "rank"), f"instance {inst.name} has no rank {c.rank}")
             if c.role == "prompt" and c.listen_port is None:
                 self.err(base, f"cluster {c.id} is a prompt cluster and needs listen_port (the decoder links to it)")
@@ -231,7 +234,7 @@ class _Checker:
                          f"cluster {c.id} is a decoder in instance {c.instance}, which also holds prompt "
                          f"cluster {first['prompt']}; an instance is either on the prompt side (listens) or "
                          f"on the decoder side (links), because its ranks start together")
-        per_cluster: Counter = Counter()
+        per_cluster: Counter[int] = Counter()
         for i, link in enumerate(self.t.dd_links):
             base = ("llm_datadist", "links", i, "clusters")
             if len(link.clusters) > MAX_DOMAIN_NODES:
@@ -250,9 +253,10 @@ class _Checker:
         insts = {inst.name: (k, inst) for k, inst in enumerate(self.t.instances)}
         warned: set[str] = set()
         for c in clusters:
-            k, inst = insts.get(c.instance, (None, None))
-            if c.role == "prompt" and inst is not None and inst.probe is None and c.instance not in warned \
+            found = insts.get(c.instance)
+            if c.role == "prompt" and found is not None and found[1].probe is None and c.instance not in warned \
                     and per_cluster[c.id]:
+                k = found[0]
                 warned.add(c.instance)
                 # A TCP probe of the listen address would run on the host, which does not reach the
                 # device (RoCE) plane on real NPU servers; only the operator knows what "listening" looks like.
@@ -292,20 +296,20 @@ class _Checker:
                 if hname not in self.hosts:
                     continue
                 addr = self.hosts[hname].address
-                for key, port in _service_ports(svc.spec):
-                    claim(addr, port, ("services", i, key), f"service {svc.name} on {hname}")
+                for sp in service_ports(svc.spec):
+                    claim(addr, sp.port, ("services", i, sp.key), f"service {svc.name} on {hname}")
         for i, c in enumerate(self.t.dd_clusters):
             ip = self.cluster_listen_ip(c)
             if c.listen_port is not None and ip:
                 claim(ip, c.listen_port, ("llm_datadist", "clusters", i, "listen_port"), f"cluster {c.id}")
 
-    def cluster_listen_ip(self, c) -> str | None:
+    def cluster_listen_ip(self, c: DDCluster) -> str | None:
         if c.listen_ip:
             return c.listen_ip
         inst = self.t.instance(c.instance)
         if inst is None:
             return None
-        placed = rank_placement(self.t, inst.name)
+        placed = rank_placement(self.t, inst)
         if c.rank >= len(placed):
             return None
         host, dev = placed[c.rank]
@@ -323,25 +327,15 @@ class _Checker:
         return sort_diagnostics(self.out)
 
 
-def _keys(src, path: tuple) -> set:
+def _keys(src: Source | None, path: tuple) -> set[str]:
     """Keys present at a path of the source document ({} when unknown)."""
-    node = getattr(src, "data", None)
+    node: Any = None if src is None else src.data
     for part in path:
         try:
             node = node[part]
         except (KeyError, IndexError, TypeError):
             return set()
     return set(node) if isinstance(node, dict) else set()
-
-
-def _service_ports(spec) -> list[tuple[str, int]]:
-    if isinstance(spec, EtcdSpec):
-        return [("client_port", spec.client_port), ("peer_port", spec.peer_port)]
-    if isinstance(spec, DatasystemSpec):
-        return [("port", spec.port)]
-    if isinstance(spec, GenericSpec):
-        return [("ports", p) for p in spec.ports]
-    return []
 
 
 _OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
@@ -352,25 +346,6 @@ def _is_ipv4(text: str) -> bool:
     """Dotted-quad IPv4 (no leading zeros), as ranktables carry them; a regex is ~10x faster
     than ipaddress for the 16k device IPs of a large cluster."""
     return _IPV4.fullmatch(text) is not None
-
-
-def rank_placement(topo: Topology, instance: str) -> list[tuple[str, int]]:
-    """(host, device) of every rank of an instance: host order, then ascending device id."""
-    inst = topo.instance(instance)
-    if inst is None:
-        return []
-    out: list[tuple[str, int]] = []
-    for hname in inst.hosts:
-        host = topo.host(hname)
-        if host is None:
-            continue
-        ids = inst.devices if inst.devices is not None else tuple(d.id for d in host.devices)
-        out.extend((hname, d) for d in sorted(ids))
-    return out
-
-
-def _world_size(topo: Topology, instance: str) -> int:
-    return len(rank_placement(topo, instance))
 
 
 def validate(topo: Topology) -> list[Diagnostic]:

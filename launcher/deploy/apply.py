@@ -442,11 +442,8 @@ def tcp_targets(plan: Plan) -> dict[str, list[str]]:
 
 
 def _service_port(program) -> int | None:
-    argv = list(program.argv)
-    for flag in ("--worker_address", "--advertise-client-urls"):
-        if flag in argv:
-            return int(argv[argv.index(flag) + 1].rsplit(":", 1)[1])
-    return None
+    """The port its clients connect to, as expand recorded it (core.placement.service_ports)."""
+    return next((p.port for p in program.ports if p.client), None)
 
 
 def tcp_matrix(session: Session) -> dict[str, str]:

@@ -12,9 +12,10 @@ import re
 from .apply import Session
 from ..core.errors import LauncherError
 from ..core.expand import host_root
-from ..core.lockfile import Facts, read_lock, write_lock
+from ..core.lockfile import Facts
 from ..core.model import Topology
 from ..core.plan import HostPlan, Plan
+from .files import read_lock, write_lock
 from .transport import HostsFailed
 
 PLACEHOLDER = "0.0.0.0"

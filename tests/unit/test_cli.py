@@ -138,7 +138,7 @@ def test_validate_json_reports_errors_as_data(tmp_path):
 
 def test_preflight_checks_cover_worlds_and_datadist_links():
     from launcher.core import preflight
-    from launcher.core.pipeline import compile_file
+    from launcher.deploy.files import compile_file
     plan = compile_file(str(CONFIGS / "llm-datadist-link.yaml")).plan
     checks = preflight.checks_for(plan)
     # four one-NPU worlds: device checks, no pings (a world on one host uses HCCS)

@@ -11,7 +11,8 @@ from types import ModuleType
 
 import pytest
 
-from launcher.core.pipeline import compile_file, compile_text, rendered
+from launcher.core.pipeline import compile_text, rendered
+from launcher.deploy.files import compile_file
 from launcher.core.plan import Program
 from launcher.core.render import ULIMIT_EXIT
 from tests.helpers import CONFIGS, ROOT

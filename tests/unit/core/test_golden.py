@@ -1,7 +1,7 @@
 """Every example topology validates and renders to exactly the files under tests/golden/.
 
 A change to what hosts receive shows up as a diff here. To accept an intended change:
-UPDATE_GOLDEN=1 python -m pytest tests/unit/test_golden.py, then review `git diff tests/golden`.
+UPDATE_GOLDEN=1 python -m pytest tests/unit/core/test_golden.py, then review `git diff tests/golden`.
 """
 from __future__ import annotations
 

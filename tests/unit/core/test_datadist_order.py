@@ -11,7 +11,7 @@ from launcher.core.graph import dependency_edges, link_edges, relink_after, star
 from launcher.core.model import Probe
 from launcher.core.pipeline import compile_text
 from tests.helpers import CONFIGS, run_cli, write
-from tests.unit.test_validation import BASE_HOSTS, assert_error
+from tests.unit.core.test_validation import BASE_HOSTS, assert_error
 
 TOPO = BASE_HOSTS + """\
 instances:

@@ -1,0 +1,98 @@
+"""The pipeline's files on the operator's machine: the topology, its lock file, the compiled schema check.
+
+The functional core (launcher.core) does no I/O; this module reads what it needs and
+writes what it produced, with the messages and exit codes the CLI has always given.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+from functools import lru_cache
+
+import fastjsonschema
+
+from ..core.errors import Diagnostic, Loc, SpecErrors
+from ..core.load import DeviceFacts
+from ..core.lockfile import Facts, lock_path, lock_text, parse_lock
+from ..core.pipeline import Result, compile_source
+from ..core.schema import Check, check_source, compiled_check, schema_text
+from ..core.yamlsrc import Source, load_yaml
+
+
+def read_source(path: str) -> Source:
+    """Read and parse a topology file; a missing file is bad input, not a crash."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except OSError as exc:
+        raise SpecErrors([Diagnostic(None, "", f"cannot read {path}: {exc.strerror}")]) from None
+    except UnicodeDecodeError as exc:
+        raise SpecErrors([Diagnostic(Loc(path, 1, 1), "", f"not UTF-8 text: {exc.reason}")]) from None
+    return load_yaml(text, os.path.relpath(path) if not os.path.isabs(path) else path)
+
+
+def read_lock(topology_path: str) -> Facts:
+    """(host, device id) -> IP from the lock file beside the topology; {} when there is none."""
+    path = lock_path(topology_path)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise SpecErrors([Diagnostic(Loc(path, 1, 1), "", f"cannot read the lock file: {exc}")]) from None
+    return parse_lock(text, path)
+
+
+def write_lock(topology_path: str, facts: Facts) -> bool:
+    """Write the lock file if its content changes; True when it was (re)written."""
+    path = lock_path(topology_path)
+    text = lock_text(facts)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            if fh.read() == text:
+                return False
+    except FileNotFoundError:
+        pass
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+    return True
+
+
+def _cache_dir() -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "ascend-launcher")
+
+
+@lru_cache(maxsize=1)
+def schema_check() -> Check:
+    """The compiled schema check, kept in the user's cache: compiling it costs more than a whole
+    `launcher status`. Keyed by the schema's and fastjsonschema's versions; without a writable
+    cache it is compiled in memory."""
+    key = hashlib.sha256(f"{fastjsonschema.VERSION}\0{schema_text()}".encode()).hexdigest()[:16]
+    path = os.path.join(_cache_dir(), f"schema_check_{key}.py")
+    try:
+        if not os.path.exists(path):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            tmp = f"{path}.tmp-{os.getpid()}"
+            with open(tmp, "w", encoding="utf-8") as fh:
+                fh.write(check_source())
+            os.replace(tmp, path)
+        spec = importlib.util.spec_from_file_location(f"_launcher_schema_check_{key}", path)
+        if spec is None or spec.loader is None:
+            raise OSError(f"cannot load {path}")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        check: Check = module.validate
+        return check
+    except (OSError, SyntaxError, AttributeError):  # no writable cache: compile in memory
+        return compiled_check()
+
+
+def compile_file(path: str, facts: DeviceFacts | None = None) -> Result:
+    """A topology file plus its lock file of discovered device IPs (if any)."""
+    src = read_source(path)
+    return compile_source(src, read_lock(path) if facts is None else facts, schema_check())

@@ -1,0 +1,31 @@
+"""The lock file's text: core formats it and parses it back, naming the file in every error."""
+from __future__ import annotations
+
+import pytest
+
+from launcher.core.errors import SpecErrors
+from launcher.core.lockfile import lock_path, lock_text, parse_lock
+
+FACTS = {("node1", 1): "10.0.0.2", ("node0", 0): "10.0.0.1"}
+
+
+def test_lock_text_parses_back_to_the_same_facts():
+    text = lock_text(FACTS)
+    assert text.startswith("# Written by `launcher discover`")
+    assert parse_lock(text, "t.lock.yaml") == FACTS
+    assert lock_path("dir/topo.yaml") == "dir/topo.lock.yaml" and lock_path("topo") == "topo.lock.yaml"
+
+
+def test_a_yaml_error_names_the_lock_file_as_when_yaml_read_the_file(tmp_path):
+    with pytest.raises(SpecErrors) as exc:
+        parse_lock("devices: [\n  x: y\n", "t.lock.yaml")
+    msg = str(exc.value)
+    assert msg.startswith("t.lock.yaml:1:1: error: cannot read the lock file: while parsing a flow sequence\n"
+                          '  in "t.lock.yaml", line 1, column 10')
+    assert "^" not in msg  # no snippet: the same words as reading the file gave
+
+
+def test_a_lock_file_without_devices():
+    with pytest.raises(SpecErrors, match="the lock file has no `devices:` mapping"):
+        parse_lock("version: 1\n", "t.lock.yaml")
+
