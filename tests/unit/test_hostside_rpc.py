@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from launcher.host.hostside import RpcError, _xml_param, _xml_result
+from launcher.host.supervisor_rpc import RpcError, _xml_param, _xml_result
 
 scalars = (st.integers(min_value=-2**31, max_value=2**31 - 1) | st.booleans() | st.none()
            | st.floats(allow_nan=False, allow_infinity=False)
