@@ -1,4 +1,4 @@
-"""hostside's own XML-RPC reading, against the standard library's marshaller (what supervisord uses)."""
+"""supervisor_rpc's own XML-RPC reading, against the standard library's marshaller (what supervisord uses)."""
 from __future__ import annotations
 
 import xmlrpc.client
