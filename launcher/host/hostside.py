@@ -2,8 +2,15 @@
 
 Invoked by the operator side over SSH (or locally) through its bootstrap (deploy/remote.py), or
 as ``python3 -m launcher.host.hostside ACTION ROOT ...`` with PYTHONPATH at the deployment's
-runtime. The host needs nothing but python3 (stdlib only). ROOT is ``<deploy_dir>/<deployment>/<host>``
-(see state.py for what lies under it); the actions live by concern in the modules beside this one.
+runtime; the host needs nothing but python3 (stdlib only). The actions live by concern in the
+modules beside this one. ROOT is ``<deploy_dir>/<deployment>/<host>``:
+
+    ROOT/current -> gens/<generation>     the running generation (switched atomically)
+    ROOT/gens/<generation>/               files rendered for this host
+    ROOT/runtime/current -> <runtime id>  site.zip (launcher + supervisor packages), bin/
+    ROOT/run/                             supervisor.sock (0700 dir), supervisord.pid
+    ROOT/logs/                            one log per program, rotated by supervisord
+    ROOT/state/                           the agent's gang state (restarts, FAILED reasons)
 """
 from __future__ import annotations
 

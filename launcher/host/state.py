@@ -1,11 +1,9 @@
 """The files under ROOT that the host actions and the agent share: state/*, `current`, the logs.
 
-ROOT is ``<deploy_dir>/<deployment>/<host>``:
-
-    ROOT/current -> gens/<generation>     the running generation (switched atomically)
-    ROOT/gens/<generation>/               files rendered for this host (manifest.json, gang.json, ...)
-    ROOT/logs/                            one log per program, rotated by supervisord
-    ROOT/state/                           desired.json, gang.json, started.json, waiting.json, secret
+ROOT (``<deploy_dir>/<deployment>/<host>``, laid out in hostside.py) holds state/: desired.json
+(groups that should run), gang.json (the leader's record per gang), started.json (the config
+each group was started from), waiting.json (groups waiting for dependencies), secret (0600),
+snapshot.json and agent.pid.
 """
 from __future__ import annotations
 
