@@ -10,8 +10,8 @@ the same on all hosts of the deployment). The leader, within the restart budget
 member host and then starts it on all of them at once. Past the budget it stops the gang
 and records FAILED with the exit code and the last log lines; `launcher status` shows it.
 
-State on disk (ROOT/state/): desired.json (groups that should run, kept by hostside start /
-stop and by the agent), gang.json (the leader's record per gang).
+State on disk (ROOT/state/): desired.json (groups that should run, kept by the host actions
+start / stop and by the agent), gang.json (the leader's record per gang).
 """
 from __future__ import annotations
 
@@ -25,15 +25,16 @@ import sys
 import threading
 import time
 
-from . import hostside
+from .probes import probe_once
+from .snapshot import write_snapshot
+from .state import desired, read_json, secret, set_desired, state_path, tail, update_state, write_json
+from .supervisor_rpc import STOP_RPC_TIMEOUT, rpc
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (type checkers know the name)
 if TYPE_CHECKING:
     from concurrent.futures import ThreadPoolExecutor
 
-hostside._lazy()
-
-STOP_TIMEOUT = hostside.STOP_RPC_TIMEOUT  # > supervisord's stopwaitsecs (30 s) plus the SIGKILL
+STOP_TIMEOUT = STOP_RPC_TIMEOUT  # > supervisord's stopwaitsecs (30 s) plus the SIGKILL
 SEND_TIMEOUT = 120.0  # a member's stop may take STOP_TIMEOUT
 ATTEMPTS = 3          # a restart that fails (a member did not answer) is tried again, then FAILED
 BACKOFF_INITIAL = 1.0
@@ -47,10 +48,6 @@ DEPENDENCY_POLL = 2.0  # how often a gang waiting for its dependencies probes th
 def log(msg: str) -> None:
     # stdout is supervisord's event protocol; the log is stderr
     print(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} agent: {msg}", file=sys.stderr, flush=True)
-
-
-# --- state files (shared with hostside, which updates them on deliberate start/stop) -------
-from .hostside import desired, read_json, secret, set_desired, state_path as _state_path, write_json  # noqa: E402
 
 
 # --- messages -----------------------------------------------------------------------------
@@ -113,13 +110,13 @@ class Agent:
     def local_stop(self, group: str) -> dict:
         set_desired(self.root, group, False)
         # supervisord waits up to stopwaitsecs (30 s) before SIGKILL: wait longer than that
-        hostside.rpc(self.root, STOP_TIMEOUT).supervisor.stopProcessGroup(group, True)
+        rpc(self.root, STOP_TIMEOUT).supervisor.stopProcessGroup(group, True)
         return {"ok": True}
 
     def local_start(self, group: str) -> dict:
         set_desired(self.root, group, True)
         started_at = time.time()
-        hostside.rpc(self.root).supervisor.startProcessGroup(group, False)
+        rpc(self.root).supervisor.startProcessGroup(group, False)
         return {"ok": True, "started_at": started_at}
 
     # --- leader ------------------------------------------------------------------------------
@@ -149,7 +146,9 @@ class Agent:
                 except Exception as exc:  # a member that did not answer: try the whole gang again
                     log(f"gang {group}: restart attempt {attempt} failed: {exc}")
                     error = exc
-            self._record_failed(group, f"restart failed {ATTEMPTS} times: {error}", report)
+            reason = f"restart failed {ATTEMPTS} times: {error}"
+            self._record_failed(group, reason, report)
+            log(f"gang {group}: FAILED: {reason}")
             try:
                 self.all_members(gang, f"stop:{group}")
             except Exception as exc:
@@ -158,17 +157,18 @@ class Agent:
             lock.release()
 
     def _record_failed(self, group: str, reason: str, report: dict) -> None:
-        path = _state_path(self.root, "gang.json")
+        """The gang's FAILED record in state/gang.json (why, and the failed rank's last log
+        lines), kept until a deliberate start; `status` shows it from the snapshot."""
+        path = state_path(self.root, "gang.json")
         states = read_json(path, {})
         st = states.get(group, {"restarts": 0, "history": []})
         st.update(state="FAILED", reason=reason, last_log=report.get("log", []), failed_at=time.time())
         states[group] = st
         write_json(path, states)
-        hostside.write_snapshot(self.root)
-        log(f"gang {group}: FAILED: {reason}")
+        write_snapshot(self.root)
 
     def _restart(self, group: str, gang: dict, report: dict, conf: dict) -> None:
-        path = _state_path(self.root, "gang.json")
+        path = state_path(self.root, "gang.json")
         states = read_json(path, {})
         st = states.get(group, {"state": "RUNNING", "restarts": 0, "history": []})
         if st["state"] == "FAILED":
@@ -180,20 +180,13 @@ class Agent:
         cause = f"rank program {report['program']} on {report['host']} {how} ({report.get('state')})"
         if code == EX_CONFIG:  # e.g. a limit the login cannot grant: the same again next time
             log(f"gang {group}: {cause}: a configuration error a restart cannot fix: FAILED, stopping it")
-            st.update(state="FAILED", reason=f"{cause}: a configuration error (exit {EX_CONFIG}), not restarted",
-                      last_log=report.get("log", []), failed_at=now)
-            states[group] = st
-            write_json(path, states)
-            hostside.write_snapshot(self.root)
+            self._record_failed(group, f"{cause}: a configuration error (exit {EX_CONFIG}), not restarted", report)
             self.all_members(gang, f"stop:{group}")
             return
         if len(history) >= conf["restart_max"]:
             log(f"gang {group}: {cause}; restart budget ({conf['restart_max']} in "
                 f"{conf['restart_window']:.0f} s) spent: FAILED, stopping it on all hosts")
-            st.update(state="FAILED", reason=cause, last_log=report.get("log", []), failed_at=now)
-            states[group] = st
-            write_json(path, states)
-            hostside.write_snapshot(self.root)
+            self._record_failed(group, cause, report)
             self.all_members(gang, f"stop:{group}")
             return
         backoff = min(BACKOFF_INITIAL * 2 ** len(history), BACKOFF_MAX)
@@ -213,7 +206,7 @@ class Agent:
         states = read_json(path, {})
         states[group] = st
         write_json(path, states)
-        hostside.write_snapshot(self.root)
+        write_snapshot(self.root)
         log(f"gang {group}: restarted on all hosts (restart {st['restarts']}, start skew "
             f"{st['skew'] * 1000:.0f} ms)")
 
@@ -224,22 +217,21 @@ class Agent:
         since = None
         while True:
             why = [f"{d['owner']}: {spec['kind']} {spec['target']}: {err}" for d in gang.get("depends", [])
-                   for spec in d["probes"] if (err := hostside._probe_once(self.root, spec))]
+                   for spec in d["probes"] if (err := probe_once(self.root, spec))]
             if not why:
                 break
             if since is None:
                 since = time.time()
                 on = list(dict.fromkeys(w.split(":", 1)[0] for w in why))
                 log(f"gang {group}: waits for {', '.join(on)} before it starts again: {why[0]}")
-                hostside._update_state(self.root, "waiting.json",
-                                       {group: {"on": on, "reason": "; ".join(why), "since": since}})
-                hostside.write_snapshot(self.root)
+                update_state(self.root, "waiting.json", {group: {"on": on, "reason": "; ".join(why), "since": since}})
+                write_snapshot(self.root)
             time.sleep(DEPENDENCY_POLL)
-            if not hostside.read_json(_state_path(self.root, "waiting.json"), {}).get(group):
+            if not read_json(state_path(self.root, "waiting.json"), {}).get(group):
                 log(f"gang {group}: no longer waiting (stopped or started by the operator)")
                 return False
         if since is not None:
-            hostside._update_state(self.root, "waiting.json", {group: None})
+            update_state(self.root, "waiting.json", {group: None})
             log(f"gang {group}: its dependencies are ready after {time.time() - since:.1f} s")
         return True
 
@@ -248,7 +240,7 @@ class Agent:
         conf = self.conf()
         want = desired(self.root)
         try:
-            infos = hostside.rpc(self.root, 10).supervisor.getAllProcessInfo()
+            infos = rpc(self.root, 10).supervisor.getAllProcessInfo()
         except OSError:
             return
         for info in infos:
@@ -261,7 +253,7 @@ class Agent:
             self.reported[group] = incident
             report = {"host": conf["host"], "program": info["name"], "state": info["statename"],
                       "exitstatus": info["exitstatus"],
-                      "log": hostside.tail(os.path.join(self.root, "logs", f"{info['name']}.log"), LOG_LINES)}
+                      "log": tail(os.path.join(self.root, "logs", f"{info['name']}.log"), LOG_LINES)}
             self.pool.submit(self.report_failure, group, conf["gangs"][group], report)
 
     def report_failure(self, group: str, gang: dict, report: dict) -> None:
@@ -323,7 +315,7 @@ class Agent:
         """supervisord event listener: woken by process state changes (and a 60 s tick as a
         safety net), so an idle host costs nothing and a dead rank is seen at once."""
         threading.Thread(target=self.serve, daemon=True).start()
-        write_json(_state_path(self.root, "agent.pid"), os.getpid())
+        write_json(state_path(self.root, "agent.pid"), os.getpid())
         log(f"watching {self.root}")
         stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
         while True:
@@ -336,7 +328,7 @@ class Agent:
             stdin.read(int(fields.get(b"len", b"0")))
             try:
                 self.poll_once()
-                hostside.write_snapshot(self.root)
+                write_snapshot(self.root)
             except Exception as exc:  # a bad poll must not end supervision
                 log(f"poll failed: {exc}")
             stdout.write(b"RESULT 2\nOK")

@@ -1,4 +1,4 @@
-"""hostside's own XML-RPC reading, against the standard library's marshaller (what supervisord uses)."""
+"""supervisor_rpc's own XML-RPC reading, against the standard library's marshaller (what supervisord uses)."""
 from __future__ import annotations
 
 import xmlrpc.client
@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from launcher.host.hostside import RpcError, _xml_param, _xml_result
+from launcher.host.supervisor_rpc import RpcError, _xml_param, _xml_result
 
 scalars = (st.integers(min_value=-2**31, max_value=2**31 - 1) | st.booleans() | st.none()
            | st.floats(allow_nan=False, allow_infinity=False)

@@ -94,9 +94,9 @@ def test_a_supervisord_that_cannot_start_fails_the_call_in_its_own_words(tmp_pat
     (root / "gens" / "g" / "supervisord.conf").write_text(
         f"[supervisord]\nlogfile={tmp_path}/no-such-dir/supervisord.log\npidfile={root}/run/supervisord.pid\n")
     (root / "current").symlink_to("gens/g")
-    code = ("import sys\nfrom launcher.host import hostside\nhostside._lazy()\n"
-            "if hostside._systemd_usable():\n    sys.exit(3)\n"
-            "try:\n    hostside._start_supervisord(sys.argv[1])\n"
+    code = ("import sys\nfrom launcher.host import supervisord\n"
+            "if supervisord.systemd_usable():\n    sys.exit(3)\n"
+            "try:\n    supervisord.start_supervisord(sys.argv[1])\n"
             "except RuntimeError as exc:\n    print(exc)\n    sys.exit(1)\n")
     proc = subprocess.run([sys.executable, "-c", code, str(root)], capture_output=True, text=True, timeout=60)
     if proc.returncode == 3:

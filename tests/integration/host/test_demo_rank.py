@@ -19,9 +19,8 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from launcher.host.demo_rank import BarrierRejected, EnvError, Identity, TableError, check_go, check_table, parse_env
-from tests.helpers import datadist_2p2d
+from tests.helpers import ROOT, datadist_2p2d
 
-ROOT = Path(__file__).resolve().parents[2]
 READY_S = 20.0
 EXIT_S = 30.0
 RANK_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "RANKTABLEFILE", "RANK_TABLE_FILE", "DEVICE_ID",

@@ -1,0 +1,174 @@
+"""The host actions that read or change a deployment: state, prepare, switch, start, stop, prune, down, ..."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+
+from . import upload
+from .snapshot import current_state, write_snapshot
+from .state import (current_generation, read_manifest, secret, set_desired, state_path, tail, update_state,
+                    write_json, write_secret)
+from .supervisor_rpc import STOP_RPC_TIMEOUT, rpc, supervisord_alive
+from .supervisord import apply_config, reload_groups, shutdown, start_supervisord
+
+# shutil is imported where needed: `state` (every status) skips it
+
+
+def act_state(root: str, args: list[str]) -> dict:
+    state = current_state(root)
+    state["runtime_missing"] = "--runtime-missing" in args
+    return state
+
+
+def act_prepare(root: str, args: list[str]) -> dict:
+    """Upload a generation without touching what runs. stdin: a tar with gen/ (its files) and,
+    when the host needs it, secret (the deployment's agent key).
+
+    With --switch=RUNTIME (only for a host with nothing deployed, so nothing to protect) it also
+    switches to the generation and starts --start= groups, as `switch` does: one call, one
+    Python start and one round trip for a cold host. `switch -` undoes it."""
+    generation = args[0]
+    for sub, mode in (("run", 0o700), ("logs", 0o755), ("state", 0o755), ("gens", 0o755)):
+        os.makedirs(os.path.join(root, sub), mode=mode, exist_ok=True)
+    os.chmod(os.path.join(root, "run"), 0o700)
+    files = upload.files()
+    uploaded = upload.install_dir(files, "gen", os.path.join(root, "gens", generation))
+    key = next((body for name, _, body in files if name == "secret"), None)
+    if key is not None:
+        write_secret(root, key.strip(), "--force-secret" in args)
+    runtime = next((a[len("--switch="):] for a in args if a.startswith("--switch=")), None)
+    if runtime:
+        switched = act_switch(root, [generation, runtime, *(a for a in args if a.startswith("--start="))])
+        return {"generation": generation, "uploaded": uploaded, "switched": switched}
+    write_snapshot(root)
+    return {"generation": generation, "uploaded": uploaded}
+
+
+def _swap_symlink(link: str, target: str) -> None:
+    tmp = f"{link}.tmp-{os.getpid()}"
+    if os.path.lexists(tmp):
+        os.unlink(tmp)
+    os.symlink(target, tmp)
+    os.replace(tmp, link)  # rename(2) over the old link: atomic
+
+
+def act_switch(root: str, args: list[str]) -> dict:
+    """Make GENERATION current and bring supervisord in line; changed groups end up stopped."""
+    generation, runtime_id = args[0], args[1]
+    previous = current_generation(root)
+    if generation == "-":  # undo a first switch: there was no previous generation, so nothing of
+        # this one stays: not `current`, not the supervisord it started, nor what that runs
+        link = os.path.join(root, "current")
+        if os.path.lexists(link):
+            os.unlink(link)
+        stopped = act_down(root, [])["stopped_supervisord"]
+        for name in ("started.json", "waiting.json"):
+            if os.path.lexists(state_path(root, name)):
+                os.unlink(state_path(root, name))
+        return {"previous": previous, "generation": None, "stopped_supervisord": stopped}
+    runtime_link = os.path.join(root, "runtime", "current")
+    old_runtime = os.readlink(runtime_link) if os.path.islink(runtime_link) else None
+    _swap_symlink(runtime_link, runtime_id)
+    _swap_symlink(os.path.join(root, "current"), os.path.join("gens", generation))
+    changes: dict
+    if not supervisord_alive(root):
+        start_supervisord(root)
+        changes = {"added": [], "changed": [], "removed": [], "started_supervisord": True}
+    else:
+        changes = apply_config(root, new_runtime=old_runtime not in (None, runtime_id))
+    start = [g for a in args[2:] if a.startswith("--start=") for g in a[len("--start="):].split(",") if g]
+    if start:  # owners that run nowhere yet start right away: one round trip less
+        changes["started"] = act_start(root, start, snapshot=False)  # one snapshot, below
+    write_snapshot(root)
+    return {"previous": previous, "generation": generation, **changes}
+
+
+def act_start(root: str, args: list[str], snapshot: bool = True) -> dict:
+    """Start whole groups (an instance's ranks on this host) at once, each with the current
+    generation's config; returns when spawned. A deliberate start gives the gang a fresh
+    restart budget (clears FAILED) and ends any wait recorded for it."""
+    server = rpc(root, STOP_RPC_TIMEOUT)
+    reload_groups(server, args)
+    update_state(root, "gang.json", {g: None for g in args})
+    update_state(root, "waiting.json", {g: None for g in args})
+    hashes = {p["owner"]: p["owner_hash"] for p in (read_manifest(root) or {}).get("programs", [])}
+    update_state(root, "started.json", {g: {"generation": current_generation(root), "owner_hash": hashes.get(g)}
+                                        for g in args})
+    update_state(root, "desired.json", {g: True for g in args})
+    started_at = time.time()
+    for group in args:
+        server.supervisor.startProcessGroup(group, False)
+    if snapshot:
+        write_snapshot(root)
+    return {"started_at": started_at, "groups": args}
+
+
+def act_stop(root: str, args: list[str]) -> dict:
+    server = rpc(root, STOP_RPC_TIMEOUT)
+    update_state(root, "waiting.json", {g: None for g in args})  # a deliberate stop ends any wait
+    for group in args:
+        set_desired(root, group, False)  # before stopping: the agent must not see a failure
+        server.supervisor.stopProcessGroup(group, True)
+    write_snapshot(root)
+    return {"stopped": args}
+
+
+def act_prune(root: str, args: list[str]) -> dict:
+    """Stop and remove the groups the current generation no longer has."""
+    server = rpc(root, STOP_RPC_TIMEOUT)
+    removed = server.supervisor.reloadConfig()[0][2]
+    for group in removed:
+        set_desired(root, group, False)  # a deliberate stop: the agent must not restart it
+        server.supervisor.stopProcessGroup(group, True)
+        server.supervisor.removeProcessGroup(group)
+    update_state(root, "started.json", {g: None for g in removed})
+    write_snapshot(root)
+    return {"removed": removed}
+
+
+def act_wait(root: str, args: list[str]) -> dict:
+    """Record that groups wait for dependencies that are not ready (stdin: {group: {on, reason}});
+    `status` shows it until the group is started."""
+    marks = json.loads(upload.read_stdin() or b"{}")
+    update_state(root, "waiting.json", {g: {**m, "since": time.time()} for g, m in marks.items()})
+    write_snapshot(root)
+    return {"waiting": sorted(marks)}
+
+
+def act_secret(root: str, args: list[str]) -> dict:
+    """Install the deployment's agent key (stdin) or, with --reveal, hand it to the operator."""
+    if "--reveal" in args:
+        key = secret(root)
+        return {"secret": key.decode() if key else None}
+    os.makedirs(os.path.join(root, "state"), exist_ok=True)
+    write_secret(root, upload.read_stdin().strip(), "--force" in args)
+    write_snapshot(root)
+    key = secret(root)
+    return {"secret_id": hashlib.sha256(key).hexdigest()[:12] if key else None}
+
+
+def act_down(root: str, args: list[str]) -> dict:
+    purge = "--purge" in args
+    if os.path.isdir(os.path.join(root, "state")):
+        write_json(state_path(root, "desired.json"), {})
+    stopped = shutdown(root)
+    for leftover in (os.path.join(root, "run", "supervisor.sock"), os.path.join(root, "run", "supervisord.pid"),
+                     state_path(root, "snapshot.json"), state_path(root, "agent.pid")):
+        if os.path.lexists(leftover):
+            os.unlink(leftover)
+    if purge and os.path.isdir(root):
+        import shutil
+        shutil.rmtree(root)
+    return {"stopped_supervisord": stopped, "purged": purge}
+
+
+def act_logs(root: str, args: list[str]) -> dict:
+    """Last lines of each named program's log (streaming with -f is done by the caller with tail)."""
+    lines = int(args[0])
+    out = {}
+    for program in args[1:]:
+        path = os.path.join(root, "logs", f"{os.path.basename(program)}.log")
+        out[program] = tail(path, lines)
+    return {"logs": out}

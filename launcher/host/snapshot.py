@@ -1,0 +1,28 @@
+"""The host's state in one document: what `state` answers and what state/snapshot.json keeps."""
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+
+from .state import current_generation, read_gang_state, read_json, read_manifest, secret, state_path, write_json
+from .supervisor_rpc import programs_info, socket_path
+
+
+def current_state(root: str) -> dict:
+    """Everything the operator side needs to decide and report, read in one go."""
+    key = secret(root)
+    programs = programs_info(root) if os.path.exists(socket_path(root)) else None
+    return {"root": root, "secret_id": hashlib.sha256(key).hexdigest()[:12] if key else None,
+            "generation": current_generation(root), "supervisord": programs is not None,
+            "manifest": read_manifest(root), "programs": programs or [], "gang": read_gang_state(root),
+            "started": read_json(state_path(root, "started.json"), {}),
+            "waiting": read_json(state_path(root, "waiting.json"), {}), "time": time.time()}
+
+
+def write_snapshot(root: str) -> None:
+    """state/snapshot.json: the state as of the last change, so `status` and a no-change `up`
+    read one file instead of starting Python on the host. Kept by the agent (on every process
+    state change) and by each action that changes something; trusted only while the agent lives."""
+    if os.path.isdir(os.path.join(root, "state")):
+        write_json(state_path(root, "snapshot.json"), current_state(root))

@@ -1,0 +1,116 @@
+"""The files under ROOT that the host actions and the agent share: state/*, `current`, the logs.
+
+ROOT (``<deploy_dir>/<deployment>/<host>``, laid out in hostside.py) holds state/: desired.json
+(groups that should run), gang.json (the leader's record per gang), started.json (the config
+each group was started from), waiting.json (groups waiting for dependencies), secret (0600),
+snapshot.json and agent.pid.
+"""
+from __future__ import annotations
+
+import json
+import os
+import threading
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (type checkers know the name)
+if TYPE_CHECKING:
+    from typing import Any
+
+
+def state_path(root: str, name: str) -> str:
+    return os.path.join(root, "state", name)
+
+
+def read_json(path: str, default: Any) -> Any:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except (OSError, ValueError):
+        return default
+
+
+def write_json(path: str, doc: Any, mode: int = 0o644) -> None:
+    """Write-then-rename, so a reader never sees half a file."""
+    tmp = f"{path}.tmp-{os.getpid()}-{threading.get_ident()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(doc, fh)
+    os.replace(tmp, path)
+
+
+# one read-modify-write at a time: the agent updates state files from several threads
+_state_lock = threading.Lock()
+
+
+def update_state(root: str, name: str, changes: dict) -> None:
+    """Merge ``changes`` into state/NAME (a None value deletes the key); no write when that
+    changes nothing (every file a cold host creates costs it a create under the journal)."""
+    with _state_lock:
+        path = state_path(root, name)
+        doc = read_json(path, {})
+        before = dict(doc)
+        for k, v in changes.items():
+            if v is None:
+                doc.pop(k, None)
+            else:
+                doc[k] = v
+        if doc != before:
+            write_json(path, doc)
+
+
+def set_desired(root: str, group: str, run: bool) -> None:
+    """Record whether a group should run: the agent restarts only groups that should."""
+    update_state(root, "desired.json", {group: run})
+
+
+def desired(root: str) -> dict[str, bool]:
+    return read_json(state_path(root, "desired.json"), {})
+
+
+def read_gang_state(root: str) -> dict:
+    return read_json(state_path(root, "gang.json"), {})
+
+
+def secret(root: str) -> bytes | None:
+    try:
+        with open(state_path(root, "secret"), "rb") as fh:
+            return fh.read().strip() or None
+    except OSError:
+        return None
+
+
+def write_secret(root: str, data: bytes, force: bool) -> None:
+    """Install the deployment's agent key (0600); an existing one is kept unless ``force``."""
+    path = state_path(root, "secret")
+    if not data or (secret(root) is not None and not force):
+        return
+    fd = os.open(f"{path}.tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+    os.replace(f"{path}.tmp", path)
+
+
+def current_generation(root: str) -> str | None:
+    try:
+        return os.path.basename(os.readlink(os.path.join(root, "current")))
+    except OSError:
+        return None
+
+
+def read_manifest(root: str) -> dict | None:
+    try:
+        with open(os.path.join(root, "current", "manifest.json"), encoding="utf-8") as fh:
+            return json.load(fh)
+    except (OSError, ValueError):
+        return None
+
+
+def tail(path: str, lines: int) -> list[str]:
+    """The last ``lines`` lines of a log (read from its last 256 KiB only); [] when unreadable."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - 256 * 1024))
+            data = fh.read()
+    except OSError:
+        return []
+    return data.decode("utf-8", "replace").splitlines()[-lines:] if lines else []

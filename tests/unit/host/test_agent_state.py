@@ -1,0 +1,47 @@
+"""The agent's records in ROOT/state: a gang's FAILED record, and the state files it shares with the actions."""
+from __future__ import annotations
+
+import json
+
+from launcher.host.agent import Agent
+from launcher.host.state import desired, set_desired, update_state
+
+
+def _root(tmp_path):
+    root = tmp_path / "root"
+    (root / "state").mkdir(parents=True)
+    return root
+
+
+def test_a_failed_record_keeps_the_gangs_history_and_says_why(tmp_path):
+    root = _root(tmp_path)
+    (root / "state" / "gang.json").write_text(json.dumps(
+        {"g": {"state": "RUNNING", "restarts": 2, "history": [1.0, 2.0]}, "other": {"state": "RUNNING"}}))
+    Agent(str(root))._record_failed("g", "rank program g-0 on a exited with exit code 1 (EXITED)",
+                                    {"log": ["last line"]})
+    gangs = json.loads((root / "state" / "gang.json").read_text())
+    assert gangs["other"] == {"state": "RUNNING"}
+    g = gangs["g"]
+    assert (g["state"], g["restarts"], g["history"], g["last_log"]) == ("FAILED", 2, [1.0, 2.0], ["last line"])
+    assert g["reason"] == "rank program g-0 on a exited with exit code 1 (EXITED)" and g["failed_at"] > 0
+    snapshot = json.loads((root / "state" / "snapshot.json").read_text())  # what `status` reads
+    assert snapshot["gang"]["g"]["state"] == "FAILED"
+
+
+def test_a_gang_failed_before_any_record_gets_a_fresh_one(tmp_path):
+    root = _root(tmp_path)
+    Agent(str(root))._record_failed("g", "why", {})
+    g = json.loads((root / "state" / "gang.json").read_text())["g"]
+    assert (g["state"], g["restarts"], g["history"], g["last_log"], g["reason"]) == ("FAILED", 0, [], [], "why")
+
+
+def test_state_updates_merge_and_a_none_deletes(tmp_path):
+    root = _root(tmp_path)
+    set_desired(str(root), "a", True)
+    set_desired(str(root), "b", False)
+    assert desired(str(root)) == {"a": True, "b": False}
+    update_state(str(root), "desired.json", {"a": None, "c": True})
+    assert desired(str(root)) == {"b": False, "c": True}
+    before = (root / "state" / "desired.json").stat().st_ino
+    update_state(str(root), "desired.json", {"b": False})  # no change: no write (a write renames a new file in)
+    assert (root / "state" / "desired.json").stat().st_ino == before
