@@ -4,7 +4,7 @@ PyYAML's composer (libyaml when present) keeps marks on nodes; its constructor d
 them. We build the data ourselves from the node tree and keep the tree, so a position
 is looked up only when a diagnostic needs one (large topologies pay nothing for it).
 Mapping keys become strings (the data model is JSON's); merge keys (``<<: *anchor``)
-are honoured; duplicate keys are an error.
+are honoured; duplicate keys are an error. Aliases are bounded (see ``MAX_NODES``).
 """
 from __future__ import annotations
 
@@ -22,6 +22,13 @@ _MERGE_TAG = "tag:yaml.org,2002:merge"
 _STR_TAG = "tag:yaml.org,2002:str"
 _INT_TAG = "tag:yaml.org,2002:int"
 
+# The data model is a tree (JSON's), so an alias repeats its anchor's subtree wherever it
+# appears: nine aliases of nine aliases, a few hundred bytes, would be 9^9 nodes and hang every
+# command. The composer shares anchored nodes, so the expanded size is counted first, each node
+# once, and a document past these bounds is refused before anything is built.
+MAX_NODES = 1_000_000   # a 256-host A3 topology with every key spelled out is ~100k
+MAX_DEPTH = 200
+
 
 def format_path(path: Path) -> str:
     out = ""
@@ -32,6 +39,23 @@ def format_path(path: Path) -> str:
 
 def _mark_loc(file: str, mark: Any) -> Loc:
     return Loc(file, mark.line + 1, mark.column + 1)
+
+
+def _text_loc(file: str, text: str, offset: int) -> Loc:
+    """line:col (1-based) of a character offset into ``text``."""
+    line_start = text.rfind("\n", 0, offset) + 1
+    return Loc(file, text.count("\n", 0, offset) + 1, offset - line_start + 1)
+
+
+def decode_text(data: bytes, file: str) -> str:
+    """UTF-8 bytes to text; a byte that is not UTF-8 is reported at its own line:col."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line_start = data.rfind(b"\n", 0, exc.start) + 1
+        col = len(data[line_start:exc.start].decode("utf-8", "replace")) + 1
+        raise SpecErrors([Diagnostic(Loc(file, data.count(b"\n", 0, exc.start) + 1, col), "",
+                                     f"not UTF-8 text: byte 0x{data[exc.start]:02x} ({exc.reason})")]) from None
 
 
 def _merge_sources(node: yaml.MappingNode) -> list[yaml.MappingNode]:
@@ -88,6 +112,101 @@ class Source:
         """Position of the value at path, or of the deepest existing parent."""
         _, node, _ = self._walk(tuple(path))
         return _mark_loc(self.file, node.start_mark) if node is not None else None
+
+
+class _AliasMarks(yaml.SafeLoader):
+    """The pure-Python composer, noting where each alias is used (libyaml's does not say).
+    Only run on the error path, to point at the alias that expands too far."""
+
+    def __init__(self, text: str):
+        super().__init__(text)
+        self.aliases: list[tuple[str, Any, yaml.Node]] = []
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            node = super().compose_node(parent, index)
+            self.aliases.append((event.anchor, event.start_mark, node))
+            return node
+        return super().compose_node(parent, index)
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [n for pair in node.value for n in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def _expansion(root: yaml.Node) -> tuple[dict[int, int], yaml.Node | None, yaml.Node | None]:
+    """(expanded size of each node by id, capped past MAX_NODES; a node that contains itself
+    or None; a node with more than MAX_DEPTH levels below it or None). Iterative: a bomb or a
+    deep document must not exhaust the stack."""
+    size: dict[int, int] = {}
+    depth: dict[int, int] = {}
+    on_path: set[int] = set()
+    deep: yaml.Node | None = None
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        if children_done:
+            on_path.discard(key)
+            kids = _children(node)
+            size[key] = min(1 + sum(size[id(k)] for k in kids), MAX_NODES + 1)
+            depth[key] = 1 + max((depth[id(k)] for k in kids), default=0)
+            if depth[key] > MAX_DEPTH and deep is None:
+                deep = node
+            continue
+        if key in size:
+            continue
+        if key in on_path:
+            return size, node, deep
+        on_path.add(key)
+        stack.append((node, True))
+        stack.extend((k, False) for k in reversed(_children(node)) if id(k) not in size)
+    return size, None, deep
+
+
+def _too_deep(root: yaml.Node) -> yaml.Node:
+    """The first node (document order) deeper than MAX_DEPTH; the tree is known to be bounded."""
+    stack = [(root, 1)]
+    while stack:
+        node, level = stack.pop()
+        if level > MAX_DEPTH:
+            return node
+        stack.extend((k, level + 1) for k in reversed(_children(node)))
+    return root
+
+
+def _check_bounds(text: str, file: str, root: yaml.Node) -> None:
+    sizes, cycle, deep = _expansion(root)
+    if cycle is None and sizes[id(root)] <= MAX_NODES:
+        if deep is not None:
+            raise SpecErrors([Diagnostic(_mark_loc(file, _too_deep(root).start_mark), "",
+                                         f"YAML: nested more than {MAX_DEPTH} levels deep")])
+        return
+    # Which alias is to blame? Compose again, noting where aliases are used (a small text: cheap).
+    loader = _AliasMarks(text)
+    try:
+        py_root = loader.get_single_node()
+    finally:
+        loader.dispose()
+    sizes, cycle, _ = _expansion(py_root)
+    if cycle is not None:
+        anchor, mark = next((a, m) for a, m, n in loader.aliases if n is cycle)
+        raise SpecErrors([Diagnostic(_mark_loc(file, mark), "",
+                                     f"YAML: alias *{anchor} is used inside the node it names "
+                                     f"(a recursive alias has no tree to stand for)")])
+    if not loader.aliases:
+        raise SpecErrors([Diagnostic(Loc(file, 1, 1), "", f"YAML: the document has more than {MAX_NODES:,} nodes")])
+    anchor, mark, node = max(loader.aliases, key=lambda a: sizes.get(id(a[2]), 0))
+    each = sizes.get(id(node), 0)
+    more = "more than " if each > MAX_NODES else ""
+    raise SpecErrors([Diagnostic(_mark_loc(file, mark), "",
+                                 f"YAML: aliases expand the document past {MAX_NODES:,} nodes "
+                                 f"(alias *{anchor} repeats {more}{min(each, MAX_NODES):,} nodes each time it is used)")])
 
 
 class _Builder:
@@ -154,12 +273,18 @@ def load_yaml(text: str, file: str) -> Source:
         problem = exc.problem or "invalid YAML"
         context = f" ({exc.context})" if exc.context else ""
         raise SpecErrors([Diagnostic(loc, "", f"YAML syntax: {problem}{context}")]) from None
-    except yaml.YAMLError as exc:  # e.g. a reader error on control characters
+    except yaml.reader.ReaderError as exc:  # a control character (NUL, ...): at its own position
+        char = exc.character if isinstance(exc.character, int) else ord(exc.character)  # libyaml: int
+        raise SpecErrors([Diagnostic(_text_loc(file, text, exc.position), "",
+                                     f"YAML: character #x{char:04x} is not allowed "
+                                     f"({exc.reason})")]) from None
+    except yaml.YAMLError as exc:
         raise SpecErrors([Diagnostic(Loc(file, 1, 1), "", f"YAML: {exc}")]) from None
     finally:
         loader.dispose()
     if node is None:
         raise SpecErrors([Diagnostic(Loc(file, 1, 1), "", "the file is empty")])
+    _check_bounds(text, file, node)
     builder = _Builder(file, loader)
     data = builder.build(node, ())
     if builder.errors:
