@@ -9,7 +9,7 @@ import tempfile
 import time
 from contextlib import contextmanager
 from importlib import resources
-from typing import TYPE_CHECKING, Any, Callable, ContextManager, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, ContextManager, Iterator, Sequence
 
 from . import __version__
 
@@ -479,7 +479,6 @@ def cmd_logs(args: argparse.Namespace) -> int:
                     shown[(h, name)] = len(lines)
             if not args.follow:
                 return EXIT_OK
-            import time
             time.sleep(1.0)
 
 

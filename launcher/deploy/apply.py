@@ -1,4 +1,4 @@
-"""The commands that change hosts: put a Plan on its hosts and run it (up, down, restart), and check.
+"""The commands that act on a deployment's hosts: up, down, restart, and the checks of `check`.
 
 `up` in phases, each across all hosts in parallel, and a failure in a phase stops before
 the next one, so a failed `up` leaves every host on its previous generation:
@@ -37,7 +37,6 @@ Files = Mapping[str, Mapping[str, File]]  # host -> path -> file of a rendered g
 @dataclass(frozen=True)
 class UpReport:
     generation: str
-    previous: dict[str, str | None]
     started: list[str]
     unchanged: list[str]
     skew: dict[str, float]
@@ -190,7 +189,7 @@ def up(session: Session, files: Files, generation: str, skip_preflight: bool = F
         for line in lines:
             say(f"    {line}")
     progress.raise_if_incomplete()
-    return UpReport(generation, previous, to_start, unchanged, skew, time.monotonic() - t0, refused)
+    return UpReport(generation, to_start, unchanged, skew, time.monotonic() - t0, refused)
 
 
 def plan_secret(session: Session, states: Mapping[str, HostState]) -> tuple[bytes | None, set[str], bool]:

@@ -1,4 +1,4 @@
-"""`launcher discover`: read the device IPs the topology marks `discover` from the hosts into the lock file.
+"""`launcher discover`: read the device IPs marked `discover` from the hosts into the lock file.
 
 The link checker reads each device's IP (DCMI where the driver library loads, else
 `hccn_tool -i N -ip -g`) as part of its `ip` check; we ask it with a placeholder expected IP

@@ -53,9 +53,9 @@ class Session:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def ensure_runtimes(self, hosts: list[str] | None = None) -> None:
+    def ensure_runtimes(self) -> None:
         """Ship the host-side code where it is missing (check and discover need it before any up)."""
-        self.each("installing the launcher runtime", lambda c: c.ensure_runtime(c.state()), hosts)
+        self.each("installing the launcher runtime", lambda c: c.ensure_runtime(c.state()))
 
     def each(self, what: str, fn: Callable[[HostClient], R], hosts: list[str] | None = None) -> dict[str, R]:
         """``fn`` on the clients of ``hosts`` (default: all), in parallel; HostsFailed naming every failure."""
