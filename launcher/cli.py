@@ -16,14 +16,14 @@ from . import __version__
 from .core import jsonfmt
 from .core.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, BadInput, LauncherError, SpecErrors
 from .core.expand import to_json_bytes
-from .core.probes import READY_TIMEOUT
 from .deploy.interrupt import deferred_sigint
-from .deploy.records import DiffRow, Drift, DriftKind, StatusRow
 from .core.pipeline import Result, compile_file, compile_text, rendered
 from .core.ranktable import pd_merge
 from .core.render import iter_files
 from .core.schema import schema_text
 from .core.table import format_table
+from .core.probes import READY_TIMEOUT
+from .deploy.records import DiffRow, Drift, DriftKind, StatusRow
 
 if TYPE_CHECKING:
     from .core.plan import File
