@@ -22,7 +22,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Iterable, Protocol, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Protocol, Sequence, TypeVar
 
 from ..core.errors import LauncherError
 from ..core.model import Host
@@ -194,10 +194,10 @@ class SshTransport:
     def __init__(self, host: Host, options: SshOptions = SshOptions()):
         self.host = host
         self.options = options
-        self._client = None
+        self._client: Any = None  # a paramiko.SSHClient once connected
         self._lock = threading.Lock()
 
-    def _settings(self) -> dict:
+    def _settings(self) -> dict[str, Any]:
         import paramiko  # type: ignore[import-untyped]  # paramiko ships no type hints
         path = self.options.config_file or os.path.expanduser("~/.ssh/config")
         cfg = paramiko.SSHConfig.from_path(path).lookup(self.host.address) if os.path.exists(path) else {}
@@ -210,8 +210,8 @@ class SshTransport:
                 "identity": os.path.expanduser(identity) if identity else None,
                 "known_hosts": os.path.expanduser(known)}
 
-    def _connect(self):
-        import paramiko  # type: ignore[import-untyped]  # paramiko ships no type hints
+    def _connect(self) -> Any:  # a paramiko.SSHClient
+        import paramiko  # untyped (see _settings)
         s = self._settings()
         client = paramiko.SSHClient()
         if os.path.exists(s["known_hosts"]):
@@ -239,7 +239,7 @@ class SshTransport:
         client.get_transport().set_keepalive(KEEPALIVE)
         return client
 
-    def client(self):
+    def client(self) -> Any:
         with self._lock:
             if self._client is None or not self._client.get_transport() or \
                     not self._client.get_transport().is_active():
@@ -272,7 +272,7 @@ class SshTransport:
                 self._client = None
 
 
-def _drain(chan, timeout: float) -> tuple[bytes, bytes]:
+def _drain(chan: Any, timeout: float) -> tuple[bytes, bytes]:
     out, err = bytearray(), bytearray()
     deadline = time.monotonic() + timeout
     while True:
