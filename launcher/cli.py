@@ -9,7 +9,7 @@ import tempfile
 import time
 from contextlib import contextmanager
 from importlib import resources
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Any, ContextManager, Iterator, Sequence
 
 from . import __version__
 
@@ -23,6 +23,13 @@ from .core.ranktable import pd_merge
 from .core.render import iter_files
 from .core.schema import schema_text
 from .core.table import format_table
+from .core.probes import READY_TIMEOUT
+from .deploy.records import DiffRow, Drift, DriftKind, StatusRow
+
+if TYPE_CHECKING:
+    from .core.plan import File
+    from .deploy.session import Session
+    from .deploy.transport import SshOptions
 
 
 def _write(text: str) -> None:
@@ -61,7 +68,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def plan_json(result: Result) -> dict:
+def plan_json(result: Result) -> dict[str, Any]:
     plan = result.plan
     gen, _ = rendered(plan)
     return {
@@ -106,7 +113,7 @@ def plan_table(result: Result) -> str:
     return head + format_table(("HOST", "OWNER", "ROLE", "RANK", "LOCAL", "DEVICE", "DEVICE_IP", "PROGRAM"), rows)
 
 
-def write_rendered(files: dict, out_dir: str) -> int:
+def write_rendered(files: dict[str, dict[str, File]], out_dir: str) -> int:
     """Write DIR/<host>/<path> with each file's mode; returns the number of files."""
     made: set[str] = set()
     umask = os.umask(0o022)
@@ -204,7 +211,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     import shutil
     import urllib.request
 
-    from .deploy.apply import Session, down, status_rows, up
+    from .deploy.apply import down, up
+    from .deploy.session import Session
+    from .deploy.status import status_rows
 
     work = tempfile.mkdtemp(prefix="ascend-launcher-demo-")
     result = compile_text(demo_text().replace("/tmp/ascend-launcher-demo", work), "demo-local.yaml (embedded)")
@@ -214,7 +223,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     session = Session(result.plan)
     try:
         up(session, files, gen)
-        ranks = [(hp.host.address, 18610 + p.local_rank, p.rank) for hp in result.plan.hosts for p in hp.programs]
+        ranks = [(hp.host.address, 18610 + p.local_rank, p.rank) for hp in result.plan.hosts for p in hp.programs
+                 if p.local_rank is not None and p.rank is not None]  # the demo runs ranks only
         deadline = time.monotonic() + 60
         pending = set(ranks)
         while pending and time.monotonic() < deadline:
@@ -232,8 +242,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         _write(f"\nall {len(ranks)} ranks passed their barrier and answer /health:\n")
         rows = status_rows(session)
         _write(format_table(("INSTANCE", "HOST", "RANK", "STATE", "PID", "UPTIME", "RESTARTS", "GENERATION"),
-                            [(r["instance"], r["host"], r["rank"], r["state"], r["pid"], _fmt_uptime(r["uptime"]),
-                              r["restarts"], r["generation"]) for r in rows]))
+                            [(r.instance, r.host, r.rank, r.state, r.pid, _fmt_uptime(r.uptime), r.restarts,
+                              r.generation) for r in rows]))
     finally:
         down(session, purge=True)
         session.close()
@@ -242,19 +252,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _session(args: argparse.Namespace, result: Result):
-    from .deploy.apply import Session
+def _session(args: argparse.Namespace, result: Result) -> Session:
+    from .deploy.session import Session
     return Session(result.plan, forks=args.forks, ssh=ssh_options(args))
 
 
-def _locked(session, command: str):
+def _locked(session: Session, command: str) -> ContextManager[dict[str, Any]]:
     """The deployment lock lives on its first host."""
     from .deploy.lock import deployment_lock
     first = next(iter(session.clients.values()))
     return deployment_lock(first, command, warn=lambda msg: print(f"warning: {msg}", file=sys.stderr))
 
 
-def ssh_options(args: argparse.Namespace):
+def ssh_options(args: argparse.Namespace) -> SshOptions:
     from .deploy.transport import SshOptions
     return SshOptions(config_file=args.ssh_config, known_hosts=args.known_hosts, client=args.ssh_client)
 
@@ -280,19 +290,23 @@ def cmd_up(args: argparse.Namespace) -> int:
     return EXIT_FAILED if report.refused else EXIT_OK
 
 
+def _diff_json(r: DiffRow) -> dict[str, Any]:
+    return {"host": r.host, "owner": r.owner, "change": r.change, "generation": r.generation,
+            "new_generation": r.new_generation}
+
+
 def cmd_diff(args: argparse.Namespace) -> int:
-    from .deploy.apply import diff
+    from .deploy.status import diff
     result = compile_file(args.file)
     gen, files = rendered(result.plan)
     with _session(args, result) as session:
         rows = diff(session, files, gen)
     if args.json:
-        _write(json.dumps(rows) + "\n")
+        _write(json.dumps([_diff_json(r) for r in rows]) + "\n")
     else:
         _write(format_table(("HOST", "OWNER", "CHANGE", "RUNNING GEN", "NEW GEN"),
-                            [(r["host"], r["owner"], r["change"], r["generation"], r["new_generation"])
-                             for r in rows]))
-        n = sum(r["change"] != "none" for r in rows)
+                            [(r.host, r.owner, r.change, r.generation, r.new_generation) for r in rows]))
+        n = sum(r.change != "none" for r in rows)
         _write(f"{n} change{'s' if n != 1 else ''}; nothing was touched\n")
     return EXIT_OK
 
@@ -305,6 +319,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         session.ensure_runtimes()
         checks, replies, bad = run_preflight(session)
         tcp = tcp_matrix(session)
+    # core.preflight.device_matrix reads the replies by HostCheck.key (a str), as run_preflight
+    # returns them; its annotation says tuple keys
     matrix = preflight.device_matrix(result.plan, checks, replies)
     if args.json:
         _write(json.dumps({"ok": not bad and all(v != "unreachable" for v in tcp.values()),
@@ -339,50 +355,76 @@ def _fmt_uptime(seconds: float | None) -> str | None:
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
-def _state_cell(r: dict) -> str:
-    if r["state"] == "WAITING" or r.get("waiting_on") and r["state"] != "RUNNING":
-        return f"WAITING ({', '.join(r['waiting_on'])})"
-    if not r.get("in_plan", True):
-        return f"{r['state']} (not in plan)"
-    return f"{r['state']} (old config)" if r.get("stale") else r["state"]
+def _state_cell(r: StatusRow) -> str:
+    if r.state == "WAITING" or r.waiting_on and r.state != "RUNNING":
+        return f"WAITING ({', '.join(r.waiting_on)})"
+    if not r.in_plan:
+        return f"{r.state} (not in plan)"
+    return f"{r.state} (old config)" if r.stale else r.state
 
 
-def _drift_lines(rows: list[dict]) -> list[str]:
+def _drift_text(d: Drift) -> str:
+    """A drift as one sentence (the table's drift lines and the rows' `drift` in --json)."""
+    if d.kind is DriftKind.UNREACHABLE:
+        return f"unreachable: {d.why}"
+    if d.kind is DriftKind.GENERATION:
+        return f"host runs generation {d.runs or 'none'}; the topology renders {d.wants}"
+    if d.kind is DriftKind.OLD_CONFIG:
+        return f"runs the config of generation {d.runs}; generation {d.wants} changed it (not restarted yet)"
+    if d.kind is DriftKind.WAITING:
+        return f"waits for {', '.join(d.on)}: {d.why}"
+    return f"{d.program} is not in the plan ({d.state})"
+
+
+def _drift_lines(rows: list[StatusRow]) -> list[str]:
     out = []
     for r in rows:
-        for d in r.get("drift", []):
-            host_wide = d.startswith(("host runs", "unreachable"))  # said once per host, not per rank
-            out.append(f"{r['host']}: {d}" if host_wide else f"{r['host']}: {r['instance']}: {d}")
+        for d in r.drift:  # what is about a whole host is said once per host, not per rank
+            out.append(f"{r.host}: {_drift_text(d)}" if d.host_wide else f"{r.host}: {r.instance}: {_drift_text(d)}")
     return list(dict.fromkeys(out))
 
 
+def _status_json(r: StatusRow) -> dict[str, Any]:
+    """A status row as `status --json` has it (a planned program on a reached host has more keys)."""
+    out: dict[str, Any] = {
+        "instance": r.instance, "host": r.host, "rank": r.rank, "program": r.program, "state": r.state,
+        "pid": r.pid, "uptime": r.uptime, "restarts": r.restarts, "generation": r.generation, "in_plan": r.in_plan,
+        "drift": [_drift_text(d) for d in r.drift], "waiting_on": list(r.waiting_on)}
+    if r.detail is not None:
+        out.update({"started_generation": r.detail.started_generation, "stale": r.detail.stale,
+                    "exitstatus": r.detail.exitstatus, "reason": r.detail.reason,
+                    "last_log": list(r.detail.last_log)})
+    out["desired_generation"] = r.desired_generation
+    return out
+
+
 def cmd_status(args: argparse.Namespace) -> int:
-    from .deploy.apply import status_rows
+    from .deploy.status import status_rows
     result = compile_file(args.file)
     desired, _ = rendered(result.plan)
     with _session(args, result) as session:
         rows = status_rows(session, desired)
-    cut = {r["host"]: r["drift"][0].split(": ", 1)[1] for r in rows if r["state"] == "UNREACHABLE"}
+    cut = {r.host: d.why for r in rows for d in r.drift if d.kind is DriftKind.UNREACHABLE}
     if cut:  # also on stderr, where every other command says a host could not be reached
         print(f"error: could not reach {len(cut)} host{'s' if len(cut) > 1 else ''}:\n"
               + "".join(f"  {h}: {why}\n" for h, why in cut.items()), end="", file=sys.stderr)
     if args.json:
-        _write(json.dumps(rows) + "\n")
+        _write(json.dumps([_status_json(r) for r in rows]) + "\n")
     else:
         _write(format_table(("INSTANCE", "HOST", "RANK", "STATE", "PID", "UPTIME", "RESTARTS", "GENERATION"),
-                            [(r["instance"], r["host"], r["rank"], _state_cell(r), r["pid"], _fmt_uptime(r["uptime"]),
-                              r["restarts"], r["generation"]) for r in rows]))
+                            [(r.instance, r.host, r.rank, _state_cell(r), r.pid, _fmt_uptime(r.uptime),
+                              r.restarts, r.generation) for r in rows]))
         reported: set[str] = set()
         for r in rows:
-            if r["state"] == "FAILED" and r.get("reason") and r["instance"] not in reported:
-                reported.add(r["instance"])
-                _write(f"\n{r['instance']} FAILED: {r['reason']}; restart budget spent, stopped on all hosts\n")
-                for line in r.get("last_log", [])[-10:]:
+            if r.state == "FAILED" and r.detail and r.detail.reason and r.instance not in reported:
+                reported.add(r.instance)
+                _write(f"\n{r.instance} FAILED: {r.detail.reason}; restart budget spent, stopped on all hosts\n")
+                for line in r.detail.last_log[-10:]:
                     _write(f"  | {line}\n")
         drift = _drift_lines(rows)
         if drift:
             _write(f"\ndrift (the topology wants generation {desired}):\n" + "".join(f"  {d}\n" for d in drift))
-    healthy = all(r["state"] == "RUNNING" and not r.get("drift") for r in rows)
+    healthy = all(r.state == "RUNNING" and not r.drift for r in rows)
     return EXIT_OK if healthy else EXIT_FAILED
 
 
@@ -438,7 +480,6 @@ def cmd_logs(args: argparse.Namespace) -> int:
                     shown[(h, name)] = len(lines)
             if not args.follow:
                 return EXIT_OK
-            import time
             time.sleep(1.0)
 
 
@@ -501,8 +542,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("up", cmd_up, "deploy a new generation and start what changed, as gangs", json_flag=True)
     sp.add_argument("--skip-preflight", action="store_true",
                     help="start instances without checking their HCCL links first (says so loudly)")
-    sp.add_argument("--ready-timeout", type=float, default=120.0, metavar="S",
-                    help="how long what others depend on may take to pass its probe (default 120)")
+    sp.add_argument("--ready-timeout", type=float, default=READY_TIMEOUT, metavar="S",
+                    help=f"how long what others depend on may take to pass its probe (default {READY_TIMEOUT:g})")
     sp.add_argument("--strategy", choices=("auto", "rolling", "all"), default="auto",
                     help="how running instances that changed are restarted: rolling = K at a time, each ready "
                          "before the next; all = at once; auto (default) = rolling when they have a readiness "
@@ -527,8 +568,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--instance", action="append", metavar="NAME", help="the instance (repeat with --rolling)")
     sp.add_argument("--rolling", action="store_true", help="instance by instance, each ready before the next")
     sp.add_argument("--max-unavailable", type=int, default=1, metavar="K", help="instances down at once (default 1)")
-    sp.add_argument("--ready-timeout", type=float, default=120.0, metavar="S",
-                    help="how long an instance may take to pass its probe (default 120)")
+    sp.add_argument("--ready-timeout", type=float, default=READY_TIMEOUT, metavar="S",
+                    help=f"how long an instance may take to pass its probe (default {READY_TIMEOUT:g})")
     add_remote_flags(sp)
     sp = add("logs", cmd_logs, "show program logs")
     sp.add_argument("--rank", type=int)

@@ -1,4 +1,4 @@
-"""The imperative shell: put a Plan on its hosts and run it (up, down, status, restart, logs).
+"""The commands that act on a deployment's hosts: up, down, restart, and the checks of `check`.
 
 `up` in phases, each across all hosts in parallel, and a failure in a phase stops before
 the next one, so a failed `up` leaves every host on its previous generation:
@@ -6,78 +6,37 @@ the next one, so a failed `up` leaves every host on its previous generation:
   2. prepare  ship the runtime (first time) and the new generation, without touching anything
   3. switch   atomically point `current` at the new generation; supervisord rereads
               (a host that fails here is rolled back with the others)
-  4. start    level by level (depends_on), start each instance that changed or is not
-              running, on all of its hosts at once (a gang), and report the start skew
+  4. start    level by level (depends_on, levels.py), start each instance that changed or is
+              not running, on all of its hosts at once (a gang), and report the start skew
 """
 from __future__ import annotations
 
 import json
 import secrets
-import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Mapping
 
 from ..core import preflight
 from ..core.errors import LauncherError
 from ..core.graph import relink_after
-from .interrupt import NEVER, Interrupt, Interrupted
-from ..core.plan import Plan
+from ..core.plan import File, Plan
+from ..core.probes import READY_TIMEOUT
+from .gang import alive_anywhere, gang_start, relink_decoders
+from .interrupt import Interrupted
+from .levels import start_levels
+from .records import HostState, rendered_hashes
 from .remote import HostClient
 from .runtime import build_runtime, payload
-from .transport import DEFAULT_FORKS, HostsFailed, SshOptions, fan_out, transport_for
+from .session import STATE_TIMEOUT, Progress, Session, owners_on, timed
+from .transport import HostsFailed, fan_out
 
-Progress = Callable[[str], None]
-STATE_TIMEOUT = 30.0  # reading a host's state is quick; a host that does not answer is down
-READY_TIMEOUT = 120.0  # how long what others depend on may take to pass its probe
-ALIVE = {"STARTING", "RUNNING", "BACKOFF"}
-
-
-def stderr_progress(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-@dataclass
-class Session:
-    """Clients for every host of a plan; closed at the end of a command."""
-
-    plan: Plan
-    forks: int = DEFAULT_FORKS
-    ssh: SshOptions = field(default_factory=SshOptions)
-    progress: Progress = stderr_progress
-    interrupt: Interrupt = NEVER  # Ctrl-C: long operations stop at their next safe point
-
-    def __post_init__(self) -> None:
-        runtime = build_runtime()
-        self.clients = {hp.host.name: HostClient(transport_for(hp.host, self.ssh), hp.root, runtime)
-                        for hp in self.plan.hosts}
-
-    def close(self) -> None:
-        for c in self.clients.values():
-            c.transport.close()
-
-    def __enter__(self) -> "Session":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def ensure_runtimes(self, hosts: list[str] | None = None) -> None:
-        """Ship the host-side code where it is missing (check and discover need it before any up)."""
-        self.each("installing the launcher runtime", lambda c: c.ensure_runtime(c.state()), hosts)
-
-    def each(self, what: str, fn: Callable[[HostClient], Any], hosts: list[str] | None = None) -> dict[str, Any]:
-        names = hosts if hosts is not None else list(self.clients)
-        results, failures = fan_out([self.clients[n] for n in names], fn, key=lambda c: c.name, forks=self.forks)
-        if failures:
-            raise HostsFailed(failures, what)
-        return results
+Files = Mapping[str, Mapping[str, File]]  # host -> path -> file of a rendered generation
 
 
 @dataclass(frozen=True)
 class UpReport:
     generation: str
-    previous: dict[str, str | None]
     started: list[str]
     unchanged: list[str]
     skew: dict[str, float]
@@ -85,19 +44,21 @@ class UpReport:
     refused: dict[str, list[str]] = field(default_factory=dict)  # instance -> preflight failures
 
 
-def run_preflight(session: Session, instances: list[str] | None = None) -> tuple[list, dict, dict[str, list[str]]]:
+def run_preflight(session: Session, instances: list[str] | None = None
+                  ) -> tuple[list[preflight.HostCheck], dict[str, dict[str, Any]], dict[str, list[str]]]:
     """Run the link checker for the instances on their hosts, in parallel; failures per instance."""
     checks = preflight.checks_for(session.plan, instances)
-    results, failures = fan_out(
-        checks, lambda chk: session.clients[chk.host].call("linkcheck", *chk.tool_args,
-                                                           stdin=json.dumps(chk.spec).encode(), timeout=300),
-        key=lambda chk: chk.key, forks=session.forks)
-    replies: dict[str, dict] = {}
+
+    def run(chk: preflight.HostCheck) -> dict[str, Any]:
+        return session.clients[chk.host].call("linkcheck", *chk.tool_args, stdin=json.dumps(chk.spec).encode(),
+                                              timeout=300)
+    results, failures = fan_out(checks, run, key=lambda chk: chk.key, forks=session.forks)
+    replies: dict[str, dict[str, Any]] = {}
     bad: dict[str, list[str]] = {}
     for chk in checks:
         k = chk.key
         if k in failures:
-            reply = {"report": None, "stderr": str(failures[k]), "exit": None}
+            reply: dict[str, Any] = {"report": None, "stderr": str(failures[k]), "exit": None}
         else:
             reply = results[k]
         replies[k] = reply
@@ -107,78 +68,59 @@ def run_preflight(session: Session, instances: list[str] | None = None) -> tuple
     return checks, replies, bad
 
 
-def owners_on(plan: Plan) -> dict[str, list[str]]:
-    """owner (instance or service) -> hosts it has programs on, in plan order."""
-    out: dict[str, list[str]] = {}
-    for hp in plan.hosts:
-        for p in hp.programs:
-            hosts = out.setdefault(p.owner, [])
-            if hp.host.name not in hosts:
-                hosts.append(hp.host.name)
-    return out
-
-
-def _owner_hashes(manifest: dict | None) -> dict[str, str]:
-    return {p["owner"]: p["owner_hash"] for p in (manifest or {}).get("programs", [])}
-
-
-def _needs_start(owner: str, hosts: list[str], old: dict[str, dict], new_hashes: dict[str, dict[str, str]]) -> bool:
+def _needs_start(owner: str, hosts: list[str], old: Mapping[str, HostState],
+                 new_hashes: Mapping[str, Mapping[str, str]]) -> bool:
     """An owner (re)starts if its files changed on any host or any of its programs is not alive."""
     for h in hosts:
         state = old[h]
-        if _owner_hashes(state.get("manifest")).get(owner) != new_hashes[h].get(owner):
+        if state.hashes.get(owner) != new_hashes[h].get(owner):
             return True
-        started = (state.get("started") or {}).get(owner) or {}
-        if started.get("owner_hash") not in (None, new_hashes[h].get(owner)):
+        if state.runs_older_config(owner, new_hashes[h].get(owner)):
             return True  # still runs an older config (an interrupted or stopped roll)
-        progs = [p for p in state.get("programs", []) if p["group"] == owner]
-        if not progs or any(p["state"] not in ALIVE for p in progs):
+        progs = state.of(owner)
+        if not progs or any(not p.alive for p in progs):
             return True
     return False
 
 
-def up(session: Session, files: dict[str, dict], generation: str, skip_preflight: bool = False,
+def up(session: Session, files: Files, generation: str, skip_preflight: bool = False,
        ready_timeout: float = READY_TIMEOUT, strategy: str = "auto", max_unavailable: int = 1) -> UpReport:
     t0 = time.monotonic()
     plan = session.plan
-
-    def say(msg: str) -> None:  # progress with the time since the start, for people and profiles
-        session.progress(f"{msg}  [{time.monotonic() - t0:.1f} s]" if msg.startswith("  ") else msg)
+    say = timed(session.progress, t0)
     preflight_flag = skip_preflight
     skip_preflight = skip_preflight or not plan.preflight
     say(f"up {plan.deployment}: generation {generation} on {len(plan.hosts)} hosts")
     old = session.each("reaching hosts", lambda c: c.state(timeout=STATE_TIMEOUT))
     say(f"  [1/4] reached {len(old)} hosts")
-    previous = {h: s.get("generation") for h, s in old.items()}
+    previous = {h: s.generation for h, s in old.items()}
 
     # 2. one upload per host that needs anything: runtime (first time), generation, agent key
     key, key_hosts, force_key = plan_secret(session, old)
-    needs = {h for h, s in old.items() if s.get("runtime_missing") or s.get("generation") != generation
-             or h in key_hosts}
+    needs = {h for h, s in old.items() if s.runtime_missing or s.generation != generation or h in key_hosts}
 
     # A blank host (no generation, no supervisord) has nothing to protect: its upload call also
     # switches it (starting supervisord), and starts the first-level owners that live only on
     # blank hosts and need no link check: one round trip and one Python start less per host.
     # If any host fails before the switch phase is done, the blank ones are undone (`switch -`).
-    blank = {h for h, s in old.items() if not s.get("generation") and not s.get("supervisord")} & needs
+    blank = {h for h, s in old.items() if s.blank} & needs
     checked = set() if skip_preflight else {i.name for i in plan.instances}
     owners = owners_on(plan)
     early = [o for o in (plan.levels[0] if plan.levels else [])
              if o in owners and o not in checked and set(owners[o]) <= blank]
 
-    def prepare(c: HostClient) -> dict:
+    def prepare(c: HostClient) -> dict[str, Any]:
         st = old[c.name]
-        data = payload(build_runtime() if st.get("runtime_missing") else None,
-                       files[c.name] if st.get("generation") != generation else None,
+        data = payload(build_runtime() if st.runtime_missing else None,
+                       files[c.name] if st.generation != generation else None,
                        key if c.name in key_hosts else None)
-        extra = ("--force-secret",) if force_key else ()
+        extra: tuple[str, ...] = ("--force-secret",) if force_key else ()
         if c.name in blank:
             groups = [o for o in early if c.name in owners[o]]
             extra += (f"--switch={build_runtime().id}", *((f"--start={','.join(groups)}",) if groups else ()))
         return c.call("prepare", generation, *extra, stdin=data)
 
-    uploaded, failures = fan_out([session.clients[h] for h in sorted(needs)], prepare, key=lambda c: c.name,
-                                 forks=session.forks)
+    uploaded, failures = session.fan_out(prepare, sorted(needs))
     if failures:
         if blank:
             undo_blank(session, blank, say)
@@ -188,7 +130,7 @@ def up(session: Session, files: dict[str, dict], generation: str, skip_preflight
                 if r.get("switched", {}).get("started")}
     say(f"  [2/4] uploaded generation {generation} to {len(needs)} hosts" if needs else
         f"  [2/4] every host already has generation {generation}")
-    new_hashes = {h: _owner_hashes(_manifest_of(files[h])) for h in files}
+    new_hashes = {h: rendered_hashes(files[h]) for h in files}
     to_start = [o for o, hosts in owners.items() if _needs_start(o, hosts, old, new_hashes)]
     to_start += relink_after(plan.links, to_start)  # LLM-DataDist: decoders relink to restarted prompts
     refused: dict[str, list[str]] = {}
@@ -210,11 +152,10 @@ def up(session: Session, files: dict[str, dict], generation: str, skip_preflight
         raise
     # 3. switch; owners of the first level that run nowhere yet start in the same call
     first = set(plan.levels[0]) if plan.levels else set()
-    fresh = [o for o in to_start if o in first and not _alive_anywhere(o, owners[o], old)]
+    fresh = [o for o in to_start if o in first and not alive_anywhere(o, owners[o], old)]
     skew: dict[str, float] = {}
     # a host given this launcher's runtime switches to it too (its agent then runs the new code)
-    settled = all(s.get("generation") == generation and s.get("supervisord") and not s.get("runtime_missing")
-                  for s in old.values())
+    settled = all(s.generation == generation and s.supervisord and not s.runtime_missing for s in old.values())
     if not settled:
         started_at = switch_all(session, generation, previous,
                                 {h: [o for o in fresh if h in owners[o] and o not in early] for h in session.clients},
@@ -230,12 +171,11 @@ def up(session: Session, files: dict[str, dict], generation: str, skip_preflight
         fresh = []
     # 4. the rest level by level, each owner once what it depends on passes its probe
     session.interrupt.check(f"every host is on generation {generation}; nothing else was restarted")
-    removed = {h: sorted(set(_owner_hashes(old[h].get("manifest"))) - set(new_hashes[h])) for h in old}
+    removed = {h: sorted(set(old[h].hashes) - set(new_hashes[h])) for h in old}
     if any(removed.values()):
         session.each("remove what the plan no longer has", lambda c: c.call("prune"),
                      [h for h, r in removed.items() if r])
         say(f"  removed {', '.join(sorted({o for r in removed.values() for o in r}))}")
-    from .levels import start_levels
     rest = [o for o in to_start if o not in fresh]
     progress = start_levels(session, rest, owners, old, generation=generation, strategy=strategy,
                             max_unavailable=max_unavailable, ready_timeout=ready_timeout,
@@ -249,16 +189,12 @@ def up(session: Session, files: dict[str, dict], generation: str, skip_preflight
         for line in lines:
             say(f"    {line}")
     progress.raise_if_incomplete()
-    return UpReport(generation, previous, to_start, unchanged, skew, time.monotonic() - t0, refused)
+    return UpReport(generation, to_start, unchanged, skew, time.monotonic() - t0, refused)
 
 
-def _alive_anywhere(owner: str, hosts: list[str], old: dict[str, dict]) -> bool:
-    return any(p["group"] == owner and p["state"] in ALIVE for h in hosts for p in old[h].get("programs", []))
-
-
-def plan_secret(session: Session, states: dict[str, dict]) -> tuple[bytes | None, set[str], bool]:
+def plan_secret(session: Session, states: Mapping[str, HostState]) -> tuple[bytes | None, set[str], bool]:
     """The agent key every host must hold: (key, hosts to send it to, replace an existing one)."""
-    ids = {h: s.get("secret_id") for h, s in states.items()}
+    ids = {h: s.secret_id for h, s in states.items()}
     have = {i for i in ids.values() if i}
     if len(have) == 1 and all(ids.values()):
         return None, set(), False
@@ -270,12 +206,8 @@ def plan_secret(session: Session, states: dict[str, dict]) -> tuple[bytes | None
     return secrets.token_hex(32).encode(), set(ids), bool(have)
 
 
-def _manifest_of(host_files: dict) -> dict:
-    return json.loads(host_files["manifest.json"].content)
-
-
-def switch_all(session: Session, generation: str, previous: dict[str, str | None],
-               start: dict[str, list[str]] | None = None,
+def switch_all(session: Session, generation: str, previous: Mapping[str, str | None],
+               start: Mapping[str, list[str]] | None = None,
                switched: set[str] | frozenset[str] = frozenset()) -> dict[str, float]:
     """Switch every host (and start ``start[host]`` groups there); ``switched`` hosts are on the
     generation already (blank hosts, switched by their upload): they only start. If any host
@@ -283,19 +215,17 @@ def switch_all(session: Session, generation: str, previous: dict[str, str | None
     runtime = build_runtime().id
     start = start or {}
 
-    def switch(c: HostClient) -> dict:
+    def switch(c: HostClient) -> dict[str, Any]:
         if c.name in switched:
             return {"started": c.call("start", *start[c.name])} if start.get(c.name) else {}
         extra = (f"--start={','.join(start[c.name])}",) if start.get(c.name) else ()
         return c.call("switch", generation, runtime, *extra)
 
-    results, failures = fan_out(list(session.clients.values()), switch, key=lambda c: c.name,
-                                forks=session.forks)
+    results, failures = session.fan_out(switch)
     if not failures:
         return {h: r["started"]["started_at"] for h, r in results.items() if r.get("started")}
-    back = [c for c in session.clients.values() if c.name in results or c.name in failures or c.name in switched]
-    fan_out(back, lambda c: c.call("switch", previous.get(c.name) or "-", runtime), key=lambda c: c.name,
-            forks=session.forks)
+    back = [h for h in session.clients if h in results or h in failures or h in switched]
+    session.fan_out(lambda c: c.call("switch", previous.get(c.name) or "-", runtime), back)
     raise HostsFailed(failures, f"switch to {generation} (the other hosts were put back)")
 
 
@@ -305,18 +235,9 @@ def undo_blank(session: Session, hosts: set[str], say: Progress) -> None:
     fails is named, since it may still run the new generation."""
     if not hosts:
         return
-    _, failed = fan_out([session.clients[h] for h in sorted(hosts)],
-                        lambda c: c.call("switch", "-", build_runtime().id), key=lambda c: c.name, forks=session.forks)
+    _, failed = session.fan_out(lambda c: c.call("switch", "-", build_runtime().id), sorted(hosts))
     for host, exc in sorted(failed.items()):
         say(f"  {host}: NOT put back to nothing, it may still run what this up started there: {exc}")
-
-
-def gang_start(session: Session, owner: str, hosts: list[str]) -> float:
-    """Stop the owner's programs everywhere, then start them on all hosts at once; returns the skew (s)."""
-    session.each(f"stop {owner}", lambda c: c.call("stop", owner), hosts)
-    started = session.each(f"start {owner}", lambda c: c.call("start", owner), hosts)
-    times = [r["started_at"] for r in started.values()]
-    return max(times) - min(times) if times else 0.0
 
 
 def restart_instance(session: Session, instance: str, ready_timeout: float = READY_TIMEOUT) -> float:
@@ -329,100 +250,12 @@ def restart_instance(session: Session, instance: str, ready_timeout: float = REA
     return skew
 
 
-def relink_decoders(session: Session, restarted: list[str], owners: dict[str, list[str]],
-                    ready_timeout: float = READY_TIMEOUT) -> list[str]:
-    """LLM-DataDist: once the restarted prompt instances listen again (their readiness probe),
-    gang-restart every decoder instance linked to them, so it links again; returns those.
-
-    Raises LauncherError when a prompt does not become ready: its decoders are left as they are."""
-    decoders = relink_after(session.plan.links, restarted)
-    if not decoders:
-        return []
-    from .rolling import wait_ready  # rolling imports this module
-    prompts = [p for p in restarted if relink_after(session.plan.links, [p])]
-    for p in prompts:
-        why = wait_ready(session, p, owners[p], ready_timeout)
-        if why:
-            raise LauncherError(f"{p} was restarted but does not listen ({why}); its decoders "
-                                f"{', '.join(decoders)} were not restarted and cannot link to it")
-    for d in decoders:
-        gang_start(session, d, owners[d])
-    session.progress(f"  relinked {', '.join(decoders)}: restarted after {', '.join(prompts)} listened again "
-                     "(an LLM-DataDist link does not survive the prompt's restart)")
-    return decoders
-
-
-def down(session: Session, purge: bool) -> dict[str, Any]:
+def down(session: Session, purge: bool) -> dict[str, dict[str, Any]]:
     args = ("--purge",) if purge else ()
     result = session.each("down", lambda c: c.call("down", *args))
     for c in session.clients.values():  # nothing of the deployment lingers, not even a connection
         getattr(c.transport, "disconnect", lambda: None)()
     return result
-
-
-def status_rows(session: Session, desired: str | None = None) -> list[dict[str, Any]]:
-    """One row per program the plan expects, joined with what runs on its host, plus drift:
-    a host on another generation than ``desired`` (what the topology renders now), a process
-    started from an older config of its owner, programs the plan does not have, unreachable
-    hosts, and owners waiting for a dependency (``waiting_on``)."""
-    states, failures = fan_out(list(session.clients.values()), lambda c: c.state(timeout=STATE_TIMEOUT),
-                               key=lambda c: c.name, forks=session.forks)
-    gang_all: dict[str, dict] = {}
-    waiting_all: dict[str, dict] = {}
-    for st in states.values():  # each gang's record (and the agent's wait) lives on its leader's host
-        gang_all.update(st.get("gang", {}))
-        waiting_all.update(st.get("waiting", {}))
-    rows = []
-    for hp in session.plan.hosts:
-        name = hp.host.name
-        if name in failures:
-            why = getattr(failures[name], "detail", failures[name])
-            rows.extend(_row(p, name, "UNREACHABLE", drift=[f"unreachable: {why}"]) for p in hp.programs)
-            continue
-        st = states[name]
-        running = {p["name"]: p for p in st.get("programs", [])}
-        hashes = _owner_hashes(st.get("manifest"))
-        gen = st.get("generation")
-        host_drift = [f"host runs generation {gen or 'none'}; the topology renders {desired}"] \
-            if desired and gen != desired else []
-        for p in hp.programs:
-            info = running.get(p.name, {})
-            g = gang_all.get(p.owner, {})
-            state = info.get("state", "ABSENT" if not st.get("supervisord") else "UNKNOWN")
-            waits = waiting_all.get(p.owner)
-            if g.get("state") == "FAILED":
-                state = "FAILED"
-            elif waits and state not in ALIVE:
-                state = "WAITING"
-            started = st.get("started", {}).get(p.owner) or {}
-            drift = list(host_drift)
-            stale = state in ALIVE and started.get("owner_hash") not in (None, hashes.get(p.owner))
-            if stale:
-                drift.append(f"runs the config of generation {started.get('generation')}; "
-                             f"generation {gen} changed it (not restarted yet)")
-            if waits:
-                drift.append(f"waits for {', '.join(waits['on'])}: {waits.get('reason', '')}")
-            rows.append({**_row(p, name, state, drift=drift), "pid": info.get("pid"), "uptime": info.get("uptime"),
-                         "restarts": g.get("restarts", 0), "generation": gen,
-                         "started_generation": started.get("generation"), "stale": stale,
-                         "waiting_on": waits["on"] if waits else [],
-                         "exitstatus": info.get("exitstatus"), "reason": g.get("reason"),
-                         "last_log": g.get("last_log", []) if state == "FAILED" else []})
-        planned = {p.name for p in hp.programs}
-        for extra in st.get("programs", []):
-            if extra["name"] not in planned and extra["group"] != "launcher-agent":
-                rows.append({"instance": extra["group"], "host": name, "rank": None, "program": extra["name"],
-                             "state": extra["state"], "pid": extra.get("pid"), "uptime": extra.get("uptime"),
-                             "restarts": 0, "generation": gen, "in_plan": False,
-                             "drift": [f"{extra['name']} is not in the plan ({extra['state']})"], "waiting_on": []})
-    for r in rows:
-        r["desired_generation"] = desired
-    return rows
-
-
-def _row(p, host: str, state: str, drift: list[str]) -> dict[str, Any]:
-    return {"instance": p.owner, "host": host, "rank": p.rank, "program": p.name, "state": state, "pid": None,
-            "uptime": None, "restarts": 0, "generation": None, "in_plan": True, "drift": drift, "waiting_on": []}
 
 
 def tcp_targets(plan: Plan) -> dict[str, list[str]]:
@@ -451,29 +284,3 @@ def tcp_matrix(session: Session) -> dict[str, str]:
     targets = tcp_targets(session.plan)
     replies = session.each("tcp check", lambda c: c.call("tcpcheck", *targets[c.name]), list(targets))
     return {f"{h} -> {t}": v for h, r in replies.items() for t, v in r["tcp"].items()}
-
-
-def diff(session: Session, files: dict[str, dict], generation: str) -> list[dict[str, Any]]:
-    """What `up` would do, per host and owner, without changing anything."""
-    states = session.each("reading hosts", lambda c: c.state(timeout=STATE_TIMEOUT))
-    rows = []
-    for host, st in states.items():
-        old = _owner_hashes(st.get("manifest"))
-        new = _owner_hashes(_manifest_of(files[host]))
-        alive = {p["group"] for p in st.get("programs", []) if p["state"] in ALIVE}
-        for owner in sorted(set(old) | set(new)):
-            if owner not in new:
-                change = "remove"
-            elif owner not in old:
-                change = "add"
-            elif old[owner] != new[owner]:
-                change = "restart (changed)"
-            elif ((st.get("started") or {}).get(owner) or {}).get("owner_hash") not in (None, new[owner]):
-                change = "restart (runs an older config)"
-            elif owner not in alive:
-                change = "start (not running)"
-            else:
-                change = "none"
-            rows.append({"host": host, "owner": owner, "change": change,
-                         "generation": st.get("generation"), "new_generation": generation})
-    return rows

@@ -1,4 +1,4 @@
-"""`launcher discover`: read the device IPs the topology leaves to discovery from the hosts.
+"""`launcher discover`: read the device IPs marked `discover` from the hosts into the lock file.
 
 The link checker reads each device's IP (DCMI where the driver library loads, else
 `hccn_tool -i N -ip -g`) as part of its `ip` check; we ask it with a placeholder expected IP
@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import json
 import re
+from typing import Any
 
-from .apply import Session
 from ..core.errors import LauncherError
 from ..core.expand import host_root
 from ..core.lockfile import Facts
 from ..core.model import Topology
 from ..core.plan import HostPlan, Plan
 from .files import read_lock, write_lock
-from .transport import HostsFailed
+from .remote import HostClient
+from .session import Session
 
 PLACEHOLDER = "0.0.0.0"
 _IPV4 = re.compile(r"^\d{1,3}(\.\d{1,3}){3}$")
@@ -27,7 +28,7 @@ def targets(topo: Topology) -> dict[str, list[int]]:
     return {h.name: [d.id for d in h.devices if d.discover] for h in topo.hosts if any(d.discover for d in h.devices)}
 
 
-def seen_ips(report: dict) -> tuple[dict[int, str], dict[int, str]]:
+def seen_ips(report: dict[str, Any]) -> tuple[dict[int, str], dict[int, str]]:
     """(device -> IP read, device -> why it could not be read) from a checker report."""
     found: dict[int, str] = {}
     errors: dict[int, str] = {}
@@ -42,7 +43,8 @@ def seen_ips(report: dict) -> tuple[dict[int, str], dict[int, str]]:
     return found, errors
 
 
-def discover(topo: Topology, path: str, session_args: dict) -> tuple[Facts, bool, dict[str, str]]:
+def discover(topo: Topology, path: str, session_args: dict[str, Any]) -> tuple[Facts, bool, dict[str, str]]:
+    """Read the IPs; (the lock file's facts, whether the file changed, device -> why unreadable)."""
     want = targets(topo)
     if not want:
         raise LauncherError(f"{path}: no device says `discover`; nothing to read")
@@ -54,7 +56,7 @@ def discover(topo: Topology, path: str, session_args: dict) -> tuple[Facts, bool
     with Session(plan, **session_args) as session:
         session.ensure_runtimes()
 
-        def read(c):
+        def read(c: HostClient) -> tuple[dict[int, str], dict[int, str]]:
             spec = {"host": c.name, "devices": [{"id": d, "ip": PLACEHOLDER} for d in want[c.name]],
                     "peers": [], "pings": 1, "timeout": 10}
             reply = c.call("linkcheck", hosts[c.name].hccn_tool or "-", hosts[c.name].dcmi_lib or "-",
@@ -63,10 +65,7 @@ def discover(topo: Topology, path: str, session_args: dict) -> tuple[Facts, bool
                 raise LauncherError(reply.get("stderr") or "the link checker gave no report")
             return seen_ips(reply["report"])
 
-        try:
-            results = session.each("discover", read)
-        except HostsFailed as exc:
-            raise exc
+        results = session.each("discover", read)
     for host, (found, errors) in results.items():
         for dev, ip in found.items():
             facts[(host, dev)] = ip

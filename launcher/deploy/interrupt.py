@@ -1,9 +1,10 @@
-"""Ctrl-C as a request, not a crash: `up` and a rolling restart stop at the next point where
-every host is on one whole generation (never between a switch and its rollback, never with a
-gang half started), say where they stopped, and exit 1.
+"""Ctrl-C as a request, not a crash: long commands stop at the next safe point and say where.
 
-The ssh children run in their own session (transport.py), so the terminal's SIGINT reaches
-only this process and a remote call in flight finishes."""
+`up` and a rolling restart stop at the next point where every host is on one whole generation
+(never between a switch and its rollback, never with a gang half started), say where they
+stopped, and exit 1. The ssh children run in their own session (transport.py), so the
+terminal's SIGINT reaches only this process and a remote call in flight finishes.
+"""
 from __future__ import annotations
 
 import signal

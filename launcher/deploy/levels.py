@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Mapping
 
-from .apply import Session, _alive_anywhere, gang_start
 from ..core.errors import LauncherError
-from .rolling import wait_ready
+from .gang import alive_anywhere, gang_start, wait_ready
+from .records import HostState
+from .session import Progress, Session
 
 STRATEGIES = ("auto", "rolling", "all")
 
@@ -32,7 +33,7 @@ class LevelRun:
     unready: dict[str, str] = field(default_factory=dict)        # started, has a probe, never passed it
 
     def raise_if_incomplete(self) -> None:
-        lines = []
+        lines: list[str] = []
         for dep, why in self.not_ready.items():
             waiters = self._waiters_of(dep)
             if waiters:
@@ -70,9 +71,9 @@ def resolve_strategy(session: Session, strategy: str, warm: list[str]) -> str:
     return "rolling" if any(_has_probe(session, o) for o in warm) else "all"
 
 
-def start_levels(session: Session, rest: list[str], owners: dict[str, list[str]], old: dict[str, dict], *,
+def start_levels(session: Session, rest: list[str], owners: dict[str, list[str]], old: Mapping[str, HostState], *,
                  generation: str, strategy: str, max_unavailable: int, ready_timeout: float,
-                 not_ready: dict[str, str], skew: dict[str, float], say: Callable[[str], None],
+                 not_ready: dict[str, str], skew: dict[str, float], say: Progress,
                  started_first: tuple[str, ...] = ()) -> LevelRun:
     """Start ``rest`` (owners to (re)start, in any order) by levels; see the module doc."""
     if max_unavailable < 1:
@@ -91,7 +92,7 @@ def start_levels(session: Session, rest: list[str], owners: dict[str, list[str]]
         return why
 
     def blockers(owner: str) -> list[str]:
-        out = []
+        out: list[str] = []
         for dep in plan.depends.get(owner, ()):
             if dep not in owners:
                 continue
@@ -115,7 +116,7 @@ def start_levels(session: Session, rest: list[str], owners: dict[str, list[str]]
         if run.roll_failed:
             run.untouched.extend(batch)
             continue
-        go = []
+        go: list[str] = []
         for owner in batch:
             deps = blockers(owner)
             if deps:
@@ -123,7 +124,7 @@ def start_levels(session: Session, rest: list[str], owners: dict[str, list[str]]
             else:
                 go.append(owner)
         _record_waiting(session, {o: run.waiting[o] for o in batch if o in run.waiting}, owners, run.not_ready)
-        cold = [o for o in go if not _alive_anywhere(o, owners[o], old)]
+        cold = [o for o in go if not alive_anywhere(o, owners[o], old)]
         warm = [o for o in go if o not in cold]
         for owner in cold:
             session.interrupt.check(where())
@@ -168,7 +169,7 @@ def _record_waiting(session: Session, waiting: dict[str, list[str]], owners: dic
     """Tell the hosts of each waiting owner what it waits for, so `status` can say so."""
     if not waiting:
         return
-    per_host: dict[str, dict[str, dict]] = {}
+    per_host: dict[str, dict[str, dict[str, Any]]] = {}
     for owner, deps in waiting.items():
         reason = "; ".join(f"{d} not ready: {not_ready[d]}" if d in not_ready else f"{d} waits itself"
                            for d in deps)

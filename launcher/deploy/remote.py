@@ -1,15 +1,22 @@
-"""Operator-side calls to the host-side code (launcher.host.hostside) through a Transport.
+"""Operator-side calls to the host side (launcher.host.hostside) through a Transport: one JSON reply each.
 
-The first call to a fresh host cannot import anything of ours, so every call goes through a
-small bootstrap passed with ``python3 -c``: it installs the runtime when asked (a tar on
-stdin), reports a host without one, and otherwise imports launcher.host.hostside from the
-deployment's runtime and dispatches. Replies are one JSON object; errors name the host.
+Every call is ``python3 -I -S -c BOOTSTRAP ROOT RUNTIME-ID ACTION ARGS...``: the host may have
+nothing of ours yet, so the bootstrap (standard library only) reads the upload's tar itself
+when there is one (``prepare``, ``install-runtime``: the runtime's part gzipped, installed
+under runtime/<id> by a rename), reports a host without this runtime, and otherwise imports
+launcher.host.hostside from the runtime's site.zip and dispatches the action. A host deployed
+by another launcher version still answers ``state`` with the runtime it runs; any other action
+there ships this runtime first (HostClient.call). Replies are one JSON object; errors name the
+host. ``HostClient.state`` first tries a shell fast path (no Python started on the host): a
+blank host, or the agent's snapshot while the agent lives; the reply is parsed once, into a
+records.HostState.
 """
 from __future__ import annotations
 
 import json
 from typing import Any
 
+from .records import HostState
 from .runtime import Runtime
 from .transport import COMMAND_TIMEOUT, Transport, TransportError
 
@@ -161,7 +168,11 @@ class HostClient:
                   'p=$(cat "$r/state/agent.pid" 2>/dev/null) && kill -0 "$p" 2>/dev/null && '
                   'cat "$r/state/snapshot.json" 2>/dev/null')
 
-    def state(self, timeout: float = COMMAND_TIMEOUT) -> dict[str, Any]:
+    def state(self, timeout: float = COMMAND_TIMEOUT) -> HostState:
+        """The deployment's state on this host: the fast path's answer, else hostside's `state`."""
+        return HostState.from_json(self._state(timeout))
+
+    def _state(self, timeout: float) -> dict[str, Any]:
         res = self.transport.run(["sh", "-c", self.FAST_STATE, "sh", self.root, self.runtime.id], timeout=timeout)
         lines = res.stdout.decode("utf-8", "replace").splitlines()
         missing = bool(lines) and lines[0] == "runtime-missing"
@@ -179,8 +190,9 @@ class HostClient:
                 return snap
         return self.call("state", timeout=timeout)
 
-    def ensure_runtime(self, state: dict[str, Any]) -> bool:
-        if not state.get("runtime_missing"):
+    def ensure_runtime(self, state: HostState) -> bool:
+        """Install this launcher's runtime where ``state`` says it is missing; whether it was."""
+        if not state.runtime_missing:
             return False
         self.call("install-runtime", stdin=self.runtime.tar)
         return True

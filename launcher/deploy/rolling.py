@@ -1,17 +1,20 @@
-"""Rolling restart: instance by instance (each a gang), never more than K down, each ready
-(its probe passes on all of its hosts) before the next batch; stop at the first failure."""
+"""Rolling restart: K instances at a time, each ready before the next batch, stopping at the first failure.
+
+Each instance restarts as a gang (all of its hosts at once) and is ready once its probe passes
+on all of its hosts (no probe: its programs run); never more than K are down at once.
+"""
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
+from typing import Sequence
 
-from .apply import Session, gang_start, owners_on
 from ..core.errors import LauncherError
 from ..core.graph import relink_after
-from ..core.probes import probe_specs
-
-DEFAULT_READY_TIMEOUT = 120.0
+from ..core.plan import LinkMember
+from ..core.probes import READY_TIMEOUT
+from .gang import gang_start, wait_ready
+from .session import Session, owners_on
 
 
 @dataclass
@@ -23,23 +26,8 @@ class RollReport:
     seconds: dict[str, float] = field(default_factory=dict)  # instance -> down until ready
 
 
-def wait_ready(session: Session, instance: str, hosts: list[str], timeout: float) -> str | None:
-    """None when the instance is ready on every host, else why not."""
-    def one(c):
-        specs = probe_specs(session.plan, instance, c.name)
-        if not specs:  # no probe: ready once its programs run
-            time.sleep(1.0)
-            st = c.state(timeout=30)
-            bad = [p["name"] for p in st.get("programs", []) if p["group"] == instance and p["state"] != "RUNNING"]
-            return {"ready": not bad, "probes": [{"probe": "running", "error": f"not running: {bad}" if bad else None}]}
-        return c.call("probe", str(timeout), stdin=json.dumps(specs).encode(), timeout=timeout + 60)
-    replies = session.each(f"probe {instance}", one, hosts)
-    bad = [f"{h}: {p['probe']}: {p['error']}" for h, r in replies.items() for p in r["probes"] if p["error"]]
-    return None if all(r["ready"] for r in replies.values()) else "; ".join(bad)
-
-
 def rolling_restart(session: Session, instances: list[str], max_unavailable: int,
-                    ready_timeout: float = DEFAULT_READY_TIMEOUT) -> RollReport:
+                    ready_timeout: float = READY_TIMEOUT) -> RollReport:
     if max_unavailable < 1:
         raise LauncherError("--max-unavailable must be at least 1")
     owners = owners_on(session.plan)
@@ -73,7 +61,7 @@ def rolling_restart(session: Session, instances: list[str], max_unavailable: int
     return report
 
 
-def roll_batches(links, instances: list[str], k: int) -> list[list[str]]:
+def roll_batches(links: Sequence[tuple[str, Sequence[LinkMember]]], instances: list[str], k: int) -> list[list[str]]:
     """The roll's batches of at most k. LLM-DataDist: a link does not survive its prompt's
     restart, so the decoders linked to a prompt in the roll join it, after every prompt of
     theirs in the roll and never in the same batch as one: they start once it listens."""

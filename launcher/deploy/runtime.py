@@ -25,9 +25,11 @@ import sys
 import tarfile
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
-from typing import Callable
+from typing import Callable, Mapping
 
 import launcher
+
+from ..core.plan import File
 
 # Run on the host as: PATH gains runtime/current/bin, so a topology can say `launcher-demo-rank`.
 WRAPPERS = {
@@ -93,7 +95,7 @@ def _patch_supervisor(name: str, data: bytes, version: bytes) -> bytes:
         return data
     if data.count(_SUPERVISOR_VERSION_READ) != 1:
         raise RuntimeError("this supervisor's options.py no longer reads version.txt the way the launcher "
-                           "expects (launcher/runtime.py, _patch_supervisor): it cannot run from a zip")
+                           "expects (launcher/deploy/runtime.py, _patch_supervisor): it cannot run from a zip")
     return data.replace(_SUPERVISOR_VERSION_READ, b"VERSION = %r\n" % version.strip().decode())
 
 
@@ -198,7 +200,10 @@ def build_runtime() -> Runtime:
             with open(os.path.join(native, name), "rb") as fh:
                 site.append((f"launcher/{HOST_PACKAGE}/_native/{name}", fh.read()))
     # find, not import, supervisor: importing it costs the CLI ~0.1 s for nothing
-    sup_dir = os.path.dirname(importlib.util.find_spec("supervisor").origin)
+    spec = importlib.util.find_spec("supervisor")
+    if spec is None or spec.origin is None:
+        raise RuntimeError("supervisor is not installed: the runtime ships it to every host")
+    sup_dir = os.path.dirname(spec.origin)
     sup = _package_files(sup_dir, "supervisor", lambda rel: rel.split(os.sep, 1)[0] not in SUPERVISOR_SKIP)
     version = next(d for n, d, _ in sup if n == "supervisor/version.txt")
     site += [(n, _patch_supervisor(n, d, version)) for n, d, _ in sup]
@@ -210,7 +215,7 @@ def build_runtime() -> Runtime:
     return Runtime(f"{launcher.__version__}-{h.hexdigest()[:12]}", tuple(site), tuple(files))
 
 
-def payload(runtime: Runtime | None, files: dict | None, secret: bytes | None) -> bytes:
+def payload(runtime: Runtime | None, files: Mapping[str, File] | None, secret: bytes | None) -> bytes:
     """What one host needs, as one tar: runtime/ (first time, gzipped: Runtime.packed), gen/
     (modes kept: 0600 env files stay private), secret (the agent key). One upload, one round trip."""
     buf = io.BytesIO()

@@ -1,10 +1,14 @@
-"""One way to run a command on a host, two real implementations: SSH (paramiko) and local.
+"""How the operator side runs a command on a host (OpenSSH, paramiko, or local), and on many at once.
 
 Everything that touches a host goes through ``Transport.run``: an argv (quoted with
-shlex.join for the remote shell), optional bytes on stdin, a timeout. SSH host keys are
-verified against known_hosts (RejectPolicy: an unknown or changed key is an error naming
-the host); ``~/.ssh/config`` is honoured. Fan-out is bounded (``--forks``, default 32) and
-returns per-host results or errors, never a half-silent failure.
+shlex.join for the remote shell), optional bytes on stdin, a timeout. Three implementations:
+the system's OpenSSH client (the default where ``ssh`` is installed; one shared connection per
+host, ControlMaster), paramiko (``--ssh-client paramiko``), and this machine itself
+(``transport: local``). Host keys are always verified against known_hosts (OpenSSH:
+StrictHostKeyChecking=yes and BatchMode; paramiko: RejectPolicy): an unknown or changed key
+is an error naming the host, never a prompt; ``~/.ssh/config`` is honoured. ``fan_out`` runs a
+call on many hosts, at most ``--forks`` (default 32) at once, and returns per-host results and
+errors, never a half-silent failure (HostsFailed names every host that failed).
 """
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Iterable, Protocol, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Protocol, Sequence, TypeVar
 
 from ..core.errors import LauncherError
 from ..core.model import Host
@@ -190,11 +194,11 @@ class SshTransport:
     def __init__(self, host: Host, options: SshOptions = SshOptions()):
         self.host = host
         self.options = options
-        self._client = None
+        self._client: Any = None  # a paramiko.SSHClient once connected
         self._lock = threading.Lock()
 
-    def _settings(self) -> dict:
-        import paramiko
+    def _settings(self) -> dict[str, Any]:
+        import paramiko  # type: ignore[import-untyped]  # paramiko ships no type hints
         path = self.options.config_file or os.path.expanduser("~/.ssh/config")
         cfg = paramiko.SSHConfig.from_path(path).lookup(self.host.address) if os.path.exists(path) else {}
         user = self.host.ssh.user or cfg.get("user") or os.environ.get("USER") or "root"
@@ -206,8 +210,8 @@ class SshTransport:
                 "identity": os.path.expanduser(identity) if identity else None,
                 "known_hosts": os.path.expanduser(known)}
 
-    def _connect(self):
-        import paramiko
+    def _connect(self) -> Any:  # a paramiko.SSHClient
+        import paramiko  # untyped (see _settings)
         s = self._settings()
         client = paramiko.SSHClient()
         if os.path.exists(s["known_hosts"]):
@@ -235,7 +239,7 @@ class SshTransport:
         client.get_transport().set_keepalive(KEEPALIVE)
         return client
 
-    def client(self):
+    def client(self) -> Any:
         with self._lock:
             if self._client is None or not self._client.get_transport() or \
                     not self._client.get_transport().is_active():
@@ -268,7 +272,7 @@ class SshTransport:
                 self._client = None
 
 
-def _drain(chan, timeout: float) -> tuple[bytes, bytes]:
+def _drain(chan: Any, timeout: float) -> tuple[bytes, bytes]:
     out, err = bytearray(), bytearray()
     deadline = time.monotonic() + timeout
     while True:
@@ -295,6 +299,7 @@ def transport_for(host: Host, ssh: SshOptions = SshOptions()) -> Transport:
 
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 class HostsFailed(LauncherError):
@@ -315,11 +320,11 @@ def _reason(exc: BaseException) -> str:
     return text
 
 
-def fan_out(items: Iterable[T], fn: Callable[[T], object], key: Callable[[T], str],
-            forks: int = DEFAULT_FORKS) -> tuple[dict[str, object], dict[str, BaseException]]:
+def fan_out(items: Iterable[T], fn: Callable[[T], R], key: Callable[[T], str],
+            forks: int = DEFAULT_FORKS) -> tuple[dict[str, R], dict[str, BaseException]]:
     """Run fn on every item with at most ``forks`` at once; (results, failures) by key."""
     items = list(items)
-    results: dict[str, object] = {}
+    results: dict[str, R] = {}
     failures: dict[str, BaseException] = {}
     if not items:
         return results, failures

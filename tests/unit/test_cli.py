@@ -154,3 +154,38 @@ def test_preflight_checks_cover_worlds_and_datadist_links():
     two_hosts = compile_file(str(CONFIGS / "mindie-atb-2x8.yaml")).plan
     specs = preflight.checks_for(two_hosts)
     assert len(specs) == 2 and all(len(c.spec["peers"]) == 16 for c in specs)  # the checker skips its own IP
+
+
+def test_status_rows_are_formatted_from_records_with_the_same_keys_and_sentences():
+    from launcher.cli import _drift_lines, _state_cell, _status_json
+    from launcher.deploy.records import Detail, Drift, DriftKind, StatusRow
+    base = ["instance", "host", "rank", "program", "state", "pid", "uptime", "restarts", "generation", "in_plan",
+            "drift", "waiting_on"]
+    gen = Drift(DriftKind.GENERATION, runs=None, wants="g2")
+    old = Drift(DriftKind.OLD_CONFIG, runs="g0", wants="g1")
+    wait = Drift(DriftKind.WAITING, why="etcd not ready: refused", on=("etcd",))
+    planned = StatusRow("a", "n0", 0, "a-r0", "RUNNING", pid=7, uptime=1.5, restarts=2, generation="g1",
+                        drift=(gen, old, wait), waiting_on=("etcd",), desired_generation="g2",
+                        detail=Detail(started_generation="g0", stale=True, exitstatus=0, reason=None, last_log=()))
+    cut = StatusRow("a", "n1", 1, "a-r1", "UNREACHABLE", desired_generation="g2",
+                    drift=(Drift(DriftKind.UNREACHABLE, why="ssh to 10.0.0.2: timed out"),))
+    extra = StatusRow("old", "n0", None, "old-r0", "RUNNING", pid=9, uptime=3.0, generation="g1", in_plan=False,
+                      desired_generation="g2", drift=(Drift(DriftKind.NOT_IN_PLAN, program="old-r0", state="RUNNING"),))
+    j = _status_json(planned)
+    assert list(j) == base + ["started_generation", "stale", "exitstatus", "reason", "last_log", "desired_generation"]
+    assert j["drift"] == ["host runs generation none; the topology renders g2",
+                          "runs the config of generation g0; generation g1 changed it (not restarted yet)",
+                          "waits for etcd: etcd not ready: refused"]
+    assert (j["waiting_on"], j["stale"], j["last_log"], j["desired_generation"]) == (["etcd"], True, [], "g2")
+    assert list(_status_json(cut)) == list(_status_json(extra)) == base + ["desired_generation"]
+    assert _status_json(cut)["drift"] == ["unreachable: ssh to 10.0.0.2: timed out"]
+    assert _status_json(extra)["drift"] == ["old-r0 is not in the plan (RUNNING)"]
+    # what is about a whole host is said once per host; the rest names the owner
+    assert _drift_lines([planned, planned, cut, extra]) == [
+        "n0: host runs generation none; the topology renders g2",
+        "n0: a: runs the config of generation g0; generation g1 changed it (not restarted yet)",
+        "n0: a: waits for etcd: etcd not ready: refused",
+        "n1: unreachable: ssh to 10.0.0.2: timed out",
+        "n0: old: old-r0 is not in the plan (RUNNING)"]
+    assert [_state_cell(r) for r in (planned, cut, extra)] == ["RUNNING (old config)", "UNREACHABLE",
+                                                              "RUNNING (not in plan)"]

@@ -1,13 +1,13 @@
 """A cold `up` (hosts with nothing deployed): upload, switch, supervisord and the first ranks in one
 call per host, and a failure on any host leaves every blank host blank. Local transport, real
-supervisord, real processes (the hosts of tests/integration/test_local_deploy.py)."""
+supervisord, real processes (the hosts of tests/integration/deploy/test_local_deploy.py)."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
 from tests.helpers import run_cli, wait_for
-from tests.integration.test_local_deploy import all_running, deployment, status  # noqa: F401 (fixture)
+from tests.integration.deploy.test_local_deploy import all_running, deployment, status  # noqa: F401 (fixture)
 
 HOSTS = ("node-a", "node-b")
 

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from tests.helpers import run_cli, wait_for
-from tests.integration.test_rolling import roll, rows  # noqa: F401 (roll is a fixture)
+from tests.integration.deploy.test_rolling import roll, rows  # noqa: F401 (roll is a fixture)
 
 
 def bump(path: str, version: str, only: str | None = None) -> None:

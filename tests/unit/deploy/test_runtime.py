@@ -171,7 +171,7 @@ def test_state_of_a_host_deployed_by_an_older_launcher_is_read_with_the_runtime_
     import shutil
     old_site = tmp_path / "root" / "runtime" / "an-older-version" / "site" / "launcher"
     old_site.mkdir(parents=True)
-    flat = Path(__file__).parents[1] / "fixtures" / "flat-layout-runtime" / "launcher"
+    flat = Path(__file__).parents[2] / "fixtures" / "flat-layout-runtime" / "launcher"
     for module in ("__init__.py", "hostside.py"):
         shutil.copy(flat / module, old_site / module)
     (tmp_path / "root" / "runtime" / "current").symlink_to("an-older-version")
