@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os.path
 
-import yaml  # type: ignore[import-untyped]  # PyYAML ships no type information
+import yaml
 
 from .errors import Diagnostic, Loc, SpecErrors
 

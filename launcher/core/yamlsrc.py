@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import yaml  # type: ignore[import-untyped]  # PyYAML ships no type information
+import yaml
 
 from .errors import Diagnostic, Loc, SpecErrors
 
@@ -126,7 +126,8 @@ class _AliasMarks(yaml.SafeLoader):
         if self.check_event(yaml.AliasEvent):
             event = self.peek_event()
             node = super().compose_node(parent, index)
-            self.aliases.append((event.anchor, event.start_mark, node))
+            if node is not None:
+                self.aliases.append((event.anchor, event.start_mark, node))
             return node
         return super().compose_node(parent, index)
 
@@ -193,6 +194,7 @@ def _check_bounds(text: str, file: str, root: yaml.Node) -> None:
         py_root = loader.get_single_node()
     finally:
         loader.dispose()
+    assert py_root is not None  # the same text composed to a node a moment ago
     sizes, cycle, _ = _expansion(py_root)
     if cycle is not None:
         anchor, mark = next((a, m) for a, m, n in loader.aliases if n is cycle)

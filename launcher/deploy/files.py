@@ -17,19 +17,18 @@ from ..core.load import DeviceFacts
 from ..core.lockfile import Facts, lock_path, lock_text, parse_lock
 from ..core.pipeline import Result, compile_source
 from ..core.schema import Check, check_source, compiled_check, schema_text
-from ..core.yamlsrc import Source, load_yaml
+from ..core.yamlsrc import Source, decode_text, load_yaml
 
 
 def read_source(path: str) -> Source:
     """Read and parse a topology file; a missing file is bad input, not a crash."""
     try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
+        with open(path, "rb") as fh:
+            data = fh.read()
     except OSError as exc:
         raise SpecErrors([Diagnostic(None, "", f"cannot read {path}: {exc.strerror}")]) from None
-    except UnicodeDecodeError as exc:
-        raise SpecErrors([Diagnostic(Loc(path, 1, 1), "", f"not UTF-8 text: {exc.reason}")]) from None
-    return load_yaml(text, os.path.relpath(path) if not os.path.isabs(path) else path)
+    shown = os.path.relpath(path) if not os.path.isabs(path) else path
+    return load_yaml(decode_text(data, shown), shown)
 
 
 def read_lock(topology_path: str) -> Facts:

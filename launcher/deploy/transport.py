@@ -198,7 +198,7 @@ class SshTransport:
         self._lock = threading.Lock()
 
     def _settings(self) -> dict[str, Any]:
-        import paramiko  # type: ignore[import-untyped]  # paramiko ships no type hints
+        import paramiko
         path = self.options.config_file or os.path.expanduser("~/.ssh/config")
         cfg = paramiko.SSHConfig.from_path(path).lookup(self.host.address) if os.path.exists(path) else {}
         user = self.host.ssh.user or cfg.get("user") or os.environ.get("USER") or "root"
@@ -211,7 +211,7 @@ class SshTransport:
                 "known_hosts": os.path.expanduser(known)}
 
     def _connect(self) -> Any:  # a paramiko.SSHClient
-        import paramiko  # untyped (see _settings)
+        import paramiko
         s = self._settings()
         client = paramiko.SSHClient()
         if os.path.exists(s["known_hosts"]):
@@ -236,7 +236,9 @@ class SshTransport:
         except OSError as exc:
             raise TransportError(self.host.name, f"ssh to {s['hostname']}:{s['port']}: "
                                  f"{exc.strerror or exc}") from None
-        client.get_transport().set_keepalive(KEEPALIVE)
+        transport = client.get_transport()
+        if transport is not None:  # connect() succeeded, so it has one
+            transport.set_keepalive(KEEPALIVE)
         return client
 
     def client(self) -> Any:
