@@ -92,8 +92,9 @@ def free_port() -> int:
 
 
 def one_run() -> dict[str, tuple[float, float]]:
-    from launcher.host import hostside
-    from launcher.deploy.apply import Session, down, up
+    from launcher.host.supervisor_rpc import supervisord_alive
+    from launcher.deploy.apply import down, up
+    from launcher.deploy.session import Session
     from launcher.core.pipeline import compile_text, rendered
 
     deploy = tempfile.mkdtemp(prefix="lt-cpu-", dir="/tmp")
@@ -122,7 +123,7 @@ def one_run() -> dict[str, tuple[float, float]]:
         out["supervisord (daemon)"] = (proc_cpu(sup), 0.0)
         out["agent"] = (proc_cpu(agent), 0.0)
         out["total host CPU"] = (sum(v[0] for k, v in out.items()), 0.0)
-        assert hostside.supervisord_alive(root)
+        assert supervisord_alive(root)
     finally:
         session.progress = lambda _msg: None
         down(session, purge=True)

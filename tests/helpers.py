@@ -85,3 +85,27 @@ def datadist_2p2d(listen_port: int) -> str:
             "    - {id: 4, instance: decoder-1, role: decoder}\n"
             "  links:\n" + "".join(f"    - {{name: pd_comm_{p}_{d}, clusters: [{p}, {d}]}}\n"
                                    for p in (1, 2) for d in (3, 4)))
+
+
+# --- launcher 0.1, as hosts deployed before the package split still run it -----------------
+LAUNCHER_0_1 = "24d77ac"  # the last commit of the flat layout (launcher/hostside.py, launcher.agent)
+
+
+def launcher_0_1(dest: Path, *paths: str) -> Path:
+    """Extract ``paths`` (default: launcher/ and native/) of launcher 0.1 from this repository's
+    history into ``dest``; skips the calling test where the history is not there."""
+    import io
+    import shutil
+    import subprocess
+    import tarfile
+
+    import pytest
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("needs git and this repository's history (launcher 0.1 is taken from it)")
+    proc = subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar", LAUNCHER_0_1,
+                           *(paths or ("launcher", "native"))], capture_output=True, timeout=60)
+    if proc.returncode != 0:
+        pytest.skip(f"commit {LAUNCHER_0_1} is not in this clone's history: {proc.stderr.decode().strip()}")
+    with tarfile.open(fileobj=io.BytesIO(proc.stdout)) as tar:
+        tar.extractall(dest, filter="tar")
+    return dest

@@ -22,12 +22,10 @@ from .actions import (act_down, act_logs, act_prepare, act_prune, act_secret, ac
                       act_switch, act_wait)
 from .linkcheck import act_linkcheck
 from .probes import act_probe, act_tcpcheck
-from .supervisor_rpc import supervisord_alive  # noqa: F401  (bench/host_cpu.py asks it here)
 
 # io, shutil, subprocess (and tarfile, zipfile, urllib) are imported by the actions that need
 # them: `state`, on every status, imports none of them
 
-STDIN: bytes | None = None  # set by the bootstrap when it has already read stdin
 # prepare's upload as (name, mode, content) of regular files, already read and checked by the
 # bootstrap (remote.BOOTSTRAP); None when run otherwise, then stdin is read here
 UPLOAD: list[tuple[str, int, bytes]] | None = None
@@ -44,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"error": f"usage: hostside {{{','.join(ACTIONS)}}} ROOT ..."}))
         return 2
     action, root = argv[0], argv[1]
-    upload.STDIN, upload.UPLOAD = STDIN, UPLOAD  # as the bootstrap set them, after importing us
+    upload.UPLOAD = UPLOAD  # as the bootstrap set it, after importing us
     try:
         result = ACTIONS[action](root, argv[2:])
     except Exception as exc:  # the operator side turns this into "host X: ..."

@@ -6,13 +6,12 @@ import sys
 
 File = tuple[str, int, bytes]  # name, mode, content of a regular file
 
-# Both handed over by hostside.main, as the bootstrap left them (see hostside.STDIN, UPLOAD)
-STDIN: bytes | None = None
+# prepare's upload as the bootstrap read and checked it (hostside.UPLOAD), handed over by hostside.main
 UPLOAD: list[File] | None = None
 
 
 def read_stdin() -> bytes:
-    return STDIN if STDIN is not None else sys.stdin.buffer.read()
+    return sys.stdin.buffer.read()
 
 
 def files() -> list[File]:

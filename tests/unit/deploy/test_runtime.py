@@ -1,7 +1,6 @@
 """The runtime shipped to hosts: only the host-side modules, complete, and read back by the bootstrap."""
 from __future__ import annotations
 
-import ast
 import importlib.util
 import io
 import json
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import launcher
 from launcher.deploy.remote import BOOTSTRAP
+from tests.helpers import launcher_0_1
 from launcher.deploy.runtime import build_runtime, payload
 
 PKG = Path(launcher.__file__).parent
@@ -168,12 +168,8 @@ def test_state_of_a_host_deployed_by_an_older_launcher_is_read_with_the_runtime_
     """Before the zip, the runtime was a site/ tree: a new launcher's `state` on such a host uses
     that runtime's hostside (what runs there) and says its own runtime is missing; any other
     action is told the runtime is missing, so it ships this one first."""
-    import shutil
-    old_site = tmp_path / "root" / "runtime" / "an-older-version" / "site" / "launcher"
-    old_site.mkdir(parents=True)
-    flat = Path(__file__).parents[2] / "fixtures" / "flat-layout-runtime" / "launcher"
-    for module in ("__init__.py", "hostside.py"):
-        shutil.copy(flat / module, old_site / module)
+    old_site = tmp_path / "root" / "runtime" / "an-older-version" / "site"
+    launcher_0_1(old_site, "launcher/__init__.py", "launcher/hostside.py")  # the flat layout's host side
     (tmp_path / "root" / "runtime" / "current").symlink_to("an-older-version")
     proc = _bootstrap(tmp_path, "state", b"")
     assert proc.returncode == 0, proc.stderr

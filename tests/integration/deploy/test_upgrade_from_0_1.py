@@ -8,29 +8,17 @@ import os
 import shutil
 import subprocess
 import sys
-import tarfile
 import tempfile
-import io
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT, run_cli, wait_for
-
-OLD = "24d77ac"  # the last commit of the flat layout
+from tests.helpers import ROOT, launcher_0_1, run_cli, wait_for
 
 
 @pytest.fixture
 def old_launcher(tmp_path):
-    if shutil.which("git") is None or not (ROOT / ".git").exists():
-        pytest.skip("needs git and this repository's history (launcher 0.1 is taken from it)")
-    proc = subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar", OLD, "launcher", "native"],
-                          capture_output=True, timeout=60)
-    if proc.returncode != 0:
-        pytest.skip(f"commit {OLD} is not in this clone's history: {proc.stderr.decode().strip()}")
-    tree = tmp_path / "launcher-0.1"
-    with tarfile.open(fileobj=io.BytesIO(proc.stdout)) as tar:
-        tar.extractall(tree, filter="tar")
+    tree = launcher_0_1(tmp_path / "launcher-0.1")
     assert (tree / "launcher" / "hostside.py").exists()
     return tree
 
