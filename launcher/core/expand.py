@@ -15,6 +15,7 @@ from . import jsonfmt
 from .graph import dependency_edges, start_levels
 from .model import (DEFAULT_RENDEZVOUS_PORT, DatasystemSpec, EtcdSpec, GenericSpec, Host,
                     Instance, Limits, Probe, Service, Topology)
+from .placeholders import fill
 from .placement import rank_placement, service_ports
 from .plan import File, FrozenMap, HostPlan, InstancePlan, JsonDoc, LinkMember, Plan, Program, RankInfo
 from .ranktable import RankSlot, hccl_v1, pd_global, pd_host_entry, pd_local
@@ -178,8 +179,14 @@ class _Expander:
         ranks = self.placement[inst.name]
         world = len(ranks)
         master = self.hosts[inst.hosts[0]].address
-        for hname in inst.hosts:
+        for index, hname in enumerate(inst.hosts):
             on_host = [r for r in ranks if r.host == hname]
+            values = {**self.host_values(hname, index), "host.devices": ",".join(str(r.device_id) for r in on_host),
+                      "instance.name": inst.name, "instance.hosts": ",".join(self.hosts[h].address for h in inst.hosts),
+                      "instance.host_count": len(inst.hosts), "master_addr": master,
+                      "rendezvous_port": self.rdzv[inst.name], "world_size": world,
+                      "local_world_size": len(on_host), "rank_id_start": on_host[0].rank}
+            argv = tuple(fill(a, values) for a in inst.command + (inst.leader_args if index == 0 else inst.worker_args))
             common: dict[str, str] = {"BACKEND": "hccl",
                                       "ASCEND_RT_VISIBLE_DEVICES": ",".join(str(r.device_id) for r in on_host)}
             if inst.datasystem:
@@ -187,7 +194,7 @@ class _Expander:
                 common.update(DS_WORKER_ADDR=self.ds_worker_addr(inst.datasystem, hname),
                               DS_ENABLE_REMOTE_H2D="1" if ds.remote_h2d_devices else "0",
                               DS_ENABLE_EXCLUSIVE_CONNECTION="0", PYTHONHASHSEED="0")
-            common.update(inst.env)
+            common.update((k, fill(v, values)) for k, v in inst.env)
             table = self.abs_path(hname, self.ranktable_path[inst.name])
             ident = {"WORLD_SIZE": str(world), "RANK_SIZE": str(world), "LOCAL_WORLD_SIZE": str(len(on_host)),
                      "RANK_ID_START": str(on_host[0].rank),
@@ -202,8 +209,7 @@ class _Expander:
             if inst.processes == "per_host":
                 env = {**common, **ident, **tags}
                 self.programs[hname].append(self._program(
-                    f"{inst.name}-h{inst.hosts.index(hname)}", hname, inst, env, None,
-                    tuple(r.device_id for r in on_host)))
+                    f"{inst.name}-h{index}", hname, inst, argv, env, None, tuple(r.device_id for r in on_host)))
                 continue
             for r in on_host:
                 per_rank = {"RANK": str(r.rank), "LOCAL_RANK": str(r.local_rank), "RANK_ID": str(r.rank),
@@ -213,22 +219,31 @@ class _Expander:
                     per_rank["LAUNCHER_DATADIST_FILE"] = self.abs_path(hname, dd[0])
                     per_rank["LAUNCHER_DATADIST_CLUSTER_ID"] = str(dd[1])
                 env = {**common, **ident, **per_rank, **tags}
-                self.programs[hname].append(self._program(f"{inst.name}-r{r.rank}", hname, inst, env, r,
+                self.programs[hname].append(self._program(f"{inst.name}-r{r.rank}", hname, inst, argv, env, r,
                                                           (r.device_id,)))
 
-    def _program(self, name: str, hname: str, inst: Instance, env: dict[str, str], r: RankInfo | None,
-                 devices: tuple[int, ...]) -> Program:
-        return Program(name=name, host=hname, owner=inst.name, kind="rank", argv=inst.command, cwd=inst.cwd,
+    def host_values(self, hname: str, index: int) -> dict[str, str | int]:
+        """What placeholders of a host stand for (placeholders.HOST_NAMES)."""
+        host = self.hosts[hname]
+        return {"host.name": hname, "host.address": host.address, "host.server_id": host.server_id,
+                "host.index": index}
+
+    def _program(self, name: str, hname: str, inst: Instance, argv: tuple[str, ...], env: dict[str, str],
+                 r: RankInfo | None, devices: tuple[int, ...]) -> Program:
+        return Program(name=name, host=hname, owner=inst.name, kind="rank", argv=argv, cwd=inst.cwd,
                        env=tuple(env.items()), limits=inst.limits, numa_via_numactl=True,
                        probe=inst.probe,
                        rank=None if r is None else r.rank, local_rank=None if r is None else r.local_rank,
                        devices=devices)
 
     def service_programs(self, svc: Service) -> None:
-        for hname in svc.hosts:
+        for index, hname in enumerate(svc.hosts):
             host = self.hosts[hname]
             argv, probe, limits, via_numactl, cwd = self._service_argv(svc, host)
-            env = {**dict(svc.env), "LAUNCHER_DEPLOYMENT": self.t.name, "LAUNCHER_SERVICE": svc.name,
+            values = self.host_values(hname, index)
+            if isinstance(svc.spec, GenericSpec):
+                argv = tuple(fill(a, values) for a in argv)
+            env = {**{k: fill(v, values) for k, v in svc.env}, "LAUNCHER_DEPLOYMENT": self.t.name, "LAUNCHER_SERVICE": svc.name,
                    "LAUNCHER_HOST": hname, "LAUNCHER_HOST_ADDRESS": host.address}
             self.programs[hname].append(Program(
                 name=svc.name, host=hname, owner=svc.name, kind="service", argv=argv, cwd=cwd,

@@ -91,7 +91,8 @@ def _instance(i: Mapping[str, Any], defaults: Mapping[str, Any]) -> Instance:
         env=_env(defaults.get("env"), i.get("env")),
         rendezvous_port=i.get("rendezvous_port"),
         probe=_probe(i.get("probe")), limits=_limits(defaults.get("limits"), i.get("limits")),
-        depends_on=tuple(i.get("depends_on", ())), datasystem=i.get("datasystem"))
+        depends_on=tuple(i.get("depends_on", ())), datasystem=i.get("datasystem"),
+        leader_args=_argv(i.get("leader_args")), worker_args=_argv(i.get("worker_args")))
 
 
 def _service(s: Mapping[str, Any], defaults: Mapping[str, Any]) -> Service:

@@ -90,6 +90,8 @@ class Instance:
     limits: Limits
     depends_on: tuple[str, ...]
     datasystem: str | None
+    leader_args: tuple[str, ...] = ()  # appended on the first host (placeholders filled per host)
+    worker_args: tuple[str, ...] = ()  # appended on the others
 
 
 @dataclass(frozen=True, slots=True)

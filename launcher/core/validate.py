@@ -9,6 +9,7 @@ from collections import Counter
 from typing import Any, Iterable, Sequence
 
 from .errors import Diagnostic, sort_diagnostics
+from . import placeholders
 from .graph import dependency_edges, find_cycle, link_edges
 from .model import DatasystemSpec, DDCluster, EtcdSpec, Instance, Service, Topology
 from .placement import rank_placement, service_ports
@@ -316,6 +317,18 @@ class _Checker:
         d = self.hosts[host].device(dev) if host in self.hosts else None
         return d.ip if d else None
 
+    def check_placeholders(self) -> None:
+        data = self.src.data if self.src is not None else None
+        if not isinstance(data, dict):
+            return
+        listed = placeholders.fields(data)
+        for path, text, names in listed:
+            for bad in placeholders.problems(text, names):
+                self.err(path, bad.message)
+        for path in placeholders.misplaced(data, {path for path, _, _ in listed}):
+            self.err(path, "'{{' here is not filled: placeholders are filled in command, leader_args, "
+                           "worker_args and env (a literal '{{' is written {{ '{{' }} there)")
+
     def run(self) -> list[Diagnostic]:
         self.check_hosts()
         self.check_instances()
@@ -324,6 +337,7 @@ class _Checker:
         self.check_pd()
         self.check_datadist()
         self.check_listeners()
+        self.check_placeholders()
         return sort_diagnostics(self.out)
 
 
