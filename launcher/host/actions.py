@@ -74,8 +74,9 @@ def act_switch(root: str, args: list[str]) -> dict:
     _swap_symlink(os.path.join(root, "current"), os.path.join("gens", generation))
     changes: dict
     if not supervisord_alive(root):
-        start_supervisord(root)
-        changes = {"added": [], "changed": [], "removed": [], "started_supervisord": True}
+        orphans = start_supervisord(root)
+        changes = {"added": [], "changed": [], "removed": [], "started_supervisord": True,
+                   "stopped_orphans": orphans}
     else:
         changes = apply_config(root, new_runtime=old_runtime not in (None, runtime_id))
     start = [g for a in args[2:] if a.startswith("--start=") for g in a[len("--start="):].split(",") if g]

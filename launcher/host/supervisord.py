@@ -8,6 +8,7 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (type che
 if TYPE_CHECKING:
     from typing import Any
 
+from .orphans import stop_orphans
 from .supervisor_rpc import rpc, socket_path, supervisord_alive
 
 # shutil and subprocess are imported where needed: `state` (every status) imports this module
@@ -51,7 +52,22 @@ def _start_with_systemd(root: str, wanted: bytes) -> None:
     subprocess.run(["systemctl", "start", f"ascend-launcher@{escaped}.service"], check=True, timeout=120)
 
 
-def start_supervisord(root: str) -> None:
+def start_supervisord(root: str) -> list[dict]:
+    """Start ROOT's supervisord, after stopping what a dead one left running (never two copies
+    of a rank on a host); returns those processes. One start at a time (`up` and the agent's
+    recovery may race): under a lock, and not at all when one answers by then."""
+    import fcntl
+    os.makedirs(os.path.join(root, "run"), mode=0o700, exist_ok=True)
+    with open(os.path.join(root, "run", "start.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if supervisord_alive(root):
+            return []
+        stopped = stop_orphans(root)
+        _start_supervisord(root)
+        return stopped
+
+
+def _start_supervisord(root: str) -> None:
     unit = _own_file(os.path.join("systemd", UNIT_TEMPLATE)) if systemd_usable() else None
     if unit is not None:
         _start_with_systemd(root, unit)
@@ -99,6 +115,8 @@ def _exec_supervisord(conf: str, site: str, out: int) -> None:
                     pass
         # what its programs inherit, as when it ran as `python3 -m supervisor.supervisord` with this path
         os.environ["PYTHONPATH"] = site
+        for name in [n for n in os.environ if n.startswith("SUPERVISOR_")]:  # started by the agent: not
+            del os.environ[name]  # a program of the dead supervisord (orphans.py looks for that marker)
         sys.argv = ["supervisord", "-c", conf]
         _retitle(sys.argv)
         from supervisor import supervisord  # type: ignore[import-untyped]  # supervisor ships no type hints
