@@ -58,13 +58,16 @@ def start_supervisord(root: str) -> list[dict]:
     recovery may race): under a lock, and not at all when one answers by then."""
     import fcntl
     os.makedirs(os.path.join(root, "run"), mode=0o700, exist_ok=True)
-    with open(os.path.join(root, "run", "start.lock"), "a") as lock:
+    lock = os.open(os.path.join(root, "run"), os.O_RDONLY | os.O_DIRECTORY)  # no lock file to create
+    try:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if supervisord_alive(root):
             return []
         stopped = stop_orphans(root)
         _start_supervisord(root)
         return stopped
+    finally:
+        os.close(lock)  # the forked daemon closed its copy (_exec_supervisord closes every fd > 2)
 
 
 def _start_supervisord(root: str) -> None:
@@ -221,3 +224,26 @@ def _wait_gone(pid: int, timeout: float) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline and not _gone(pid):
         time.sleep(0.05)
+
+
+def recover(root: str) -> str | None:
+    """Called by the agent when its supervisord went away (its event stdin hit EOF): if that was
+    a death (kill -9, the OOM killer) and not a deliberate shutdown, stop what it left running and
+    start it again; what is recorded as wanted (state/desired.json) then shows up as not
+    running to the new agent, which has those gangs restarted as a whole, within their budget.
+    Where systemd runs supervisord, its unit does this (KillMode, Restart=); None: nothing done."""
+    from .state import desired
+    if systemd_usable() or not any(desired(root).values()) or not os.path.lexists(os.path.join(root, "current")):
+        return None  # systemd's job, or `down` (it clears desired.json first), or nothing deployed
+    try:
+        with open(os.path.join(root, "run", "supervisord.pid"), encoding="ascii") as fh:
+            pid = int(fh.read().strip())
+    except (OSError, ValueError):
+        pid = 0
+    if pid:
+        _wait_gone(pid, 30)  # EOF comes as it dies; its pid may linger a moment
+        if not _gone(pid):
+            return None  # alive after all (it closed our pipe for another reason): not ours to restart
+    stopped = start_supervisord(root)
+    return f"supervisord (pid {pid}) died; stopped {len(stopped)} of its processes still running " \
+           f"({', '.join(str(o['pid']) for o in stopped) or 'none'}) and started supervisord again"

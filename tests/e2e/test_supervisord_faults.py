@@ -137,3 +137,55 @@ def test_dead_supervisord_orphans_are_seen_and_up_leaves_one_copy(testbed: Testb
         assert rank_pids(testbed, h) == [after[h.name]]
         assert port_holders(testbed, h, HEALTH) == {after[h.name]}
         assert docs[h.name]["pid"] == after[h.name]
+
+
+def one_copy_each(tb: Testbed, pids: dict[str, int]) -> None:
+    """Exactly one rank process per host, the one status names, and it holds the health port."""
+    for h in tb.hosts:
+        assert rank_pids(tb, h) == [pids[h.name]]
+        assert port_holders(tb, h, HEALTH) == {pids[h.name]}
+
+
+def test_killed_supervisord_comes_back_and_its_gang_restarts_whole(testbed: Testbed, deployed: str):
+    victim = testbed.hosts[1]
+    _, rows = status(testbed, deployed)
+    before = {r["host"]: r["pid"] for r in rows}
+    supervisord = read_pid(testbed, victim, "run/supervisord.pid")
+    os.kill(supervisord, signal.SIGKILL)  # the agent lives on: it is what recovers
+
+    def recovered():
+        code, rows = status(testbed, deployed)
+        now = {r["host"]: r["pid"] for r in rows}
+        return code == 0 and all(now[h] != before[h] for h in before) and all_healthy(testbed) and now
+    after = wait_for(recovered, timeout=240, what="supervisord back and the whole gang restarted")
+    assert gone(before[victim.name])
+    assert read_pid(testbed, victim, "run/supervisord.pid") != supervisord
+    one_copy_each(testbed, after)
+    log = testbed.run(victim, ["cat", f"{root(testbed, victim)}/logs/launcher-agent.log"]).stdout
+    assert f"supervisord (pid {supervisord}) died; stopped 1 of its processes" in log, log
+
+
+def test_status_never_says_running_for_a_host_whose_processes_all_died(testbed: Testbed, deployed: str):
+    victim = testbed.hosts[1]
+    code, rows = status(testbed, deployed)
+    row = next(r for r in rows if r["host"] == victim.name)
+    # uptime is the process's, not the one frozen in the agent's last snapshot
+    def snapshot_uptime() -> float:
+        snap = json.loads(testbed.run(victim, ["cat", f"{root(testbed, victim)}/state/snapshot.json"]).stdout)
+        return next(p["uptime"] for p in snap["programs"] if p["name"] == row["program"])
+
+    def live_uptime() -> float:
+        return next(r for r in status(testbed, deployed)[1] if r["host"] == victim.name)["uptime"]
+    wait_for(lambda: live_uptime() > snapshot_uptime() + 2, what="status uptime past the snapshot's")
+    rank = row["pid"]
+    agent = read_pid(testbed, victim, "state/agent.pid")
+    supervisord = read_pid(testbed, victim, "run/supervisord.pid")
+    for pid in (supervisord, agent):  # held still, so nothing reacts to the others dying
+        os.kill(pid, signal.SIGSTOP)
+    for pid in (rank, agent, supervisord):
+        os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: all(gone(p) for p in (rank, agent, supervisord)), what="every process of the host gone")
+    code, rows = status(testbed, deployed)
+    row = next(r for r in rows if r["host"] == victim.name)
+    assert code == 1 and row["state"] != "RUNNING", row
+    assert row["state"] == "ABSENT" and row["pid"] is None, row
