@@ -127,6 +127,7 @@ def test_dead_supervisord_orphans_are_seen_and_up_leaves_one_copy(testbed: Testb
     # up: the orphan is stopped before a supervisord starts; the whole gang starts again
     run = cli(testbed, "up", deployed)
     assert run.code == 0, run.err
+    assert f"{victim.name}: stopped what a dead supervisord left running: demo-r1 (pid {orphan})" in run.err
     assert gone(orphan)
     docs = wait_for(lambda: all_healthy(testbed), what="both ranks past a new barrier")
     code, rows = status(testbed, deployed)
