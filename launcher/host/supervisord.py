@@ -52,17 +52,17 @@ def _start_with_systemd(root: str, wanted: bytes) -> None:
     subprocess.run(["systemctl", "start", f"ascend-launcher@{escaped}.service"], check=True, timeout=120)
 
 
-def start_supervisord(root: str) -> list[dict]:
+def start_supervisord(root: str) -> list[dict] | None:
     """Start ROOT's supervisord, after stopping what a dead one left running (never two copies
     of a rank on a host); returns those processes. One start at a time (`up` and the agent's
-    recovery may race): under a lock, and not at all when one answers by then."""
+    recovery may race): under a lock, and not at all when one answers by then (None)."""
     import fcntl
     os.makedirs(os.path.join(root, "run"), mode=0o700, exist_ok=True)
     lock = os.open(os.path.join(root, "run"), os.O_RDONLY | os.O_DIRECTORY)  # no lock file to create
     try:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if supervisord_alive(root):
-            return []
+            return None
         stopped = stop_orphans(root)
         _start_supervisord(root)
         return stopped
@@ -245,5 +245,7 @@ def recover(root: str) -> str | None:
         if not _gone(pid):
             return None  # alive after all (it closed our pipe for another reason): not ours to restart
     stopped = start_supervisord(root)
+    if stopped is None:
+        return f"supervisord (pid {pid}) died; another one was started meanwhile"
     return f"supervisord (pid {pid}) died; stopped {len(stopped)} of its processes still running " \
            f"({', '.join(str(o['pid']) for o in stopped) or 'none'}) and started supervisord again"

@@ -190,3 +190,19 @@ def test_status_never_says_running_for_a_host_whose_processes_all_died(testbed: 
     row = next(r for r in rows if r["host"] == victim.name)
     assert code == 1 and row["state"] != "RUNNING", row
     assert row["state"] == "ABSENT" and row["pid"] is None, row
+
+
+def test_down_stops_what_a_dead_supervisord_left(testbed: Testbed, deployed: str):
+    victim = testbed.hosts[1]
+    _, rows = status(testbed, deployed)
+    orphan = next(r["pid"] for r in rows if r["host"] == victim.name)
+    agent = read_pid(testbed, victim, "state/agent.pid")
+    supervisord = read_pid(testbed, victim, "run/supervisord.pid")
+    os.kill(agent, signal.SIGSTOP)
+    os.kill(supervisord, signal.SIGKILL)
+    os.kill(agent, signal.SIGKILL)
+    wait_for(lambda: gone(supervisord) and gone(agent), what="supervisord and the agent gone")
+    run = cli(testbed, "down", deployed)
+    assert run.code == 0, run.err
+    assert gone(orphan)
+    assert rank_pids(testbed, victim) == [] and port_holders(testbed, victim, HEALTH) == set()
