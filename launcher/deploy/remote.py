@@ -170,8 +170,9 @@ class HostClient:
                   # the snapshot names: a dead or reused pid must not be reported as running
                   'printf "%s\n#proc\n" "$s"; read u _ </proc/uptime; echo "uptime $u"; '
                   'echo "hz $(getconf CLK_TCK 2>/dev/null || echo 100)"; '
-                  'for q in "$p" $(printf "%s" "$s" | grep -o \'"pid": [0-9]*\' | grep -o "[0-9]*$"); do '
-                  'printf "%s " "$q"; cat "/proc/$q/stat" 2>/dev/null || echo; done')
+                  'for q in "$p" $(printf "%s" "$s" | grep -o \'"pid": [0-9]*\'); do '
+                  'case $q in ""|*[!0-9]*) continue;; esac; l=; read -r l 2>/dev/null <"/proc/$q/stat"; '
+                  'echo "$q $l"; done')  # read, a builtin: no process per pid
 
     def state(self, timeout: float = COMMAND_TIMEOUT) -> HostState:
         """The deployment's state on this host: the fast path's answer, else hostside's `state`."""
