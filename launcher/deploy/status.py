@@ -49,7 +49,7 @@ def _host_rows(programs: tuple[Program, ...], host: str, st: HostState, gangs: M
         if orphaned:  # supervisord is gone, the rank is not: it runs, and nothing watches it
             state = "ORPHANED"
         waits = waiting.get(p.owner)
-        if g.state == "FAILED":
+        if g.state == "FAILED" and not orphaned:  # a FAILED gang's orphans still run: say that
             state = "FAILED"
         elif waits and state not in ALIVE:
             state = "WAITING"

@@ -43,3 +43,21 @@ def test_orphans_cross_the_boundary_as_records():
     from launcher.deploy.records import orphan_pids
     assert orphan_pids(st.orphans, "a-r0") == (8, 9)  # the program's own process (group leader) first
     assert orphan_pids(st.orphans, "a-r1") == ()
+
+
+def test_status_rows_say_orphaned_with_the_pids_even_for_a_failed_gang():
+    from launcher.core.model import Limits
+    from launcher.core.plan import Program
+    from launcher.deploy.records import DriftKind, GangRecord
+    from launcher.deploy.status import _host_rows
+    progs = tuple(Program(f"a-r{i}", "n0", "a", "rank", ("x",), None, (), Limits(), False, rank=i) for i in (0, 1))
+    st = HostState.from_json({"generation": "g", "supervisord": False,
+                              "orphans": [{"pid": 8, "pgid": 8, "name": "a-r0", "group": "a"},
+                                          {"pid": 30, "pgid": 30, "name": "old-r0", "group": "old"},
+                                          {"pid": 5, "pgid": 5, "name": "launcher-agent", "group": "launcher-agent"}]})
+    rows = _host_rows(progs, "n0", st, {"a": GangRecord(state="FAILED", reason="r")}, {}, "g")
+    r0, r1, old = rows
+    assert (r0.state, r0.pid, r0.drift[0].kind, r0.drift[0].pids) == ("ORPHANED", 8, DriftKind.ORPHANED, (8,))
+    assert (r1.state, r1.pid) == ("FAILED", None)
+    assert (old.program, old.state, old.pid, old.in_plan) == ("old-r0", "ORPHANED", 30, False)
+    assert len(rows) == 3  # the dead supervisord's agent is not a row
