@@ -147,8 +147,10 @@ def one_copy_each(tb: Testbed, pids: dict[str, int]) -> None:
         assert port_holders(tb, h, HEALTH) == {pids[h.name]}
 
 
-def test_killed_supervisord_comes_back_and_its_gang_restarts_whole(testbed: Testbed, deployed: str):
-    victim = testbed.hosts[1]
+@pytest.mark.parametrize("victim_index", [1, 0], ids=["member", "leader"])
+def test_killed_supervisord_comes_back_and_its_gang_restarts_whole(testbed: Testbed, deployed: str,
+                                                                   victim_index: int):
+    victim = testbed.hosts[victim_index]
     _, rows = status(testbed, deployed)
     before = {r["host"]: r["pid"] for r in rows}
     supervisord = read_pid(testbed, victim, "run/supervisord.pid")
