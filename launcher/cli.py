@@ -358,6 +358,8 @@ def _fmt_uptime(seconds: float | None) -> str | None:
 def _state_cell(r: StatusRow) -> str:
     if r.state == "WAITING" or r.waiting_on and r.state != "RUNNING":
         return f"WAITING ({', '.join(r.waiting_on)})"
+    if r.state == "ORPHANED":
+        return "ORPHANED (supervisord down)"
     if not r.in_plan:
         return f"{r.state} (not in plan)"
     return f"{r.state} (old config)" if r.stale else r.state
@@ -373,6 +375,9 @@ def _drift_text(d: Drift) -> str:
         return f"runs the config of generation {d.runs}; generation {d.wants} changed it (not restarted yet)"
     if d.kind is DriftKind.WAITING:
         return f"waits for {', '.join(d.on)}: {d.why}"
+    if d.kind is DriftKind.ORPHANED:
+        return (f"supervisord is down; {d.program} still runs unsupervised (pids {', '.join(map(str, d.pids))}); "
+                "`up` stops it and restarts its gang")
     return f"{d.program} is not in the plan ({d.state})"
 
 
@@ -389,7 +394,8 @@ def _status_json(r: StatusRow) -> dict[str, Any]:
     out: dict[str, Any] = {
         "instance": r.instance, "host": r.host, "rank": r.rank, "program": r.program, "state": r.state,
         "pid": r.pid, "uptime": r.uptime, "restarts": r.restarts, "generation": r.generation, "in_plan": r.in_plan,
-        "drift": [_drift_text(d) for d in r.drift], "waiting_on": list(r.waiting_on)}
+        "drift": [_drift_text(d) for d in r.drift], "waiting_on": list(r.waiting_on),
+        "orphan_pids": [p for d in r.drift if d.kind is DriftKind.ORPHANED for p in d.pids]}
     if r.detail is not None:
         out.update({"started_generation": r.detail.started_generation, "stale": r.detail.stale,
                     "exitstatus": r.detail.exitstatus, "reason": r.detail.reason,

@@ -222,6 +222,10 @@ def switch_all(session: Session, generation: str, previous: Mapping[str, str | N
         return c.call("switch", generation, runtime, *extra)
 
     results, failures = session.fan_out(switch)
+    for h, r in sorted(results.items()):  # never two copies of a rank: a dead supervisord's are stopped first
+        if r.get("stopped_orphans"):
+            session.progress(f"  {h}: stopped what a dead supervisord left running: "
+                             + ", ".join(f"{o['name']} (pid {o['pid']})" for o in r["stopped_orphans"]))
     if not failures:
         return {h: r["started"]["started_at"] for h, r in results.items() if r.get("started")}
     back = [h for h in session.clients if h in results or h in failures or h in switched]

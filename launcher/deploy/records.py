@@ -77,6 +77,22 @@ class Waiting:
     reason: str
 
 
+@dataclass(frozen=True)
+class Orphan:
+    """A process of a supervisord that is gone, still alive on its host (no one supervises it)."""
+
+    pid: int
+    pgid: int
+    name: str   # its supervisord program
+    group: str
+
+
+def orphan_pids(orphans: tuple[Orphan, ...], program: str) -> tuple[int, ...]:
+    """A program's orphaned pids, its own process (the group leader supervisord made it) first."""
+    mine = [o for o in orphans if o.name == program]
+    return tuple(o.pid for o in sorted(mine, key=lambda o: (o.pid != o.pgid, o.pid)))
+
+
 def _frozen(d: dict[str, Any]) -> Mapping[str, Any]:
     return MappingProxyType(d)
 
@@ -99,6 +115,7 @@ class HostState:
     gangs: Mapping[str, GangRecord] = field(default_factory=_none)
     started: Mapping[str, Started] = field(default_factory=_none)
     waiting: Mapping[str, Waiting] = field(default_factory=_none)
+    orphans: tuple[Orphan, ...] = ()        # supervisord is down and these of its processes live on
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> HostState:
@@ -112,7 +129,9 @@ class HostState:
                    hashes=_frozen(owner_hashes(d.get("manifest"))),
                    programs=tuple(ProgramState.from_json(p) for p in d.get("programs") or []),
                    gangs=_frozen({g: GangRecord.from_json(r) for g, r in (d.get("gang") or {}).items()}),
-                   started=_frozen(started), waiting=_frozen(waiting))
+                   started=_frozen(started), waiting=_frozen(waiting),
+                   orphans=tuple(Orphan(o["pid"], o.get("pgid", o["pid"]), o.get("name", ""), o.get("group", ""))
+                                 for o in d.get("orphans") or []))
 
     @property
     def blank(self) -> bool:
@@ -139,6 +158,7 @@ class DriftKind(Enum):
     OLD_CONFIG = "old-config"      # runs the config of generation ``runs``; the host's ``wants`` changed it
     WAITING = "waiting"            # waits for ``on``: ``why``
     NOT_IN_PLAN = "not-in-plan"    # supervisord runs ``program`` (in ``state``), the plan does not have it
+    ORPHANED = "orphaned"          # supervisord is down; ``program`` still runs as ``pids``, unsupervised
 
 
 @dataclass(frozen=True)
@@ -152,6 +172,7 @@ class Drift:
     on: tuple[str, ...] = ()
     program: str = ""
     state: str = ""
+    pids: tuple[int, ...] = ()
 
     @property
     def host_wide(self) -> bool:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .records import HostState
+from .records import ALIVE, HostState
 from .runtime import Runtime
 from .transport import COMMAND_TIMEOUT, Transport, TransportError
 
@@ -165,8 +165,14 @@ class HostClient:
                   'for f in current run/supervisor.sock state/secret state/gang.json state/started.json '
                   'state/waiting.json; do if test -e "$r/$f" || test -L "$r/$f"; then blank=; fi; done; '
                   'if test "$blank"; then echo \'{"blank": true}\'; exit 0; fi; '
-                  'p=$(cat "$r/state/agent.pid" 2>/dev/null) && kill -0 "$p" 2>/dev/null && '
-                  'cat "$r/state/snapshot.json" 2>/dev/null')
+                  'p=$(cat "$r/state/agent.pid" 2>/dev/null) && s=$(cat "$r/state/snapshot.json" 2>/dev/null) || exit 1; '
+                  # and, in the same round trip, what /proc says now of the agent and of every pid
+                  # the snapshot names: a dead or reused pid must not be reported as running
+                  'printf "%s\n#proc\n" "$s"; read u _ </proc/uptime; echo "uptime $u"; '
+                  'echo "hz $(getconf CLK_TCK 2>/dev/null || echo 100)"; '
+                  'for q in "$p" $(printf "%s" "$s" | grep -o \'"pid": [0-9]*\'); do '
+                  'case $q in ""|*[!0-9]*) continue;; esac; l=; read -r l 2>/dev/null <"/proc/$q/stat"; '
+                  'echo "$q $l"; done')  # read, a builtin: no process per pid
 
     def state(self, timeout: float = COMMAND_TIMEOUT) -> HostState:
         """The deployment's state on this host: the fast path's answer, else hostside's `state`."""
@@ -177,11 +183,14 @@ class HostClient:
         lines = res.stdout.decode("utf-8", "replace").splitlines()
         missing = bool(lines) and lines[0] == "runtime-missing"
         body = "\n".join(lines[1:] if missing else lines).strip()
+        body, _, proc = body.partition("\n#proc\n")
         if res.exit_code == 0 and body:
             try:
                 snap = json.loads(body)
             except ValueError:
                 snap = None
+            if isinstance(snap, dict) and not snap.get("blank"):
+                snap = verified_snapshot(snap, proc)  # None: the snapshot no longer says what runs
             if isinstance(snap, dict) and snap.get("blank"):
                 snap = {"root": self.root, "secret_id": None, "generation": None, "supervisord": False,
                         "manifest": None, "programs": [], "gang": {}, "started": {}, "waiting": {}, "blank": True}
@@ -196,3 +205,37 @@ class HostClient:
             return False
         self.call("install-runtime", stdin=self.runtime.tar)
         return True
+
+
+def verified_snapshot(snap: dict[str, Any], proc: str) -> dict[str, Any] | None:
+    """The agent's snapshot as it is now, checked against /proc (``proc``: ``uptime S``, ``hz N``,
+    then ``PID STAT-LINE`` for the agent and each pid the snapshot names, the line empty when
+    gone): None when the agent is dead or a zombie, or a program the snapshot has running is
+    gone, a zombie or another process (start time); else the snapshot with each running
+    program's uptime from its start time (the snapshot's is as old as the snapshot)."""
+    lines = proc.splitlines()
+    head = dict(ln.split(" ", 1) for ln in lines[:2] if " " in ln)
+    try:
+        host_uptime, hz = float(head["uptime"]), int(head["hz"])
+    except (KeyError, ValueError):
+        return None
+    stats: dict[int, tuple[str, int] | None] = {}
+    for ln in lines[2:]:
+        pid, _, stat = ln.partition(" ")
+        fields = stat.rsplit(")", 1)[-1].split() if ")" in stat else []
+        try:
+            stats[int(pid)] = (fields[0], int(fields[19])) if len(fields) > 19 else None
+        except ValueError:
+            continue
+    agent = stats.get(next(iter(stats), -1))
+    if agent is None or agent[0] in ("Z", "X"):
+        return None
+    programs = []
+    for p in snap.get("programs") or []:
+        if p.get("pid") and p.get("state") in ALIVE:
+            st = stats.get(p["pid"])
+            if st is None or st[0] in ("Z", "X") or p.get("starttime") not in (None, st[1]):
+                return None
+            p = {**p, "uptime": round(max(0.0, host_uptime - st[1] / hz), 1)}
+        programs.append(p)
+    return {**snap, "programs": programs}

@@ -10,7 +10,7 @@ from typing import Mapping
 
 from ..core.plan import File, Program
 from .records import ALIVE, Detail, DiffRow, Drift, DriftKind, GangRecord, HostState, StatusRow, Waiting, \
-    rendered_hashes
+    orphan_pids, rendered_hashes
 from .session import STATE_TIMEOUT, Session
 
 
@@ -45,8 +45,11 @@ def _host_rows(programs: tuple[Program, ...], host: str, st: HostState, gangs: M
         info = running.get(p.name)
         g = gangs.get(p.owner, GangRecord())
         state = info.state if info else "ABSENT" if not st.supervisord else "UNKNOWN"
+        orphaned = orphan_pids(st.orphans, p.name) if info is None else ()
+        if orphaned:  # supervisord is gone, the rank is not: it runs, and nothing watches it
+            state = "ORPHANED"
         waits = waiting.get(p.owner)
-        if g.state == "FAILED":
+        if g.state == "FAILED" and not orphaned:  # a FAILED gang's orphans still run: say that
             state = "FAILED"
         elif waits and state not in ALIVE:
             state = "WAITING"
@@ -57,14 +60,21 @@ def _host_rows(programs: tuple[Program, ...], host: str, st: HostState, gangs: M
             drift.append(Drift(DriftKind.OLD_CONFIG, runs=started.generation if started else None, wants=gen))
         if waits:
             drift.append(Drift(DriftKind.WAITING, why=waits.reason, on=waits.on))
+        if orphaned:
+            drift.append(Drift(DriftKind.ORPHANED, program=p.name, pids=orphaned))
         rows.append(StatusRow(
-            p.owner, host, p.rank, p.name, state, pid=info.pid if info else None,
+            p.owner, host, p.rank, p.name, state, pid=info.pid if info else orphaned[0] if orphaned else None,
             uptime=info.uptime if info else None, restarts=g.restarts, generation=gen, drift=tuple(drift),
             waiting_on=waits.on if waits else (), desired_generation=desired,
             detail=Detail(started_generation=started.generation if started else None, stale=stale,
                           exitstatus=info.exitstatus if info else None, reason=g.reason,
                           last_log=g.last_log if state == "FAILED" else ())))
     planned = {p.name for p in programs}
+    for name in dict.fromkeys(o.name for o in st.orphans if o.name not in planned and o.group != "launcher-agent"):
+        pids = orphan_pids(st.orphans, name)
+        rows.append(StatusRow(next(o.group for o in st.orphans if o.name == name), host, None, name, "ORPHANED",
+                              pid=pids[0], generation=gen, in_plan=False, desired_generation=desired,
+                              drift=(Drift(DriftKind.ORPHANED, program=name, pids=pids),)))
     for extra in st.programs:
         if extra.name not in planned and extra.group != "launcher-agent":
             rows.append(StatusRow(extra.group, host, None, extra.name, extra.state, pid=extra.pid,

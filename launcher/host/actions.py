@@ -7,6 +7,7 @@ import os
 import time
 
 from . import upload
+from .orphans import stop_orphans
 from .snapshot import current_state, write_snapshot
 from .state import (current_generation, read_manifest, secret, set_desired, state_path, tail, update_state,
                     write_json, write_secret)
@@ -73,10 +74,11 @@ def act_switch(root: str, args: list[str]) -> dict:
     _swap_symlink(runtime_link, runtime_id)
     _swap_symlink(os.path.join(root, "current"), os.path.join("gens", generation))
     changes: dict
-    if not supervisord_alive(root):
-        start_supervisord(root)
-        changes = {"added": [], "changed": [], "removed": [], "started_supervisord": True}
-    else:
+    orphans = start_supervisord(root) if not supervisord_alive(root) else None
+    if orphans is not None:
+        changes = {"added": [], "changed": [], "removed": [], "started_supervisord": True,
+                   "stopped_orphans": orphans}
+    else:  # it ran, or was started meanwhile (the agent's recovery) perhaps from the previous `current`
         changes = apply_config(root, new_runtime=old_runtime not in (None, runtime_id))
     start = [g for a in args[2:] if a.startswith("--start=") for g in a[len("--start="):].split(",") if g]
     if start:  # owners that run nowhere yet start right away: one round trip less
@@ -154,6 +156,8 @@ def act_down(root: str, args: list[str]) -> dict:
     if os.path.isdir(os.path.join(root, "state")):
         write_json(state_path(root, "desired.json"), {})
     stopped = shutdown(root)
+    # a dead supervisord's processes run on: `down` stops them too
+    orphans = stop_orphans(root) if os.path.isdir(os.path.join(root, "run")) else []
     for leftover in (os.path.join(root, "run", "supervisor.sock"), os.path.join(root, "run", "supervisord.pid"),
                      state_path(root, "snapshot.json"), state_path(root, "agent.pid")):
         if os.path.lexists(leftover):
@@ -161,7 +165,7 @@ def act_down(root: str, args: list[str]) -> dict:
     if purge and os.path.isdir(root):
         import shutil
         shutil.rmtree(root)
-    return {"stopped_supervisord": stopped, "purged": purge}
+    return {"stopped_supervisord": stopped, "purged": purge, "stopped_orphans": orphans}
 
 
 def act_logs(root: str, args: list[str]) -> dict:

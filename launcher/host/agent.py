@@ -29,6 +29,7 @@ from .probes import probe_once
 from .snapshot import write_snapshot
 from .state import desired, read_json, secret, set_desired, state_path, tail, update_state, write_json
 from .supervisor_rpc import STOP_RPC_TIMEOUT, rpc
+from .supervisord import recover as recover_supervisord
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (type checkers know the name)
 if TYPE_CHECKING:
@@ -322,8 +323,14 @@ class Agent:
             stdout.write(b"READY\n")
             stdout.flush()
             header = stdin.readline()
-            if not header:
-                return  # supervisord went away
+            if not header:  # supervisord went away: if it died, bring it back (and stop what it left)
+                try:  # its pipe to our log went with it: write the log file ourselves
+                    sys.stderr = open(os.path.join(self.root, "logs", "launcher-agent.log"), "a", encoding="utf-8")
+                    if (done := recover_supervisord(self.root)) is not None:
+                        log(done)
+                except Exception as exc:
+                    log(f"supervisord is gone and could not be started again: {exc}")
+                return
             fields = dict(tok.split(b":", 1) for tok in header.split() if b":" in tok)
             stdin.read(int(fields.get(b"len", b"0")))
             try:

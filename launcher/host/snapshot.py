@@ -5,6 +5,7 @@ import hashlib
 import os
 import time
 
+from .orphans import find_orphans
 from .state import current_generation, read_gang_state, read_json, read_manifest, secret, state_path, write_json
 from .supervisor_rpc import programs_info, socket_path
 
@@ -13,11 +14,13 @@ def current_state(root: str) -> dict:
     """Everything the operator side needs to decide and report, read in one go."""
     key = secret(root)
     programs = programs_info(root) if os.path.exists(socket_path(root)) else None
+    # supervisord down: what it ran may live on unsupervised (kill -9, the OOM killer)
+    orphans = find_orphans(root) if programs is None and os.path.isdir(os.path.join(root, "run")) else []
     return {"root": root, "secret_id": hashlib.sha256(key).hexdigest()[:12] if key else None,
             "generation": current_generation(root), "supervisord": programs is not None,
             "manifest": read_manifest(root), "programs": programs or [], "gang": read_gang_state(root),
             "started": read_json(state_path(root, "started.json"), {}),
-            "waiting": read_json(state_path(root, "waiting.json"), {}), "time": time.time()}
+            "waiting": read_json(state_path(root, "waiting.json"), {}), "orphans": orphans, "time": time.time()}
 
 
 def write_snapshot(root: str) -> None:

@@ -8,6 +8,7 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (type che
 if TYPE_CHECKING:
     from typing import Any
 
+from .orphans import stop_orphans
 from .supervisor_rpc import rpc, socket_path, supervisord_alive
 
 # shutil and subprocess are imported where needed: `state` (every status) imports this module
@@ -51,7 +52,25 @@ def _start_with_systemd(root: str, wanted: bytes) -> None:
     subprocess.run(["systemctl", "start", f"ascend-launcher@{escaped}.service"], check=True, timeout=120)
 
 
-def start_supervisord(root: str) -> None:
+def start_supervisord(root: str) -> list[dict] | None:
+    """Start ROOT's supervisord, after stopping what a dead one left running (never two copies
+    of a rank on a host); returns those processes. One start at a time (`up` and the agent's
+    recovery may race): under a lock, and not at all when one answers by then (None)."""
+    import fcntl
+    os.makedirs(os.path.join(root, "run"), mode=0o700, exist_ok=True)
+    lock = os.open(os.path.join(root, "run"), os.O_RDONLY | os.O_DIRECTORY)  # no lock file to create
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if supervisord_alive(root):
+            return None
+        stopped = stop_orphans(root)
+        _start_supervisord(root)
+        return stopped
+    finally:
+        os.close(lock)  # the forked daemon closed its copy (_exec_supervisord closes every fd > 2)
+
+
+def _start_supervisord(root: str) -> None:
     unit = _own_file(os.path.join("systemd", UNIT_TEMPLATE)) if systemd_usable() else None
     if unit is not None:
         _start_with_systemd(root, unit)
@@ -99,6 +118,8 @@ def _exec_supervisord(conf: str, site: str, out: int) -> None:
                     pass
         # what its programs inherit, as when it ran as `python3 -m supervisor.supervisord` with this path
         os.environ["PYTHONPATH"] = site
+        for name in [n for n in os.environ if n.startswith("SUPERVISOR_")]:  # started by the agent: not
+            del os.environ[name]  # a program of the dead supervisord (orphans.py looks for that marker)
         sys.argv = ["supervisord", "-c", conf]
         _retitle(sys.argv)
         from supervisor import supervisord  # type: ignore[import-untyped]  # supervisor ships no type hints
@@ -203,3 +224,28 @@ def _wait_gone(pid: int, timeout: float) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline and not _gone(pid):
         time.sleep(0.05)
+
+
+def recover(root: str) -> str | None:
+    """Called by the agent when its supervisord went away (its event stdin hit EOF): if that was
+    a death (kill -9, the OOM killer) and not a deliberate shutdown, stop what it left running and
+    start it again; what is recorded as wanted (state/desired.json) then shows up as not
+    running to the new agent, which has those gangs restarted as a whole, within their budget.
+    Where systemd runs supervisord, its unit does this (KillMode, Restart=); None: nothing done."""
+    from .state import desired
+    if systemd_usable() or not any(desired(root).values()) or not os.path.lexists(os.path.join(root, "current")):
+        return None  # systemd's job, or `down` (it clears desired.json first), or nothing deployed
+    try:
+        with open(os.path.join(root, "run", "supervisord.pid"), encoding="ascii") as fh:
+            pid = int(fh.read().strip())
+    except (OSError, ValueError):
+        pid = 0
+    if pid:
+        _wait_gone(pid, 30)  # EOF comes as it dies; its pid may linger a moment
+        if not _gone(pid):
+            return None  # alive after all (it closed our pipe for another reason): not ours to restart
+    stopped = start_supervisord(root)
+    if stopped is None:
+        return f"supervisord (pid {pid}) died; another one was started meanwhile"
+    return f"supervisord (pid {pid}) died; stopped {len(stopped)} of its processes still running " \
+           f"({', '.join(str(o['pid']) for o in stopped) or 'none'}) and started supervisord again"

@@ -160,7 +160,7 @@ def test_status_rows_are_formatted_from_records_with_the_same_keys_and_sentences
     from launcher.cli import _drift_lines, _state_cell, _status_json
     from launcher.deploy.records import Detail, Drift, DriftKind, StatusRow
     base = ["instance", "host", "rank", "program", "state", "pid", "uptime", "restarts", "generation", "in_plan",
-            "drift", "waiting_on"]
+            "drift", "waiting_on", "orphan_pids"]
     gen = Drift(DriftKind.GENERATION, runs=None, wants="g2")
     old = Drift(DriftKind.OLD_CONFIG, runs="g0", wants="g1")
     wait = Drift(DriftKind.WAITING, why="etcd not ready: refused", on=("etcd",))
@@ -189,3 +189,10 @@ def test_status_rows_are_formatted_from_records_with_the_same_keys_and_sentences
         "n0: old: old-r0 is not in the plan (RUNNING)"]
     assert [_state_cell(r) for r in (planned, cut, extra)] == ["RUNNING (old config)", "UNREACHABLE",
                                                               "RUNNING (not in plan)"]
+    # supervisord gone, the rank not: it says so, with the pids that still run
+    orphaned = StatusRow("a", "n2", 2, "a-r2", "ORPHANED", pid=41, generation="g1", desired_generation="g1",
+                         drift=(Drift(DriftKind.ORPHANED, program="a-r2", pids=(41, 43)),), detail=Detail())
+    assert _state_cell(orphaned) == "ORPHANED (supervisord down)"
+    assert _status_json(orphaned)["orphan_pids"] == [41, 43]
+    assert _drift_lines([orphaned]) == ["n2: a: supervisord is down; a-r2 still runs unsupervised (pids 41, 43); "
+                                        "`up` stops it and restarts its gang"]

@@ -15,10 +15,10 @@ from tests.helpers import ROOT, wait_for
 UNIT = ROOT / "systemd" / "ascend-launcher@.service"
 
 
-def exec_start(root: str) -> list[str]:
-    line = next(ln for ln in UNIT.read_text().splitlines() if ln.startswith("ExecStart="))
+def exec_start(root: str, key: str = "ExecStart=") -> list[str]:
+    line = next(ln for ln in UNIT.read_text().splitlines() if ln.startswith(key))
     # what systemd does with it: %f is the instance's path, $$ a literal $, then split like a shell
-    return shlex.split(line[len("ExecStart="):].replace("%f", root).replace("$$", "$"))
+    return shlex.split(line[len(key):].replace("%f", root).replace("$$", "$"))
 
 
 def test_exec_start_runs_supervisord_from_its_own_runtime_zip():
@@ -50,4 +50,31 @@ def test_exec_start_runs_supervisord_from_its_own_runtime_zip():
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
+        subprocess.run(["rm", "-rf", str(root)])
+
+
+def test_exec_start_pre_stops_what_a_dead_supervisord_of_the_root_left():
+    rt = build_runtime()
+    root = Path(tempfile.mkdtemp(prefix="lt-unit-", dir="/tmp"))
+    (root / "runtime" / rt.id).mkdir(parents=True)
+    (root / "runtime" / rt.id / "site.zip").write_bytes(rt.zip)
+    (root / "runtime" / "current").symlink_to(rt.id)
+    (root / "run").mkdir(mode=0o700)
+    # a rank as supervisord started it (own process group, its marker), its supervisord gone
+    env = {"PATH": os.environ["PATH"], "SUPERVISOR_SERVER_URL": f"unix://{root}/run/supervisor.sock",
+           "SUPERVISOR_PROCESS_NAME": "demo-r0", "SUPERVISOR_GROUP_NAME": "demo"}
+    orphan = subprocess.Popen(["sleep", "600"], env=env, start_new_session=True)
+    stranger = subprocess.Popen(["sleep", "600"], start_new_session=True)
+    try:
+        argv = exec_start(str(root), "ExecStartPre=")
+        argv[0] = "sh"
+        done = subprocess.run(argv, env={"PATH": os.environ["PATH"]}, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert orphan.wait(timeout=30) == -signal.SIGTERM
+        assert stranger.poll() is None
+    finally:
+        for p in (orphan, stranger):
+            if p.poll() is None:
+                p.kill()
+                p.wait()
         subprocess.run(["rm", "-rf", str(root)])
