@@ -12,6 +12,7 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any, ContextManager, Iterator, Sequence
 
 from . import __version__
+from .cliflags import check_flags
 
 from .core import jsonfmt
 from .core.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, BadInput, LauncherError, SpecErrors
@@ -142,7 +143,10 @@ def cmd_render(args: argparse.Namespace) -> int:
     if os.path.exists(args.output) and (not os.path.isdir(args.output) or os.listdir(args.output)):
         raise BadInput(f"{args.output}: exists and is not an empty directory; choose a new one")
     gen, files = rendered(result.plan)
-    count = write_rendered(files, args.output)
+    try:
+        count = write_rendered(files, args.output)
+    except OSError as exc:
+        raise LauncherError(f"cannot write into {args.output}: {exc.filename}: {exc.strerror}") from None
     _write(f"rendered generation {gen}: {count} files for {len(files)} hosts into {args.output}/<host>/\n")
     return EXIT_OK
 
@@ -187,10 +191,13 @@ def cmd_pd_merge(args: argparse.Namespace) -> int:
             raise BadInput(f"{path}:{exc.lineno}:{exc.colno}: not JSON: {exc.msg}") from None
     data = to_json_bytes(pd_merge(tables))
     if args.save_dir:
-        os.makedirs(args.save_dir, exist_ok=True)
         out = os.path.join(args.save_dir, "global_ranktable_merge.json")
-        with open(out, "wb") as fh:
-            fh.write(data)
+        try:
+            os.makedirs(args.save_dir, exist_ok=True)
+            with open(out, "wb") as fh:
+                fh.write(data)
+        except OSError as exc:  # a read-only or full disk: said, not a traceback
+            raise LauncherError(f"cannot write {out}: {exc.strerror}") from None
         _write(f"wrote {out}\n")
     else:
         sys.stdout.buffer.write(data)
@@ -613,5 +620,6 @@ def handle_errors(verbose: bool) -> Iterator[list[int]]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     with handle_errors(args.verbose) as code:
+        check_flags(args)
         code[0] = args.func(args)
     return code[0]
