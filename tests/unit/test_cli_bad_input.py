@@ -110,3 +110,25 @@ instances:
     assert proc.returncode == 2, proc.stderr
     assert "--ssh-client openssh: the OpenSSH client `ssh` is not installed" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("lock, message", [
+    ("version: 1\ndevices:\n  a: [10.0.0.1]\n", "topo.lock.yaml:3:6: error: devices.a: must map device ids to IPs"),
+    ("version: 1\ndevices:\n  a: {zero: 10.0.0.1}\n",
+     "topo.lock.yaml:3:13: error: devices.a.zero: device id 'zero' is not a non-negative integer"),
+])
+def test_a_malformed_lock_file_is_a_message_not_a_traceback(tmp_path, lock, message):
+    topo = write(tmp_path, "version: 1\nname: lk\nhosts:\n  - {name: a, address: 10.1.0.1, devices: {0: discover}}\n"
+                           "instances:\n  - {name: x, hosts: [a], command: [sleep, '1']}\n")
+    (tmp_path / "topo.lock.yaml").write_text(lock)
+    run = run_cli("validate", topo)
+    assert run.code == 2, run.err
+    assert message in run.err and "Traceback" not in run.err
+
+
+def test_a_recursive_yaml_alias_is_a_message_at_the_alias(tmp_path):
+    topo = write(tmp_path, "version: 1\nname: rec\nx-loop: &r [1, *r]\nhosts: []\n")
+    run = run_cli("validate", topo)
+    assert run.code == 2, run.err
+    assert f"{topo}:3:16: error: YAML: alias *r is used inside" in run.err
+    assert "Traceback" not in run.err
