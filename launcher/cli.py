@@ -593,6 +593,18 @@ def build_parser() -> argparse.ArgumentParser:
 MAX_SHOWN = 100  # past this, more lines hide rather than help
 
 
+def _print_causes(exc: LauncherError) -> None:
+    """Under -v: every host's failure with its traceback, and the host side's own when it sent one."""
+    import traceback
+    failures: dict[str, BaseException] = getattr(exc, "failures", None) or {}
+    for host, cause in sorted(failures.items()):
+        print(f"host {host}: " + "".join(traceback.format_exception(cause)), end="", file=sys.stderr)
+    for host, cause in sorted(failures.items()) or [("", exc)]:
+        remote = getattr(cause, "remote_traceback", None)
+        if remote:
+            print(f"host {getattr(cause, 'host', host)}: traceback on the host:\n{remote}", end="", file=sys.stderr)
+
+
 @contextmanager
 def handle_errors(verbose: bool) -> Iterator[list[int]]:
     """Map errors to one clear message and a stable exit code (0 ok, 1 failed, 2 bad input)."""
@@ -609,6 +621,7 @@ def handle_errors(verbose: bool) -> Iterator[list[int]]:
         code[0] = EXIT_BAD_INPUT
     except LauncherError as exc:
         if verbose:
+            _print_causes(exc)
             raise
         print(f"error: {exc}", file=sys.stderr)
         code[0] = exc.exit_code

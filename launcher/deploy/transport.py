@@ -43,9 +43,10 @@ class CommandResult:
 class TransportError(LauncherError):
     """A host could not be reached or a command could not run there."""
 
-    def __init__(self, host: str, message: str):
+    def __init__(self, host: str, message: str, remote_traceback: str | None = None):
         self.host = host
         self.detail = message
+        self.remote_traceback = remote_traceback  # of a host-side action that failed; shown under -v
         super().__init__(f"host {host}: {message}")
 
 
@@ -312,9 +313,14 @@ class HostsFailed(LauncherError):
         lines = [f"{what} failed on {len(failures)} host{'s' if len(failures) != 1 else ''}:"]
         lines += [f"  {host}: {_reason(exc)}" for host, exc in sorted(failures.items())]
         super().__init__("\n".join(lines))
+        # the first bug (else the first failure) is the cause `-v` shows; every host's under -v too
+        bugs = [exc for exc in failures.values() if not isinstance(exc, LauncherError)]
+        self.__cause__ = next(iter(bugs or failures.values()), None)
 
 
 def _reason(exc: BaseException) -> str:
+    if not isinstance(exc, LauncherError):  # a bug, not a host's answer: its type says more than its text
+        return f"{type(exc).__name__}: {exc} (a launcher bug; -v shows its traceback)"
     text = str(exc)
     prefix = "host "
     if isinstance(exc, TransportError) and text.startswith(prefix):
