@@ -329,8 +329,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     # core.preflight.device_matrix reads the replies by HostCheck.key (a str), as run_preflight
     # returns them; its annotation says tuple keys
     matrix = preflight.device_matrix(result.plan, checks, replies)
+    blocked = [k for k, v in tcp.items() if v.startswith("unreachable")]  # "unreachable (why)"
     if args.json:
-        _write(json.dumps({"ok": not bad and all(v != "unreachable" for v in tcp.values()),
+        _write(json.dumps({"ok": not bad and not blocked,
                            "devices": [{"host": h, "device": d, "result": r} for h, d, r in matrix],
                            "failures": bad, "tcp": tcp,
                            "checks": replies}) + "\n")
@@ -341,7 +342,6 @@ def cmd_check(args: argparse.Namespace) -> int:
                                                               for k, v in sorted(tcp.items())]))
         for inst, lines in bad.items():
             _write(f"\n{inst}: links NOT healthy:\n" + "".join(f"  {ln}\n" for ln in lines))
-    blocked = [k for k, v in tcp.items() if v.startswith("unreachable")]
     return EXIT_FAILED if bad or blocked else EXIT_OK
 
 
