@@ -470,21 +470,25 @@ def cmd_logs(args: argparse.Namespace) -> int:
                 and (args.instance is None or p.owner == args.instance)]
     if not programs:
         raise BadInput("no program matches --host/--rank/--instance")
+    by_host: dict[str, list[str]] = {}
+    for h, name in programs:
+        by_host.setdefault(h, []).append(name)
     with _session(args, result) as session:
-        shown: dict[tuple[str, str], int] = {}
+        # where each log was read up to: after the first poll, only what came after it is asked for
+        offsets: dict[str, dict[str, int]] = {}
+
+        def poll(c: Any) -> dict[str, Any]:
+            if c.name not in offsets:
+                return c.call("logs", str(args.lines), *by_host[c.name])
+            return c.call("logs", "0", *(f"{n}@{offsets[c.name][n]}" for n in by_host[c.name]))
+
         while True:
-            by_host: dict[str, list[str]] = {}
-            for h, name in programs:
-                by_host.setdefault(h, []).append(name)
-            replies = session.each("logs", lambda c: c.call("logs", str(args.lines if not shown else 100000),
-                                                            *by_host[c.name]), list(by_host))
+            replies = session.each("logs", poll, list(by_host))
             for h, reply in replies.items():
                 for name, lines in reply["logs"].items():
-                    seen = shown.get((h, name), 0)
-                    new = lines if not shown else lines[seen:] if len(lines) >= seen else lines
-                    for line in new:
+                    for line in lines:
                         _write(f"{h}/{name}| {line}\n")
-                    shown[(h, name)] = len(lines)
+                offsets[h] = reply["offsets"]
             if not args.follow:
                 return EXIT_OK
             time.sleep(1.0)
