@@ -16,6 +16,7 @@ import hashlib
 import os
 import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -183,10 +184,29 @@ class OpenSshTransport:
     def close(self) -> None:
         pass  # the shared connection expires by itself (ControlPersist)
 
-    def disconnect(self) -> None:
-        """End the shared connection now (after `down`)."""
-        if _control_dir(self.options):
-            subprocess.run(self._base() + ["-O", "exit", self.host.address], capture_output=True, timeout=10)
+    DISCONNECT_TIMEOUT = 5.0
+
+    def disconnect(self) -> str | None:
+        """End the shared connection now (after `down`); a warning when that did not work.
+
+        A stuck control master can make `ssh -O exit` hang: it is killed with what it started
+        (its own process group; no pipes that a child could hold open), and the connection
+        then ends by itself (ControlPersist)."""
+        if not _control_dir(self.options):
+            return None
+        try:
+            proc = subprocess.Popen(self._base() + ["-O", "exit", self.host.address], stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        except OSError as exc:
+            return f"ssh -O exit could not run: {exc.strerror}"
+        try:
+            proc.wait(timeout=self.DISCONNECT_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            return (f"ssh -O exit did not finish in {self.DISCONNECT_TIMEOUT:.0f} s; killed it (the shared "
+                    f"connection ends by itself within {self.PERSIST} s)")
+        return None
 
 
 class SshTransport:
