@@ -529,6 +529,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     def add(name: str, func, help_text: str, file: bool = True, json_flag: bool = False):
         sp = sub.add_parser(name, help=help_text, description=help_text)
+        # also after the command (`launcher up FILE -v`); SUPPRESS keeps a -v given before it
+        sp.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="show tracebacks on errors (every host's, and the host side's)")
         if file:
             sp.add_argument("file", metavar="FILE", help="topology YAML")
         if json_flag:

@@ -132,3 +132,11 @@ def test_a_recursive_yaml_alias_is_a_message_at_the_alias(tmp_path):
     assert run.code == 2, run.err
     assert f"{topo}:3:16: error: YAML: alias *r is used inside" in run.err
     assert "Traceback" not in run.err
+
+
+def test_verbose_is_accepted_before_and_after_the_command(tmp_path):
+    topo, _ = local_topology(tmp_path)
+    from launcher.cli import build_parser
+    assert build_parser().parse_args(["-v", "validate", topo]).verbose is True
+    assert build_parser().parse_args(["validate", topo, "-v"]).verbose is True
+    assert build_parser().parse_args(["validate", topo]).verbose is False
