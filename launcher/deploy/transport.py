@@ -166,6 +166,8 @@ class OpenSshTransport:
                                   timeout=timeout, start_new_session=True)  # Ctrl-C is for us, not it
         except subprocess.TimeoutExpired:
             raise TransportError(self.host.name, f"command timed out after {timeout:.0f} s: {argv[0]}") from None
+        except OSError as exc:  # ssh gone from PATH since the flags were checked
+            raise TransportError(self.host.name, f"cannot run ssh: {exc.strerror}") from None
         if proc.returncode == 255:  # ssh's own failure, not the remote command's
             raise TransportError(self.host.name, self._explain(proc.stderr.decode("utf-8", "replace")))
         return CommandResult(proc.returncode, proc.stdout, proc.stderr)

@@ -79,3 +79,14 @@ def test_a_host_side_bug_keeps_its_traceback_in_the_hosts_log_and_under_verbose(
     assert "logs: Traceback (most recent call last):" in log and "in act_logs" in log
     assert "ValueError: invalid literal for int() with base 10: 'not-a-number'" in log
     assert "host a: traceback on the host:" in err.getvalue() and "in act_logs" in err.getvalue()
+
+
+def test_ssh_missing_at_run_time_is_the_hosts_failure_not_a_bug(tmp_path, monkeypatch):
+    from launcher.deploy.transport import SshOptions, transport_for
+    topo = write(tmp_path, "version: 1\nname: gone\nhosts:\n  - {name: a, address: 192.0.2.1, devices: {0: 10.0.0.1}}\n"
+                           "instances:\n  - {name: x, hosts: [a], command: [sleep, '1']}\n")
+    host = compile_file(topo).plan.hosts[0].host
+    transport = transport_for(host, SshOptions(client="openssh"))
+    monkeypatch.setenv("PATH", str(tmp_path))  # ssh went away after the flags were checked
+    with pytest.raises(TransportError, match="^host a: cannot run ssh: No such file or directory$"):
+        transport.run(["true"])
