@@ -17,8 +17,9 @@ from .yamlsrc import Path, Source, format_path
 # Set per rank by the launcher; a user value would silently break the HCCL world.
 RESERVED_ENV = frozenset({
     "RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "RANK_ID", "RANK_SIZE", "RANK_ID_START",
-    "RANKTABLEFILE", "RANK_TABLE_FILE", "DEVICE_ID", "MASTER_ADDR", "MASTER_PORT", "GLOBAL_RANK_TABLE_FILE_PATH",
+    "RANKTABLEFILE", "RANK_TABLE_FILE", "DEVICE_ID", "MASTER_ADDR", "MASTER_PORT",
 })
+PD_RESERVED_ENV = RESERVED_ENV | {"GLOBAL_RANK_TABLE_FILE_PATH"}  # set for the members of a PD group
 IDENTITY_PREFIX = "LAUNCHER_"  # where a process belongs (LAUNCHER_INSTANCE, ...): the launcher's to set
 MAX_SOCKET_PATH = 107       # sun_path is 108 bytes with its NUL
 MAX_DOMAIN_NODES = 4        # seed 001: at most 4 nodes per communication domain
@@ -88,6 +89,7 @@ class _Checker:
         names += [(("services", i, "name"), x.name) for i, x in enumerate(self.t.services)]
         self.unique(names, "instance/service name")
         used: dict[tuple[str, int], str] = {}
+        pd_members = {n for g in self.t.pd_groups for n in (*g.prefill, *g.decode)}
         for i, inst in enumerate(self.t.instances):
             base = ("instances", i)
             self.unique((((*base, "hosts", k), h) for k, h in enumerate(inst.hosts)), "host in instance")
@@ -115,7 +117,7 @@ class _Checker:
                                            "an HCCL world needs the same number of ranks per host, set `devices:`")
             if inst.devices is not None:
                 self.unique((((*base, "devices", k), d) for k, d in enumerate(inst.devices)), "device in instance")
-            self.check_env(base, inst.env, RESERVED_ENV)
+            self.check_env(base, inst.env, PD_RESERVED_ENV if inst.name in pd_members else RESERVED_ENV)
             self.check_probe(base, inst.probe)
             if inst.datasystem is not None:
                 self.check_datasystem_ref(i, inst.name, inst.hosts, inst.datasystem)

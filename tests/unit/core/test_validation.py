@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.helpers import run_cli, write
+from tests.helpers import CONFIGS, run_cli, write
 
 BASE_HOSTS = """\
 version: 1
@@ -304,7 +304,7 @@ def test_deploy_dir_too_long_for_supervisords_socket(tmp_path):
                                  "supervisord's socket")
 
 
-@pytest.mark.parametrize("key", ["LAUNCHER_INSTANCE", "LAUNCHER_DEVICE_IP", "GLOBAL_RANK_TABLE_FILE_PATH"])
+@pytest.mark.parametrize("key", ["LAUNCHER_INSTANCE", "LAUNCHER_DEVICE_IP"])
 def test_identity_env_is_refused_not_silently_replaced(tmp_path, key):
     text = BASE_HOSTS + f"instances:\n  - name: m\n    hosts: [a]\n    command: [run]\n    env: {{{key}: x}}\n"
     assert_error(tmp_path, text, f"F:18:{len(key) + 13}: error: instances[0].env.{key}: {key} is set ")
@@ -336,3 +336,15 @@ def test_a_log_probe_that_is_not_a_regex_is_refused_at_validation(tmp_path, owne
     line = 18 if owner == "instances" else 19
     assert_error(tmp_path, text, f"F:{line}:18: error: {owner}[0].probe.log: '(' is not a regular expression: "
                                  "missing ), unterminated subpattern (at character 0)")
+
+
+def test_global_ranktable_env_is_refused_on_pd_members_only(tmp_path):
+    text = (CONFIGS / "pd-1p1d-tp2.yaml").read_text().replace(
+        'env: {VLLM_PORT_OVERRIDE: "8102"}', 'env: {VLLM_PORT_OVERRIDE: "8102", GLOBAL_RANK_TABLE_FILE_PATH: /x}')
+    lines = assert_error(tmp_path, text, "error: instances[1].env.GLOBAL_RANK_TABLE_FILE_PATH: "
+                                         "GLOBAL_RANK_TABLE_FILE_PATH is set per rank by the launcher; remove it")
+    assert sum("error:" in ln for ln in lines) == 1
+    # outside a PD group the launcher does not set it: the instance's own value stays, no error
+    plain = BASE_HOSTS + ("instances:\n  - name: m\n    hosts: [a]\n    command: [run]\n"
+                          "    env: {GLOBAL_RANK_TABLE_FILE_PATH: /x}\n")
+    assert check(tmp_path, plain)[0] == 0
