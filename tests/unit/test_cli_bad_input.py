@@ -140,3 +140,17 @@ def test_verbose_is_accepted_before_and_after_the_command(tmp_path):
     assert build_parser().parse_args(["-v", "validate", topo]).verbose is True
     assert build_parser().parse_args(["validate", topo, "-v"]).verbose is True
     assert build_parser().parse_args(["validate", topo]).verbose is False
+
+
+def test_a_directory_that_cannot_be_written_is_a_message_not_a_traceback(tmp_path):
+    # /proc takes no new entries, not even from root: the checks pass (its parent is a directory)
+    # and the write itself fails
+    topo, _ = local_topology(tmp_path)
+    run = run_cli("render", topo, "-o", "/proc/launcher-test-out")
+    assert run.code == 1 and "Traceback" not in run.err
+    assert "error: cannot write into /proc/launcher-test-out: /proc/launcher-test-out: " in run.err
+    table = tmp_path / "t.json"
+    table.write_text(json.dumps(_pd_table([], [])))
+    run = run_cli("pd-ranktable", "merge", str(table), "--save-dir", "/proc/launcher-test-out")
+    assert run.code == 1 and "Traceback" not in run.err
+    assert "error: cannot write /proc/launcher-test-out/global_ranktable_merge.json: " in run.err
