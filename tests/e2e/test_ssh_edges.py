@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT, host_entry, topology_head
+from tests.helpers import ROOT, host_entry, run_cli, topology_head
 
 TESTBED_HOSTS = 2
 
@@ -74,3 +74,29 @@ def test_down_over_openssh_when_ssh_O_exit_hangs(testbed, tmp_path):
     finally:
         cli("down", "--purge")
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_a_host_side_failure_keeps_its_traceback_on_the_host(testbed, tmp_path):
+    """Over real SSH: the failed action's traceback is in ROOT/logs/hostside.log on that host and in
+    the operator's exception (shown under -v); the message stays one line."""
+    from launcher.deploy.files import compile_file
+    from launcher.deploy.session import Session
+    from launcher.deploy.transport import HostsFailed, SshOptions
+
+    hosts = "".join(host_entry(testbed, h, "{0: 10.96.%d.1}" % i) for i, h in enumerate(testbed.hosts))
+    topo = tmp_path / "topo.yaml"
+    topo.write_text(topology_head("hosttb") + "hosts:\n" + hosts + "instances:\n"
+                    f"  - {{name: x, hosts: [{', '.join(h.name for h in testbed.hosts)}], command: [sleep, '600']}}\n")
+    ssh = SshOptions(config_file=str(testbed.ssh_config), known_hosts=str(testbed.known_hosts))
+    with Session(compile_file(str(topo)).plan, ssh=ssh, progress=lambda msg: None) as session:
+        session.ensure_runtimes()
+        with pytest.raises(HostsFailed) as caught:
+            session.each("logs", lambda c: c.call("logs", "many"))
+    for h in testbed.hosts:
+        cause = caught.value.failures[h.name]
+        assert str(cause) == f"host {h.name}: logs: ValueError: invalid literal for int() with base 10: 'many'"
+        assert "in act_logs" in (cause.remote_traceback or "")
+        log = testbed.run(h.name, ["cat", f"/srv/launcher/hosttb/{h.name}/logs/hostside.log"]).stdout
+        assert "logs: Traceback (most recent call last):" in log and "in act_logs" in log
+    assert run_cli("down", str(topo), "--purge", "--ssh-config", str(testbed.ssh_config),
+                   "--known-hosts", str(testbed.known_hosts)).code == 0
