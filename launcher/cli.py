@@ -12,6 +12,7 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any, ContextManager, Iterator, Sequence
 
 from . import __version__
+from .cliflags import check_flags
 
 from .core import jsonfmt
 from .core.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, BadInput, LauncherError, SpecErrors
@@ -142,7 +143,10 @@ def cmd_render(args: argparse.Namespace) -> int:
     if os.path.exists(args.output) and (not os.path.isdir(args.output) or os.listdir(args.output)):
         raise BadInput(f"{args.output}: exists and is not an empty directory; choose a new one")
     gen, files = rendered(result.plan)
-    count = write_rendered(files, args.output)
+    try:
+        count = write_rendered(files, args.output)
+    except OSError as exc:
+        raise LauncherError(f"cannot write into {args.output}: {exc.filename}: {exc.strerror}") from None
     _write(f"rendered generation {gen}: {count} files for {len(files)} hosts into {args.output}/<host>/\n")
     return EXIT_OK
 
@@ -187,10 +191,13 @@ def cmd_pd_merge(args: argparse.Namespace) -> int:
             raise BadInput(f"{path}:{exc.lineno}:{exc.colno}: not JSON: {exc.msg}") from None
     data = to_json_bytes(pd_merge(tables))
     if args.save_dir:
-        os.makedirs(args.save_dir, exist_ok=True)
         out = os.path.join(args.save_dir, "global_ranktable_merge.json")
-        with open(out, "wb") as fh:
-            fh.write(data)
+        try:
+            os.makedirs(args.save_dir, exist_ok=True)
+            with open(out, "wb") as fh:
+                fh.write(data)
+        except OSError as exc:  # a read-only or full disk: said, not a traceback
+            raise LauncherError(f"cannot write {out}: {exc.strerror}") from None
         _write(f"wrote {out}\n")
     else:
         sys.stdout.buffer.write(data)
@@ -322,8 +329,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     # core.preflight.device_matrix reads the replies by HostCheck.key (a str), as run_preflight
     # returns them; its annotation says tuple keys
     matrix = preflight.device_matrix(result.plan, checks, replies)
+    blocked = [k for k, v in tcp.items() if v.startswith("unreachable")]  # "unreachable (why)"
     if args.json:
-        _write(json.dumps({"ok": not bad and all(v != "unreachable" for v in tcp.values()),
+        _write(json.dumps({"ok": not bad and not blocked,
                            "devices": [{"host": h, "device": d, "result": r} for h, d, r in matrix],
                            "failures": bad, "tcp": tcp,
                            "checks": replies}) + "\n")
@@ -334,7 +342,6 @@ def cmd_check(args: argparse.Namespace) -> int:
                                                               for k, v in sorted(tcp.items())]))
         for inst, lines in bad.items():
             _write(f"\n{inst}: links NOT healthy:\n" + "".join(f"  {ln}\n" for ln in lines))
-    blocked = [k for k, v in tcp.items() if v.startswith("unreachable")]
     return EXIT_FAILED if bad or blocked else EXIT_OK
 
 
@@ -469,21 +476,25 @@ def cmd_logs(args: argparse.Namespace) -> int:
                 and (args.instance is None or p.owner == args.instance)]
     if not programs:
         raise BadInput("no program matches --host/--rank/--instance")
+    by_host: dict[str, list[str]] = {}
+    for h, name in programs:
+        by_host.setdefault(h, []).append(name)
     with _session(args, result) as session:
-        shown: dict[tuple[str, str], int] = {}
+        # where each log was read up to: after the first poll, only what came after it is asked for
+        offsets: dict[str, dict[str, int]] = {}
+
+        def poll(c: Any) -> dict[str, Any]:
+            if c.name not in offsets:
+                return c.call("logs", str(args.lines), *by_host[c.name])
+            return c.call("logs", "0", *(f"{n}@{offsets[c.name][n]}" for n in by_host[c.name]))
+
         while True:
-            by_host: dict[str, list[str]] = {}
-            for h, name in programs:
-                by_host.setdefault(h, []).append(name)
-            replies = session.each("logs", lambda c: c.call("logs", str(args.lines if not shown else 100000),
-                                                            *by_host[c.name]), list(by_host))
+            replies = session.each("logs", poll, list(by_host))
             for h, reply in replies.items():
                 for name, lines in reply["logs"].items():
-                    seen = shown.get((h, name), 0)
-                    new = lines if not shown else lines[seen:] if len(lines) >= seen else lines
-                    for line in new:
+                    for line in lines:
                         _write(f"{h}/{name}| {line}\n")
-                    shown[(h, name)] = len(lines)
+                offsets[h] = reply["offsets"]
             if not args.follow:
                 return EXIT_OK
             time.sleep(1.0)
@@ -524,6 +535,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     def add(name: str, func, help_text: str, file: bool = True, json_flag: bool = False):
         sp = sub.add_parser(name, help=help_text, description=help_text)
+        # also after the command (`launcher up FILE -v`); SUPPRESS keeps a -v given before it
+        sp.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="show tracebacks on errors (every host's, and the host side's)")
         if file:
             sp.add_argument("file", metavar="FILE", help="topology YAML")
         if json_flag:
@@ -592,6 +606,18 @@ def build_parser() -> argparse.ArgumentParser:
 MAX_SHOWN = 100  # past this, more lines hide rather than help
 
 
+def _print_causes(exc: LauncherError) -> None:
+    """Under -v: every host's failure with its traceback, and the host side's own when it sent one."""
+    import traceback
+    failures: dict[str, BaseException] = getattr(exc, "failures", None) or {}
+    for host, cause in sorted(failures.items()):
+        print(f"host {host}: " + "".join(traceback.format_exception(cause)), end="", file=sys.stderr)
+    for host, cause in sorted(failures.items()) or [("", exc)]:
+        remote = getattr(cause, "remote_traceback", None)
+        if remote:
+            print(f"host {getattr(cause, 'host', host)}: traceback on the host:\n{remote}", end="", file=sys.stderr)
+
+
 @contextmanager
 def handle_errors(verbose: bool) -> Iterator[list[int]]:
     """Map errors to one clear message and a stable exit code (0 ok, 1 failed, 2 bad input)."""
@@ -608,6 +634,7 @@ def handle_errors(verbose: bool) -> Iterator[list[int]]:
         code[0] = EXIT_BAD_INPUT
     except LauncherError as exc:
         if verbose:
+            _print_causes(exc)
             raise
         print(f"error: {exc}", file=sys.stderr)
         code[0] = exc.exit_code
@@ -619,5 +646,6 @@ def handle_errors(verbose: bool) -> Iterator[list[int]]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     with handle_errors(args.verbose) as code:
+        check_flags(args)
         code[0] = args.func(args)
     return code[0]

@@ -11,6 +11,7 @@ import os.path
 import yaml
 
 from .errors import Diagnostic, Loc, SpecErrors
+from .yamlsrc import Source, format_path
 
 HEADER = ("# Written by `launcher discover` from the hosts (hccn_tool -i N -ip -g, or DCMI).\n"
           "# Commit it with the topology; `launcher discover` rewrites it only when an IP changes.\n")
@@ -50,7 +51,30 @@ def parse_lock(text: str, path: str) -> Facts:
     if not isinstance(devices, dict):
         raise SpecErrors([Diagnostic(Loc(path, 1, 1), "", "the lock file has no `devices:` mapping; "
                                                           "delete it and run `launcher discover` again")])
-    return {(str(h), int(d)): str(ip) for h, ids in devices.items() for d, ip in (ids or {}).items()}
+    src = Source(path, doc, yaml.compose(text))  # parsed once already: only for where a fault is
+    facts: Facts = {}
+    errors: list[Diagnostic] = []
+
+    def bad(where: tuple[str, ...], message: str) -> None:
+        errors.append(Diagnostic(src.value_loc(where) or Loc(path, 1, 1), format_path(where), message))
+
+    for h, ids in devices.items():
+        if ids is None:
+            continue
+        if not isinstance(ids, dict):
+            bad(("devices", str(h)), "must map device ids to IPs (`0: 10.0.0.1`); delete the lock file "
+                                     "and run `launcher discover` again")
+            continue
+        for d, ip in ids.items():
+            if isinstance(d, bool) or not (isinstance(d, int) or isinstance(d, str) and d.isdigit()):
+                bad(("devices", str(h), str(d)), f"device id {d!r} is not a non-negative integer")
+            elif not isinstance(ip, str):
+                bad(("devices", str(h), str(d)), f"device {d}: the IP must be a string, not {ip!r:.40}")
+            else:
+                facts[(str(h), int(d))] = ip
+    if errors:
+        raise SpecErrors(errors)
+    return facts
 
 
 def lock_text(facts: Facts) -> str:

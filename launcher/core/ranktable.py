@@ -96,7 +96,10 @@ def pd_merge(tables: Sequence[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
             gid = str(g.get("group_id")) if isinstance(g, dict) else None
             if gid not in groups or not isinstance(g.get("server_list"), list):
                 raise BadInput(f"{name}: unexpected server group {g!r:.60}")
-            for server in g["server_list"]:
+            for k, server in enumerate(g["server_list"]):
+                if not isinstance(server, dict) or not isinstance(server.get("server_id"), str):
+                    raise BadInput(f"{name}: group {gid} server {k}: must be an object with a server_id, "
+                                   f"not {server!r:.60}")
                 if gid == "0" and server in groups["0"]:
                     continue  # the same scheduler named by several hosts' tables
                 groups[gid].append(server)

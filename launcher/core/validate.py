@@ -11,7 +11,7 @@ from typing import Any, Iterable, Sequence
 from .errors import Diagnostic, sort_diagnostics
 from . import placeholders
 from .graph import dependency_edges, find_cycle, link_edges
-from .model import DatasystemSpec, DDCluster, EtcdSpec, Instance, Service, Topology
+from .model import DatasystemSpec, DDCluster, EtcdSpec, Instance, Probe, Service, Topology
 from .placement import rank_placement, service_ports
 from .yamlsrc import Path, Source, format_path
 
@@ -20,6 +20,8 @@ RESERVED_ENV = frozenset({
     "RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "RANK_ID", "RANK_SIZE", "RANK_ID_START",
     "RANKTABLEFILE", "RANK_TABLE_FILE", "DEVICE_ID", "MASTER_ADDR", "MASTER_PORT",
 })
+PD_RESERVED_ENV = RESERVED_ENV | {"GLOBAL_RANK_TABLE_FILE_PATH"}  # set for the members of a PD group
+IDENTITY_PREFIX = "LAUNCHER_"  # where a process belongs (LAUNCHER_INSTANCE, ...): the launcher's to set
 MAX_SOCKET_PATH = 107       # sun_path is 108 bytes with its NUL
 MAX_DOMAIN_NODES = 4        # seed 001: at most 4 nodes per communication domain
 WARN_DOMAINS_PER_CLUSTER = 16
@@ -32,6 +34,7 @@ class _Checker:
         self.src = topo.locs
         self.out: list[Diagnostic] = []
         self.hosts = {h.name: h for h in topo.hosts}
+        self.env_reported: set[tuple] = set()  # defaults.env is said once, not for every instance
 
     def err(self, path: tuple, message: str, severity: str = "error") -> None:
         loc = self.src.value_loc(path) if self.src is not None else None
@@ -87,6 +90,7 @@ class _Checker:
         names += [(("services", i, "name"), x.name) for i, x in enumerate(self.t.services)]
         self.unique(names, "instance/service name")
         used: dict[tuple[str, int], str] = {}
+        pd_members = {n for g in self.t.pd_groups for n in (*g.prefill, *g.decode)}
         for i, inst in enumerate(self.t.instances):
             base = ("instances", i)
             self.unique((((*base, "hosts", k), h) for k, h in enumerate(inst.hosts)), "host in instance")
@@ -114,11 +118,33 @@ class _Checker:
                                            "an HCCL world needs the same number of ranks per host, set `devices:`")
             if inst.devices is not None:
                 self.unique((((*base, "devices", k), d) for k, d in enumerate(inst.devices)), "device in instance")
-            for key, _ in inst.env:
-                if key in RESERVED_ENV:
-                    self.err((*base, "env", key), f"{key} is set per rank by the launcher; remove it")
+            self.check_env(base, inst.env, PD_RESERVED_ENV if inst.name in pd_members else RESERVED_ENV)
+            self.check_probe(base, inst.probe)
             if inst.datasystem is not None:
                 self.check_datasystem_ref(i, inst.name, inst.hosts, inst.datasystem)
+
+    def check_env(self, base: tuple, env: Iterable[tuple[str, str]], reserved: frozenset[str]) -> None:
+        """A user value for what the launcher sets would be silently replaced: an error, once per place."""
+        own = _keys(self.src, (*base, "env"))
+        for key, _ in env:
+            if key not in reserved and not key.startswith(IDENTITY_PREFIX):
+                continue
+            path = (*base, "env", key) if key in own or self.src is None else ("defaults", "env", key)
+            if path in self.env_reported:
+                continue
+            self.env_reported.add(path)
+            what = "per rank" if key in reserved else "for every process (where it belongs)"
+            self.err(path, f"{key} is set {what} by the launcher; remove it")
+
+    def check_probe(self, base: tuple, probe: Probe | None) -> None:
+        """A log probe's pattern is compiled here, not on the host after the ready timeout."""
+        if probe is None or probe.log is None:
+            return
+        try:
+            re.compile(probe.log)
+        except re.error as exc:
+            self.err((*base, "probe", "log"), f"{probe.log!r} is not a regular expression: {exc.msg} "
+                                              f"(at character {exc.pos})")
 
     def check_datasystem_ref(self, i: int, name: str, hosts: tuple[str, ...], ds_name: str) -> None:
         svc = self.t.service(ds_name)
@@ -137,6 +163,8 @@ class _Checker:
             for k, hname in enumerate(svc.hosts):
                 self.host_ref((*base, "hosts", k), hname)
             self.unique((((*base, "hosts", k), h) for k, h in enumerate(svc.hosts)), "host in service")
+            self.check_env(base, svc.env, frozenset())
+            self.check_probe(base, svc.probe)
             spec = svc.spec
             if isinstance(spec, DatasystemSpec):
                 etcd = self.t.service(spec.etcd)

@@ -257,8 +257,11 @@ def restart_instance(session: Session, instance: str, ready_timeout: float = REA
 def down(session: Session, purge: bool) -> dict[str, dict[str, Any]]:
     args = ("--purge",) if purge else ()
     result = session.each("down", lambda c: c.call("down", *args))
-    for c in session.clients.values():  # nothing of the deployment lingers, not even a connection
-        getattr(c.transport, "disconnect", lambda: None)()
+    # nothing of the deployment lingers, not even a connection; all hosts at once, each bounded
+    said, _ = session.fan_out(lambda c: getattr(c.transport, "disconnect", lambda: None)())
+    for host, why in sorted(said.items()):
+        if why:
+            session.progress(f"warning: {host}: {why}")
     return result
 
 

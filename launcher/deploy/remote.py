@@ -150,7 +150,7 @@ class HostClient:
                 detail = "python3 is not installed on this host (the launcher needs only python3 there)"
             raise TransportError(self.name, f"{action}: {detail}")
         if "error" in reply:
-            raise TransportError(self.name, reply["error"])
+            raise TransportError(self.name, reply["error"], reply.get("traceback"))
         if reply.get("runtime_missing") and reply.get("deployed") and action not in ("state", "install-runtime"):
             # deployed by another launcher version: ship ours, then act on what runs (down after
             # an upgrade must stop it, not report success for a host it never touched)

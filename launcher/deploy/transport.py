@@ -16,6 +16,7 @@ import hashlib
 import os
 import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -43,9 +44,10 @@ class CommandResult:
 class TransportError(LauncherError):
     """A host could not be reached or a command could not run there."""
 
-    def __init__(self, host: str, message: str):
+    def __init__(self, host: str, message: str, remote_traceback: str | None = None):
         self.host = host
         self.detail = message
+        self.remote_traceback = remote_traceback  # of a host-side action that failed; shown under -v
         super().__init__(f"host {host}: {message}")
 
 
@@ -164,6 +166,8 @@ class OpenSshTransport:
                                   timeout=timeout, start_new_session=True)  # Ctrl-C is for us, not it
         except subprocess.TimeoutExpired:
             raise TransportError(self.host.name, f"command timed out after {timeout:.0f} s: {argv[0]}") from None
+        except OSError as exc:  # ssh gone from PATH since the flags were checked
+            raise TransportError(self.host.name, f"cannot run ssh: {exc.strerror}") from None
         if proc.returncode == 255:  # ssh's own failure, not the remote command's
             raise TransportError(self.host.name, self._explain(proc.stderr.decode("utf-8", "replace")))
         return CommandResult(proc.returncode, proc.stdout, proc.stderr)
@@ -182,10 +186,29 @@ class OpenSshTransport:
     def close(self) -> None:
         pass  # the shared connection expires by itself (ControlPersist)
 
-    def disconnect(self) -> None:
-        """End the shared connection now (after `down`)."""
-        if _control_dir(self.options):
-            subprocess.run(self._base() + ["-O", "exit", self.host.address], capture_output=True, timeout=10)
+    DISCONNECT_TIMEOUT = 5.0
+
+    def disconnect(self) -> str | None:
+        """End the shared connection now (after `down`); a warning when that did not work.
+
+        A stuck control master can make `ssh -O exit` hang: it is killed with what it started
+        (its own process group; no pipes that a child could hold open), and the connection
+        then ends by itself (ControlPersist)."""
+        if not _control_dir(self.options):
+            return None
+        try:
+            proc = subprocess.Popen(self._base() + ["-O", "exit", self.host.address], stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        except OSError as exc:
+            return f"ssh -O exit could not run: {exc.strerror}"
+        try:
+            proc.wait(timeout=self.DISCONNECT_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            return (f"ssh -O exit did not finish in {self.DISCONNECT_TIMEOUT:.0f} s; killed it (the shared "
+                    f"connection ends by itself within {self.PERSIST} s)")
+        return None
 
 
 class SshTransport:
@@ -312,9 +335,14 @@ class HostsFailed(LauncherError):
         lines = [f"{what} failed on {len(failures)} host{'s' if len(failures) != 1 else ''}:"]
         lines += [f"  {host}: {_reason(exc)}" for host, exc in sorted(failures.items())]
         super().__init__("\n".join(lines))
+        # the first bug (else the first failure) is the cause `-v` shows; every host's under -v too
+        bugs = [exc for exc in failures.values() if not isinstance(exc, LauncherError)]
+        self.__cause__ = next(iter(bugs or failures.values()), None)
 
 
 def _reason(exc: BaseException) -> str:
+    if not isinstance(exc, LauncherError):  # a bug, not a host's answer: its type says more than its text
+        return f"{type(exc).__name__}: {exc} (a launcher bug; -v shows its traceback)"
     text = str(exc)
     prefix = "host "
     if isinstance(exc, TransportError) and text.startswith(prefix):

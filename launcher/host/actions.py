@@ -168,11 +168,36 @@ def act_down(root: str, args: list[str]) -> dict:
     return {"stopped_supervisord": stopped, "purged": purge, "stopped_orphans": orphans}
 
 
+FOLLOW_MAX = 1 << 20  # bytes of one program's log sent per `logs -f` poll
+
+
+def _log_since(path: str, offset: int | None, lines: int) -> tuple[list[str], int]:
+    """Complete lines after byte ``offset`` (None: the last ``lines``), and the offset after them.
+
+    A log shorter than ``offset`` was rotated: it is read from its start. A partial last line
+    waits for its newline, so `logs -f` never prints one line as two."""
+    try:
+        with open(path, "rb") as fh:
+            size = fh.seek(0, os.SEEK_END)
+            start = max(0, size - 256 * 1024) if offset is None else offset if offset <= size else 0
+            fh.seek(start)
+            data = fh.read(min(size - start, FOLLOW_MAX))
+    except OSError:
+        return [], offset or 0
+    cut = data.rfind(b"\n") + 1
+    if cut or len(data) < FOLLOW_MAX:  # else one line longer than a poll's budget goes out in parts
+        data = data[:cut]
+    text = data.decode("utf-8", "replace").splitlines()
+    return (text if offset is not None else text[-lines:] if lines else []), start + len(data)
+
+
 def act_logs(root: str, args: list[str]) -> dict:
-    """Last lines of each named program's log (streaming with -f is done by the caller with tail)."""
+    """Last ``args[0]`` lines of each named program's log, or with PROGRAM@OFFSET what came after OFFSET;
+    "offsets" says where each read ended (the next `logs -f` poll asks from there)."""
     lines = int(args[0])
-    out = {}
-    for program in args[1:]:
+    out, offsets = {}, {}
+    for spec in args[1:]:
+        program, at, since = spec.partition("@")
         path = os.path.join(root, "logs", f"{os.path.basename(program)}.log")
-        out[program] = tail(path, lines)
-    return {"logs": out}
+        out[program], offsets[program] = _log_since(path, int(since) if at else None, lines)
+    return {"logs": out, "offsets": offsets}

@@ -15,6 +15,7 @@ modules beside this one. ROOT is ``<deploy_dir>/<deployment>/<host>``:
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 from . import upload
@@ -36,6 +37,26 @@ ACTIONS = {"state": act_state, "prepare": act_prepare, "switch": act_switch, "st
            "linkcheck": act_linkcheck, "tcpcheck": act_tcpcheck, "probe": act_probe}
 
 
+LOG_MAX = 1 << 20  # then hostside.log moves to hostside.log.1: a host's disk is not ours to fill
+
+
+def _log_traceback(root: str, action: str, trace: str) -> None:
+    """Keep a failed action's traceback in ROOT/logs/hostside.log (the reply carries only its last line
+    unless the operator asks with -v); never recreate a ROOT that is gone (after down --purge)."""
+    import time
+    if not os.path.isdir(root):
+        return
+    path = os.path.join(root, "logs", "hostside.log")
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        if os.path.exists(path) and os.path.getsize(path) > LOG_MAX:
+            os.replace(path, path + ".1")
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')} {action}: {trace}")
+    except OSError:
+        pass  # a log that cannot be written must not hide the error the reply carries
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) < 2 or argv[0] not in ACTIONS:
@@ -46,7 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = ACTIONS[action](root, argv[2:])
     except Exception as exc:  # the operator side turns this into "host X: ..."
-        print(json.dumps({"error": f"{action}: {type(exc).__name__}: {exc}"}))
+        import traceback  # only on this path: `state` stays cheap to start
+        trace = traceback.format_exc()
+        _log_traceback(root, action, trace)
+        print(json.dumps({"error": f"{action}: {type(exc).__name__}: {exc}", "traceback": trace}))
         return 1
     print(json.dumps(result))
     return 0

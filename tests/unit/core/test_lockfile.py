@@ -29,3 +29,17 @@ def test_a_lock_file_without_devices():
     with pytest.raises(SpecErrors, match="the lock file has no `devices:` mapping"):
         parse_lock("version: 1\n", "t.lock.yaml")
 
+
+
+@pytest.mark.parametrize("text, where", [
+    ("version: 1\ndevices:\n  node0: [10.0.0.1, 10.0.0.2]\n",
+     "t.lock.yaml:3:10: error: devices.node0: must map device ids to IPs"),
+    ("version: 1\ndevices:\n  node0:\n    0: 10.0.0.1\n    npu1: 10.0.0.2\n",
+     "t.lock.yaml:5:11: error: devices.node0.npu1: device id 'npu1' is not a non-negative integer"),
+    ("version: 1\ndevices:\n  node0:\n    0: {ip: 10.0.0.1}\n",
+     "t.lock.yaml:4:8: error: devices.node0.0: device 0: the IP must be a string"),
+])
+def test_a_malformed_lock_file_is_an_error_at_its_line(text, where):
+    with pytest.raises(SpecErrors) as exc:
+        parse_lock(text, "t.lock.yaml")
+    assert str(exc.value).startswith(where)

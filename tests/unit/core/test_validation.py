@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.helpers import run_cli, write
+from tests.helpers import CONFIGS, run_cli, write
 
 BASE_HOSTS = """\
 version: 1
@@ -302,3 +302,49 @@ def test_deploy_dir_too_long_for_supervisords_socket(tmp_path):
     text = BASE_HOSTS.replace("name: t\n", f"name: t\ndefaults: {{deploy_dir: {long_dir}}}\n")
     assert_error(tmp_path, text, "F:3:24: error: defaults.deploy_dir: host a: deploy_dir is too long: "
                                  "supervisord's socket")
+
+
+@pytest.mark.parametrize("key", ["LAUNCHER_INSTANCE", "LAUNCHER_DEVICE_IP"])
+def test_identity_env_is_refused_not_silently_replaced(tmp_path, key):
+    text = BASE_HOSTS + f"instances:\n  - name: m\n    hosts: [a]\n    command: [run]\n    env: {{{key}: x}}\n"
+    assert_error(tmp_path, text, f"F:18:{len(key) + 13}: error: instances[0].env.{key}: {key} is set ")
+
+
+def test_identity_env_in_defaults_is_refused_once_where_it_is_written(tmp_path):
+    text = (BASE_HOSTS.replace("hosts:\n", "defaults:\n  env: {LAUNCHER_ROLE: mine}\nhosts:\n", 1)
+            + "instances:\n  - {name: m, hosts: [a], command: [run]}\n  - {name: n, hosts: [b], command: [run]}\n"
+            + "services:\n  - {name: s, kind: generic, hosts: [a], command: [svc]}\n")
+    code, lines = check(tmp_path, text)
+    assert code == 2
+    errors = [ln for ln in lines if "LAUNCHER_ROLE" in ln]
+    assert errors == ["F:4:24: error: defaults.env.LAUNCHER_ROLE: LAUNCHER_ROLE is set for every process "
+                      "(where it belongs) by the launcher; remove it"]
+
+
+def test_service_identity_env_is_refused(tmp_path):
+    text = BASE_HOSTS + ("services:\n  - name: s\n    kind: generic\n    hosts: [a]\n    command: [svc]\n"
+                         "    env: {LAUNCHER_SERVICE: other, RANK: '1'}\n")
+    lines = assert_error(tmp_path, text, "F:19:29: error: services[0].env.LAUNCHER_SERVICE: LAUNCHER_SERVICE is set")
+    assert not any("env.RANK" in ln for ln in lines)  # a service has no rank: RANK is its own
+
+
+@pytest.mark.parametrize("owner", ["instances", "services"])
+def test_a_log_probe_that_is_not_a_regex_is_refused_at_validation(tmp_path, owner):
+    body = ("instances:\n  - name: m\n    hosts: [a]\n    command: [run]\n" if owner == "instances" else
+            "services:\n  - name: m\n    kind: generic\n    hosts: [a]\n    command: [run]\n")
+    text = BASE_HOSTS + body + '    probe: {log: "("}\n'
+    line = 18 if owner == "instances" else 19
+    assert_error(tmp_path, text, f"F:{line}:18: error: {owner}[0].probe.log: '(' is not a regular expression: "
+                                 "missing ), unterminated subpattern (at character 0)")
+
+
+def test_global_ranktable_env_is_refused_on_pd_members_only(tmp_path):
+    text = (CONFIGS / "pd-1p1d-tp2.yaml").read_text().replace(
+        'env: {VLLM_PORT_OVERRIDE: "8102"}', 'env: {VLLM_PORT_OVERRIDE: "8102", GLOBAL_RANK_TABLE_FILE_PATH: /x}')
+    lines = assert_error(tmp_path, text, "error: instances[1].env.GLOBAL_RANK_TABLE_FILE_PATH: "
+                                         "GLOBAL_RANK_TABLE_FILE_PATH is set per rank by the launcher; remove it")
+    assert sum("error:" in ln for ln in lines) == 1
+    # outside a PD group the launcher does not set it: the instance's own value stays, no error
+    plain = BASE_HOSTS + ("instances:\n  - name: m\n    hosts: [a]\n    command: [run]\n"
+                          "    env: {GLOBAL_RANK_TABLE_FILE_PATH: /x}\n")
+    assert check(tmp_path, plain)[0] == 0

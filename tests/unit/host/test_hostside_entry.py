@@ -40,4 +40,9 @@ def test_an_action_that_fails_answers_with_its_error(tmp_path):
     proc = _run("from launcher.host import hostside\nsys.exit(hostside.main(['logs', sys.argv[1], 'x']))",
                 str(tmp_path))
     assert proc.returncode == 1
-    assert json.loads(proc.stdout) == {"error": "logs: ValueError: invalid literal for int() with base 10: 'x'"}
+    reply = json.loads(proc.stdout)
+    assert set(reply) == {"error", "traceback"}  # the traceback: shown by the operator side under -v
+    assert reply["error"] == "logs: ValueError: invalid literal for int() with base 10: 'x'"
+    assert reply["traceback"].startswith("Traceback (most recent call last):") and "in act_logs" in reply["traceback"]
+    log = (tmp_path / "logs" / "hostside.log").read_text()  # and kept on the host
+    assert "logs: Traceback (most recent call last):" in log and "ValueError: invalid literal" in log

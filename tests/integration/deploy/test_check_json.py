@@ -1,0 +1,42 @@
+"""`check --json` says what its exit code says: an unreachable TCP target is not ok (issue 11, §9).
+Local transport; the links are checked against the fake hccn_tool (the NPU boundary)."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import ROOT, run_cli
+
+
+@pytest.fixture(scope="module")
+def fake_tool(tmp_path_factory):
+    if shutil.which("make") is None or shutil.which("cc") is None:
+        pytest.skip("needs make and a C compiler to build the fake hccn_tool")
+    out = tmp_path_factory.mktemp("fake-npu")
+    subprocess.run(["make", "-s", "-C", str(ROOT / "tests" / "native"), f"OUT={out}"], check=True,
+                   capture_output=True, timeout=300)
+    return out / "fake_hccn_tool"
+
+
+def test_check_json_is_not_ok_when_a_tcp_target_is_unreachable(tmp_path, fake_tool):
+    hosts = ""
+    # a's address is TEST-NET-1 (RFC 5737): b cannot reach a's rendezvous port there
+    for name, addr, dev_ip in (("a", "192.0.2.1", "10.0.0.1"), ("b", "127.0.0.1", "10.0.1.1")):
+        (tmp_path / f"{name}.scenario").write_text(f"devices=0\nip.0={dev_ip}\n")
+        tool = tmp_path / f"{name}.hccn_tool"
+        tool.write_text(f"#!/bin/sh\nFAKE_NPU_SCENARIO={tmp_path / (name + '.scenario')} exec {fake_tool} \"$@\"\n")
+        tool.chmod(0o755)
+        hosts += (f"  - {{name: {name}, address: {addr}, transport: local, hccn_tool: {tool}, "
+                  f"devices: {{0: {dev_ip}}}}}\n")
+    topo = tmp_path / "topo.yaml"
+    topo.write_text(f"version: 1\nname: tcpck\ndefaults: {{deploy_dir: {tmp_path / 'deploy'}}}\nhosts:\n{hosts}"
+                    "instances:\n  - {name: x, hosts: [a, b], command: [sleep, '1'], rendezvous_port: 29957}\n")
+    run = run_cli("check", str(topo), "--json")
+    doc = run.json()
+    assert doc["failures"] == {}, doc["failures"]  # the links are fine: only TCP fails
+    assert doc["tcp"]["b -> 192.0.2.1:29957"].startswith("unreachable")
+    assert run.code == 1
+    assert doc["ok"] is False
