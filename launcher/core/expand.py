@@ -40,6 +40,7 @@ class _Expander:
         self.pd_globals: dict[str, JsonDoc] = {}
         self.datadist_file: dict[tuple[str, int], tuple[str, int]] = {}  # (instance, rank) -> (path, cluster)
         self.links: list[tuple[str, tuple[LinkMember, ...]]] = []
+        self._a3: dict[str, tuple[str | None, dict[int, int | None]]] = {}
 
     # --- placement and ports -------------------------------------------------------------
     def _placement(self, inst: Instance) -> list[RankInfo]:
@@ -102,11 +103,18 @@ class _Expander:
         out = []
         for r in ranks:
             h = self.hosts[r.host]
-            d = h.device(r.device_id)
+            a3 = self.a3_facts(h) if h.superpod else None
             out.append(RankSlot(h.server_id, r.device_id, r.device_ip, r.rank - base, h.container_ip,
-                                h.container_ip or h.server_id, d.sdid if d else None, h.super_pod_id,
-                                host_ip(h.address) if h.superpod else None))
+                                h.container_ip or h.server_id, a3[1].get(r.device_id) if a3 else None,
+                                h.super_pod_id, a3[0] if a3 else None))
         return out
+
+    def a3_facts(self, h: Host) -> tuple[str | None, dict[int, int | None]]:
+        """(host_ip, device id -> SDID) of a SuperPoD host, once per host (16k ranks look them up)."""
+        facts = self._a3.get(h.name)
+        if facts is None:
+            facts = self._a3[h.name] = (host_ip(h.address), {d.id: d.sdid for d in h.devices})
+        return facts
 
     def a3(self, hnames: Iterable[str]) -> bool:
         """SuperPoD hosts get ranktable v1.2 (validate refuses a table mixing them with others)."""

@@ -203,3 +203,18 @@ def test_a_mutated_table_breaks_its_rule(name):
     mutate(table)
     found = violations(table)
     assert any(expected in v for v in found), found
+
+
+def test_the_render_benchmarks_a3_topology_passes_hccl_rules():
+    """bench/render_scale.py --a3, small: 48 A3 hosts in 2 SuperPoDs, instances of 16 servers (one
+    of them across the pods' boundary)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("render_scale", CONFIGS.parent / "bench" / "render_scale.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    plan = compile_text(bench.topology_text(48, 16, 16, a3=True), "bench.yaml").plan
+    tables = [i.ranktable.value() for i in plan.instances]
+    assert len(tables) == 3 and [len(t["super_pod_list"]) for t in tables] == [1, 2, 1]
+    for t in tables:
+        assert violations(t) == []
