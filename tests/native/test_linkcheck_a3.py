@@ -162,3 +162,52 @@ def test_spec_refuses_bad_a3_values(binary, tmp_path):
             ('{"devices": [{"id": 0, "ip": "10.0.0.1", "pod": ""}]}', "pod must not be empty")):
         proc = run(binary, ["--spec", "-"], tmp_path, stdin=text)
         assert proc.returncode == 2 and message in proc.stderr, (text, proc.stderr)
+
+
+def _a3_plan():
+    from launcher.deploy.files import compile_file
+    from tests.helpers import CONFIGS
+    return compile_file(str(CONFIGS / "a3-superpod-2x16.yaml")).plan
+
+
+def test_the_launchers_a3_spec_passes_on_a_healthy_fake_a3_server(binary, tmp_path):
+    """What `launcher check` sends a3-0 of configs/a3-superpod-2x16.yaml, run by the real checker
+    against a fake A3 server whose vnic IPs and SDIDs match the topology."""
+    from launcher.core import preflight
+    chk = next(c for c in preflight.checks_for(_a3_plan()) if c.host == "a3-0")
+    assert chk.spec["superpod"] is True and chk.spec["tls"] is True and chk.spec["chips_per_card"] == 2
+    assert chk.spec["devices"][5] == {"id": 5, "ip": "192.168.2.15", "sdid": 104857605, "pod": "0"}
+    assert len(chk.spec["peers"]) == 32
+    text = "devices=" + ",".join(map(str, range(16))) + "\n" + "".join(
+        f"vnic_ip.{d['id']}={d['ip']}\nsdid.{d['id']}={d['sdid']}\n" for d in chk.spec["devices"])
+    proc, report = check(binary, tmp_path, text, spec_text=json.dumps({**chk.spec, "timeout": 5}))
+    assert proc.returncode == 0, proc.stdout
+    assert len(checks_of(report, "hccs_ping")) == 16 * 31  # every peer of the world but itself
+    # the same server with one die of the other pod's numbering: the spod check says so
+    proc, report = check(binary, tmp_path, text + "super_pod_id.9=1\n",
+                         spec_text=json.dumps({**chk.spec, "peers": [], "timeout": 5}))
+    assert [(c["device"], c["check"], c["seen"]) for c in report["checks"] if not c["ok"]] == [
+        (9, "spod", "SDID 104857609, Super Pod ID 1")]
+
+
+def test_a_tls_mismatch_across_hosts_of_a_world_is_refused(binary, tmp_path):
+    """Two hosts' real checker reports, one die with TLS on: the world (instance) is refused."""
+    from launcher.core import preflight
+    from launcher.core.preflight_a3 import tls_mismatches
+    plan = _a3_plan()
+    checks = [c for c in preflight.checks_for(plan)]
+    replies = []
+    for chk in checks:
+        text = "devices=" + ",".join(map(str, range(16))) + "\n" + "".join(
+            f"vnic_ip.{d['id']}={d['ip']}\nsdid.{d['id']}={d['sdid']}\n" for d in chk.spec["devices"])
+        if chk.host == "a3-1":
+            text += "tls.3=1\n"
+        _, report = check(binary, tmp_path, text, spec_text=json.dumps({**chk.spec, "peers": []}))
+        replies.append({"report": report, "exit": 0})
+    assert tls_mismatches(plan, [c.host for c in checks], replies) == {"deepseek-tp32": [
+        "TLS switch differs across the devices of instance deepseek-tp32 (0 on a3-0 devices "
+        "0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15, a3-1 devices 0,1,2,4,5,6,7,8,9,10,11,12,13,14,15; 1 on a3-1 "
+        "device 3): HCCL fails with EI0016; set one value on all (hccn_tool -i N -tls -s enable 0|1)"]}
+    same = [{"report": {**r["report"], "checks": [c for c in r["report"]["checks"] if c["device"] != 3]}}
+            for r in replies]
+    assert tls_mismatches(plan, [c.host for c in checks], same) == {}
