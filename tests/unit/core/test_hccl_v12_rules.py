@@ -218,3 +218,20 @@ def test_the_render_benchmarks_a3_topology_passes_hccl_rules():
     assert len(tables) == 3 and [len(t["super_pod_list"]) for t in tables] == [1, 2, 1]
     for t in tables:
         assert violations(t) == []
+
+
+def test_the_demo_rank_accepts_every_rank_of_a_v12_table():
+    """The demo rank (the e2e tests' stand-in for a serving rank) reads v1.2 tables as they are
+    rendered: every rank of a3-two-superpods finds its own entry from its env."""
+    from launcher.host.demo_rank.identity import check_table, parse_env
+    config = CONFIGS / "a3-two-superpods.yaml"
+    result = compile_text(config.read_text(), str(config))
+    inst = result.plan.instances[0]
+    table = inst.ranktable.value()
+    for hp in result.plan.hosts:
+        prog = hp.programs[0]
+        env = dict(prog.env)
+        for r in (r for r in inst.ranks if r.host == hp.host.name):
+            ident = parse_env({**env, "RANK": str(r.rank), "LOCAL_RANK": str(r.local_rank),
+                               "DEVICE_ID": str(r.device_id), "LAUNCHER_DEVICE_IP": r.device_ip})
+            assert check_table(table, ident).device_ip == r.device_ip
