@@ -2,8 +2,10 @@
 
 validate + expand + render every host's files into a temp dir, timed per stage.
 The last line is machine-readable: `ranks=16384 seconds=S peak_rss_mb=M`.
+`--a3`: the same 16,384 ranks on Atlas A3 hosts (1024 x 16 dies, SuperPoDs of 24 servers,
+every die with its super_device_id): ranktables v1.2.
 
-    python bench/render_scale.py [--hosts 2048] [--devices 8] [--hosts-per-instance 16] [--repeat 3]
+    python bench/render_scale.py [--hosts 2048] [--devices 8] [--hosts-per-instance 16] [--repeat 3] [--a3]
 """
 from __future__ import annotations
 
@@ -30,15 +32,23 @@ from launcher.core.yamlsrc import load_yaml  # noqa: E402
 OUT_BASE = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
 
 
-def topology_text(hosts: int, devices: int, per_instance: int) -> str:
+POD_SERVERS = 24  # an A3 SuperPoD of 384 dies (npu-smi's "Super Pod Size : 384")
+
+
+def topology_text(hosts: int, devices: int, per_instance: int, a3: bool = False) -> str:
     out = ["version: 1", "name: scale", "defaults:", "  ssh: {user: root}", "  env: {HCCL_CONNECT_TIMEOUT: '7200'}",
            "hosts:"]
     for h in range(hosts):
         out.append(f"  - name: node{h:04d}")
         out.append(f"    address: 10.{100 + h // 250}.{h % 250}.1")
+        if a3:
+            out.append(f"    super_pod_id: {h // POD_SERVERS}")
         out.append("    devices:")
         for d in range(devices):
-            out.append(f"      {d}: 29.{h // 250}.{h % 250}.{d + 1}")
+            ip = f"29.{h // 250}.{h % 250}.{d + 1}"
+            # SDIDs unique within a pod, large as real ones are
+            out.append(f"      {d}: {{ip: {ip}, super_device_id: {104857600 + (h % POD_SERVERS) * 65536 + d}}}"
+                       if a3 else f"      {d}: {ip}")
     out.append("instances:")
     for i in range(hosts // per_instance):
         members = ", ".join(f"node{h:04d}" for h in range(i * per_instance, (i + 1) * per_instance))
@@ -80,15 +90,18 @@ def run_once(text: str) -> tuple[dict[str, float], int, int]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--hosts", type=int, default=2048)
-    ap.add_argument("--devices", type=int, default=8)
+    ap.add_argument("--hosts", type=int, default=None, help="default 2048 (1024 with --a3)")
+    ap.add_argument("--devices", type=int, default=None, help="default 8 (16 with --a3)")
+    ap.add_argument("--a3", action="store_true", help="Atlas A3 hosts: SuperPoD facts, ranktable v1.2")
     ap.add_argument("--hosts-per-instance", type=int, default=16)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--out-base", default=OUT_BASE, help="where the temp dir goes (default: /dev/shm if present)")
     args = ap.parse_args()
     globals()["OUT_BASE"] = args.out_base
-    text = topology_text(args.hosts, args.devices, args.hosts_per_instance)
-    print(f"topology: {args.hosts} hosts x {args.devices} NPUs, {args.hosts // args.hosts_per_instance} instances, "
+    args.hosts = args.hosts or (1024 if args.a3 else 2048)
+    args.devices = args.devices or (16 if args.a3 else 8)
+    text = topology_text(args.hosts, args.devices, args.hosts_per_instance, args.a3)
+    print(f"topology: {args.hosts} {'A3 ' if args.a3 else ''}hosts x {args.devices} NPUs, {args.hosts // args.hosts_per_instance} instances, "
           f"{len(text.splitlines())} YAML lines; best of {args.repeat}; writing under {args.out_base or 'TMPDIR'}")
     best: dict[str, float] | None = None
     for _ in range(args.repeat):

@@ -37,6 +37,7 @@ void lc_config_defaults(struct lc_config *c)
     c->max_loss_centi = 0;
     c->timeout_ms = LC_DEFAULT_TIMEOUT_MS;
     c->jobs = LC_DEFAULT_JOBS;
+    c->chips_per_card = 2; /* Atlas A3: two dies per card */
 }
 
 static int check_ip(const char *ip, const char *what, char *err, size_t n)
@@ -60,6 +61,8 @@ int lc_add_device(struct lc_config *c, long id, const char *ip, char *err, size_
     if (c->ndevices == LC_MAX_DEVICES)
         return fail(err, n, "more than %d devices", LC_MAX_DEVICES);
     c->devices[c->ndevices].id = (int)id;
+    c->devices[c->ndevices].sdid = -1;
+    c->devices[c->ndevices].pod[0] = '\0';
     strcpy(c->devices[c->ndevices].ip, ip);
     c->ndevices++;
     return 0;

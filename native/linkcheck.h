@@ -16,9 +16,13 @@
 #define LC_EXIT_FAILED 1
 #define LC_EXIT_USAGE 2
 
+#define LC_POD_MAX 64
+
 struct lc_device {
     int id;
     char ip[LC_IP_MAX];
+    long sdid;             /* expected super_device_id (A3), -1: not given (discovery reads it) */
+    char pod[LC_POD_MAX];  /* expected Super Pod ID (A3), "": not given */
 };
 
 struct lc_config {
@@ -32,11 +36,15 @@ struct lc_config {
     long timeout_ms;
     int jobs;
     int json;
+    int superpod;          /* Atlas A3: vnic instead of link/optical/ip, spod-info, -hccs_ping */
+    int tls;               /* read each device's TLS switch (compared across a world by the caller) */
+    int chips_per_card;    /* A3: npu-smi's -i card -c chip from a device id; default 2 */
 };
 
-enum lc_kind { LC_LINK, LC_OPTICAL, LC_IP, LC_NET_HEALTH, LC_PING };
+enum lc_kind { LC_LINK, LC_OPTICAL, LC_IP, LC_NET_HEALTH, LC_PING, LC_VNIC, LC_SPOD, LC_TLS,
+               LC_HCCS_PING };
 enum lc_state { LC_PASS, LC_FAIL, LC_TIMEOUT, LC_ERROR };
-enum lc_source { LC_SRC_HCCN, LC_SRC_DCMI };
+enum lc_source { LC_SRC_HCCN, LC_SRC_DCMI, LC_SRC_NPU_SMI };
 
 struct lc_check {
     int device;

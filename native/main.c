@@ -74,11 +74,13 @@ static void run_dcmi(struct lc_dcmi *d, struct lc_check *ch, size_t n)
 
 static int run(const struct lc_config *cfg, const char *tool)
 {
+    static char npu_smi[4096];
+    int have_npu_smi = cfg->superpod && lc_find_npu_smi(npu_smi, sizeof npu_smi) == 0;
     struct lc_dcmi *d = lc_dcmi_open(cfg->timeout_ms);
     int use_dcmi = lc_dcmi_usable(d);
     size_t n = 0;
     struct lc_check *ch = lc_build_checks(cfg, use_dcmi, &n);
-    struct lc_pool *pool = ch ? lc_pool_start(cfg, tool, ch, n) : NULL;
+    struct lc_pool *pool = ch ? lc_pool_start(cfg, tool, have_npu_smi ? npu_smi : NULL, ch, n) : NULL;
     if (!pool) {
         fprintf(stderr, "launcher-linkcheck: out of memory\n");
         lc_free_checks(ch, n);

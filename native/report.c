@@ -4,7 +4,8 @@
 
 const char *lc_kind_name(enum lc_kind k)
 {
-    static const char *const names[] = {"link", "optical", "ip", "net_health", "ping"};
+    static const char *const names[] = {"link", "optical", "ip", "net_health", "ping",
+                                        "vnic", "spod", "tls", "hccs_ping"};
     return names[k];
 }
 
@@ -16,7 +17,7 @@ const char *lc_state_name(enum lc_state s)
 
 const char *lc_source_name(enum lc_source s)
 {
-    return s == LC_SRC_DCMI ? "dcmi" : "hccn_tool";
+    return s == LC_SRC_DCMI ? "dcmi" : s == LC_SRC_NPU_SMI ? "npu-smi" : "hccn_tool";
 }
 
 size_t lc_report_human(FILE *f, const char *host, const struct lc_check *ch, size_t n)

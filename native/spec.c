@@ -153,39 +153,49 @@ static int next_member(struct jp *p)
 
 static int device(struct jp *p)
 {
-    char ip[LC_IP_MAX + 8] = "", key[16], msg[256];
-    const char *num = NULL;
-    size_t numlen = 0;
-    int have_id = 0, have_ip = 0;
+    char ip[LC_IP_MAX + 8] = "", key[16], msg[256], pod[LC_POD_MAX] = "";
+    const char *num = NULL, *sdid_num = NULL;
+    size_t numlen = 0, sdid_len = 0;
+    unsigned have = 0; /* bit 0 id, 1 ip, 2 sdid, 3 pod */
     size_t at = p->i;
     if (expect(p, '{'))
         return -1;
     while (peek(p) != '}') {
-        if ((have_id || have_ip) && next_member(p))
+        if (have && next_member(p))
             return -1;
         if (string(p, key, sizeof key) || expect(p, ':'))
             return -1;
-        int is_id = !strcmp(key, "id"), is_ip = !strcmp(key, "ip");
-        if (!is_id && !is_ip)
-            return jfail(p, "unknown key \"%s\" in a device (allowed: id, ip)", key);
-        if ((is_id && have_id) || (is_ip && have_ip))
+        int k = !strcmp(key, "id") ? 0 : !strcmp(key, "ip") ? 1 : !strcmp(key, "sdid") ? 2
+              : !strcmp(key, "pod") ? 3 : -1;
+        if (k < 0)
+            return jfail(p, "unknown key \"%s\" in a device (allowed: id, ip, sdid, pod)", key);
+        if (have & (1u << k))
             return jfail(p, "key \"%s\" repeated", key);
-        if (is_id ? number(p, &num, &numlen) : string(p, ip, sizeof ip))
+        int rc = k == 0 ? number(p, &num, &numlen) : k == 1 ? string(p, ip, sizeof ip)
+               : k == 2 ? number(p, &sdid_num, &sdid_len) : string(p, pod, sizeof pod);
+        if (rc)
             return -1;
-        have_id |= is_id;
-        have_ip |= is_ip;
+        have |= 1u << k;
     }
     p->i++;
-    long id;
+    long id, sdid = -1;
     size_t end = p->i;
     p->i = at;
-    if (!have_id || !have_ip)
+    if ((have & 3u) != 3u)
         return jfail(p, "a device needs both \"id\" and \"ip\"");
     if (lc_parse_fixed(num, numlen, 0, 100000, &id) != 0)
         return jfail(p, "device id must be an integer 0..255");
+    /* an SDID is a uint32 (HCCL parses it as an integer) */
+    if ((have & 4u) && lc_parse_fixed(sdid_num, sdid_len, 0, 4294967295L, &sdid) != 0)
+        return jfail(p, "sdid must be an integer 0..4294967295");
+    if ((have & 8u) && !pod[0])
+        return jfail(p, "pod must not be empty");
     int rc = lc_add_device(p->c, id, ip, msg, sizeof msg);
-    if (rc == 0)
+    if (rc == 0) {
+        p->c->devices[p->c->ndevices - 1].sdid = sdid;
+        snprintf(p->c->devices[p->c->ndevices - 1].pod, LC_POD_MAX, "%s", pod);
         p->i = end;
+    }
     return vfail(p, rc, msg);
 }
 
@@ -225,6 +235,22 @@ static int peer(struct jp *p)
     return vfail(p, rc, msg);
 }
 
+static int boolean(struct jp *p, int *out)
+{
+    peek(p);
+    if (p->n - p->i >= 4 && !memcmp(p->s + p->i, "true", 4)) {
+        p->i += 4;
+        *out = 1;
+        return 0;
+    }
+    if (p->n - p->i >= 5 && !memcmp(p->s + p->i, "false", 5)) {
+        p->i += 5;
+        *out = 0;
+        return 0;
+    }
+    return jfail(p, "expected true or false");
+}
+
 static int scalar(struct jp *p, const char *key)
 {
     char msg[256], host[LC_HOST_MAX + 8];
@@ -237,6 +263,18 @@ static int scalar(struct jp *p, const char *key)
         if (string(p, host, sizeof host))
             return -1;
         rc = lc_set_host(p->c, host, msg, sizeof msg);
+    } else if (!strcmp(key, "superpod") || !strcmp(key, "tls")) {
+        return boolean(p, !strcmp(key, "tls") ? &p->c->tls : &p->c->superpod);
+    } else if (!strcmp(key, "chips_per_card")) {
+        long v;
+        if (number(p, &num, &len))
+            return -1;
+        if (lc_parse_fixed(num, len, 0, 16, &v) != 0 || v < 1) {
+            p->i = at;
+            return jfail(p, "chips_per_card must be an integer 1..16");
+        }
+        p->c->chips_per_card = (int)v;
+        return 0;
     } else {
         if (number(p, &num, &len))
             return -1;
@@ -249,7 +287,8 @@ static int scalar(struct jp *p, const char *key)
     return vfail(p, rc, msg);
 }
 
-static const char *const keys[] = {"host", "devices", "peers", "pings", "max_loss", "timeout"};
+static const char *const keys[] = {"host", "devices", "peers", "pings", "max_loss", "timeout",
+                                   "superpod", "tls", "chips_per_card"};
 #define N_KEYS (sizeof keys / sizeof keys[0])
 
 static int member(struct jp *p, unsigned *seen)
@@ -265,7 +304,7 @@ static int member(struct jp *p, unsigned *seen)
     if (k == N_KEYS) {
         p->i = at;
         return jfail(p, "unknown key \"%s\" (allowed: host, devices, peers, pings, "
-                     "max_loss, timeout)", key);
+                     "max_loss, timeout, superpod, tls, chips_per_card)", key);
     }
     if (*seen & (1u << k)) {
         p->i = at;

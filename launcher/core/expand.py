@@ -6,6 +6,7 @@ continue across hosts (seed 004: the second server holds ranks 4..7).
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import posixpath
 from collections import defaultdict
@@ -19,6 +20,7 @@ from .placeholders import fill
 from .placement import rank_placement, service_ports
 from .plan import File, FrozenMap, HostPlan, InstancePlan, JsonDoc, LinkMember, Plan, Program, RankInfo
 from .ranktable import RankSlot, hccl_v1, pd_global, pd_host_entry, pd_local
+from .ranktable_v12 import hccl_v12, host_ip, pd_global_v12, pd_local_v12
 
 to_json_bytes = jsonfmt.dumps_bytes
 S = TypeVar("S", EtcdSpec, DatasystemSpec, GenericSpec)
@@ -38,6 +40,7 @@ class _Expander:
         self.pd_globals: dict[str, JsonDoc] = {}
         self.datadist_file: dict[tuple[str, int], tuple[str, int]] = {}  # (instance, rank) -> (path, cluster)
         self.links: list[tuple[str, tuple[LinkMember, ...]]] = []
+        self._a3: dict[str, tuple[str | None, dict[int, int | None]]] = {}
 
     # --- placement and ports -------------------------------------------------------------
     def _placement(self, inst: Instance) -> list[RankInfo]:
@@ -100,9 +103,22 @@ class _Expander:
         out = []
         for r in ranks:
             h = self.hosts[r.host]
+            a3 = self.a3_facts(h) if h.superpod else None
             out.append(RankSlot(h.server_id, r.device_id, r.device_ip, r.rank - base, h.container_ip,
-                                h.container_ip or h.server_id))
+                                h.container_ip or h.server_id, a3[1].get(r.device_id) if a3 else None,
+                                h.super_pod_id, a3[0] if a3 else None))
         return out
+
+    def a3_facts(self, h: Host) -> tuple[str | None, dict[int, int | None]]:
+        """(host_ip, device id -> SDID) of a SuperPoD host, once per host (16k ranks look them up)."""
+        facts = self._a3.get(h.name)
+        if facts is None:
+            facts = self._a3[h.name] = (host_ip(h.address), {d.id: d.sdid for d in h.devices})
+        return facts
+
+    def a3(self, hnames: Iterable[str]) -> bool:
+        """SuperPoD hosts get ranktable v1.2 (validate refuses a table mixing them with others)."""
+        return all(self.hosts[h].superpod for h in hnames)
 
     # --- ranktables ----------------------------------------------------------------------
     def standalone_tables(self) -> None:
@@ -110,7 +126,8 @@ class _Expander:
             if inst.role != "standalone":
                 continue
             rel = f"ranktables/{inst.name}.json"
-            table = hccl_v1(self.slots(self.placement[inst.name]))
+            slots = self.slots(self.placement[inst.name])
+            table = hccl_v12(slots) if self.a3(inst.hosts) else hccl_v1(slots)
             self.ranktable_path[inst.name] = rel
             self.ranktable[inst.name] = self.put(inst.hosts, rel, table)
 
@@ -119,8 +136,10 @@ class _Expander:
             sched = self.hosts[g.schedulers[0]]
             sched_entry = {"server_id": sched.server_id, "server_ip": sched.container_ip or sched.server_id}
             members = [self.instance(n) for n in g.prefill + g.decode]
-            table = pd_global(sched_entry, [self.slots(self.placement[n]) for n in g.prefill],
-                              [self.slots(self.placement[n]) for n in g.decode])
+            a3 = self.a3(h for m in members for h in m.hosts)
+            table = (pd_global_v12 if a3 else pd_global)(
+                sched_entry, [self.slots(self.placement[n]) for n in g.prefill],
+                [self.slots(self.placement[n]) for n in g.decode])
             group_hosts = list(dict.fromkeys([sched.name] + [h for m in members for h in m.hosts]))
             single = len(group_hosts) == 1
             global_rel = f"ranktables/global_ranktable_{sched.address if single else 'merge'}.json"
@@ -132,7 +151,7 @@ class _Expander:
                 first = self.hosts[inst.hosts[0]]
                 devids = "".join(str(r.device_id) for r in ranks if r.host == first.name)
                 rel = f"ranktables/local_ranktable_{first.address}_{devids}.json"
-                table_local = pd_local(self.slots(ranks))
+                table_local = (pd_local_v12 if a3 else pd_local)(self.slots(ranks))
                 self.ranktable_path[inst.name] = rel
                 self.global_path[inst.name] = global_rel
                 self.ranktable[inst.name] = self.put(inst.hosts, rel, table_local)
@@ -148,10 +167,11 @@ class _Expander:
                 LinkMember(c.id, c.role, c.instance, r.host, r.device_id, r.device_ip,
                            f"{c.listen_ip or r.device_ip}:{c.listen_port}" if c.role == "prompt" else None)
                 for c, r in zip(members, ranks))))
-            slots = [RankSlot(self.hosts[r.host].server_id, r.device_id, r.device_ip, k,
-                              self.hosts[r.host].container_ip) for k, r in enumerate(ranks)]
-            table = json.dumps(hccl_v1(_group_by_server(slots)), ensure_ascii=False)
-            order = {s.device_ip: s.rank_id for s in _group_by_server(slots)}
+            a3 = self.a3(r.host for r in ranks)
+            slots = _group_by_server([s for r in ranks for s in self.slots([r], r.rank)], a3)
+            # vllm-ascend's connector wrote exactly this per pair: v1.2 with super_pod_list on 910_93
+            table = json.dumps(hccl_v12(slots) if a3 else hccl_v1(slots), ensure_ascii=False)
+            order = {s.device_ip: s.rank_id for s in slots}
             info = {str(c.id): order[r.device_ip] for c, r in zip(members, ranks)}
             # where the decoder side links to (LinkLlmClusters' remote_ip_infos), by prompt cluster id
             listen = {str(c.id): f"{c.listen_ip or r.device_ip}:{c.listen_port}"
@@ -294,13 +314,16 @@ def host_root(deployment: str, host: Host) -> str:
     return f"{host.deploy_dir.rstrip('/')}/{deployment}/{host.name}"
 
 
-def _group_by_server(slots: list[RankSlot]) -> list[RankSlot]:
-    """Order a link's members so each server's devices are adjacent; rank ids follow that order."""
-    order: dict[str, list[RankSlot]] = {}
+def _group_by_server(slots: list[RankSlot], a3: bool) -> list[RankSlot]:
+    """Order a link's members so each server's devices are adjacent (and on A3 each pod's servers);
+    rank ids follow that order."""
+    order: dict[tuple[str, str], list[RankSlot]] = {}
+    pods: list[str] = list(dict.fromkeys(str(s.super_pod_id) for s in slots)) if a3 else [""]
     for s in slots:
-        order.setdefault(s.server_id, []).append(s)
-    flat = [s for group in order.values() for s in group]
-    return [RankSlot(s.server_id, s.device_id, s.device_ip, k, s.container_ip) for k, s in enumerate(flat)]
+        order.setdefault((str(s.super_pod_id) if a3 else "", s.server_id), []).append(s)
+    flat = [s for key in sorted(order, key=lambda k: pods.index(k[0])) for s in order[key]]
+    return [dataclasses.replace(s, rank_id=k) if a3 else RankSlot(s.server_id, s.device_id, s.device_ip, k,
+                                                                     s.container_ip) for k, s in enumerate(flat)]
 
 
 def etcd_argv(svc: Service, spec: EtcdSpec, host: Host, hosts: dict[str, Host], root: str) -> tuple[str, ...]:

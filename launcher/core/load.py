@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from .errors import Diagnostic, Loc, SpecErrors, sort_diagnostics
@@ -17,6 +18,14 @@ from .schema import Check, check_schema
 from .yamlsrc import Source
 
 DeviceFacts = Mapping[tuple[str, int], str]  # (host name, device id) -> discovered device IP
+
+
+@dataclass(frozen=True)
+class SuperPodFacts:
+    """What `launcher discover` read on Atlas A3 hosts (npu-smi info -t spod-info)."""
+
+    pods: Mapping[str, str] = field(default_factory=dict)              # host name -> Super Pod ID
+    sdids: Mapping[tuple[str, int], int] = field(default_factory=dict)  # (host, device id) -> SDID
 
 
 def env_value(value: Any) -> str:
@@ -65,22 +74,36 @@ def _probe(p: Mapping[str, Any] | None) -> Probe | None:
                  timeout=float(p.get("timeout", 5.0)), period=float(p.get("period", 1.0)))
 
 
-def _host(h: Mapping[str, Any], defaults: Mapping[str, Any], facts: DeviceFacts) -> Host:
+def _host(h: Mapping[str, Any], defaults: Mapping[str, Any], facts: DeviceFacts, a3: SuperPodFacts) -> Host:
+    pod_facts, sdid_facts = a3.pods, a3.sdids
     ssh = {**defaults.get("ssh", {}), **h.get("ssh", {})}
     devices = []
+    pod = h.get("super_pod_id")
+    pod_discover = pod == DISCOVER
+    if pod_discover:
+        pod = pod_facts.get(h["name"])
     for id_text, ip in h.get("devices", {}).items():
         device_id = int(id_text)
+        sdid: Any = ip.get("super_device_id") if isinstance(ip, dict) else None
+        if isinstance(ip, dict):
+            ip = ip["ip"]
+        # on a SuperPoD host a bare `discover` means the vnic IP and the SDID both
+        sdid_discover = sdid == DISCOVER or (sdid is None and ip == DISCOVER and "super_pod_id" in h)
+        if sdid_discover:
+            sdid = sdid_facts.get((h["name"], device_id))
         discover = ip == DISCOVER
         if discover:
             ip = facts.get((h["name"], device_id))
-        devices.append(Device(device_id, ip, discover))
+        devices.append(Device(device_id, ip, discover, sdid, sdid_discover))
     return Host(
         name=h["name"], address=h["address"], server_id=h.get("server_id", h["address"]),
         container_ip=h.get("container_ip"), transport=h.get("transport", "ssh"),
         ssh=Ssh(ssh.get("user"), ssh.get("port", 22), ssh.get("identity_file")),
         deploy_dir=h.get("deploy_dir", defaults.get("deploy_dir", DEFAULT_DEPLOY_DIR)),
         devices=tuple(devices), hccn_tool=h.get("hccn_tool", defaults.get("hccn_tool")),
-        dcmi_lib=h.get("dcmi_lib", defaults.get("dcmi_lib")))
+        dcmi_lib=h.get("dcmi_lib", defaults.get("dcmi_lib")),
+        super_pod_id=None if pod is None else str(pod), pod_discover=pod_discover,
+        chips_per_card=h.get("chips_per_card"))
 
 
 def _instance(i: Mapping[str, Any], defaults: Mapping[str, Any]) -> Instance:
@@ -122,7 +145,8 @@ def _pd_group(g: Mapping[str, Any]) -> PDGroup:
                    tuple(g["prefill"]), tuple(g["decode"]))
 
 
-def build_topology(src: Source, facts: DeviceFacts | None = None, check: Check | None = None) -> Topology:
+def build_topology(src: Source, facts: DeviceFacts | None = None, check: Check | None = None,
+                   a3: SuperPodFacts | None = None) -> Topology:
     """Schema-valid data -> Topology. Raises SpecErrors listing every structural problem.
 
     ``check``: a compiled check of the schema (schema.check_schema)."""
@@ -136,7 +160,7 @@ def build_topology(src: Source, facts: DeviceFacts | None = None, check: Check |
     dd = d.get("llm_datadist", {})
     return Topology(
         file=src.file, name=d["name"],
-        hosts=tuple(_host(h, defaults, facts) for h in d["hosts"]),
+        hosts=tuple(_host(h, defaults, facts, a3 or SuperPodFacts()) for h in d["hosts"]),
         instances=tuple(_instance(i, defaults) for i in d.get("instances", [])),
         services=tuple(_service(s, defaults) for s in d.get("services", [])),
         pd_groups=tuple(_pd_group(g) for g in d.get("pd_groups", [])),

@@ -11,6 +11,7 @@ import os.path
 import yaml
 
 from .errors import Diagnostic, Loc, SpecErrors
+from .load import SuperPodFacts
 from .yamlsrc import Source, format_path
 
 HEADER = ("# Written by `launcher discover` from the hosts (hccn_tool -i N -ip -g, or DCMI).\n"
@@ -77,9 +78,35 @@ def parse_lock(text: str, path: str) -> Facts:
     return facts
 
 
-def lock_text(facts: Facts) -> str:
-    """The lock file's content for these facts: hosts and devices in sorted order."""
+def parse_superpod(text: str, path: str) -> SuperPodFacts:
+    """Atlas A3 facts of the lock file (`super_pods:`, `super_device_ids:`; absent: none)."""
+    try:
+        doc = yaml.safe_load(_Stream(text, path)) or {}
+    except yaml.YAMLError as exc:
+        raise SpecErrors([Diagnostic(Loc(path, 1, 1), "", f"cannot read the lock file: {exc}")]) from None
+    pods = doc.get("super_pods") or {} if isinstance(doc, dict) else {}
+    sdids = doc.get("super_device_ids") or {} if isinstance(doc, dict) else {}
+    try:
+        return SuperPodFacts({str(h): str(p) for h, p in pods.items()},
+                             {(str(h), int(d)): int(s) for h, ids in sdids.items() for d, s in (ids or {}).items()})
+    except (AttributeError, TypeError, ValueError):
+        raise SpecErrors([Diagnostic(Loc(path, 1, 1), "", "the lock file's super_pods / super_device_ids are not "
+                                                          "host -> id mappings; run `launcher discover` again")]) from None
+
+
+def lock_text(facts: Facts, a3: SuperPodFacts | None = None) -> str:
+    """The lock file's content for these facts: hosts and devices in sorted order; the A3 sections
+    only when there are A3 facts (an A2 lock file reads as before)."""
     hosts: dict[str, dict[int, str]] = {}
     for (host, dev), ip in sorted(facts.items()):
         hosts.setdefault(host, {})[dev] = ip
-    return HEADER + yaml.safe_dump({"version": 1, "devices": hosts}, sort_keys=False)
+    doc: dict = {"version": 1, "devices": hosts}
+    if a3 and a3.pods:
+        doc["super_pods"] = dict(sorted(a3.pods.items()))
+    if a3 and a3.sdids:
+        sdids: dict[str, dict[int, int]] = {}
+        for (host, dev), sdid in sorted(a3.sdids.items()):
+            sdids.setdefault(host, {})[dev] = sdid
+        doc["super_device_ids"] = sdids
+    a3_note = "# Atlas A3: vnic IPs (hccn_tool -i N -vnic -g), SDIDs and pods (npu-smi info -t spod-info).\n"
+    return HEADER + (a3_note if len(doc) > 2 else "") + yaml.safe_dump(doc, sort_keys=False)

@@ -24,6 +24,8 @@ class Device:
     id: int
     ip: str | None  # None: left to discovery and not yet in the lock file
     discover: bool = False  # the topology says `discover`: the IP comes from the lock file
+    sdid: int | None = None  # Atlas A3 super_device_id; None: not given, or left to discovery and not found
+    sdid_discover: bool = False  # the SDID comes from the lock file
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +47,14 @@ class Host:
     devices: tuple[Device, ...]
     hccn_tool: str | None = None  # None: the checker looks in the driver's path, then PATH
     dcmi_lib: str | None = None   # None: the checker tries the driver's usual libdcmi.so paths
+    super_pod_id: str | None = None  # Atlas A3 SuperPoD id; None: not given (an A2 host) or not discovered yet
+    pod_discover: bool = False       # the topology says `super_pod_id: discover`
+    chips_per_card: int | None = None  # A3 dies per card, for discovery (npu-smi's -i card -c chip)
+
+    @property
+    def superpod(self) -> bool:
+        """A SuperPoD (A3) host: its instances get ranktable v1.2."""
+        return self.super_pod_id is not None or self.pod_discover
 
     def device(self, device_id: int) -> Device | None:
         return next((d for d in self.devices if d.id == device_id), None)

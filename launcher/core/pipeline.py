@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from .errors import Diagnostic, SpecErrors
 from .expand import _Expander
-from .load import DeviceFacts, build_topology
+from .load import DeviceFacts, SuperPodFacts, build_topology
 from .model import Topology
 from .plan import File, Plan
 from .render import generation_id, render
@@ -25,11 +25,12 @@ class Result:
     warnings: tuple[Diagnostic, ...]
 
 
-def compile_source(src: Source, facts: DeviceFacts | None = None, check: Check | None = None) -> Result:
+def compile_source(src: Source, facts: DeviceFacts | None = None, check: Check | None = None,
+                   a3: SuperPodFacts | None = None) -> Result:
     """Source -> validated Topology and Plan. Raises SpecErrors with every error found.
 
     ``facts``: device IPs from the lock file; ``check``: a compiled schema check (schema.check_schema)."""
-    topo = build_topology(src, facts, check)
+    topo = build_topology(src, facts, check, a3)
     diags = validate(topo)
     if any(d.is_error for d in diags):
         raise SpecErrors(diags)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from .plan import Plan
+from .preflight_a3 import spec_for
 
 PINGS = 3
 MAX_LOSS = 0.0
@@ -42,6 +43,7 @@ def checks_for(plan: Plan, instances: list[str] | None = None) -> list[HostCheck
     """
     tools = {hp.host.name: hp.host.hccn_tool for hp in plan.hosts}
     libs = {hp.host.name: hp.host.dcmi_lib for hp in plan.hosts}
+    host_of = {hp.host.name: hp.host for hp in plan.hosts}
     out = []
     for inst in plan.instances:
         if instances is not None and inst.name not in instances:
@@ -52,7 +54,7 @@ def checks_for(plan: Plan, instances: list[str] | None = None) -> list[HostCheck
             # the checker skips a device's own IP, so each device pings the other world_size - 1
             spec = {"host": host, "devices": [{"id": r.device_id, "ip": r.device_ip} for r in mine],
                     "peers": peers, "pings": PINGS, "max_loss": MAX_LOSS, "timeout": TOOL_TIMEOUT}
-            out.append(HostCheck(inst.name, host, tools[host], spec, dcmi_lib=libs[host]))
+            out.append(HostCheck(inst.name, host, tools[host], spec_for(host_of[host], spec), dcmi_lib=libs[host]))
     # LLM-DataDist: the decoder's device must reach the prompt side's listen IP over RoCE
     # (the link goes NPU to NPU, so this is the device plane, not a host TCP port).
     for name, members in plan.links:
@@ -62,7 +64,8 @@ def checks_for(plan: Plan, instances: list[str] | None = None) -> list[HostCheck
                 continue
             spec = {"host": m.host, "devices": [{"id": m.device_id, "ip": m.device_ip}], "peers": listeners,
                     "pings": PINGS, "max_loss": MAX_LOSS, "timeout": TOOL_TIMEOUT}
-            out.append(HostCheck(m.instance, m.host, tools[m.host], spec, link=name, dcmi_lib=libs[m.host]))
+            out.append(HostCheck(m.instance, m.host, tools[m.host], spec_for(host_of[m.host], spec), link=name,
+                                 dcmi_lib=libs[m.host]))
     return out
 
 

@@ -26,6 +26,9 @@ class RankSlot:
     rank_id: int
     container_ip: str | None = None
     server_ip: str | None = None  # PD dialect only
+    super_device_id: int | None = None  # Atlas A3 (ranktable v1.2) only
+    super_pod_id: str | None = None     # Atlas A3 only
+    host_ip: str | None = None          # v1.2 server entries' host_ip (an IP, or left out)
 
 
 def _servers(slots: Iterable[RankSlot], with_server_ip: bool) -> list[dict[str, Any]]:

@@ -9,7 +9,7 @@ from collections import Counter
 from typing import Any, Iterable, Sequence
 
 from .errors import Diagnostic, sort_diagnostics
-from . import placeholders
+from . import placeholders, superpod
 from .graph import dependency_edges, find_cycle, link_edges
 from .model import DatasystemSpec, DDCluster, EtcdSpec, Instance, Probe, Service, Topology
 from .placement import rank_placement, service_ports
@@ -366,6 +366,7 @@ class _Checker:
         self.check_datadist()
         self.check_listeners()
         self.check_placeholders()
+        self.out.extend(superpod.check(self.t))
         return sort_diagnostics(self.out)
 
 

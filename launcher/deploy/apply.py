@@ -22,6 +22,7 @@ from ..core.errors import LauncherError
 from ..core.graph import relink_after
 from ..core.plan import File, Plan
 from ..core.probes import READY_TIMEOUT
+from ..core.preflight_a3 import tls_mismatches
 from .gang import alive_anywhere, gang_start, relink_decoders
 from .interrupt import Interrupted
 from .levels import start_levels
@@ -65,6 +66,9 @@ def run_preflight(session: Session, instances: list[str] | None = None
         lines = preflight.failure_lines(chk, reply)
         if lines:
             bad.setdefault(chk.instance, []).extend(lines)
+    # the TLS switch must match across a world: only visible with every host's reply at hand
+    for inst, lines in tls_mismatches(session.plan, [c.host for c in checks], [replies[c.key] for c in checks]).items():
+        bad.setdefault(inst, []).extend(lines)
     return checks, replies, bad
 
 

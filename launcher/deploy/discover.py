@@ -2,7 +2,9 @@
 
 The link checker reads each device's IP (DCMI where the driver library loads, else
 `hccn_tool -i N -ip -g`) as part of its `ip` check; we ask it with a placeholder expected IP
-and keep what it saw. Results go to the lock file beside the topology.
+and keep what it saw. On Atlas A3 hosts (super_pod_id) it runs in its A3 mode: the IP is the
+vnic's (`hccn_tool -i N -vnic -g`) and its `spod` check reads the die's SDID and Super Pod ID
+(`npu-smi info -t spod-info`). Results go to the lock file beside the topology.
 """
 from __future__ import annotations
 
@@ -12,20 +14,47 @@ from typing import Any
 
 from ..core.errors import LauncherError
 from ..core.expand import host_root
+from ..core.load import SuperPodFacts
 from ..core.lockfile import Facts
-from ..core.model import Topology
+from ..core.model import Host, Topology
+from ..core.preflight_a3 import DEFAULT_CHIPS_PER_CARD
 from ..core.plan import HostPlan, Plan
-from .files import read_lock, write_lock
+from .files import read_lock, read_superpod_facts, write_lock
 from .remote import HostClient
 from .session import Session
 
 PLACEHOLDER = "0.0.0.0"
 _IPV4 = re.compile(r"^\d{1,3}(\.\d{1,3}){3}$")
+_SPOD = re.compile(r"^SDID (\d+), Super Pod ID (\d+)$")  # the checker's `seen` of a spod check
 
 
 def targets(topo: Topology) -> dict[str, list[int]]:
-    """host -> device ids marked `discover`."""
-    return {h.name: [d.id for d in h.devices if d.discover] for h in topo.hosts if any(d.discover for d in h.devices)}
+    """host -> device ids marked `discover` (an IP, an SDID, or, for a pod id left to discovery, every device)."""
+    out = {h.name: [d.id for d in h.devices if d.discover or d.sdid_discover or h.pod_discover] for h in topo.hosts}
+    return {h: ids for h, ids in out.items() if ids}
+
+
+def seen_spods(report: dict[str, Any]) -> tuple[dict[int, tuple[int, str]], dict[int, str]]:
+    """(device -> (SDID, Super Pod ID) read, device -> why not) from an A3 checker report."""
+    found: dict[int, tuple[int, str]] = {}
+    errors: dict[int, str] = {}
+    for c in report.get("checks", []):
+        if c["check"] != "spod":
+            continue
+        m = _SPOD.match(str(c.get("seen", "")))
+        if m and c.get("state") in ("pass", "fail"):
+            found[c["device"]] = (int(m.group(1)), m.group(2))
+        else:
+            errors[c["device"]] = f"SuperPoD facts: {c.get('seen', '')} ({c.get('evidence', '')})"
+    return found, errors
+
+
+def _spec(host: Host, devices: list[int]) -> dict[str, Any]:
+    spec: dict[str, Any] = {"host": host.name, "devices": [{"id": d, "ip": PLACEHOLDER} for d in devices],
+                            "peers": [], "pings": 1, "timeout": 10}
+    if host.superpod:
+        spec.update(superpod=True, chips_per_card=host.chips_per_card or DEFAULT_CHIPS_PER_CARD)
+    return spec
 
 
 def seen_ips(report: dict[str, Any]) -> tuple[dict[int, str], dict[int, str]]:
@@ -43,33 +72,57 @@ def seen_ips(report: dict[str, Any]) -> tuple[dict[int, str], dict[int, str]]:
     return found, errors
 
 
-def discover(topo: Topology, path: str, session_args: dict[str, Any]) -> tuple[Facts, bool, dict[str, str]]:
-    """Read the IPs; (the lock file's facts, whether the file changed, device -> why unreadable)."""
+def discover(topo: Topology, path: str, session_args: dict[str, Any]
+             ) -> tuple[Facts, bool, dict[str, str], SuperPodFacts]:
+    """Read the IPs (and A3 facts); (the lock file's IPs, whether the file changed, device -> why
+    unreadable, its A3 facts)."""
     want = targets(topo)
     if not want:
         raise LauncherError(f"{path}: no device says `discover`; nothing to read")
     hosts = {h.name: h for h in topo.hosts}
     plan = Plan(topo.name, tuple(HostPlan(hosts[n], host_root(topo.name, hosts[n]), (), ()) for n in want), (),
                 (), {})
-    facts = {k: v for k, v in read_lock(path).items() if k[0] in want and k[1] in want[k[0]]}
+    ip_want = {(h.name, d.id) for h in topo.hosts for d in h.devices if d.discover}
+    sdid_want = {(h.name, d.id) for h in topo.hosts for d in h.devices if d.sdid_discover}
+    pod_want = {h.name for h in topo.hosts if h.pod_discover}
+    facts = {k: v for k, v in read_lock(path).items() if k in ip_want}
+    old = read_superpod_facts(path)
+    pods = {h: p for h, p in old.pods.items() if h in pod_want}
+    sdids = {k: v for k, v in old.sdids.items() if k in sdid_want}
     problems: dict[str, str] = {}
     with Session(plan, **session_args) as session:
         session.ensure_runtimes()
 
-        def read(c: HostClient) -> tuple[dict[int, str], dict[int, str]]:
-            spec = {"host": c.name, "devices": [{"id": d, "ip": PLACEHOLDER} for d in want[c.name]],
-                    "peers": [], "pings": 1, "timeout": 10}
+        def read(c: HostClient) -> dict[str, Any]:
+            spec = _spec(hosts[c.name], want[c.name])
             reply = c.call("linkcheck", hosts[c.name].hccn_tool or "-", hosts[c.name].dcmi_lib or "-",
                            stdin=json.dumps(spec).encode())
             if reply.get("report") is None:
                 raise LauncherError(reply.get("stderr") or "the link checker gave no report")
-            return seen_ips(reply["report"])
+            report: dict[str, Any] = reply["report"]
+            return report
 
         results = session.each("discover", read)
-    for host, (found, errors) in results.items():
+    for host, report in results.items():
+        found, errors = seen_ips(report)
+        spods, spod_errors = seen_spods(report)
         for dev, ip in found.items():
-            facts[(host, dev)] = ip
+            if (host, dev) in ip_want:
+                facts[(host, dev)] = ip
         for dev, why in errors.items():
-            problems[f"{host} device {dev}"] = why
-    changed = write_lock(path, facts) if not problems else False
-    return facts, changed, problems
+            if (host, dev) in ip_want:
+                problems[f"{host} device {dev}"] = why
+        for dev, why in spod_errors.items():
+            if (host, dev) in sdid_want or host in pod_want:
+                problems[f"{host} device {dev}"] = why
+        for dev, (sdid, _) in spods.items():
+            if (host, dev) in sdid_want:
+                sdids[(host, dev)] = sdid
+        pod_ids = sorted({pod for _, pod in spods.values()})
+        if host in pod_want and len(pod_ids) > 1:
+            problems[f"{host}"] = f"its dies report different Super Pod IDs {pod_ids}"
+        elif host in pod_want and pod_ids:
+            pods[host] = pod_ids[0]
+    a3 = SuperPodFacts(pods, sdids)
+    changed = write_lock(path, facts, a3) if not problems else False
+    return facts, changed, problems, a3

@@ -13,8 +13,8 @@ from functools import lru_cache
 import fastjsonschema
 
 from ..core.errors import Diagnostic, Loc, SpecErrors
-from ..core.load import DeviceFacts
-from ..core.lockfile import Facts, lock_path, lock_text, parse_lock
+from ..core.load import DeviceFacts, SuperPodFacts
+from ..core.lockfile import Facts, lock_path, lock_text, parse_lock, parse_superpod
 from ..core.pipeline import Result, compile_source
 from ..core.schema import Check, check_source, compiled_check, schema_text
 from ..core.yamlsrc import Source, decode_text, load_yaml
@@ -31,23 +31,34 @@ def read_source(path: str) -> Source:
     return load_yaml(decode_text(data, shown), shown)
 
 
+def _lock_file(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.read()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise SpecErrors([Diagnostic(Loc(path, 1, 1), "", f"cannot read the lock file: {exc}")]) from None
+
+
 def read_lock(topology_path: str) -> Facts:
     """(host, device id) -> IP from the lock file beside the topology; {} when there is none."""
     path = lock_path(topology_path)
-    try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
-    except FileNotFoundError:
-        return {}
-    except OSError as exc:
-        raise SpecErrors([Diagnostic(Loc(path, 1, 1), "", f"cannot read the lock file: {exc}")]) from None
-    return parse_lock(text, path)
+    text = _lock_file(path)
+    return {} if text is None else parse_lock(text, path)
 
 
-def write_lock(topology_path: str, facts: Facts) -> bool:
+def read_superpod_facts(topology_path: str) -> SuperPodFacts:
+    """Atlas A3 SuperPoD ids and SDIDs from the lock file; none when there is no file."""
+    path = lock_path(topology_path)
+    text = _lock_file(path)
+    return SuperPodFacts() if text is None else parse_superpod(text, path)
+
+
+def write_lock(topology_path: str, facts: Facts, a3: SuperPodFacts | None = None) -> bool:
     """Write the lock file if its content changes; True when it was (re)written."""
     path = lock_path(topology_path)
-    text = lock_text(facts)
+    text = lock_text(facts, a3)
     try:
         with open(path, encoding="utf-8") as fh:
             if fh.read() == text:
@@ -94,4 +105,5 @@ def schema_check() -> Check:
 def compile_file(path: str, facts: DeviceFacts | None = None) -> Result:
     """A topology file plus its lock file of discovered device IPs (if any)."""
     src = read_source(path)
-    return compile_source(src, read_lock(path) if facts is None else facts, schema_check())
+    return compile_source(src, read_lock(path) if facts is None else facts, schema_check(),
+                          read_superpod_facts(path))

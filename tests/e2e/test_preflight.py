@@ -92,8 +92,8 @@ def test_all_links_good_then_up_starts(testbed, npu, topo):
     assert [ln.split() for ln in lines[1:9]] == [[h.name, str(d), "ok"] for h in testbed.hosts for d in DEVICES]
     doc = json.loads(cli(testbed, "check", topo, "--json").out)
     assert doc["ok"] is True
-    # 4 devices x (link, optical, ip, 7 pings: every other device of the 8-rank world) on each host
-    assert all(len(r["report"]["checks"]) == 4 * 10 for r in doc["checks"].values())
+    # 4 devices x (link, optical, ip, tls, 7 pings: every other device of the 8-rank world) on each host
+    assert all(len(r["report"]["checks"]) == 4 * 11 for r in doc["checks"].values())
     up = cli(testbed, "up", topo)
     assert up.code == 0, up.err
     assert "preflight: links up for model" in up.err
@@ -116,6 +116,17 @@ SCENARIOS = {
     "hccn_tool hanging": (
         1, "hang.2=link\n", "h2 device 2: link: expected UP, seen timeout after 5.0 s"),
 }
+
+
+def test_tls_switch_differing_across_hosts_refuses_the_world(testbed, npu, topo):
+    """Each host's devices agree among themselves; only across the hosts does the switch differ."""
+    npu(1, "tls=1\n")
+    run = cli(testbed, "check", topo)
+    assert run.code == 1
+    assert ("TLS switch differs across the devices of instance model (0 on h1 devices 0,1,2,3; 1 on h2 devices "
+            "0,1,2,3): HCCL fails with EI0016") in run.out, run.out
+    up = cli(testbed, "up", topo)
+    assert up.code == 1 and "model NOT started" in up.err and "EI0016" in up.err
 
 
 @pytest.mark.parametrize("name", list(SCENARIOS))

@@ -3,7 +3,8 @@
  * by $FAKE_NPU_SCENARIO describes. Written in C because the checker starts dozens
  * of these at once and a Python start-up costs ~250 ms on the test machines.
  *   hccn_tool -i N {-link|-optical|-ip|-net_health} -g
- *   hccn_tool -i N -ping -g address IP [pkt COUNT] */
+ *   hccn_tool -i N -ping -g address IP [pkt COUNT]
+ *   Atlas A3: hccn_tool -i N {-vnic|-tls} -g; hccn_tool -i N -hccs_ping -g address IP [pkt COUNT] */
 #define _GNU_SOURCE
 #include <fcntl.h>
 #include <stdio.h>
@@ -101,7 +102,25 @@ static int out_ip(int dev)
     return 0;
 }
 
-static int out_ping(int dev, int argc, char **argv)
+/* ASCEND_REFERENCE 1.3 [U: a vendor reference page]: "vnic link status: UP", "vnic ipaddr: X". */
+static int out_vnic(int dev)
+{
+    const char *ip = sc_lookup("vnic_ip", dev, NULL), *link = sc_lookup("vnic_link", dev, NULL);
+    printf("vnic link status: %s\n", link ? link : "UP");
+    if (ip)
+        printf("vnic ipaddr: %s\nvnic netmask: 255.255.255.0\n", ip);
+    return 0;
+}
+
+/* [U] only `| grep switch` of this output is public; the value sits in "tls switch[N]". */
+static int out_tls(int dev)
+{
+    printf("dev_id:%d, tls switch[%s](0:disable, 1:enable), tls preconfigured[1](0:non-preset, "
+           "1:preset)\n", dev, sc_lookup("tls", dev, NULL) ? sc_lookup("tls", dev, NULL) : "0");
+    return 0;
+}
+
+static int out_ping(int dev, int argc, char **argv, const char *loss_key)
 {
     if ((argc != 2 && argc != 4) || strcmp(argv[0], "address") ||
         (argc == 4 && strcmp(argv[2], "pkt")))
@@ -110,7 +129,7 @@ static int out_ping(int dev, int argc, char **argv)
     int count = argc == 4 ? atoi(argv[3]) : 3;
     if (count < 1)
         return usage();
-    int lost = sc_int(sc_lookup("ping_loss", dev, peer), 0);
+    int lost = sc_int(sc_lookup(loss_key, dev, peer), 0);
     lost = lost > count ? count : lost;
     long delay_ms = sc_int(sc_get("ping_delay_ms"), 0);
     struct timespec ts = {delay_ms / 1000, (delay_ms % 1000) * 1000000L};
@@ -132,7 +151,9 @@ static int out_ping(int dev, int argc, char **argv)
 static int dispatch(int dev, const char *sub, int argc, char **argv)
 {
     if (!strcmp(sub, "ping"))
-        return out_ping(dev, argc, argv);
+        return out_ping(dev, argc, argv, "ping_loss");
+    if (!strcmp(sub, "hccs_ping")) /* [U] output assumed in -ping's shape (ASCEND_REFERENCE 1.3) */
+        return out_ping(dev, argc, argv, "hccs_ping_loss");
     if (argc != 0)
         return usage();
     if (!strcmp(sub, "link")) {
@@ -142,6 +163,10 @@ static int dispatch(int dev, const char *sub, int argc, char **argv)
     }
     if (!strcmp(sub, "optical"))
         return out_optical(dev);
+    if (!strcmp(sub, "vnic"))
+        return out_vnic(dev);
+    if (!strcmp(sub, "tls"))
+        return out_tls(dev);
     if (!strcmp(sub, "ip"))
         return out_ip(dev);
     if (!strcmp(sub, "net_health")) {

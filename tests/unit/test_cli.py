@@ -132,8 +132,9 @@ def test_validate_json_reports_errors_as_data(tmp_path):
     doc = run.json()
     assert doc["ok"] is False
     assert doc["diagnostics"] == [{"severity": "error", "file": bad, "line": 4, "col": 27, "path": "hosts[0].colour",
-                                   "message": "unknown key 'colour' (allowed: address, container_ip, dcmi_lib, deploy_dir, "
-                                              "devices, hccn_tool, name, server_id, ssh, transport)"}]
+                                   "message": "unknown key 'colour' (allowed: address, chips_per_card, container_ip, dcmi_lib, "
+                                              "deploy_dir, devices, hccn_tool, name, server_id, ssh, super_pod_id, "
+                                              "transport)"}]
 
 
 def test_preflight_checks_cover_worlds_and_datadist_links():

@@ -43,3 +43,20 @@ def test_a_malformed_lock_file_is_an_error_at_its_line(text, where):
     with pytest.raises(SpecErrors) as exc:
         parse_lock(text, "t.lock.yaml")
     assert str(exc.value).startswith(where)
+
+
+def test_a3_facts_round_trip_and_an_a2_lock_file_reads_as_before():
+    from launcher.core.load import SuperPodFacts
+    from launcher.core.lockfile import parse_superpod
+    a3 = SuperPodFacts({"a3-0": "0"}, {("a3-0", 1): 104857601, ("a3-0", 0): 104857600})
+    text = lock_text(FACTS, a3)
+    assert parse_lock(text, "t.lock.yaml") == FACTS
+    assert parse_superpod(text, "t.lock.yaml") == a3
+    assert lock_text(FACTS, SuperPodFacts()) == lock_text(FACTS)  # no A3 facts: the same text as before
+    assert parse_superpod(lock_text(FACTS), "t.lock.yaml") == SuperPodFacts()
+
+
+def test_a3_sections_of_the_wrong_shape():
+    from launcher.core.lockfile import parse_superpod
+    with pytest.raises(SpecErrors, match="super_pods / super_device_ids are not host -> id mappings"):
+        parse_superpod("version: 1\ndevices: {}\nsuper_device_ids: {a: [1, 2]}\n", "t.lock.yaml")
