@@ -9,7 +9,7 @@ from collections import Counter
 from typing import Any, Iterable, Sequence
 
 from .errors import Diagnostic, sort_diagnostics
-from . import placeholders
+from . import frameworks, placeholders
 from .graph import dependency_edges, find_cycle, link_edges
 from .model import DatasystemSpec, DDCluster, EtcdSpec, Instance, Service, Topology
 from .placement import rank_placement, service_ports
@@ -338,6 +338,8 @@ class _Checker:
         self.check_datadist()
         self.check_listeners()
         self.check_placeholders()
+        for path, message in frameworks.check(self.t):  # server_id, framework: rules
+            self.err(path, message)
         return sort_diagnostics(self.out)
 
 
