@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from . import jsonfmt
 from .model import Host, Instance
 
 MINDIE = "mindie-service"
@@ -68,4 +69,4 @@ def mindie_config(inst: Instance, base: bytes) -> bytes:
     backend["multiNodesInferEnabled"] = True
     backend["multiNodesInferPort"] = inst.mindie.port
     backend["interNodeTLSEnabled"] = inst.mindie.inter_node_tls
-    return (json.dumps(doc, indent=4, ensure_ascii=False) + "\n").encode("utf-8")
+    return jsonfmt.dumps_bytes(doc)
