@@ -213,6 +213,18 @@ def _argv_path(topo: Topology, i: int, leader: bool) -> Path:
     return ("instances", i, key) if _has(topo, ("instances", i, key)) else ("instances", i, "command")
 
 
+def _flag_path(i: int, inst: Instance, flag: str, default: Path) -> Path:
+    """Where the topology writes ``flag``'s value (command, leader_args or worker_args)."""
+    for key in ("command", "leader_args", "worker_args"):
+        argv = getattr(inst, key)
+        for k, a in enumerate(argv):
+            if a == flag:
+                return ("instances", i, key, min(k + 1, len(argv) - 1))
+            if a.startswith(flag + "="):
+                return ("instances", i, key, k)
+    return default
+
+
 def _vllm_dp(topo: Topology, i: int, inst: Instance, programs: list[Program]) -> Iterator[tuple[Path, str]]:
     opts = [_opts(p.argv) for p in programs]
     master = topo.host(inst.hosts[0])
@@ -238,7 +250,7 @@ def _vllm_dp(topo: Topology, i: int, inst: Instance, programs: list[Program]) ->
                    "node but the first (worker_args), which serves the API")
         start = o.get("--data-parallel-start-rank", "0")
         if start != str(index * n_local):
-            yield (_argv_path(topo, i, leader), f"instance {inst.name} on {p.host}: --data-parallel-start-rank "
+            yield (_flag_path(i, inst, "--data-parallel-start-rank", _argv_path(topo, i, leader)), f"instance {inst.name} on {p.host}: --data-parallel-start-rank "
                    f"{start} should be {index * n_local} (the local DP sizes of the nodes before it): "
                    f"write {{{{ host.index * {n_local} }}}}")
         if master is not None and o.get("--data-parallel-address") != master.address:
@@ -253,7 +265,7 @@ def _vllm_dp(topo: Topology, i: int, inst: Instance, programs: list[Program]) ->
 
 def _vllm_kv(topo: Topology, i: int, inst: Instance, programs: list[Program],
              engines: dict[str, str]) -> Iterator[tuple[Path, str]]:
-    where = ("instances", i, "command")
+    where = _flag_path(i, inst, "--kv-transfer-config", ("instances", i, "command"))
     said_engine = False
     for p in programs:
         text = _opts(p.argv).get("--kv-transfer-config")
