@@ -63,7 +63,11 @@ def _server_id_path(topo: Topology, i: int) -> Path:
 
 
 def _env_path(topo: Topology, i: int, key: str) -> Path:
-    return ("instances", i, "env", key) if _has(topo, ("instances", i, "env", key)) else ("defaults", "env", key)
+    """Where the topology sets ``key`` for instance i; the instance itself when the framework set it."""
+    for path in (("instances", i, "env", key), ("defaults", "env", key)):
+        if _has(topo, path):
+            return path
+    return ("instances", i, "name")
 
 
 def check(topo: Topology) -> list[tuple[Path, str]]:
