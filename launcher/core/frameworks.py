@@ -179,18 +179,19 @@ def _opts(argv: tuple[str, ...]) -> dict[str, str]:
     return out
 
 
-def _first_program(plan: Plan, inst: Instance, hname: str) -> Program | None:
-    hp = next((hp for hp in plan.hosts if hp.host.name == hname), None)
-    return next((p for p in hp.programs if p.owner == inst.name), None) if hp else None
-
-
 def check_plan(topo: Topology, plan: Plan) -> list[Diagnostic]:
     out: list[tuple[Path, str]] = []
     engines: dict[str, str] = {}
+    if not any(inst.framework == VLLM for inst in topo.instances):
+        return []
+    first: dict[tuple[str, str], Program] = {}  # (host, owner) -> its first program: per_host, the only one
+    for hp in plan.hosts:
+        for p in hp.programs:
+            first.setdefault((hp.host.name, p.owner), p)
     for i, inst in enumerate(topo.instances):
         if inst.framework != VLLM:
             continue
-        programs = [p for p in (_first_program(plan, inst, h) for h in inst.hosts) if p is not None]
+        programs = [first[(h, inst.name)] for h in inst.hosts if (h, inst.name) in first]
         out.extend(_vllm_env(topo, i, inst, programs))
         out.extend(_vllm_dp(topo, i, inst, programs))
         out.extend(_vllm_kv(topo, i, inst, programs, engines))
