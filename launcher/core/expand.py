@@ -10,9 +10,10 @@ import dataclasses
 import json
 import posixpath
 from collections import defaultdict
+from dataclasses import replace
 from typing import Any, Iterable, TypeVar
 
-from . import jsonfmt
+from . import framework_env, jsonfmt
 from .graph import dependency_edges, start_levels
 from .model import (DEFAULT_RENDEZVOUS_PORT, DatasystemSpec, EtcdSpec, GenericSpec, Host,
                     Instance, Limits, Probe, Service, Topology)
@@ -23,6 +24,9 @@ from .ranktable import RankSlot, hccl_v1, pd_global, pd_host_entry, pd_local
 from .ranktable_v12 import hccl_v12, host_ip, pd_global_v12, pd_local_v12
 
 to_json_bytes = jsonfmt.dumps_bytes
+# Ranktables and the framework configs made from them: MindIE refuses a rank table or config.json
+# with more than 0640 (owner = the daemon's uid), ATB's safe_open one writable by others.
+CONFIG_MODE = 0o640
 S = TypeVar("S", EtcdSpec, DatasystemSpec, GenericSpec)
 
 
@@ -94,7 +98,7 @@ class _Expander:
 
     def put(self, hnames: Iterable[str], rel: str, doc: Any) -> JsonDoc:
         """The same document on several hosts: serialized once; returns it as the plan keeps it."""
-        f = File(rel, to_json_bytes(doc))
+        f = File(rel, to_json_bytes(doc), CONFIG_MODE)
         for hname in hnames:
             self.files[hname][rel] = f
         return JsonDoc(f.content)
@@ -126,7 +130,8 @@ class _Expander:
             if inst.role != "standalone":
                 continue
             rel = f"ranktables/{inst.name}.json"
-            slots = self.slots(self.placement[inst.name])
+            slots = [replace(s, container_ip=framework_env.container_ip(inst, self.hosts[r.host]))
+                     for s, r in zip(self.slots(self.placement[inst.name]), self.placement[inst.name])]
             table = hccl_v12(slots) if self.a3(inst.hosts) else hccl_v1(slots)
             self.ranktable_path[inst.name] = rel
             self.ranktable[inst.name] = self.put(inst.hosts, rel, table)
@@ -214,6 +219,7 @@ class _Expander:
                 common.update(DS_WORKER_ADDR=self.ds_worker_addr(inst.datasystem, hname),
                               DS_ENABLE_REMOTE_H2D="1" if ds.remote_h2d_devices else "0",
                               DS_ENABLE_EXCLUSIVE_CONNECTION="0", PYTHONHASHSEED="0")
+            common.update(framework_env.defaults(inst, self.hosts[hname]))
             common.update((k, fill(v, values)) for k, v in inst.env)
             table = self.abs_path(hname, self.ranktable_path[inst.name])
             ident = {"WORLD_SIZE": str(world), "RANK_SIZE": str(world), "LOCAL_WORLD_SIZE": str(len(on_host)),
@@ -222,6 +228,7 @@ class _Expander:
                      "MASTER_ADDR": master, "MASTER_PORT": str(self.rdzv[inst.name])}
             if inst.name in self.global_path:
                 ident["GLOBAL_RANK_TABLE_FILE_PATH"] = self.abs_path(hname, self.global_path[inst.name])
+            ident.update(self.framework_files(inst, hname))
             tags = {"LAUNCHER_DEPLOYMENT": self.t.name, "LAUNCHER_INSTANCE": inst.name,
                     "LAUNCHER_ROLE": inst.role, "LAUNCHER_HOST": hname,
                     "LAUNCHER_HOST_ADDRESS": self.hosts[hname].address,
@@ -241,6 +248,15 @@ class _Expander:
                 env = {**common, **ident, **per_rank, **tags}
                 self.programs[hname].append(self._program(f"{inst.name}-r{r.rank}", hname, inst, argv, env, r,
                                                           (r.device_id,)))
+
+    def framework_files(self, inst: Instance, hname: str) -> dict[str, str]:
+        """The framework's own files on this host (MindIE's config.json) and the env naming them."""
+        rel = framework_env.config_path(inst)
+        if rel is not None and inst.mindie is not None:
+            self.files[hname][rel] = File(rel, framework_env.mindie_config(inst, self.t.inputs[inst.mindie.config]),
+                                          CONFIG_MODE)
+        return framework_env.identity(inst, self.hosts[hname], [self.hosts[h] for h in inst.hosts],
+                                      rel and self.abs_path(hname, rel))
 
     def host_values(self, hname: str, index: int) -> dict[str, str | int]:
         """What placeholders of a host stand for (placeholders.HOST_NAMES)."""

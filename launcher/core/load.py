@@ -12,7 +12,7 @@ from typing import Any, Mapping
 
 from .errors import Diagnostic, Loc, SpecErrors, sort_diagnostics
 from .model import (DEFAULT_DEPLOY_DIR, DISCOVER, DatasystemSpec, DDCluster,
-                    DDLink, Device, Env, EtcdSpec, GenericSpec, Host, Instance, Limits, Numa, PDGroup,
+                    DDLink, Device, Env, EtcdSpec, GenericSpec, Host, Instance, Limits, MindieSpec, Numa, PDGroup,
                     Probe, Service, Ssh, Topology)
 from .schema import Check, check_schema
 from .yamlsrc import Source
@@ -115,7 +115,8 @@ def _instance(i: Mapping[str, Any], defaults: Mapping[str, Any]) -> Instance:
         rendezvous_port=i.get("rendezvous_port"),
         probe=_probe(i.get("probe")), limits=_limits(defaults.get("limits"), i.get("limits")),
         depends_on=tuple(i.get("depends_on", ())), datasystem=i.get("datasystem"),
-        leader_args=_argv(i.get("leader_args")), worker_args=_argv(i.get("worker_args")))
+        leader_args=_argv(i.get("leader_args")), worker_args=_argv(i.get("worker_args")),
+        framework=i.get("framework"), mindie=MindieSpec(**i["mindie"]) if "mindie" in i else None)
 
 
 def _service(s: Mapping[str, Any], defaults: Mapping[str, Any]) -> Service:
@@ -146,10 +147,11 @@ def _pd_group(g: Mapping[str, Any]) -> PDGroup:
 
 
 def build_topology(src: Source, facts: DeviceFacts | None = None, check: Check | None = None,
-                   a3: SuperPodFacts | None = None) -> Topology:
+                   a3: SuperPodFacts | None = None, inputs: Mapping[str, bytes] | None = None) -> Topology:
     """Schema-valid data -> Topology. Raises SpecErrors listing every structural problem.
 
-    ``check``: a compiled check of the schema (schema.check_schema)."""
+    ``check``: a compiled check of the schema (schema.check_schema); ``inputs``: the files the
+    topology names, read by the operator side (deploy.inputs)."""
     diags = check_schema(src, check) if isinstance(src.data, dict) else [
         Diagnostic(Loc(src.file, 1, 1), "", "the top level must be a mapping (hosts:, instances:, ...)")]
     if diags:
@@ -171,5 +173,5 @@ def build_topology(src: Source, facts: DeviceFacts | None = None, check: Check |
         preflight=defaults.get("preflight", True),
         restart_max=defaults.get("restart", {}).get("max", 3),
         restart_window=float(defaults.get("restart", {}).get("window", 600.0)),
-        locs=src)
+        locs=src, inputs=dict(inputs or {}))
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Mapping
 
 from .yamlsrc import Source
 
@@ -86,6 +87,13 @@ class Probe:
 
 
 @dataclass(frozen=True, slots=True)
+class MindieSpec:
+    config: str  # the base config.json as the topology names it (Topology.inputs holds its bytes)
+    port: int = 1120  # BackendConfig.multiNodesInferPort, MindIE's own default
+    inter_node_tls: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Instance:
     name: str
     role: str  # standalone | prefill | decode
@@ -102,6 +110,8 @@ class Instance:
     datasystem: str | None
     leader_args: tuple[str, ...] = ()  # appended on the first host (placeholders filled per host)
     worker_args: tuple[str, ...] = ()  # appended on the others
+    framework: str | None = None  # atb | mindie-service | vllm-ascend; None: generic (frameworks.py)
+    mindie: MindieSpec | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +196,9 @@ class Topology:
     # The parsed document, for the position of any path (Source.value_loc); not part of
     # equality or hashing. None: a topology built in code, diagnostics carry no position.
     locs: Source | None = field(default=None, compare=False, hash=False, repr=False)
+    # Files the topology names (a MindIE base config.json), read by the operator side: path as
+    # written -> bytes; absent: not readable (validate says so).
+    inputs: Mapping[str, bytes] = field(default_factory=dict, compare=False, hash=False, repr=False)
 
     # Name indexes, built once: large topologies look names up per rank.
     @cached_property

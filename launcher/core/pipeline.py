@@ -7,7 +7,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import Diagnostic, SpecErrors
+from typing import Mapping
+
+from . import frameworks
+from .errors import Diagnostic, SpecErrors, sort_diagnostics
 from .expand import _Expander
 from .load import DeviceFacts, SuperPodFacts, build_topology
 from .model import Topology
@@ -26,20 +29,26 @@ class Result:
 
 
 def compile_source(src: Source, facts: DeviceFacts | None = None, check: Check | None = None,
-                   a3: SuperPodFacts | None = None) -> Result:
+                   a3: SuperPodFacts | None = None, inputs: Mapping[str, bytes] | None = None) -> Result:
     """Source -> validated Topology and Plan. Raises SpecErrors with every error found.
 
-    ``facts``: device IPs from the lock file; ``check``: a compiled schema check (schema.check_schema)."""
-    topo = build_topology(src, facts, check, a3)
+    ``facts``: device IPs from the lock file; ``check``: a compiled schema check (schema.check_schema);
+    ``a3``: SuperPoD facts from the lock file; ``inputs``: files the topology names (deploy.inputs.read_inputs)."""
+    topo = build_topology(src, facts, check, a3, inputs)
     diags = validate(topo)
     if any(d.is_error for d in diags):
         raise SpecErrors(diags)
-    return Result(topo, _Expander(topo).run(), tuple(diags))
+    plan = _Expander(topo).run()
+    # rules on what each host runs once placeholders are filled (vLLM's per-node DP arguments)
+    diags = sort_diagnostics(list(diags) + frameworks.check_plan(topo, plan))
+    if any(d.is_error for d in diags):
+        raise SpecErrors(diags)
+    return Result(topo, plan, tuple(diags))
 
 
 def compile_text(text: str, file: str = "<text>", facts: DeviceFacts | None = None,
-                 check: Check | None = None) -> Result:
-    return compile_source(load_yaml(text, file), facts, check)
+                 check: Check | None = None, inputs: Mapping[str, bytes] | None = None) -> Result:
+    return compile_source(load_yaml(text, file), facts, check, inputs=inputs)
 
 
 def rendered(plan: Plan) -> tuple[str, dict[str, dict[str, File]]]:

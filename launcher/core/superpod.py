@@ -15,7 +15,6 @@ from .errors import Diagnostic
 from .model import Topology
 from .yamlsrc import Path, format_path
 
-MAX_SERVER_ID = 64  # HCCL: "server_id ... length should be less than 64" (topoinfo_ranktableConcise.cc)
 
 
 class _A3:
@@ -35,10 +34,6 @@ class _A3:
         sdids: dict[tuple[str, int], Path] = {}
         for i, h in enumerate(self.t.hosts):
             base: Path = ("hosts", i)
-            if len(h.server_id) > MAX_SERVER_ID:
-                self.err((*base, "server_id") if self.declared((*base, "server_id")) else (*base, "address"),
-                         f"host {h.name}: server_id is {len(h.server_id)} characters; HCCL's ranktable parser "
-                         f"takes at most {MAX_SERVER_ID}")
             if h.pod_discover and h.super_pod_id is None:
                 self.err((*base, "super_pod_id"), f"host {h.name}: super_pod_id is left to discovery and not in "
                                                   f"the lock file yet; run `launcher discover {self.t.file}`")

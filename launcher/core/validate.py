@@ -9,7 +9,7 @@ from collections import Counter
 from typing import Any, Iterable, Sequence
 
 from .errors import Diagnostic, sort_diagnostics
-from . import placeholders, superpod
+from . import frameworks, placeholders, superpod
 from .graph import dependency_edges, find_cycle, link_edges
 from .model import DatasystemSpec, DDCluster, EtcdSpec, Instance, Probe, Service, Topology
 from .placement import rank_placement, service_ports
@@ -367,6 +367,8 @@ class _Checker:
         self.check_listeners()
         self.check_placeholders()
         self.out.extend(superpod.check(self.t))
+        for path, message in frameworks.check(self.t):  # server_id, framework: rules
+            self.err(path, message)
         return sort_diagnostics(self.out)
 
 

@@ -18,6 +18,7 @@ from ..core.lockfile import Facts, lock_path, lock_text, parse_lock, parse_super
 from ..core.pipeline import Result, compile_source
 from ..core.schema import Check, check_source, compiled_check, schema_text
 from ..core.yamlsrc import Source, decode_text, load_yaml
+from .inputs import read_inputs
 
 
 def read_source(path: str) -> Source:
@@ -106,4 +107,4 @@ def compile_file(path: str, facts: DeviceFacts | None = None) -> Result:
     """A topology file plus its lock file of discovered device IPs (if any)."""
     src = read_source(path)
     return compile_source(src, read_lock(path) if facts is None else facts, schema_check(),
-                          read_superpod_facts(path))
+                          read_superpod_facts(path), read_inputs(src.data, path))

@@ -9,7 +9,7 @@ import time
 from . import upload
 from .orphans import stop_orphans
 from .snapshot import current_state, write_snapshot
-from .state import (current_generation, read_manifest, secret, set_desired, state_path, tail, update_state,
+from .state import (current_generation, read_manifest, secret, set_desired, state_path, update_state,
                     write_json, write_secret)
 from .supervisor_rpc import STOP_RPC_TIMEOUT, rpc, supervisord_alive
 from .supervisord import apply_config, reload_groups, shutdown, start_supervisord

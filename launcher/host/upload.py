@@ -46,7 +46,10 @@ def install_dir(upload: list[File], prefix: str, final: str) -> bool:
     for name, mode, body in mine:
         path = os.path.join(tmp, name)
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode & 0o777)  # 0600 env files stay so
+        # a fresh file, never through a symlink (ATB refuses one as the last component), with the
+        # planned mode whatever the login's umask (0640 ranktables, 0600 env files)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode & 0o777)
+        os.fchmod(fd, mode & 0o777)
         with os.fdopen(fd, "wb") as fh:
             fh.write(body)
     os.rename(tmp, final)

@@ -14,6 +14,7 @@ from .barrier import barrier
 from .datadist import link_all, load_datadist, serve_links
 from .errors import EXIT_CRASH, EXIT_FAIL_BARRIER, EXIT_OK, DemoRankError, EnvError, Stopped
 from .health import DEFAULT_HEALTH_PORT, health_doc, start_health
+from . import mindie, vllm
 from .identity import Identity, check_table, load_table, parse_env, uint
 from .net import Log
 from .signals import arm_signals
@@ -73,22 +74,42 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         "0: one attempt, so a link succeeds only when the prompt side started first)")
     p.add_argument("--link-timeout", type=_non_negative, default=2.0, metavar="SECONDS",
                    help="decoder side: deadline of one link attempt (default 2)")
+    p.add_argument("--mindie", action="store_true",
+                   help="one process per server, reading its launch as mindieservice_daemon does (RANK_TABLE_FILE, "
+                        "MIES_CONFIG_JSON_PATH, MIES_CONTAINER_IP or HOST_IP); the world is the table's servers")
+    p.add_argument("--vllm-dp", action="store_true",
+                   help="one process per node, reading vLLM's data parallel flags (the other arguments) and "
+                        "HCCL_IF_IP as a multi-node `vllm serve` does; the world is the DP nodes")
     p.add_argument("--version", action="version", version=f"demo_rank {__version__}")
-    return p.parse_args(argv)
+    args, rest = p.parse_known_args(argv)
+    if rest and not args.vllm_dp:
+        p.error(f"unrecognized arguments: {' '.join(rest)}")
+    args.vllm_args = rest
+    return args
 
 
 def _run(args: argparse.Namespace) -> int:
     """Env, table, barrier, health; return the exit code."""
-    ident = parse_env(os.environ)
+    stack_doc = None
+    if args.mindie or args.vllm_dp:  # the world as that stack reads it: its servers / DP nodes
+        try:
+            ident, doc = (mindie.identity(os.environ, args.table_timeout, _logger("[demo_rank mindie]"))
+                          if args.mindie else vllm.identity(args.vllm_args, os.environ))
+            stack_doc = {"mindie" if args.mindie else "vllm": doc}
+        except DemoRankError as exc:
+            _logger("[demo_rank]")(f"error: {exc}")
+            return exc.code
+    else:
+        ident = parse_env(os.environ)
     log = _logger(f"[demo_rank rank={ident.rank} host={ident.host}]")
     try:
-        return _run_as(ident, args, log)
+        return _run_as(ident, args, log, stack_doc)
     except Stopped as exc:
         log(f"{exc} received: stopped")
         return EXIT_OK
 
 
-def _run_as(ident: Identity, args: argparse.Namespace, log: Log) -> int:
+def _run_as(ident: Identity, args: argparse.Namespace, log: Log, stack_doc: dict | None = None) -> int:
     """Table, barrier, health for a known identity; return the exit code."""
     health_port = args.health_port + ident.local_rank
     if health_port > 65535:
@@ -99,9 +120,10 @@ def _run_as(ident: Identity, args: argparse.Namespace, log: Log) -> int:
         f"device {ident.device_id} ({ident.device_ip}) server {ident.server_id} "
         f"master {ident.master_addr}:{ident.master_port} pid {os.getpid()}")
     try:
-        doc = load_table(ident.ranktable, ident.ranktable_var, args.table_timeout, log)
-        mine = check_table(doc, ident)
-        log(f"ranktable {ident.ranktable}: ok ({ident.world_size} devices, rank {ident.rank} at {mine.where})")
+        if stack_doc is None:  # --mindie: mindie.identity checked the table as MindIE does; --vllm-dp: none
+            doc = load_table(ident.ranktable, ident.ranktable_var, args.table_timeout, log)
+            mine = check_table(doc, ident)
+            log(f"ranktable {ident.ranktable}: ok ({ident.world_size} devices, rank {ident.rank} at {mine.where})")
         if args.fail_barrier:
             log(f"--fail-barrier: exiting {EXIT_FAIL_BARRIER} before the barrier")
             return EXIT_FAIL_BARRIER
@@ -110,6 +132,7 @@ def _run_as(ident: Identity, args: argparse.Namespace, log: Log) -> int:
         passed_at = time.time()
         log(f"barrier passed: {len(world)}/{ident.world_size} ranks in {time.monotonic() - started:.2f} s")
         doc = health_doc(ident, passed_at, os.getpid())
+        doc.update(stack_doc or {})
         dd = load_datadist(os.environ)
         if dd is not None:
             doc["datadist"] = {"cluster_id": dd.cluster_id, "role": dd.role}

@@ -15,6 +15,7 @@ from typing import Any, Callable
 import pytest
 
 from launcher.core.pipeline import compile_text, rendered
+from launcher.deploy.files import compile_file
 from tests.helpers import CONFIGS
 
 TOP_KEYS = ["status", "version", "server_count", "server_list", "super_pod_list"]  # the A3 guide's example
@@ -125,7 +126,7 @@ def violations(t: Any, key_order: bool = True) -> list[str]:
 
 def v12_tables(config: Path) -> list[tuple[str, dict[str, Any], bool]]:
     """(where, table, is a plain HCCL table) for every v1.2 table the config renders."""
-    _, files = rendered(compile_text(config.read_text(), str(config)).plan)
+    _, files = rendered(compile_file(str(config)).plan)
     out = []
     for host, tree in files.items():
         for rel, f in tree.items():
@@ -225,7 +226,7 @@ def test_the_demo_rank_accepts_every_rank_of_a_v12_table():
     rendered: every rank of a3-two-superpods finds its own entry from its env."""
     from launcher.host.demo_rank.identity import check_table, parse_env
     config = CONFIGS / "a3-two-superpods.yaml"
-    result = compile_text(config.read_text(), str(config))
+    result = compile_file(str(config))
     inst = result.plan.instances[0]
     table = inst.ranktable.value()
     for hp in result.plan.hosts:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from launcher.core.pipeline import compile_text
+from launcher.deploy.files import compile_file
 from launcher.core.placement import rank_placement, service_ports
 from tests.helpers import CONFIGS
 
@@ -12,7 +12,7 @@ CONFIG_FILES = sorted(CONFIGS.glob("*.yaml"))
 
 @pytest.mark.parametrize("config", CONFIG_FILES, ids=lambda p: p.stem)
 def test_the_plan_places_ranks_where_rank_placement_says(config):
-    result = compile_text(config.read_text(encoding="utf-8"), str(config))
+    result = compile_file(str(config))  # with the files it names (a MindIE base config)
     for inst in result.topology.instances:
         ranks = result.plan.instance(inst.name).ranks
         assert [(r.host, r.device_id) for r in ranks] == rank_placement(result.topology, inst)
@@ -22,7 +22,7 @@ def test_the_plan_places_ranks_where_rank_placement_says(config):
 
 @pytest.mark.parametrize("config", CONFIG_FILES, ids=lambda p: p.stem)
 def test_service_programs_carry_their_ports(config):
-    result = compile_text(config.read_text(encoding="utf-8"), str(config))
+    result = compile_file(str(config))  # with the files it names (a MindIE base config)
     for hp in result.plan.hosts:
         for p in hp.programs:
             if p.kind != "service":

@@ -1,0 +1,72 @@
+"""What a ``framework:`` sets on each host: env, and for mindie-service a config.json.
+
+mindie-service (MindIE-LLM's multi-node guide, reference §7.1):
+- ``MIES_CONTAINER_IP`` = the host's ``container_ip`` when the instance's hosts have one (MindIE
+  finds its own server by ``container_ip == MIES_CONTAINER_IP`` first); on bare metal (no host
+  has one) ``HOST_IP`` = ``server_id`` (its second lookup), and the ranktable's ``container_ip``,
+  which MindIE requires on every server, is the server_id, the host's own IP;
+- ``HCCL_DETERMINISTIC=true`` as the guide advises (a user value wins);
+- ``MIES_CONFIG_JSON_PATH`` = this generation's ``mindie/<instance>/config.json``: the user's base
+  file with ``BackendConfig.multiNodesInferEnabled`` true, ``multiNodesInferPort`` and
+  ``interNodeTLSEnabled`` set, mode 0640 like the ranktable.
+vllm-ascend: ``HCCL_IF_IP`` = the host's address unless the topology sets it (frameworks.py
+checks it is each node's own, not loopback).
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from . import jsonfmt
+from .model import Host, Instance
+
+MINDIE = "mindie-service"
+VLLM = "vllm-ascend"
+
+
+def bare_metal(inst: Instance, hosts: list[Host]) -> bool:
+    """A mindie-service instance none of whose hosts has a container_ip."""
+    return inst.framework == MINDIE and not any(h.container_ip for h in hosts)
+
+
+def container_ip(inst: Instance, host: Host) -> str | None:
+    """What the instance's ranktable says is this server's container_ip."""
+    if inst.framework == MINDIE and not host.container_ip:
+        return host.server_id  # bare metal: the server is the host (frameworks.py: server_id is its IP)
+    return host.container_ip
+
+
+def defaults(inst: Instance, host: Host) -> dict[str, str]:
+    """Env the framework advises; the topology's env may override it."""
+    if inst.framework == MINDIE:
+        return {"HCCL_DETERMINISTIC": "true"}
+    if inst.framework == VLLM:
+        return {"HCCL_IF_IP": host.address}
+    return {}
+
+
+def config_path(inst: Instance) -> str | None:
+    """The generated config.json's path in the generation, if the framework has one."""
+    return f"mindie/{inst.name}/config.json" if inst.framework == MINDIE else None
+
+
+def identity(inst: Instance, host: Host, hosts: list[Host], config: str | None) -> dict[str, str]:
+    """Env by which the stack finds its own server and config; set after the topology's env."""
+    if inst.framework != MINDIE:
+        return {}
+    out = {"HOST_IP": host.server_id} if bare_metal(inst, hosts) else {"MIES_CONTAINER_IP": host.container_ip or ""}
+    if config:
+        out["MIES_CONFIG_JSON_PATH"] = config
+    return out
+
+
+def mindie_config(inst: Instance, base: bytes) -> bytes:
+    """The base config.json with MindIE's multi-node keys set (validated: a JSON object with a
+    BackendConfig object). Key order and every other value stay as the user wrote them."""
+    assert inst.mindie is not None
+    doc: dict[str, Any] = json.loads(base.decode("utf-8"))
+    backend = doc["BackendConfig"]
+    backend["multiNodesInferEnabled"] = True
+    backend["multiNodesInferPort"] = inst.mindie.port
+    backend["interNodeTLSEnabled"] = inst.mindie.inter_node_tls
+    return jsonfmt.dumps_bytes(doc)

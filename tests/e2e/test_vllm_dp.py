@@ -1,0 +1,55 @@
+"""End to end on the testbed: a 2-host framework: vllm-ascend DP instance forms its world.
+
+vllm-ascend's DP guide without Ray, DP 4 over two nodes: `up` gives each node HCCL_IF_IP = its own
+address (set by the framework), the first node the plain argv, the second `--headless
+--data-parallel-start-rank 2`; each node's demo rank (--vllm-dp) reads them as `vllm serve` does and
+the two meet at the first node's --data-parallel-address:--data-parallel-rpc-port.
+"""
+from __future__ import annotations
+
+import json
+import urllib.request
+
+from tests.helpers import host_entry, run_cli, topology_head, wait_for
+
+TESTBED_HOSTS = 2
+HEALTH = 18860
+
+
+def topology(tb) -> str:
+    hosts = "".join(host_entry(tb, h, f"{{0: 10.80.{k}.1, 1: 10.80.{k}.2}}") for k, h in enumerate(tb.hosts))
+    return (f"{topology_head('dp')}hosts:\n{hosts}instances:\n"
+            "  - name: vl\n    framework: vllm-ascend\n    processes: per_host\n    hosts: [h1, h2]\n"
+            "    rendezvous_port: 27489\n"
+            f"    command: [launcher-demo-rank, --vllm-dp, --health-port, \"{HEALTH}\", --data-parallel-size, \"4\",\n"
+            "              --data-parallel-size-local, \"2\", --data-parallel-address, \"{{ master_addr }}\",\n"
+            "              --data-parallel-rpc-port, \"{{ rendezvous_port }}\", --tensor-parallel-size, \"2\"]\n"
+            "    worker_args: [--headless, --data-parallel-start-rank, \"{{ host.index * 2 }}\"]\n"
+            f"    probe: {{http: \":{HEALTH}/health\", period: 0.2}}\n")
+
+
+def cli(tb, *argv: str):
+    return run_cli(*argv, "--ssh-config", str(tb.ssh_config), "--known-hosts", str(tb.known_hosts))
+
+
+def health(host) -> dict | None:
+    try:
+        with urllib.request.urlopen(f"http://{host.address}:{HEALTH}/health", timeout=2) as resp:
+            return json.loads(resp.read())
+    except OSError:
+        return None
+
+
+def test_a_two_host_vllm_ascend_dp_instance_forms_its_world(testbed, tmp_path):
+    path = tmp_path / "dp.yaml"
+    path.write_text(topology(testbed))
+    try:
+        run = cli(testbed, "up", str(path))
+        assert run.code == 0, run.err
+        docs = [wait_for(lambda h=h: health(h), 30, f"{h.name} /health") for h in testbed.hosts]
+        assert [d["vllm"]["dp_ranks"] for d in docs] == [[0, 1], [2, 3]]
+        assert [d["vllm"]["serves_api"] for d in docs] == [True, False]
+        assert [d["vllm"]["hccl_if_ip"] for d in docs] == [h.address for h in testbed.hosts]
+        assert all(d["world_size"] == 2 for d in docs)
+    finally:
+        cli(testbed, "down", str(path), "--purge")
