@@ -236,17 +236,18 @@ def rollback_lines(generation: str, previous: Mapping[str, str | None], hosts: l
                    found: Mapping[str, str | None], unknown: Mapping[str, BaseException]) -> list[str]:
     """Per host, where a rolled-back switch left it: its previous generation, or not."""
     lines = []
+    why = {h: str(exc).removeprefix(f"host {h}: ") for h, exc in unknown.items()}
     for h in hosts:
         was = previous.get(h) or "nothing"
         if h not in found:
-            lines.append(f"  {h}: state unknown ({unknown[h]}): may be on generation {generation} "
+            lines.append(f"  {h}: state unknown ({why[h]}): may be on generation {generation} "
                          f"(or back on {was}); its gangs' agents do not restart a gang across hosts on "
                          "different generations; `launcher up` again makes them agree")
         elif found[h] == previous.get(h):
             lines.append(f"  {h}: back on {'generation ' + was if previous.get(h) else 'nothing'} (verified)")
         else:
             lines.append(f"  {h}: NOT put back: on generation {found[h] or 'nothing'}, was {was}"
-                         + (f" ({unknown[h]})" if h in unknown else ""))
+                         + (f" ({why[h]})" if h in unknown else ""))
     return lines
 
 

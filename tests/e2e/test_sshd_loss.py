@@ -141,6 +141,7 @@ def run_and_kill_sshd(tb: Testbed, argv: list[str], marker: str) -> tuple[int, s
             tb.kill_sshd(VICTIM)
             err.append(f"[test] killed {VICTIM}'s sshd here\n")
     proc.wait(timeout=600)
+    print(f"\n[sshd loss] {' '.join(argv[:1])} at {marker!r}:\n{''.join(err)}")
     assert any("[test] killed" in e for e in err), f"never saw {marker!r}:\n{''.join(err)}"
     return proc.returncode, "".join(err)
 
@@ -174,6 +175,10 @@ def test_every_instance_runs_whole_on_one_generation_after_sshd_dies(testbed: Te
     gang = re.search(r"^(?:error: )?(?:stop|start) ([ab]) failed on", err, re.M)
     if gang:  # a failed gang stop/start says what it left: handed to the agents, not down
         assert f"{gang[1]}: not left down: its agents restart it" in err, err
+    if command == "restart":  # and where the roll left every instance
+        assert "roll stopped: restarted and ready: " in err and "not restarted (running as before): " in err, err
+    elif gang:
+        assert "; not restarted (still on their previous config, or not started): " in err, err
 
     # sshd still dead: the agents alone bring every instance back whole
     after = wait_for(lambda: (h := health(testbed)) and not whole(before, h) and h, timeout=RESTORE_TIMEOUT,
