@@ -131,8 +131,12 @@ def deployed(testbed: Testbed, tmp_path_factory: pytest.TempPathFactory) -> Iter
         cli(testbed, "down", dep.path, "--purge")
 
 
-def run_and_kill_sshd(tb: Testbed, argv: list[str], marker: str) -> tuple[int, str]:
-    """Run the CLI; SIGKILL the victim's sshd once its stderr has a line with ``marker``."""
+def run_and_kill_sshd(tb: Testbed, argv: list[str], marker: str, gone: int | None = None,
+                      started: str | None = None) -> tuple[int, str]:
+    """Run the CLI; SIGKILL the victim's sshd once its stderr has a line with ``marker`` and,
+    with ``gone``, once that pid (a rank on the victim) has exited: the gang's stop went
+    through there, so the loss lands at the end of its stop or in its start; with ``started``,
+    once that instance has a new rank there: the loss lands as its start answers."""
     proc = subprocess.Popen([sys.executable, "-m", "launcher", *argv, *flags(tb)], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stderr is not None
@@ -140,12 +144,31 @@ def run_and_kill_sshd(tb: Testbed, argv: list[str], marker: str) -> tuple[int, s
     for line in proc.stderr:
         err.append(line)
         if marker in line and not any("[test] killed" in e for e in err):
+            if gone is not None:
+                wait_for(lambda: not alive_on(tb, VICTIM, gone), timeout=60, what=f"rank {gone} stopped")
+            if started is not None:
+                wait_for(lambda: rank_pids(tb, VICTIM, PORTS[started]) - {gone}, timeout=60,
+                         what=f"{started} started again on {VICTIM}")
             tb.kill_sshd(VICTIM)
             err.append(f"[test] killed {VICTIM}'s sshd here\n")
     proc.wait(timeout=600)
     print(f"\n[sshd loss] {' '.join(argv[:1])} at {marker!r}:\n{''.join(err)}")
     assert any("[test] killed" in e for e in err), f"never saw {marker!r}:\n{''.join(err)}"
     return proc.returncode, "".join(err)
+
+
+def rank_pids(tb: Testbed, host: str, port: int) -> set[int]:
+    """PIDs of the demo ranks serving ``port`` in the host's network namespace (one /proc scan)."""
+    out = set()
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit() and alive_on(tb, host, int(entry.name)):
+            try:
+                argv = Path(f"/proc/{entry.name}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if any(b"demo" in a for a in argv) and str(port).encode() in argv:
+                out.add(int(entry.name))
+    return out
 
 
 def generation_of(tb: Testbed, host: str) -> str:
@@ -171,27 +194,40 @@ def rank_dies_after_a_failed_switch(tb: Testbed, now: dict[tuple[str, str], int]
 
 # (command, the progress line at which sshd dies): up's switch, up's gang stop of a (its
 # leader reachable), of b (its leader is the victim), restart --rolling between and in batches
+# and, for the last three, once the victim's rank of that instance was stopped (its gang's
+# stop done there) or, with "+", started again (its gang's start answering)
 POINTS = [
-    ("up", "[2/4] uploaded generation"),
-    ("up", "rolling restart of"),
-    ("up", "a is ready"),
-    ("restart", "restarted a; waiting until ready"),
-    ("restart", "a ready after"),
+    ("up", "[2/4] uploaded generation", None),
+    ("up", "rolling restart of", None),
+    ("up", "a is ready", None),
+    ("restart", "restarted a; waiting until ready", None),
+    ("restart", "a ready after", None),
+    ("up", "rolling restart of", "a"),
+    ("restart", "a ready after", "b"),
+    ("up", "rolling restart of", "a+"),
 ]
 
 
-@pytest.mark.parametrize("command,marker", POINTS, ids=[f"{c}@{m.split()[0]}-{m.split()[-1]}" for c, m in POINTS])
+def point_id(command: str, marker: str, stopped: str | None) -> str:
+    after = f"-{stopped.rstrip('+')}-{'started' if stopped.endswith('+') else 'stopped'}" if stopped else ""
+    return f"{command}@{marker.split()[0]}-{marker.split()[-1]}{after}"
+
+
+@pytest.mark.parametrize("command,marker,stopped", POINTS, ids=[point_id(*p) for p in POINTS])
 def test_every_instance_runs_whole_on_one_generation_after_sshd_dies(testbed: Testbed, deployed: Deployed,
-                                                                     command: str, marker: str) -> None:
+                                                                     command: str, marker: str,
+                                                                     stopped: str | None) -> None:
     before = wait_for(lambda: health(testbed), what="every rank answering before the fault")
+    gone = before[(stopped.rstrip("+"), VICTIM)] if stopped else None
+    again_on = stopped.rstrip("+") if stopped and stopped.endswith("+") else None
     if command == "up":
         deployed.version += 1
         path = str(deployed.dir / f"topo-{deployed.version}.yaml")
         Path(path).write_text(topology(testbed, str(deployed.version)))
-        code, err = run_and_kill_sshd(testbed, ["up", path], marker)
+        code, err = run_and_kill_sshd(testbed, ["up", path], marker, gone, again_on)
     else:
         path = deployed.path
-        code, err = run_and_kill_sshd(testbed, ["restart", path, "--rolling"], marker)
+        code, err = run_and_kill_sshd(testbed, ["restart", path, "--rolling"], marker, gone, again_on)
     assert code == 1, err
     if "switch to" in err:  # the rollback is verified per host, the victim named as unknown
         assert "h1: back on generation" in err and f"{VICTIM}: state unknown" in err, err
