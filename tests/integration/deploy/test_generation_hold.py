@@ -22,14 +22,39 @@ from tests.integration.deploy.test_local_deploy import all_running, deployment, 
 HOLD = "hosts on different generations"
 
 
+def hostside(root: Path, action: str, *args: str) -> dict:
+    """Run a host action on one host's root with its runtime, as the operator side does over SSH."""
+    env = {**os.environ, "PYTHONPATH": str(root / "runtime" / "current" / "site.zip")}
+    out = subprocess.run([sys.executable, "-m", "launcher.host.hostside", action, str(root), *args],
+                         capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return json.loads(out.stdout)
+
+
 def switch_back(root: Path, generation: str) -> None:
     """Run the host action `switch` on one host's root, as a rollback would."""
     runtime = os.readlink(root / "runtime" / "current")
-    env = {**os.environ, "PYTHONPATH": str(root / "runtime" / "current" / "site.zip")}
-    out = subprocess.run([sys.executable, "-m", "launcher.host.hostside", "switch", str(root), generation, runtime],
-                         capture_output=True, text=True, env=env)
-    assert out.returncode == 0, out.stdout + out.stderr
-    assert json.loads(out.stdout)["generation"] == generation
+    assert hostside(root, "switch", generation, runtime)["generation"] == generation
+
+
+def test_restore_on_the_reachable_host_has_the_agents_restart_the_whole_gang(deployment, tmp_path):
+    """Point 3's host side: a gang start answered on node-a and was lost on node-b (its sshd
+    died): the operator side calls `restore` on node-a alone, and the agents, over their port,
+    restart the gang on both hosts: one world again, nothing left down."""
+    path = deployment()
+    assert run_cli("up", path).code == 0
+    wait_for(lambda: all_running(path), what="all ranks RUNNING")
+    before = pids(path, "model")
+    assert hostside(tmp_path / "deploy" / "itest" / "node-a", "restore", "model") == {"restoring": ["model"]}
+
+    def whole_again() -> dict[int, int]:
+        now = pids(path, "model")
+        fresh = all(now.get(r) and now[r] != before[r] for r in before)
+        return now if fresh and all_running(path) else {}
+    now = wait_for(whole_again, what="both ranks restarted by the agents")
+    assert all(os.kill(pid, 0) is None for pid in now.values())  # real processes, alive
+    desired = json.loads((tmp_path / "deploy" / "itest" / "node-b" / "state" / "desired.json").read_text())
+    assert desired["model"] is True
 
 
 def test_a_gang_across_hosts_on_different_generations_is_held_until_up_makes_them_agree(deployment, tmp_path):

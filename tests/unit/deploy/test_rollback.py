@@ -15,3 +15,15 @@ def test_each_host_is_named_back_not_back_or_unknown_with_the_generation_it_may_
     assert lines[2].startswith("  h3: state unknown (ssh: connect to host h3 port 22: Connection refused): "
                                "may be on generation g2 (or back on g1)")
     assert lines[3] == "  h4: back on nothing (verified)"
+
+
+def test_a_roll_lost_mid_batch_says_where_each_instance_was_left():
+    from launcher.deploy.rolling import RollReport, _left
+    report = RollReport(restarted=["a"])
+    # batch [b, c]: b's gang restarted, c's failed (said by gang_start's own error), d untouched
+    assert _left(report, ["b", "c"], ["b"], ["b", "c", "d"]) == (
+        "roll stopped: restarted and ready: a; restarted, readiness not known: b; "
+        "not restarted (running as before): d")
+    # the whole batch restarted, a probe lost: c is not known to be ready, d untouched
+    assert _left(report, ["b", "c"], ["b", "c"], ["b", "c", "d"]).endswith(
+        "readiness not known: b, c; not restarted (running as before): d")
