@@ -233,8 +233,30 @@ def switch_all(session: Session, generation: str, previous: Mapping[str, str | N
     if not failures:
         return {h: r["started"]["started_at"] for h, r in results.items() if r.get("started")}
     back = [h for h in session.clients if h in results or h in failures or h in switched]
-    session.fan_out(lambda c: c.call("switch", previous.get(c.name) or "-", runtime), back)
-    raise HostsFailed(failures, f"switch to {generation} (the other hosts were put back)")
+    _, unswitched = session.fan_out(lambda c: c.call("switch", previous.get(c.name) or "-", runtime), back)
+    # verified, not assumed: a host whose switch back failed, or that cannot be asked, is named
+    found, unknown = session.fan_out(lambda c: c.call("state")["generation"], back)
+    raise LauncherError("\n".join([str(HostsFailed(failures, f"switch to {generation}")), "the hosts put back:",
+                                    *rollback_lines(generation, previous, back, found, {**unswitched, **unknown})]))
+
+
+def rollback_lines(generation: str, previous: Mapping[str, str | None], hosts: list[str],
+                   found: Mapping[str, str | None], unknown: Mapping[str, BaseException]) -> list[str]:
+    """Per host, where a rolled-back switch left it: its previous generation, or not."""
+    lines = []
+    why = {h: str(exc).removeprefix(f"host {h}: ") for h, exc in unknown.items()}
+    for h in hosts:
+        was = previous.get(h) or "nothing"
+        if h not in found:
+            lines.append(f"  {h}: state unknown ({why[h]}): may be on generation {generation} "
+                         f"(or back on {was}); its gangs' agents do not restart a gang across hosts on "
+                         "different generations; `launcher up` again makes them agree")
+        elif found[h] == previous.get(h):
+            lines.append(f"  {h}: back on {'generation ' + was if previous.get(h) else 'nothing'} (verified)")
+        else:
+            lines.append(f"  {h}: NOT put back: on generation {found[h] or 'nothing'}, was {was}"
+                         + (f" ({why[h]})" if h in unknown else ""))
+    return lines
 
 
 def undo_blank(session: Session, hosts: set[str], say: Progress) -> None:

@@ -11,6 +11,7 @@ from ..core.probes import READY_TIMEOUT, probe_specs
 from .records import HostState
 from .remote import HostClient
 from .session import Session
+from .transport import HostsFailed
 
 
 def alive_anywhere(owner: str, hosts: list[str], states: Mapping[str, HostState]) -> bool:
@@ -19,11 +20,33 @@ def alive_anywhere(owner: str, hosts: list[str], states: Mapping[str, HostState]
 
 
 def gang_start(session: Session, owner: str, hosts: list[str]) -> float:
-    """Stop the owner's programs everywhere, then start them on all hosts at once; returns the skew (s)."""
-    session.each(f"stop {owner}", lambda c: c.call("stop", owner), hosts)
-    started = session.each(f"start {owner}", lambda c: c.call("start", owner), hosts)
+    """Stop the owner's programs everywhere, then start them on all hosts at once; returns the skew (s).
+
+    If either step fails on a host, the owner is handed to its agents (see ``restore``) rather
+    than left down, and the error says so."""
+    _, failed = session.fan_out(lambda c: c.call("stop", owner), hosts)
+    if failed:
+        raise LauncherError(f"{HostsFailed(failed, f'stop {owner}')}\n{restore(session, owner, hosts, failed)}")
+    started, failed = session.fan_out(lambda c: c.call("start", owner), hosts)
+    if failed:
+        raise LauncherError(f"{HostsFailed(failed, f'start {owner}')}\n{restore(session, owner, hosts, failed)}")
     times = [r["started_at"] for r in started.values()]
     return max(times) - min(times) if times else 0.0
+
+
+def restore(session: Session, owner: str, hosts: list[str], failed: Mapping[str, BaseException]) -> str:
+    """A deliberate stop or start of a gang failed on some hosts: what runs of it is half a gang.
+    On the hosts still reachable it is marked to run and stopped, so their agents see a gang
+    that should run and does not, and its leader restarts it on every member over the agent
+    port (no SSH needed), each host on its current generation. Returns what was left where."""
+    ok = [h for h in hosts if h not in failed]
+    _, lost = session.fan_out(lambda c: c.call("restore", owner), ok)
+    handed = [h for h in ok if h not in lost]
+    if handed:
+        return (f"{owner}: not left down: its agents restart it on all its hosts ({', '.join(hosts)}) on their "
+                f"current generation (asked on {', '.join(handed)}); `launcher status` shows when it runs again")
+    return (f"{owner}: state unknown on {', '.join(hosts)} (no host could be asked to restore it); it may be "
+            "stopped: `launcher up` again restarts it")
 
 
 def wait_ready(session: Session, instance: str, hosts: list[str], timeout: float) -> str | None:

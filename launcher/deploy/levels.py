@@ -109,6 +109,16 @@ def start_levels(session: Session, rest: list[str], owners: dict[str, list[str]]
                 f"not yet (still on their previous config or stopped): {', '.join(left) or 'none'}; "
                 "`launcher up` again finishes it")
 
+    def restart(owner: str) -> None:
+        try:
+            skew[owner] = gang_start(session, owner, owners[owner])
+        except LauncherError as exc:  # a host lost (sshd gone): say where every owner was left
+            left = [o for o in pending if o not in run.started and o != owner]
+            raise LauncherError(f"{exc}\nevery host is on generation {generation}; restarted: "
+                                f"{', '.join(run.started) or 'none'}; not restarted (still on their previous "
+                                f"config, or not started): {', '.join(left) or 'none'}") from exc
+        run.started.append(owner)
+
     for level in plan.levels:
         batch = [o for o in level if o in rest]
         if not batch:
@@ -128,8 +138,7 @@ def start_levels(session: Session, rest: list[str], owners: dict[str, list[str]]
         warm = [o for o in go if o not in cold]
         for owner in cold:
             session.interrupt.check(where())
-            skew[owner] = gang_start(session, owner, owners[owner])
-            run.started.append(owner)
+            restart(owner)
         if cold:
             say(f"  [4/4] started {', '.join(f'{o} (skew {skew[o] * 1000:.0f} ms)' for o in cold)}")
         if not warm:
@@ -142,8 +151,7 @@ def start_levels(session: Session, rest: list[str], owners: dict[str, list[str]]
             session.interrupt.check(where())
             group = warm[i:i + step]
             for owner in group:
-                skew[owner] = gang_start(session, owner, owners[owner])
-                run.started.append(owner)
+                restart(owner)
             say(f"  [4/4] restarted {', '.join(f'{o} (skew {skew[o] * 1000:.0f} ms)' for o in group)}")
             if how != "rolling":
                 continue

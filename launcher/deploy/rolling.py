@@ -43,22 +43,38 @@ def rolling_restart(session: Session, instances: list[str], max_unavailable: int
         session.interrupt.check(f"restarted and ready: {', '.join(report.restarted) or 'none'}; "
                                 f"not restarted: {', '.join(instances[start:])}")
         t0 = time.monotonic()
-        for inst in batch:
-            gang_start(session, inst, owners[inst])
-        say(f"  restarted {', '.join(batch)}; waiting until ready")
-        for inst in batch:
-            why = wait_ready(session, inst, owners[inst], ready_timeout)
-            if why:
-                report.failed, report.reason = inst, why
-                report.untouched = instances[start + len(batch):]
-                say(f"  {inst} did not become ready: {why}")
-                say(f"  roll stopped; untouched: {', '.join(report.untouched) or 'none'}")
-                return report
-            report.seconds[inst] = time.monotonic() - t0
-            report.restarted.append(inst)
-            say(f"  {inst} ready after {report.seconds[inst]:.1f} s")
+        begun: list[str] = []
+        try:
+            for inst in batch:
+                gang_start(session, inst, owners[inst])
+                begun.append(inst)
+            say(f"  restarted {', '.join(batch)}; waiting until ready")
+            for inst in batch:
+                why = wait_ready(session, inst, owners[inst], ready_timeout)
+                if why:
+                    report.failed, report.reason = inst, why
+                    report.untouched = instances[start + len(batch):]
+                    say(f"  {inst} did not become ready: {why}")
+                    say(f"  roll stopped; untouched: {', '.join(report.untouched) or 'none'}")
+                    return report
+                report.seconds[inst] = time.monotonic() - t0
+                report.restarted.append(inst)
+                say(f"  {inst} ready after {report.seconds[inst]:.1f} s")
+        except LauncherError as exc:  # a host lost mid-batch (sshd gone): say where each instance is
+            raise LauncherError(f"{exc}\n{_left(report, batch, begun, instances[start:])}") from exc
         start += len(batch)
     return report
+
+
+def _left(report: RollReport, batch: list[str], begun: list[str], rest: list[str]) -> str:
+    """Where a roll that failed on a host left each instance (the one whose restart failed is
+    said above: gang_start's error)."""
+    unsure = [i for i in begun if i not in report.restarted]
+    failing = batch[len(begun)] if len(begun) < len(batch) else None
+    before = [i for i in rest if i not in begun and i != failing]
+    return (f"roll stopped: restarted and ready: {', '.join(report.restarted) or 'none'}; restarted, readiness "
+            f"not known: {', '.join(unsure) or 'none'}; not restarted (running as before): "
+            f"{', '.join(before) or 'none'}")
 
 
 def roll_batches(links: Sequence[tuple[str, Sequence[LinkMember]]], instances: list[str], k: int) -> list[list[str]]:

@@ -117,6 +117,21 @@ def act_stop(root: str, args: list[str]) -> dict:
     return {"stopped": args}
 
 
+def act_restore(root: str, args: list[str]) -> dict:
+    """A deliberate stop or start of these gangs failed on another host (SSH lost), leaving half
+    a gang: mark them to run and stop what runs of them here, so the agent sees a gang that
+    should run and does not, and the gang's leader restarts it on every member over the agent
+    port. Deliberate, so a fresh restart budget, and no wait left standing."""
+    server = rpc(root, STOP_RPC_TIMEOUT)
+    update_state(root, "gang.json", {g: None for g in args})
+    update_state(root, "waiting.json", {g: None for g in args})
+    update_state(root, "desired.json", {g: True for g in args})
+    for group in args:
+        server.supervisor.stopProcessGroup(group, True)
+    write_snapshot(root)
+    return {"restoring": args}
+
+
 def act_prune(root: str, args: list[str]) -> dict:
     """Stop and remove the groups the current generation no longer has."""
     server = rpc(root, STOP_RPC_TIMEOUT)

@@ -27,9 +27,11 @@ import time
 
 from .probes import probe_once
 from .snapshot import write_snapshot
-from .state import desired, read_json, secret, set_desired, state_path, tail, update_state, write_json
+from .state import (current_generation, desired, read_json, read_manifest, secret, set_desired, state_path, tail,
+                    update_state, write_json)
 from .supervisor_rpc import STOP_RPC_TIMEOUT, rpc
 from .supervisord import recover as recover_supervisord
+from .supervisord import reload_groups
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (type checkers know the name)
 if TYPE_CHECKING:
@@ -116,9 +118,20 @@ class Agent:
 
     def local_start(self, group: str) -> dict:
         set_desired(self.root, group, True)
+        # the current generation's config, as a deliberate start loads it: every member of a
+        # restarted gang then runs its host's current generation (and _restart holds a gang
+        # whose members' generations differ), never a stale config beside a fresh one
+        server = rpc(self.root)
+        reload_groups(server, [group])
+        update_state(self.root, "started.json", {group: self.started_from(group)})
         started_at = time.time()
-        rpc(self.root).supervisor.startProcessGroup(group, False)
+        server.supervisor.startProcessGroup(group, False)
         return {"ok": True, "started_at": started_at}
+
+    def started_from(self, group: str) -> dict:
+        """This host's current generation and the group's config hash in it (state/started.json's form)."""
+        hashes = {p["owner"]: p["owner_hash"] for p in (read_manifest(self.root) or {}).get("programs", [])}
+        return {"generation": current_generation(self.root), "owner_hash": hashes.get(group)}
 
     # --- leader ------------------------------------------------------------------------------
     def on_member(self, member: dict, op: str) -> dict:
@@ -190,6 +203,8 @@ class Agent:
             self._record_failed(group, cause, report)
             self.all_members(gang, f"stop:{group}")
             return
+        if self._generations_differ(group, gang, cause):
+            return
         backoff = min(BACKOFF_INITIAL * 2 ** len(history), BACKOFF_MAX)
         st.update(state="RESTARTING", reason=cause, last_log=report.get("log", []))
         states[group] = st
@@ -210,6 +225,25 @@ class Agent:
         write_snapshot(self.root)
         log(f"gang {group}: restarted on all hosts (restart {st['restarts']}, start skew "
             f"{st['skew'] * 1000:.0f} ms)")
+
+    def _generations_differ(self, group: str, gang: dict, cause: str) -> bool:
+        """Hold a gang whose members are on different generations (a failed `up` that could not
+        put every host back): restarted, it would be one HCCL world of two configs. The hold is
+        recorded as a wait (`status` shows why) until a deliberate start (`up`) ends it."""
+        host = self.conf()["host"]
+        asked = {m["host"]: self.pool.submit(
+            lambda m: self.started_from(group) if m["host"] == host
+            else self.send(m["address"], {"op": "generation", "group": group}), m) for m in gang["members"]}
+        gens = {h: f.result()["generation"] for h, f in asked.items()}
+        if len(set(gens.values())) < 2:
+            return False
+        on = ", ".join(f"{h} on {g or 'nothing'}" for h, g in sorted(gens.items()))
+        reason = f"not restarted: its hosts are on different generations ({on}); `launcher up` makes them agree"
+        log(f"gang {group}: {cause}; {reason}")
+        update_state(self.root, "waiting.json", {group: {"on": ["hosts on different generations"],
+                                                         "reason": reason, "since": time.time()}})
+        write_snapshot(self.root)
+        return True
 
     def _wait_for_dependencies(self, group: str, gang: dict) -> bool:
         """Hold a gang's restart until what it depends on passes its probes (etcd back, ...);
@@ -310,6 +344,8 @@ class Agent:
             return self.local_stop(group)
         if op == "start":
             return self.local_start(group)
+        if op == "generation":
+            return {"ok": True, **self.started_from(group)}
         return {"ok": False, "error": f"unknown op {op!r}"}
 
     def run(self) -> None:

@@ -19,7 +19,7 @@ import os
 import sys
 
 from . import upload
-from .actions import (act_down, act_logs, act_prepare, act_prune, act_secret, act_start, act_state, act_stop,
+from .actions import (act_down, act_logs, act_prepare, act_prune, act_restore, act_secret, act_start, act_state, act_stop,
                       act_switch, act_wait)
 from .linkcheck import act_linkcheck
 from .probes import act_probe, act_tcpcheck
@@ -32,7 +32,7 @@ from .probes import act_probe, act_tcpcheck
 UPLOAD: list[tuple[str, int, bytes]] | None = None
 
 ACTIONS = {"state": act_state, "prepare": act_prepare, "switch": act_switch, "start": act_start,
-           "stop": act_stop, "prune": act_prune, "wait": act_wait, "down": act_down, "logs": act_logs,
+           "stop": act_stop, "prune": act_prune, "restore": act_restore, "wait": act_wait, "down": act_down, "logs": act_logs,
            "secret": act_secret,
            "linkcheck": act_linkcheck, "tcpcheck": act_tcpcheck, "probe": act_probe}
 

@@ -241,6 +241,39 @@ class Testbed:
         if not wait_until(lambda: _accepts(h.address, h.port), timeout):
             raise TestbedError(f"{h.name} ({h.address}) does not answer {timeout}s after restore")
 
+    def kill_sshd(self, host: HostRef) -> list[int]:
+        """SIGKILL the host's sshd: the listener and every session's sshd (so the launcher's
+        shared connection drops too), nothing else: what sessions started (supervisord, agents,
+        ranks) keeps running and the host's network stays up. Returns the PIDs killed."""
+        h = self.host(host)
+        pids = [pid for pid in netns_pids([Path("/run/netns", h.netns)]).get(Path("/run/netns", h.netns), [])
+                if _comm(pid).startswith("sshd")]
+        for pid in pids:
+            kill(pid, None)
+        wait_until(lambda: not any(start_time(p) for p in pids), _STOP_TIMEOUT, 0.02)
+        return pids
+
+    def restart_sshd(self, host: HostRef, timeout: float = 10.0) -> None:
+        """Start the host's sshd again after `kill_sshd`, in the namespaces its processes still
+        hold (same mounts and hostname), or from scratch when nothing of the host is left."""
+        h = self.host(host)
+        left = netns_pids([Path("/run/netns", h.netns)]).get(Path("/run/netns", h.netns), [])
+        if alive(h.sshd_pid, h.sshd_started):
+            return
+        if not left:  # nothing holds the host's mounts any more: build them again
+            self._start_sshds([h])
+        else:
+            argv = ["nsenter", "-t", str(left[0]), "-m", "-n", "-u", "--wd=/", "--", SSHD, "-D",
+                    "-f", str(h.sshd_dir / "sshd_config"), "-E", str(h.sshd_log)]
+            with open(h.sshd_dir / "init.log", "ab") as err:
+                proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                        stderr=err, start_new_session=True)
+            self._children[proc.pid] = proc  # nsenter execs sshd (no pid namespace: no fork)
+            self._set_hosts([replace(x, sshd_pid=proc.pid, sshd_started=start_time(proc.pid)) if x.name == h.name
+                             else x for x in self._hosts])
+        if not wait_until(lambda: _accepts(h.address, h.port), timeout):
+            raise TestbedError(f"{h.name}: sshd does not answer {timeout}s after its restart: {_log_tail(h)}")
+
     def spare_addresses(self) -> list[str]:
         """Addresses of this testbed's /24 that no host or the gateway uses (.211-.254), for
         `add_address`: device IPs (RoCE plane) that exist only inside the testbed's namespaces."""
@@ -435,12 +468,16 @@ Host {names} {addrs}
         run_checked(["ip", "-batch", "-"], input="\n".join(lines) + "\n")
         run_parallel(["ip", "-n", h.netns, "-batch", _write_batch(h, s["prefixlen"])] for h in self._hosts)
 
-    def _start_sshds(self) -> None:
+    def _start_sshds(self, only: Sequence[Host] | None = None) -> None:
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # privilege separation dir, pitfall 1
         Path("/srv").mkdir(mode=0o755, exist_ok=True)       # bind-mount target
         home = pwd.getpwnam(self.user).pw_dir
+        names = {h.name for h in (only if only is not None else self._hosts)}
         started = []
         for h in self._hosts:
+            if h.name not in names:
+                started.append(h)
+                continue
             argv = ["ip", "netns", "exec", h.netns, "unshare", "--uts", "--",
                     "/bin/sh", "-c", _HOST_INIT, "host-init", h.name,
                     str(h.root / "srv"), str(h.root / "tmp"), str(h.root / "home"), home,
@@ -649,6 +686,13 @@ def _write(path: Path, text: str, mode: int, owner: pwd.struct_passwd | None = N
     os.chmod(path, mode)
     if owner is not None:
         os.chown(path, owner.pw_uid, owner.pw_gid)
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
 
 
 def _accepts(address: str, port: int) -> bool:
