@@ -15,8 +15,6 @@ start / stop and by the agent), gang.json (the leader's record per gang).
 """
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import os
 import socket
@@ -25,9 +23,12 @@ import sys
 import threading
 import time
 
+from .messages import Refused, Verifier, sign
+from .members import DEAD, Unreachable, log, report_to_leader, wait_for_members
 from .probes import probe_once
 from .snapshot import write_snapshot
-from .state import desired, read_json, secret, set_desired, state_path, tail, update_state, write_json
+from .state import (current_generation, desired, read_json, secret, set_desired, state_path, tail, update_state,
+                    write_json)
 from .supervisor_rpc import STOP_RPC_TIMEOUT, rpc
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (type checkers know the name)
@@ -36,39 +37,13 @@ if TYPE_CHECKING:
 
 STOP_TIMEOUT = STOP_RPC_TIMEOUT  # > supervisord's stopwaitsecs (30 s) plus the SIGKILL
 SEND_TIMEOUT = 120.0  # a member's stop may take STOP_TIMEOUT
-ATTEMPTS = 3          # a restart that fails (a member did not answer) is tried again, then FAILED
+ATTEMPTS = 3          # a restart a member refused (it answered with an error) is tried again, then FAILED
+CONNECT_TIMEOUT = 10.0
 BACKOFF_INITIAL = 1.0
 BACKOFF_MAX = 30.0
-DEAD = {"EXITED", "FATAL", "STOPPED", "BACKOFF", "UNKNOWN"}
 LOG_LINES = 10
 EX_CONFIG = 78  # sysexits.h; the launch script exits so when it cannot apply the topology's limits
 DEPENDENCY_POLL = 2.0  # how often a gang waiting for its dependencies probes them again
-
-
-def log(msg: str) -> None:
-    # stdout is supervisord's event protocol; the log is stderr
-    print(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} agent: {msg}", file=sys.stderr, flush=True)
-
-
-# --- messages -----------------------------------------------------------------------------
-def sign(key: bytes, body: dict) -> bytes:
-    payload = json.dumps(body, sort_keys=True)
-    mac = hmac.new(key, payload.encode(), hashlib.sha256).hexdigest()
-    return (json.dumps({"body": payload, "mac": mac}) + "\n").encode()
-
-
-def verify(key: bytes | None, line: bytes) -> dict | None:
-    try:
-        msg = json.loads(line)
-        payload, mac = msg["body"], msg["mac"]
-    except (ValueError, KeyError, TypeError):
-        return None
-    if key is None or not hmac.compare_digest(hmac.new(key, payload.encode(), hashlib.sha256).hexdigest(), mac):
-        return None
-    body = json.loads(payload)
-    if abs(time.time() - body.get("ts", 0)) > 300:  # a replayed old message
-        return None
-    return body
 
 
 class Agent:
@@ -76,6 +51,7 @@ class Agent:
         self.root = root
         self.locks: dict[str, threading.Lock] = {}
         self.reported: dict[str, str] = {}
+        self.verifier = Verifier()
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
 
@@ -98,8 +74,9 @@ class Agent:
         if key is None:
             raise RuntimeError("no deployment secret")
         conf = self.conf()
-        with socket.create_connection((address, conf["agent_port"]), timeout=timeout) as s:
-            s.sendall(sign(key, {**body, "ts": time.time()}))
+        with socket.create_connection((address, conf["agent_port"]), timeout=min(timeout, CONNECT_TIMEOUT)) as s:
+            s.settimeout(timeout)
+            s.sendall(sign(key, body))
             data = s.makefile("rb").readline()
         reply = json.loads(data or b"{}")
         if not reply.get("ok"):
@@ -124,11 +101,30 @@ class Agent:
         conf = self.conf()
         if member["host"] == conf["host"]:
             return self.local_stop(op_group(op)) if op.startswith("stop:") else self.local_start(op_group(op))
-        return self.send(member["address"], {"op": op.split(":", 1)[0], "group": op_group(op)})
+        where = f"member {member['host']} ({member['address']})"
+        try:
+            return self.send(member["address"], {"op": op.split(":", 1)[0], "group": op_group(op)})
+        except OSError as exc:  # no answer at all: a partition or a host down, not a refusal
+            raise Unreachable([member["host"]], f"{where} unreachable: {exc}") from None
+        except RuntimeError as exc:
+            raise RuntimeError(f"{where}: {exc}") from None
 
     def all_members(self, gang: dict, op: str) -> list[dict]:
+        """``op`` on every member at once; Unreachable naming every member that did not answer."""
         futures = [self.pool.submit(self.on_member, m, op) for m in gang["members"]]
-        return [f.result() for f in futures]
+        replies, cut, errors = [], [], []
+        for f in futures:
+            try:
+                replies.append(f.result())
+            except Unreachable as exc:
+                cut.append(exc)
+            except Exception as exc:
+                errors.append(exc)
+        if cut:
+            raise Unreachable([h for e in cut for h in e.hosts], "; ".join(map(str, cut)))
+        if errors:
+            raise errors[0]
+        return replies
 
     def handle_failure(self, group: str, report: dict) -> None:
         conf = self.conf()
@@ -139,11 +135,17 @@ class Agent:
         if not lock.acquire(blocking=False):
             return  # a restart of this gang is already under way
         try:
-            for attempt in range(1, ATTEMPTS + 1):
+            attempt = 0
+            while attempt < ATTEMPTS:
                 try:
                     self._restart(group, gang, report, conf)
                     return
-                except Exception as exc:  # a member that did not answer: try the whole gang again
+                except Unreachable as exc:  # wait for it: no restart budget or attempt spent on a partition
+                    log(f"gang {group}: cannot restart it: {exc}")
+                    if not wait_for_members(self, group, gang, exc):
+                        return
+                except Exception as exc:  # a member that refused: try the whole gang again
+                    attempt += 1
                     log(f"gang {group}: restart attempt {attempt} failed: {exc}")
                     error = exc
             reason = f"restart failed {ATTEMPTS} times: {error}"
@@ -252,32 +254,27 @@ class Agent:
                 continue
             self.reported[group] = incident
             report = {"host": conf["host"], "program": info["name"], "state": info["statename"],
-                      "exitstatus": info["exitstatus"],
+                      "exitstatus": info["exitstatus"], "start": info["start"],
+                      "generation": current_generation(self.root),
                       "log": tail(os.path.join(self.root, "logs", f"{info['name']}.log"), LOG_LINES)}
             self.pool.submit(self.report_failure, group, conf["gangs"][group], report)
 
     def report_failure(self, group: str, gang: dict, report: dict) -> None:
-        conf = self.conf()
-        if gang["leader"] == conf["host"]:
+        if gang["leader"] == self.conf()["host"]:
             self.handle_failure(group, report)
-            return
-        leader = next(m for m in gang["members"] if m["host"] == gang["leader"])
-        for attempt in range(30):
-            try:
-                self.send(leader["address"], {"op": "failed", "group": group, "report": report}, timeout=10)
-                return
-            except (OSError, RuntimeError) as exc:
-                log(f"gang {group}: cannot reach leader {gang['leader']}: {exc} (retrying)")
-                time.sleep(min(2 ** attempt, 10))
+        else:
+            report_to_leader(self, group, gang, report)
 
     def serve(self) -> None:
         agent = self
 
         class Handler(socketserver.StreamRequestHandler):
             def handle(self) -> None:
-                body = verify(secret(agent.root), self.rfile.readline(65536))
-                if body is None:
-                    self.wfile.write(b'{"ok": false, "error": "bad signature"}\n')
+                try:
+                    body = agent.verifier.verify(secret(agent.root), self.rfile.readline(65536))
+                except Refused as exc:  # said to the sender too: its log and `status` show it
+                    log(f"refused a message from {self.client_address[0]}: {exc}")
+                    self.wfile.write((json.dumps({"ok": False, "error": f"refused: {exc}"}) + "\n").encode())
                     return
                 try:
                     reply = agent.dispatch(body)
@@ -309,6 +306,8 @@ class Agent:
             return self.local_stop(group)
         if op == "start":
             return self.local_start(group)
+        if op == "ping":
+            return {"ok": True, "time": time.time()}
         return {"ok": False, "error": f"unknown op {op!r}"}
 
     def run(self) -> None:
