@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 
-from .messages import Refused, Verifier, sign
+from .messages import Refused, Verifier, host_clock, sign
 from .members import DEAD, Unreachable, log, report_to_leader, wait_for_members
 from .probes import probe_once
 from .snapshot import write_snapshot
@@ -76,7 +76,7 @@ class Agent:
         conf = self.conf()
         with socket.create_connection((address, conf["agent_port"]), timeout=min(timeout, CONNECT_TIMEOUT)) as s:
             s.settimeout(timeout)
-            s.sendall(sign(key, body))
+            s.sendall(sign(key, body, now=host_clock(self.root)))
             data = s.makefile("rb").readline()
         reply = json.loads(data or b"{}")
         if not reply.get("ok"):
@@ -271,7 +271,7 @@ class Agent:
         class Handler(socketserver.StreamRequestHandler):
             def handle(self) -> None:
                 try:
-                    body = agent.verifier.verify(secret(agent.root), self.rfile.readline(65536))
+                    body = agent.verifier.verify(secret(agent.root), self.rfile.readline(65536), host_clock(agent.root))
                 except Refused as exc:  # said to the sender too: its log and `status` show it
                     log(f"refused a message from {self.client_address[0]}: {exc}")
                     self.wfile.write((json.dumps({"ok": False, "error": f"refused: {exc}"}) + "\n").encode())

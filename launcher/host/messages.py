@@ -7,6 +7,10 @@ clock is wrong; the MAC was right, so the key is not to blame), and one whose no
 seen before inside the window (a replay: the window alone lets a captured message be sent
 again for WINDOW seconds). Each refusal says which, so both sides can log it and `status`
 can show it.
+
+The agent reads its time through host_clock(): the seconds in ROOT/state/test-clock-offset,
+a file only tests write, shift it. Hosts of one testbed share the kernel's clock, so a host
+with a skewed clock cannot be made there otherwise; without the file it is time.time().
 """
 from __future__ import annotations
 
@@ -18,6 +22,14 @@ import threading
 import time
 
 WINDOW = 300.0  # seconds a message's time may differ from the receiver's clock
+
+
+def host_clock(root: str) -> float:
+    try:
+        with open(os.path.join(root, "state", "test-clock-offset"), encoding="utf-8") as fh:
+            return time.time() + float(fh.read())
+    except (OSError, ValueError):
+        return time.time()
 
 
 class Refused(Exception):

@@ -232,3 +232,35 @@ def test_an_agent_refuses_a_replay_a_skewed_clock_and_another_key_each_as_such(t
     for why in ("replayed message", "clock skew", "bad signature"):  # supervisord writes the log a bit later
         wait_for(lambda: f"refused a message from {gateway}: {why}" in agent_log(testbed, h1.name),
                  what=f"the agent logging the {why}")
+
+
+def test_a_member_with_a_skewed_clock_is_told_so_and_the_gang_restarts_once_it_is_fixed(testbed, deployed):
+    h1, h2 = testbed.hosts[0], testbed.hosts[1]
+    before = demo_health(testbed)
+    # h2's agent 400 s ahead (the documented test hook: the testbed's hosts share one kernel clock)
+    offset = Path(h2.path(f"/srv/launcher/part/{h2.name}/state/test-clock-offset"))
+    offset.write_text("400")
+    try:
+        os.kill(int(before[h2.name]["pid"]), 9)
+        seen: list = []
+
+        def told():
+            seen[:] = rows(testbed, deployed)
+            mine = [r for r in seen if r["instance"] == "demo" and r["host"] == h2.name and r["state"] == "WAITING"]
+            return mine if mine and "clock skew" in " ".join(mine[0]["drift"]) else None
+        try:
+            mine = wait_for(told, what="the member's wait saying clock skew")
+        except AssertionError:
+            raise AssertionError(f"status: {seen}; agent log: {agent_log(testbed, h2.name)}") from None
+        drift = " ".join(mine[0]["drift"])
+        assert f"cannot report the failure of demo-r1 to leader {h1.name} ({h1.address})" in drift
+        assert "refused: clock skew: the message is stamped +400 s from this host's clock" in drift
+        assert "bad signature" not in drift
+        wait_for(lambda: f"refused a message from {h2.address}: clock skew" in agent_log(testbed, h1.name),
+                 what="the leader logging the skewed clock")
+        assert "refused: clock skew" in agent_log(testbed, h2.name)  # and the member too
+    finally:
+        offset.unlink()
+    after = wait_for(lambda: restarted_after(testbed, before), timeout=180,
+                     what="demo restarted once the clock was right")
+    assert all(alive(int(after[h]["pid"])) for h in after)
