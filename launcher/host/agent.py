@@ -24,7 +24,7 @@ import threading
 import time
 
 from .messages import Refused, Verifier, host_clock, sign
-from .members import DEAD, Unreachable, log, report_to_leader, wait_for_members
+from .members import DEAD, Unreachable, held_gangs, log, report_to_leader, wait_for_members
 from .probes import probe_once
 from .snapshot import write_snapshot
 from .state import (current_generation, desired, read_json, secret, set_desired, state_path, tail, update_state,
@@ -142,7 +142,7 @@ class Agent:
                     return
                 except Unreachable as exc:  # wait for it: no restart budget or attempt spent on a partition
                     log(f"gang {group}: cannot restart it: {exc}")
-                    if not wait_for_members(self, group, gang, exc):
+                    if not wait_for_members(self, group, gang, exc, report):
                         return
                 except Exception as exc:  # a member that refused: try the whole gang again
                     attempt += 1
@@ -156,6 +156,9 @@ class Agent:
             except Exception as exc:
                 log(f"gang {group}: could not stop it everywhere: {exc}")
         finally:
+            if group in held_gangs(self.root):  # resumed after an agent restart, and done with
+                update_state(self.root, "waiting.json", {group: None})
+                write_snapshot(self.root)
             lock.release()
 
     def _record_failed(self, group: str, reason: str, report: dict) -> None:
@@ -316,6 +319,9 @@ class Agent:
         threading.Thread(target=self.serve, daemon=True).start()
         write_json(state_path(self.root, "agent.pid"), os.getpid())
         log(f"watching {self.root}")
+        for group, report in held_gangs(self.root).items():  # a wait the previous agent left: go on with it
+            log(f"gang {group}: resuming the wait for its members")
+            self.pool.submit(self.handle_failure, group, report)
         stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
         while True:
             stdout.write(b"READY\n")

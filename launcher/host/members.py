@@ -40,8 +40,8 @@ def log(msg: str) -> None:
     print(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} agent: {msg}", file=sys.stderr, flush=True)
 
 
-def _wait(agent: Agent, group: str, on: list[str], reason: str, since: float) -> None:
-    update_state(agent.root, "waiting.json", {group: {"on": on, "reason": reason, "since": since}})
+def _wait(agent: Agent, group: str, on: list[str], reason: str, since: float, **more: object) -> None:
+    update_state(agent.root, "waiting.json", {group: {"on": on, "reason": reason, "since": since, **more}})
     write_snapshot(agent.root)
 
 
@@ -99,12 +99,20 @@ def superseded(agent: Agent, group: str, report: dict, waited: bool) -> str | No
     return None
 
 
-def wait_for_members(agent: Agent, group: str, gang: dict, cut: Unreachable) -> bool:
+def held_gangs(root: str) -> dict[str, dict]:
+    """Gangs a leader holds for unreachable members (their failure reports), from waiting.json."""
+    return {g: w["report"] for g, w in read_json(state_path(root, "waiting.json"), {}).items()
+            if isinstance(w, dict) and isinstance(w.get("report"), dict)}
+
+
+def wait_for_members(agent: Agent, group: str, gang: dict, cut: Unreachable, report: dict) -> bool:
     """Hold a gang whose members did not answer until every one of them does again (then
     True: restart it, no operator needed). False when a deliberate start or stop took over."""
-    since = time.time()
+    held = read_json(state_path(agent.root, "waiting.json"), {}).get(group) or {}
+    since = held.get("since", time.time()) if held.get("report") else time.time()
     hosts = list(dict.fromkeys(cut.hosts))
-    _wait(agent, group, hosts, f"{cut}; the gang restarts when it answers again", since)
+    # the report is kept with the wait: an agent restarted meanwhile goes on with it (held_gangs)
+    _wait(agent, group, hosts, f"{cut}; the gang restarts when it answers again", since, report=report)
     members = [m for m in gang["members"] if m["host"] in hosts]
     while True:
         time.sleep(MEMBER_POLL)

@@ -264,3 +264,30 @@ def test_a_member_with_a_skewed_clock_is_told_so_and_the_gang_restarts_once_it_i
     after = wait_for(lambda: restarted_after(testbed, before), timeout=180,
                      what="demo restarted once the clock was right")
     assert all(alive(int(after[h]["pid"])) for h in after)
+
+
+def test_a_leader_agent_restarted_during_the_wait_goes_on_waiting_and_restarts_the_gang(testbed, deployed):
+    h1, h2 = testbed.hosts[0], testbed.hosts[1]
+    before = demo_health(testbed)
+    pid_file = Path(h1.path(f"/srv/launcher/part/{h1.name}/state/agent.pid"))
+    testbed.isolate(h2.name)
+    try:
+        os.kill(int(before[h1.name]["pid"]), 9)
+        wait_for(lambda: [r for r in rows(testbed, deployed) if r["host"] == h1.name and r["instance"] == "demo"
+                          and r["state"] == "WAITING" and r["waiting_on"] == [h2.name]] or None,
+                 what="demo WAITING on the cut-off member")
+        old_agent = int(pid_file.read_text())
+        os.kill(old_agent, 9)  # supervisord starts the agent again
+        wait_for(lambda: not alive(old_agent) and pid_file.exists() and int(pid_file.read_text()) != old_agent
+                 and alive(int(pid_file.read_text())), what="a new agent on h1")
+        wait_for(lambda: "gang demo: resuming the wait for its members" in agent_log(testbed, h1.name),
+                 what="the new agent resuming the wait")
+        demo = [r for r in rows(testbed, deployed) if r["host"] == h1.name and r["instance"] == "demo"]
+        assert demo[0]["state"] == "WAITING" and demo[0]["waiting_on"] == [h2.name], demo
+    finally:
+        testbed.restore(h2.name)
+    after = wait_for(lambda: restarted_after(testbed, before), timeout=180,
+                     what="demo restarted by the new agent once the member was back")
+    assert all(alive(int(after[h]["pid"])) for h in after)
+    wait_for(lambda: all(not r["waiting_on"] and r["state"] == "RUNNING" for r in rows(testbed, deployed)),
+             what="no wait left in status")
