@@ -24,7 +24,7 @@ import threading
 import time
 
 from .messages import Refused, Verifier, host_clock, sign
-from .members import DEAD, Unreachable, held_gangs, log, report_to_leader, wait_for_members
+from .members import DEAD, Unreachable, held_gangs, log, report_to_leader, seen_before_restart, wait_for_members
 from .probes import probe_once
 from .snapshot import write_snapshot
 from .state import (current_generation, desired, read_json, secret, set_desired, state_path, tail, update_state,
@@ -135,6 +135,10 @@ class Agent:
         if not lock.acquire(blocking=False):
             return  # a restart of this gang is already under way
         try:
+            why = seen_before_restart(report, read_json(state_path(self.root, "gang.json"), {}).get(group))
+            if why:
+                log(f"gang {group}: dropped the report of {report.get('program')} on {report.get('host')}: {why}")
+                return
             attempt = 0
             while attempt < ATTEMPTS:
                 try:
@@ -207,7 +211,8 @@ class Agent:
         times = [r["started_at"] for r in replies]
         history.append(time.time())
         st.update(state="RUNNING", restarts=st.get("restarts", 0) + 1, history=history,
-                  last_restart=time.time(), skew=max(times) - min(times))
+                  last_restart=time.time(), skew=max(times) - min(times),
+                  started={m["host"]: r["started_at"] for m, r in zip(gang["members"], replies)})
         states = read_json(path, {})
         states[group] = st
         write_json(path, states)

@@ -99,6 +99,17 @@ def superseded(agent: Agent, group: str, report: dict, waited: bool) -> str | No
     return None
 
 
+def seen_before_restart(report: dict, record: dict | None) -> str | None:
+    """Why a report reaching the leader is about a run its last restart already replaced, or
+    None. Both times are the reporting host's clock: the program's start (supervisord, whole
+    seconds, so up to 1 s early) and when that host was told to start the gang again."""
+    started = ((record or {}).get("started") or {}).get(report.get("host"))
+    start = report.get("start")
+    if not isinstance(started, (int, float)) or not isinstance(start, (int, float)) or start >= started - 1:
+        return None
+    return f"it was seen in a run started {started - start:.0f} s before the gang's last restart"
+
+
 def held_gangs(root: str) -> dict[str, dict]:
     """Gangs a leader holds for unreachable members (their failure reports), from waiting.json."""
     return {g: w["report"] for g, w in read_json(state_path(root, "waiting.json"), {}).items()
