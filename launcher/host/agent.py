@@ -80,7 +80,7 @@ class Agent:
             data = s.makefile("rb").readline()
         reply = json.loads(data or b"{}")
         if not reply.get("ok"):
-            raise RuntimeError(f"{address}: {reply.get('error', 'no reply')}")
+            raise RuntimeError(str(reply.get("error", "no reply")))  # the callers name the host
         return reply
 
     # --- local supervisord ---------------------------------------------------------------
