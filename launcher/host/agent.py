@@ -24,7 +24,8 @@ import threading
 import time
 
 from .messages import Refused, Verifier, host_clock, sign
-from .members import DEAD, Unreachable, held_gangs, log, report_to_leader, seen_before_restart, wait_for_members
+from .members import (DEAD, Unreachable, forget_reporting, held_gangs, log, report_to_leader, seen_before_restart,
+                      wait_for_members)
 from .probes import probe_once
 from .snapshot import write_snapshot
 from .state import (current_generation, desired, read_json, secret, set_desired, state_path, tail, update_state,
@@ -324,6 +325,7 @@ class Agent:
         threading.Thread(target=self.serve, daemon=True).start()
         write_json(state_path(self.root, "agent.pid"), os.getpid())
         log(f"watching {self.root}")
+        forget_reporting(self.root)
         for group, report in held_gangs(self.root).items():  # a wait the previous agent left: go on with it
             log(f"gang {group}: resuming the wait for its members")
             self.pool.submit(self.handle_failure, group, report)

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 REPORT_BACKOFF_INITIAL = 1.0
 REPORT_BACKOFF_MAX = 30.0  # a member reports a failure at least this often until the leader takes it
+REPORTING = "reporting"    # waiting.json `kind` of a member's wait for its leader
 MEMBER_POLL = 5.0          # how often a gang waiting for an unreachable member asks it again
 DEAD = {"EXITED", "FATAL", "STOPPED", "BACKOFF", "UNKNOWN"}
 
@@ -74,7 +75,8 @@ def report_to_leader(agent: Agent, group: str, gang: dict, report: dict) -> None
             reason = f"cannot report the failure of {report['program']} to {where}: {exc}"
             log(f"{reason} (again in {delay:.0f} s)")
             since = since or time.time()
-            _wait(agent, group, [leader["host"]], f"{reason}; reporting it until the leader takes it", since)
+            _wait(agent, group, [leader["host"]], f"{reason}; reporting it until the leader takes it", since,
+                  kind=REPORTING)
         time.sleep(delay)
         delay = min(delay * 2, REPORT_BACKOFF_MAX)
     if since is not None:
@@ -108,6 +110,14 @@ def seen_before_restart(report: dict, record: dict | None) -> str | None:
     if not isinstance(started, (int, float)) or not isinstance(start, (int, float)) or start >= started - 1:
         return None
     return f"it was seen in a run started {started - start:.0f} s before the gang's last restart"
+
+
+def forget_reporting(root: str) -> None:
+    """Drop the waits of a previous agent's reports: it took them along. A rank still dead is
+    seen and reported again by this agent's first poll; one restarted meanwhile waits for nothing."""
+    waits = read_json(state_path(root, "waiting.json"), {})
+    update_state(root, "waiting.json", {g: None for g, w in waits.items()
+                                        if isinstance(w, dict) and w.get("kind") == REPORTING})
 
 
 def held_gangs(root: str) -> dict[str, dict]:

@@ -71,3 +71,16 @@ def test_a_leader_drops_a_report_its_last_restart_superseded(tmp_path):
     (root / "state" / "gang.json").write_text(json.dumps({"g": record}))
     Agent(str(root)).handle_failure("g", {"host": "a", "program": "g-0", "start": 900, "exitstatus": 1})
     assert json.loads((root / "state" / "gang.json").read_text())["g"] == record  # nothing restarted, no FAILED
+
+
+def test_a_new_agent_forgets_the_previous_ones_report_waits_only(tmp_path):
+    from launcher.host.members import REPORTING, forget_reporting, held_gangs
+    root = _root(tmp_path)
+    waits = {"reporting": {"on": ["a"], "reason": "cannot report ...", "since": 1.0, "kind": REPORTING},
+             "held": {"on": ["b"], "reason": "member b unreachable", "since": 1.0, "report": {"host": "a"}},
+             "deps": {"on": ["etcd"], "reason": "etcd: tcp ...", "since": 1.0}}
+    (root / "state" / "waiting.json").write_text(json.dumps(waits))
+    forget_reporting(str(root))
+    left = json.loads((root / "state" / "waiting.json").read_text())
+    assert left == {"held": waits["held"], "deps": waits["deps"]}  # a leader's hold and a dependency wait stay
+    assert held_gangs(str(root)) == {"held": {"host": "a"}}
