@@ -321,28 +321,32 @@ def cmd_diff(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from .core import preflight
     from .deploy.apply import run_preflight, tcp_matrix
+    from .deploy.clocks import clock_report
     result = compile_file(args.file)
     with _session(args, result) as session:
         session.ensure_runtimes()
         checks, replies, bad = run_preflight(session)
         tcp = tcp_matrix(session)
+        clocks = clock_report(session)
+    skewed = [h for h, v in clocks.items() if not v.startswith(("ok", "off by"))]
     # core.preflight.device_matrix reads the replies by HostCheck.key (a str), as run_preflight
     # returns them; its annotation says tuple keys
     matrix = preflight.device_matrix(result.plan, checks, replies)
     blocked = [k for k, v in tcp.items() if v.startswith("unreachable")]  # "unreachable (why)"
     if args.json:
-        _write(json.dumps({"ok": not bad and not blocked,
+        _write(json.dumps({"ok": not bad and not blocked and not skewed,
                            "devices": [{"host": h, "device": d, "result": r} for h, d, r in matrix],
-                           "failures": bad, "tcp": tcp,
+                           "failures": bad, "tcp": tcp, "clocks": clocks,
                            "checks": replies}) + "\n")
     else:
         _write(format_table(("HOST", "DEVICE", "LINKS"), matrix))
         if tcp:
             _write("\n" + format_table(("FROM", "TO", "TCP"), [(k.split(" -> ")[0], k.split(" -> ")[1], v)
                                                               for k, v in sorted(tcp.items())]))
+        _write("\n" + format_table(("HOST", "CLOCK"), sorted(clocks.items())))
         for inst, lines in bad.items():
             _write(f"\n{inst}: links NOT healthy:\n" + "".join(f"  {ln}\n" for ln in lines))
-    return EXIT_FAILED if bad or blocked else EXIT_OK
+    return EXIT_FAILED if bad or blocked or skewed else EXIT_OK
 
 
 def cmd_down(args: argparse.Namespace) -> int:

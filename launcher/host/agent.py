@@ -15,8 +15,6 @@ start / stop and by the agent), gang.json (the leader's record per gang).
 """
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import os
 import socket
@@ -25,7 +23,10 @@ import sys
 import threading
 import time
 
-from .probes import probe_once
+from .messages import Refused, Verifier, host_clock, sign
+from .members import (DEAD, Unreachable, forget_reporting, held_gangs, log, report_to_leader, seen_before_restart,
+                      wait_for_members)
+from .dependencies import wait_for_dependencies
 from .snapshot import write_snapshot
 from .state import (current_generation, desired, read_json, read_manifest, secret, set_desired, state_path, tail,
                     update_state, write_json)
@@ -39,39 +40,15 @@ if TYPE_CHECKING:
 
 STOP_TIMEOUT = STOP_RPC_TIMEOUT  # > supervisord's stopwaitsecs (30 s) plus the SIGKILL
 SEND_TIMEOUT = 120.0  # a member's stop may take STOP_TIMEOUT
-ATTEMPTS = 3          # a restart that fails (a member did not answer) is tried again, then FAILED
+ATTEMPTS = 3          # a restart a member refused (it answered with an error) is tried again, then FAILED
+CONNECT_TIMEOUT = 10.0
 BACKOFF_INITIAL = 1.0
 BACKOFF_MAX = 30.0
-DEAD = {"EXITED", "FATAL", "STOPPED", "BACKOFF", "UNKNOWN"}
 LOG_LINES = 10
 EX_CONFIG = 78  # sysexits.h; the launch script exits so when it cannot apply the topology's limits
-DEPENDENCY_POLL = 2.0  # how often a gang waiting for its dependencies probes them again
 
 
-def log(msg: str) -> None:
-    # stdout is supervisord's event protocol; the log is stderr
-    print(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} agent: {msg}", file=sys.stderr, flush=True)
-
-
-# --- messages -----------------------------------------------------------------------------
-def sign(key: bytes, body: dict) -> bytes:
-    payload = json.dumps(body, sort_keys=True)
-    mac = hmac.new(key, payload.encode(), hashlib.sha256).hexdigest()
-    return (json.dumps({"body": payload, "mac": mac}) + "\n").encode()
-
-
-def verify(key: bytes | None, line: bytes) -> dict | None:
-    try:
-        msg = json.loads(line)
-        payload, mac = msg["body"], msg["mac"]
-    except (ValueError, KeyError, TypeError):
-        return None
-    if key is None or not hmac.compare_digest(hmac.new(key, payload.encode(), hashlib.sha256).hexdigest(), mac):
-        return None
-    body = json.loads(payload)
-    if abs(time.time() - body.get("ts", 0)) > 300:  # a replayed old message
-        return None
-    return body
+UNKNOWN_GENERATION = "?"  # a member whose agent predates the `generation` op
 
 
 class Agent:
@@ -79,6 +56,8 @@ class Agent:
         self.root = root
         self.locks: dict[str, threading.Lock] = {}
         self.reported: dict[str, str] = {}
+        self.pending: dict[str, dict] = {}  # a report that came in while its gang was being restarted
+        self.verifier = Verifier()
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
 
@@ -101,12 +80,13 @@ class Agent:
         if key is None:
             raise RuntimeError("no deployment secret")
         conf = self.conf()
-        with socket.create_connection((address, conf["agent_port"]), timeout=timeout) as s:
-            s.sendall(sign(key, {**body, "ts": time.time()}))
+        with socket.create_connection((address, conf["agent_port"]), timeout=min(timeout, CONNECT_TIMEOUT)) as s:
+            s.settimeout(timeout)
+            s.sendall(sign(key, body, now=host_clock(self.root)))
             data = s.makefile("rb").readline()
         reply = json.loads(data or b"{}")
         if not reply.get("ok"):
-            raise RuntimeError(f"{address}: {reply.get('error', 'no reply')}")
+            raise RuntimeError(str(reply.get("error", "no reply")))  # the callers name the host
         return reply
 
     # --- local supervisord ---------------------------------------------------------------
@@ -138,11 +118,30 @@ class Agent:
         conf = self.conf()
         if member["host"] == conf["host"]:
             return self.local_stop(op_group(op)) if op.startswith("stop:") else self.local_start(op_group(op))
-        return self.send(member["address"], {"op": op.split(":", 1)[0], "group": op_group(op)})
+        where = f"member {member['host']} ({member['address']})"
+        try:
+            return self.send(member["address"], {"op": op.split(":", 1)[0], "group": op_group(op)})
+        except OSError as exc:  # no answer at all: a partition or a host down, not a refusal
+            raise Unreachable([member["host"]], f"{where} unreachable: {exc}") from None
+        except RuntimeError as exc:
+            raise RuntimeError(f"{where}: {exc}") from None
 
     def all_members(self, gang: dict, op: str) -> list[dict]:
+        """``op`` on every member at once; Unreachable naming every member that did not answer."""
         futures = [self.pool.submit(self.on_member, m, op) for m in gang["members"]]
-        return [f.result() for f in futures]
+        replies, cut, errors = [], [], []
+        for f in futures:
+            try:
+                replies.append(f.result())
+            except Unreachable as exc:
+                cut.append(exc)
+            except Exception as exc:
+                errors.append(exc)
+        if cut:
+            raise Unreachable([h for e in cut for h in e.hosts], "; ".join(map(str, cut)))
+        if errors:
+            raise errors[0]
+        return replies
 
     def handle_failure(self, group: str, report: dict) -> None:
         conf = self.conf()
@@ -151,13 +150,26 @@ class Agent:
             return
         lock = self.locks.setdefault(group, threading.Lock())
         if not lock.acquire(blocking=False):
-            return  # a restart of this gang is already under way
+            # a restart of this gang is under way: look at this report when it is done (a rank that
+            # dies right after the restart must not be lost; one of the replaced run is dropped then)
+            self.pending[group] = report
+            return
         try:
-            for attempt in range(1, ATTEMPTS + 1):
+            why = seen_before_restart(report, read_json(state_path(self.root, "gang.json"), {}).get(group))
+            if why:
+                log(f"gang {group}: dropped the report of {report.get('program')} on {report.get('host')}: {why}")
+                return
+            attempt = 0
+            while attempt < ATTEMPTS:
                 try:
                     self._restart(group, gang, report, conf)
                     return
-                except Exception as exc:  # a member that did not answer: try the whole gang again
+                except Unreachable as exc:  # wait for it: no restart budget or attempt spent on a partition
+                    log(f"gang {group}: cannot restart it: {exc}")
+                    if not wait_for_members(self, group, gang, exc, report):
+                        return
+                except Exception as exc:  # a member that refused: try the whole gang again
+                    attempt += 1
                     log(f"gang {group}: restart attempt {attempt} failed: {exc}")
                     error = exc
             reason = f"restart failed {ATTEMPTS} times: {error}"
@@ -168,7 +180,12 @@ class Agent:
             except Exception as exc:
                 log(f"gang {group}: could not stop it everywhere: {exc}")
         finally:
+            if group in held_gangs(self.root):  # resumed after an agent restart, and done with
+                update_state(self.root, "waiting.json", {group: None})
+                write_snapshot(self.root)
             lock.release()
+            if (pending := self.pending.pop(group, None)) is not None:
+                self.pool.submit(self.handle_failure, group, pending)
 
     def _record_failed(self, group: str, reason: str, report: dict) -> None:
         """The gang's FAILED record in state/gang.json (why, and the failed rank's last log
@@ -212,13 +229,14 @@ class Agent:
         log(f"gang {group}: {cause}; stopping it on {len(gang['members'])} hosts, restart in {backoff:.0f} s")
         self.all_members(gang, f"stop:{group}")
         time.sleep(backoff)
-        if not self._wait_for_dependencies(group, gang):
+        if not wait_for_dependencies(self.root, group, gang):
             return
         replies = self.all_members(gang, f"start:{group}")
         times = [r["started_at"] for r in replies]
         history.append(time.time())
         st.update(state="RUNNING", restarts=st.get("restarts", 0) + 1, history=history,
-                  last_restart=time.time(), skew=max(times) - min(times))
+                  last_restart=time.time(), skew=max(times) - min(times),
+                  started={m["host"]: r["started_at"] for m, r in zip(gang["members"], replies)})
         states = read_json(path, {})
         states[group] = st
         write_json(path, states)
@@ -231,11 +249,21 @@ class Agent:
         put every host back): restarted, it would be one HCCL world of two configs. The hold is
         recorded as a wait (`status` shows why) until a deliberate start (`up`) ends it."""
         host = self.conf()["host"]
-        asked = {m["host"]: self.pool.submit(
-            lambda m: self.started_from(group) if m["host"] == host
-            else self.send(m["address"], {"op": "generation", "group": group}), m) for m in gang["members"]}
-        gens = {h: f.result()["generation"] for h, f in asked.items()}
-        if len(set(gens.values())) < 2:
+
+        def generation(m: dict) -> str | None:
+            if m["host"] == host:
+                return self.started_from(group)["generation"]
+            try:
+                return self.send(m["address"], {"op": "generation", "group": group})["generation"]
+            except OSError as exc:  # no answer: the gang waits for the host (handle_failure), not a refusal
+                raise Unreachable([m["host"]], f"member {m['host']} ({m['address']}) unreachable: {exc}") from None
+            except RuntimeError as exc:
+                if "unknown op" in str(exc):  # an older agent, until the switch restarts it: not known
+                    return UNKNOWN_GENERATION
+                raise
+        asked = {m["host"]: self.pool.submit(generation, m) for m in gang["members"]}
+        gens = {h: f.result() for h, f in asked.items()}
+        if len(set(gens.values()) - {UNKNOWN_GENERATION}) < 2:
             return False
         on = ", ".join(f"{h} on {g or 'nothing'}" for h, g in sorted(gens.items()))
         reason = f"not restarted: its hosts are on different generations ({on}); `launcher up` makes them agree"
@@ -243,31 +271,6 @@ class Agent:
         update_state(self.root, "waiting.json", {group: {"on": ["hosts on different generations"],
                                                          "reason": reason, "since": time.time()}})
         write_snapshot(self.root)
-        return True
-
-    def _wait_for_dependencies(self, group: str, gang: dict) -> bool:
-        """Hold a gang's restart until what it depends on passes its probes (etcd back, ...);
-        waiting spends no restart budget, and `status` shows what it waits for. False when
-        someone else took over meanwhile (a deliberate stop, or `up` started it)."""
-        since = None
-        while True:
-            why = [f"{d['owner']}: {spec['kind']} {spec['target']}: {err}" for d in gang.get("depends", [])
-                   for spec in d["probes"] if (err := probe_once(self.root, spec))]
-            if not why:
-                break
-            if since is None:
-                since = time.time()
-                on = list(dict.fromkeys(w.split(":", 1)[0] for w in why))
-                log(f"gang {group}: waits for {', '.join(on)} before it starts again: {why[0]}")
-                update_state(self.root, "waiting.json", {group: {"on": on, "reason": "; ".join(why), "since": since}})
-                write_snapshot(self.root)
-            time.sleep(DEPENDENCY_POLL)
-            if not read_json(state_path(self.root, "waiting.json"), {}).get(group):
-                log(f"gang {group}: no longer waiting (stopped or started by the operator)")
-                return False
-        if since is not None:
-            update_state(self.root, "waiting.json", {group: None})
-            log(f"gang {group}: its dependencies are ready after {time.time() - since:.1f} s")
         return True
 
     # --- watching ------------------------------------------------------------------------------
@@ -287,32 +290,27 @@ class Agent:
                 continue
             self.reported[group] = incident
             report = {"host": conf["host"], "program": info["name"], "state": info["statename"],
-                      "exitstatus": info["exitstatus"],
+                      "exitstatus": info["exitstatus"], "start": info["start"],
+                      "generation": current_generation(self.root),
                       "log": tail(os.path.join(self.root, "logs", f"{info['name']}.log"), LOG_LINES)}
             self.pool.submit(self.report_failure, group, conf["gangs"][group], report)
 
     def report_failure(self, group: str, gang: dict, report: dict) -> None:
-        conf = self.conf()
-        if gang["leader"] == conf["host"]:
+        if gang["leader"] == self.conf()["host"]:
             self.handle_failure(group, report)
-            return
-        leader = next(m for m in gang["members"] if m["host"] == gang["leader"])
-        for attempt in range(30):
-            try:
-                self.send(leader["address"], {"op": "failed", "group": group, "report": report}, timeout=10)
-                return
-            except (OSError, RuntimeError) as exc:
-                log(f"gang {group}: cannot reach leader {gang['leader']}: {exc} (retrying)")
-                time.sleep(min(2 ** attempt, 10))
+        else:
+            report_to_leader(self, group, gang, report)
 
     def serve(self) -> None:
         agent = self
 
         class Handler(socketserver.StreamRequestHandler):
             def handle(self) -> None:
-                body = verify(secret(agent.root), self.rfile.readline(65536))
-                if body is None:
-                    self.wfile.write(b'{"ok": false, "error": "bad signature"}\n')
+                try:
+                    body = agent.verifier.verify(secret(agent.root), self.rfile.readline(65536), host_clock(agent.root))
+                except Refused as exc:  # said to the sender too: its log and `status` show it
+                    log(f"refused a message from {self.client_address[0]}: {exc}")
+                    self.wfile.write((json.dumps({"ok": False, "error": f"refused: {exc}"}) + "\n").encode())
                     return
                 try:
                     reply = agent.dispatch(body)
@@ -346,6 +344,8 @@ class Agent:
             return self.local_start(group)
         if op == "generation":
             return {"ok": True, **self.started_from(group)}
+        if op == "ping":
+            return {"ok": True, "time": time.time()}
         return {"ok": False, "error": f"unknown op {op!r}"}
 
     def run(self) -> None:
@@ -354,6 +354,10 @@ class Agent:
         threading.Thread(target=self.serve, daemon=True).start()
         write_json(state_path(self.root, "agent.pid"), os.getpid())
         log(f"watching {self.root}")
+        forget_reporting(self.root)
+        for group, report in held_gangs(self.root).items():  # a wait the previous agent left: go on with it
+            log(f"gang {group}: resuming the wait for its members")
+            self.pool.submit(self.handle_failure, group, report)
         stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
         while True:
             stdout.write(b"READY\n")

@@ -2,8 +2,9 @@
 
 ROOT (``<deploy_dir>/<deployment>/<host>``, laid out in hostside.py) holds state/: desired.json
 (groups that should run), gang.json (the leader's record per gang), started.json (the config
-each group was started from), waiting.json (groups waiting for dependencies), secret (0600),
-snapshot.json and agent.pid.
+each group was started from), waiting.json (groups waiting for dependencies, for a leader, or
+for unreachable members: members.py), secret (0600), snapshot.json and agent.pid; in tests only,
+test-clock-offset (messages.host_clock).
 """
 from __future__ import annotations
 

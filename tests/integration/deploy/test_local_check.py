@@ -61,3 +61,22 @@ def test_checker_is_built_on_the_host_once_and_reports_a_missing_tool(tmp_path):
     stamp = built[0].stat().st_mtime_ns
     assert run_cli("check", str(path)).code == 1
     assert built[0].stat().st_mtime_ns == stamp  # cached: not rebuilt
+
+
+def test_check_compares_each_hosts_clock_with_the_operators(tmp_path, monkeypatch):
+    path = tmp_path / "topo.yaml"
+    path.write_text(topology(tmp_path / "deploy"))
+    run = run_cli("check", str(path), "--json")
+    assert run.json()["clocks"]["solo"].startswith("ok (")
+    # the host's clock 1000 s ahead: a `date` on the host's PATH (the OS boundary check reads)
+    bindir = tmp_path / "skewed"
+    bindir.mkdir()
+    real = shutil.which("date")
+    (bindir / "date").write_text(f'#!/bin/sh\nexec {real} -d "@$(( $({real} +%s) + 1000 ))" "$@"\n')
+    (bindir / "date").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
+    run = run_cli("check", str(path), "--json")
+    assert run.code == 1 and run.json()["ok"] is False
+    assert run.json()["clocks"]["solo"].startswith(("SKEWED: +1000.", "SKEWED: +999."))
+    table = run_cli("check", str(path)).out
+    assert "solo  SKEWED: +" in table and "agents refuse messages beyond ±300 s" in table
