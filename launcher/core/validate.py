@@ -23,6 +23,7 @@ RESERVED_ENV = frozenset({
 PD_RESERVED_ENV = RESERVED_ENV | {"GLOBAL_RANK_TABLE_FILE_PATH"}  # set for the members of a PD group
 IDENTITY_PREFIX = "LAUNCHER_"  # where a process belongs (LAUNCHER_INSTANCE, ...): the launcher's to set
 MAX_SOCKET_PATH = 107       # sun_path is 108 bytes with its NUL
+PID_SUFFIX = len(".4194304")  # supervisord binds SOCKET.<its pid> first (pid_max up to 2^22), then links it
 MAX_DOMAIN_NODES = 4        # seed 001: at most 4 nodes per communication domain
 WARN_DOMAINS_PER_CLUSTER = 16
 MAX_DOMAINS_PER_CLUSTER = 512
@@ -75,11 +76,11 @@ class _Checker:
                 else:
                     ips.append((path, d.ip))
             sock = f"{h.deploy_dir.rstrip('/')}/{self.t.name}/{h.name}/run/supervisor.sock"
-            if len(sock.encode()) > MAX_SOCKET_PATH:
+            if len(sock.encode()) + PID_SUFFIX > MAX_SOCKET_PATH:
                 self.err(("hosts", i, "deploy_dir") if "deploy_dir" in _keys(self.src, ("hosts", i)) else
                          ("defaults", "deploy_dir"),
                          f"host {h.name}: deploy_dir is too long: supervisord's socket {sock} would be "
-                         f"{len(sock.encode())} bytes, a unix socket path holds at most {MAX_SOCKET_PATH}")
+                         f"{len(sock.encode())} bytes (+ .<pid> while it binds), a unix socket path {MAX_SOCKET_PATH}")
             if h.container_ip is not None and not _is_ipv4(h.container_ip):
                 self.err(("hosts", i, "container_ip"), f"{h.container_ip!r} is not an IPv4 address")
         self.unique(ips, "device IP")

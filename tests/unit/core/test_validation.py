@@ -297,8 +297,10 @@ def test_two_clusters_on_one_rank(tmp_path):
                                  "cluster ('d0', 0) (also at llm_datadist.clusters[2].instance)")
 
 
-def test_deploy_dir_too_long_for_supervisords_socket(tmp_path):
-    long_dir = "/srv/" + "d" * 90
+@pytest.mark.parametrize("long_dir", ["/srv/" + "d" * 90,
+                                      # a 100-byte socket path: supervisord's SOCKET.<pid> would not fit
+                                      "/srv/" + "d" * 71])
+def test_deploy_dir_too_long_for_supervisords_socket(tmp_path, long_dir):
     text = BASE_HOSTS.replace("name: t\n", f"name: t\ndefaults: {{deploy_dir: {long_dir}}}\n")
     assert_error(tmp_path, text, "F:3:24: error: defaults.deploy_dir: host a: deploy_dir is too long: "
                                  "supervisord's socket")
