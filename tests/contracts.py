@@ -243,3 +243,25 @@ def vllm_problems(programs: list[Deployed], topo: Topology) -> list[str]:
                     int(o.get("--data-parallel-start-rank", "0")) != index * n_local:
                 out.append(f"{inst.name} on {p.host}: DP arguments not as the guide's node {index}: {p.argv}")
     return out
+
+
+def ready_health(programs, procs, port: int) -> list[dict]:
+    """Each started demo rank's /health, once its stderr said `ready` (fails if one exits first)."""
+    import json
+    import urllib.request
+    docs = []
+    for p, proc in zip(programs, procs):
+        line = ""
+        while "ready" not in line:
+            line = proc.stderr.readline()
+            assert line or proc.poll() is None, f"{p.host} exited {proc.poll()}"
+        with urllib.request.urlopen(f"http://{p.env['LAUNCHER_HOST_ADDRESS']}:{port}/health", timeout=5) as r:
+            docs.append(json.load(r))
+    return docs
+
+
+def stop_all(procs) -> None:
+    for proc in procs:
+        proc.terminate()
+        proc.wait(10)
+        proc.stderr.close()

@@ -109,3 +109,18 @@ def launcher_0_1(dest: Path, *paths: str) -> Path:
     with tarfile.open(fileobj=io.BytesIO(proc.stdout)) as tar:
         tar.extractall(dest, filter="tar")
     return dest
+
+
+def cli_on_testbed(tb, *argv: str) -> Run:
+    """`launcher ARGV` against a testbed: its ssh config and known_hosts."""
+    return run_cli(*argv, "--ssh-config", str(tb.ssh_config), "--known-hosts", str(tb.known_hosts))
+
+
+def health_json(address: str, port: int) -> dict | None:
+    """GET http://ADDRESS:PORT/health as JSON, or None while it does not answer."""
+    import urllib.request
+    try:
+        with urllib.request.urlopen(f"http://{address}:{port}/health", timeout=2) as resp:
+            return json.loads(resp.read())
+    except OSError:
+        return None

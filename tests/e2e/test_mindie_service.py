@@ -11,9 +11,8 @@ import json
 import os
 import pwd
 import stat
-import urllib.request
 
-from tests.helpers import host_entry, run_cli, topology_head, wait_for
+from tests.helpers import health_json, host_entry, cli_on_testbed, topology_head, wait_for
 
 TESTBED_HOSTS = 2
 HEALTH = 18840
@@ -30,16 +29,6 @@ def topology(tb) -> str:
             f"    probe: {{http: \":{HEALTH}/health\", period: 0.2}}\n")
 
 
-def cli(tb, *argv: str):
-    return run_cli(*argv, "--ssh-config", str(tb.ssh_config), "--known-hosts", str(tb.known_hosts))
-
-
-def health(host) -> dict | None:
-    try:
-        with urllib.request.urlopen(f"http://{host.address}:{HEALTH}/health", timeout=2) as resp:
-            return json.loads(resp.read())
-    except OSError:
-        return None
 
 
 def test_a_two_host_mindie_service_instance_forms_its_world(testbed, tmp_path):
@@ -47,9 +36,9 @@ def test_a_two_host_mindie_service_instance_forms_its_world(testbed, tmp_path):
     path = tmp_path / "mi.yaml"
     path.write_text(topology(testbed))
     try:
-        run = cli(testbed, "up", str(path))
+        run = cli_on_testbed(testbed, "up", str(path))
         assert run.code == 0, run.err
-        docs = [wait_for(lambda h=h: health(h), 30, f"{h.name} /health") for h in testbed.hosts]
+        docs = [wait_for(lambda h=h: health_json(h.address, HEALTH), 30, f"{h.name} /health") for h in testbed.hosts]
         assert [d["mindie"]["master"] for d in docs] == [True, False]
         assert [d["mindie"]["found_by"] for d in docs] == ["HOST_IP", "HOST_IP"]
         assert [d["mindie"]["server_id"] for d in docs] == [h.address for h in testbed.hosts]
@@ -61,4 +50,4 @@ def test_a_two_host_mindie_service_instance_forms_its_world(testbed, tmp_path):
                 st = os.lstat(real)
                 assert stat.S_IMODE(st.st_mode) == 0o640 and st.st_uid == uid, (h.name, rel, oct(st.st_mode))
     finally:
-        cli(testbed, "down", str(path), "--purge")
+        cli_on_testbed(testbed, "down", str(path), "--purge")

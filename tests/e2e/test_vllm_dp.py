@@ -7,10 +7,8 @@ the two meet at the first node's --data-parallel-address:--data-parallel-rpc-por
 """
 from __future__ import annotations
 
-import json
-import urllib.request
 
-from tests.helpers import host_entry, run_cli, topology_head, wait_for
+from tests.helpers import health_json, host_entry, cli_on_testbed, topology_head, wait_for
 
 TESTBED_HOSTS = 2
 HEALTH = 18860
@@ -28,28 +26,18 @@ def topology(tb) -> str:
             f"    probe: {{http: \":{HEALTH}/health\", period: 0.2}}\n")
 
 
-def cli(tb, *argv: str):
-    return run_cli(*argv, "--ssh-config", str(tb.ssh_config), "--known-hosts", str(tb.known_hosts))
-
-
-def health(host) -> dict | None:
-    try:
-        with urllib.request.urlopen(f"http://{host.address}:{HEALTH}/health", timeout=2) as resp:
-            return json.loads(resp.read())
-    except OSError:
-        return None
 
 
 def test_a_two_host_vllm_ascend_dp_instance_forms_its_world(testbed, tmp_path):
     path = tmp_path / "dp.yaml"
     path.write_text(topology(testbed))
     try:
-        run = cli(testbed, "up", str(path))
+        run = cli_on_testbed(testbed, "up", str(path))
         assert run.code == 0, run.err
-        docs = [wait_for(lambda h=h: health(h), 30, f"{h.name} /health") for h in testbed.hosts]
+        docs = [wait_for(lambda h=h: health_json(h.address, HEALTH), 30, f"{h.name} /health") for h in testbed.hosts]
         assert [d["vllm"]["dp_ranks"] for d in docs] == [[0, 1], [2, 3]]
         assert [d["vllm"]["serves_api"] for d in docs] == [True, False]
         assert [d["vllm"]["hccl_if_ip"] for d in docs] == [h.address for h in testbed.hosts]
         assert all(d["world_size"] == 2 for d in docs)
     finally:
-        cli(testbed, "down", str(path), "--purge")
+        cli_on_testbed(testbed, "down", str(path), "--purge")

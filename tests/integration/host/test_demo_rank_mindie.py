@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import urllib.request
 
 import pytest
 
@@ -48,22 +47,12 @@ def test_two_servers_form_their_world_as_mindie_would(tmp_path, containers):
     programs = contracts.deploy(result, tmp_path)
     procs = start(programs)
     try:
-        docs = []
-        for p, proc in zip(programs, procs):
-            line = ""
-            while "ready" not in line:
-                line = proc.stderr.readline()
-                assert line or proc.poll() is None, f"{p.host} exited {proc.poll()}"
-            with urllib.request.urlopen(f"http://{p.env['LAUNCHER_HOST_ADDRESS']}:{HEALTH}/health", timeout=5) as r:
-                docs.append(json.load(r))
+        docs = contracts.ready_health(programs, procs, HEALTH)
         assert [d["mindie"]["master"] for d in docs] == [True, False]  # rank 0's holder, s0
         assert [d["mindie"]["found_by"] for d in docs] == ["MIES_CONTAINER_IP" if containers else "HOST_IP"] * 2
         assert [d["world_size"] for d in docs] == [2, 2]
     finally:
-        for proc in procs:
-            proc.terminate()
-            proc.wait(10)
-            proc.stderr.close()
+        contracts.stop_all(procs)
 
 
 def test_a_rank_table_mindie_would_refuse_stops_the_daemon(tmp_path):

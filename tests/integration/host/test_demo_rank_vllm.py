@@ -4,11 +4,9 @@ serves, the other is headless with start rank 2, and both meet at --data-paralle
 """
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
-import urllib.request
 
 from launcher.core.pipeline import compile_text
 from launcher.core.schema import compiled_check
@@ -42,23 +40,13 @@ def test_two_nodes_form_their_dp_world_as_vllm_would(tmp_path):
     programs = contracts.deploy(compile_text(topology(tmp_path), "F", check=compiled_check()), tmp_path)
     procs = [start(p) for p in programs]
     try:
-        docs = []
-        for p, proc in zip(programs, procs):
-            line = ""
-            while "ready" not in line:
-                line = proc.stderr.readline()
-                assert line or proc.poll() is None, f"{p.host} exited {proc.poll()}"
-            with urllib.request.urlopen(f"http://{p.env['LAUNCHER_HOST_ADDRESS']}:{HEALTH}/health", timeout=5) as r:
-                docs.append(json.load(r))
+        docs = contracts.ready_health(programs, procs, HEALTH)
         assert [d["vllm"]["dp_ranks"] for d in docs] == [[0, 1], [2, 3]]
         assert [d["vllm"]["serves_api"] for d in docs] == [True, False]
         assert [d["vllm"]["hccl_if_ip"] for d in docs] == ["127.0.0.1", "127.0.0.2"]
         assert [d["world_size"] for d in docs] == [2, 2]
     finally:
-        for proc in procs:
-            proc.terminate()
-            proc.wait(10)
-            proc.stderr.close()
+        contracts.stop_all(procs)
 
 
 def test_what_vllm_would_refuse_stops_the_node(tmp_path):
