@@ -270,7 +270,7 @@ class _Expander:
                        env=tuple(env.items()), limits=inst.limits, numa_via_numactl=True,
                        probe=inst.probe,
                        rank=None if r is None else r.rank, local_rank=None if r is None else r.local_rank,
-                       devices=devices)
+                       devices=devices, container=inst.container)
 
     def service_programs(self, svc: Service) -> None:
         for index, hname in enumerate(svc.hosts):
@@ -284,7 +284,7 @@ class _Expander:
             self.programs[hname].append(Program(
                 name=svc.name, host=hname, owner=svc.name, kind="service", argv=argv, cwd=cwd,
                 env=tuple(env.items()), limits=limits, numa_via_numactl=via_numactl, probe=svc.probe or probe,
-                ports=service_ports(svc.spec)))
+                ports=service_ports(svc.spec), container=svc.container))
 
     def _service_argv(self, svc: Service, host: Host) -> tuple[tuple[str, ...], Probe | None, Limits, bool,
                                                                  str | None]:

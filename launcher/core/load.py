@@ -12,7 +12,7 @@ from typing import Any, Mapping
 
 from .errors import Diagnostic, Loc, SpecErrors, sort_diagnostics
 from .model import (DEFAULT_DEPLOY_DIR, DISCOVER, DatasystemSpec, DDCluster,
-                    DDLink, Device, Env, EtcdSpec, GenericSpec, Host, Instance, Limits, MindieSpec, Numa, PDGroup,
+                    Container, DDLink, Device, Env, EtcdSpec, GenericSpec, Host, Instance, Limits, MindieSpec, Numa, PDGroup,
                     Probe, Service, Ssh, Topology)
 from .schema import Check, check_schema
 from .yamlsrc import Source
@@ -63,6 +63,21 @@ def _limits(*layers: Mapping[str, Any] | None) -> Limits:
             numa = Numa(n.get("cpunodebind"), n.get("physcpubind"), n.get("membind"),
                         bool(n.get("localalloc", False)))
     return Limits(memlock, nofile, numa)
+
+
+def _container(defaults: Mapping[str, Any], own: Mapping[str, Any]) -> Container | None:
+    """defaults.container, then the owner's own keys on top; `container: null` (either level) runs on the host."""
+    if "container" in own and own["container"] is None:
+        return None
+    merged = {**(defaults.get("container") or {}), **(own.get("container") or {})}
+    if not merged:
+        return None
+    return Container(
+        image=merged.get("image"), engine=merged.get("engine", "docker"), mounts=tuple(merged.get("mounts", ())),
+        shm_size=merged.get("shm_size"), privileged=merged.get("privileged", False), user=merged.get("user"),
+        driver_mounts=merged.get("driver_mounts", True), network=merged.get("network", "host"),
+        ipc=merged.get("ipc", "host"), init=merged.get("init", True),
+        stop_timeout=float(merged.get("stop_timeout", 20.0)), args=tuple(merged.get("args", ())))
 
 
 def _probe(p: Mapping[str, Any] | None) -> Probe | None:
@@ -116,7 +131,8 @@ def _instance(i: Mapping[str, Any], defaults: Mapping[str, Any]) -> Instance:
         probe=_probe(i.get("probe")), limits=_limits(defaults.get("limits"), i.get("limits")),
         depends_on=tuple(i.get("depends_on", ())), datasystem=i.get("datasystem"),
         leader_args=_argv(i.get("leader_args")), worker_args=_argv(i.get("worker_args")),
-        framework=i.get("framework"), mindie=MindieSpec(**i["mindie"]) if "mindie" in i else None)
+        framework=i.get("framework"), mindie=MindieSpec(**i["mindie"]) if "mindie" in i else None,
+        container=_container(defaults, i))
 
 
 def _service(s: Mapping[str, Any], defaults: Mapping[str, Any]) -> Service:
@@ -137,7 +153,8 @@ def _service(s: Mapping[str, Any], defaults: Mapping[str, Any]) -> Service:
     return Service(name=s["name"], kind=kind, hosts=tuple(s.get("hosts", ())),
                    env=_env(defaults.get("env"), s.get("env")),
                    limits=_limits(defaults.get("limits"), s.get("limits")),
-                   depends_on=tuple(s.get("depends_on", ())), probe=_probe(s.get("probe")), spec=spec)
+                   depends_on=tuple(s.get("depends_on", ())), probe=_probe(s.get("probe")), spec=spec,
+                   container=_container(defaults, s))
 
 
 def _pd_group(g: Mapping[str, Any]) -> PDGroup:

@@ -77,6 +77,24 @@ class Limits:
 
 
 @dataclass(frozen=True, slots=True)
+class Container:
+    """How an owner's programs run in a container (topology `container:`, defaults merged key by key)."""
+
+    image: str | None  # None: no image given anywhere (validate refuses it)
+    engine: str = "docker"  # docker | podman | absolute path of a CLI-compatible binary
+    mounts: tuple[str, ...] = ()
+    shm_size: str | None = None
+    privileged: bool = False
+    user: str | None = None
+    driver_mounts: bool = True
+    network: str = "host"
+    ipc: str = "host"
+    init: bool = True
+    stop_timeout: float = 20.0
+    args: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Probe:
     http: str | None = None
     tcp: str | None = None
@@ -112,6 +130,7 @@ class Instance:
     worker_args: tuple[str, ...] = ()  # appended on the others
     framework: str | None = None  # atb | mindie-service | vllm-ascend; None: generic (frameworks.py)
     mindie: MindieSpec | None = None
+    container: Container | None = None  # None: its programs run on the host
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +172,7 @@ class Service:
     depends_on: tuple[str, ...]
     probe: Probe | None
     spec: EtcdSpec | DatasystemSpec | GenericSpec
+    container: Container | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Iterable, Iterator, Mapping, TypeVar
 
-from .model import Env, Host, Limits, Probe
+from .model import Container, Env, Host, Limits, Probe
 from .placement import ServicePort
 
 
@@ -102,6 +102,7 @@ class Program:
     local_rank: int | None = None
     devices: tuple[int, ...] = ()
     ports: tuple[ServicePort, ...] = ()   # a service's listening ports (placement.service_ports)
+    container: Container | None = None    # None: runs on the host
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Iterable, Sequence
 
-from . import jsonfmt
+from . import containers, jsonfmt
 from .plan import File, HostPlan, Plan, Program
 from .probes import dependency_probes
 
@@ -123,6 +123,18 @@ def launch_script(programs: Sequence[Program], root: str) -> bytes:
     return "".join(out).encode("utf-8")
 
 
+def container_script(owner: str, root: str) -> bytes:
+    """bin/<owner>.sh of an owner in containers: supervisord runs the host's runner
+    (host/container.py), which runs bin/<owner>.in.sh (the usual launch script) in the container."""
+    return "".join([
+        "#!/bin/sh\n", HEADER, f"# container runner of {owner}\n", "set -e\n",
+        'gen=$(cd -P "$(dirname "$0")/.." && pwd)\n',
+        # from the runtime's own site.zip, as the agent: the login's cwd never shadows it
+        f"rt=$(cd -P {sh_quote(root + '/runtime/current')} && pwd)\n",
+        f'PYTHONPATH="$rt/site.zip" exec python3 -m launcher.host.container run {sh_quote(root)} "$gen" '
+        f'{sh_quote(owner)} "${{1:-}}"\n']).encode("utf-8")
+
+
 def by_owner(programs: Iterable[Program]) -> dict[str, list[Program]]:
     groups: dict[str, list[Program]] = {}
     for p in programs:
@@ -130,11 +142,12 @@ def by_owner(programs: Iterable[Program]) -> dict[str, list[Program]]:
     return groups
 
 
-def manifest(hp: HostPlan, hashes: dict[str, str]) -> bytes:
+def manifest(hp: HostPlan, hashes: dict[str, str], deployment: str) -> bytes:
     """What this generation runs on this host, for the supervisor side (no env values: they may be secret)."""
     programs = [{"name": p.name, "owner": p.owner, "kind": p.kind, "rank": p.rank, "local_rank": p.local_rank,
-                 "devices": list(p.devices), "argv": launch_argv(p),
-                 "owner_hash": hashes[p.owner]} for p in hp.programs]
+                 "devices": list(p.devices), "argv": launch_argv(p), "owner_hash": hashes[p.owner],
+                 **({"container": containers.container_name(deployment, p.host, p.name, hp.root),
+                     "engine": p.container.engine} if p.container else {})} for p in hp.programs]
     # One program per line: readable, greppable, and cheap to write for thousands of hosts.
     body = ",\n".join("    " + jsonfmt.compact(p) for p in programs)
     text = (f'{{\n  "host": {jsonfmt.compact(hp.host.name)},\n  "root": {jsonfmt.compact(hp.root)},\n'
@@ -269,9 +282,16 @@ def render_host(hp: HostPlan, plan: Plan, gangs: Gangs) -> dict[str, File]:
         env_files[owner] = env_file(programs)
         script = launch_script(programs, hp.root)
         files[f"env/{owner}.env"] = File(f"env/{owner}.env", env_files[owner], 0o600)
-        files[f"bin/{owner}.sh"] = File(f"bin/{owner}.sh", script, 0o755)
+        if programs[0].container is not None:
+            spec = containers.spec(plan.deployment, programs, hp.root, slot)
+            files[f"containers/{owner}.json"] = File(f"containers/{owner}.json", spec)
+            files[f"bin/{owner}.in.sh"] = File(f"bin/{owner}.in.sh", script, 0o755)
+            script = container_script(owner, hp.root) + spec + script  # all three decide what runs
+            files[f"bin/{owner}.sh"] = File(f"bin/{owner}.sh", container_script(owner, hp.root), 0o755)
+        else:
+            files[f"bin/{owner}.sh"] = File(f"bin/{owner}.sh", script, 0o755)
         hashes[owner] = owner_hash(env_files[owner], script, (files[p] for p in owner_inputs(programs, files)))
-    files["manifest.json"] = File("manifest.json", manifest(hp, hashes))
+    files["manifest.json"] = File("manifest.json", manifest(hp, hashes, plan.deployment))
     files["supervisord.conf"] = File("supervisord.conf", supervisor_conf(hp, hashes))
     return dict(sorted(files.items()))
 

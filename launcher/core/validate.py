@@ -9,7 +9,7 @@ from collections import Counter
 from typing import Any, Iterable, Sequence
 
 from .errors import Diagnostic, sort_diagnostics
-from . import frameworks, placeholders, superpod
+from . import containers, frameworks, placeholders, superpod
 from .graph import dependency_edges, find_cycle, link_edges
 from .model import DatasystemSpec, DDCluster, EtcdSpec, Instance, Probe, Service, Topology
 from .placement import rank_placement, service_ports
@@ -370,17 +370,14 @@ class _Checker:
         self.out.extend(superpod.check(self.t))
         for path, message in frameworks.check(self.t):  # server_id, framework: rules
             self.err(path, message)
+        for path, message, severity in containers.check(self.t):
+            self.err(path, message, severity)
         return sort_diagnostics(self.out)
 
 
 def _keys(src: Source | None, path: tuple) -> set[str]:
     """Keys present at a path of the source document ({} when unknown)."""
-    node: Any = None if src is None else src.data
-    for part in path:
-        try:
-            node = node[part]
-        except (KeyError, IndexError, TypeError):
-            return set()
+    node = src.at(path) if src is not None and src.has(path) else None
     return set(node) if isinstance(node, dict) else set()
 
 

@@ -108,6 +108,23 @@ class Source:
         target = key_node if key_node is not None and depth == len(path) else node
         return _mark_loc(self.file, target.start_mark) if target is not None else None
 
+    def at(self, path: Path) -> Any:
+        """The data at path; KeyError when the document has nothing there."""
+        node = self.data
+        for part in path:
+            try:
+                node = node[part]
+            except (KeyError, IndexError, TypeError):
+                raise KeyError(format_path(path)) from None
+        return node
+
+    def has(self, path: Path) -> bool:
+        try:
+            self.at(path)
+            return True
+        except KeyError:
+            return False
+
     def value_loc(self, path: Path) -> Loc | None:
         """Position of the value at path, or of the deepest existing parent."""
         _, node, _ = self._walk(tuple(path))

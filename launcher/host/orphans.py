@@ -13,6 +13,7 @@ import os
 import signal
 import time
 
+from . import container
 from .supervisor_rpc import socket_path
 
 GONE_TIMEOUT = 30.0  # after SIGTERM, before SIGKILL (as supervisord's stopwaitsecs)
@@ -113,7 +114,7 @@ def stop_orphans(root: str, timeout: float = GONE_TIMEOUT) -> list[dict]:
     stopasgroup does), wait, then SIGKILL what is left; returns what was found."""
     orphans = find_orphans(root)
     if not orphans:
-        return []
+        return _remove_containers(root)
     me = os.getpgid(0)
     for sig in (signal.SIGTERM, signal.SIGKILL):
         for o in orphans:
@@ -131,4 +132,10 @@ def stop_orphans(root: str, timeout: float = GONE_TIMEOUT) -> list[dict]:
     left = [o["pid"] for o in orphans if _alive(o["pid"], o["start"])]
     if left:
         raise RuntimeError(f"processes of a dead supervisord survive SIGKILL: {left}")
-    return orphans
+    return orphans + _remove_containers(root)
+
+
+def _remove_containers(root: str) -> list[dict]:
+    """After the processes (a runner stops its container with the grace period): what is left of
+    ROOT's containers; supervisord is down, so none of them is supervised."""
+    return [{"pid": c["pid"], "name": c["program"], "container": c["id"][:12]} for c in container.remove_all(root)]

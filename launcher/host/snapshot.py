@@ -5,6 +5,7 @@ import hashlib
 import os
 import time
 
+from . import container
 from .orphans import find_orphans
 from .state import current_generation, read_gang_state, read_json, read_manifest, secret, state_path, write_json
 from .supervisor_rpc import programs_info, socket_path
@@ -16,6 +17,16 @@ def current_state(root: str) -> dict:
     programs = programs_info(root) if os.path.exists(socket_path(root)) else None
     # supervisord down: what it ran may live on unsupervised (kill -9, the OOM killer)
     orphans = find_orphans(root) if programs is None and os.path.isdir(os.path.join(root, "run")) else []
+    found = container.containers(root)  # [] at no cost where nothing ever ran in a container
+    if found:
+        by_program = {c["program"]: c for c in found}
+        for p in programs or []:
+            c = by_program.get(p["name"])
+            if c is not None:
+                p["container"] = {"id": c["id"][:12], "state": c["state"]}
+        orphans += [{"pid": c["pid"], "pgid": c["pid"], "name": c["program"], "group": c.get("owner", ""),
+                     "container": c["id"][:12], "engine": c["engine"]}
+                    for c in container.unsupervised(found, programs) if c["pid"]]
     return {"root": root, "secret_id": hashlib.sha256(key).hexdigest()[:12] if key else None,
             "generation": current_generation(root), "supervisord": programs is not None,
             "manifest": read_manifest(root), "programs": programs or [], "gang": read_gang_state(root),

@@ -1,0 +1,187 @@
+"""Programs in containers on this host: run one in the foreground, stop it, find the ones left behind.
+
+supervisord runs ``bin/<owner>.sh SLOT``, which execs ``python3 -m launcher.host.container run``
+(this module): it removes a leftover container of the same name, runs the engine's client in the
+foreground (the container's output is the program's log) and, asked to stop, stops the container
+(the engine's grace period, then kill) rather than only its client. Whatever ends the client
+(kill -9, the engine), the container goes with it: nothing of a program runs unseen once its
+supervised process is gone. Containers are labelled with ROOT, so the ones a dead supervisord or
+a killed runner left behind are found by label (``containers``) and treated as that supervisord's
+orphans (orphans.py): reported by `state`, removed before a supervisord starts and at `down`.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+from .state import read_json, state_path, update_state
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (state imports this module)
+if TYPE_CHECKING:
+    from typing import Any
+
+LABEL = "ascend-launcher"
+ENGINE_ERROR = 125   # docker/podman: the engine could not run the container (no image, bad option)
+EX_CONFIG = 78       # what the agent takes as "a restart will not fix this" (a FAILED gang at once)
+ENGINE_TIMEOUT = 60.0
+LIVE = ("running", "created", "paused", "restarting", "configured", "initialized", "stopping")
+
+
+def spec_path(gen: str, owner: str) -> str:
+    return os.path.join(gen, "containers", f"{owner}.json")
+
+
+def cidfile(root: str, program: str) -> str:
+    return os.path.join(root, "run", "containers", f"{program}.cid")
+
+
+def mount_arg(mount: str, exists=os.path.exists) -> list[str]:
+    """`-v SRC:DST[:OPTS]`, or nothing when the host lacks SRC (driver paths a host may not have)."""
+    return ["-v", mount] if exists(mount.split(":", 1)[0]) else []
+
+
+def run_argv(spec: dict, slot: str, gen: str, runtime: str, exists=os.path.exists) -> list[str]:
+    """The engine's `run` argv for one program: pure, given what exists on this host.
+
+    ``gen`` and ``runtime`` are the resolved generation and runtime directories: mounted read-only
+    where the program's env names them (ROOT/current, ROOT/runtime/current), so RANKTABLEFILE and
+    the other paths resolve unchanged inside, and the container runs the generation it started with."""
+    root, owner, prog = spec["root"], spec["owner"], spec["programs"][slot]
+    labels = {**prog["labels"], f"{LABEL}.generation": os.path.basename(gen.rstrip("/"))}
+    argv = [spec["engine"], "run", "--rm", "--name", prog["name"], "--cidfile", cidfile(root, prog["program"])]
+    for key, value in labels.items():
+        argv += ["--label", f"{key}={value}"]
+    for dev in prog["devices"]:
+        if exists(dev):
+            argv += ["--device", dev]
+    argv += ["-v", f"{gen}:{root}/current:ro", "-v", f"{runtime}:{root}/runtime/current:ro"]
+    for mount in spec["optional_mounts"]:
+        argv += mount_arg(mount, exists)
+    argv += prog["flags"]
+    return argv + [spec["image"], "/bin/sh", f"{root}/current/bin/{owner}.in.sh"] + ([slot] if slot else [])
+
+
+def _engine(argv: list[str], timeout: float = ENGINE_TIMEOUT) -> tuple[int, str]:
+    """(exit code, stdout) of an engine command; (-1, "") when it cannot run or hangs."""
+    import subprocess  # here: `state` imports this module on every status and calls no engine there
+    try:
+        proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired):
+        return -1, ""
+    return proc.returncode, proc.stdout.decode("utf-8", "replace")
+
+
+def remove(engine: str, *names: str) -> None:
+    """`rm -f` (a stop without grace) of containers that may not exist: absent is fine."""
+    if names:
+        _engine([engine, "rm", "-f", *names])
+
+
+def record_engine(root: str, engine: str) -> None:
+    """state/engines.json: the engines this root ever ran containers with, to look for leftovers."""
+    if engine not in read_json(state_path(root, "engines.json"), {}):
+        update_state(root, "engines.json", {engine: True})
+
+
+def engines(root: str) -> list[str]:
+    return sorted(read_json(state_path(root, "engines.json"), {}))
+
+
+_FORMAT = "\t".join(["{{.Id}}", "{{.Name}}", "{{.State.Status}}", "{{.State.Pid}}"] +
+                    [f'{{{{index .Config.Labels "{LABEL}.{k}"}}}}' for k in ("program", "generation", "instance", "service")])
+
+
+def containers(root: str) -> list[dict]:
+    """Every container labelled with ROOT, of every engine this root used: id, name, state, pid
+    (the host pid of its first process), program, generation, engine. [] when there is none."""
+    out = []
+    for engine in engines(root):
+        code, ps = _engine([engine, "ps", "-a", "-q", "--no-trunc", "--filter", f"label={LABEL}.root={root}"])
+        ids = ps.split()
+        if code != 0 or not ids:
+            continue
+        for line in _engine([engine, "inspect", "--format", _FORMAT, *ids])[1].splitlines():
+            parts = line.split("\t")
+            if len(parts) == 8:
+                out.append({"id": parts[0], "name": parts[1].lstrip("/"), "state": parts[2],
+                            "pid": int(parts[3]) if parts[3].isdigit() and parts[3] != "0" else None,
+                            "program": parts[4], "generation": parts[5], "owner": parts[6] or parts[7],
+                            "engine": engine})
+    return out
+
+
+def unsupervised(found: list[dict], programs: list[dict] | None) -> list[dict]:
+    """The containers no running program of supervisord owns (all of them when it is down):
+    a runner killed with its client, or a supervisord gone, left them."""
+    running = {p["name"] for p in programs or [] if p["state"] in ("RUNNING", "STARTING", "STOPPING")}
+    return [c for c in found if c["state"] in LIVE and c["program"] not in running]
+
+
+def remove_all(root: str) -> list[dict]:
+    """Remove every container of ROOT (supervisord is down: none of them is supervised)."""
+    found = containers(root)
+    by_engine: dict[str, list[str]] = {}
+    for c in found:
+        by_engine.setdefault(c["engine"], []).append(c["id"])
+    for engine, ids in by_engine.items():
+        remove(engine, *ids)
+    return [c for c in found if c["state"] in LIVE]
+
+
+class _Runner:
+    def __init__(self, root: str, gen: str, owner: str, slot: str):
+        self.spec = read_json(spec_path(gen, owner), None)
+        if not self.spec or slot not in self.spec["programs"]:
+            raise SystemExit(f"ascend-launcher: no container spec for {owner} slot {slot!r} in {gen}")
+        self.root, self.gen, self.slot = root, gen, slot
+        self.prog = self.spec["programs"][slot]
+        self.engine, self.name = self.spec["engine"], self.prog["name"]
+        self.child: Any = None  # the engine's client (subprocess.Popen)
+        self.stopping = False
+
+    def stop(self, signum: int, _frame: object) -> None:
+        """supervisord's stop (or a signal to the group): stop the container, not only its client."""
+        if self.stopping or self.child is None:
+            return
+        self.stopping = True
+        timeout = str(int(self.spec["stop_timeout"]))
+        _engine([self.engine, "stop", "-t", timeout, self.name], float(timeout) + ENGINE_TIMEOUT)
+
+    def run(self) -> int:
+        runtime = os.path.realpath(os.path.join(self.root, "runtime", "current"))
+        argv = run_argv(self.spec, self.slot, self.gen, runtime)
+        for dev in self.prog["devices"]:
+            if not os.path.exists(dev):
+                print(f"ascend-launcher: {dev} is not on this host; the container runs without it",
+                      file=sys.stderr, flush=True)
+        record_engine(self.root, self.engine)
+        remove(self.engine, self.name)  # a leftover of the same program: never two copies
+        cid = cidfile(self.root, self.prog["program"])
+        os.makedirs(os.path.dirname(cid), exist_ok=True)
+        if os.path.exists(cid):
+            os.unlink(cid)  # the engine refuses to overwrite it
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(sig, self.stop)
+        import subprocess
+        try:
+            self.child = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+            code = self.child.wait()
+        finally:
+            remove(self.engine, self.name)  # the client died first (kill -9): its container goes too
+        if code == ENGINE_ERROR and not self.stopping:
+            print(f"ascend-launcher: {self.engine} could not run the container of {self.prog['program']} "
+                  f"(exit {code}, see above); a restart will not fix that", file=sys.stderr, flush=True)
+            return EX_CONFIG
+        return 128 - code if code < 0 else code
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 5 or args[0] != "run":
+        print("usage: python3 -m launcher.host.container run ROOT GENERATION_DIR OWNER SLOT", file=sys.stderr)
+        return 2
+    return _Runner(*args[1:]).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
