@@ -25,7 +25,8 @@ from .core.render import iter_files
 from .core.schema import schema_text
 from .core.table import format_table
 from .core.probes import READY_TIMEOUT
-from .deploy.records import DiffRow, Drift, DriftKind, StatusRow
+from .deploy.records import DiffRow, DriftKind
+from .statusview import drift_lines, status_json, status_table
 
 if TYPE_CHECKING:
     from .core.plan import File
@@ -248,9 +249,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                                 f"see the logs under {work}")
         _write(f"\nall {len(ranks)} ranks passed their barrier and answer /health:\n")
         rows = status_rows(session)
-        _write(format_table(("INSTANCE", "HOST", "RANK", "STATE", "PID", "UPTIME", "RESTARTS", "GENERATION"),
-                            [(r.instance, r.host, r.rank, r.state, r.pid, _fmt_uptime(r.uptime), r.restarts,
-                              r.generation) for r in rows]))
+        _write(status_table(rows))
     finally:
         down(session, purge=True)
         session.close()
@@ -359,62 +358,6 @@ def cmd_down(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _fmt_uptime(seconds: float | None) -> str | None:
-    if seconds is None:
-        return None
-    s = int(seconds)
-    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
-
-
-def _state_cell(r: StatusRow) -> str:
-    if r.state == "WAITING" or r.waiting_on and r.state != "RUNNING":
-        return f"WAITING ({', '.join(r.waiting_on)})"
-    if r.state == "ORPHANED":
-        return "ORPHANED (supervisord down)"
-    if not r.in_plan:
-        return f"{r.state} (not in plan)"
-    return f"{r.state} (old config)" if r.stale else r.state
-
-
-def _drift_text(d: Drift) -> str:
-    """A drift as one sentence (the table's drift lines and the rows' `drift` in --json)."""
-    if d.kind is DriftKind.UNREACHABLE:
-        return f"unreachable: {d.why}"
-    if d.kind is DriftKind.GENERATION:
-        return f"host runs generation {d.runs or 'none'}; the topology renders {d.wants}"
-    if d.kind is DriftKind.OLD_CONFIG:
-        return f"runs the config of generation {d.runs}; generation {d.wants} changed it (not restarted yet)"
-    if d.kind is DriftKind.WAITING:
-        return f"waits for {', '.join(d.on)}: {d.why}"
-    if d.kind is DriftKind.ORPHANED:
-        return (f"supervisord is down; {d.program} still runs unsupervised (pids {', '.join(map(str, d.pids))}); "
-                "`up` stops it and restarts its gang")
-    return f"{d.program} is not in the plan ({d.state})"
-
-
-def _drift_lines(rows: list[StatusRow]) -> list[str]:
-    out = []
-    for r in rows:
-        for d in r.drift:  # what is about a whole host is said once per host, not per rank
-            out.append(f"{r.host}: {_drift_text(d)}" if d.host_wide else f"{r.host}: {r.instance}: {_drift_text(d)}")
-    return list(dict.fromkeys(out))
-
-
-def _status_json(r: StatusRow) -> dict[str, Any]:
-    """A status row as `status --json` has it (a planned program on a reached host has more keys)."""
-    out: dict[str, Any] = {
-        "instance": r.instance, "host": r.host, "rank": r.rank, "program": r.program, "state": r.state,
-        "pid": r.pid, "uptime": r.uptime, "restarts": r.restarts, "generation": r.generation, "in_plan": r.in_plan,
-        "drift": [_drift_text(d) for d in r.drift], "waiting_on": list(r.waiting_on),
-        "orphan_pids": [p for d in r.drift if d.kind is DriftKind.ORPHANED for p in d.pids]}
-    if r.detail is not None:
-        out.update({"started_generation": r.detail.started_generation, "stale": r.detail.stale,
-                    "exitstatus": r.detail.exitstatus, "reason": r.detail.reason,
-                    "last_log": list(r.detail.last_log)})
-    out["desired_generation"] = r.desired_generation
-    return out
-
-
 def cmd_status(args: argparse.Namespace) -> int:
     from .deploy.status import status_rows
     result = compile_file(args.file)
@@ -426,11 +369,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"error: could not reach {len(cut)} host{'s' if len(cut) > 1 else ''}:\n"
               + "".join(f"  {h}: {why}\n" for h, why in cut.items()), end="", file=sys.stderr)
     if args.json:
-        _write(json.dumps([_status_json(r) for r in rows]) + "\n")
+        _write(json.dumps([status_json(r) for r in rows]) + "\n")
     else:
-        _write(format_table(("INSTANCE", "HOST", "RANK", "STATE", "PID", "UPTIME", "RESTARTS", "GENERATION"),
-                            [(r.instance, r.host, r.rank, _state_cell(r), r.pid, _fmt_uptime(r.uptime),
-                              r.restarts, r.generation) for r in rows]))
+        _write(status_table(rows))
         reported: set[str] = set()
         for r in rows:
             if r.state == "FAILED" and r.detail and r.detail.reason and r.instance not in reported:
@@ -438,7 +379,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                 _write(f"\n{r.instance} FAILED: {r.detail.reason}; restart budget spent, stopped on all hosts\n")
                 for line in r.detail.last_log[-10:]:
                     _write(f"  | {line}\n")
-        drift = _drift_lines(rows)
+        drift = drift_lines(rows)
         if drift:
             _write(f"\ndrift (the topology wants generation {desired}):\n" + "".join(f"  {d}\n" for d in drift))
     healthy = all(r.state == "RUNNING" and not r.drift for r in rows)

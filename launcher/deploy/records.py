@@ -37,6 +37,8 @@ class ProgramState:
     pid: int | None = None
     uptime: float | None = None
     exitstatus: int | None = None
+    container: str | None = None        # the id of the container it runs (a short id); None: on the host
+    container_state: str | None = None  # as the engine says: running, exited, ...
 
     @property
     def alive(self) -> bool:
@@ -44,7 +46,9 @@ class ProgramState:
 
     @classmethod
     def from_json(cls, d: Mapping[str, Any]) -> ProgramState:
-        return cls(d["name"], d["group"], d["state"], d.get("pid"), d.get("uptime"), d.get("exitstatus"))
+        c = d.get("container") or {}
+        return cls(d["name"], d["group"], d["state"], d.get("pid"), d.get("uptime"), d.get("exitstatus"),
+                   c.get("id"), c.get("state"))
 
 
 @dataclass(frozen=True)
@@ -85,12 +89,18 @@ class Orphan:
     pgid: int
     name: str   # its supervisord program
     group: str
+    container: str | None = None  # a container left running (its runner or supervisord is gone)
 
 
 def orphan_pids(orphans: tuple[Orphan, ...], program: str) -> tuple[int, ...]:
     """A program's orphaned pids, its own process (the group leader supervisord made it) first."""
     mine = [o for o in orphans if o.name == program]
     return tuple(o.pid for o in sorted(mine, key=lambda o: (o.pid != o.pgid, o.pid)))
+
+
+def orphan_container(orphans: tuple[Orphan, ...], program: str) -> str | None:
+    """The id of a container of ``program`` left running unsupervised, if there is one."""
+    return next((o.container for o in orphans if o.name == program and o.container), None)
 
 
 def _frozen(d: dict[str, Any]) -> Mapping[str, Any]:
@@ -130,8 +140,8 @@ class HostState:
                    programs=tuple(ProgramState.from_json(p) for p in d.get("programs") or []),
                    gangs=_frozen({g: GangRecord.from_json(r) for g, r in (d.get("gang") or {}).items()}),
                    started=_frozen(started), waiting=_frozen(waiting),
-                   orphans=tuple(Orphan(o["pid"], o.get("pgid", o["pid"]), o.get("name", ""), o.get("group", ""))
-                                 for o in d.get("orphans") or []))
+                   orphans=tuple(Orphan(o["pid"], o.get("pgid", o["pid"]), o.get("name", ""), o.get("group", ""),
+                                        o.get("container")) for o in d.get("orphans") or []))
 
     @property
     def blank(self) -> bool:
@@ -173,6 +183,7 @@ class Drift:
     program: str = ""
     state: str = ""
     pids: tuple[int, ...] = ()
+    container: str | None = None
 
     @property
     def host_wide(self) -> bool:
@@ -209,6 +220,8 @@ class StatusRow:
     waiting_on: tuple[str, ...] = ()
     desired_generation: str | None = None
     detail: Detail | None = None         # None: the host was unreachable, or the plan has no such program
+    container: str | None = None         # the container it runs in (short id), or an orphaned one
+    container_state: str | None = None
 
     @property
     def stale(self) -> bool:

@@ -10,7 +10,7 @@ from typing import Mapping
 
 from ..core.plan import File, Program
 from .records import ALIVE, Detail, DiffRow, Drift, DriftKind, GangRecord, HostState, StatusRow, Waiting, \
-    orphan_pids, rendered_hashes
+    orphan_container, orphan_pids, rendered_hashes
 from .session import STATE_TIMEOUT, Session
 
 
@@ -60,21 +60,26 @@ def _host_rows(programs: tuple[Program, ...], host: str, st: HostState, gangs: M
             drift.append(Drift(DriftKind.OLD_CONFIG, runs=started.generation if started else None, wants=gen))
         if waits:
             drift.append(Drift(DriftKind.WAITING, why=waits.reason, on=waits.on))
+        box = orphan_container(st.orphans, p.name) if orphaned else None
         if orphaned:
-            drift.append(Drift(DriftKind.ORPHANED, program=p.name, pids=orphaned))
+            drift.append(Drift(DriftKind.ORPHANED, program=p.name, pids=orphaned, container=box))
         rows.append(StatusRow(
             p.owner, host, p.rank, p.name, state, pid=info.pid if info else orphaned[0] if orphaned else None,
             uptime=info.uptime if info else None, restarts=g.restarts, generation=gen, drift=tuple(drift),
             waiting_on=waits.on if waits else (), desired_generation=desired,
             detail=Detail(started_generation=started.generation if started else None, stale=stale,
                           exitstatus=info.exitstatus if info else None, reason=g.reason,
-                          last_log=g.last_log if state == "FAILED" else ())))
+                          last_log=g.last_log if state == "FAILED" else ()),
+            container=info.container if info and info.container else box,
+            container_state=info.container_state if info and info.container else "running" if box else None))
     planned = {p.name for p in programs}
     for name in dict.fromkeys(o.name for o in st.orphans if o.name not in planned and o.group != "launcher-agent"):
         pids = orphan_pids(st.orphans, name)
+        box = orphan_container(st.orphans, name)
         rows.append(StatusRow(next(o.group for o in st.orphans if o.name == name), host, None, name, "ORPHANED",
                               pid=pids[0], generation=gen, in_plan=False, desired_generation=desired,
-                              drift=(Drift(DriftKind.ORPHANED, program=name, pids=pids),)))
+                              drift=(Drift(DriftKind.ORPHANED, program=name, pids=pids, container=box),),
+                              container=box, container_state="running" if box else None))
     for extra in st.programs:
         if extra.name not in planned and extra.group != "launcher-agent":
             rows.append(StatusRow(extra.group, host, None, extra.name, extra.state, pid=extra.pid,

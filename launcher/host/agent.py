@@ -24,8 +24,8 @@ import threading
 import time
 
 from .messages import Refused, Verifier, host_clock, sign
-from .members import (DEAD, Unreachable, forget_reporting, held_gangs, log, report_to_leader, seen_before_restart,
-                      wait_for_members)
+from .members import (DEAD, Unreachable, failure_cause, forget_reporting, held_gangs, log, report_to_leader,
+                      seen_before_restart, wait_for_members)
 from .dependencies import wait_for_dependencies
 from .snapshot import write_snapshot
 from .state import (current_generation, desired, read_json, read_manifest, secret, set_desired, state_path, tail,
@@ -206,9 +206,7 @@ class Agent:
             return
         now = time.time()
         history = [t for t in st.get("history", []) if now - t < conf["restart_window"]]
-        code = report.get("exitstatus")
-        how = "was killed by a signal" if code == -1 else f"exited with exit code {code}"
-        cause = f"rank program {report['program']} on {report['host']} {how} ({report.get('state')})"
+        code, cause = report.get("exitstatus"), failure_cause(report)
         if code == EX_CONFIG:  # e.g. a limit the login cannot grant: the same again next time
             log(f"gang {group}: {cause}: a configuration error a restart cannot fix: FAILED, stopping it")
             self._record_failed(group, f"{cause}: a configuration error (exit {EX_CONFIG}), not restarted", report)
@@ -290,7 +288,7 @@ class Agent:
                 continue
             self.reported[group] = incident
             report = {"host": conf["host"], "program": info["name"], "state": info["statename"],
-                      "exitstatus": info["exitstatus"], "start": info["start"],
+                      "exitstatus": info["exitstatus"], "start": info["start"], "seen": time.time(),
                       "generation": current_generation(self.root),
                       "log": tail(os.path.join(self.root, "logs", f"{info['name']}.log"), LOG_LINES)}
             self.pool.submit(self.report_failure, group, conf["gangs"][group], report)

@@ -101,12 +101,21 @@ def superseded(agent: Agent, group: str, report: dict, waited: bool) -> str | No
     return None
 
 
+def failure_cause(report: dict) -> str:
+    """What happened to the reported rank, for the log and `status`."""
+    code = report.get("exitstatus")
+    how = "was killed by a signal" if code == -1 else f"exited with exit code {code}" if report.get("start") \
+        else "was not running under a new supervisord"  # the one it ran under died (kill -9, OOM)
+    return f"rank program {report['program']} on {report['host']} {how} ({report.get('state')})"
+
+
 def seen_before_restart(report: dict, record: dict | None) -> str | None:
     """Why a report reaching the leader is about a run its last restart already replaced, or
     None. Both times are the reporting host's clock: the program's start (supervisord, whole
     seconds, so up to 1 s early) and when that host was told to start the gang again."""
     started = ((record or {}).get("started") or {}).get(report.get("host"))
-    start = report.get("start")
+    # start 0: never started by this supervisord (a new one, after the old one died): when it was seen
+    start = report.get("start") or report.get("seen")
     if not isinstance(started, (int, float)) or not isinstance(start, (int, float)) or start >= started - 1:
         return None
     return f"it was seen in a run started {started - start:.0f} s before the gang's last restart"

@@ -158,10 +158,11 @@ def test_preflight_checks_cover_worlds_and_datadist_links():
 
 
 def test_status_rows_are_formatted_from_records_with_the_same_keys_and_sentences():
-    from launcher.cli import _drift_lines, _state_cell, _status_json
+    from launcher.statusview import drift_lines as _drift_lines, state_cell as _state_cell, \
+        status_json as _status_json
     from launcher.deploy.records import Detail, Drift, DriftKind, StatusRow
     base = ["instance", "host", "rank", "program", "state", "pid", "uptime", "restarts", "generation", "in_plan",
-            "drift", "waiting_on", "orphan_pids"]
+            "drift", "waiting_on", "orphan_pids", "container"]
     gen = Drift(DriftKind.GENERATION, runs=None, wants="g2")
     old = Drift(DriftKind.OLD_CONFIG, runs="g0", wants="g1")
     wait = Drift(DriftKind.WAITING, why="etcd not ready: refused", on=("etcd",))
@@ -197,3 +198,20 @@ def test_status_rows_are_formatted_from_records_with_the_same_keys_and_sentences
     assert _status_json(orphaned)["orphan_pids"] == [41, 43]
     assert _drift_lines([orphaned]) == ["n2: a: supervisord is down; a-r2 still runs unsupervised (pids 41, 43); "
                                         "`up` stops it and restarts its gang"]
+
+
+def test_status_shows_the_container_of_each_rank_and_a_container_nothing_supervises():
+    from launcher.deploy.records import Drift, DriftKind, StatusRow
+    from launcher.statusview import drift_lines, state_cell, status_json, status_table
+    boxed = StatusRow("a", "n0", 0, "a-r0", "RUNNING", pid=7, container="3f2a9c1d0b4e", container_state="running")
+    left = StatusRow("a", "n1", 1, "a-r1", "ORPHANED", pid=41, container="9e8d7c6b5a43", container_state="running",
+                     drift=(Drift(DriftKind.ORPHANED, program="a-r1", pids=(41,), container="9e8d7c6b5a43"),))
+    table = status_table([boxed, left])
+    assert table.splitlines()[0].split()[-1] == "CONTAINER"
+    assert "3f2a9c1d0b4e (running)" in table
+    assert state_cell(left) == "ORPHANED (container 9e8d7c6b5a43 unsupervised)"
+    assert drift_lines([left]) == ["n1: a: container 9e8d7c6b5a43 of a-r1 runs with nothing supervising it (pid 41); "
+                                   "`up` removes it and restarts its gang"]
+    assert status_json(boxed)["container"] == {"id": "3f2a9c1d0b4e", "state": "running"}
+    host_only = StatusRow("a", "n0", 0, "a-r0", "RUNNING", pid=7)
+    assert "CONTAINER" not in status_table([host_only]) and status_json(host_only)["container"] is None
