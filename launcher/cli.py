@@ -321,21 +321,25 @@ def cmd_check(args: argparse.Namespace) -> int:
     from .core import preflight
     from .deploy.apply import run_preflight, tcp_matrix
     from .deploy.clocks import clock_report
+    from .deploy.containers import container_report, report_lines
     result = compile_file(args.file)
+    _, files = rendered(result.plan)
     with _session(args, result) as session:
         session.ensure_runtimes()
         checks, replies, bad = run_preflight(session)
         tcp = tcp_matrix(session)
         clocks = clock_report(session)
+        boxes = container_report(session, files)
     skewed = [h for h, v in clocks.items() if not v.startswith(("ok", "off by"))]
+    unrunnable = [h for h, r in boxes.items() if r["problems"]]
     # core.preflight.device_matrix reads the replies by HostCheck.key (a str), as run_preflight
     # returns them; its annotation says tuple keys
     matrix = preflight.device_matrix(result.plan, checks, replies)
     blocked = [k for k, v in tcp.items() if v.startswith("unreachable")]  # "unreachable (why)"
     if args.json:
-        _write(json.dumps({"ok": not bad and not blocked and not skewed,
+        _write(json.dumps({"ok": not bad and not blocked and not skewed and not unrunnable,
                            "devices": [{"host": h, "device": d, "result": r} for h, d, r in matrix],
-                           "failures": bad, "tcp": tcp, "clocks": clocks,
+                           "failures": bad, "tcp": tcp, "clocks": clocks, "containers": boxes,
                            "checks": replies}) + "\n")
     else:
         _write(format_table(("HOST", "DEVICE", "LINKS"), matrix))
@@ -343,9 +347,11 @@ def cmd_check(args: argparse.Namespace) -> int:
             _write("\n" + format_table(("FROM", "TO", "TCP"), [(k.split(" -> ")[0], k.split(" -> ")[1], v)
                                                               for k, v in sorted(tcp.items())]))
         _write("\n" + format_table(("HOST", "CLOCK"), sorted(clocks.items())))
+        if boxes:
+            _write("\n" + format_table(("HOST", "CONTAINERS"), report_lines(boxes)))
         for inst, lines in bad.items():
             _write(f"\n{inst}: links NOT healthy:\n" + "".join(f"  {ln}\n" for ln in lines))
-    return EXIT_FAILED if bad or blocked or skewed else EXIT_OK
+    return EXIT_FAILED if bad or blocked or skewed or unrunnable else EXIT_OK
 
 
 def cmd_down(args: argparse.Namespace) -> int:

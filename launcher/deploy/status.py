@@ -45,7 +45,7 @@ def _host_rows(programs: tuple[Program, ...], host: str, st: HostState, gangs: M
         info = running.get(p.name)
         g = gangs.get(p.owner, GangRecord())
         state = info.state if info else "ABSENT" if not st.supervisord else "UNKNOWN"
-        orphaned = orphan_pids(st.orphans, p.name) if info is None else ()
+        orphaned = orphan_pids(st.orphans, p.name) if info is None or not info.alive else ()
         if orphaned:  # supervisord is gone, the rank is not: it runs, and nothing watches it
             state = "ORPHANED"
         waits = waiting.get(p.owner)

@@ -7,6 +7,7 @@ import os
 import time
 
 from . import upload
+from .container import check_generation
 from .orphans import stop_orphans
 from .snapshot import current_state, write_snapshot
 from .state import (current_generation, read_manifest, secret, set_desired, state_path, update_state,
@@ -36,6 +37,7 @@ def act_prepare(root: str, args: list[str]) -> dict:
     os.chmod(os.path.join(root, "run"), 0o700)
     files = upload.files()
     uploaded = upload.install_dir(files, "gen", os.path.join(root, "gens", generation))
+    check_generation(os.path.join(root, "gens", generation))  # no engine or image: refused before any switch
     key = next((body for name, _, body in files if name == "secret"), None)
     if key is not None:
         write_secret(root, key.strip(), "--force-secret" in args)

@@ -11,6 +11,7 @@ orphans (orphans.py): reported by `state`, removed before a supervisord starts a
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -126,6 +127,49 @@ def remove_all(root: str) -> list[dict]:
     for engine, ids in by_engine.items():
         remove(engine, *ids)
     return [c for c in found if c["state"] in LIVE]
+
+
+def check(specs: list[dict]) -> dict:
+    """Can this host run these containers: each engine found, each image present; and which NPU
+    devices and driver paths it lacks (run without them: said here, once per host)."""
+    import shutil
+    problems, engines_ok = [], set()
+    for engine in sorted({s["engine"] for s in specs}):
+        if shutil.which(engine):
+            engines_ok.add(engine)
+        else:
+            problems.append(f"container engine {engine!r} not found (not on PATH, or not executable)")
+    for engine, image in sorted({(s["engine"], s["image"]) for s in specs if s["engine"] in engines_ok}):
+        code, _ = _engine([engine, "image", "inspect", "--format", "{{.Id}}", image])
+        if code != 0:
+            problems.append(f"image {image} is not on this host: `{engine} pull {image}` "
+                            "(or load it) before `up`")
+    wanted = {d for s in specs for p in s["programs"].values() for d in p["devices"]}
+    wanted |= {m.split(":", 1)[0] for s in specs for m in s["optional_mounts"]}
+    return {"problems": problems, "missing": sorted(p for p in wanted if not os.path.exists(p))}
+
+
+def generation_specs(gen: str) -> list[dict]:
+    folder = os.path.join(gen, "containers")
+    names = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+    return [s for s in (read_json(os.path.join(folder, n), None) for n in names if n.endswith(".json")) if s]
+
+
+class NotRunnable(Exception):
+    """The host cannot run a generation's containers (no engine, no image): said before anything starts."""
+
+
+def check_generation(gen: str) -> None:
+    specs = generation_specs(gen)
+    problems = check(specs)["problems"] if specs else []
+    if problems:
+        raise NotRunnable("; ".join(problems))
+
+
+def act_containercheck(root: str, args: list[str]) -> dict:
+    """`check`: the container specs of the plan (JSON list on stdin) against this host."""
+    from . import upload
+    return check(json.loads(upload.read_stdin()))
 
 
 class _Runner:
