@@ -284,7 +284,9 @@ class _Expander:
             self.programs[hname].append(Program(
                 name=svc.name, host=hname, owner=svc.name, kind="service", argv=argv, cwd=cwd,
                 env=tuple(env.items()), limits=limits, numa_via_numactl=via_numactl, probe=svc.probe or probe,
-                ports=service_ports(svc.spec), container=svc.container))
+                ports=service_ports(svc.spec), container=svc.container,
+                # a datasystem worker drives the NPUs it does RH2D with (its container gets them)
+                devices=svc.spec.remote_h2d_devices if isinstance(svc.spec, DatasystemSpec) else ()))
 
     def _service_argv(self, svc: Service, host: Host) -> tuple[tuple[str, ...], Probe | None, Limits, bool,
                                                                  str | None]:
