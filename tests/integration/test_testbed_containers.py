@@ -87,6 +87,16 @@ def test_a_container_on_a_host_has_that_hosts_network(container_testbed: Testbed
     assert took < 30, f"ssh + podman run --rm took {took:.1f}s"
 
 
+def test_testbed_run_sees_the_same_cgroups_as_a_session(container_testbed: Testbed) -> None:
+    tb = container_testbed
+    proc = tb.run("h2", [str(tb.engine), "run", "--rm", *run_args(), IMAGE, "python3", "-c",
+                         "import socket; print(socket.gethostname())"])
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "h2"
+    mounts = tb.run("h2", ["cat", "/proc/self/mountinfo"]).stdout
+    assert " /sys/fs/cgroup/memory " in mounts or " /sys/fs/cgroup " in mounts
+
+
 def test_containers_on_two_hosts_run_side_by_side_and_down_removes_them(
         testbed_factory, test_image: str) -> None:
     tb = testbed_factory(2, containers=True)

@@ -368,9 +368,14 @@ class Testbed:
         rootfs is mounted in that host's mount namespace): stopped there, podman cleans up its
         mounts, cgroups and runc state. Killed by SIGKILL instead, a container stays "Stopping"
         and its cgroups, runc state and storage dir stay behind even after a later `rm -f`."""
-        ps = subprocess.run([engine.PODMAN, "--runtime", engine.RUNTIME, "ps", "--no-trunc",
-                             "--filter", f"label={self.container_label}", "--format", "{{.ID}} {{.Pid}}"],
-                            capture_output=True, text=True, timeout=60)
+        if shutil.which(engine.PODMAN) is None:
+            return
+        try:
+            ps = subprocess.run([engine.PODMAN, "--runtime", engine.RUNTIME, "ps", "--no-trunc",
+                                 "--filter", f"label={self.container_label}", "--format", "{{.ID}} {{.Pid}}"],
+                                capture_output=True, text=True, timeout=60)
+        except subprocess.TimeoutExpired:
+            return
         if ps.returncode != 0:
             return  # down must go on; the root-namespace pass reports what is left
         netns_of: dict[tuple[int, int], Host] = {}
