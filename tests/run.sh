@@ -15,6 +15,12 @@ want numactl numactl
 want ip iproute2
 want gcc gcc
 want make make
+# Containers on testbed hosts (tests/containers.py), as root with --net host: no slirp4netns,
+# fuse-overlayfs or uidmap needed. runc: crun (podman's default) fails on cgroup v1/hybrid.
+want podman podman
+want runc runc
+want conmon conmon
+want catatonit catatonit
 python3 -c 'import ensurepip' >/dev/null 2>&1 || need_pkgs+=(python3-venv)
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

@@ -1,6 +1,6 @@
 """By-hand use of the testbed.
 
-    python -m tests.testbed up 16 [--root DIR]     # prints the state dir and how to ssh in
+    python -m tests.testbed up 16 [--root DIR] [--containers]  # prints the state dir, how to ssh in
     python -m tests.testbed status [--root DIR]    # without --root: every testbed on this machine
     python -m tests.testbed run h3 -- ip -4 addr   # on a host, without SSH (same view as sessions)
     python -m tests.testbed down [--root DIR | --all] [--keep]
@@ -35,6 +35,8 @@ def _parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="create N hosts")
     up.add_argument("n", type=int)
     up.add_argument("--root", type=Path, default=DEFAULT_ROOT, help=f"state dir (default {DEFAULT_ROOT})")
+    up.add_argument("--containers", action="store_true",
+                    help="hosts can run `podman --runtime runc run --net host` (needs podman, runc)")
     up.set_defaults(func=_up)
     down = sub.add_parser("down", help="tear a testbed down")
     which = down.add_mutually_exclusive_group()
@@ -57,7 +59,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _up(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
-    tb = Testbed.up(args.n, args.root)
+    tb = Testbed.up(args.n, args.root, containers=args.containers)
     took = time.monotonic() - t0
     first, last = tb.hosts[0], tb.hosts[-1]
     print(f"{len(tb.hosts)} hosts up in {took:.2f} s: {first.name} {first.address} .. "
@@ -65,6 +67,8 @@ def _up(args: argparse.Namespace) -> int:
     print(f"state dir:  {tb.root}")
     print(f"ssh:        ssh -F {tb.ssh_config} {first.name}          (user {tb.user}; as root: -l root)")
     print(f"no ssh:     python -m tests.testbed run{_root_opt(tb.root)} {first.name} -- hostname")
+    if tb.containers:
+        print(f"containers: {tb.engine} run --rm --net host ...   (labels them {tb.container_label})")
     print(f"tear down:  python -m tests.testbed down{_root_opt(tb.root)}")
     return 0
 

@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from . import engine
 from ._proc import (TestbedError, alive, kill, netns_pids, run_checked, run_parallel,
                     start_time, wait_until)
 
@@ -50,13 +51,16 @@ _STOP_TIMEOUT = 10.0
 
 # Runs as the host's first process, inside its netns and fresh mount + UTS namespaces.
 # The mounts are private to this mount namespace (ip netns exec makes it a slave of the
-# machine's), so they vanish when the last process of the host exits.
+# machine's), so they vanish when the last process of the host exits. "$9" is empty, or with
+# containers=True the commands that mount the machine's cgroup hierarchies on the fresh sysfs
+# `ip netns exec` mounted (runc: "no cgroup mount found in mountinfo" without them).
 _HOST_INIT = r"""set -e
 hostname "$1"
 mount --bind "$2" /srv
 mount --bind "$3" /tmp
 mount --bind "$4" "$5"
 mount --bind "$6" /etc/hosts
+eval "$9"
 exec /usr/sbin/sshd -D -f "$7" -E "$8"
 """
 
@@ -111,14 +115,22 @@ class Testbed:
     # ---- construction -------------------------------------------------------------------
 
     @classmethod
-    def up(cls, n: int, root: str | os.PathLike[str] | None = None, *, user: str = TEST_USER) -> Testbed:
-        """Create `n` hosts and wait until each sshd accepts connections. Cleans up if it fails."""
+    def up(cls, n: int, root: str | os.PathLike[str] | None = None, *, user: str = TEST_USER,
+           containers: bool = False) -> Testbed:
+        """Create `n` hosts and wait until each sshd accepts connections. Cleans up if it fails.
+
+        containers=True: every host can run `podman --runtime runc run --net host ...` (the
+        machine's cgroup hierarchies are mounted in its mount namespace), `tb.engine` is a
+        podman wrapper that labels what it runs with this testbed's id, and `down` removes
+        every container carrying that label."""
         problem = unavailable_reason()
         if problem:
             raise TestbedError(f"testbed needs root and network namespaces: {problem}")
         if not 1 <= n <= MAX_HOSTS:
             raise TestbedError(f"host count must be 1..{MAX_HOSTS}, got {n}")
-        tb = cls(_plan_and_claim(n, root, user))
+        if containers and shutil.which(engine.PODMAN) is None:
+            raise TestbedError("containers=True needs podman (apt-get install podman runc catatonit)")
+        tb = cls(_plan_and_claim(n, root, user, containers))
         try:
             tb._build()
         except BaseException as exc:
@@ -173,6 +185,26 @@ class Testbed:
     def gateway(self) -> str:
         """The operator side's address on the bridge."""
         return self._state["gateway"]
+
+    @property
+    def containers(self) -> bool:
+        """Whether hosts can run containers (`up(..., containers=True)`)."""
+        return bool(self._state.get("containers", False))
+
+    @property
+    def container_label(self) -> str:
+        """"key=value" every container of this testbed carries (the engine wrapper adds it to
+        run/create; tests calling podman themselves pass `--label` with it); `down` removes
+        all containers with it. Container storage is shared by every host of the machine."""
+        return f"{engine.TESTBED_LABEL}={self.id}"
+
+    @property
+    def engine(self) -> Path:
+        """This testbed's podman wrapper: `podman --runtime runc` that adds `container_label`
+        to run/create. In the state dir, so every host sees it at the same absolute path."""
+        if not self.containers:
+            raise TestbedError(f"testbed {self.id} was made without containers=True")
+        return self.root / "bin" / "podman"
 
     @property
     def known_hosts(self) -> Path:
@@ -319,10 +351,65 @@ class Testbed:
         Order: kill every process in the hosts' namespaces (sshd, sessions and anything they
         left behind), then delete veths, bridge and namespaces, then the state dir.
         """
+        if self.containers:
+            self._remove_containers_in_hosts()
         self._kill_everything()
+        if self.containers:  # what was left: records of containers whose processes we killed
+            try:
+                engine.remove_containers(self.container_label)
+            except Exception as exc:
+                raise TestbedError(f"removing the containers of testbed {self.id}: {exc}") from exc
         self._delete_links()
         if self.root.exists() and not keep:
             shutil.rmtree(self.root)
+
+    def _remove_containers_in_hosts(self) -> None:
+        """`podman rm -f` each running container of this testbed inside the host it runs on (its
+        rootfs is mounted in that host's mount namespace): stopped there, podman cleans up its
+        mounts, cgroups and runc state. Killed by SIGKILL instead, a container stays "Stopping"
+        and its cgroups, runc state and storage dir stay behind even after a later `rm -f`."""
+        if shutil.which(engine.PODMAN) is None:
+            return
+        try:
+            ps = subprocess.run([engine.PODMAN, "--runtime", engine.RUNTIME, "ps", "--no-trunc",
+                                 "--filter", f"label={self.container_label}", "--format", "{{.ID}} {{.Pid}}"],
+                                capture_output=True, text=True, timeout=60)
+        except subprocess.TimeoutExpired:
+            return
+        if ps.returncode != 0:
+            return  # down must go on; the root-namespace pass reports what is left
+        netns_of: dict[tuple[int, int], Host] = {}
+        for h in self._hosts:
+            try:
+                st = os.stat(Path("/run/netns", h.netns))
+            except FileNotFoundError:
+                continue
+            netns_of[(st.st_dev, st.st_ino)] = h
+        by_host: dict[str, list[str]] = {}
+        for line in ps.stdout.splitlines():
+            cid, _, pid = line.partition(" ")
+            try:
+                st = os.stat(f"/proc/{int(pid)}/ns/net")
+            except (ValueError, OSError):
+                continue
+            h = netns_of.get((st.st_dev, st.st_ino))
+            if h is not None:
+                by_host.setdefault(h.name, []).append(cid)
+        procs = []
+        for name, ids in by_host.items():
+            h = self.host(name)
+            if not alive(h.sshd_pid, h.sshd_started):
+                continue  # no process known to be in the host's mount namespace: root-ns pass
+            procs.append(subprocess.Popen(
+                ["nsenter", "-t", str(h.sshd_pid), "-m", "-n", "-u", "--wd=/", "--", engine.PODMAN,
+                 "--runtime", engine.RUNTIME, "rm", "-f", "-t", "0", *ids],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        for proc in procs:
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
     def _kill_everything(self) -> None:
         for h in self._hosts:
@@ -361,6 +448,8 @@ class Testbed:
     def _build(self) -> None:
         ensure_user(self.user)
         self._make_files()
+        if self.containers:
+            engine.write_engine_wrapper(self.engine, {engine.TESTBED_LABEL: self.id})
         self._make_network()
         self._start_sshds()
         self._wait_ready()
@@ -481,7 +570,8 @@ Host {names} {addrs}
             argv = ["ip", "netns", "exec", h.netns, "unshare", "--uts", "--",
                     "/bin/sh", "-c", _HOST_INIT, "host-init", h.name,
                     str(h.root / "srv"), str(h.root / "tmp"), str(h.root / "home"), home,
-                    str(h.root / "etc" / "hosts"), str(h.sshd_dir / "sshd_config"), str(h.sshd_log)]
+                    str(h.root / "etc" / "hosts"), str(h.sshd_dir / "sshd_config"), str(h.sshd_log),
+                    self._state.get("cgroup_mounts", "")]
             # New session: a Ctrl-C or hangup meant for the CLI or pytest does not reach the hosts.
             with open(h.sshd_dir / "init.log", "wb") as err:  # mount/hostname errors land here
                 proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -528,7 +618,8 @@ def unavailable_reason() -> str | None:
     return None
 
 
-def _plan_and_claim(n: int, root: str | os.PathLike[str] | None, user: str) -> dict[str, Any]:
+def _plan_and_claim(n: int, root: str | os.PathLike[str] | None, user: str,
+                    containers: bool = False) -> dict[str, Any]:
     """Pick an id and a free /24, write state.json and create the bridge, under a machine-wide
     lock so that two `up`s at once never pick the same subnet."""
     BASE_DIR.mkdir(parents=True, exist_ok=True)
@@ -541,6 +632,9 @@ def _plan_and_claim(n: int, root: str | os.PathLike[str] | None, user: str) -> d
         os.chmod(path, 0o755)
         subnet = _free_subnet()
         state = _plan(tb_id, path, n, subnet, user)
+        if containers:
+            state["containers"] = True
+            state["cgroup_mounts"] = engine.cgroup_mount_script()
         _save_state(state)
         try:
             run_checked(["ip", "-batch", "-"], input=(
