@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from .containers import container_name
 from .model import Probe
 from .plan import HostPlan, Plan
 
@@ -19,6 +20,7 @@ class ProbeSpec:
     timeout: float
     period: float
     programs: tuple[str, ...]       # the owner's programs on that host (whose logs a log probe reads)
+    inside: bool = False            # a command run in the owner's container (`ENGINE exec`): only there
 
     def to_json(self) -> dict[str, Any]:
         """The spec as the host reads it (and gang.json holds it): keys in this order, always."""
@@ -29,10 +31,10 @@ class ProbeSpec:
 
 def probe_specs(plan: Plan, instance: str, host: str) -> list[ProbeSpec]:
     """The instance's probe as run on one of its hosts (':PORT/path' means that host's address)."""
-    return specs_on(next(h for h in plan.hosts if h.host.name == host), instance)
+    return specs_on(next(h for h in plan.hosts if h.host.name == host), instance, plan.deployment)
 
 
-def specs_on(hp: HostPlan, instance: str) -> list[ProbeSpec]:
+def specs_on(hp: HostPlan, instance: str, deployment: str) -> list[ProbeSpec]:
     programs = tuple(p.name for p in hp.programs if p.owner == instance)
     probe: Probe | None = next((p.probe for p in hp.programs if p.owner == instance), None)
     if probe is None:
@@ -51,7 +53,12 @@ def specs_on(hp: HostPlan, instance: str) -> list[ProbeSpec]:
     if probe.tcp:
         target = f"{addr}:{probe.tcp}" if probe.tcp.isdigit() else probe.tcp
         specs.append(spec("tcp", target))
-    if probe.command:
+    first = next(p for p in hp.programs if p.owner == instance)
+    if probe.command and first.container is not None:  # in the container of its first program there
+        name = container_name(deployment, hp.host.name, first.name, hp.root)
+        specs.append(ProbeSpec("command", (first.container.engine, "exec", name, *probe.command), timeout, period,
+                               programs, inside=True))
+    elif probe.command:
         specs.append(spec("command", tuple(probe.command)))
     if probe.log:
         specs.append(spec("log", probe.log))
@@ -66,7 +73,8 @@ def dependency_probes(plan: Plan) -> dict[str, list[dict[str, Any]]]:
     for hp in plan.hosts:
         for owner in dict.fromkeys(p.owner for p in hp.programs):
             by_owner.setdefault(owner, []).append(hp)
-    remote = {dep: _from_elsewhere([s for hp in hps for s in specs_on(hp, dep)]) for dep, hps in by_owner.items()}
+    remote = {dep: _from_elsewhere([s for hp in hps for s in specs_on(hp, dep, plan.deployment)])
+              for dep, hps in by_owner.items()}
     return {owner: [{"owner": d, "probes": [s.to_json() for s in remote[d]]} for d in deps if remote.get(d)]
             for owner, deps in plan.depends.items()}
 
@@ -75,4 +83,4 @@ def _from_elsewhere(specs: list[ProbeSpec]) -> list[ProbeSpec]:
     """The probes another host can run: http and tcp where there are any (a command such as
     etcdctl may not be installed on the other host), else commands; never a log probe."""
     net = [s for s in specs if s.kind in ("http", "tcp")]
-    return net or [s for s in specs if s.kind == "command"]
+    return net or [s for s in specs if s.kind == "command" and not s.inside]

@@ -174,3 +174,23 @@ def test_keys_are_checked_by_the_schema_with_line_and_column(tmp_path):
 def test_a_rank_container_off_the_host_network_is_warned_about(tmp_path):
     code, err = check(tmp_path, TOPO.format(engine="podman", extra="").replace("shm_size: 1g", "network: bridge"))
     assert code == 0 and "warning" in err and "use host" in err
+
+
+def test_a_command_probe_runs_inside_the_container_and_never_from_another_host():
+    from launcher.core.probes import dependency_probes, probe_specs
+    extra = """\
+    probe: {command: [test, -e, /data/weights/ok]}
+services:
+  - name: web
+    kind: generic
+    hosts: [b]
+    command: [sleep, "1000"]
+    depends_on: [llama]
+    container: null
+"""
+    plan = compile_text(TOPO.format(engine="podman", extra=extra)).plan
+    (spec,) = probe_specs(plan, "llama", "b")
+    assert spec.kind == "command" and spec.inside
+    assert spec.target[:3] == ("podman", "exec", "al-t-b-llama-r2-" + spec.target[2].rsplit("-", 1)[1])
+    assert spec.target[3:] == ("test", "-e", "/data/weights/ok")
+    assert dependency_probes(plan)["web"] == []  # another host cannot exec into b's container
