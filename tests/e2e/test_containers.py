@@ -219,6 +219,48 @@ def test_after_supervisord_is_killed_up_leaves_exactly_one_container_per_rank(de
     assert code == 0 and all(r["state"] == "RUNNING" for r in rows)
 
 
+def supervision_of(tb: Testbed, host) -> list[int]:
+    """supervisord, its agent, and every runner of the host with its engine client: what an OOM
+    kill of the supervision tree takes, leaving the containers (under the engine's conmon)."""
+    pids = [int(tb.run(host, ["cat", f"{root(tb, host)}/run/supervisord.pid"]).stdout.strip()),
+            int(tb.run(host, ["cat", f"{root(tb, host)}/state/agent.pid"]).stdout.strip())]
+    marker = f"launcher.host.container run {root(tb, host)} ".encode()
+    for d in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{d}/cmdline", "rb") as fh:
+                if d.isdigit() and marker in fh.read().replace(b"\0", b" "):
+                    pids += [int(d), *children(int(d))]
+        except OSError:
+            pass
+    return pids
+
+
+def test_containers_whose_supervision_died_are_shown_orphaned_and_up_replaces_them(deployed):
+    tb, path = deployed
+    host = tb.hosts[1]
+    pids = supervision_of(tb, host)
+    assert len(pids) == 2 + 3 * 2  # supervisord, agent, 3 runners with their clients
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    left = wait_for(lambda: [b for b in containers(tb, host) if b["state"] == "running"] or None,
+                    what="the containers living on")
+    assert len(left) == 3
+    code, rows = status(tb, path)
+    assert code == 1
+    mine = [r for r in rows if r["host"] == host.name]
+    assert {r["state"] for r in mine} == {"ORPHANED"}
+    old_ids = {podman("inspect", "--format", "{{.Id}}", b["name"]).strip()[:12] for b in left}
+    assert {r["container"]["id"] for r in mine} == old_ids
+    run = cli_on_testbed(tb, "up", path)
+    assert run.code == 0, run.err
+    assert "stopped what a dead supervisord left running" in run.err
+    wait_for(lambda: barriers(tb) and one_running_container_per_rank(tb), what="one container per rank again")
+    now = {podman("inspect", "--format", "{{.Id}}", b["name"]).strip()[:12] for b in containers(tb, host)}
+    assert len(now) == 3 and not now & old_ids  # the orphans were replaced, not joined
+    code, rows = status(tb, path)
+    assert code == 0 and all(r["state"] == "RUNNING" for r in rows)
+
+
 def test_down_leaves_no_container_of_the_deployment(deployed):
     tb, path = deployed
     run = cli_on_testbed(tb, "down", path)
