@@ -219,6 +219,28 @@ def test_after_supervisord_is_killed_up_leaves_exactly_one_container_per_rank(de
     assert code == 0 and all(r["state"] == "RUNNING" for r in rows)
 
 
+def test_a_killed_supervisord_comes_back_by_itself_and_each_gang_restarts_once(deployed):
+    tb, path = deployed
+    host = tb.hosts[0]
+    # first a restart by the agent: the gang's record then says when each host last started it
+    # (reports of runs older than that are dropped: the new supervisord's must not be)
+    first = barriers(tb)
+    podman("kill", next(b["name"] for b in containers(tb, tb.hosts[1]) if b["program"] == "demo-r2"))
+    wait_for(lambda: restarted_since(tb, first), what="demo restarted by its agent")
+    _, rows = status(tb, path)
+    before = {r["instance"]: r["restarts"] for r in rows}
+    old = barriers(tb)
+    os.kill(int(tb.run(host, ["cat", f"{root(tb, host)}/run/supervisord.pid"]).stdout.strip()), signal.SIGKILL)
+    after = wait_for(lambda: (b := barriers(tb)) and all(b[k] > old[k] for k in old)
+                     and one_running_container_per_rank(tb) and b, what="both gangs restarted by the agent")
+    time.sleep(3)  # a second restart for the gang's other rank on that host would come now
+    assert barriers(tb) == after
+    code, rows = status(tb, path)
+    assert code == 0 and {r["instance"]: r["restarts"] for r in rows} == {k: v + 1 for k, v in before.items()}
+    log = tb.run(host, ["cat", f"{root(tb, host)}/logs/launcher-agent.log"]).stdout
+    assert "was not running under a new supervisord" in log
+
+
 def supervision_of(tb: Testbed, host) -> list[int]:
     """supervisord, its agent, and every runner of the host with its engine client: what an OOM
     kill of the supervision tree takes, leaving the containers (under the engine's conmon)."""
