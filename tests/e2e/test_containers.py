@@ -154,6 +154,9 @@ def test_each_rank_is_one_container_with_its_own_npu_and_the_status_says_which(d
     # only the deployment's generation and runtime, read-only, where the env says
     mounts = podman("inspect", "--format", "{{range .Mounts}}{{.Destination}}:{{.RW}} {{end}}", box["name"])
     assert f"{root(tb, tb.hosts[1])}/current:false" in mounts and "/usr:false" in mounts
+    # the workload's own output is the program's log
+    logs = cli_on_testbed(tb, "logs", path, "--rank", "3", "-n", "50")
+    assert logs.code == 0 and "barrier passed: 4/4 ranks" in logs.out, logs.out + logs.err
 
 
 def test_kill_9_of_the_rank_inside_its_container_restarts_the_whole_gang(deployed):
