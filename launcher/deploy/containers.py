@@ -23,16 +23,17 @@ def specs_by_host(files: Mapping[str, Mapping[str, File]]) -> dict[str, list[dic
 
 
 def container_report(session: Session, files: Mapping[str, Mapping[str, File]]) -> dict[str, dict[str, Any]]:
-    """host -> {"problems": [...], "missing": [...]}; a host that did not answer has its error as a problem."""
+    """host -> {"problems": [...], "notes": [...], "missing": [...]}; a host that did not answer has its
+    error as a problem."""
     specs = specs_by_host(files)
     if not specs:
         return {}
     replies, failures = session.fan_out(
         lambda c: c.call("containercheck", stdin=json.dumps(specs[c.name]).encode()), sorted(specs))
-    report: dict[str, dict[str, Any]] = {h: {"problems": r.get("problems", []), "missing": r.get("missing", [])}
-                                         for h, r in replies.items()}
+    report: dict[str, dict[str, Any]] = {h: {"problems": r.get("problems", []), "notes": r.get("notes", []),
+                                             "missing": r.get("missing", [])} for h, r in replies.items()}
     for h, exc in failures.items():
-        report[h] = {"problems": [f"could not check: {getattr(exc, 'detail', exc)}"], "missing": []}
+        report[h] = {"problems": [f"could not check: {getattr(exc, 'detail', exc)}"], "notes": [], "missing": []}
     return dict(sorted(report.items()))
 
 
@@ -41,8 +42,9 @@ def report_lines(report: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, str
     rows = []
     for host, r in report.items():
         rows += [(host, f"FAIL: {p}") for p in r["problems"]]
+        rows += [(host, note) for note in r["notes"]]
         if r["missing"]:
             rows.append((host, f"runs without (not on this host): {', '.join(r['missing'])}"))
-        if not r["problems"] and not r["missing"]:
+        if not r["problems"] and not r["notes"] and not r["missing"]:
             rows.append((host, "ok"))
     return rows

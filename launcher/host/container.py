@@ -25,6 +25,7 @@ LABEL = "ascend-launcher"
 ENGINE_ERROR = 125   # docker/podman: the engine could not run the container (no image, bad option)
 EX_CONFIG = 78       # what the agent takes as "a restart will not fix this" (a FAILED gang at once)
 ENGINE_TIMEOUT = 60.0
+REGISTRY_TIMEOUT = 20.0  # asking a registry whether it has an image (`check`, before a switch)
 LIVE = ("running", "created", "paused", "restarting", "configured", "initialized", "stopping")
 
 
@@ -133,20 +134,25 @@ def check(specs: list[dict]) -> dict:
     """Can this host run these containers: each engine found, each image present; and which NPU
     devices and driver paths it lacks (run without them: said here, once per host)."""
     import shutil
-    problems, engines_ok = [], set()
+    problems, notes, engines_ok = [], [], set()
     for engine in sorted({s["engine"] for s in specs}):
         if shutil.which(engine):
             engines_ok.add(engine)
         else:
             problems.append(f"container engine {engine!r} not found (not on PATH, or not executable)")
     for engine, image in sorted({(s["engine"], s["image"]) for s in specs if s["engine"] in engines_ok}):
-        code, _ = _engine([engine, "image", "inspect", "--format", "{{.Id}}", image])
-        if code != 0:
-            problems.append(f"image {image} is not on this host: `{engine} pull {image}` "
-                            "(or load it) before `up`")
+        if _engine([engine, "image", "inspect", "--format", "{{.Id}}", image])[0] == 0:
+            continue
+        # not here: can the host's registry give it (without pulling gigabytes now)?
+        if _engine([engine, "manifest", "inspect", image], REGISTRY_TIMEOUT)[0] == 0:
+            notes.append(f"image {image} is not on this host yet; its registry has it and the first start "
+                         f"pulls it (`{engine} pull {image}` beforehand keeps that start fast)")
+        else:
+            problems.append(f"image {image} is not on this host and no registry it reaches has it: "
+                            f"`{engine} pull {image}` (or `{engine} load`) before `up`")
     wanted = {d for s in specs for p in s["programs"].values() for d in p["devices"]}
     wanted |= {m.split(":", 1)[0] for s in specs for m in s["optional_mounts"]}
-    return {"problems": problems, "missing": sorted(p for p in wanted if not os.path.exists(p))}
+    return {"problems": problems, "notes": notes, "missing": sorted(p for p in wanted if not os.path.exists(p))}
 
 
 def generation_specs(gen: str) -> list[dict]:

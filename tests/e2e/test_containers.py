@@ -286,6 +286,32 @@ def test_containers_whose_supervision_died_are_shown_orphaned_and_up_replaces_th
     assert code == 0 and all(r["state"] == "RUNNING" for r in rows)
 
 
+def test_check_and_up_refuse_a_host_without_the_image_before_anything_starts(deployed, test_image, tmp_path):
+    tb, path = deployed
+    run = cli_on_testbed(tb, "check", path, "--json")
+    report = json.loads(run.out)["containers"]
+    assert sorted(report) == [h.name for h in tb.hosts]
+    for r in report.values():  # engine and image there; what the testbed lacks said once per host
+        assert r["problems"] == [] and "/dev/davinci0" in r["missing"] and "/usr/local/Ascend/driver" in r["missing"]
+    _, rows = status(tb, path)
+    running = {r["program"]: (r["pid"], r["generation"]) for r in rows}
+    missing = f"localhost/nope-{tb.id}:1"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(topology(tb, test_image, extra_env="2").replace(f"image: {test_image}", f"image: {missing}"))
+    run = cli_on_testbed(tb, "check", str(bad))
+    assert run.code == 1 and run.out.count(f"FAIL: image {missing} is not on this host") == 2, run.out
+    run = cli_on_testbed(tb, "up", str(bad))
+    assert run.code == 1
+    lines = [ln for ln in run.err.splitlines() if f"image {missing} is not on this host" in ln]
+    assert sorted(ln.split(":")[0].strip() for ln in lines) == [h.name for h in tb.hosts], run.err
+    code, rows = status(tb, path)  # the running generation is untouched
+    assert code == 0 and {r["program"]: (r["pid"], r["generation"]) for r in rows} == running
+    nobin = tmp_path / "nobin.yaml"
+    nobin.write_text(topology(tb, test_image).replace(f"engine: {tb.engine}", "engine: /nonexistent/docker"))
+    run = cli_on_testbed(tb, "check", str(nobin))
+    assert run.code == 1 and run.out.count("container engine '/nonexistent/docker' not found") == 2, run.out
+
+
 def test_down_leaves_no_container_of_the_deployment(deployed):
     tb, path = deployed
     run = cli_on_testbed(tb, "down", path)
