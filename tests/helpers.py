@@ -111,9 +111,14 @@ def launcher_0_1(dest: Path, *paths: str) -> Path:
     return dest
 
 
+def ssh_flags(tb) -> list[str]:
+    """The CLI flags that point it at a testbed: its ssh config and known_hosts."""
+    return ["--ssh-config", str(tb.ssh_config), "--known-hosts", str(tb.known_hosts)]
+
+
 def cli_on_testbed(tb, *argv: str) -> Run:
-    """`launcher ARGV` against a testbed: its ssh config and known_hosts."""
-    return run_cli(*argv, "--ssh-config", str(tb.ssh_config), "--known-hosts", str(tb.known_hosts))
+    """`launcher ARGV` against a testbed."""
+    return run_cli(*argv, *ssh_flags(tb))
 
 
 def health_json(address: str, port: int) -> dict | None:

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import run_cli, wait_for
+from tests.helpers import ssh_flags, cli_on_testbed as cli, run_cli, wait_for
 
 TESTBED_HOSTS = 3
 HEALTH = 18710
@@ -59,12 +58,6 @@ def deployed(testbed, tmp_path):
     run_cli("down", str(path), "--purge", *ssh_flags(testbed))
 
 
-def ssh_flags(tb) -> list[str]:
-    return ["--ssh-config", str(tb.ssh_config), "--known-hosts", str(tb.known_hosts)]
-
-
-def cli(tb, *argv: str):
-    return run_cli(*argv, *ssh_flags(tb))
 
 
 def rows(tb, path: str) -> list[dict]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import run_cli, wait_for
+from tests.helpers import ssh_flags, cli_on_testbed as cli, run_cli, wait_for
 
 TESTBED_HOSTS = 4
 HEALTH = 18610
@@ -65,12 +65,6 @@ def cluster(testbed, tmp_path):
         run_cli("down", written[-1], "--purge", *ssh_flags(testbed))
 
 
-def ssh_flags(tb) -> list[str]:
-    return ["--ssh-config", str(tb.ssh_config), "--known-hosts", str(tb.known_hosts)]
-
-
-def cli(tb, *argv: str):
-    return run_cli(*argv, *ssh_flags(tb))
 
 
 def status(tb, path: str) -> list[dict]:

@@ -14,7 +14,7 @@ import urllib.request
 
 import pytest
 
-from tests.helpers import datadist_2p2d, run_cli, topology_head, host_entry, wait_for
+from tests.helpers import cli_on_testbed as cli, datadist_2p2d, run_cli, topology_head, host_entry, wait_for
 
 TESTBED_HOSTS = 2
 LISTEN_PORT = 26000
@@ -52,9 +52,6 @@ def topology(tb, ips: dict[str, list[str]], version: str = "1") -> str:
 {inst("decoder-0", "h2", 0, "--link-retry", '"0"')}{inst("decoder-1", "h2", 1, "--link-retry", '"0"')}\
 {datadist_2p2d(LISTEN_PORT)}"""
 
-
-def cli(tb, *argv: str):
-    return run_cli(*argv, "--ssh-config", str(tb.ssh_config), "--known-hosts", str(tb.known_hosts))
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT, run_cli
+from tests.helpers import cli_on_testbed as cli, ROOT, run_cli
 
 TESTBED_HOSTS = 2
 DEVICES = (0, 1, 2, 3)
@@ -79,9 +79,6 @@ hosts:
     yield str(path)
     cli(testbed, "down", str(path), "--purge")
 
-
-def cli(tb, *argv: str):
-    return run_cli(*argv, "--ssh-config", str(tb.ssh_config), "--known-hosts", str(tb.known_hosts))
 
 
 def test_all_links_good_then_up_starts(testbed, npu, topo):

@@ -33,7 +33,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import ROOT, Run, run_cli, topology_head, host_entry, wait_for
+from tests.helpers import ssh_flags, cli_on_testbed as cli, ROOT, topology_head, host_entry, wait_for
 from tests.testbed.core import Testbed
 
 TESTBED_HOSTS = 4
@@ -64,12 +64,6 @@ def topology(tb: Testbed, demo_env: str = "1") -> str:
 {insts}"""
 
 
-def ssh_flags(tb: Testbed) -> list[str]:
-    return ["--ssh-config", str(tb.ssh_config), "--known-hosts", str(tb.known_hosts)]
-
-
-def cli(tb: Testbed, *argv: str) -> Run:
-    return run_cli(*argv, *ssh_flags(tb))
 
 
 def cli_proc(tb: Testbed, *argv: str) -> subprocess.Popen[str]:

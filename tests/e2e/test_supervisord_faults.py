@@ -12,8 +12,8 @@ import signal
 
 import pytest
 
-from tests.e2e.test_cluster import health, ssh_flags
-from tests.helpers import host_entry, run_cli, topology_head, wait_for
+from tests.e2e.test_cluster import health
+from tests.helpers import cli_on_testbed as cli, ssh_flags, host_entry, run_cli, topology_head, wait_for
 from tests.testbed.core import Testbed
 
 TESTBED_HOSTS = 2
@@ -38,9 +38,6 @@ def deployed(testbed: Testbed, tmp_path):
     yield str(path)
     run_cli("down", str(path), "--purge", *ssh_flags(testbed))
 
-
-def cli(tb: Testbed, *argv: str):
-    return run_cli(*argv, *ssh_flags(tb))
 
 
 def status(tb: Testbed, path: str) -> tuple[int, list[dict]]:

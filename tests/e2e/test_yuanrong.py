@@ -36,7 +36,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import ROOT, Run, run_cli, topology_head, host_entry, wait_for
+from tests.helpers import ssh_flags, cli_on_testbed as cli, ROOT, run_cli, topology_head, host_entry, wait_for
 from tests.testbed.core import Testbed
 
 TESTBED_HOSTS = 3
@@ -129,12 +129,6 @@ def deployment(testbed: Testbed, memlock: str, tmp_path_factory: pytest.TempPath
         run_cli("down", state["last"], "--purge", *ssh_flags(testbed))
 
 
-def ssh_flags(tb: Testbed) -> list[str]:
-    return ["--ssh-config", str(tb.ssh_config), "--known-hosts", str(tb.known_hosts)]
-
-
-def cli(tb: Testbed, *argv: str) -> Run:
-    return run_cli(*argv, *ssh_flags(tb))
 
 
 def status(tb: Testbed, path: str) -> list[dict[str, Any]]:
