@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import threading
 import time
@@ -92,6 +93,18 @@ def one_running_container_per_rank(tb: Testbed) -> bool:
         programs = sorted(b["program"] for b in boxes)
         if len(boxes) != 3 or len(set(programs)) != 3 or any(b["state"] != "running" for b in boxes):
             return False
+    return True
+
+
+def one_listener_per_port(tb: Testbed) -> bool:
+    """From the host's own view (ss inside its network namespace): each rank port held by one process."""
+    for h in tb.hosts:
+        out = tb.run(h, ["ss", "-Htlnp"]).stdout
+        for port in (DEMO, DEMO + 1, SIDE):
+            holders = {m for line in out.splitlines() if f":{port} " in line
+                       for m in re.findall(r"pid=(\d+)", line)}
+            if len(holders) != 1:
+                return False
     return True
 
 
@@ -217,7 +230,7 @@ def test_after_supervisord_is_killed_up_leaves_exactly_one_container_per_rank(de
     wait_for(lambda: barriers(tb) and one_running_container_per_rank(tb),
              what="every rank healthy again, one container each")
     time.sleep(2)  # a second copy would show up now (a late restart, a leftover)
-    assert one_running_container_per_rank(tb)
+    assert one_running_container_per_rank(tb) and one_listener_per_port(tb)
     code, rows = status(tb, path)
     assert code == 0 and all(r["state"] == "RUNNING" for r in rows)
 
@@ -282,6 +295,7 @@ def test_containers_whose_supervision_died_are_shown_orphaned_and_up_replaces_th
     wait_for(lambda: barriers(tb) and one_running_container_per_rank(tb), what="one container per rank again")
     now = {podman("inspect", "--format", "{{.Id}}", b["name"]).strip()[:12] for b in containers(tb, host)}
     assert len(now) == 3 and not now & old_ids  # the orphans were replaced, not joined
+    assert one_listener_per_port(tb)
     code, rows = status(tb, path)
     assert code == 0 and all(r["state"] == "RUNNING" for r in rows)
 
