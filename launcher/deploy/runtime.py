@@ -72,8 +72,12 @@ def _package_files(pkg_dir: str, arc_prefix: str, keep: Callable[[str], bool] = 
 def _wrapper(module: str) -> bytes:
     # The runtime's physical dir (cd -P: not through runtime/current, which a later runtime
     # takes over while this process still imports from its own zip); no dirname, no exec.
+    # The zip replaces sys.path[0], which `python3 -m` would make the cwd (a rank's cwd with a
+    # launcher/ directory in it would shadow the runtime's package); -P does that only from 3.11.
+    run = (f"import runpy,sys; sys.path[0]=sys.argv.pop(1); "
+           f"runpy.run_module('{module}', run_name='__main__', alter_sys=True)")
     return (f'#!/bin/sh\nrt=$(cd -P "${{0%/*}}/.." && pwd)\n'
-            f'PYTHONPATH="$rt/{SITE}${{PYTHONPATH:+:$PYTHONPATH}}" exec python3 -m {module} "$@"\n').encode()
+            f'exec python3 -c "{run}" "$rt/{SITE}" "$@"\n').encode()
 
 
 def _pyc(name: str, source: bytes, magic: bytes = importlib.util.MAGIC_NUMBER) -> bytes | None:

@@ -50,3 +50,10 @@ def test_the_host_wrappers_run_the_host_package_from_the_zip(tmp_path):
     proc = subprocess.run([str(base / "bin" / "launcher-agent")], capture_output=True, text=True, cwd=tmp_path,
                           env={"PATH": "/usr/bin:/bin:" + str(Path(sys.executable).parent)}, timeout=60)
     assert "usage: python -m launcher.host.agent ROOT" in proc.stderr
+    # a rank's cwd with a launcher/ checkout in it does not shadow the runtime's package
+    (tmp_path / "launcher").mkdir()
+    (tmp_path / "launcher" / "__init__.py").write_text("raise SystemExit('the cwd shadowed the runtime')\n")
+    proc = subprocess.run([str(base / "bin" / "launcher-demo-rank"), "--version"], capture_output=True, text=True,
+                          cwd=tmp_path, env={"PATH": "/usr/bin:/bin:" + str(Path(sys.executable).parent)},
+                          timeout=60)
+    assert proc.returncode == 0 and __version__ in proc.stdout + proc.stderr, proc.stderr
