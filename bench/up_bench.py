@@ -587,7 +587,8 @@ def kex_note(tb) -> str:
         pk = f"{agreed} (paramiko {paramiko.__version__})"
     except Exception as exc:  # informational only
         pk = f"? ({exc})"
-    src = ((SNAPSHOT or REPO) / "launcher" / "transport.py").read_text()
+    base = (SNAPSHOT or REPO) / "launcher"
+    src = next((p.read_text() for p in (base / "deploy" / "transport.py", base / "transport.py") if p.exists()), "")
     if "OpenSshTransport" in src:  # the launcher runs the system's ssh by default (its paramiko is a fallback)
         return f"kex: OpenSSH client (floor, Ansible, launcher's default ssh transport) {ossh}; paramiko fallback {pk}"
     return f"kex: OpenSSH client (floor, Ansible) {ossh}; launcher (paramiko) {pk}"
