@@ -123,6 +123,8 @@ def _exec_supervisord(conf: str, site: str, out: int) -> None:
         sys.argv = ["supervisord", "-c", conf]
         _retitle(sys.argv)
         from supervisor import supervisord  # type: ignore[import-untyped]  # supervisor ships no type hints
+        from .wakeup import install
+        install(supervisord.Supervisor)  # a child's exit is seen at once, not at the next 1 s poll
         supervisord.main(["-c", conf])  # returns in the daemon only when supervisord shuts down
         code = 0
     except SystemExit as exc:  # supervisord's own exits: usage errors (2), a bad config
