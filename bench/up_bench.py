@@ -53,6 +53,7 @@ DEPLOYMENT = "bench"
 DEPLOY_DIR = "/srv/launcher"
 ANSIBLE_VENV = "/tmp/up-bench-ansible-venv"
 WAIT_TIMEOUT = 120.0
+BASELINE = "de306cb"  # issue 11 point 6's "before": first gang restart after a 1 s backoff, 1 s supervisord wakes
 POLL = 0.05
 
 
@@ -156,6 +157,25 @@ def snapshot_launcher(work: Path) -> Path:
     return src
 
 
+def snapshot_baseline(work: Path, rev: str) -> Path | None:
+    """launcher/ at git revision ``rev`` in work/base (None, said why, when git or the commit is missing)."""
+    dest = work / "base"
+    try:
+        # native/ too: launcher/host/_native is a symlink to it (the link checker's C source)
+        proc = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", rev, "launcher", "native"],
+                              capture_output=True, timeout=60)
+    except OSError as exc:
+        log(f"baseline {rev}: no git ({exc}); its gang restart row is skipped")
+        return None
+    if proc.returncode != 0:
+        log(f"baseline {rev}: {proc.stderr.decode().strip()}; its gang restart row is skipped")
+        return None
+    dest.mkdir()
+    with tarfile.open(fileobj=io.BytesIO(proc.stdout)) as tar:
+        tar.extractall(dest, filter="tar")
+    return dest
+
+
 def git_head() -> str:
     try:
         head = subprocess.run(["git", "-C", str(REPO), "log", "-1", "--format=%h", "--", "launcher"],
@@ -169,10 +189,10 @@ def git_head() -> str:
 
 # --- subprocess helpers ---------------------------------------------------------------------------
 def run(argv: list[str], what: str, *, env: dict | None = None, stdin: bytes | None = None,
-        timeout: float = 600, check: bool = True) -> tuple[float, subprocess.CompletedProcess]:
+        timeout: float = 600, check: bool = True, cwd: Path | None = None) -> tuple[float, subprocess.CompletedProcess]:
     t0 = time.monotonic()
     proc = subprocess.run(argv, input=stdin if stdin is not None else b"", capture_output=True, env=env,
-                          timeout=timeout, cwd=str(SNAPSHOT or REPO))
+                          timeout=timeout, cwd=str(cwd or SNAPSHOT or REPO))
     dt = time.monotonic() - t0
     if check and proc.returncode != 0:
         raise RuntimeError(f"{what} failed (exit {proc.returncode}):\n{_tail(proc.stderr)}\n{_tail(proc.stdout)}")
@@ -212,10 +232,12 @@ def parallel(argvs: dict[str, list[str]], stdins: dict[str, bytes] | None, what:
 
 # --- column 1: the launcher -------------------------------------------------------------------------
 class Launcher:
-    def __init__(self, tb, topo: str, python: str):
+    def __init__(self, tb, topo: str, python: str, src: Path | None = None):
+        """``src``: where its `launcher` package is (default: the working tree's snapshot)."""
         self.tb, self.topo, self.python = tb, topo, python
+        self.src = src or SNAPSHOT or REPO
         self.flags = ["--ssh-config", str(tb.ssh_config), "--known-hosts", str(tb.known_hosts)]
-        path = ([str(SNAPSHOT)] if SNAPSHOT else []) + [str(REPO)]
+        path = [str(self.src)] + ([str(SNAPSHOT)] if SNAPSHOT else []) + [str(REPO)]
         # A launcher that keeps OpenSSH ControlMaster connections between commands puts them under
         # $XDG_RUNTIME_DIR: keep them in our temp dir, where close_masters() finds them.
         # Short: a unix socket path has at most 107 bytes and OpenSSH adds ~60 to this dir.
@@ -232,7 +254,7 @@ class Launcher:
 
     def cli(self, *argv: str, check: bool = True, pre: tuple[str, ...] = ()) -> tuple[float, subprocess.CompletedProcess]:
         return run([self.python, *pre, "-m", "launcher", *argv, self.topo, *self.flags], f"launcher {argv[0]}",
-                   env=self.env, check=check)
+                   env=self.env, check=check, cwd=self.src)
 
     def cycle(self) -> dict[str, float]:
         r: dict[str, float] = {}
@@ -256,6 +278,13 @@ class Launcher:
         if not all(row["state"] == "RUNNING" for row in rows):
             raise RuntimeError(f"status: not all RUNNING: {[(x['host'], x['rank'], x['state']) for x in rows]}")
 
+        r.update(self.gang_restart())
+        r["down"], _ = self.cli("down", "--purge")
+        wait_all_gone(self.tb, "launcher down")
+        return r
+
+    def gang_restart(self) -> dict[str, float]:
+        """kill -9 one rank (a host in the middle) until every rank passed a new barrier ({} if never)."""
         before = wait_all_up(self.tb, 0, "health before the gang restart")
         victim = next(ep for ep in before if ep[0] == self.tb.hosts[len(self.tb.hosts) // 2].name)
         passed = {ep: d["barrier_passed_at"] for ep, d in before.items()}
@@ -263,13 +292,21 @@ class Launcher:
         os.kill(int(before[victim]["pid"]), signal.SIGKILL)  # ranks are real pids in the shared pid namespace
         try:
             wait_health(self.tb, lambda ep, d: d["barrier_passed_at"] > passed[ep], "gang restart", timeout=90)
-            r["gang_restart"] = time.monotonic() - t0
+            return {"gang_restart": time.monotonic() - t0}
         except RuntimeError as exc:  # reported, with what the agents said; the other rows still count
             log(f"gang restart did not complete: {exc}")
             self.diagnose(victim[0])
+            return {}
 
-        r["down"], _ = self.cli("down", "--purge")
-        wait_all_gone(self.tb, "launcher down")
+    def restart_cycle(self) -> dict[str, float]:
+        """The baseline's column: cold up (not measured), the gang restart, down."""
+        self.close_masters()
+        since = time.time()
+        self.cli("up")
+        wait_all_up(self.tb, since, "baseline up")
+        r = self.gang_restart()
+        self.cli("down", "--purge")
+        wait_all_gone(self.tb, "baseline down")
         return r
 
 
@@ -682,7 +719,7 @@ def profile_runs(tb, launcher: Launcher, out: Path) -> None:
 
 # --- the table -------------------------------------------------------------------------------------
 ROWS = [("cold up", "up_cold"), ("no-change up", "up_nochange"), ("status", "status"), ("down", "down"),
-        ("gang restart", "gang_restart")]
+        ("gang restart", "gang_restart"), ("gang restart, baseline", "gang_restart_base")]
 
 
 def median(results: list[dict[str, float]], key: str) -> float | None:
@@ -711,6 +748,20 @@ def table(cols: dict[str, list[dict[str, float]]], hosts: int, repeat: int) -> s
     return "\n".join(out)
 
 
+def restart_note(now: float | None, base: float | None, floor_up: float | None, rev: str | None) -> str:
+    """The gang restart against the floor's cold up, now and at the baseline revision."""
+    def vs(x: float | None) -> str:
+        if x is None:
+            return "n/a"
+        return f"{x:.2f} s = {x / floor_up:.2f}x the floor's cold up" if floor_up else f"{x:.2f} s"
+    out = f"# gang restart: {vs(now)}"
+    if rev:
+        out += f"; at {rev}: {vs(base)}" + (f" (now {base / now:.2f}x faster)" if now and base else "")
+    if floor_up:
+        out += f"; target: at most the floor's cold up + 1 s = {floor_up + 1:.2f} s"
+    return out
+
+
 # --- main -------------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
@@ -722,6 +773,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-ansible", action="store_true", help="skip the Ansible column")
     ap.add_argument("--ansible-venv", default=ANSIBLE_VENV, help=f"where ansible-core is (installed if missing; "
                     f"default {ANSIBLE_VENV})")
+    ap.add_argument("--baseline", metavar="REV", default=BASELINE,
+                    help=f"also measure the gang restart with the launcher at git revision REV, in the same "
+                    f"testbed and repeats (default {BASELINE}, the commit before the immediate first restart; "
+                    "'none' skips it)")
     ap.add_argument("--profile", metavar="DIR", help="after the repeats, profile one cold and one no-change up "
                     "(phase times, -X importtime, cProfile of every thread) into DIR")
     args = ap.parse_args(argv)
@@ -743,6 +798,7 @@ def main(argv: list[str] | None = None) -> int:
     snapshot_launcher(work)
     version = git_head()
     log(f"launcher measured: {version} (copied to {SNAPSHOT})")
+    base_src = snapshot_baseline(work, args.baseline) if args.baseline != "none" else None
     tb = launcher = None
     cols: dict[str, list[dict[str, float]]] = {"launcher": [], "floor": [], "floor_sup": []}
     try:
@@ -752,6 +808,7 @@ def main(argv: list[str] | None = None) -> int:
         topo = work / "topology.yaml"
         topo.write_text(topology(tb))
         launcher = Launcher(tb, str(topo), python)
+        baseline = Launcher(tb, str(topo), python, src=base_src) if base_src else None
 
         # floor / Ansible inputs, made once and not timed: the rendered generation and the runtime tar
         render_dir = work / "render"
@@ -787,12 +844,16 @@ def main(argv: list[str] | None = None) -> int:
 
         load0 = os.getloadavg()
         for i in range(args.repeat):
-            for name, col in (("launcher", launcher), ("floor", floor), ("floor_sup", floor_sup),
-                              ("ansible", ansible)):
+            for name, col in (("launcher", launcher), ("baseline", baseline), ("floor", floor),
+                              ("floor_sup", floor_sup), ("ansible", ansible)):
                 if col is None:
                     continue
-                res = col.cycle()
-                cols[name].append(res)
+                if col is baseline:  # its gang restart only, beside the launcher's own of this repeat
+                    res = {f"{k}_base": v for k, v in baseline.restart_cycle().items()}
+                    cols["launcher"][-1].update(res)
+                else:
+                    res = col.cycle()
+                    cols[name].append(res)
                 log(f"repeat {i + 1}/{args.repeat} {name}: " + " ".join(f"{k}={v:.2f}" for k, v in res.items())
                     + f" (load {os.getloadavg()[0]:.1f})")
 
@@ -802,7 +863,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"# {kex}; Ansible: pipelining on, ControlPersist 60s inside one playbook run, a fresh "
               f"control dir per run (no reuse across runs)" if ansible else f"# {kex}")
         m = {k: median(cols["launcher"], k) for _, k in ROWS}
-        parts = [f"hosts={args.hosts}"] + [f"{k}={m[k]:.3f}" for _, k in ROWS]
+        print(restart_note(m["gang_restart"], m["gang_restart_base"], median(cols["floor"], "up_cold"),
+                           args.baseline if base_src else None))
+        parts = [f"hosts={args.hosts}"] + [f"{k}={m[k]:.3f}" if m[k] is not None else f"{k}=n/a" for _, k in ROWS]
         parts.append(f"floor_up={median(cols['floor'], 'up_cold'):.3f}")
         parts.append(f"floor_sup_up={median(cols['floor_sup'], 'up_cold'):.3f}")
         parts.append(f"up_cpu_per_host={m_cpu:.3f} floor_up_cpu_per_host={median(cols['floor'], 'up_cpu'):.3f}"
