@@ -122,10 +122,7 @@ def _exec_supervisord(conf: str, site: str, out: int) -> None:
             del os.environ[name]  # a program of the dead supervisord (orphans.py looks for that marker)
         sys.argv = ["supervisord", "-c", conf]
         _retitle(sys.argv)
-        from supervisor import supervisord  # type: ignore[import-untyped]  # supervisor ships no type hints
-        from .wakeup import install
-        install(supervisord.Supervisor)  # a child's exit is seen at once, not at the next 1 s poll
-        supervisord.main(["-c", conf])  # returns in the daemon only when supervisord shuts down
+        main(["-c", conf])  # returns in the daemon only when supervisord shuts down
         code = 0
     except SystemExit as exc:  # supervisord's own exits: usage errors (2), a bad config
         code = 0 if exc.code is None else exc.code if isinstance(exc.code, int) else 1
@@ -251,3 +248,17 @@ def recover(root: str) -> str | None:
         return f"supervisord (pid {pid}) died; another one was started meanwhile"
     return f"supervisord (pid {pid}) died; stopped {len(stopped)} of its processes still running " \
            f"({', '.join(str(o['pid']) for o in stopped) or 'none'}) and started supervisord again"
+
+
+def main(argv: list[str]) -> None:
+    """supervisord with ``argv`` (its own options), acting at once on a child's exit (wakeup.py):
+    how both the fork above and the systemd unit (`python3 -m launcher.host.supervisord`) run it."""
+    from supervisor import supervisord  # type: ignore[import-untyped]  # supervisor ships no type hints
+
+    from .wakeup import install
+    install(supervisord.Supervisor)
+    supervisord.main(argv)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -21,7 +21,7 @@ import signal
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (type checkers know the name)
 if TYPE_CHECKING:
-    from typing import Any
+    from typing import Any, Callable
 
 
 def install(supervisor_class: Any) -> None:
@@ -29,18 +29,27 @@ def install(supervisor_class: Any) -> None:
     run = supervisor_class.runforever
 
     def runforever(self: Any) -> Any:
-        socket_map = self.options.get_socket_map()
-        wr = wake_on_signals(socket_map)
-        wake_on_events(wr)
-        poll_no_longer_than_waiting_rpcs(self.options.poller, socket_map)
-        return run(self)
+        from supervisor import events  # type: ignore[import-untyped]
+        socket_map, poller = self.options.get_socket_map(), self.options.poller
+        drain, wr = wake_on_signals(socket_map)
+        wake = wake_on_events(wr)
+        poll = poller.poll
+        poll_no_longer_than_waiting_rpcs(poller, socket_map)
+        try:
+            return run(self)
+        finally:  # a reload (SIGHUP) runs it again after closing every fd from 5 on: nothing may point at ours
+            signal.set_wakeup_fd(-1)
+            poller.poll = poll
+            events.unsubscribe(events.Event, wake)
+            drain.close()
+            os.close(wr)
 
     supervisor_class.runforever = runforever
 
 
-def wake_on_signals(socket_map: dict) -> int:
+def wake_on_signals(socket_map: dict) -> tuple[Any, int]:
     """Put a pipe's read end into ``socket_map`` (what supervisord polls) and point the signal
-    wakeup fd at its write end; returns the write end."""
+    wakeup fd at its write end; returns the read end's dispatcher and the write end."""
     from supervisor.medusa import asyncore_25 as asyncore  # type: ignore[import-untyped]
 
     rd, wr = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
@@ -62,15 +71,19 @@ def wake_on_signals(socket_map: dict) -> int:
         def handle_error(self) -> None:  # never take supervisord down over a wakeup byte
             pass
 
-    Drain(rd, map=socket_map)
+        def close(self) -> None:
+            self.del_channel()
+            os.close(rd)
+
+    drain = Drain(rd, map=socket_map)
     signal.set_wakeup_fd(wr, warn_on_full_buffer=False)
-    return wr
+    return drain, wr
 
 
-def wake_on_events(wr: int) -> None:
+def wake_on_events(wr: int) -> Callable[[Any], None]:
     """Every event supervisord notifies (a process state change, ...) ends its next poll at once,
     so an event listener gets it now (subscribed after supervisord's run() cleared the callbacks)."""
-    from supervisor import events  # type: ignore[import-untyped]
+    from supervisor import events
 
     def wake(event: Any) -> None:
         try:
@@ -78,6 +91,7 @@ def wake_on_events(wr: int) -> None:
         except OSError:  # the pipe is full: a wake is pending anyway
             pass
     events.subscribe(events.Event, wake)
+    return wake
 
 
 def poll_no_longer_than_waiting_rpcs(poller: Any, socket_map: dict) -> None:
