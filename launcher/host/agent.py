@@ -67,7 +67,7 @@ class Agent:
         with self._pool_lock:
             if self._pool is None:
                 from concurrent.futures import ThreadPoolExecutor
-                self._pool = ThreadPoolExecutor(max_workers=16)
+                self._pool = ThreadPoolExecutor(max_workers=128)  # a stop or start of every member at once
             return self._pool
 
     # configuration of the running generation
