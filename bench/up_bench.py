@@ -55,6 +55,7 @@ ANSIBLE_VENV = "/tmp/up-bench-ansible-venv"
 WAIT_TIMEOUT = 120.0
 BASELINE = "de306cb"  # issue 11 point 6's "before": first gang restart after a 1 s backoff, 1 s supervisord wakes
 POLL = 0.05
+XDG_PREFIX = "/tmp/ubx-"  # the launcher's XDG_RUNTIME_DIR (its shared ssh connections' sockets)
 
 
 def log(msg: str) -> None:
@@ -67,6 +68,59 @@ def machine_cpu() -> float:
         fields = [int(x) for x in fh.readline().split()[1:]]
     busy = sum(fields[:3]) + sum(fields[5:8])  # user nice system, irq softirq steal (not idle, iowait)
     return busy / os.sysconf("SC_CLK_TCK")
+
+
+def testbed_netns(tb) -> set[int]:
+    """The network namespaces of the testbed's hosts (inode numbers): where their processes run."""
+    return {os.stat(f"/proc/{h.sshd_pid}/ns/net").st_ino for h in tb.hosts}
+
+
+def process_cpu(netns: set[int]) -> dict[tuple[int, int], tuple[str, float]]:
+    """(pid, start time) -> (kind, CPU seconds of it and of the children it reaped) for every
+    process in one of the ``netns`` (the testbed's hosts: not other people's work on this machine),
+    and the launcher's shared ssh connections (their masters outlive the CLI: not its children)."""
+    hz, out = os.sysconf("SC_CLK_TCK"), {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if os.stat(f"/proc/{pid}/ns/net").st_ino not in netns:
+                with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                    cmd = fh.read()
+                if not cmd.startswith(b"ssh") or XDG_PREFIX.encode() not in cmd:  # a master: "ssh: PATH [mux]"
+                    continue
+            with open(f"/proc/{pid}/stat", "rb") as fh:
+                raw = fh.read()
+            comm = raw[raw.index(b"(") + 1:raw.rindex(b")")].decode("utf-8", "replace")
+            f = raw.rsplit(b")", 1)[1].split()
+            if comm.startswith("python"):
+                with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                    cmd = fh.read()
+                comm = ("demo rank" if b"demo_rank" in cmd else "agent" if b"launcher.host.agent" in cmd
+                        else "python")
+            out[(int(pid), int(f[19]))] = (comm, sum(int(x) for x in f[11:15]) / hz)
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
+
+
+CPU_KINDS = ("demo rank", "agent", "supervisord", "sshd", "ssh")
+
+
+def cpu_split(before: dict, after: dict, hosts: int, own: float) -> dict[str, float]:
+    """CPU per host by kind of the testbed's processes between two process_cpu() snapshots (one
+    that exited meanwhile counts with its parent: a host-side call with its sshd); ``own``: this
+    script's children (the CLI, its ssh clients), measured apart; ``cpu_total`` is the sum, what
+    the launcher (or the floor) cost on this machine without anybody else's work."""
+    by: dict[str, float] = {"total": own}
+    for key, (kind, cpu) in after.items():
+        kind = kind if kind in CPU_KINDS else "other"
+        by[kind] = by.get(kind, 0.0) + cpu - (before[key][1] if key in before else 0.0)
+        by["total"] += cpu - (before[key][1] if key in before else 0.0)
+    return {**{f"cpu_{k.replace(' ', '_')}": v / hosts for k, v in by.items()}, "cpu_cli": own / hosts}
+
+
+def children_cpu() -> float:
+    t = os.times()
+    return t.children_user + t.children_system
 
 
 # --- topology ---------------------------------------------------------------------------------
@@ -241,7 +295,7 @@ class Launcher:
         # A launcher that keeps OpenSSH ControlMaster connections between commands puts them under
         # $XDG_RUNTIME_DIR: keep them in our temp dir, where close_masters() finds them.
         # Short: a unix socket path has at most 107 bytes and OpenSSH adds ~60 to this dir.
-        self.xdg = Path(tempfile.mkdtemp(prefix="ubx-", dir="/tmp"))
+        self.xdg = Path(tempfile.mkdtemp(prefix=os.path.basename(XDG_PREFIX), dir=os.path.dirname(XDG_PREFIX)))
         self.env = dict(os.environ, PYTHONPATH=os.pathsep.join(path + [os.environ.get("PYTHONPATH", "")]),
                         XDG_RUNTIME_DIR=str(self.xdg))
 
@@ -262,11 +316,13 @@ class Launcher:
         if left:
             log(f"closed {left} shared SSH connections the launcher had kept before this cold up")
         since = time.time()
+        p0, k0 = process_cpu(netns := testbed_netns(self.tb)), children_cpu()
         t0, c0 = time.monotonic(), machine_cpu()
         r["up_cli"], _ = self.cli("up")
         wait_all_up(self.tb, since, "launcher cold up")
         r["up_cold"] = time.monotonic() - t0
         r["up_cpu"] = (machine_cpu() - c0) / len(self.tb.hosts)
+        r.update(cpu_split(p0, process_cpu(netns), len(self.tb.hosts), children_cpu() - k0))
 
         r["up_nochange"], proc = self.cli("up", "--json")
         started = json.loads(proc.stdout)["started"]
@@ -377,11 +433,13 @@ class Floor:
     def cold_up(self) -> dict[str, float]:
         """One parallel round that uploads and starts, then the wait for every /health."""
         since = time.time()
+        p0, k0 = process_cpu(netns := testbed_netns(self.tb)), children_cpu()
         t0, c0 = time.monotonic(), machine_cpu()
         r = {"up_cli": self.round(f"{self.NAME} up", self.up_script, lambda h: self.runtime_tar + self.gen_tars[h])}
         wait_all_up(self.tb, since, f"{self.NAME} up")
         r["up_cold"] = time.monotonic() - t0
         r["up_cpu"] = (machine_cpu() - c0) / len(self.tb.hosts)
+        r.update(cpu_split(p0, process_cpu(netns), len(self.tb.hosts), children_cpu() - k0))
         return r
 
     def down(self) -> float:
@@ -736,7 +794,10 @@ def table(cols: dict[str, list[dict[str, float]]], hosts: int, repeat: int) -> s
     head = ("", "launcher s", "OpenSSH floor s", "floor+supervisord s", "Ansible s", "launcher/floor",
             "launcher/(floor+sup)", "ansible/launcher")
     rows = []
-    extra = (("  (cold up: command only)", "up_cli"), ("  (cold up: machine CPU s per host)", "up_cpu"))
+    extra = (("  (cold up: command only)", "up_cli"), ("  (cold up: machine CPU s per host)", "up_cpu"),
+             ("  (cold up: CPU s per host of the CLI + testbed only)", "cpu_total"),
+             *((f"  (... of which {'the CLI + its ssh' if k == 'cli' else k})", f"cpu_{k.replace(' ', '_')}")
+               for k in ("cli", *CPU_KINDS, "other")))
     for label, key in list(ROWS) + list(extra):
         la, fl, fs, an = (median(cols.get(c, []), key) for c in ("launcher", "floor", "floor_sup", "ansible"))
         rows.append((label, f(la), f(fl), f(fs), f(an) if cols.get("ansible") else "skipped", ratio(la, fl),
