@@ -201,11 +201,22 @@ def wait_all_gone(tb, what: str, timeout: float = 60.0) -> None:
         time.sleep(0.2)
 
 
-def snapshot_launcher(work: Path) -> Path:
-    """Copy launcher/ into work/src and import it from there (this process and every CLI subprocess)."""
+def snapshot_launcher(work: Path, rev: str | None = None) -> Path:
+    """Copy launcher/ (of the working tree, or of git revision ``rev``) into work/src and import it
+    from there (this process and every CLI subprocess)."""
     global SNAPSHOT
     src = work / "src"
-    shutil.copytree(REPO / "launcher", src / "launcher", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    if rev is None:
+        # launcher/host/_native stays a link (to native/, copied beside it): copied as a directory,
+        # the runtime would pack its files twice (zipfile's "Duplicate name" warnings)
+        shutil.copytree(REPO / "launcher", src / "launcher", symlinks=True,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        shutil.copytree(REPO / "native", src / "native", ignore=shutil.ignore_patterns("__pycache__", "*.o"))
+    else:
+        got = snapshot_baseline(work, rev)
+        if got is None:
+            raise SystemExit(f"up_bench: cannot take the launcher at {rev} from git")
+        got.rename(src)
     SNAPSHOT = src
     sys.path.insert(0, str(src))
     return src
@@ -838,6 +849,8 @@ def main(argv: list[str] | None = None) -> int:
                     help=f"also measure the gang restart with the launcher at git revision REV, in the same "
                     f"testbed and repeats (default {BASELINE}, the commit before the immediate first restart; "
                     "'none' skips it)")
+    ap.add_argument("--launcher-rev", metavar="REV", help="measure the launcher at git revision REV instead of "
+                    "the working tree (every launcher row; the bench itself is this file)")
     ap.add_argument("--profile", metavar="DIR", help="after the repeats, profile one cold and one no-change up "
                     "(phase times, -X importtime, cProfile of every thread) into DIR")
     args = ap.parse_args(argv)
@@ -856,8 +869,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from tests.testbed import Testbed
     work = Path(tempfile.mkdtemp(prefix="up-bench-"))
-    snapshot_launcher(work)
-    version = git_head()
+    snapshot_launcher(work, args.launcher_rev)
+    version = git_head() if args.launcher_rev is None else f"{args.launcher_rev} (--launcher-rev)"
     log(f"launcher measured: {version} (copied to {SNAPSHOT})")
     base_src = snapshot_baseline(work, args.baseline) if args.baseline != "none" else None
     tb = launcher = None

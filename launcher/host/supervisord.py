@@ -63,11 +63,20 @@ def start_supervisord(root: str) -> list[dict] | None:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if supervisord_alive(root):
             return None
-        stopped = stop_orphans(root)
+        stopped = stop_orphans(root) if died_here(root) else []
         _start_supervisord(root)
         return stopped
     finally:
         os.close(lock)  # the forked daemon closed its copy (_exec_supervisord closes every fd > 2)
+
+
+def died_here(root: str) -> bool:
+    """Whether a supervisord of ROOT may have died and left its programs running: its pidfile or
+    socket is still there (a clean shutdown removes both, after stopping its programs, and every
+    stop of the launcher's, `down` and `switch -`, sweeps what escaped its process groups). Else
+    the orphan scan is skipped: it reads the environment of every process on the machine, which
+    on a blank host of the testbed, whose hosts share one /proc, is every other host's too."""
+    return any(os.path.lexists(os.path.join(root, "run", f)) for f in ("supervisord.pid", "supervisor.sock"))
 
 
 def _start_supervisord(root: str) -> None:
