@@ -53,7 +53,9 @@ DEPLOYMENT = "bench"
 DEPLOY_DIR = "/srv/launcher"
 ANSIBLE_VENV = "/tmp/up-bench-ansible-venv"
 WAIT_TIMEOUT = 120.0
+BASELINE = "de306cb"  # issue 11 point 6's "before": first gang restart after a 1 s backoff, 1 s supervisord wakes
 POLL = 0.05
+XDG_PREFIX = "/tmp/ubx-"  # the launcher's XDG_RUNTIME_DIR (its shared ssh connections' sockets)
 
 
 def log(msg: str) -> None:
@@ -66,6 +68,59 @@ def machine_cpu() -> float:
         fields = [int(x) for x in fh.readline().split()[1:]]
     busy = sum(fields[:3]) + sum(fields[5:8])  # user nice system, irq softirq steal (not idle, iowait)
     return busy / os.sysconf("SC_CLK_TCK")
+
+
+def testbed_netns(tb) -> set[int]:
+    """The network namespaces of the testbed's hosts (inode numbers): where their processes run."""
+    return {os.stat(f"/proc/{h.sshd_pid}/ns/net").st_ino for h in tb.hosts}
+
+
+def process_cpu(netns: set[int]) -> dict[tuple[int, int], tuple[str, float]]:
+    """(pid, start time) -> (kind, CPU seconds of it and of the children it reaped) for every
+    process in one of the ``netns`` (the testbed's hosts: not other people's work on this machine),
+    and the launcher's shared ssh connections (their masters outlive the CLI: not its children)."""
+    hz, out = os.sysconf("SC_CLK_TCK"), {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if os.stat(f"/proc/{pid}/ns/net").st_ino not in netns:
+                with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                    cmd = fh.read()
+                if not cmd.startswith(b"ssh") or XDG_PREFIX.encode() not in cmd:  # a master: "ssh: PATH [mux]"
+                    continue
+            with open(f"/proc/{pid}/stat", "rb") as fh:
+                raw = fh.read()
+            comm = raw[raw.index(b"(") + 1:raw.rindex(b")")].decode("utf-8", "replace")
+            f = raw.rsplit(b")", 1)[1].split()
+            if comm.startswith("python"):
+                with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                    cmd = fh.read()
+                comm = ("demo rank" if b"demo_rank" in cmd else "agent" if b"launcher.host.agent" in cmd
+                        else "python")
+            out[(int(pid), int(f[19]))] = (comm, sum(int(x) for x in f[11:15]) / hz)
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
+
+
+CPU_KINDS = ("demo rank", "agent", "supervisord", "sshd", "ssh")
+
+
+def cpu_split(before: dict, after: dict, hosts: int, own: float) -> dict[str, float]:
+    """CPU per host by kind of the testbed's processes between two process_cpu() snapshots (one
+    that exited meanwhile counts with its parent: a host-side call with its sshd); ``own``: this
+    script's children (the CLI, its ssh clients), measured apart; ``cpu_total`` is the sum, what
+    the launcher (or the floor) cost on this machine without anybody else's work."""
+    by: dict[str, float] = {"total": own}
+    for key, (kind, cpu) in after.items():
+        kind = kind if kind in CPU_KINDS else "other"
+        by[kind] = by.get(kind, 0.0) + cpu - (before[key][1] if key in before else 0.0)
+        by["total"] += cpu - (before[key][1] if key in before else 0.0)
+    return {**{f"cpu_{k.replace(' ', '_')}": v / hosts for k, v in by.items()}, "cpu_cli": own / hosts}
+
+
+def children_cpu() -> float:
+    t = os.times()
+    return t.children_user + t.children_system
 
 
 # --- topology ---------------------------------------------------------------------------------
@@ -146,14 +201,44 @@ def wait_all_gone(tb, what: str, timeout: float = 60.0) -> None:
         time.sleep(0.2)
 
 
-def snapshot_launcher(work: Path) -> Path:
-    """Copy launcher/ into work/src and import it from there (this process and every CLI subprocess)."""
+def snapshot_launcher(work: Path, rev: str | None = None) -> Path:
+    """Copy launcher/ (of the working tree, or of git revision ``rev``) into work/src and import it
+    from there (this process and every CLI subprocess)."""
     global SNAPSHOT
     src = work / "src"
-    shutil.copytree(REPO / "launcher", src / "launcher", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    if rev is None:
+        # launcher/host/_native stays a link (to native/, copied beside it): copied as a directory,
+        # the runtime would pack its files twice (zipfile's "Duplicate name" warnings)
+        shutil.copytree(REPO / "launcher", src / "launcher", symlinks=True,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        shutil.copytree(REPO / "native", src / "native", ignore=shutil.ignore_patterns("__pycache__", "*.o"))
+    else:
+        got = snapshot_baseline(work, rev)
+        if got is None:
+            raise SystemExit(f"up_bench: cannot take the launcher at {rev} from git")
+        got.rename(src)
     SNAPSHOT = src
     sys.path.insert(0, str(src))
     return src
+
+
+def snapshot_baseline(work: Path, rev: str) -> Path | None:
+    """launcher/ at git revision ``rev`` in work/base (None, said why, when git or the commit is missing)."""
+    dest = work / "base"
+    try:
+        # native/ too: launcher/host/_native is a symlink to it (the link checker's C source)
+        proc = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", rev, "launcher", "native"],
+                              capture_output=True, timeout=60)
+    except OSError as exc:
+        log(f"baseline {rev}: no git ({exc}); its gang restart row is skipped")
+        return None
+    if proc.returncode != 0:
+        log(f"baseline {rev}: {proc.stderr.decode().strip()}; its gang restart row is skipped")
+        return None
+    dest.mkdir()
+    with tarfile.open(fileobj=io.BytesIO(proc.stdout)) as tar:
+        tar.extractall(dest, filter="tar")
+    return dest
 
 
 def git_head() -> str:
@@ -169,10 +254,10 @@ def git_head() -> str:
 
 # --- subprocess helpers ---------------------------------------------------------------------------
 def run(argv: list[str], what: str, *, env: dict | None = None, stdin: bytes | None = None,
-        timeout: float = 600, check: bool = True) -> tuple[float, subprocess.CompletedProcess]:
+        timeout: float = 600, check: bool = True, cwd: Path | None = None) -> tuple[float, subprocess.CompletedProcess]:
     t0 = time.monotonic()
     proc = subprocess.run(argv, input=stdin if stdin is not None else b"", capture_output=True, env=env,
-                          timeout=timeout, cwd=str(SNAPSHOT or REPO))
+                          timeout=timeout, cwd=str(cwd or SNAPSHOT or REPO))
     dt = time.monotonic() - t0
     if check and proc.returncode != 0:
         raise RuntimeError(f"{what} failed (exit {proc.returncode}):\n{_tail(proc.stderr)}\n{_tail(proc.stdout)}")
@@ -212,14 +297,16 @@ def parallel(argvs: dict[str, list[str]], stdins: dict[str, bytes] | None, what:
 
 # --- column 1: the launcher -------------------------------------------------------------------------
 class Launcher:
-    def __init__(self, tb, topo: str, python: str):
+    def __init__(self, tb, topo: str, python: str, src: Path | None = None):
+        """``src``: where its `launcher` package is (default: the working tree's snapshot)."""
         self.tb, self.topo, self.python = tb, topo, python
+        self.src = src or SNAPSHOT or REPO
         self.flags = ["--ssh-config", str(tb.ssh_config), "--known-hosts", str(tb.known_hosts)]
-        path = ([str(SNAPSHOT)] if SNAPSHOT else []) + [str(REPO)]
+        path = [str(self.src)] + ([str(SNAPSHOT)] if SNAPSHOT else []) + [str(REPO)]
         # A launcher that keeps OpenSSH ControlMaster connections between commands puts them under
         # $XDG_RUNTIME_DIR: keep them in our temp dir, where close_masters() finds them.
         # Short: a unix socket path has at most 107 bytes and OpenSSH adds ~60 to this dir.
-        self.xdg = Path(tempfile.mkdtemp(prefix="ubx-", dir="/tmp"))
+        self.xdg = Path(tempfile.mkdtemp(prefix=os.path.basename(XDG_PREFIX), dir=os.path.dirname(XDG_PREFIX)))
         self.env = dict(os.environ, PYTHONPATH=os.pathsep.join(path + [os.environ.get("PYTHONPATH", "")]),
                         XDG_RUNTIME_DIR=str(self.xdg))
 
@@ -232,7 +319,7 @@ class Launcher:
 
     def cli(self, *argv: str, check: bool = True, pre: tuple[str, ...] = ()) -> tuple[float, subprocess.CompletedProcess]:
         return run([self.python, *pre, "-m", "launcher", *argv, self.topo, *self.flags], f"launcher {argv[0]}",
-                   env=self.env, check=check)
+                   env=self.env, check=check, cwd=self.src)
 
     def cycle(self) -> dict[str, float]:
         r: dict[str, float] = {}
@@ -240,11 +327,13 @@ class Launcher:
         if left:
             log(f"closed {left} shared SSH connections the launcher had kept before this cold up")
         since = time.time()
+        p0, k0 = process_cpu(netns := testbed_netns(self.tb)), children_cpu()
         t0, c0 = time.monotonic(), machine_cpu()
         r["up_cli"], _ = self.cli("up")
         wait_all_up(self.tb, since, "launcher cold up")
         r["up_cold"] = time.monotonic() - t0
         r["up_cpu"] = (machine_cpu() - c0) / len(self.tb.hosts)
+        r.update(cpu_split(p0, process_cpu(netns), len(self.tb.hosts), children_cpu() - k0))
 
         r["up_nochange"], proc = self.cli("up", "--json")
         started = json.loads(proc.stdout)["started"]
@@ -256,6 +345,13 @@ class Launcher:
         if not all(row["state"] == "RUNNING" for row in rows):
             raise RuntimeError(f"status: not all RUNNING: {[(x['host'], x['rank'], x['state']) for x in rows]}")
 
+        r.update(self.gang_restart())
+        r["down"], _ = self.cli("down", "--purge")
+        wait_all_gone(self.tb, "launcher down")
+        return r
+
+    def gang_restart(self) -> dict[str, float]:
+        """kill -9 one rank (a host in the middle) until every rank passed a new barrier ({} if never)."""
         before = wait_all_up(self.tb, 0, "health before the gang restart")
         victim = next(ep for ep in before if ep[0] == self.tb.hosts[len(self.tb.hosts) // 2].name)
         passed = {ep: d["barrier_passed_at"] for ep, d in before.items()}
@@ -263,13 +359,21 @@ class Launcher:
         os.kill(int(before[victim]["pid"]), signal.SIGKILL)  # ranks are real pids in the shared pid namespace
         try:
             wait_health(self.tb, lambda ep, d: d["barrier_passed_at"] > passed[ep], "gang restart", timeout=90)
-            r["gang_restart"] = time.monotonic() - t0
+            return {"gang_restart": time.monotonic() - t0}
         except RuntimeError as exc:  # reported, with what the agents said; the other rows still count
             log(f"gang restart did not complete: {exc}")
             self.diagnose(victim[0])
+            return {}
 
-        r["down"], _ = self.cli("down", "--purge")
-        wait_all_gone(self.tb, "launcher down")
+    def restart_cycle(self) -> dict[str, float]:
+        """The baseline's column: cold up (not measured), the gang restart, down."""
+        self.close_masters()
+        since = time.time()
+        self.cli("up")
+        wait_all_up(self.tb, since, "baseline up")
+        r = self.gang_restart()
+        self.cli("down", "--purge")
+        wait_all_gone(self.tb, "baseline down")
         return r
 
 
@@ -340,11 +444,13 @@ class Floor:
     def cold_up(self) -> dict[str, float]:
         """One parallel round that uploads and starts, then the wait for every /health."""
         since = time.time()
+        p0, k0 = process_cpu(netns := testbed_netns(self.tb)), children_cpu()
         t0, c0 = time.monotonic(), machine_cpu()
         r = {"up_cli": self.round(f"{self.NAME} up", self.up_script, lambda h: self.runtime_tar + self.gen_tars[h])}
         wait_all_up(self.tb, since, f"{self.NAME} up")
         r["up_cold"] = time.monotonic() - t0
         r["up_cpu"] = (machine_cpu() - c0) / len(self.tb.hosts)
+        r.update(cpu_split(p0, process_cpu(netns), len(self.tb.hosts), children_cpu() - k0))
         return r
 
     def down(self) -> float:
@@ -587,7 +693,8 @@ def kex_note(tb) -> str:
         pk = f"{agreed} (paramiko {paramiko.__version__})"
     except Exception as exc:  # informational only
         pk = f"? ({exc})"
-    src = ((SNAPSHOT or REPO) / "launcher" / "transport.py").read_text()
+    base = (SNAPSHOT or REPO) / "launcher"
+    src = next((p.read_text() for p in (base / "deploy" / "transport.py", base / "transport.py") if p.exists()), "")
     if "OpenSshTransport" in src:  # the launcher runs the system's ssh by default (its paramiko is a fallback)
         return f"kex: OpenSSH client (floor, Ansible, launcher's default ssh transport) {ossh}; paramiko fallback {pk}"
     return f"kex: OpenSSH client (floor, Ansible) {ossh}; launcher (paramiko) {pk}"
@@ -681,7 +788,7 @@ def profile_runs(tb, launcher: Launcher, out: Path) -> None:
 
 # --- the table -------------------------------------------------------------------------------------
 ROWS = [("cold up", "up_cold"), ("no-change up", "up_nochange"), ("status", "status"), ("down", "down"),
-        ("gang restart", "gang_restart")]
+        ("gang restart", "gang_restart"), ("gang restart, baseline", "gang_restart_base")]
 
 
 def median(results: list[dict[str, float]], key: str) -> float | None:
@@ -698,7 +805,10 @@ def table(cols: dict[str, list[dict[str, float]]], hosts: int, repeat: int) -> s
     head = ("", "launcher s", "OpenSSH floor s", "floor+supervisord s", "Ansible s", "launcher/floor",
             "launcher/(floor+sup)", "ansible/launcher")
     rows = []
-    extra = (("  (cold up: command only)", "up_cli"), ("  (cold up: machine CPU s per host)", "up_cpu"))
+    extra = (("  (cold up: command only)", "up_cli"), ("  (cold up: machine CPU s per host)", "up_cpu"),
+             ("  (cold up: CPU s per host of the CLI + testbed only)", "cpu_total"),
+             *((f"  (... of which {'the CLI + its ssh' if k == 'cli' else k})", f"cpu_{k.replace(' ', '_')}")
+               for k in ("cli", *CPU_KINDS, "other")))
     for label, key in list(ROWS) + list(extra):
         la, fl, fs, an = (median(cols.get(c, []), key) for c in ("launcher", "floor", "floor_sup", "ansible"))
         rows.append((label, f(la), f(fl), f(fs), f(an) if cols.get("ansible") else "skipped", ratio(la, fl),
@@ -708,6 +818,20 @@ def table(cols: dict[str, list[dict[str, float]]], hosts: int, repeat: int) -> s
     for r in [head] + rows:
         out.append("  ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
     return "\n".join(out)
+
+
+def restart_note(now: float | None, base: float | None, floor_up: float | None, rev: str | None) -> str:
+    """The gang restart against the floor's cold up, now and at the baseline revision."""
+    def vs(x: float | None) -> str:
+        if x is None:
+            return "n/a"
+        return f"{x:.2f} s = {x / floor_up:.2f}x the floor's cold up" if floor_up else f"{x:.2f} s"
+    out = f"# gang restart: {vs(now)}"
+    if rev:
+        out += f"; at {rev}: {vs(base)}" + (f" (now {base / now:.2f}x faster)" if now and base else "")
+    if floor_up:
+        out += f"; target: at most the floor's cold up + 1 s = {floor_up + 1:.2f} s"
+    return out
 
 
 # --- main -------------------------------------------------------------------------------------------
@@ -721,6 +845,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-ansible", action="store_true", help="skip the Ansible column")
     ap.add_argument("--ansible-venv", default=ANSIBLE_VENV, help=f"where ansible-core is (installed if missing; "
                     f"default {ANSIBLE_VENV})")
+    ap.add_argument("--baseline", metavar="REV", default=BASELINE,
+                    help=f"also measure the gang restart with the launcher at git revision REV, in the same "
+                    f"testbed and repeats (default {BASELINE}, the commit before the immediate first restart; "
+                    "'none' skips it)")
+    ap.add_argument("--launcher-rev", metavar="REV", help="measure the launcher at git revision REV instead of "
+                    "the working tree (every launcher row; the bench itself is this file)")
     ap.add_argument("--profile", metavar="DIR", help="after the repeats, profile one cold and one no-change up "
                     "(phase times, -X importtime, cProfile of every thread) into DIR")
     args = ap.parse_args(argv)
@@ -739,9 +869,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from tests.testbed import Testbed
     work = Path(tempfile.mkdtemp(prefix="up-bench-"))
-    snapshot_launcher(work)
-    version = git_head()
+    snapshot_launcher(work, args.launcher_rev)
+    version = git_head() if args.launcher_rev is None else f"{args.launcher_rev} (--launcher-rev)"
     log(f"launcher measured: {version} (copied to {SNAPSHOT})")
+    base_src = snapshot_baseline(work, args.baseline) if args.baseline != "none" else None
     tb = launcher = None
     cols: dict[str, list[dict[str, float]]] = {"launcher": [], "floor": [], "floor_sup": []}
     try:
@@ -751,6 +882,7 @@ def main(argv: list[str] | None = None) -> int:
         topo = work / "topology.yaml"
         topo.write_text(topology(tb))
         launcher = Launcher(tb, str(topo), python)
+        baseline = Launcher(tb, str(topo), python, src=base_src) if base_src else None
 
         # floor / Ansible inputs, made once and not timed: the rendered generation and the runtime tar
         render_dir = work / "render"
@@ -786,12 +918,16 @@ def main(argv: list[str] | None = None) -> int:
 
         load0 = os.getloadavg()
         for i in range(args.repeat):
-            for name, col in (("launcher", launcher), ("floor", floor), ("floor_sup", floor_sup),
-                              ("ansible", ansible)):
+            for name, col in (("launcher", launcher), ("baseline", baseline), ("floor", floor),
+                              ("floor_sup", floor_sup), ("ansible", ansible)):
                 if col is None:
                     continue
-                res = col.cycle()
-                cols[name].append(res)
+                if col is baseline:  # its gang restart only, beside the launcher's own of this repeat
+                    res = {f"{k}_base": v for k, v in baseline.restart_cycle().items()}
+                    cols["launcher"][-1].update(res)
+                else:
+                    res = col.cycle()
+                    cols[name].append(res)
                 log(f"repeat {i + 1}/{args.repeat} {name}: " + " ".join(f"{k}={v:.2f}" for k, v in res.items())
                     + f" (load {os.getloadavg()[0]:.1f})")
 
@@ -801,7 +937,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"# {kex}; Ansible: pipelining on, ControlPersist 60s inside one playbook run, a fresh "
               f"control dir per run (no reuse across runs)" if ansible else f"# {kex}")
         m = {k: median(cols["launcher"], k) for _, k in ROWS}
-        parts = [f"hosts={args.hosts}"] + [f"{k}={m[k]:.3f}" for _, k in ROWS]
+        print(restart_note(m["gang_restart"], m["gang_restart_base"], median(cols["floor"], "up_cold"),
+                           args.baseline if base_src else None))
+        parts = [f"hosts={args.hosts}"] + [f"{k}={m[k]:.3f}" if m[k] is not None else f"{k}=n/a" for _, k in ROWS]
         parts.append(f"floor_up={median(cols['floor'], 'up_cold'):.3f}")
         parts.append(f"floor_sup_up={median(cols['floor_sup'], 'up_cold'):.3f}")
         parts.append(f"up_cpu_per_host={m_cpu:.3f} floor_up_cpu_per_host={median(cols['floor'], 'up_cpu'):.3f}"

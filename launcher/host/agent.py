@@ -5,9 +5,9 @@ event listener: supervisord wakes it on every process state change, and it then 
 process table over the unix socket. When a program of a gang that should run has exited, it
 reports to the gang's leader (the agent on the instance's first host; for a service, the
 agent on that host), over TCP with an HMAC on every message (key: ROOT/state/secret, 0600,
-the same on all hosts of the deployment). The leader, within the restart budget
-(restart_max in restart_window, exponential backoff from 1 s), stops the gang on every
-member host and then starts it on all of them at once. Past the budget it stops the gang
+the same on all hosts of the deployment). The leader, within the restart budget (restart_max
+in restart_window; the first at once, then backing off: restart_policy.py), stops the gang on
+every member host and then starts it on all of them at once. Past the budget it stops the gang
 and records FAILED with the exit code and the last log lines; `launcher status` shows it.
 
 State on disk (ROOT/state/): desired.json (groups that should run, kept by the host actions
@@ -27,6 +27,7 @@ from .messages import Refused, Verifier, host_clock, sign
 from .members import (DEAD, Unreachable, failure_cause, forget_reporting, held_gangs, log, report_to_leader,
                       seen_before_restart, wait_for_members)
 from .dependencies import wait_for_dependencies
+from .restart_policy import restart_backoff, restart_when
 from .snapshot import write_snapshot
 from .state import (current_generation, desired, read_json, read_manifest, secret, set_desired, state_path, tail,
                     update_state, write_json)
@@ -42,8 +43,6 @@ STOP_TIMEOUT = STOP_RPC_TIMEOUT  # > supervisord's stopwaitsecs (30 s) plus the 
 SEND_TIMEOUT = 120.0  # a member's stop may take STOP_TIMEOUT
 ATTEMPTS = 3          # a restart a member refused (it answered with an error) is tried again, then FAILED
 CONNECT_TIMEOUT = 10.0
-BACKOFF_INITIAL = 1.0
-BACKOFF_MAX = 30.0
 LOG_LINES = 10
 EX_CONFIG = 78  # sysexits.h; the launch script exits so when it cannot apply the topology's limits
 
@@ -68,7 +67,7 @@ class Agent:
         with self._pool_lock:
             if self._pool is None:
                 from concurrent.futures import ThreadPoolExecutor
-                self._pool = ThreadPoolExecutor(max_workers=16)
+                self._pool = ThreadPoolExecutor(max_workers=128)  # a stop or start of every member at once
             return self._pool
 
     # configuration of the running generation
@@ -220,13 +219,14 @@ class Agent:
             return
         if self._generations_differ(group, gang, cause):
             return
-        backoff = min(BACKOFF_INITIAL * 2 ** len(history), BACKOFF_MAX)
-        st.update(state="RESTARTING", reason=cause, last_log=report.get("log", []))
+        backoff = restart_backoff(len(history))
+        st.update(state="RESTARTING", reason=cause, last_log=report.get("log", []), backoff=backoff)
         states[group] = st
         write_json(path, states)
-        log(f"gang {group}: {cause}; stopping it on {len(gang['members'])} hosts, restart in {backoff:.0f} s")
+        log(f"gang {group}: {cause}; stopping it on {len(gang['members'])} hosts, " + restart_when(backoff))
         self.all_members(gang, f"stop:{group}")
-        time.sleep(backoff)
+        if backoff:
+            time.sleep(backoff)
         if not wait_for_dependencies(self.root, group, gang):
             return
         replies = self.all_members(gang, f"start:{group}")

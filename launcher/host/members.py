@@ -38,7 +38,9 @@ class Unreachable(Exception):
 
 def log(msg: str) -> None:
     # the agent's log (stdout is supervisord's event protocol; the log is stderr)
-    print(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} agent: {msg}", file=sys.stderr, flush=True)
+    now = time.time()  # milliseconds: a gang restart's steps are tenths of a second apart
+    print(f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.localtime(now))}.{int(now % 1 * 1000):03d} agent: {msg}",
+          file=sys.stderr, flush=True)
 
 
 def _wait(agent: Agent, group: str, on: list[str], reason: str, since: float, **more: object) -> None:

@@ -63,11 +63,20 @@ def start_supervisord(root: str) -> list[dict] | None:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if supervisord_alive(root):
             return None
-        stopped = stop_orphans(root)
+        stopped = stop_orphans(root) if died_here(root) else []
         _start_supervisord(root)
         return stopped
     finally:
         os.close(lock)  # the forked daemon closed its copy (_exec_supervisord closes every fd > 2)
+
+
+def died_here(root: str) -> bool:
+    """Whether a supervisord of ROOT may have died and left its programs running: its pidfile or
+    socket is still there (a clean shutdown removes both, after stopping its programs, and every
+    stop of the launcher's, `down` and `switch -`, sweeps what escaped its process groups). Else
+    the orphan scan is skipped: it reads the environment of every process on the machine, which
+    on a blank host of the testbed, whose hosts share one /proc, is every other host's too."""
+    return any(os.path.lexists(os.path.join(root, "run", f)) for f in ("supervisord.pid", "supervisor.sock"))
 
 
 def _start_supervisord(root: str) -> None:
@@ -122,8 +131,7 @@ def _exec_supervisord(conf: str, site: str, out: int) -> None:
             del os.environ[name]  # a program of the dead supervisord (orphans.py looks for that marker)
         sys.argv = ["supervisord", "-c", conf]
         _retitle(sys.argv)
-        from supervisor import supervisord  # type: ignore[import-untyped]  # supervisor ships no type hints
-        supervisord.main(["-c", conf])  # returns in the daemon only when supervisord shuts down
+        main(["-c", conf])  # returns in the daemon only when supervisord shuts down
         code = 0
     except SystemExit as exc:  # supervisord's own exits: usage errors (2), a bad config
         code = 0 if exc.code is None else exc.code if isinstance(exc.code, int) else 1
@@ -249,3 +257,17 @@ def recover(root: str) -> str | None:
         return f"supervisord (pid {pid}) died; another one was started meanwhile"
     return f"supervisord (pid {pid}) died; stopped {len(stopped)} of its processes still running " \
            f"({', '.join(str(o['pid']) for o in stopped) or 'none'}) and started supervisord again"
+
+
+def main(argv: list[str]) -> None:
+    """supervisord with ``argv`` (its own options), acting at once on a child's exit (wakeup.py):
+    how both the fork above and the systemd unit (`python3 -m launcher.host.supervisord`) run it."""
+    from supervisor import supervisord  # type: ignore[import-untyped]  # supervisor ships no type hints
+
+    from .wakeup import install
+    install(supervisord.Supervisor)
+    supervisord.main(argv)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

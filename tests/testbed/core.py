@@ -1,7 +1,8 @@
 """A multi-host testbed on one machine: network namespaces on a bridge, one real sshd each.
 
 How it works (README.md beside this file has the long version):
-- one bridge per testbed with its own /24 out of 10.213.0.0/16; host i is 10.213.K.(10+i);
+- one bridge per testbed with its own /24 out of 10.213.0.0/16 (a /23 above 200 hosts); host i
+  is 10.213.K.(10+i) (in a /23, the address 10 + i past 10.213.K.0);
   the namespaces get no default route, so nothing they send can leave the machine;
 - every host is a netns with a veth on the bridge and its own OpenSSH server;
 - `ip netns exec` gives sshd a private mount namespace; before exec'ing sshd we bind-mount
@@ -40,7 +41,8 @@ NET_PREFIX = "10.213"
 TEST_USER = "lt"
 SSHD = "/usr/sbin/sshd"
 SSH_PORT = 22
-MAX_HOSTS = 200  # addresses .11 .. .210 of the testbed's /24
+MAX_HOSTS = 256  # up to 200: .11 .. .210 of the testbed's /24; more: a /23 (host I at offset 10 + I)
+HOSTS_PER_24 = 200  # above this a testbed takes a /23 (two /24s, both claimed on its bridge)
 STATE_FILE = "state.json"
 STATE_VERSION = 1
 # Directories each host sees privately; BIND_TARGETS[key] is the path inside the host.
@@ -307,15 +309,18 @@ class Testbed:
             raise TestbedError(f"{h.name}: sshd does not answer {timeout}s after its restart: {_log_tail(h)}")
 
     def spare_addresses(self) -> list[str]:
-        """Addresses of this testbed's /24 that no host or the gateway uses (.211-.254), for
-        `add_address`: device IPs (RoCE plane) that exist only inside the testbed's namespaces."""
-        prefix = self.gateway.rsplit(".", 1)[0]
-        return [f"{prefix}.{k}" for k in range(11 + MAX_HOSTS, 255)]
+        """Addresses of this testbed's subnet that no host or the gateway uses (a /24's
+        .211-.254; a /23's upper .11-.253), for `add_address`: device IPs (RoCE plane) that
+        exist only inside the testbed's namespaces."""
+        a, b, k, _ = self.gateway.split(".")
+        if self._state["prefixlen"] == 24:
+            return [f"{a}.{b}.{k}.{x}" for x in range(11 + HOSTS_PER_24, 255)]
+        return [f"{a}.{b}.{int(k) + 1}.{x}" for x in range(11 + MAX_HOSTS - 256, 254)]  # .254 claims it
 
     def add_address(self, host: HostRef, address: str) -> None:
         """Give a host an extra IPv4 address on its eth0 (a device IP of a test topology).
 
-        Only a spare address of this testbed's own /24 is accepted, so traffic to it stays on
+        Only a spare address of this testbed's own subnet is accepted, so traffic to it stays on
         the testbed's bridge; it goes away with the host's namespace on `down`."""
         h = self.host(host)
         if address not in self.spare_addresses():
@@ -630,16 +635,20 @@ def _plan_and_claim(n: int, root: str | os.PathLike[str] | None, user: str,
         _check_state_dir(path)
         path.mkdir(mode=0o755, parents=True)
         os.chmod(path, 0o755)
-        subnet = _free_subnet()
+        span = 1 if n <= HOSTS_PER_24 else 2
+        subnet = _free_subnet(span)
         state = _plan(tb_id, path, n, subnet, user)
         if containers:
             state["containers"] = True
             state["cgroup_mounts"] = engine.cgroup_mount_script()
         _save_state(state)
+        # a /23's upper /24 gets an address on the bridge too: it shows as taken to every other
+        # `up` on this machine (also of an older testbed, which looks for /24s in use)
+        claim = f"addr add {NET_PREFIX}.{subnet + 1}.254/23 dev {state['bridge']}\n" if span == 2 else ""
         try:
             run_checked(["ip", "-batch", "-"], input=(
                 f"link add {state['bridge']} type bridge\n"
-                f"addr add {state['gateway']}/{state['prefixlen']} dev {state['bridge']}\n"
+                f"addr add {state['gateway']}/{state['prefixlen']} dev {state['bridge']}\n{claim}"
                 f"link set {state['bridge']} up\n"))
         except TestbedError:
             Testbed(state).down()
@@ -650,7 +659,7 @@ def _plan_and_claim(n: int, root: str | os.PathLike[str] | None, user: str,
 def _plan(tb_id: str, root: Path, n: int, subnet: int, user: str) -> dict[str, Any]:
     # Interface names must fit in 15 characters: "ltb" + 6 hex + "v" + up to 3 digits.
     hosts = [
-        Host(index=i, name=f"h{i}", address=f"{NET_PREFIX}.{subnet}.{10 + i}", port=SSH_PORT,
+        Host(index=i, name=f"h{i}", address=_address(f"{NET_PREFIX}.{subnet}.0", 10 + i), port=SSH_PORT,
              user=user, netns=f"ltb{tb_id}-h{i}", veth=f"ltb{tb_id}v{i}", root=root / "hosts" / f"h{i}")
         for i in range(1, n + 1)
     ]
@@ -661,7 +670,7 @@ def _plan(tb_id: str, root: Path, n: int, subnet: int, user: str) -> dict[str, A
         "user": user,
         "bridge": f"ltb{tb_id}",
         "gateway": f"{NET_PREFIX}.{subnet}.1",
-        "prefixlen": 24,
+        "prefixlen": 24 if n <= HOSTS_PER_24 else 23,
         "created_by_pid": os.getpid(),
         "created_at": time.time(),
         "hosts": [_host_to_json(h) for h in hosts],
@@ -677,14 +686,21 @@ def _fresh_id() -> str:
             return tb_id
 
 
-def _free_subnet() -> int:
-    """The lowest K such that no interface on this machine has an address in 10.213.K.0/24."""
+def _address(base: str, offset: int) -> str:
+    """The address ``offset`` past ``base`` (A.B.K.0), also past .255 into K+1."""
+    a, b, k, _ = base.split(".")
+    return f"{a}.{b}.{int(k) + offset // 256}.{offset % 256}"
+
+
+def _free_subnet(span: int = 1) -> int:
+    """The lowest K (even for a /23, span 2) such that no interface on this machine has an
+    address in 10.213.K.0/24 .. 10.213.(K + span - 1).0/24."""
     out = run_checked(["ip", "-4", "-o", "addr", "show"]).stdout
     used = {int(m) for m in re.findall(rf"inet {re.escape(NET_PREFIX)}\.(\d+)\.\d+/", out)}
-    for k in range(256):
-        if k not in used:
+    for k in range(0, 257 - span, span):
+        if not used & set(range(k, k + span)):
             return k
-    raise TestbedError(f"all 256 subnets of {NET_PREFIX}.0.0/16 are in use")
+    raise TestbedError(f"no free /{25 - span} left in {NET_PREFIX}.0.0/16")
 
 
 def _check_state_dir(path: Path) -> None:

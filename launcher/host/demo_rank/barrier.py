@@ -22,6 +22,11 @@ from .net import Log, json_line, read_line, retry_in_use
 
 MAX_HELLO = 64 << 10    # a hello is ~100 bytes; more without a newline is not one of ours
 NOTE_EVERY_S = 10.0     # how often rank 0 repeats who it is still waiting for
+# A peer retries a refused connection to rank 0 after 20 ms, doubling up to 200 ms: ranks of a
+# gang start together, and rank 0 usually listens a moment after its peers first try, so a
+# fixed 200 ms made every (re)start wait for it; a long wait still costs 5 attempts a second
+RETRY_FIRST_S = 0.02
+RETRY_MAX_S = 0.2
 
 
 def hello_of(ident: Identity, pid: int) -> dict[str, Any]:
@@ -211,6 +216,7 @@ def barrier_peer(ident: Identity, me: dict[str, Any], timeout: float, log: Log) 
     last_error = "no attempt"
     connected = False
     noted = False
+    pause = RETRY_FIRST_S
     while True:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
@@ -226,7 +232,8 @@ def barrier_peer(ident: Identity, me: dict[str, Any], timeout: float, log: Log) 
             if not noted:
                 log(f"rank 0 at {target} not reachable yet ({last_error}); retrying")
                 noted = True
-            time.sleep(max(0.0, min(0.2, deadline - time.monotonic())))
+            time.sleep(max(0.0, min(pause, deadline - time.monotonic())))
+            pause = min(pause * 2, RETRY_MAX_S)
             continue
         with sock:
             if not connected:

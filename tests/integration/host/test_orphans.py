@@ -55,3 +55,17 @@ def test_the_scanner_never_finds_itself(tmp_path):
     env = {**os.environ, "SUPERVISOR_SERVER_URL": f"unix://{root}/run/supervisor.sock"}
     out = subprocess.run([sys.executable, "-c", code, root], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_supervisord_start_scans_for_orphans_only_where_one_died(tmp_path):
+    """The scan reads every process's environment: start_supervisord runs it only where a dead
+    supervisord left its pidfile or socket (a clean stop removed both, and swept what escaped)."""
+    from launcher.host.supervisord import died_here
+    root = tmp_path / "r"
+    (root / "run").mkdir(parents=True)
+    assert not died_here(str(root))  # blank, or cleanly stopped
+    (root / "run" / "supervisor.sock").symlink_to("gone")  # a socket left behind (lexists)
+    assert died_here(str(root))
+    (root / "run" / "supervisor.sock").unlink()
+    (root / "run" / "supervisord.pid").write_text("4242\n")  # killed: its pidfile stays
+    assert died_here(str(root))

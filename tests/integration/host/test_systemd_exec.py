@@ -46,7 +46,7 @@ def test_exec_start_runs_supervisord_from_its_own_runtime_zip():
         assert proc.poll() is None, proc.stdout.read().decode()
         environ = Path(f"/proc/{proc.pid}/environ").read_bytes().split(b"\0")  # sh exec'd python3
         assert f"PYTHONPATH={root}/runtime/{rt.id}/site.zip".encode() in environ
-        assert b"supervisor.supervisord" in Path(f"/proc/{proc.pid}/cmdline").read_bytes()
+        assert b"-m\0launcher.host.supervisord\0--nodaemon" in Path(f"/proc/{proc.pid}/cmdline").read_bytes()
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)

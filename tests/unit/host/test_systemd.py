@@ -30,6 +30,6 @@ def test_unit_runs_supervisord_in_the_foreground_on_the_deployment_root():
     text = UNIT.read_text()
     start = next(ln for ln in text.splitlines() if ln.startswith("ExecStart="))
     assert start.startswith("ExecStart=/bin/sh -c ")
-    assert 'PYTHONPATH="$$rt/site.zip" exec /usr/bin/python3 -m supervisor.supervisord --nodaemon ' \
+    assert 'PYTHONPATH="$$rt/site.zip" exec /usr/bin/python3 -m launcher.host.supervisord --nodaemon ' \
            '-c "%f/current/supervisord.conf"' in start
     assert "LimitMEMLOCK=infinity" in text
