@@ -124,9 +124,12 @@ def children_cpu() -> float:
 
 
 # --- topology ---------------------------------------------------------------------------------
-def topology(tb) -> str:
+def topology(tb, container: str = "", name: str = DEPLOYMENT) -> str:
+    """``container``: a `container:` block for defaults (the containers column; it deploys as root,
+    rootless podman is not set up on the testbed)."""
+    user = "root" if container else tb.user
     hosts = "".join(
-        f"  - name: {h.name}\n    address: {h.address}\n    ssh: {{user: {tb.user}, identity_file: {tb.identity_file}}}\n"
+        f"  - name: {h.name}\n    address: {h.address}\n    ssh: {{user: {user}, identity_file: {tb.identity_file}}}\n"
         f"    devices: {{0: 10.99.{i}.1, 1: 10.99.{i}.2}}\n" for i, h in enumerate(tb.hosts))
     names = ", ".join(h.name for h in tb.hosts)
     # The HCCL link preflight needs hccn_tool (real NPUs); the testbed has none, so it is turned off
@@ -135,10 +138,10 @@ def topology(tb) -> str:
     preflight = "  preflight: false\n" if '"preflight"' in schema else ""
     return f"""\
 version: 1
-name: {DEPLOYMENT}
+name: {name}
 defaults:
   deploy_dir: {DEPLOY_DIR}
-{preflight}hosts:
+{preflight}{container}hosts:
 {hosts}instances:
   - name: demo
     hosts: [{names}]
@@ -356,7 +359,7 @@ class Launcher:
         victim = next(ep for ep in before if ep[0] == self.tb.hosts[len(self.tb.hosts) // 2].name)
         passed = {ep: d["barrier_passed_at"] for ep, d in before.items()}
         t0 = time.monotonic()
-        os.kill(int(before[victim]["pid"]), signal.SIGKILL)  # ranks are real pids in the shared pid namespace
+        self.kill_rank(victim, before[victim])
         try:
             wait_health(self.tb, lambda ep, d: d["barrier_passed_at"] > passed[ep], "gang restart", timeout=90)
             return {"gang_restart": time.monotonic() - t0}
@@ -364,6 +367,9 @@ class Launcher:
             log(f"gang restart did not complete: {exc}")
             self.diagnose(victim[0])
             return {}
+
+    def kill_rank(self, victim: tuple, doc: dict) -> None:
+        os.kill(int(doc["pid"]), signal.SIGKILL)  # ranks are real pids in the shared pid namespace
 
     def restart_cycle(self) -> dict[str, float]:
         """The baseline's column: cold up (not measured), the gang restart, down."""
@@ -387,6 +393,52 @@ class Launcher:
             except OSError as exc:
                 tail = [str(exc)]
             log(f"{name} launcher-agent.log:\n  " + "\n  ".join(tail))
+
+
+class ContainerLauncher(Launcher):
+    """The same launcher and topology with every rank in a podman container (the test image,
+    tests/containers.py): cold up, gang restart, down; beside the host-process figures, so the
+    engine's cost shows."""
+
+    def __init__(self, tb, topo: str, python: str, name: str):
+        super().__init__(tb, topo, python)
+        self.name = name
+
+    def cycle(self) -> dict[str, float]:
+        self.close_masters()
+        since = time.time()
+        t0 = time.monotonic()
+        r = {"up_cli": self.cli("up")[0]}
+        wait_all_up(self.tb, since, "launcher cold up, in containers")
+        r["up_cold"] = time.monotonic() - t0
+        r.update(self.gang_restart())
+        r["down"], _ = self.cli("down", "--purge")
+        wait_all_gone(self.tb, "launcher down, in containers")
+        return r
+
+    def kill_rank(self, victim: tuple, doc: dict) -> None:
+        """/health gives the rank's pid inside its container: kill -9 the process under the
+        container's init instead (what `kill -9` of a rank on the host looks like from there)."""
+        from tests.containers import podman_argv
+        root = f"{DEPLOY_DIR}/{self.name}/{victim[0]}"
+        ids = subprocess.run(podman_argv("ps", "-q", "--filter", f"label=ascend-launcher.root={root}",
+                                         "--filter", f"label=ascend-launcher.program=demo-r{doc['rank']}"),
+                             capture_output=True, text=True, timeout=30).stdout.split()
+        init = int(subprocess.run(podman_argv("inspect", "--format", "{{.State.Pid}}", ids[0]),
+                                  capture_output=True, text=True, timeout=30).stdout.strip())
+        for d in os.listdir("/proc"):
+            try:
+                with open(f"/proc/{d}/stat", "rb") as fh:
+                    if d.isdigit() and int(fh.read().rsplit(b")", 1)[1].split()[1]) == init:
+                        os.kill(int(d), signal.SIGKILL)
+            except OSError:
+                pass
+
+
+def container_block(tb) -> str:
+    from tests.containers import test_image, ulimit_args
+    return (f"  container:\n    engine: {tb.engine}\n    image: {test_image()}\n    mounts: [\"/usr:/usr:ro\"]\n"
+            f"    args: {json.dumps(ulimit_args())}\n    stop_timeout: 5\n")
 
 
 # --- column 2: the parallel OpenSSH floor ---------------------------------------------------------
@@ -809,10 +861,16 @@ def table(cols: dict[str, list[dict[str, float]]], hosts: int, repeat: int) -> s
              ("  (cold up: CPU s per host of the CLI + testbed only)", "cpu_total"),
              *((f"  (... of which {'the CLI + its ssh' if k == 'cli' else k})", f"cpu_{k.replace(' ', '_')}")
                for k in ("cli", *CPU_KINDS, "other")))
+    boxed = "containers" in cols
+    if boxed:
+        head += ("in containers s", "containers/launcher")
     for label, key in list(ROWS) + list(extra):
         la, fl, fs, an = (median(cols.get(c, []), key) for c in ("launcher", "floor", "floor_sup", "ansible"))
         rows.append((label, f(la), f(fl), f(fs), f(an) if cols.get("ansible") else "skipped", ratio(la, fl),
                      ratio(la, fs), ratio(an, la)))
+        if boxed:
+            co = median(cols["containers"], key)
+            rows[-1] += (f(co), ratio(co, la))
     widths = [max(len(str(r[i])) for r in [head] + rows) for i in range(len(head))]
     out = [f"{hosts} hosts x {DEVICES} ranks, median of {repeat}"]
     for r in [head] + rows:
@@ -851,6 +909,8 @@ def main(argv: list[str] | None = None) -> int:
                     "'none' skips it)")
     ap.add_argument("--launcher-rev", metavar="REV", help="measure the launcher at git revision REV instead of "
                     "the working tree (every launcher row; the bench itself is this file)")
+    ap.add_argument("--containers", action="store_true", help="also run the launcher's rows with every rank "
+                    "in a podman container (cold up, gang restart, down): the engine's cost beside the host figures")
     ap.add_argument("--profile", metavar="DIR", help="after the repeats, profile one cold and one no-change up "
                     "(phase times, -X importtime, cProfile of every thread) into DIR")
     args = ap.parse_args(argv)
@@ -877,12 +937,24 @@ def main(argv: list[str] | None = None) -> int:
     cols: dict[str, list[dict[str, float]]] = {"launcher": [], "floor": [], "floor_sup": []}
     try:
         t0 = time.monotonic()
-        tb = Testbed.up(args.hosts)
+        boxes = None
+        if args.containers:
+            from tests.containers import unavailable_reason
+            boxes = unavailable_reason()
+            if boxes:
+                log(f"containers column skipped: {boxes}")
+        tb = Testbed.up(args.hosts, containers=args.containers and not boxes)
         log(f"testbed {tb.id}: {args.hosts} hosts in {time.monotonic() - t0:.2f} s ({tb.root})")
         topo = work / "topology.yaml"
         topo.write_text(topology(tb))
         launcher = Launcher(tb, str(topo), python)
         baseline = Launcher(tb, str(topo), python, src=base_src) if base_src else None
+        boxed = None
+        if tb.containers:  # its own deployment name: one container storage serves every testbed here
+            boxed_topo = work / "topology-containers.yaml"
+            boxed_topo.write_text(topology(tb, container_block(tb), f"{DEPLOYMENT}-c{tb.id}"))
+            boxed = ContainerLauncher(tb, str(boxed_topo), python, f"{DEPLOYMENT}-c{tb.id}")
+            cols["containers"] = []
 
         # floor / Ansible inputs, made once and not timed: the rendered generation and the runtime tar
         render_dir = work / "render"
@@ -918,8 +990,8 @@ def main(argv: list[str] | None = None) -> int:
 
         load0 = os.getloadavg()
         for i in range(args.repeat):
-            for name, col in (("launcher", launcher), ("baseline", baseline), ("floor", floor),
-                              ("floor_sup", floor_sup), ("ansible", ansible)):
+            for name, col in (("launcher", launcher), ("baseline", baseline), ("containers", boxed),
+                              ("floor", floor), ("floor_sup", floor_sup), ("ansible", ansible)):
                 if col is None:
                     continue
                 if col is baseline:  # its gang restart only, beside the launcher's own of this repeat
@@ -944,6 +1016,9 @@ def main(argv: list[str] | None = None) -> int:
         parts.append(f"floor_sup_up={median(cols['floor_sup'], 'up_cold'):.3f}")
         parts.append(f"up_cpu_per_host={m_cpu:.3f} floor_up_cpu_per_host={median(cols['floor'], 'up_cpu'):.3f}"
                      if (m_cpu := median(cols["launcher"], "up_cpu")) is not None else "up_cpu_per_host=n/a")
+        if boxed is not None:
+            parts += [f"containers_{k}={v:.3f}" if (v := median(cols["containers"], k)) is not None
+                      else f"containers_{k}=n/a" for k in ("up_cold", "gang_restart", "down")]
         an = median(cols.get("ansible", []), "up_cold")
         parts.append(f"ansible_up={an:.3f}" if an is not None else "ansible_up=skipped")
         summary = " ".join(parts)

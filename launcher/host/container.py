@@ -205,24 +205,38 @@ class _Runner:
                 print(f"ascend-launcher: {dev} is not on this host; the container runs without it",
                       file=sys.stderr, flush=True)
         record_engine(self.root, self.engine)
-        remove(self.engine, self.name)  # a leftover of the same program: never two copies
         cid = cidfile(self.root, self.prog["program"])
         os.makedirs(os.path.dirname(cid), exist_ok=True)
-        if os.path.exists(cid):
+        if os.path.exists(cid):  # the last runner did not end cleanly: its container may live on
+            remove(self.engine, self.name)  # never two copies (each engine command costs ~0.1 s of CPU)
             os.unlink(cid)  # the engine refuses to overwrite it
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, self.stop)
-        import subprocess
-        try:
-            self.child = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
-            code = self.child.wait()
-        finally:
-            remove(self.engine, self.name)  # the client died first (kill -9): its container goes too
+        code = self.run_client(argv, cid)
+        if code == ENGINE_ERROR and not self.stopping:  # perhaps the name is taken (a leftover no cidfile named)
+            remove(self.engine, self.name)
+            code = self.run_client(argv, cid)
         if code == ENGINE_ERROR and not self.stopping:
             print(f"ascend-launcher: {self.engine} could not run the container of {self.prog['program']} "
                   f"(exit {code}, see above); a restart will not fix that", file=sys.stderr, flush=True)
             return EX_CONFIG
         return 128 - code if code < 0 else code
+
+
+    def run_client(self, argv: list[str], cid: str) -> int:
+        """Run the engine's client to the end. --rm removes the container when it exits; only a
+        client killed by a signal (kill -9, the OOM killer) may leave it behind: remove it then."""
+        import subprocess
+        code = -1
+        try:
+            self.child = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+            code = self.child.wait()
+        finally:
+            if code < 0:
+                remove(self.engine, self.name)
+            if os.path.exists(cid):
+                os.unlink(cid)
+        return code
 
 
 def main(argv: list[str] | None = None) -> int:
