@@ -211,8 +211,9 @@ def verified_snapshot(snap: dict[str, Any], proc: str) -> dict[str, Any] | None:
     """The agent's snapshot as it is now, checked against /proc (``proc``: ``uptime S``, ``hz N``,
     then ``PID STAT-LINE`` for the agent and each pid the snapshot names, the line empty when
     gone): None when the agent is dead or a zombie, or a program the snapshot has running is
-    gone, a zombie or another process (start time); else the snapshot with each running
-    program's uptime from its start time (the snapshot's is as old as the snapshot)."""
+    gone, a zombie or another process (start time), or a running program in a container has no
+    container in it; else the snapshot with each running program's uptime from its start time
+    (the snapshot's is as old as the snapshot)."""
     lines = proc.splitlines()
     head = dict(ln.split(" ", 1) for ln in lines[:2] if " " in ln)
     try:
@@ -230,8 +231,11 @@ def verified_snapshot(snap: dict[str, Any], proc: str) -> dict[str, Any] | None:
     agent = stats.get(next(iter(stats), -1))
     if agent is None or agent[0] in ("Z", "X"):
         return None
+    boxed = {p["name"] for p in (snap.get("manifest") or {}).get("programs", []) if p.get("container")}
     programs = []
     for p in snap.get("programs") or []:
+        if p.get("state") in ALIVE and p.get("name") in boxed and not p.get("container"):
+            return None  # written as the runner started, before its container was there: ask the engine
         if p.get("pid") and p.get("state") in ALIVE:
             st = stats.get(p["pid"])
             if st is None or st[0] in ("Z", "X") or p.get("starttime") not in (None, st[1]):

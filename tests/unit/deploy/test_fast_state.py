@@ -61,3 +61,15 @@ def test_status_rows_say_orphaned_with_the_pids_even_for_a_failed_gang():
     assert (r1.state, r1.pid) == ("FAILED", None)
     assert (old.program, old.state, old.pid, old.in_plan) == ("old-r0", "ORPHANED", 30, False)
     assert len(rows) == 3  # the dead supervisord's agent is not a row
+
+
+def test_a_snapshot_without_the_container_of_a_running_program_is_not_trusted():
+    # the agent writes the snapshot when the runner starts; its container comes a moment later
+    manifest = {"programs": [{"name": "demo-r0", "container": "al-t-h1-demo-r0-abcdef", "engine": "podman"}]}
+    alive = proc("7 " + stat(7, "S", 500), "41 " + stat(41, "S", 1000))
+    assert verified_snapshot({**SNAP, "manifest": manifest}, alive) is None
+    boxed = {**SNAP, "manifest": manifest,
+             "programs": [{**SNAP["programs"][0], "container": {"id": "3f2a9c1d0b4e", "state": "running"}},
+                          SNAP["programs"][1]]}
+    got = verified_snapshot(boxed, alive)
+    assert got is not None and got["programs"][0]["container"]["id"] == "3f2a9c1d0b4e"
