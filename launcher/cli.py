@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
@@ -14,200 +13,20 @@ from typing import TYPE_CHECKING, Any, ContextManager, Iterator, Sequence
 from . import __version__
 from .cliflags import check_flags
 
-from .core import jsonfmt
 from .core.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, BadInput, LauncherError, SpecErrors
-from .core.expand import to_json_bytes
 from .deploy.interrupt import deferred_sigint
 from .core.pipeline import Result, compile_text, rendered
 from .deploy.files import compile_file
-from .core.ranktable import pd_merge
-from .core.render import iter_files
-from .core.schema import schema_text
 from .core.table import format_table
 from .core.probes import READY_TIMEOUT
 from .deploy.records import DiffRow, DriftKind
+from .offline import (cmd_pd_merge, cmd_plan, cmd_ranktable, cmd_render, cmd_schema, cmd_validate, plan_table, warn,
+                      write)
 from .statusview import drift_lines, status_json, status_table
 
 if TYPE_CHECKING:
-    from .core.plan import File
     from .deploy.session import Session
     from .deploy.transport import SshOptions
-
-
-def _write(text: str) -> None:
-    sys.stdout.write(text)
-    sys.stdout.flush()
-
-
-def _warn(result: Result) -> None:
-    for d in result.warnings:
-        print(str(d), file=sys.stderr)
-
-
-def cmd_validate(args: argparse.Namespace) -> int:
-    if args.json:
-        try:
-            result = compile_file(args.file)
-        except SpecErrors as exc:  # scripts and editors get every diagnostic as data
-            _write(json.dumps({"file": args.file, "ok": False, "diagnostics": [
-                {"severity": d.severity, "file": d.loc.file if d.loc else None,
-                 "line": d.loc.line if d.loc else None, "col": d.loc.col if d.loc else None,
-                 "path": d.path, "message": d.message} for d in exc.diagnostics]}) + "\n")
-            return EXIT_BAD_INPUT
-    else:
-        result = compile_file(args.file)
-    _warn(result)
-    plan = result.plan
-    ranks = sum(i.world_size for i in plan.instances)
-    services = sum(1 for hp in plan.hosts for p in hp.programs if p.kind == "service")
-    if args.json:
-        _write(json.dumps({"file": args.file, "ok": True, "hosts": len(plan.hosts),
-                           "instances": len(plan.instances), "ranks": ranks, "service_processes": services,
-                           "warnings": [str(w) for w in result.warnings]}) + "\n")
-    else:
-        _write(f"{args.file}: ok ({len(plan.hosts)} hosts, {len(plan.instances)} instances, {ranks} ranks, "
-               f"{services} service processes)\n")
-    return EXIT_OK
-
-
-def plan_json(result: Result) -> dict[str, Any]:
-    plan = result.plan
-    gen, _ = rendered(plan)
-    return {
-        "deployment": plan.deployment, "generation": gen,
-        "start_order": [list(level) for level in plan.levels],
-        "instances": [{"name": i.name, "role": i.role, "world_size": i.world_size, "hosts": list(i.hosts),
-                       "master": i.master, "ranktable": i.ranktable_path,
-                       "ranks": [{"rank": r.rank, "host": r.host, "local_rank": r.local_rank,
-                                  "device_id": r.device_id, "device_ip": r.device_ip} for r in i.ranks]}
-                      for i in plan.instances],
-        "hosts": [{"name": hp.host.name, "address": hp.host.address, "transport": hp.host.transport,
-                   "root": hp.root, "files": [f.path for f in hp.files],
-                   "programs": [{"name": p.name, "owner": p.owner, "kind": p.kind, "rank": p.rank,
-                                 "local_rank": p.local_rank, "devices": list(p.devices), "argv": list(p.argv),
-                                 "cwd": p.cwd, "env": dict(p.env)} for p in hp.programs]}
-                  for hp in plan.hosts],
-    }
-
-
-def cmd_plan(args: argparse.Namespace) -> int:
-    result = compile_file(args.file)
-    _warn(result)
-    if args.json:
-        _write(jsonfmt.dumps(plan_json(result)))
-        return EXIT_OK
-    _write(plan_table(result))
-    return EXIT_OK
-
-
-def plan_table(result: Result) -> str:
-    plan = result.plan
-    rows = []
-    for hp in plan.hosts:
-        for p in hp.programs:
-            dev = ",".join(map(str, p.devices)) or None
-            env = dict(p.env)
-            rows.append((hp.host.name, p.owner, p.kind if p.kind == "service" else env.get("LAUNCHER_ROLE"),
-                         p.rank, p.local_rank, dev, env.get("LAUNCHER_DEVICE_IP"), p.name))
-    gen, _ = rendered(plan)
-    head = (f"deployment {plan.deployment}  generation {gen}\n"
-            f"start order: {' -> '.join('[' + ', '.join(level) + ']' for level in plan.levels)}\n\n")
-    return head + format_table(("HOST", "OWNER", "ROLE", "RANK", "LOCAL", "DEVICE", "DEVICE_IP", "PROGRAM"), rows)
-
-
-def write_rendered(files: dict[str, dict[str, File]], out_dir: str) -> int:
-    """Write DIR/<host>/<path> with each file's mode; returns the number of files."""
-    made: set[str] = set()
-    umask = os.umask(0o022)
-    os.umask(umask)
-    count = 0
-    for host, f in iter_files(files):
-        path = os.path.join(out_dir, host, f.path)
-        parent = os.path.dirname(path)
-        if parent not in made:
-            os.makedirs(parent, exist_ok=True)
-            made.add(parent)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, f.mode)
-        try:
-            os.write(fd, f.content)
-            if f.mode & umask:  # the umask took bits away that the file needs
-                os.fchmod(fd, f.mode)
-        finally:
-            os.close(fd)
-        count += 1
-    return count
-
-
-def cmd_render(args: argparse.Namespace) -> int:
-    result = compile_file(args.file)
-    _warn(result)
-    if os.path.exists(args.output) and (not os.path.isdir(args.output) or os.listdir(args.output)):
-        raise BadInput(f"{args.output}: exists and is not an empty directory; choose a new one")
-    gen, files = rendered(result.plan)
-    try:
-        count = write_rendered(files, args.output)
-    except OSError as exc:
-        raise LauncherError(f"cannot write into {args.output}: {exc.filename}: {exc.strerror}") from None
-    _write(f"rendered generation {gen}: {count} files for {len(files)} hosts into {args.output}/<host>/\n")
-    return EXIT_OK
-
-
-def cmd_ranktable(args: argparse.Namespace) -> int:
-    result = compile_file(args.file)
-    plan = result.plan
-    if args.global_group is not None:
-        if not plan.pd_global:
-            raise BadInput(f"{args.file}: has no pd_groups, so there is no global ranktable")
-        name = args.global_group or next(iter(plan.pd_global))
-        if args.global_group == "" and len(plan.pd_global) > 1:
-            raise BadInput(f"several PD groups ({', '.join(plan.pd_global)}); use --global NAME")
-        if name not in plan.pd_global:
-            raise BadInput(f"no PD group {name!r} (groups: {', '.join(plan.pd_global)})")
-        doc = plan.pd_global[name]
-    else:
-        if args.instance:
-            inst = plan.instance(args.instance)
-            if inst is None:
-                raise BadInput(f"no instance {args.instance!r} (instances: "
-                               f"{', '.join(i.name for i in plan.instances)})")
-        elif len(plan.instances) == 1:
-            inst = plan.instances[0]
-        else:
-            raise BadInput(f"{args.file} has {len(plan.instances)} instances; use --instance NAME"
-                           + (" or --global" if plan.pd_global else ""))
-        doc = inst.ranktable
-    sys.stdout.buffer.write(doc.text)
-    return EXIT_OK
-
-
-def cmd_pd_merge(args: argparse.Namespace) -> int:
-    tables = []
-    for path in args.files:
-        try:
-            with open(path, encoding="utf-8") as fh:
-                tables.append((path, json.load(fh)))
-        except OSError as exc:
-            raise BadInput(f"cannot read {path}: {exc.strerror}") from None
-        except json.JSONDecodeError as exc:
-            raise BadInput(f"{path}:{exc.lineno}:{exc.colno}: not JSON: {exc.msg}") from None
-    data = to_json_bytes(pd_merge(tables))
-    if args.save_dir:
-        out = os.path.join(args.save_dir, "global_ranktable_merge.json")
-        try:
-            os.makedirs(args.save_dir, exist_ok=True)
-            with open(out, "wb") as fh:
-                fh.write(data)
-        except OSError as exc:  # a read-only or full disk: said, not a traceback
-            raise LauncherError(f"cannot write {out}: {exc.strerror}") from None
-        _write(f"wrote {out}\n")
-    else:
-        sys.stdout.buffer.write(data)
-    return EXIT_OK
-
-
-def cmd_schema(args: argparse.Namespace) -> int:
-    _write(schema_text())
-    return EXIT_OK
 
 
 def demo_text() -> str:
@@ -225,8 +44,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     work = tempfile.mkdtemp(prefix="ascend-launcher-demo-")
     result = compile_text(demo_text().replace("/tmp/ascend-launcher-demo", work), "demo-local.yaml (embedded)")
-    _warn(result)
-    _write(plan_table(result) + "\n")
+    warn(result)
+    write(plan_table(result) + "\n")
     gen, files = rendered(result.plan)
     session = Session(result.plan)
     try:
@@ -247,14 +66,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
         if pending:
             raise LauncherError(f"ranks {sorted(r for _, _, r in pending)} never became healthy; "
                                 f"see the logs under {work}")
-        _write(f"\nall {len(ranks)} ranks passed their barrier and answer /health:\n")
+        write(f"\nall {len(ranks)} ranks passed their barrier and answer /health:\n")
         rows = status_rows(session)
-        _write(status_table(rows))
+        write(status_table(rows))
     finally:
         down(session, purge=True)
         session.close()
         shutil.rmtree(work, ignore_errors=True)
-        _write("\ndemo stopped and removed (launcher down --purge)\n")
+        write("\ndemo stopped and removed (launcher down --purge)\n")
     return EXIT_OK
 
 
@@ -278,18 +97,18 @@ def ssh_options(args: argparse.Namespace) -> SshOptions:
 def cmd_up(args: argparse.Namespace) -> int:
     from .deploy.apply import up
     result = compile_file(args.file)
-    _warn(result)
+    warn(result)
     gen, files = rendered(result.plan)
     with deferred_sigint() as intr, _session(args, result) as session, _locked(session, "up"):
         session.interrupt = intr
         report = up(session, files, gen, skip_preflight=args.skip_preflight, ready_timeout=args.ready_timeout,
                     strategy=args.strategy, max_unavailable=args.max_unavailable)
     if args.json:
-        _write(json.dumps({"generation": report.generation, "started": report.started,
+        write(json.dumps({"generation": report.generation, "started": report.started,
                            "unchanged": report.unchanged, "skew_seconds": report.skew,
                            "refused": report.refused, "seconds": round(report.seconds, 3)}) + "\n")
     else:
-        _write(f"up: generation {report.generation} running on {len(files)} hosts "
+        write(f"up: generation {report.generation} running on {len(files)} hosts "
                f"({len(report.started)} started, {len(report.unchanged)} unchanged"
                + (f", {len(report.refused)} refused by the link check" if report.refused else "")
                + f") in {report.seconds:.1f} s\n")
@@ -308,12 +127,12 @@ def cmd_diff(args: argparse.Namespace) -> int:
     with _session(args, result) as session:
         rows = diff(session, files, gen)
     if args.json:
-        _write(json.dumps([_diff_json(r) for r in rows]) + "\n")
+        write(json.dumps([_diff_json(r) for r in rows]) + "\n")
     else:
-        _write(format_table(("HOST", "OWNER", "CHANGE", "RUNNING GEN", "NEW GEN"),
+        write(format_table(("HOST", "OWNER", "CHANGE", "RUNNING GEN", "NEW GEN"),
                             [(r.host, r.owner, r.change, r.generation, r.new_generation) for r in rows]))
         n = sum(r.change != "none" for r in rows)
-        _write(f"{n} change{'s' if n != 1 else ''}; nothing was touched\n")
+        write(f"{n} change{'s' if n != 1 else ''}; nothing was touched\n")
     return EXIT_OK
 
 
@@ -337,20 +156,20 @@ def cmd_check(args: argparse.Namespace) -> int:
     matrix = preflight.device_matrix(result.plan, checks, replies)
     blocked = [k for k, v in tcp.items() if v.startswith("unreachable")]  # "unreachable (why)"
     if args.json:
-        _write(json.dumps({"ok": not bad and not blocked and not skewed and not unrunnable,
+        write(json.dumps({"ok": not bad and not blocked and not skewed and not unrunnable,
                            "devices": [{"host": h, "device": d, "result": r} for h, d, r in matrix],
                            "failures": bad, "tcp": tcp, "clocks": clocks, "containers": boxes,
                            "checks": replies}) + "\n")
     else:
-        _write(format_table(("HOST", "DEVICE", "LINKS"), matrix))
+        write(format_table(("HOST", "DEVICE", "LINKS"), matrix))
         if tcp:
-            _write("\n" + format_table(("FROM", "TO", "TCP"), [(k.split(" -> ")[0], k.split(" -> ")[1], v)
+            write("\n" + format_table(("FROM", "TO", "TCP"), [(k.split(" -> ")[0], k.split(" -> ")[1], v)
                                                               for k, v in sorted(tcp.items())]))
-        _write("\n" + format_table(("HOST", "CLOCK"), sorted(clocks.items())))
+        write("\n" + format_table(("HOST", "CLOCK"), sorted(clocks.items())))
         if boxes:
-            _write("\n" + format_table(("HOST", "CONTAINERS"), report_lines(boxes)))
+            write("\n" + format_table(("HOST", "CONTAINERS"), report_lines(boxes)))
         for inst, lines in bad.items():
-            _write(f"\n{inst}: links NOT healthy:\n" + "".join(f"  {ln}\n" for ln in lines))
+            write(f"\n{inst}: links NOT healthy:\n" + "".join(f"  {ln}\n" for ln in lines))
     return EXIT_FAILED if bad or blocked or skewed or unrunnable else EXIT_OK
 
 
@@ -359,7 +178,7 @@ def cmd_down(args: argparse.Namespace) -> int:
     result = compile_file(args.file)
     with _session(args, result) as session, _locked(session, "down"):
         down(session, args.purge)
-    _write(f"down: {result.plan.deployment} stopped on {len(result.plan.hosts)} hosts"
+    write(f"down: {result.plan.deployment} stopped on {len(result.plan.hosts)} hosts"
            + (" and its files removed\n" if args.purge else "\n"))
     return EXIT_OK
 
@@ -375,19 +194,19 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"error: could not reach {len(cut)} host{'s' if len(cut) > 1 else ''}:\n"
               + "".join(f"  {h}: {why}\n" for h, why in cut.items()), end="", file=sys.stderr)
     if args.json:
-        _write(json.dumps([status_json(r) for r in rows]) + "\n")
+        write(json.dumps([status_json(r) for r in rows]) + "\n")
     else:
-        _write(status_table(rows))
+        write(status_table(rows))
         reported: set[str] = set()
         for r in rows:
             if r.state == "FAILED" and r.detail and r.detail.reason and r.instance not in reported:
                 reported.add(r.instance)
-                _write(f"\n{r.instance} FAILED: {r.detail.reason}; restart budget spent, stopped on all hosts\n")
+                write(f"\n{r.instance} FAILED: {r.detail.reason}; restart budget spent, stopped on all hosts\n")
                 for line in r.detail.last_log[-10:]:
-                    _write(f"  | {line}\n")
+                    write(f"  | {line}\n")
         drift = drift_lines(rows)
         if drift:
-            _write(f"\ndrift (the topology wants generation {desired}):\n" + "".join(f"  {d}\n" for d in drift))
+            write(f"\ndrift (the topology wants generation {desired}):\n" + "".join(f"  {d}\n" for d in drift))
     healthy = all(r.state == "RUNNING" and not r.drift for r in rows)
     return EXIT_OK if healthy else EXIT_FAILED
 
@@ -402,13 +221,13 @@ def cmd_restart(args: argparse.Namespace) -> int:
             session.interrupt = intr
             report = rolling_restart(session, names, args.max_unavailable, args.ready_timeout)
         if args.json:
-            _write(json.dumps({"restarted": report.restarted, "failed": report.failed, "reason": report.reason,
+            write(json.dumps({"restarted": report.restarted, "failed": report.failed, "reason": report.reason,
                                "untouched": report.untouched, "seconds": report.seconds}) + "\n")
         elif report.failed:
-            _write(f"rolling restart stopped: {report.failed} did not become ready ({report.reason}); "
+            write(f"rolling restart stopped: {report.failed} did not become ready ({report.reason}); "
                    f"untouched: {', '.join(report.untouched) or 'none'}\n")
         else:
-            _write(f"rolling restart: {', '.join(report.restarted)} restarted and ready, "
+            write(f"rolling restart: {', '.join(report.restarted)} restarted and ready, "
                    f"at most {args.max_unavailable} down at a time\n")
         return EXIT_FAILED if report.failed else EXIT_OK
     if not args.instance or len(args.instance) != 1:
@@ -416,7 +235,7 @@ def cmd_restart(args: argparse.Namespace) -> int:
     args.instance = args.instance[0]
     with _session(args, result) as session, _locked(session, f"restart --instance {args.instance}"):
         skew = restart_instance(session, args.instance)
-    _write(f"restart: {args.instance} restarted on all its hosts (start skew {skew * 1000:.0f} ms)\n")
+    write(f"restart: {args.instance} restarted on all its hosts (start skew {skew * 1000:.0f} ms)\n")
     return EXIT_OK
 
 
@@ -444,7 +263,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
             for h, reply in replies.items():
                 for name, lines in reply["logs"].items():
                     for line in lines:
-                        _write(f"{h}/{name}| {line}\n")
+                        write(f"{h}/{name}| {line}\n")
                 offsets[h] = reply["offsets"]
             if not args.follow:
                 return EXIT_OK
@@ -466,7 +285,7 @@ def cmd_discover(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     verb = "wrote" if changed else "unchanged:"
     extra = f", {len(a3.sdids)} SDIDs, {len(a3.pods)} SuperPoD ids" if a3.sdids or a3.pods else ""
-    _write(f"{verb} {lock_path(args.file)} ({len(facts)} device IPs{extra})\n")
+    write(f"{verb} {lock_path(args.file)} ({len(facts)} device IPs{extra})\n")
     return EXIT_OK
 
 
