@@ -36,8 +36,9 @@ def probe_specs(plan: Plan, instance: str, host: str) -> list[ProbeSpec]:
 
 def specs_on(hp: HostPlan, instance: str, deployment: str) -> list[ProbeSpec]:
     programs = tuple(p.name for p in hp.programs if p.owner == instance)
-    probe: Probe | None = next((p.probe for p in hp.programs if p.owner == instance), None)
-    if probe is None:
+    first = next((p for p in hp.programs if p.owner == instance), None)
+    probe: Probe | None = first.probe if first else None
+    if first is None or probe is None:
         return []
     addr = hp.host.address
     timeout, period = probe.timeout, probe.period
@@ -53,7 +54,6 @@ def specs_on(hp: HostPlan, instance: str, deployment: str) -> list[ProbeSpec]:
     if probe.tcp:
         target = f"{addr}:{probe.tcp}" if probe.tcp.isdigit() else probe.tcp
         specs.append(spec("tcp", target))
-    first = next(p for p in hp.programs if p.owner == instance)
     if probe.command and first.container is not None:  # in the container of its first program there
         name = container_name(deployment, hp.host.name, first.name, hp.root)
         specs.append(ProbeSpec("command", (first.container.engine, "exec", name, *probe.command), timeout, period,

@@ -286,8 +286,9 @@ def render_host(hp: HostPlan, plan: Plan, gangs: Gangs) -> dict[str, File]:
             spec = containers.spec(plan.deployment, programs, hp.root, slot)
             files[f"containers/{owner}.json"] = File(f"containers/{owner}.json", spec)
             files[f"bin/{owner}.in.sh"] = File(f"bin/{owner}.in.sh", script, 0o755)
-            script = container_script(owner, hp.root) + spec + script  # all three decide what runs
-            files[f"bin/{owner}.sh"] = File(f"bin/{owner}.sh", container_script(owner, hp.root), 0o755)
+            runner = container_script(owner, hp.root)
+            files[f"bin/{owner}.sh"] = File(f"bin/{owner}.sh", runner, 0o755)
+            script = runner + spec + script  # all three decide what runs
         else:
             files[f"bin/{owner}.sh"] = File(f"bin/{owner}.sh", script, 0o755)
         hashes[owner] = owner_hash(env_files[owner], script, (files[p] for p in owner_inputs(programs, files)))

@@ -119,6 +119,12 @@ def unsupervised(found: list[dict], programs: list[dict] | None) -> list[dict]:
     return [c for c in found if c["state"] in LIVE and c["program"] not in running]
 
 
+def as_orphan(c: dict) -> dict:
+    """A container nothing supervises, as `state` reports orphans (orphans.find_orphans' shape)."""
+    return {"pid": c["pid"], "pgid": c["pid"], "name": c["program"], "group": c.get("owner", ""),
+            "container": c["id"][:12], "engine": c["engine"]}
+
+
 def remove_all(root: str) -> list[dict]:
     """Remove every container of ROOT (supervisord is down: none of them is supervised)."""
     found = containers(root)

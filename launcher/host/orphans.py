@@ -138,4 +138,4 @@ def stop_orphans(root: str, timeout: float = GONE_TIMEOUT) -> list[dict]:
 def _remove_containers(root: str) -> list[dict]:
     """After the processes (a runner stops its container with the grace period): what is left of
     ROOT's containers; supervisord is down, so none of them is supervised."""
-    return [{"pid": c["pid"], "name": c["program"], "container": c["id"][:12]} for c in container.remove_all(root)]
+    return [container.as_orphan(c) for c in container.remove_all(root)]

@@ -24,9 +24,7 @@ def current_state(root: str) -> dict:
             c = by_program.get(p["name"])
             if c is not None:
                 p["container"] = {"id": c["id"][:12], "state": c["state"]}
-        orphans += [{"pid": c["pid"], "pgid": c["pid"], "name": c["program"], "group": c.get("owner", ""),
-                     "container": c["id"][:12], "engine": c["engine"]}
-                    for c in container.unsupervised(found, programs) if c["pid"]]
+        orphans += [container.as_orphan(c) for c in container.unsupervised(found, programs) if c["pid"]]
     return {"root": root, "secret_id": hashlib.sha256(key).hexdigest()[:12] if key else None,
             "generation": current_generation(root), "supervisord": programs is not None,
             "manifest": read_manifest(root), "programs": programs or [], "gang": read_gang_state(root),

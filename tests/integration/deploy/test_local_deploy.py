@@ -134,14 +134,18 @@ def test_kill_one_rank_restarts_the_gang_on_all_hosts(deployment):
     assert all(r["restarts"] == 0 for r in status(path) if r["instance"] == "other")
 
 
-def test_a_rank_that_always_crashes_ends_failed_after_the_budget(deployment):
-    path = deployment(crash=True, restart_max=2)
-    run_cli("up", path)
-
+def wait_failed(path: str) -> list[dict]:
+    """The rows of instance `model` once they are all FAILED (its budget spent)."""
     def failed():
         rows = [r for r in status(path) if r["instance"] == "model"]
         return all(r["state"] == "FAILED" for r in rows) and rows
-    rows = wait_for(failed, timeout=90, what="FAILED")
+    return wait_for(failed, timeout=90, what="FAILED")
+
+
+def test_a_rank_that_always_crashes_ends_failed_after_the_budget(deployment):
+    path = deployment(crash=True, restart_max=2)
+    run_cli("up", path)
+    rows = wait_failed(path)
     assert rows[0]["restarts"] == 2
     assert "exit code 3" in rows[0]["reason"]
     table = run_cli("status", path)

@@ -8,18 +8,14 @@ from __future__ import annotations
 import json
 import re
 
-from tests.helpers import run_cli, wait_for
-from tests.integration.deploy.test_local_deploy import deployment, status  # noqa: F401
+from tests.helpers import run_cli
+from tests.integration.deploy.test_local_deploy import deployment, wait_failed  # noqa: F401
 
 
 def test_the_first_restart_is_at_once_and_the_backoff_starts_with_the_second(deployment, tmp_path):
     path = deployment(crash=True, restart_max=3)
     run_cli("up", path)
-
-    def failed():
-        rows = [r for r in status(path) if r["instance"] == "model"]
-        return all(r["state"] == "FAILED" for r in rows) and rows
-    rows = wait_for(failed, timeout=90, what="FAILED")
+    rows = wait_failed(path)
     assert rows[0]["restarts"] == 3
     leader = tmp_path / "deploy" / "itest" / "node-a"  # the instance's first host
     log = (leader / "logs" / "launcher-agent.log").read_text()
