@@ -75,16 +75,17 @@ def testbed_netns(tb) -> set[int]:
     return {os.stat(f"/proc/{h.sshd_pid}/ns/net").st_ino for h in tb.hosts}
 
 
-def process_cpu(netns: set[int]) -> dict[tuple[int, int], tuple[str, float]]:
-    """(pid, start time) -> (kind, CPU seconds of it and of the children it reaped) for every
-    process in one of the ``netns`` (the testbed's hosts: not other people's work on this machine),
-    and the launcher's shared ssh connections (their masters outlive the CLI: not its children)."""
+def process_table(netns: set[int]) -> dict[tuple[int, int], dict[str, Any]]:
+    """(pid, start time) -> {kind, cpu (its own and of the children it reaped), own, cmd, start (s
+    since boot)} for every process in one of the ``netns`` (the testbed's hosts: not other people's
+    work on this machine), and the launcher's shared ssh connections (their masters outlive the
+    CLI: not its children)."""
     hz, out = os.sysconf("SC_CLK_TCK"), {}
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                cmd = fh.read()
             if os.stat(f"/proc/{pid}/ns/net").st_ino not in netns:
-                with open(f"/proc/{pid}/cmdline", "rb") as fh:
-                    cmd = fh.read()
                 if not cmd.startswith(b"ssh") or XDG_PREFIX.encode() not in cmd:  # a master: "ssh: PATH [mux]"
                     continue
             with open(f"/proc/{pid}/stat", "rb") as fh:
@@ -92,14 +93,41 @@ def process_cpu(netns: set[int]) -> dict[tuple[int, int], tuple[str, float]]:
             comm = raw[raw.index(b"(") + 1:raw.rindex(b")")].decode("utf-8", "replace")
             f = raw.rsplit(b")", 1)[1].split()
             if comm.startswith("python"):
-                with open(f"/proc/{pid}/cmdline", "rb") as fh:
-                    cmd = fh.read()
                 comm = ("demo rank" if b"demo_rank" in cmd else "agent" if b"launcher.host.agent" in cmd
                         else "python")
-            out[(int(pid), int(f[19]))] = (comm, sum(int(x) for x in f[11:15]) / hz)
+            out[(int(pid), int(f[19]))] = {
+                "kind": comm, "cpu": sum(int(x) for x in f[11:15]) / hz, "own": (int(f[11]) + int(f[12])) / hz,
+                "start": int(f[19]) / hz, "cmd": cmd.replace(b"\0", b" ").decode("utf-8", "replace")[:160]}
         except (OSError, ValueError, IndexError):
             continue
     return out
+
+
+def process_cpu(netns: set[int]) -> dict[tuple[int, int], tuple[str, float]]:
+    """process_table() as (kind, CPU seconds with reaped children) per process."""
+    return {k: (v["kind"], v["cpu"]) for k, v in process_table(netns).items()}
+
+
+DETAIL: Path | None = None  # --cpu-detail: where the first cold up of each column leaves its processes
+
+
+def uptime() -> float:
+    with open("/proc/uptime") as fh:
+        return float(fh.read().split()[0])
+
+
+def dump_detail(name: str, netns: set[int], before: dict, since_boot: float, wall: float) -> None:
+    """Write DETAIL/<name>.json once: every testbed process at the end of a cold up, with the CPU
+    it spent in the window, its own part, and when it started (seconds after the up began)."""
+    if DETAIL is None or (DETAIL / f"{name}.json").exists():
+        return
+    rows = []
+    for key, v in process_table(netns).items():
+        b = before.get(key)
+        rows.append({**v, "pid": key[0], "start": round(v["start"] - since_boot, 2),
+                     "cpu": v["cpu"] - (b["cpu"] if b else 0.0), "own": v["own"] - (b["own"] if b else 0.0)})
+    DETAIL.mkdir(parents=True, exist_ok=True)
+    (DETAIL / f"{name}.json").write_text(json.dumps({"wall": wall, "processes": rows}, indent=0))
 
 
 CPU_KINDS = ("demo rank", "agent", "supervisord", "sshd", "ssh")
@@ -330,13 +358,15 @@ class Launcher:
         if left:
             log(f"closed {left} shared SSH connections the launcher had kept before this cold up")
         since = time.time()
-        p0, k0 = process_cpu(netns := testbed_netns(self.tb)), children_cpu()
+        t0_boot, pt0 = uptime(), process_table(netns := testbed_netns(self.tb))
+        p0, k0 = {k: (v["kind"], v["cpu"]) for k, v in pt0.items()}, children_cpu()
         t0, c0 = time.monotonic(), machine_cpu()
         r["up_cli"], _ = self.cli("up")
         wait_all_up(self.tb, since, "launcher cold up")
         r["up_cold"] = time.monotonic() - t0
         r["up_cpu"] = (machine_cpu() - c0) / len(self.tb.hosts)
         r.update(cpu_split(p0, process_cpu(netns), len(self.tb.hosts), children_cpu() - k0))
+        dump_detail("launcher", netns, pt0, t0_boot, r["up_cold"])
 
         r["up_nochange"], proc = self.cli("up", "--json")
         started = json.loads(proc.stdout)["started"]
@@ -496,13 +526,15 @@ class Floor:
     def cold_up(self) -> dict[str, float]:
         """One parallel round that uploads and starts, then the wait for every /health."""
         since = time.time()
-        p0, k0 = process_cpu(netns := testbed_netns(self.tb)), children_cpu()
+        t0_boot, pt0 = uptime(), process_table(netns := testbed_netns(self.tb))
+        p0, k0 = {k: (v["kind"], v["cpu"]) for k, v in pt0.items()}, children_cpu()
         t0, c0 = time.monotonic(), machine_cpu()
         r = {"up_cli": self.round(f"{self.NAME} up", self.up_script, lambda h: self.runtime_tar + self.gen_tars[h])}
         wait_all_up(self.tb, since, f"{self.NAME} up")
         r["up_cold"] = time.monotonic() - t0
         r["up_cpu"] = (machine_cpu() - c0) / len(self.tb.hosts)
         r.update(cpu_split(p0, process_cpu(netns), len(self.tb.hosts), children_cpu() - k0))
+        dump_detail(self.NAME, netns, pt0, t0_boot, r["up_cold"])
         return r
 
     def down(self) -> float:
@@ -913,7 +945,11 @@ def main(argv: list[str] | None = None) -> int:
                     "in a podman container (cold up, gang restart, down): the engine's cost beside the host figures")
     ap.add_argument("--profile", metavar="DIR", help="after the repeats, profile one cold and one no-change up "
                     "(phase times, -X importtime, cProfile of every thread) into DIR")
+    ap.add_argument("--cpu-detail", metavar="DIR", help="write DIR/<column>.json: every testbed process at "
+                    "the end of the first cold up of each column, with its CPU in the window and its start time")
     args = ap.parse_args(argv)
+    global DETAIL
+    DETAIL = Path(args.cpu_detail) if args.cpu_detail else None
     if os.geteuid() != 0:
         print("up_bench: needs root (the testbed uses network namespaces)", file=sys.stderr)
         return 2

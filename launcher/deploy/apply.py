@@ -23,7 +23,7 @@ from ..core.graph import relink_after
 from ..core.plan import File, Plan
 from ..core.probes import READY_TIMEOUT
 from ..core.preflight_a3 import tls_mismatches
-from .gang import alive_anywhere, gang_start, relink_decoders
+from .gang import alive_anywhere, gang_start, relink_decoders, start_through_leaders
 from .interrupt import Interrupted
 from .levels import start_levels
 from .records import HostState, rendered_hashes
@@ -112,6 +112,10 @@ def up(session: Session, files: Files, generation: str, skip_preflight: bool = F
     owners = owners_on(plan)
     early = [o for o in (plan.levels[0] if plan.levels else [])
              if o in owners and o not in checked and set(owners[o]) <= blank]
+    # ... except an instance on several hosts: it starts once all of them are ready, all at once
+    # through its leader's agent; started in each upload, it would start over the whole round
+    together = [o for o in early if len(owners[o]) > 1 and o in {i.name for i in plan.instances}]
+    early_in_upload = [o for o in early if o not in together]
 
     def prepare(c: HostClient) -> dict[str, Any]:
         st = old[c.name]
@@ -120,7 +124,7 @@ def up(session: Session, files: Files, generation: str, skip_preflight: bool = F
                        key if c.name in key_hosts else None)
         extra: tuple[str, ...] = ("--force-secret",) if force_key else ()
         if c.name in blank:
-            groups = [o for o in early if c.name in owners[o]]
+            groups = [o for o in early_in_upload if c.name in owners[o]]
             extra += (f"--switch={build_runtime().id}", *((f"--start={','.join(groups)}",) if groups else ()))
         return c.call("prepare", generation, *extra, stdin=data)
 
@@ -132,6 +136,12 @@ def up(session: Session, files: Files, generation: str, skip_preflight: bool = F
         raise HostsFailed(failures, "upload")
     early_at = {h: r["switched"]["started"]["started_at"] for h, r in uploaded.items()
                 if r.get("switched", {}).get("started")}
+    try:
+        skew_together = start_through_leaders(session, together, owners)
+    except LauncherError:
+        undo_blank(session, blank, say)
+        say("  start failed; the blank hosts the upload had switched were put back to nothing")
+        raise
     say(f"  [2/4] uploaded generation {generation} to {len(needs)} hosts" if needs else
         f"  [2/4] every host already has generation {generation}")
     new_hashes = {h: rendered_hashes(files[h]) for h in files}
@@ -168,7 +178,7 @@ def up(session: Session, files: Files, generation: str, skip_preflight: bool = F
         say(f"  [3/4] switched {len(files)} hosts to {generation}")
         for o in fresh:
             times = [started_at[h] for h in owners[o] if h in started_at]
-            skew[o] = max(times) - min(times) if times else 0.0
+            skew[o] = skew_together[o] if o in skew_together else max(times) - min(times) if times else 0.0
         if fresh:
             say(f"  [4/4] started {', '.join(f'{o} (skew {skew[o] * 1000:.0f} ms)' for o in fresh)}")
     else:

@@ -13,6 +13,8 @@ from .remote import HostClient
 from .session import Session
 from .transport import HostsFailed
 
+GANG_START_TIMEOUT = 200.0  # s: the agents' wait for a member's agent to listen, then its start
+
 
 def alive_anywhere(owner: str, hosts: list[str], states: Mapping[str, HostState]) -> bool:
     """Any program of ``owner`` runs on any of ``hosts`` (as ``states`` found them)."""
@@ -32,6 +34,22 @@ def gang_start(session: Session, owner: str, hosts: list[str]) -> float:
         raise LauncherError(f"{HostsFailed(failed, f'start {owner}')}\n{restore(session, owner, hosts, failed)}")
     times = [r["started_at"] for r in started.values()]
     return max(times) - min(times) if times else 0.0
+
+
+def start_through_leaders(session: Session, owners_: list[str], owners: dict[str, list[str]]) -> dict[str, float]:
+    """Start instances whose hosts are all freshly switched, each on all its hosts at once: one
+    call per leader host, whose agent starts the members over the agent port
+    (host/gangstart.py). Returns each one's start skew (s); raises HostsFailed naming the host."""
+    by_leader: dict[str, list[str]] = {}
+    for o in owners_:
+        by_leader.setdefault(owners[o][0], []).append(o)  # an instance's leader: its first host
+    if not by_leader:
+        return {}
+    replies, failed = session.fan_out(lambda c: c.call("gang-start", *by_leader[c.name], timeout=GANG_START_TIMEOUT),
+                                      list(by_leader))
+    if failed:
+        raise HostsFailed(failed, f"start {', '.join(owners_)}")
+    return {o: max(t.values()) - min(t.values()) for r in replies.values() for o, t in r["started"].items()}
 
 
 def restore(session: Session, owner: str, hosts: list[str], failed: Mapping[str, BaseException]) -> str:

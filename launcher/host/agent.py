@@ -27,13 +27,13 @@ from .messages import Refused, Verifier, host_clock, sign
 from .members import (DEAD, Unreachable, failure_cause, forget_reporting, held_gangs, log, report_to_leader,
                       seen_before_restart, wait_for_members)
 from .dependencies import wait_for_dependencies
+from .gangstart import start_gangs
 from .restart_policy import restart_backoff, restart_when
 from .snapshot import write_snapshot
 from .state import (current_generation, desired, read_json, read_manifest, secret, set_desired, state_path, tail,
                     update_state, write_json)
 from .supervisor_rpc import STOP_RPC_TIMEOUT, rpc
-from .supervisord import recover as recover_supervisord
-from .supervisord import reload_groups
+from .supervisord import recover as recover_supervisord, reload_groups
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (type checkers know the name)
 if TYPE_CHECKING:
@@ -45,7 +45,6 @@ ATTEMPTS = 3          # a restart a member refused (it answered with an error) i
 CONNECT_TIMEOUT = 10.0
 LOG_LINES = 10
 EX_CONFIG = 78  # sysexits.h; the launch script exits so when it cannot apply the topology's limits
-
 
 UNKNOWN_GENERATION = "?"  # a member whose agent predates the `generation` op
 
@@ -105,6 +104,7 @@ class Agent:
         update_state(self.root, "started.json", {group: self.started_from(group)})
         started_at = time.time()
         server.supervisor.startProcessGroup(group, False)
+        write_snapshot(self.root)  # now: the agent's own event wakes start only once it is RUNNING (1 s)
         return {"ok": True, "started_at": started_at}
 
     def started_from(self, group: str) -> dict:
@@ -340,6 +340,8 @@ class Agent:
             return self.local_stop(group)
         if op == "start":
             return self.local_start(group)
+        if op == "gang-start":  # `up`'s first start of gangs this agent leads, all members at once
+            return start_gangs(self, [str(g) for g in body.get("groups") or []])
         if op == "generation":
             return {"ok": True, **self.started_from(group)}
         if op == "ping":

@@ -1,0 +1,123 @@
+"""A multi-host gang's first start, all at once: the leader's agent starts every member over the agent port.
+
+A cold `up` uploads to every host, and a host's ranks started inside its upload call would
+begin as soon as that host is ready: the gang's start would spread over the whole upload
+round. On the 200-host testbed that was over 60 s, past the demo ranks' barrier timeout, so
+the first world never formed and was restarted. So `up` starts a gang whose hosts were all
+blank only after every one of them is ready: one SSH call to the leader's host (the action
+``gang-start``), whose agent then starts the members at once over the connections it already
+signs for. No SSH session and no Python start per member, and a skew of one agent round trip.
+
+Each member's agent was started by its own upload call a moment ago and may not listen yet:
+a refused connection is tried again until AGENT_WAIT. Anything else (a wrong key, an agent
+that answers with an error, no answer) fails the start, naming the member.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+
+from .members import log
+from .messages import host_clock, sign
+from .state import read_json, secret, update_state
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (type checkers know the name)
+if TYPE_CHECKING:
+    from .agent import Agent
+
+AGENT_WAIT = 30.0    # s a just-started agent may take to listen (its Python start on a busy host)
+RETRY = 0.05         # s between tries of a refused connection
+START_TIMEOUT = 120.0  # s one member's start may take (its supervisord spawns the programs)
+
+
+def _refused_until(deadline: float, attempt):
+    """Call ``attempt()`` until it does not raise ConnectionRefusedError or the deadline passes."""
+    while True:
+        try:
+            return attempt()
+        except ConnectionRefusedError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(RETRY)
+
+
+def start_gangs(agent: Agent, groups: list[str]) -> dict:
+    """The agent's ``gang-start`` op: start each of ``groups`` (gangs this agent leads) on all of
+    its members at once; returns {"ok": True, "started": {group: {host: started_at}}}."""
+    conf = agent.conf()
+    for group in groups:
+        gang = conf["gangs"].get(group)
+        if gang is None or gang["leader"] != conf["host"]:
+            leader = gang["leader"] if gang else None
+            return {"ok": False, "error": f"{conf['host']} does not lead {group!r}"
+                                          + (f" (its leader is {leader})" if leader else " (no such gang)")}
+    started: dict[str, dict[str, float]] = {}
+    for group in groups:
+        gang = conf["gangs"][group]
+        lock = agent.locks.setdefault(group, threading.Lock())
+        with lock:  # a failure report arriving meanwhile waits for this start (agent.pending)
+            # deliberate, as `start` is: a fresh restart budget, no wait left standing
+            update_state(agent.root, "gang.json", {group: None})
+            update_state(agent.root, "waiting.json", {group: None})
+            deadline = time.monotonic() + AGENT_WAIT
+            futures = {m["host"]: agent.pool.submit(_start_member, agent, conf, m, group, deadline)
+                       for m in gang["members"]}
+            errors, times = [], {}
+            for host, fut in futures.items():
+                try:
+                    times[host] = fut.result()["started_at"]
+                except Exception as exc:
+                    errors.append(str(exc))
+            if errors:
+                log(f"gang {group}: the start `up` asked for failed: {'; '.join(errors)}")
+                return {"ok": False, "error": f"gang {group}: " + "; ".join(errors)}
+            started[group] = times
+            log(f"gang {group}: started on {len(times)} hosts at once, as `up` asked (start skew "
+                f"{(max(times.values()) - min(times.values())) * 1000:.0f} ms)")
+    return {"ok": True, "started": started}
+
+
+def _start_member(agent: Agent, conf: dict, member: dict, group: str, deadline: float) -> dict:
+    if member["host"] == conf["host"]:
+        return agent.local_start(group)
+    where = f"member {member['host']} ({member['address']})"
+    try:
+        return _refused_until(deadline, lambda: agent.send(member["address"], {"op": "start", "group": group},
+                                                            timeout=START_TIMEOUT))
+    except ConnectionRefusedError:
+        raise RuntimeError(f"{where}: its agent does not listen on port {conf['agent_port']} "
+                           f"({AGENT_WAIT:.0f} s after its upload)") from None
+    except OSError as exc:  # no route, filtered, timed out: the hosts' agents cannot talk
+        raise RuntimeError(f"{where}: cannot reach its agent on port {conf['agent_port']}: {exc}") from None
+    except RuntimeError as exc:  # it answered with an error (a wrong key, a failed start)
+        raise RuntimeError(f"{where}: {exc}") from None
+
+
+def act_gangstart(root: str, args: list[str]) -> dict:
+    """Host action ``gang-start GROUP...`` on the gangs' leader host: ask the local agent to start
+    them on all their members at once; returns {"started": {group: {host: started_at}}}."""
+    conf = read_json(os.path.join(root, "current", "gang.json"), None)
+    if not isinstance(conf, dict):
+        raise RuntimeError("no current generation here (gang.json missing)")
+    key = secret(root)
+    if key is None:
+        raise RuntimeError("no deployment secret on this host")
+    target = (conf["address"], conf["agent_port"])
+
+    def ask() -> bytes:
+        with socket.create_connection(target, timeout=10) as s:
+            s.settimeout(START_TIMEOUT + 10)
+            s.sendall(sign(key, {"op": "gang-start", "groups": args}, now=host_clock(root)))
+            return s.makefile("rb").readline()
+    try:
+        line = _refused_until(time.monotonic() + AGENT_WAIT, ask)
+    except ConnectionRefusedError:
+        raise RuntimeError(f"the agent does not listen on {target[0]}:{target[1]} "
+                           f"({AGENT_WAIT:.0f} s after the upload)") from None
+    reply = json.loads(line or b"{}")
+    if not reply.get("ok"):
+        raise RuntimeError(f"agent: {reply.get('error', 'no reply')}")
+    return {"started": reply["started"]}

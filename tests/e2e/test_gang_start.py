@@ -1,0 +1,113 @@
+"""A cold `up` starts a multi-host instance once every host is ready, all at once, through its
+leader's agent (launcher/host/gangstart.py); a single-host instance still starts in its upload.
+
+2 hosts: instance `demo` spans h1 (its leader) and h2 on NPU 0, `solo` runs on h2 alone. Hosts
+are checked from outside too: the testbed shares the pid namespace, so what runs of a host's
+deployment is found by its root in a process's command line or environment.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+from tests.e2e.test_cluster import health
+from tests.helpers import cli_on_testbed as cli, host_entry, run_cli, ssh_flags, topology_head, wait_for
+from tests.testbed.core import Testbed
+
+TESTBED_HOSTS = 2
+HEALTH = 18910
+AGENT_PORT = 29390
+NAME = "gstart"
+
+
+def topology(tb: Testbed) -> str:
+    hosts = "".join(host_entry(tb, h, f"{{0: 10.97.{i}.1, 1: 10.97.{i}.2}}") for i, h in enumerate(tb.hosts))
+    h1, h2 = (h.name for h in tb.hosts)
+    return (topology_head(NAME) + f"hosts:\n{hosts}instances:\n"
+            f"  - name: demo\n    hosts: [{h1}, {h2}]\n    devices: [0]\n"
+            f"    command: [launcher-demo-rank, --health-port, \"{HEALTH}\", --barrier-timeout, \"60\"]\n"
+            f"  - name: solo\n    hosts: [{h2}]\n    devices: [1]\n"
+            f"    command: [launcher-demo-rank, --health-port, \"{HEALTH + 100}\"]\n")
+
+
+def root(host) -> str:
+    return f"/srv/launcher/{NAME}/{host.name}"
+
+
+def deployment_pids(host) -> list[int]:
+    """Live processes of this host's deployment: supervisord and the agent name its root on
+    their command line, the programs carry its supervisord's socket in their environment."""
+    marker = root(host).encode()
+    pids = []
+    for d in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{d}/cmdline", "rb") as fh:
+                cmd = fh.read()
+            with open(f"/proc/{d}/environ", "rb") as fh:
+                env = fh.read()
+            with open(f"/proc/{d}/stat", "rb") as fh:
+                zombie = fh.read().rsplit(b")", 1)[1].split()[0] == b"Z"
+        except OSError:
+            continue
+        if not zombie and (marker + b"/" in cmd or marker + b"/run/supervisor.sock" in env):
+            pids.append(int(d))
+    return pids
+
+
+def listeners(tb: Testbed, host, port: int) -> str:
+    return tb.run(host, ["ss", "-Hltn", f"sport = :{port}"]).stdout.strip()
+
+
+def agent_log(tb: Testbed, host) -> str:
+    return tb.run(host, ["cat", f"{root(host)}/logs/launcher-agent.log"]).stdout
+
+
+def test_a_cold_up_starts_a_multi_host_gang_through_its_leaders_agent(testbed, tmp_path):
+    h1, h2 = testbed.hosts
+    path = tmp_path / "topo.yaml"
+    path.write_text(topology(testbed))
+    try:
+        run = cli(testbed, "up", str(path), "--json")
+        assert run.code == 0, run.err
+        report = json.loads(run.out)
+        assert sorted(report["started"]) == ["demo", "solo"]
+        docs = wait_for(lambda: d if all((d := {h.name: health(h.address, HEALTH) for h in testbed.hosts}).values())
+                        else None, what="both demo ranks past their barrier")
+        assert sorted(d["rank"] for d in docs.values()) == [0, 1]
+        assert wait_for(lambda: health(h2.address, HEALTH + 100), what="solo ready")["world_size"] == 1
+        # the leader's agent started demo on both hosts; solo (one host) started in h2's upload
+        assert "gang demo: started on 2 hosts at once, as `up` asked" in agent_log(testbed, h1)
+        assert "gang solo" not in agent_log(testbed, h2)
+        rows = json.loads(cli(testbed, "status", str(path), "--json").out)
+        assert {(r["instance"], r["host"], r["state"], r["restarts"]) for r in rows} == {
+            ("demo", h1.name, "RUNNING", 0), ("demo", h2.name, "RUNNING", 0), ("solo", h2.name, "RUNNING", 0)}
+    finally:
+        run_cli("down", str(path), "--purge", *ssh_flags(testbed))
+
+
+def test_a_member_the_leaders_agent_cannot_reach_fails_the_cold_up_and_leaves_both_hosts_blank(testbed, tmp_path):
+    h1, h2 = testbed.hosts
+    path = tmp_path / "topo.yaml"
+    path.write_text(topology(testbed))
+    # h1 (demo's leader) cannot reach h2's agent port; SSH and everything else still work
+    block = ["ip", "rule", "add", "priority", "100", "to", h2.address, "ipproto", "tcp", "dport", str(AGENT_PORT),
+             "prohibit"]
+    testbed.run(h1, block, check=True)
+    try:
+        run = cli(testbed, "up", str(path))
+        assert run.code == 1, run.err
+        assert f"member {h2.name} ({h2.address}): cannot reach its agent on port {AGENT_PORT}" in run.err, run.err
+        assert "put back to nothing" in run.err, run.err
+        assert "Traceback" not in run.err
+        for h in (h1, h2):  # nothing of the failed up runs on either host: no supervisord, agent or rank
+            wait_for(lambda: not deployment_pids(h), timeout=30, what=f"nothing of {NAME} left on {h.name}")
+            assert not listeners(testbed, h, HEALTH) and not listeners(testbed, h, AGENT_PORT)
+    finally:
+        testbed.run(h1, ["ip", "rule", "del", "priority", "100"], check=True)
+    try:
+        run = cli(testbed, "up", str(path))  # the path is open again: the same up now succeeds
+        assert run.code == 0, run.err
+        wait_for(lambda: all(health(h.address, HEALTH) for h in testbed.hosts), what="demo past its barrier")
+        assert "gang demo: started on 2 hosts at once" in agent_log(testbed, h1)
+    finally:
+        run_cli("down", str(path), "--purge", *ssh_flags(testbed))
