@@ -97,6 +97,7 @@ def process_table(netns: set[int]) -> dict[tuple[int, int], dict[str, Any]]:
                         else "python")
             out[(int(pid), int(f[19]))] = {
                 "kind": comm, "cpu": sum(int(x) for x in f[11:15]) / hz, "own": (int(f[11]) + int(f[12])) / hz,
+                "user": int(f[11]) / hz, "sys": int(f[12]) / hz, "minflt": int(f[7]),
                 "start": int(f[19]) / hz, "cmd": cmd.replace(b"\0", b" ").decode("utf-8", "replace")[:160]}
         except (OSError, ValueError, IndexError):
             continue
@@ -124,7 +125,13 @@ def dump_detail(name: str, netns: set[int], before: dict, since_boot: float, wal
     rows = []
     for key, v in process_table(netns).items():
         b = before.get(key)
-        rows.append({**v, "pid": key[0], "start": round(v["start"] - since_boot, 2),
+        switches = {}
+        try:
+            with open(f"/proc/{key[0]}/status") as fh:
+                switches = {k: int(v) for k, v in (ln.split(":") for ln in fh if "ctxt_switches" in ln)}
+        except OSError:
+            pass
+        rows.append({**v, **switches, "pid": key[0], "start": round(v["start"] - since_boot, 2),
                      "cpu": v["cpu"] - (b["cpu"] if b else 0.0), "own": v["own"] - (b["own"] if b else 0.0)})
     DETAIL.mkdir(parents=True, exist_ok=True)
     (DETAIL / f"{name}.json").write_text(json.dumps({"wall": wall, "processes": rows}, indent=0))
