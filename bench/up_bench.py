@@ -208,7 +208,12 @@ def endpoints(tb) -> list[tuple[str, str, int]]:
 
 
 def wait_health(tb, ok: Callable[[tuple, dict], bool], what: str, timeout: float = WAIT_TIMEOUT) -> dict:
-    """Poll every rank's /health until ok(endpoint, doc) holds for all; ranks already ok are not re-polled."""
+    """Poll every rank's /health until ok(endpoint, doc) holds for all; ranks already ok are not re-polled.
+
+    A round stops at the first rank not ok yet: a demo rank answers only once its whole world
+    has met, so the others are not ready either. Polling all of them each round cost thousands
+    of refused connections a second at 200 hosts, whose kernel time lands on whatever process
+    runs (on the ranks, as sys time), and the longer a column's up lasts, the more of it."""
     todo = endpoints(tb)
     done: dict[tuple, dict] = {}
     deadline = time.monotonic() + timeout
@@ -217,8 +222,9 @@ def wait_health(tb, ok: Callable[[tuple, dict], bool], what: str, timeout: float
             if ep in done:
                 continue
             doc = health(ep[1], ep[2])
-            if doc is not None and ok(ep, doc):
-                done[ep] = doc
+            if doc is None or not ok(ep, doc):
+                break
+            done[ep] = doc
         if len(done) == len(todo):
             return done
         if time.monotonic() > deadline:
