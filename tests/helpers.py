@@ -129,3 +129,22 @@ def health_json(address: str, port: int) -> dict | None:
             return json.loads(resp.read())
     except OSError:
         return None
+
+
+def live_pids(match) -> list[int]:
+    """Pids of live (not zombie) processes for which ``match(cmdline, environ)`` holds (both
+    bytes): the testbed shares one pid namespace, so ps cannot tell its hosts apart."""
+    pids = []
+    for d in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{d}/cmdline", "rb") as fh:
+                cmd = fh.read()
+            with open(f"/proc/{d}/environ", "rb") as fh:
+                env = fh.read()
+            with open(f"/proc/{d}/stat", "rb") as fh:
+                zombie = fh.read().rsplit(b")", 1)[1].split()[0] == b"Z"
+        except (OSError, IndexError):
+            continue
+        if not zombie and match(cmd, env):
+            pids.append(int(d))
+    return sorted(pids)

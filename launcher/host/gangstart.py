@@ -63,9 +63,15 @@ def start_gangs(agent: Agent, groups: list[str]) -> dict:
             update_state(agent.root, "gang.json", {group: None})
             update_state(agent.root, "waiting.json", {group: None})
             deadline = time.monotonic() + AGENT_WAIT
-            futures = {m["host"]: agent.pool.submit(_start_member, agent, conf, m, group, deadline)
-                       for m in gang["members"]}
             errors, times = [], {}
+            try:  # the leader's own first: it holds rank 0, which its peers connect to (MASTER_ADDR);
+                # started among 127 threads of sends it was the last to start on 200 hosts, and
+                # every peer retried its connection until then
+                times[conf["host"]] = agent.local_start(group)["started_at"]
+            except Exception as exc:
+                errors.append(f"{conf['host']} (this host): {exc}")
+            futures = {m["host"]: agent.pool.submit(_start_member, agent, conf, m, group, deadline)
+                       for m in gang["members"] if m["host"] != conf["host"] and not errors}
             for host, fut in futures.items():
                 try:
                     times[host] = fut.result()["started_at"]
@@ -81,8 +87,6 @@ def start_gangs(agent: Agent, groups: list[str]) -> dict:
 
 
 def _start_member(agent: Agent, conf: dict, member: dict, group: str, deadline: float) -> dict:
-    if member["host"] == conf["host"]:
-        return agent.local_start(group)
     where = f"member {member['host']} ({member['address']})"
     try:
         return _refused_until(deadline, lambda: agent.send(member["address"], {"op": "start", "group": group},

@@ -8,10 +8,9 @@ deployment is found by its root in a process's command line or environment.
 from __future__ import annotations
 
 import json
-import os
 
 from tests.e2e.test_cluster import health
-from tests.helpers import cli_on_testbed as cli, host_entry, run_cli, ssh_flags, topology_head, wait_for
+from tests.helpers import cli_on_testbed as cli, host_entry, live_pids, run_cli, ssh_flags, topology_head, wait_for
 from tests.testbed.core import Testbed
 
 TESTBED_HOSTS = 2
@@ -38,20 +37,13 @@ def deployment_pids(host) -> list[int]:
     """Live processes of this host's deployment: supervisord and the agent name its root on
     their command line, the programs carry its supervisord's socket in their environment."""
     marker = root(host).encode()
-    pids = []
-    for d in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{d}/cmdline", "rb") as fh:
-                cmd = fh.read()
-            with open(f"/proc/{d}/environ", "rb") as fh:
-                env = fh.read()
-            with open(f"/proc/{d}/stat", "rb") as fh:
-                zombie = fh.read().rsplit(b")", 1)[1].split()[0] == b"Z"
-        except OSError:
-            continue
-        if not zombie and (marker + b"/" in cmd or marker + b"/run/supervisor.sock" in env):
-            pids.append(int(d))
-    return pids
+    return live_pids(lambda cmd, env: marker + b"/" in cmd or marker + b"/run/supervisor.sock" in env)
+
+
+def started(pid: int) -> int:
+    """A process's start time (clock ticks since boot; one pid namespace on the testbed)."""
+    with open(f"/proc/{pid}/stat", "rb") as fh:
+        return int(fh.read().rsplit(b")", 1)[1].split()[19])
 
 
 def listeners(tb: Testbed, host, port: int) -> str:
@@ -74,6 +66,8 @@ def test_a_cold_up_starts_a_multi_host_gang_through_its_leaders_agent(testbed, t
         docs = wait_for(lambda: d if all((d := {h.name: health(h.address, HEALTH) for h in testbed.hosts}).values())
                         else None, what="both demo ranks past their barrier")
         assert sorted(d["rank"] for d in docs.values()) == [0, 1]
+        # the leader started its own rank (rank 0, whom its peers connect to) before asking the member
+        assert docs[h1.name]["rank"] == 0 and started(docs[h1.name]["pid"]) <= started(docs[h2.name]["pid"])
         assert wait_for(lambda: health(h2.address, HEALTH + 100), what="solo ready")["world_size"] == 1
         # the leader's agent started demo on both hosts; solo (one host) started in h2's upload
         assert "gang demo: started on 2 hosts at once, as `up` asked" in agent_log(testbed, h1)

@@ -13,7 +13,7 @@ import signal
 import pytest
 
 from tests.e2e.test_cluster import health
-from tests.helpers import cli_on_testbed as cli, ssh_flags, host_entry, run_cli, topology_head, wait_for
+from tests.helpers import cli_on_testbed as cli, ssh_flags, host_entry, live_pids, run_cli, topology_head, wait_for
 from tests.testbed.core import Testbed
 
 TESTBED_HOSTS = 2
@@ -64,22 +64,7 @@ def rank_pids(tb: Testbed, host) -> list[int]:
     """Every process on the testbed that is a demo rank of `host` (by its environment: ps
     cannot tell hosts apart in the shared pid namespace)."""
     marker = f"SUPERVISOR_SERVER_URL=unix://{root(tb, host)}/run/supervisor.sock".encode()
-    pids = []
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open(f"/proc/{d}/environ", "rb") as fh:
-                env = fh.read().split(b"\0")
-            with open(f"/proc/{d}/cmdline", "rb") as fh:
-                cmd = fh.read()
-            with open(f"/proc/{d}/stat", "rb") as fh:
-                zombie = fh.read().rsplit(b")", 1)[1].split()[0] == b"Z"
-        except OSError:
-            continue
-        if marker in env and b"launcher.host.demo_rank" in cmd and not zombie:
-            pids.append(int(d))
-    return sorted(pids)
+    return live_pids(lambda cmd, env: marker in env.split(b"\0") and b"launcher.host.demo_rank" in cmd)
 
 
 def port_holders(tb: Testbed, host, port: int) -> set[int]:
