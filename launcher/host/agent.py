@@ -27,7 +27,7 @@ from .messages import Refused, Verifier, host_clock, sign
 from .members import (DEAD, Unreachable, failure_cause, forget_reporting, held_gangs, log, report_to_leader,
                       seen_before_restart, wait_for_members)
 from .dependencies import wait_for_dependencies
-from .gangstart import start_gangs
+from .gangstart import start_gangs, start_leader_first
 from .restart_policy import restart_backoff, restart_when
 from .snapshot import write_snapshot
 from .state import (current_generation, desired, read_json, read_manifest, secret, set_desired, state_path, tail,
@@ -229,12 +229,10 @@ class Agent:
             time.sleep(backoff)
         if not wait_for_dependencies(self.root, group, gang):
             return
-        replies = self.all_members(gang, f"start:{group}")
-        times = [r["started_at"] for r in replies]
+        started = start_leader_first(self, gang, group)
         history.append(time.time())
-        st.update(state="RUNNING", restarts=st.get("restarts", 0) + 1, history=history,
-                  last_restart=time.time(), skew=max(times) - min(times),
-                  started={m["host"]: r["started_at"] for m, r in zip(gang["members"], replies)})
+        st.update(state="RUNNING", restarts=st.get("restarts", 0) + 1, history=history, last_restart=time.time(),
+                  skew=max(started.values()) - min(started.values()), started=started)
         states = read_json(path, {})
         states[group] = st
         write_json(path, states)

@@ -86,6 +86,17 @@ def start_gangs(agent: Agent, groups: list[str]) -> dict:
     return {"ok": True, "started": started}
 
 
+def start_leader_first(agent: Agent, gang: dict, group: str) -> dict[str, float]:
+    """A gang restart's start: this host's members first (the leader's: rank 0, whom the peers
+    connect to), then every other member at once; {host: started_at}. Raises as
+    Agent.all_members does (Unreachable naming the members that did not answer)."""
+    here = agent.conf()["host"]
+    started = {here: agent.local_start(group)["started_at"]} if any(m["host"] == here for m in gang["members"]) else {}
+    others = [m for m in gang["members"] if m["host"] != here]
+    replies = agent.all_members({**gang, "members": others}, f"start:{group}") if others else []
+    return {**started, **{m["host"]: r["started_at"] for m, r in zip(others, replies)}}
+
+
 def _start_member(agent: Agent, conf: dict, member: dict, group: str, deadline: float) -> dict:
     where = f"member {member['host']} ({member['address']})"
     try:
