@@ -104,11 +104,6 @@ def process_table(netns: set[int]) -> dict[tuple[int, int], dict[str, Any]]:
     return out
 
 
-def process_cpu(netns: set[int]) -> dict[tuple[int, int], tuple[str, float]]:
-    """process_table() as (kind, CPU seconds with reaped children) per process."""
-    return {k: (v["kind"], v["cpu"]) for k, v in process_table(netns).items()}
-
-
 DETAIL: Path | None = None  # --cpu-detail: where the first cold up of each column leaves its processes
 
 
@@ -117,39 +112,56 @@ def uptime() -> float:
         return float(fh.read().split()[0])
 
 
-def dump_detail(name: str, netns: set[int], before: dict, since_boot: float, wall: float) -> None:
+def dump_detail(name: str, after: dict, before: dict, since_boot: float, wall: float) -> None:
     """Write DETAIL/<name>.json once: every testbed process at the end of a cold up, with the CPU
     it spent in the window, its own part, and when it started (seconds after the up began)."""
     if DETAIL is None or (DETAIL / f"{name}.json").exists():
         return
     rows = []
-    for key, v in process_table(netns).items():
+    for key, proc in after.items():
         b = before.get(key)
         switches = {}
         try:
             with open(f"/proc/{key[0]}/status") as fh:
-                switches = {k: int(v) for k, v in (ln.split(":") for ln in fh if "ctxt_switches" in ln)}
+                switches = {k: int(n) for k, n in (ln.split(":") for ln in fh if "ctxt_switches" in ln)}
         except OSError:
             pass
-        rows.append({**v, **switches, "pid": key[0], "start": round(v["start"] - since_boot, 2),
-                     "cpu": v["cpu"] - (b["cpu"] if b else 0.0), "own": v["own"] - (b["own"] if b else 0.0)})
+        rows.append({**proc, **switches, "pid": key[0], "start": round(proc["start"] - since_boot, 2),
+                     "cpu": proc["cpu"] - (b["cpu"] if b else 0.0), "own": proc["own"] - (b["own"] if b else 0.0)})
     DETAIL.mkdir(parents=True, exist_ok=True)
     (DETAIL / f"{name}.json").write_text(json.dumps({"wall": wall, "processes": rows}, indent=0))
+
+
+class CpuWindow:
+    """CPU spent during a cold up: opened right before it starts, closed once every /health answered."""
+
+    def __init__(self, tb):
+        self.hosts, self.netns = len(tb.hosts), testbed_netns(tb)
+        self.boot, self.before, self.children = uptime(), process_table(self.netns), children_cpu()
+        self.machine = machine_cpu()
+
+    def close(self, name: str, wall: float) -> dict[str, float]:
+        """up_cpu (the whole machine) and cpu_split's figures per host; --cpu-detail's dump."""
+        up_cpu = (machine_cpu() - self.machine) / self.hosts
+        after = process_table(self.netns)
+        dump_detail(name, after, self.before, self.boot, wall)
+        return {"up_cpu": up_cpu, **cpu_split(self.before, after, self.hosts, children_cpu() - self.children)}
 
 
 CPU_KINDS = ("demo rank", "agent", "supervisord", "sshd", "ssh")
 
 
 def cpu_split(before: dict, after: dict, hosts: int, own: float) -> dict[str, float]:
-    """CPU per host by kind of the testbed's processes between two process_cpu() snapshots (one
+    """CPU per host by kind of the testbed's processes between two process_table() snapshots (one
     that exited meanwhile counts with its parent: a host-side call with its sshd); ``own``: this
     script's children (the CLI, its ssh clients), measured apart; ``cpu_total`` is the sum, what
     the launcher (or the floor) cost on this machine without anybody else's work."""
     by: dict[str, float] = {"total": own}
-    for key, (kind, cpu) in after.items():
-        kind = kind if kind in CPU_KINDS else "other"
-        by[kind] = by.get(kind, 0.0) + cpu - (before[key][1] if key in before else 0.0)
-        by["total"] += cpu - (before[key][1] if key in before else 0.0)
+    for key, proc in after.items():
+        kind = proc["kind"] if proc["kind"] in CPU_KINDS else "other"
+        spent = proc["cpu"] - (before[key]["cpu"] if key in before else 0.0)
+        by[kind] = by.get(kind, 0.0) + spent
+        by["total"] += spent
     return {**{f"cpu_{k.replace(' ', '_')}": v / hosts for k, v in by.items()}, "cpu_cli": own / hosts}
 
 
@@ -371,15 +383,12 @@ class Launcher:
         if left:
             log(f"closed {left} shared SSH connections the launcher had kept before this cold up")
         since = time.time()
-        t0_boot, pt0 = uptime(), process_table(netns := testbed_netns(self.tb))
-        p0, k0 = {k: (v["kind"], v["cpu"]) for k, v in pt0.items()}, children_cpu()
-        t0, c0 = time.monotonic(), machine_cpu()
+        window = CpuWindow(self.tb)
+        t0 = time.monotonic()
         r["up_cli"], _ = self.cli("up")
         wait_all_up(self.tb, since, "launcher cold up")
         r["up_cold"] = time.monotonic() - t0
-        r["up_cpu"] = (machine_cpu() - c0) / len(self.tb.hosts)
-        r.update(cpu_split(p0, process_cpu(netns), len(self.tb.hosts), children_cpu() - k0))
-        dump_detail("launcher", netns, pt0, t0_boot, r["up_cold"])
+        r.update(window.close("launcher", r["up_cold"]))
 
         r["up_nochange"], proc = self.cli("up", "--json")
         started = json.loads(proc.stdout)["started"]
@@ -539,15 +548,12 @@ class Floor:
     def cold_up(self) -> dict[str, float]:
         """One parallel round that uploads and starts, then the wait for every /health."""
         since = time.time()
-        t0_boot, pt0 = uptime(), process_table(netns := testbed_netns(self.tb))
-        p0, k0 = {k: (v["kind"], v["cpu"]) for k, v in pt0.items()}, children_cpu()
-        t0, c0 = time.monotonic(), machine_cpu()
+        window = CpuWindow(self.tb)
+        t0 = time.monotonic()
         r = {"up_cli": self.round(f"{self.NAME} up", self.up_script, lambda h: self.runtime_tar + self.gen_tars[h])}
         wait_all_up(self.tb, since, f"{self.NAME} up")
         r["up_cold"] = time.monotonic() - t0
-        r["up_cpu"] = (machine_cpu() - c0) / len(self.tb.hosts)
-        r.update(cpu_split(p0, process_cpu(netns), len(self.tb.hosts), children_cpu() - k0))
-        dump_detail(self.NAME, netns, pt0, t0_boot, r["up_cold"])
+        r.update(window.close(self.NAME, r["up_cold"]))
         return r
 
     def down(self) -> float:

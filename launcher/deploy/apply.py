@@ -108,13 +108,14 @@ def up(session: Session, files: Files, generation: str, skip_preflight: bool = F
     # blank hosts and need no link check: one round trip and one Python start less per host.
     # If any host fails before the switch phase is done, the blank ones are undone (`switch -`).
     blank = {h for h, s in old.items() if s.blank} & needs
-    checked = set() if skip_preflight else {i.name for i in plan.instances}
+    instance_names = {i.name for i in plan.instances}
+    checked = set() if skip_preflight else instance_names
     owners = owners_on(plan)
     early = [o for o in (plan.levels[0] if plan.levels else [])
              if o in owners and o not in checked and set(owners[o]) <= blank]
     # ... except an instance on several hosts: it starts once all of them are ready, all at once
     # through its leader's agent; started in each upload, it would start over the whole round
-    together = [o for o in early if len(owners[o]) > 1 and o in {i.name for i in plan.instances}]
+    together = [o for o in early if len(owners[o]) > 1 and o in instance_names]
     early_in_upload = [o for o in early if o not in together]
 
     def prepare(c: HostClient) -> dict[str, Any]:
@@ -178,7 +179,7 @@ def up(session: Session, files: Files, generation: str, skip_preflight: bool = F
         say(f"  [3/4] switched {len(files)} hosts to {generation}")
         for o in fresh:
             times = [started_at[h] for h in owners[o] if h in started_at]
-            skew[o] = skew_together[o] if o in skew_together else max(times) - min(times) if times else 0.0
+            skew[o] = skew_together.get(o, max(times) - min(times) if times else 0.0)
         if fresh:
             say(f"  [4/4] started {', '.join(f'{o} (skew {skew[o] * 1000:.0f} ms)' for o in fresh)}")
     else:

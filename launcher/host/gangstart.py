@@ -26,14 +26,17 @@ from .state import read_json, secret, update_state
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (type checkers know the name)
 if TYPE_CHECKING:
+    from typing import Callable, TypeVar
+
     from .agent import Agent
+    T = TypeVar("T")
 
 AGENT_WAIT = 30.0    # s a just-started agent may take to listen (its Python start on a busy host)
 RETRY = 0.05         # s between tries of a refused connection
 START_TIMEOUT = 120.0  # s one member's start may take (its supervisord spawns the programs)
 
 
-def _refused_until(deadline: float, attempt):
+def _refused_until(deadline: float, attempt: Callable[[], T]) -> T:
     """Call ``attempt()`` until it does not raise ConnectionRefusedError or the deadline passes."""
     while True:
         try:
@@ -63,38 +66,47 @@ def start_gangs(agent: Agent, groups: list[str]) -> dict:
             update_state(agent.root, "gang.json", {group: None})
             update_state(agent.root, "waiting.json", {group: None})
             deadline = time.monotonic() + AGENT_WAIT
-            errors, times = [], {}
-            try:  # the leader's own first: it holds rank 0, which its peers connect to (MASTER_ADDR);
-                # started among 127 threads of sends it was the last to start on 200 hosts, and
-                # every peer retried its connection until then
-                times[conf["host"]] = agent.local_start(group)["started_at"]
+            try:
+                times = start_leader_first(agent, gang, group,
+                                           lambda others: _start_each(agent, conf, others, group, deadline))
             except Exception as exc:
-                errors.append(f"{conf['host']} (this host): {exc}")
-            futures = {m["host"]: agent.pool.submit(_start_member, agent, conf, m, group, deadline)
-                       for m in gang["members"] if m["host"] != conf["host"] and not errors}
-            for host, fut in futures.items():
-                try:
-                    times[host] = fut.result()["started_at"]
-                except Exception as exc:
-                    errors.append(str(exc))
-            if errors:
-                log(f"gang {group}: the start `up` asked for failed: {'; '.join(errors)}")
-                return {"ok": False, "error": f"gang {group}: " + "; ".join(errors)}
+                log(f"gang {group}: the start `up` asked for failed: {exc}")
+                return {"ok": False, "error": f"gang {group}: {exc}"}
             started[group] = times
             log(f"gang {group}: started on {len(times)} hosts at once, as `up` asked (start skew "
                 f"{(max(times.values()) - min(times.values())) * 1000:.0f} ms)")
     return {"ok": True, "started": started}
 
 
-def start_leader_first(agent: Agent, gang: dict, group: str) -> dict[str, float]:
-    """A gang restart's start: this host's members first (the leader's: rank 0, whom the peers
-    connect to), then every other member at once; {host: started_at}. Raises as
-    Agent.all_members does (Unreachable naming the members that did not answer)."""
+def start_leader_first(agent: Agent, gang: dict, group: str,
+                       start_others: Callable[[list[dict]], list[dict]] | None = None) -> dict[str, float]:
+    """Start ``group`` on every member: this host's first (the leader's: rank 0, whom the peers
+    connect to; started among 127 sending threads it came last on 200 hosts, and every peer
+    retried its connection until then), then the others at once with ``start_others`` (default:
+    Agent.all_members, which raises Unreachable naming the members that did not answer).
+    Returns {host: started_at}."""
     here = agent.conf()["host"]
     started = {here: agent.local_start(group)["started_at"]} if any(m["host"] == here for m in gang["members"]) else {}
     others = [m for m in gang["members"] if m["host"] != here]
-    replies = agent.all_members({**gang, "members": others}, f"start:{group}") if others else []
+    if start_others is None:
+        start_others = lambda ms: agent.all_members({**gang, "members": ms}, f"start:{group}")  # noqa: E731
+    replies = start_others(others) if others else []
     return {**started, **{m["host"]: r["started_at"] for m, r in zip(others, replies)}}
+
+
+def _start_each(agent: Agent, conf: dict, members: list[dict], group: str, deadline: float) -> list[dict]:
+    """`up`'s start of ``members`` at once, each retried while its agent does not listen yet;
+    RuntimeError naming every member that failed."""
+    futures = [agent.pool.submit(_start_member, agent, conf, m, group, deadline) for m in members]
+    replies, errors = [], []
+    for fut in futures:
+        try:
+            replies.append(fut.result())
+        except RuntimeError as exc:
+            errors.append(str(exc))
+    if errors:
+        raise RuntimeError("; ".join(errors))
+    return replies
 
 
 def _start_member(agent: Agent, conf: dict, member: dict, group: str, deadline: float) -> dict:
