@@ -97,7 +97,7 @@ def process_table(netns: set[int]) -> dict[tuple[int, int], dict[str, Any]]:
                         else "python")
             out[(int(pid), int(f[19]))] = {
                 "kind": comm, "cpu": sum(int(x) for x in f[11:15]) / hz, "own": (int(f[11]) + int(f[12])) / hz,
-                "user": int(f[11]) / hz, "sys": int(f[12]) / hz, "minflt": int(f[7]),
+                "user": int(f[11]) / hz, "sys": int(f[12]) / hz, "minflt": int(f[7]), "rss": int(f[21]) * PAGE,
                 "start": int(f[19]) / hz, "cmd": cmd.replace(b"\0", b" ").decode("utf-8", "replace")[:160]}
         except (OSError, ValueError, IndexError):
             continue
@@ -105,6 +105,33 @@ def process_table(netns: set[int]) -> dict[tuple[int, int], dict[str, Any]]:
 
 
 DETAIL: Path | None = None  # --cpu-detail: where the first cold up of each column leaves its processes
+
+
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+def memory_in_use() -> float:
+    """Bytes of this machine's memory in use (MemTotal - MemAvailable): all testbed hosts share it."""
+    with open("/proc/meminfo") as fh:
+        info = {k: int(v.split()[0]) * 1024 for k, v in (ln.split(":", 1) for ln in fh)}
+    return info["MemTotal"] - info["MemAvailable"]
+
+
+class Ballast:
+    """--hold-memory GB: one idle process that touched GB of memory and holds it for the whole run.
+    Every testbed host shares this machine's memory, so a 200-host testbed fills it where a 16-host
+    one does not; holding the difference gives a small testbed the same memory to work in."""
+
+    def __init__(self, gib: float):
+        code = ("import sys, time\nb = bytearray(int(float(sys.argv[1]) * (1 << 30)))\n"
+                "for i in range(0, len(b), 4096): b[i] = 1\nprint('held', flush=True)\ntime.sleep(86400)")
+        self.proc = subprocess.Popen([sys.executable, "-c", code, str(gib)], stdout=subprocess.PIPE)
+        if self.proc.stdout.readline() != b"held\n":
+            raise RuntimeError(f"--hold-memory {gib}: the holding process exited ({self.proc.wait()})")
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
 
 
 def uptime() -> float:
@@ -145,7 +172,8 @@ class CpuWindow:
         up_cpu = (machine_cpu() - self.machine) / self.hosts
         after = process_table(self.netns)
         dump_detail(name, after, self.before, self.boot, wall)
-        return {"up_cpu": up_cpu, **cpu_split(self.before, after, self.hosts, children_cpu() - self.children)}
+        return {"up_cpu": up_cpu, "mem_gib": memory_in_use() / (1 << 30),
+                **cpu_split(self.before, after, self.hosts, children_cpu() - self.children)}
 
 
 CPU_KINDS = ("demo rank", "agent", "supervisord", "sshd", "ssh")
@@ -157,12 +185,21 @@ def cpu_split(before: dict, after: dict, hosts: int, own: float) -> dict[str, fl
     script's children (the CLI, its ssh clients), measured apart; ``cpu_total`` is the sum, what
     the launcher (or the floor) cost on this machine without anybody else's work."""
     by: dict[str, float] = {"total": own}
+    sys_s = faults = rss = 0.0
     for key, proc in after.items():
         kind = proc["kind"] if proc["kind"] in CPU_KINDS else "other"
-        spent = proc["cpu"] - (before[key]["cpu"] if key in before else 0.0)
+        old = before.get(key, {"cpu": 0.0, "own": 0.0, "sys": 0.0, "minflt": 0})
+        spent = proc["cpu"] - old["cpu"]
         by[kind] = by.get(kind, 0.0) + spent
         by["total"] += spent
-    return {**{f"cpu_{k.replace(' ', '_')}": v / hosts for k, v in by.items()}, "cpu_cli": own / hosts}
+        sys_s += proc["sys"] - old["sys"]
+        faults += proc["minflt"] - old["minflt"]
+        rss += proc["rss"]
+    # Kernel time per page fault of the processes that live on: what the machine's memory costs them
+    # (it grows with how much of it is in use on this VM, not with anything a launcher does per host)
+    return {**{f"cpu_{k.replace(' ', '_')}": v / hosts for k, v in by.items()}, "cpu_cli": own / hosts,
+            "rss_mib": rss / hosts / (1 << 20), "faults_k": faults / hosts / 1000,
+            "sys_us_per_fault": sys_s / faults * 1e6 if faults else 0.0}
 
 
 def children_cpu() -> float:
@@ -911,7 +948,11 @@ def table(cols: dict[str, list[dict[str, float]]], hosts: int, repeat: int) -> s
     extra = (("  (cold up: command only)", "up_cli"), ("  (cold up: machine CPU s per host)", "up_cpu"),
              ("  (cold up: CPU s per host of the CLI + testbed only)", "cpu_total"),
              *((f"  (... of which {'the CLI + its ssh' if k == 'cli' else k})", f"cpu_{k.replace(' ', '_')}")
-               for k in ("cli", *CPU_KINDS, "other")))
+               for k in ("cli", *CPU_KINDS, "other")),
+             ("  (cold up: testbed page faults per host, thousands)", "faults_k"),
+             ("  (cold up: testbed kernel time per page fault, us)", "sys_us_per_fault"),
+             ("  (cold up end: testbed RSS per host, MiB)", "rss_mib"),
+             ("  (cold up end: machine memory in use, GiB)", "mem_gib"))
     boxed = "containers" in cols
     if boxed:
         head += ("in containers s", "containers/launcher")
@@ -966,7 +1007,15 @@ def main(argv: list[str] | None = None) -> int:
                     "(phase times, -X importtime, cProfile of every thread) into DIR")
     ap.add_argument("--cpu-detail", metavar="DIR", help="write DIR/<column>.json: every testbed process at "
                     "the end of the first cold up of each column, with its CPU in the window and its start time")
+    ap.add_argument("--columns", default="launcher,floor,floor_sup", help="which of launcher, floor, floor_sup "
+                    "to run (comma-separated; default all three): a repeat of one column alone costs less")
+    ap.add_argument("--hold-memory", metavar="GIB", type=float, default=0.0,
+                    help="hold GIB of touched memory in one idle process for the whole run: every testbed host "
+                    "shares this machine's memory, so this gives a small testbed a large one's memory to work in")
     args = ap.parse_args(argv)
+    wanted = set(args.columns.split(","))
+    if not wanted <= {"launcher", "floor", "floor_sup"} or "launcher" not in wanted:
+        ap.error(f"--columns {args.columns!r}: a comma-separated subset of launcher, floor, floor_sup with launcher")
     global DETAIL
     DETAIL = Path(args.cpu_detail) if args.cpu_detail else None
     if os.geteuid() != 0:
@@ -988,7 +1037,7 @@ def main(argv: list[str] | None = None) -> int:
     version = git_head() if args.launcher_rev is None else f"{args.launcher_rev} (--launcher-rev)"
     log(f"launcher measured: {version} (copied to {SNAPSHOT})")
     base_src = snapshot_baseline(work, args.baseline) if args.baseline != "none" else None
-    tb = launcher = None
+    tb = launcher = ballast = None
     cols: dict[str, list[dict[str, float]]] = {"launcher": [], "floor": [], "floor_sup": []}
     try:
         t0 = time.monotonic()
@@ -998,6 +1047,9 @@ def main(argv: list[str] | None = None) -> int:
             boxes = unavailable_reason()
             if boxes:
                 log(f"containers column skipped: {boxes}")
+        if args.hold_memory:
+            ballast = Ballast(args.hold_memory)
+            log(f"holding {args.hold_memory:g} GiB; machine memory in use {memory_in_use() / (1 << 30):.1f} GiB")
         tb = Testbed.up(args.hosts, containers=args.containers and not boxes)
         log(f"testbed {tb.id}: {args.hosts} hosts in {time.monotonic() - t0:.2f} s ({tb.root})")
         topo = work / "topology.yaml"
@@ -1047,7 +1099,7 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(args.repeat):
             for name, col in (("launcher", launcher), ("baseline", baseline), ("containers", boxed),
                               ("floor", floor), ("floor_sup", floor_sup), ("ansible", ansible)):
-                if col is None:
+                if col is None or (name in ("floor", "floor_sup") and name not in wanted):
                     continue
                 if col is baseline:  # its gang restart only, beside the launcher's own of this repeat
                     res = {f"{k}_base": v for k, v in baseline.restart_cycle().items()}
@@ -1066,11 +1118,14 @@ def main(argv: list[str] | None = None) -> int:
         m = {k: median(cols["launcher"], k) for _, k in ROWS}
         print(restart_note(m["gang_restart"], m["gang_restart_base"], median(cols["floor"], "up_cold"),
                            args.baseline if base_src else None))
-        parts = [f"hosts={args.hosts}"] + [f"{k}={m[k]:.3f}" if m[k] is not None else f"{k}=n/a" for _, k in ROWS]
-        parts.append(f"floor_up={median(cols['floor'], 'up_cold'):.3f}")
-        parts.append(f"floor_sup_up={median(cols['floor_sup'], 'up_cold'):.3f}")
-        parts.append(f"up_cpu_per_host={m_cpu:.3f} floor_up_cpu_per_host={median(cols['floor'], 'up_cpu'):.3f}"
-                     if (m_cpu := median(cols["launcher"], "up_cpu")) is not None else "up_cpu_per_host=n/a")
+
+        def fig(name: str, col: str, key: str) -> str:
+            v = median(cols[col], key)
+            return f"{name}={v:.3f}" if v is not None else f"{name}=n/a"
+        parts = [f"hosts={args.hosts}"] + [fig(k, "launcher", k) for _, k in ROWS]
+        parts += [fig("floor_up", "floor", "up_cold"), fig("floor_sup_up", "floor_sup", "up_cold"),
+                  fig("up_cpu_per_host", "launcher", "up_cpu"), fig("floor_up_cpu_per_host", "floor", "up_cpu"),
+                  fig("cpu_per_host", "launcher", "cpu_total"), fig("mem_gib", "launcher", "mem_gib")]
         if boxed is not None:
             parts += [f"containers_{k}={v:.3f}" if (v := median(cols["containers"], k)) is not None
                       else f"containers_{k}=n/a" for k in ("up_cold", "gang_restart", "down")]
@@ -1087,6 +1142,8 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not stop the teardown
+        if ballast is not None:
+            ballast.close()
         if launcher is not None:
             launcher.close_masters()
             shutil.rmtree(launcher.xdg, ignore_errors=True)
