@@ -1008,14 +1008,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cpu-detail", metavar="DIR", help="write DIR/<column>.json: every testbed process at "
                     "the end of the first cold up of each column, with its CPU in the window and its start time")
     ap.add_argument("--columns", default="launcher,floor,floor_sup", help="which of launcher, floor, floor_sup "
-                    "to run (comma-separated; default all three): a repeat of one column alone costs less")
+                    "to run (comma-separated; default all three): a repeat of one column alone costs less, and "
+                    "with --hold-memory a column runs in the memory another one filled")
     ap.add_argument("--hold-memory", metavar="GIB", type=float, default=0.0,
                     help="hold GIB of touched memory in one idle process for the whole run: every testbed host "
                     "shares this machine's memory, so this gives a small testbed a large one's memory to work in")
     args = ap.parse_args(argv)
     wanted = set(args.columns.split(","))
-    if not wanted <= {"launcher", "floor", "floor_sup"} or "launcher" not in wanted:
-        ap.error(f"--columns {args.columns!r}: a comma-separated subset of launcher, floor, floor_sup with launcher")
+    if not wanted or not wanted <= {"launcher", "floor", "floor_sup"}:
+        ap.error(f"--columns {args.columns!r}: a comma-separated subset of launcher, floor, floor_sup")
     global DETAIL
     DETAIL = Path(args.cpu_detail) if args.cpu_detail else None
     if os.geteuid() != 0:
@@ -1099,7 +1100,9 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(args.repeat):
             for name, col in (("launcher", launcher), ("baseline", baseline), ("containers", boxed),
                               ("floor", floor), ("floor_sup", floor_sup), ("ansible", ansible)):
-                if col is None or (name in ("floor", "floor_sup") and name not in wanted):
+                if col is None or name not in wanted | {"ansible", "baseline", "containers"}:
+                    continue
+                if name == "baseline" and not cols["launcher"]:
                     continue
                 if col is baseline:  # its gang restart only, beside the launcher's own of this repeat
                     res = {f"{k}_base": v for k, v in baseline.restart_cycle().items()}
