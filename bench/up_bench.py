@@ -97,7 +97,7 @@ def process_table(netns: set[int]) -> dict[tuple[int, int], dict[str, Any]]:
                         else "python")
             out[(int(pid), int(f[19]))] = {
                 "kind": comm, "cpu": sum(int(x) for x in f[11:15]) / hz, "own": (int(f[11]) + int(f[12])) / hz,
-                "user": int(f[11]) / hz, "sys": int(f[12]) / hz, "minflt": int(f[7]), "rss": int(f[21]) * PAGE,
+                "user": int(f[11]) / hz, "sys": int(f[12]) / hz, "minflt": int(f[7]), "rss": int(f[21]) * PAGE, "ppid": int(f[1]),
                 "start": int(f[19]) / hz, "cmd": cmd.replace(b"\0", b" ").decode("utf-8", "replace")[:160]}
         except (OSError, ValueError, IndexError):
             continue
@@ -186,6 +186,14 @@ def cpu_split(before: dict, after: dict, hosts: int, own: float) -> dict[str, fl
     the launcher (or the floor) cost on this machine without anybody else's work."""
     by: dict[str, float] = {"total": own}
     sys_s = faults = rss = 0.0
+    # A process that died in the window was reaped by its parent, whose CPU now holds the dead one's
+    # whole life: take back what it had spent before the window (a gang restart's old ranks)
+    kind_of = {pid: proc["kind"] for (pid, _), proc in after.items()}
+    for key, proc in before.items():
+        if key not in after and proc["ppid"] in kind_of:
+            kind = kind_of[proc["ppid"]] if kind_of[proc["ppid"]] in CPU_KINDS else "other"
+            by[kind] = by.get(kind, 0.0) - proc["cpu"]
+            by["total"] -= proc["cpu"]
     for key, proc in after.items():
         kind = proc["kind"] if proc["kind"] in CPU_KINDS else "other"
         old = before.get(key, {"cpu": 0.0, "own": 0.0, "sys": 0.0, "minflt": 0})
@@ -447,11 +455,17 @@ class Launcher:
         before = wait_all_up(self.tb, 0, "health before the gang restart")
         victim = next(ep for ep in before if ep[0] == self.tb.hosts[len(self.tb.hosts) // 2].name)
         passed = {ep: d["barrier_passed_at"] for ep, d in before.items()}
-        t0 = time.monotonic()
+        window = CpuWindow(self.tb)
+        t0, killed = time.monotonic(), uptime()
         self.kill_rank(victim, before[victim])
         try:
             wait_health(self.tb, lambda ep, d: d["barrier_passed_at"] > passed[ep], "gang restart", timeout=90)
-            return {"gang_restart": time.monotonic() - t0}
+            wall = time.monotonic() - t0
+            split = window.close(f"{type(self).__name__}-gang-restart", wall)
+            # its two phases: every old rank stopped (the first new one starts only then), the new world formed
+            starts = [p["start"] for p in process_table(window.netns).values() if p["kind"] == "demo rank"]
+            return {"gang_restart": wall, "gr_stop": min(starts) - killed if starts else 0.0,
+                    "gr_cpu": split["cpu_total"]}
         except RuntimeError as exc:  # reported, with what the agents said; the other rows still count
             log(f"gang restart did not complete: {exc}")
             self.diagnose(victim[0])
@@ -949,6 +963,8 @@ def table(cols: dict[str, list[dict[str, float]]], hosts: int, repeat: int) -> s
              ("  (cold up: CPU s per host of the CLI + testbed only)", "cpu_total"),
              *((f"  (... of which {'the CLI + its ssh' if k == 'cli' else k})", f"cpu_{k.replace(' ', '_')}")
                for k in ("cli", *CPU_KINDS, "other")),
+             ("  (gang restart: kill to the first new rank's start, s)", "gr_stop"),
+             ("  (gang restart: CPU s per host of the testbed)", "gr_cpu"),
              ("  (cold up: testbed page faults per host, thousands)", "faults_k"),
              ("  (cold up: testbed kernel time per page fault, us)", "sys_us_per_fault"),
              ("  (cold up end: testbed RSS per host, MiB)", "rss_mib"),
