@@ -4,6 +4,10 @@ from __future__ import annotations
 import sys
 
 from .cli import main
+from .signals import exit_now, stopped_by_signal
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    if stopped_by_signal():
+        exit_now(code)
+    sys.exit(code)

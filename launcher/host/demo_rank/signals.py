@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 from typing import Any
 
@@ -25,9 +26,31 @@ def start_helper(thread: threading.Thread) -> None:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
+_stop_signal: list[int] = []  # the signal that stopped this rank, once one did
+
+
+def stopped_by_signal() -> bool:
+    """Whether SIGTERM/SIGINT stopped this rank (then its process may end without teardown)."""
+    return bool(_stop_signal)
+
+
+def exit_now(code: int) -> None:
+    """End the process with code, its output flushed. After a stop nothing of a rank needs Python's
+    teardown (the kernel closes its sockets), which costs ~15 ms of CPU: in a gang restart every
+    old rank pays it before the new world may start, 2.8 of the 4.3 CPU s of stopping 127 ranks
+    on the 2-core testbed."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed or broken pipe: nothing more can be said on it
+            pass
+    os._exit(code)
+
+
 def arm_signals() -> None:
     """SIGTERM/SIGINT raise Stopped once; later ones are ignored so cleanup is not interrupted."""
     def on_signal(signum: int, _frame: Any) -> None:
+        _stop_signal.append(signum)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         # whatever the main thread is blocked in, be gone within STOP_GRACE: a gang restart
