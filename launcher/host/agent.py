@@ -30,7 +30,7 @@ from .coalesce import Coalescer
 from .dependencies import wait_for_dependencies
 from .gangstart import start_gangs, start_leader_first
 from .restart_policy import restart_backoff, restart_when
-from .snapshot import write_snapshot
+from .snapshot import current_state, write_snapshot
 from .state import (current_generation, desired, read_json, read_manifest, secret, set_desired, state_path, tail,
                     update_state, write_json)
 from .supervisor_rpc import STOP_RPC_TIMEOUT, rpc
@@ -271,30 +271,28 @@ class Agent:
         return True
 
     # --- watching ------------------------------------------------------------------------------
-    def poll_once(self) -> None:
+    def poll_once(self, programs: list[dict]) -> None:
+        """Report each program of a gang that should run and has exited (once per run of it)."""
         conf = self.conf()
         want = desired(self.root)
-        try:
-            infos = rpc(self.root, 10).supervisor.getAllProcessInfo()
-        except OSError:
-            return
-        for info in infos:
+        for info in programs:
             group = info["group"]
-            if group not in conf["gangs"] or not want.get(group) or info["statename"] not in DEAD:
+            if group not in conf["gangs"] or not want.get(group) or info["state"] not in DEAD:
                 continue
             incident = f"{info['name']}@{info['start']}"
             if self.reported.get(group) == incident:
                 continue
             self.reported[group] = incident
-            report = {"host": conf["host"], "program": info["name"], "state": info["statename"],
+            report = {"host": conf["host"], "program": info["name"], "state": info["state"],
                       "exitstatus": info["exitstatus"], "start": info["start"], "seen": time.time(),
                       "generation": current_generation(self.root),
                       "log": tail(os.path.join(self.root, "logs", f"{info['name']}.log"), LOG_LINES)}
             self.pool.submit(self.report_failure, group, conf["gangs"][group], report)
 
     def poll_and_snapshot(self) -> None:
-        self.poll_once()
-        write_snapshot(self.root)
+        state = current_state(self.root)  # one getAllProcessInfo serves the poll and the snapshot
+        self.poll_once(state["programs"])
+        write_snapshot(self.root, state)
 
     def report_failure(self, group: str, gang: dict, report: dict) -> None:
         if gang["leader"] == self.conf()["host"]:

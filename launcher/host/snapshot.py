@@ -32,9 +32,10 @@ def current_state(root: str) -> dict:
             "waiting": read_json(state_path(root, "waiting.json"), {}), "orphans": orphans, "time": time.time()}
 
 
-def write_snapshot(root: str) -> None:
+def write_snapshot(root: str, state: dict | None = None) -> None:
     """state/snapshot.json: the state as of the last change, so `status` and a no-change `up`
     read one file instead of starting Python on the host. Kept by the agent (on every process
-    state change) and by each action that changes something; trusted only while the agent lives."""
+    state change) and by each action that changes something; trusted only while the agent lives.
+    ``state``: a current_state() just read (the agent's poll reads it once for both uses)."""
     if os.path.isdir(os.path.join(root, "state")):
-        write_json(state_path(root, "snapshot.json"), current_state(root))
+        write_json(state_path(root, "snapshot.json"), current_state(root) if state is None else state)

@@ -165,7 +165,7 @@ def programs_info(root: str) -> list[dict] | None:
     for p in infos:
         out.append({"name": p["name"], "group": p["group"], "state": p["statename"], "pid": p["pid"] or None,
                     "uptime": round(now - p["start"], 1) if p["statename"] == "RUNNING" and p["start"] else None,
-                    "exitstatus": p["exitstatus"], "spawnerr": p["spawnerr"] or None,
+                    "exitstatus": p["exitstatus"], "spawnerr": p["spawnerr"] or None, "start": p["start"],
                     "starttime": _start_ticks(p["pid"]) if p["pid"] else None})
     return out
 
