@@ -122,12 +122,14 @@ def cli_on_testbed(tb, *argv: str) -> Run:
 
 
 def health_json(address: str, port: int) -> dict | None:
-    """GET http://ADDRESS:PORT/health as JSON, or None while it does not answer."""
+    """GET http://ADDRESS:PORT/health as JSON, or None while it does not answer (a rank that
+    exits mid-reply, e.g. stopped by a rolling restart, ends its answer short: not an answer)."""
+    import http.client
     import urllib.request
     try:
         with urllib.request.urlopen(f"http://{address}:{port}/health", timeout=2) as resp:
             return json.loads(resp.read())
-    except OSError:
+    except (OSError, http.client.HTTPException, ValueError):
         return None
 
 
