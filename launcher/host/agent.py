@@ -2,7 +2,7 @@
 
 One agent per host and deployment runs under that host's supervisord (autorestart) as an
 event listener: supervisord wakes it on every process state change, and it then reads the
-process table over the unix socket (once for a burst of changes: coalesce.py). When a program of a gang that should run has exited, it
+process table over the unix socket. When a program of a gang that should run has exited, it
 reports to the gang's leader (the agent on the instance's first host; for a service, the
 agent on that host), over TCP with an HMAC on every message (key: ROOT/state/secret, 0600,
 the same on all hosts of the deployment). The leader, within the restart budget (restart_max
@@ -26,7 +26,6 @@ import time
 from .messages import Refused, Verifier, host_clock, sign
 from .members import (DEAD, Unreachable, failure_cause, forget_reporting, held_gangs, log, report_to_leader,
                       seen_before_restart, wait_for_members)
-from .coalesce import Coalescer
 from .dependencies import wait_for_dependencies
 from .gangstart import start_gangs, start_leader_first
 from .restart_policy import restart_backoff, restart_when
@@ -360,7 +359,6 @@ class Agent:
             log(f"gang {group}: resuming the wait for its members")
             self.pool.submit(self.handle_failure, group, report)
         stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
-        poller = Coalescer(self.poll_and_snapshot, "poll", lambda exc: log(f"poll failed: {exc}"))
         while True:
             stdout.write(b"READY\n")
             stdout.flush()
@@ -375,7 +373,10 @@ class Agent:
                 return
             fields = dict(tok.split(b":", 1) for tok in header.split() if b":" in tok)
             stdin.read(int(fields.get(b"len", b"0")))
-            poller.trigger()  # a burst of events (a gang stopping) costs one poll, not one each
+            try:
+                self.poll_and_snapshot()
+            except Exception as exc:  # a bad poll must not end supervision
+                log(f"poll failed: {exc}")
             stdout.write(b"RESULT 2\nOK")
             stdout.flush()
 
