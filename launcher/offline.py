@@ -14,6 +14,7 @@ from .core.pipeline import Result, rendered
 from .core.ranktable import pd_merge
 from .core.render import iter_files
 from .core.schema import schema_text
+from .core.yamlsrc import decode_text
 from .core.table import format_table
 from .deploy.files import compile_file
 
@@ -171,12 +172,19 @@ def cmd_pd_merge(args: argparse.Namespace) -> int:
     tables = []
     for path in args.files:
         try:
-            with open(path, encoding="utf-8") as fh:
-                tables.append((path, json.load(fh)))
+            with open(path, "rb") as fh:
+                data = fh.read()
         except OSError as exc:
             raise BadInput(f"cannot read {path}: {exc.strerror}") from None
+        try:  # not UTF-8: SpecErrors at the byte's line:col and offset
+            doc = json.loads(decode_text(data, path))
+            json.dumps(doc, ensure_ascii=False).encode("utf-8")  # a "\ud800" escape names no character
         except json.JSONDecodeError as exc:
             raise BadInput(f"{path}:{exc.lineno}:{exc.colno}: not JSON: {exc.msg}") from None
+        except UnicodeEncodeError as exc:
+            raise BadInput(f"{path}: not JSON text: an escape of a lone surrogate "
+                           f"(U+{ord(exc.object[exc.start]):04X}) names no character") from None
+        tables.append((path, doc))
     data = to_json_bytes(pd_merge(tables))
     if args.save_dir:
         out = os.path.join(args.save_dir, "global_ranktable_merge.json")

@@ -15,6 +15,7 @@ from .model import (DEFAULT_DEPLOY_DIR, DISCOVER, DatasystemSpec, DDCluster,
                     Container, DDLink, Device, Env, EtcdSpec, GenericSpec, Host, Instance, Limits, MindieSpec, Numa, PDGroup,
                     Probe, Service, Ssh, Topology)
 from .schema import Check, check_schema
+from .strings import check_strings
 from .yamlsrc import Source
 
 DeviceFacts = Mapping[tuple[str, int], str]  # (host name, device id) -> discovered device IP
@@ -163,14 +164,24 @@ def _pd_group(g: Mapping[str, Any]) -> PDGroup:
                    tuple(g["prefill"]), tuple(g["decode"]))
 
 
+def said(schema_diag: Diagnostic, strings: list[Diagnostic]) -> bool:
+    """`name: "a\n"` also fails its pattern, an env key "B\n" its mapping's propertyNames: the
+    string rule's word (which character, which rule) is the clearer one, said once."""
+    return any(d.path == schema_diag.path or (d.path.startswith(schema_diag.path + ".") and
+                                              "propertyNames" in schema_diag.message) for d in strings)
+
+
 def build_topology(src: Source, facts: DeviceFacts | None = None, check: Check | None = None,
                    a3: SuperPodFacts | None = None, inputs: Mapping[str, bytes] | None = None) -> Topology:
     """Schema-valid data -> Topology. Raises SpecErrors listing every structural problem.
 
     ``check``: a compiled check of the schema (schema.check_schema); ``inputs``: the files the
     topology names, read by the operator side (deploy.inputs)."""
-    diags = check_schema(src, check) if isinstance(src.data, dict) else [
-        Diagnostic(Loc(src.file, 1, 1), "", "the top level must be a mapping (hosts:, instances:, ...)")]
+    if isinstance(src.data, dict):
+        strings = check_strings(src)
+        diags = [d for d in check_schema(src, check) if not said(d, strings)] + strings
+    else:
+        diags = [Diagnostic(Loc(src.file, 1, 1), "", "the top level must be a mapping (hosts:, instances:, ...)")]
     if diags:
         raise SpecErrors(sort_diagnostics(diags))
     d = src.data

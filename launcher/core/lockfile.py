@@ -67,7 +67,7 @@ def parse_lock(text: str, path: str) -> Facts:
                                      "and run `launcher discover` again")
             continue
         for d, ip in ids.items():
-            if isinstance(d, bool) or not (isinstance(d, int) or isinstance(d, str) and d.isdigit()):
+            if isinstance(d, bool) or not (isinstance(d, int) or isinstance(d, str) and d.isascii() and d.isdigit()):
                 bad(("devices", str(h), str(d)), f"device id {d!r} is not a non-negative integer")
             elif not isinstance(ip, str):
                 bad(("devices", str(h), str(d)), f"device {d}: the IP must be a string, not {ip!r:.40}")
@@ -87,11 +87,29 @@ def parse_superpod(text: str, path: str) -> SuperPodFacts:
     pods = doc.get("super_pods") or {} if isinstance(doc, dict) else {}
     sdids = doc.get("super_device_ids") or {} if isinstance(doc, dict) else {}
     try:
-        return SuperPodFacts({str(h): str(p) for h, p in pods.items()},
-                             {(str(h), int(d)): int(s) for h, ids in sdids.items() for d, s in (ids or {}).items()})
+        return SuperPodFacts({str(h): _pod_id(p) for h, p in pods.items()},
+                             {(str(h), _integer(d)): _integer(s) for h, ids in sdids.items()
+                              for d, s in (ids or {}).items()})
     except (AttributeError, TypeError, ValueError):
         raise SpecErrors([Diagnostic(Loc(path, 1, 1), "", "the lock file's super_pods / super_device_ids are not "
                                                           "host -> id mappings; run `launcher discover` again")]) from None
+
+
+def _integer(value: object) -> int:
+    """An id as discover wrote it: an integer (or its digits), never 3.7 or true read as 3 or 1."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        return int(value)
+    raise ValueError(value)
+
+
+def _pod_id(value: object) -> str:
+    """A SuperPoD id goes into ranktables: digits or a plain word, no control character."""
+    text = str(_integer(value)) if not isinstance(value, str) else value
+    if not text or not text.isprintable():
+        raise ValueError(value)
+    return text
 
 
 def lock_text(facts: Facts, a3: SuperPodFacts | None = None) -> str:

@@ -8,8 +8,9 @@ from importlib import resources
 from typing import Any, Callable
 
 import fastjsonschema
+from fastjsonschema.ref_resolver import RefResolver
 
-from .errors import Diagnostic
+from .errors import Diagnostic, Loc
 from .yamlsrc import Source, format_path
 
 SCHEMA_RESOURCE = "topology.schema.json"
@@ -30,15 +31,20 @@ def schema() -> dict:
 def _validator():
     # only on the error path: it costs ~0.1-0.2 s to import; it ships no type information
     import jsonschema  # type: ignore[import-untyped]
-    cls = jsonschema.validators.validator_for(schema())
-    cls.check_schema(schema())
-    return cls(schema())
+    base = jsonschema.validators.validator_for(schema())
+    base.check_schema(schema())
+    strict = base.TYPE_CHECKER.redefine("integer", lambda _checker, value: _is_integer(value))
+    return jsonschema.validators.extend(base, type_checker=strict)(schema())
 
 
 # A compiled check of the schema: data -> None, raising fastjsonschema.JsonSchemaException
 # when the data is not valid. ~50x faster than jsonschema, but it stops at the first error
 # without a good message, so check_schema runs jsonschema only when this one refuses.
 Check = Callable[[Any], Any]
+
+# Part of the key of a compiled check kept in a cache (deploy.files.schema_check): bumped when
+# check_source() changes for the same schema and fastjsonschema (2: it names its `validate`).
+CHECK_REVISION = 2
 
 
 @lru_cache(maxsize=1)
@@ -50,7 +56,29 @@ def compiled_check() -> Check:
 
 def check_source() -> str:
     """Python source of the compiled check (it defines ``validate``), for a cache to keep."""
-    return fastjsonschema.compile_to_code(schema())
+    root = RefResolver.from_schema(schema(), store={}).get_scope_name()  # the function compile_to_code defines
+    return f"{fastjsonschema.compile_to_code(schema())}\nvalidate = {root}\n"
+
+
+def _is_integer(value: Any) -> bool:
+    """An integer is written as one: not 29390.0 (JSON Schema since draft 6 counts 1.0 as an
+    integer, and a port written so was rendered as `29390.0`), not true/false."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _has_integral_float(data: Any) -> bool:
+    """Whether the document holds a float like 5.0, which the compiled check (draft 7) takes for
+    an integer: only then must the strict pass run on a document the compiled check accepts."""
+    stack = [data]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+        elif isinstance(node, float) and node.is_integer():
+            return True
+    return False
 
 
 def _type_name(value: Any) -> str:
@@ -104,6 +132,8 @@ def _diagnostics_for(err, src: Source) -> list[Diagnostic]:
         kinds = expected if isinstance(expected, list) else [expected]
         expected = " or ".join(names[e] if e in names else str(e) for e in kinds)
         msg = f"expected {expected}, got {_type_name(err.instance)} {_show(err.instance)}"
+        if "integer" in kinds and isinstance(err.instance, float):
+            msg += " (rule integer: an integer is written without a decimal point or exponent)"
     elif kind == "enum":
         msg = f"expected one of {', '.join(map(str, err.validator_value))}; got {_show(err.instance)}"
     elif kind == "const":
@@ -112,6 +142,8 @@ def _diagnostics_for(err, src: Source) -> list[Diagnostic]:
         msg = f"{_show(err.instance)} is out of range ({kind} {err.validator_value})"
     elif kind == "pattern" and "propertyNames" in err.schema_path:
         return [_bad_key(err, path, src)]
+    elif kind == "pattern" and "x-rule" in err.schema:  # a rule with a name and a reason
+        msg = f"{_show(err.instance)} is not allowed here (rule {err.schema['x-rule']})"
     elif kind == "pattern":
         msg = f"{_show(err.instance)} is not valid here (must match {err.validator_value})"
     elif kind in ("minItems", "minLength"):
@@ -129,15 +161,54 @@ def _diagnostics_for(err, src: Source) -> list[Diagnostic]:
 def check_schema(src: Source, check: Check | None = None) -> list[Diagnostic]:
     """All structural problems in the document, each with its position; ``check`` is a compiled
     check of the schema (default: compiled_check())."""
+    refused: fastjsonschema.JsonSchemaException | None = None
     try:
         (check or compiled_check())(src.data)
+    except fastjsonschema.JsonSchemaException as exc:
+        refused = exc
+    if refused is None and not _has_integral_float(src.data):
         return []  # valid: skip the slow, thorough pass
-    except fastjsonschema.JsonSchemaException:
-        pass
     out: list[Diagnostic] = []
     for err in _validator().iter_errors(src.data):
         # Errors inside if/then of a service kind come once per branch; keep the useful ones.
         if err.validator in ("if", "allOf"):
             continue
         out.extend(_diagnostics_for(err, src))
+    # Never fail open: when the compiled check refused, the document is invalid even if the
+    # thorough pass has nothing to say (its regex `$` also matches before a final newline, the
+    # compiled one's does not; a branch error was filtered out above).
+    if not out and refused is not None:
+        out.append(_compiled_diagnostic(refused, src))
     return out
+
+
+def _compiled_diagnostic(exc: fastjsonschema.JsonSchemaException, src: Source) -> Diagnostic:
+    """The compiled check's own word, at the deepest place of its path the document has."""
+    path = _data_path(src.data, list(getattr(exc, "path", None) or ())[1:])  # ['data', 'hosts', '0', ...]
+    rule = getattr(exc, "rule", None)
+    value = getattr(exc, "value", None)
+    definition = getattr(exc, "definition", None) or {}
+    if rule == "pattern" and "x-rule" in definition:
+        msg = f"{_show(value)} is not allowed here (rule {definition['x-rule']})"
+    elif rule == "pattern":
+        msg = f"{_show(value)} is not valid here (must match {definition.get('pattern')})"
+    elif rule == "type":
+        msg = f"expected {definition.get('type')}, got {_type_name(value)} {_show(value)}"
+    else:
+        msg = f"not valid here (schema rule {rule or 'unknown'}): {exc}"
+    return Diagnostic(src.value_loc(path) or Loc(src.file, 1, 1), format_path(path), msg)
+
+
+def _data_path(data: Any, parts: list) -> tuple:
+    """The exception's path with list indices as ints, as the document has them (it gives '0')."""
+    out: list = []
+    for part in parts:
+        if isinstance(data, list) and str(part).isdigit() and int(part) < len(data):
+            part = int(part)
+            data = data[part]
+        elif isinstance(data, dict) and part in data:
+            data = data[part]
+        else:
+            data = None
+        out.append(part)
+    return tuple(out)

@@ -33,6 +33,8 @@ MAX_DEPTH = 200
 def format_path(path: Path) -> str:
     out = ""
     for part in path:
+        if isinstance(part, str) and not part.isprintable():  # a key "B\n" is shown B\n, on one line
+            part = repr(part)[1:-1]
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
 
@@ -48,14 +50,15 @@ def _text_loc(file: str, text: str, offset: int) -> Loc:
 
 
 def decode_text(data: bytes, file: str) -> str:
-    """UTF-8 bytes to text; a byte that is not UTF-8 is reported at its own line:col."""
+    """UTF-8 bytes to text; a byte that is not UTF-8 is reported at its own line:col and byte offset."""
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line_start = data.rfind(b"\n", 0, exc.start) + 1
         col = len(data[line_start:exc.start].decode("utf-8", "replace")) + 1
         raise SpecErrors([Diagnostic(Loc(file, data.count(b"\n", 0, exc.start) + 1, col), "",
-                                     f"not UTF-8 text: byte 0x{data[exc.start]:02x} ({exc.reason})")]) from None
+                                     f"not UTF-8 text: byte 0x{data[exc.start]:02x} at byte offset {exc.start} "
+                                     f"({exc.reason})")]) from None
 
 
 def _merge_sources(node: yaml.MappingNode) -> list[yaml.MappingNode]:

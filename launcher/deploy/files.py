@@ -16,7 +16,7 @@ from ..core.errors import Diagnostic, Loc, SpecErrors
 from ..core.load import DeviceFacts, SuperPodFacts
 from ..core.lockfile import Facts, lock_path, lock_text, parse_lock, parse_superpod
 from ..core.pipeline import Result, compile_source
-from ..core.schema import Check, check_source, compiled_check, schema_text
+from ..core.schema import CHECK_REVISION, Check, check_source, compiled_check, schema_text
 from ..core.yamlsrc import Source, decode_text, load_yaml
 from .inputs import read_inputs
 
@@ -34,8 +34,8 @@ def read_source(path: str) -> Source:
 
 def _lock_file(path: str) -> str | None:
     try:
-        with open(path, encoding="utf-8") as fh:
-            return fh.read()
+        with open(path, "rb") as fh:
+            return decode_text(fh.read(), path)  # not UTF-8: bad input at its offset, not a traceback
     except FileNotFoundError:
         return None
     except OSError as exc:
@@ -83,7 +83,7 @@ def schema_check() -> Check:
     """The compiled schema check, kept in the user's cache: compiling it costs more than a whole
     `launcher status`. Keyed by the schema's and fastjsonschema's versions; without a writable
     cache it is compiled in memory."""
-    key = hashlib.sha256(f"{fastjsonschema.VERSION}\0{schema_text()}".encode()).hexdigest()[:16]
+    key = hashlib.sha256(f"{fastjsonschema.VERSION}\0{CHECK_REVISION}\0{schema_text()}".encode()).hexdigest()[:16]
     path = os.path.join(_cache_dir(), f"schema_check_{key}.py")
     try:
         if not os.path.exists(path):

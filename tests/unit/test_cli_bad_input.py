@@ -154,3 +154,75 @@ def test_a_directory_that_cannot_be_written_is_a_message_not_a_traceback(tmp_pat
     run = run_cli("pd-ranktable", "merge", str(table), "--save-dir", "/proc/launcher-test-out")
     assert run.code == 1 and "Traceback" not in run.err
     assert "error: cannot write /proc/launcher-test-out/global_ranktable_merge.json: " in run.err
+
+
+# --- issue 21: input that reached config files or tracebacks ---------------------------------
+def _no_traceback(argv: list[str]) -> "object":
+    try:
+        return run_cli(*argv)
+    except Exception as exc:  # run_cli runs main() in this process: a traceback arrives here
+        pytest.fail(f"launcher {' '.join(argv)} raised {exc!r} instead of a message and exit 2")
+
+
+@pytest.mark.parametrize("command", ["validate", "plan", "render", "up"])
+def test_bad_strings_and_numbers_are_refused_by_every_command_before_anything_is_touched(tmp_path, command):
+    topo, deploy = local_topology(tmp_path)
+    text = Path(topo).read_text()
+    text = text.replace(f"deploy_dir: {deploy}", f'deploy_dir: "{deploy}\\n[program:evil]\\ncommand=/bin/id"')
+    text = text.replace("rendezvous_port: 29955", "rendezvous_port: 29955.0, env: {A: \"x\\0y\"}")
+    Path(topo).write_text(text)
+    argv = [command, topo] + (["-o", str(tmp_path / "out")] if command == "render" else [])
+    run = _no_traceback(argv)
+    assert run.code == 2, run.err
+    lines = run.err.splitlines()
+    assert lines[0] == (f"{topo}:4:15: error: defaults.deploy_dir: U+000A (line feed) at character "
+                        f"{len(str(deploy)) + 1} of the value is not allowed here (rule no-control: control characters "
+                        "only in env values, argv items and probe.log; this string goes into a path, a name or a "
+                        "config file)")
+    assert lines[1] == (f"{topo}:10:73: error: instances[0].rendezvous_port: expected integer, got number 29955.0 "
+                        "(rule integer: an integer is written without a decimal point or exponent)")
+    assert lines[2].startswith(f"{topo}:10:91: error: instances[0].env.A: U+0000 (NUL) at character 2 ")
+    assert lines[-1] == "3 errors; nothing was changed"
+    assert not deploy.exists() and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("command", ["validate", "plan", "render", "up", "status", "discover"])
+def test_a_lock_file_that_is_not_utf8_is_exit_2_with_its_offset(tmp_path, command):
+    topo, deploy = local_topology(tmp_path)
+    Path(topo).write_text(Path(topo).read_text().replace("{0: 10.0.0.1}", "{0: discover}"))
+    (tmp_path / "topo.lock.yaml").write_bytes(b"version: 1\ndevices:\n  a: {0: 10.0.0.\xff}\n")
+    argv = [command, topo] + (["-o", str(tmp_path / "out")] if command == "render" else [])
+    run = _no_traceback(argv)
+    assert run.code == 2, run.err
+    assert f"{tmp_path / 'topo.lock.yaml'}:3:17: error: not UTF-8 text: byte 0xff at byte offset 36 " \
+           "(invalid start byte)" in run.err
+    assert not deploy.exists()
+
+
+def test_a_topology_that_is_not_utf8_is_exit_2_with_its_offset(tmp_path):
+    path = tmp_path / "topo.yaml"
+    path.write_bytes(b"version: 1\nname: \xc3\x28\n")
+    run = _no_traceback(["plan", str(path)])
+    assert run.code == 2
+    assert run.err.splitlines()[0] == (f"{path}:2:7: error: not UTF-8 text: byte 0xc3 at byte offset 17 "
+                                       "(invalid continuation byte)")
+
+
+def test_a_pd_ranktable_that_is_not_utf8_is_exit_2_with_its_offset(tmp_path):
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps(_pd_table([], [])))
+    bad = tmp_path / "bad.json"
+    bad.write_bytes(b'{"version": "1.0",\n "status": "\xfe"}')
+    run = _no_traceback(["pd-ranktable", "merge", str(good), str(bad)])
+    assert run.code == 2
+    assert run.err.splitlines()[0] == f"{bad}:2:13: error: not UTF-8 text: byte 0xfe at byte offset 31 " \
+                                       "(invalid start byte)"
+
+
+def test_a_pd_ranktable_escaping_a_lone_surrogate_is_exit_2(tmp_path):
+    server = {"server_id": "\ud800", "server_ip": "10.0.0.1"}
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(_pd_table([], [], server)))  # ensure_ascii: written as the escape \ud800
+    run = _no_traceback(["pd-ranktable", "merge", str(bad)])
+    assert run.code == 2
+    assert run.err == f"error: {bad}: not JSON text: an escape of a lone surrogate (U+D800) names no character\n"

@@ -104,7 +104,7 @@ def test_atb_and_mindie_need_an_ip_server_id(framework, tmp_path):
 
 
 def test_atb_refuses_a_deploy_dir_its_safe_open_would_refuse():
-    text = topo(extra_host="    deploy_dir: /data/my launcher\n", framework="    framework: atb\n")
+    text = topo(extra_host="    deploy_dir: /data/my+launcher\n", framework="    framework: atb\n")
     errs = errors(text)
-    assert any(e.startswith("F:6:17: error: hosts[0].deploy_dir: host a: deploy_dir '/data/my launcher'")
+    assert any(e.startswith("F:6:17: error: hosts[0].deploy_dir: host a: deploy_dir '/data/my+launcher'")
                for e in errs), errs

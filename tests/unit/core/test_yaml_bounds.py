@@ -61,7 +61,7 @@ def test_a_nul_byte_is_reported_at_its_own_line_and_column():
 def test_a_byte_that_is_not_utf8_is_reported_at_its_own_line_and_column():
     with pytest.raises(SpecErrors) as err:
         decode_text("a: 1\n# ü\nb: x\xff".encode("latin-1").replace(b"\xfc", "ü".encode()), "t.yaml")
-    assert str(err.value.diagnostics[0]) == "t.yaml:3:5: error: not UTF-8 text: byte 0xff (invalid start byte)"
+    assert str(err.value.diagnostics[0]) == "t.yaml:3:5: error: not UTF-8 text: byte 0xff at byte offset 14 (invalid start byte)"
     assert decode_text("ü: 1\n".encode(), "t.yaml") == "ü: 1\n"
 
 

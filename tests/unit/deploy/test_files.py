@@ -68,4 +68,5 @@ def test_a_topology_that_cannot_be_read(tmp_path):
     (tmp_path / "latin1.yaml").write_bytes(b"version: 1\nname: \xff\n")
     run = run_cli("validate", str(tmp_path / "latin1.yaml"))
     assert run.code == 2
-    assert run.err.startswith(f"{tmp_path / 'latin1.yaml'}:2:7: error: not UTF-8 text: byte 0xff (invalid start byte)\n")
+    assert run.err.startswith(f"{tmp_path / 'latin1.yaml'}:2:7: error: not UTF-8 text: byte 0xff at byte offset 17 "
+                              "(invalid start byte)\n")
