@@ -9,6 +9,7 @@ import time
 from . import upload
 from .container import check_generation
 from .orphans import stop_orphans
+from .proctree import stop_leftovers, subreaper_path
 from .snapshot import current_state, write_snapshot
 from .state import (current_generation, read_manifest, secret, set_desired, state_path, update_state,
                     write_json, write_secret)
@@ -101,12 +102,22 @@ def act_start(root: str, args: list[str], snapshot: bool = True) -> dict:
     update_state(root, "started.json", {g: {"generation": current_generation(root), "owner_hash": hashes.get(g)}
                                         for g in args})
     update_state(root, "desired.json", {g: True for g in args})
+    leftovers = stop_leftovers(root, args)  # never a start against a port the last run's leftovers hold
     started_at = time.time()
     for group in args:
         server.supervisor.startProcessGroup(group, False)
     if snapshot:
         write_snapshot(root)
-    return {"started_at": started_at, "groups": args}
+    return {"started_at": started_at, "groups": args, **_stopped(leftovers)}
+
+
+def _stopped(leftovers: dict) -> dict:
+    """A stop_leftovers result as an action reports it: only when it found something."""
+    if not leftovers["stopped"] and not leftovers["containers"]:
+        return {}
+    return {"stopped_leftovers": [{k: p[k] for k in ("pid", "name", "group")} for p in leftovers["stopped"]]
+            + [{"container": c["id"][:12], "name": c["program"]} for c in leftovers["containers"]],
+            "leftover_survivors": leftovers["survivors"]}
 
 
 def act_stop(root: str, args: list[str]) -> dict:
@@ -115,8 +126,9 @@ def act_stop(root: str, args: list[str]) -> dict:
     for group in args:
         set_desired(root, group, False)  # before stopping: the agent must not see a failure
         server.supervisor.stopProcessGroup(group, True)
+    leftovers = stop_leftovers(root, args)  # what left the groups or outlived their programs
     write_snapshot(root)
-    return {"stopped": args}
+    return {"stopped": args, **_stopped(leftovers)}
 
 
 def act_restore(root: str, args: list[str]) -> dict:
@@ -130,6 +142,7 @@ def act_restore(root: str, args: list[str]) -> dict:
     update_state(root, "desired.json", {g: True for g in args})
     for group in args:
         server.supervisor.stopProcessGroup(group, True)
+    stop_leftovers(root, args)
     write_snapshot(root)
     return {"restoring": args}
 
@@ -142,6 +155,8 @@ def act_prune(root: str, args: list[str]) -> dict:
         set_desired(root, group, False)  # a deliberate stop: the agent must not restart it
         server.supervisor.stopProcessGroup(group, True)
         server.supervisor.removeProcessGroup(group)
+    if removed:
+        stop_leftovers(root, removed)
     update_state(root, "started.json", {g: None for g in removed})
     write_snapshot(root)
     return {"removed": removed}
@@ -176,6 +191,7 @@ def act_down(root: str, args: list[str]) -> dict:
     # a dead supervisord's processes run on: `down` stops them too
     orphans = stop_orphans(root) if os.path.isdir(os.path.join(root, "run")) else []
     for leftover in (os.path.join(root, "run", "supervisor.sock"), os.path.join(root, "run", "supervisord.pid"),
+                     subreaper_path(root),
                      state_path(root, "snapshot.json"), state_path(root, "agent.pid")):
         if os.path.lexists(leftover):
             os.unlink(leftover)

@@ -28,6 +28,7 @@ from .members import (DEAD, Unreachable, failure_cause, forget_reporting, held_g
                       seen_before_restart, wait_for_members)
 from .dependencies import wait_for_dependencies
 from .gangstart import start_gangs, start_leader_first
+from .proctree import stop_logged
 from .restart_policy import restart_backoff, restart_when
 from .snapshot import current_state, write_snapshot
 from .state import (current_generation, desired, read_json, read_manifest, secret, set_desired, state_path, tail,
@@ -90,17 +91,17 @@ class Agent:
     # --- local supervisord ---------------------------------------------------------------
     def local_stop(self, group: str) -> dict:
         set_desired(self.root, group, False)
-        # supervisord waits up to stopwaitsecs (30 s) before SIGKILL: wait longer than that
-        rpc(self.root, STOP_TIMEOUT).supervisor.stopProcessGroup(group, True)
+        rpc(self.root, STOP_TIMEOUT).supervisor.stopProcessGroup(group, True)  # > stopwaitsecs (30 s) + SIGKILL
+        stop_logged(self.root, [group], None, log)  # what left the group or outlived it (proctree.py)
         return {"ok": True}
 
     def local_start(self, group: str) -> dict:
         set_desired(self.root, group, True)
-        # the current generation's config, as a deliberate start loads it: every member of a
-        # restarted gang then runs its host's current generation (and _restart holds a gang
-        # whose members' generations differ), never a stale config beside a fresh one
+        # the current generation's config, as a deliberate start loads it: every member of a restarted gang
+        # runs its host's current generation (_restart holds a gang whose members' generations differ)
         server = rpc(self.root)
         reload_groups(server, [group])
+        stop_logged(self.root, [group], None, log)  # never a start against a port its leftovers hold
         update_state(self.root, "started.json", {group: self.started_from(group)})
         started_at = time.time()
         server.supervisor.startProcessGroup(group, False)
@@ -272,21 +273,21 @@ class Agent:
     # --- watching ------------------------------------------------------------------------------
     def poll_once(self, programs: list[dict]) -> None:
         """Report each program of a gang that should run and has exited (once per run of it)."""
-        conf = self.conf()
-        want = desired(self.root)
+        conf, want, reports = self.conf(), desired(self.root), []
         for info in programs:
-            group = info["group"]
-            if group not in conf["gangs"] or not want.get(group) or info["state"] not in DEAD:
-                continue
-            incident = f"{info['name']}@{info['start']}"
-            if self.reported.get(group) == incident:
+            group, incident = info["group"], f"{info['name']}@{info['start']}"
+            if (group not in conf["gangs"] or not want.get(group) or info["state"] not in DEAD
+                    or self.reported.get(group) == incident):
                 continue
             self.reported[group] = incident
             report = {"host": conf["host"], "program": info["name"], "state": info["state"],
                       "exitstatus": info["exitstatus"], "start": info["start"], "seen": time.time(),
                       "generation": current_generation(self.root),
                       "log": tail(os.path.join(self.root, "logs", f"{info['name']}.log"), LOG_LINES)}
-            self.pool.submit(self.report_failure, group, conf["gangs"][group], report)
+            reports.append((group, report))
+        if reports:  # what they left goes first (workers, ports, device memory), off the event loop
+            self.pool.submit(stop_logged, self.root, None, [r["program"] for _, r in reports], log, lambda: [
+                self.pool.submit(self.report_failure, g, conf["gangs"][g], r) for g, r in reports])
 
     def poll_and_snapshot(self) -> None:
         state = current_state(self.root)  # one getAllProcessInfo serves the poll and the snapshot

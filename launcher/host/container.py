@@ -136,6 +136,35 @@ def remove_all(root: str) -> list[dict]:
     return [c for c in found if c["state"] in LIVE]
 
 
+def remove_leftovers(root: str, groups: list[str] | None, programs: list[str] | None) -> list[dict]:
+    """The containers of ``groups``' / ``programs``' (None and None: every) programs that
+    supervisord runs no process for, left by a runner that could not clean up (kill -9: its
+    cidfile stays, and its engine client may run on, attached): removed. A runner that ended
+    cleanly removed its cidfile, so this costs one listdir where nothing was left."""
+    try:
+        cids = [f[:-4] for f in os.listdir(os.path.join(root, "run", "containers")) if f.endswith(".cid")]
+    except OSError:
+        return []
+    if not cids:
+        return []
+    from .supervisor_rpc import rpc
+    info = {p["name"]: p for p in rpc(root, 10.0).supervisor.getAllProcessInfo()}
+    everything = groups is None and programs is None
+    left = [n for n in cids if not (info.get(n) or {}).get("pid")
+            and (everything or n in (programs or ()) or (info.get(n) or {}).get("group") in (groups or ()))]
+    if not left:
+        return []
+    found = [c for c in containers(root) if c["program"] in left]
+    for c in found:
+        remove(c["engine"], c["id"])
+    for n in left:
+        try:
+            os.unlink(cidfile(root, n))
+        except OSError:
+            pass
+    return [c for c in found if c["state"] in LIVE]
+
+
 def check(specs: list[dict]) -> dict:
     """Can this host run these containers: each engine found, each image present; and which NPU
     devices and driver paths it lacks (run without them: said here, once per host)."""

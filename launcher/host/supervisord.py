@@ -9,7 +9,8 @@ if TYPE_CHECKING:
     from typing import Any
 
 from .orphans import stop_orphans
-from .supervisor_rpc import rpc, socket_path, supervisord_alive
+from .proctree import stop_leftovers
+from .supervisor_rpc import STOP_RPC_TIMEOUT, rpc, socket_path, supervisord_alive
 
 # shutil and subprocess are imported where needed: `state` (every status) imports this module
 # through the actions and never starts supervisord
@@ -206,9 +207,13 @@ def shutdown(root: str) -> bool:
     False when none was running."""
     if not supervisord_alive(root):
         return False
-    server = rpc(root, 60.0)
+    server = rpc(root, STOP_RPC_TIMEOUT)
     pid = server.supervisor.getPID()
-    server.supervisor.shutdown()  # stops every program (as groups) before it exits
+    # every program first, then what outlived them while supervisord still holds it (a subreaper:
+    # its subtree, unmarked descendants included), then supervisord itself
+    server.supervisor.stopAllProcesses(True)
+    stop_leftovers(root)
+    server.supervisor.shutdown()
     _wait_gone(pid, 120)
     return True
 
@@ -259,13 +264,49 @@ def recover(root: str) -> str | None:
            f"({', '.join(str(o['pid']) for o in stopped) or 'none'}) and started supervisord again"
 
 
+PR_SET_CHILD_SUBREAPER = 36  # prctl(2)
+
+
+def become_subreaper(pidfile: str) -> bool:
+    """Make this process (the daemon: the flag is not inherited across its fork) a child subreaper,
+    so what a program leaves behind (kill -9 of its parent, setsid, a double fork) is re-parented
+    to supervisord, not to init, and proctree.py finds it among supervisord's children; then
+    record its pid in run/subreaper, beside the pidfile. False where the kernel refuses."""
+    import ctypes
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+            return False
+        path = os.path.join(os.path.dirname(pidfile), "subreaper")
+        with open(path + ".tmp", "w", encoding="ascii") as fh:
+            fh.write(f"{os.getpid()}\n")
+        os.replace(path + ".tmp", path)
+        return True
+    except (OSError, AttributeError):
+        return False
+
+
+def _install_subreaper(supervisor_class: Any) -> None:
+    """Every Supervisor.runforever (in the daemon, after it daemonized) first becomes a subreaper."""
+    run = supervisor_class.runforever
+
+    def runforever(self: Any) -> Any:
+        if self.options.pidfile:
+            become_subreaper(self.options.pidfile)
+        return run(self)
+
+    supervisor_class.runforever = runforever
+
+
 def main(argv: list[str]) -> None:
-    """supervisord with ``argv`` (its own options), acting at once on a child's exit (wakeup.py):
-    how both the fork above and the systemd unit (`python3 -m launcher.host.supervisord`) run it."""
+    """supervisord with ``argv`` (its own options), acting at once on a child's exit (wakeup.py),
+    and a subreaper of what its programs leave behind: how both the fork above and the systemd unit
+    (`python3 -m launcher.host.supervisord`) run it."""
     from supervisor import supervisord  # type: ignore[import-untyped]  # supervisor ships no type hints
 
     from .wakeup import install
     install(supervisord.Supervisor)
+    _install_subreaper(supervisord.Supervisor)
     supervisord.main(argv)
 
 
