@@ -211,7 +211,8 @@ def supervisor_conf(hp: HostPlan, hashes: dict[str, str]) -> bytes:
            f"command=/bin/sh -c {_ini(sh_quote(_AGENT.format(root=sh_quote(root))))}\n"
            # its own cwd too: a supervisord started by launcher 0.1 kept the login's cwd
            "directory=/\n"
-           "events=PROCESS_STATE,TICK_60\nbuffer_size=1024\n"
+           # REMOTE_COMMUNICATION: a host action wakes it (restore: a gang stopped, no state change)
+           "events=PROCESS_STATE,REMOTE_COMMUNICATION,TICK_60\nbuffer_size=1024\n"
            "autostart=true\nautorestart=true\nstartsecs=1\nstopasgroup=true\nkillasgroup=true\n"
            f"stderr_logfile={_ini(root)}/logs/launcher-agent.log\n"
            "stderr_logfile_maxbytes=10MB\nstderr_logfile_backups=3\n\n"]

@@ -30,7 +30,9 @@ from .records import HostState, rendered_hashes
 from .remote import HostClient
 from .runtime import build_runtime, payload
 from .session import STATE_TIMEOUT, Progress, Session, owners_on, timed
-from .transport import HostsFailed, fan_out
+from .transport import HostsFailed, TransportError, fan_out
+
+AGENT_BACK_TIMEOUT = 30.0  # s: an agent restarted by the switch it ran is back within its start
 
 Files = Mapping[str, Mapping[str, File]]  # host -> path -> file of a rendered generation
 
@@ -247,14 +249,54 @@ def switch_all(session: Session, generation: str, previous: Mapping[str, str | N
     _, unswitched = session.fan_out(lambda c: c.call("switch", previous.get(c.name) or "-", runtime), back)
     # verified, not assumed: a host whose switch back failed, or that cannot be asked, is named
     found, unknown = session.fan_out(lambda c: c.call("state")["generation"], back)
+    lost = [h for h in back if h not in found]
+    via_agent = switch_back_through_agents(session, generation, previous, lost, [h for h in back if h in found])
+    found.update(via_agent)
     raise LauncherError("\n".join([str(HostsFailed(failures, f"switch to {generation}")), "the hosts put back:",
-                                    *rollback_lines(generation, previous, back, found, {**unswitched, **unknown})]))
+                                    *rollback_lines(generation, previous, back, found,
+                                                    {h: e for h, e in {**unswitched, **unknown}.items()
+                                                     if h not in via_agent}, via_agent=set(via_agent))]))
+
+
+def switch_back_through_agents(session: Session, generation: str, previous: Mapping[str, str | None],
+                               lost: list[str], reachable: list[str]) -> dict[str, str | None]:
+    """Put back hosts that SSH cannot reach through their agents (a reachable host relays a signed
+    `switch-back` over the agent port: host/switchback.py). Returns each one's generation as its
+    agent reports it afterwards; a host whose agent did not answer is left out (unknown)."""
+    if not lost or not reachable:
+        return {}
+    relay = session.clients[reachable[0]]
+    addresses = {hp.host.name: hp.host.address for hp in session.plan.hosts}
+    runtime = build_runtime().id
+
+    def ask(host: str, body: dict[str, Any], timeout: float) -> dict[str, Any]:
+        return relay.call("relay", addresses[host], str(session.plan.agent_port), stdin=json.dumps(body).encode(),
+                          timeout=timeout)
+
+    def back(c: HostClient) -> str | None:
+        try:
+            ask(c.name, {"op": "switch-back", "generation": previous.get(c.name) or "-", "runtime": runtime,
+                         "if_current": generation}, 200)
+        except TransportError:
+            pass  # the switch may have restarted the agent that ran it: its reply is lost, not the switch
+        deadline = time.monotonic() + AGENT_BACK_TIMEOUT
+        while True:  # verified, not assumed: ask where it is now (the agent comes back if restarted)
+            try:
+                return ask(c.name, {"op": "generation", "group": ""}, 30).get("generation")
+            except TransportError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1.0)
+    done, _ = session.fan_out(back, lost)
+    return done
 
 
 def rollback_lines(generation: str, previous: Mapping[str, str | None], hosts: list[str],
-                   found: Mapping[str, str | None], unknown: Mapping[str, BaseException]) -> list[str]:
+                   found: Mapping[str, str | None], unknown: Mapping[str, BaseException],
+                   via_agent: set[str] | frozenset[str] = frozenset()) -> list[str]:
     """Per host, where a rolled-back switch left it: its previous generation, or not."""
     lines = []
+    how = {h: " through its agent: SSH did not answer" if h in via_agent else "" for h in hosts}
     why = {h: str(exc).removeprefix(f"host {h}: ") for h, exc in unknown.items()}
     for h in hosts:
         was = previous.get(h) or "nothing"
@@ -263,7 +305,7 @@ def rollback_lines(generation: str, previous: Mapping[str, str | None], hosts: l
                          f"(or back on {was}); its gangs' agents do not restart a gang across hosts on "
                          "different generations; `launcher up` again makes them agree")
         elif found[h] == previous.get(h):
-            lines.append(f"  {h}: back on {'generation ' + was if previous.get(h) else 'nothing'} (verified)")
+            lines.append(f"  {h}: back on {'generation ' + was if previous.get(h) else 'nothing'} (verified{how[h]})")
         else:
             lines.append(f"  {h}: NOT put back: on generation {found[h] or 'nothing'}, was {was}"
                          + (f" ({why[h]})" if h in unknown else ""))

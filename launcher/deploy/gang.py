@@ -63,8 +63,9 @@ def restore(session: Session, owner: str, hosts: list[str], failed: Mapping[str,
     if handed:
         return (f"{owner}: not left down: its agents restart it on all its hosts ({', '.join(hosts)}) on their "
                 f"current generation (asked on {', '.join(handed)}); `launcher status` shows when it runs again")
-    return (f"{owner}: state unknown on {', '.join(hosts)} (no host could be asked to restore it); it may be "
-            "stopped: `launcher up` again restarts it")
+    why = "; ".join(f"{h}: {str(lost[h]).removeprefix(f'host {h}: ')}" for h in ok if h in lost)
+    return (f"{owner}: state unknown on {', '.join(hosts)} (no host could be asked to restore it"
+            f"{': ' + why if why else ''}); it may be stopped: `launcher up` again restarts it")
 
 
 def wait_ready(session: Session, instance: str, hosts: list[str], timeout: float) -> str | None:

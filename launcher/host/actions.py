@@ -11,10 +11,13 @@ from .container import check_generation
 from .orphans import stop_orphans
 from .proctree import stop_leftovers, subreaper_path
 from .snapshot import current_state, write_snapshot
-from .state import (current_generation, read_manifest, secret, set_desired, state_path, update_state,
+from .state import (current_generation, read_json, read_manifest, secret, set_desired, state_path, update_state,
                     write_json, write_secret)
 from .supervisor_rpc import STOP_RPC_TIMEOUT, rpc, supervisord_alive
 from .supervisord import apply_config, reload_groups, shutdown, start_supervisord
+
+RELAY_TIMEOUT = 150.0  # a switch back through an agent: supervisord rereads, maybe restarts the agent
+WAKE_AGENT = "launcher-wake"  # a REMOTE_COMMUNICATION event type the agent polls on
 
 # shutil is imported where needed: `state` (every status) skips it
 
@@ -62,6 +65,11 @@ def act_switch(root: str, args: list[str]) -> dict:
     """Make GENERATION current and bring supervisord in line; changed groups end up stopped."""
     generation, runtime_id = args[0], args[1]
     previous = current_generation(root)
+    only_from = next((a[len("--if-current="):] for a in args[2:] if a.startswith("--if-current=")), None)
+    if only_from is not None and previous != only_from:  # a rollback of a switch that never happened
+        # here (or was undone already): compare-and-swap, never a switch over a later `up`'s
+        write_snapshot(root)
+        return {"previous": previous, "generation": previous, "unchanged": True}
     if generation == "-":  # undo a first switch: there was no previous generation, so nothing of
         # this one stays: not `current`, not the supervisord it started, nor what that runs
         link = os.path.join(root, "current")
@@ -144,6 +152,9 @@ def act_restore(root: str, args: list[str]) -> dict:
         server.supervisor.stopProcessGroup(group, True)
     stop_leftovers(root, args)
     write_snapshot(root)
+    # wake the agent now: a group that was stopped already changes no state, so no event would
+    # tell it, and its 60 s tick would leave the gang half down until then
+    server.supervisor.sendRemoteCommEvent(WAKE_AGENT, ",".join(args))
     return {"restoring": args}
 
 
@@ -234,3 +245,26 @@ def act_logs(root: str, args: list[str]) -> dict:
         path = os.path.join(root, "logs", f"{os.path.basename(program)}.log")
         out[program], offsets[program] = _log_since(path, int(since) if at else None, lines)
     return {"logs": out, "offsets": offsets}
+
+
+def act_relay(root: str, args: list[str]) -> dict:
+    """Send one signed message to another host's agent (ADDRESS [PORT]), from this host: the
+    operator's way to a host whose SSH is lost while its agent port is not (a rolled-back
+    switch there). stdin: the message body (JSON). Returns the agent's reply."""
+    import socket
+    import sys
+    from .messages import host_clock, sign
+    address = args[0]
+    port = int(args[1]) if len(args) > 1 else read_json(os.path.join(root, "current", "gang.json"), {})["agent_port"]
+    body = json.loads(sys.stdin.buffer.read() or b"{}")
+    key = secret(root)
+    if key is None:
+        raise RuntimeError("no deployment secret on this host")
+    with socket.create_connection((address, port), timeout=10) as s:
+        s.settimeout(RELAY_TIMEOUT)
+        s.sendall(sign(key, body, now=host_clock(root)))
+        data = s.makefile("rb").readline()
+    reply = json.loads(data or b"{}")
+    if not reply.get("ok"):
+        raise RuntimeError(f"the agent at {address}:{port} answered: {reply.get('error', 'nothing')}")
+    return reply

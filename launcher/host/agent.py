@@ -18,12 +18,11 @@ from __future__ import annotations
 import json
 import os
 import socket
-import socketserver
 import sys
 import threading
 import time
 
-from .messages import Refused, Verifier, host_clock, sign
+from .messages import Verifier, host_clock, sign
 from .members import (DEAD, Unreachable, failure_cause, forget_reporting, held_gangs, log, report_to_leader,
                       seen_before_restart, wait_for_members)
 from .dependencies import wait_for_dependencies
@@ -35,6 +34,8 @@ from .state import (current_generation, desired, read_json, read_manifest, secre
                     update_state, write_json)
 from .supervisor_rpc import STOP_RPC_TIMEOUT, rpc
 from .supervisord import recover as recover_supervisord, reload_groups
+from .switchback import switch_back
+from .agentport import serve as serve_agent_port
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (type checkers know the name)
 if TYPE_CHECKING:
@@ -301,36 +302,7 @@ class Agent:
             report_to_leader(self, group, gang, report)
 
     def serve(self) -> None:
-        agent = self
-
-        class Handler(socketserver.StreamRequestHandler):
-            def handle(self) -> None:
-                try:
-                    body = agent.verifier.verify(secret(agent.root), self.rfile.readline(65536), host_clock(agent.root))
-                except Refused as exc:  # said to the sender too: its log and `status` show it
-                    log(f"refused a message from {self.client_address[0]}: {exc}")
-                    self.wfile.write((json.dumps({"ok": False, "error": f"refused: {exc}"}) + "\n").encode())
-                    return
-                try:
-                    reply = agent.dispatch(body)
-                except Exception as exc:
-                    reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-                self.wfile.write((json.dumps(reply) + "\n").encode())
-
-        class Server(socketserver.ThreadingTCPServer):
-            allow_reuse_address = True
-            daemon_threads = True
-
-        conf = self.conf()
-        while True:
-            try:
-                server = Server((conf["address"], conf["agent_port"]), Handler)
-                break
-            except OSError as exc:
-                log(f"cannot listen on {conf['address']}:{conf['agent_port']}: {exc} (retrying)")
-                time.sleep(2)
-        log(f"listening on {conf['address']}:{conf['agent_port']}")
-        server.serve_forever()
+        serve_agent_port(self)
 
     def dispatch(self, body: dict) -> dict:
         op, group = body.get("op"), body.get("group", "")
@@ -345,6 +317,8 @@ class Agent:
             return start_gangs(self, [str(g) for g in body.get("groups") or []])
         if op == "generation":
             return {"ok": True, **self.started_from(group)}
+        if op == "switch-back":  # `up` rolls back a switch here and cannot reach this host over SSH
+            return switch_back(self.root, body)
         if op == "ping":
             return {"ok": True, "time": time.time()}
         return {"ok": False, "error": f"unknown op {op!r}"}
@@ -373,7 +347,12 @@ class Agent:
                     log(f"supervisord is gone and could not be started again: {exc}")
                 return
             fields = dict(tok.split(b":", 1) for tok in header.split() if b":" in tok)
-            stdin.read(int(fields.get(b"len", b"0")))
+            payload = stdin.read(int(fields.get(b"len", b"0")))
+            if fields.get(b"eventname") == b"REMOTE_COMMUNICATION":  # a host action's wake (restore)
+                what = payload.partition(b"\n")[2].decode("utf-8", "replace")  # the event's data ...
+                if what[:2] == "b'" and what[-1:] == "'":  # ... which supervisor 4 on Python 3 sends as b'...'
+                    what = what[2:-1]
+                log(f"woken to look now: {what}")
             try:
                 self.poll_and_snapshot()
             except Exception as exc:  # a bad poll must not end supervision

@@ -229,11 +229,16 @@ def test_every_instance_runs_whole_on_one_generation_after_sshd_dies(testbed: Te
         path = deployed.path
         code, err = run_and_kill_sshd(testbed, ["restart", path, "--rolling"], marker, gone, again_on)
     assert code == 1, err
-    if "switch to" in err:  # the rollback is verified per host, the victim named as unknown
-        assert "h1: back on generation" in err and f"{VICTIM}: state unknown" in err, err
+    if "switch to" in err:  # the rollback is verified per host; the victim, SSH lost, through its agent
+        assert "h1: back on generation" in err, err
+        assert re.search(rf"^  {VICTIM}: back on generation \w+ \(verified through its agent", err, re.M), err
+        assert generation_of(testbed, "h1") == generation_of(testbed, VICTIM)
     gang = re.search(r"^(?:error: )?(?:stop|start) ([ab]) failed on", err, re.M)
     if gang:  # a failed gang stop/start says what it left: handed to the agents, not down
         assert f"{gang[1]}: not left down: its agents restart it" in err, err
+        # ... and the reachable host's agent was woken to look at once, not at its 60 s tick
+        agent_log = Path(testbed.host("h1").path(f"/srv/launcher/{NAME}/h1/logs/launcher-agent.log"))
+        assert re.search(rf"woken to look now: ([ab],)*{gang[1]}\b", agent_log.read_text()), agent_log.read_text()
     if command == "restart":  # and where the roll left every instance
         assert "roll stopped: restarted and ready: " in err and "not restarted (running as before): " in err, err
     elif gang:
