@@ -63,6 +63,18 @@ def wait_for(predicate, timeout: float = 90.0, what: str = "condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def agents_idle(tb, roots: dict[str, str]) -> bool:
+    """Every host's agent has no gang work under way (a report, a restart: state/agent-busy is 0):
+    what runs now stays as it is until something else happens. ``roots``: host name -> ROOT."""
+    for h in tb.hosts:
+        try:
+            if json.loads(Path(h.path(f"{roots[h.name]}/state/agent-busy")).read_text()) != 0:
+                return False
+        except (OSError, ValueError):
+            return False
+    return True
+
+
 # --- topology fragments the testbed tests share -------------------------------------------
 def host_entry(tb, h, devices: str) -> str:
     """One testbed host as a topology `hosts:` entry; ``devices`` is the YAML mapping text."""

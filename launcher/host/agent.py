@@ -40,6 +40,7 @@ from .agentport import serve as serve_agent_port
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (type checkers know the name)
 if TYPE_CHECKING:
     from concurrent.futures import ThreadPoolExecutor
+    from typing import Callable
 
 STOP_TIMEOUT = STOP_RPC_TIMEOUT  # > supervisord's stopwaitsecs (30 s) plus the SIGKILL
 SEND_TIMEOUT = 120.0  # a member's stop may take STOP_TIMEOUT
@@ -60,6 +61,24 @@ class Agent:
         self.verifier = Verifier()
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
+        self._busy = 0  # gang work under way (a report, a restart): state/agent-busy while > 0
+
+    def task(self, fn: Callable[..., object], *args: object) -> None:
+        """Gang work on the pool, counted in state/agent-busy while it runs (0: nothing under way)."""
+        with self._pool_lock:
+            self._busy += 1
+            write_json(state_path(self.root, "agent-busy"), self._busy)
+
+        def run() -> None:
+            try:
+                fn(*args)
+            except Exception as exc:  # logged: never lost with its future
+                log(f"{getattr(fn, '__name__', fn)}: {type(exc).__name__}: {exc}")
+            finally:
+                with self._pool_lock:
+                    self._busy -= 1
+                    write_json(state_path(self.root, "agent-busy"), self._busy)
+        self.pool.submit(run)
 
     @property
     def pool(self) -> ThreadPoolExecutor:
@@ -116,12 +135,12 @@ class Agent:
 
     # --- leader ------------------------------------------------------------------------------
     def on_member(self, member: dict, op: str) -> dict:
-        conf = self.conf()
+        conf, (verb, group) = self.conf(), op.split(":", 1)
         if member["host"] == conf["host"]:
-            return self.local_stop(op_group(op)) if op.startswith("stop:") else self.local_start(op_group(op))
+            return self.local_stop(group) if verb == "stop" else self.local_start(group)
         where = f"member {member['host']} ({member['address']})"
         try:
-            return self.send(member["address"], {"op": op.split(":", 1)[0], "group": op_group(op)})
+            return self.send(member["address"], {"op": verb, "group": group})
         except OSError as exc:  # no answer at all: a partition or a host down, not a refusal
             raise Unreachable([member["host"]], f"{where} unreachable: {exc}") from None
         except RuntimeError as exc:
@@ -186,7 +205,7 @@ class Agent:
                 write_snapshot(self.root)
             lock.release()
             if (pending := self.pending.pop(group, None)) is not None:
-                self.pool.submit(self.handle_failure, group, pending)
+                self.task(self.handle_failure, group, pending)
 
     def _record_failed(self, group: str, reason: str, report: dict) -> None:
         """The gang's FAILED record in state/gang.json (why, and the failed rank's last log
@@ -287,8 +306,10 @@ class Agent:
                       "log": tail(os.path.join(self.root, "logs", f"{info['name']}.log"), LOG_LINES)}
             reports.append((group, report))
         if reports:  # what they left goes first (workers, ports, device memory), off the event loop
-            self.pool.submit(stop_logged, self.root, None, [r["program"] for _, r in reports], log, lambda: [
-                self.pool.submit(self.report_failure, g, conf["gangs"][g], r) for g, r in reports])
+            def report_all() -> None:
+                for g, r in reports:
+                    self.task(self.report_failure, g, conf["gangs"][g], r)
+            self.task(stop_logged, self.root, None, [r["program"] for _, r in reports], log, report_all)
 
     def poll_and_snapshot(self) -> None:
         state = current_state(self.root)  # one getAllProcessInfo serves the poll and the snapshot
@@ -307,7 +328,7 @@ class Agent:
     def dispatch(self, body: dict) -> dict:
         op, group = body.get("op"), body.get("group", "")
         if op == "failed":
-            self.pool.submit(self.handle_failure, group, body["report"])
+            self.task(self.handle_failure, group, body["report"])
             return {"ok": True}
         if op == "stop":
             return self.local_stop(group)
@@ -327,12 +348,13 @@ class Agent:
         """supervisord event listener: woken by process state changes (and a 60 s tick as a
         safety net), so an idle host costs nothing and a dead rank is seen at once."""
         threading.Thread(target=self.serve, daemon=True).start()
+        write_json(state_path(self.root, "agent-busy"), 0)  # what a previous agent was doing died with it
         write_json(state_path(self.root, "agent.pid"), os.getpid())
         log(f"watching {self.root}")
         forget_reporting(self.root)
         for group, report in held_gangs(self.root).items():  # a wait the previous agent left: go on with it
             log(f"gang {group}: resuming the wait for its members")
-            self.pool.submit(self.handle_failure, group, report)
+            self.task(self.handle_failure, group, report)
         stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
         while True:
             stdout.write(b"READY\n")
@@ -359,10 +381,6 @@ class Agent:
                 log(f"poll failed: {exc}")
             stdout.write(b"RESULT 2\nOK")
             stdout.flush()
-
-
-def op_group(op: str) -> str:
-    return op.split(":", 1)[1]
 
 
 def main(argv: list[str] | None = None) -> int:

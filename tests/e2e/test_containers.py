@@ -17,7 +17,7 @@ import time
 import pytest
 
 from tests.containers import podman_argv, ulimit_args
-from tests.helpers import cli_on_testbed, health_json, topology_head, wait_for
+from tests.helpers import agents_idle, cli_on_testbed, health_json, topology_head, wait_for
 from tests.testbed.core import Testbed
 
 TESTBED_HOSTS = 2
@@ -229,7 +229,8 @@ def test_after_supervisord_is_killed_up_leaves_exactly_one_container_per_rank(de
     assert run.code == 0, run.err
     wait_for(lambda: barriers(tb) and one_running_container_per_rank(tb),
              what="every rank healthy again, one container each")
-    time.sleep(2)  # a second copy would show up now (a late restart, a leftover)
+    # a second copy would come from gang work still under way (a late restart): wait until none is
+    wait_for(lambda: agents_idle(tb, {h.name: root(tb, h) for h in tb.hosts}), what="the agents idle")
     assert one_running_container_per_rank(tb) and one_listener_per_port(tb)
     code, rows = status(tb, path)
     assert code == 0 and all(r["state"] == "RUNNING" for r in rows)
@@ -249,7 +250,8 @@ def test_a_killed_supervisord_comes_back_by_itself_and_each_gang_restarts_once(d
     os.kill(int(tb.run(host, ["cat", f"{root(tb, host)}/run/supervisord.pid"]).stdout.strip()), signal.SIGKILL)
     after = wait_for(lambda: (b := barriers(tb)) and all(b[k] > old[k] for k in old)
                      and one_running_container_per_rank(tb) and b, what="both gangs restarted by the agent")
-    time.sleep(3)  # a second restart for the gang's other rank on that host would come now
+    # a second restart for the gang's other rank on that host would be gang work under way
+    wait_for(lambda: agents_idle(tb, {h.name: root(tb, h) for h in tb.hosts}), what="the agents idle")
     assert barriers(tb) == after
     code, rows = status(tb, path)
     assert code == 0 and {r["instance"]: r["restarts"] for r in rows} == {k: v + 1 for k, v in before.items()}
