@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import ROOT, Run, host_entry, run_cli, topology_head, wait_for
+from tests.helpers import ROOT, Run, agents_idle, host_entry, run_cli, topology_head, wait_for
 from tests.testbed.core import Testbed
 
 TESTBED_HOSTS = 2
@@ -217,7 +217,10 @@ def point_id(command: str, marker: str, stopped: str | None) -> str:
 def test_every_instance_runs_whole_on_one_generation_after_sshd_dies(testbed: Testbed, deployed: Deployed,
                                                                      command: str, marker: str,
                                                                      stopped: str | None) -> None:
-    before = wait_for(lambda: health(testbed), what="every rank answering before the fault")
+    # and no agent still at work from the test before (a late restart would change what `up` finds)
+    roots = {h: f"/srv/launcher/{NAME}/{h}" for h in ("h1", "h2")}
+    before = wait_for(lambda: agents_idle(testbed, roots) and health(testbed),
+                      what="every rank answering, every agent idle, before the fault")
     gone = before[(stopped.rstrip("+"), VICTIM)] if stopped else None
     again_on = stopped.rstrip("+") if stopped and stopped.endswith("+") else None
     if command == "up":
