@@ -113,15 +113,14 @@ def find_leftovers(root: str, groups: list[str] | None = None, programs: list[st
     sup = _supervisord_pid(root)
     if sup is None:
         return []
-    marker = _marker(root)
-    candidates = _candidates(root, sup, marker)
-    if not candidates:
+    marker, everything = _marker(root), groups is None and programs is None
+    candidates = [p for p in _candidates(root, sup, marker)
+                  if everything or p["group"] in (groups or ()) or p["name"] in (programs or ())]
+    if not candidates:  # the usual stop or start: no RPC
         return []
     # asked after the read: a program started meanwhile is in the answer, so never taken for a leftover
     running = {p["name"] for p in rpc(root, 10.0).supervisor.getAllProcessInfo() if p["pid"]}
-    everything = groups is None and programs is None
-    roots = [p for p in candidates if p["name"] not in running
-             and (everything or p["group"] in (groups or ()) or p["name"] in (programs or ()))]
+    roots = [p for p in candidates if p["name"] not in running]
     out: dict[int, dict] = {}
     todo = roots
     while todo:  # the subtrees: a leftover's descendants are leftovers, whatever their environment

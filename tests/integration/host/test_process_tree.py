@@ -134,11 +134,17 @@ def down_leaves_nothing(path: str, root: Path) -> None:
     assert marked(root) == {}  # no process of the deployment: supervisord's own marker is gone too
 
 
-def test_kill_9_of_the_parent_the_agent_restarts_one_tree(forker):
+@pytest.mark.parametrize("finder", ["subreaper", "scan"])
+def test_kill_9_of_the_parent_the_agent_restarts_one_tree(forker, finder):
+    """``scan``: as with a supervisord an older runtime started (no run/subreaper naming it), the
+    leftovers are found by a scan of /proc for the marker."""
     path, root, ports = forker
     run = run_cli("up", path)
     assert run.code == 0, run.err
     old = wait_for(lambda: one_tree(root, ports), what="the program and its two listeners")
+    assert (root / "run" / "subreaper").read_text().strip() == (root / "run" / "supervisord.pid").read_text().strip()
+    if finder == "scan":
+        (root / "run" / "subreaper").unlink()
     os.kill(old["parent"], signal.SIGKILL)  # its listeners live on, holding the ports
     new = wait_for(lambda: (t := one_tree(root, ports)) and not t["pids"] & old["pids"] and t,
                    what="one new tree holding both ports")
