@@ -8,7 +8,6 @@ import pytest
 from launcher.core.errors import SpecErrors
 from launcher.core.pipeline import compile_text, rendered
 from launcher.core.schema import check_schema, compiled_check
-from launcher.core.strings import check_strings
 from launcher.core.yamlsrc import Source, load_yaml
 
 TOPO = """\
@@ -120,6 +119,7 @@ def test_nul_is_refused_everywhere_even_where_other_control_characters_pass(chan
 
 def test_a_lone_surrogate_is_refused_like_nul():
     # libyaml refuses a "\\ud800" escape; PyYAML's pure-Python loader (used without libyaml) keeps it
+    from launcher.core.strings import check_strings
     src = Source("F", {"version": 1, "name": "t", "hosts": [{"name": "a", "address": "x", "server_id": "\ud800"}]})
     assert [str(d) for d in check_strings(src)] == [
         f"error: hosts[0].server_id: U+D800 (surrogate) at character 1 of the value is not allowed here {NO_NUL}"]
@@ -148,6 +148,17 @@ def test_x_anchors_are_free_form_but_hold_no_nul():
     with pytest.raises(SpecErrors) as err:
         compile_text(text.replace("\\there", "\\0here"), "F", check=compiled_check())
     assert str(err.value.errors[0]).startswith("F:16:19: error: x-anchors.note: U+0000 (NUL)")
+
+
+def test_an_instance_or_service_on_no_host_is_refused():
+    # draft 7 ignores keywords beside $ref: the `minItems: 1` next to it never applied, and
+    # `hosts: []` ended in an IndexError in expand (found by test_mutations)
+    text = TOPO.format(**GOOD).replace("hosts: [a]", "hosts: []") + \
+        "services:\n  - {name: s, kind: generic, hosts: [], command: [x]}\n"
+    with pytest.raises(SpecErrors) as err:
+        compile_text(text, "F", check=compiled_check())
+    assert [str(d) for d in err.value.errors] == ["F:10:12: error: instances[0].hosts: must not be empty",
+                                                  "F:17:37: error: services[0].hosts: must not be empty"]
 
 
 # --- 4. the schema check never fails open ----------------------------------------------------
