@@ -8,7 +8,7 @@ import tempfile
 import time
 from contextlib import contextmanager
 from importlib import resources
-from typing import TYPE_CHECKING, Any, ContextManager, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, ContextManager, Iterator, NoReturn, Sequence
 
 from . import __version__
 from .cliflags import check_flags
@@ -207,7 +207,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         drift = drift_lines(rows)
         if drift:
             write(f"\ndrift (the topology wants generation {desired}):\n" + "".join(f"  {d}\n" for d in drift))
-    healthy = all(r.state == "RUNNING" and not r.drift for r in rows)
+    # 0: every program runs as planned and answers its probe; 1: something does not
+    healthy = all(r.state == "RUNNING" and not r.drift and r.ready is not False for r in rows)
     return EXIT_OK if healthy else EXIT_FAILED
 
 
@@ -233,9 +234,14 @@ def cmd_restart(args: argparse.Namespace) -> int:
     if not args.instance or len(args.instance) != 1:
         raise BadInput("restart needs one --instance NAME (or --rolling)")
     args.instance = args.instance[0]
+    t0 = time.monotonic()
     with _session(args, result) as session, _locked(session, f"restart --instance {args.instance}"):
         skew = restart_instance(session, args.instance)
-    write(f"restart: {args.instance} restarted on all its hosts (start skew {skew * 1000:.0f} ms)\n")
+    if args.json:
+        write(json.dumps({"ok": True, "restarted": [args.instance], "skew_seconds": round(skew, 6),
+                          "seconds": round(time.monotonic() - t0, 3)}) + "\n")
+    else:
+        write(f"restart: {args.instance} restarted on all its hosts (start skew {skew * 1000:.0f} ms)\n")
     return EXIT_OK
 
 
@@ -299,7 +305,7 @@ def add_remote_flags(sp: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="launcher", description="Declarative launcher for multi-host Ascend "
+    p = Parser(prog="launcher", description="Declarative launcher for multi-host Ascend "
                                 "inference: one YAML topology -> ranktables, env and supervised processes.")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument("-v", "--verbose", action="store_true", help="show tracebacks on errors")
@@ -390,9 +396,16 @@ def _print_causes(exc: LauncherError) -> None:
             print(f"host {getattr(cause, 'host', host)}: traceback on the host:\n{remote}", end="", file=sys.stderr)
 
 
+def json_error(message: str, code: int, **more: Any) -> None:
+    """A failed --json command's answer on stdout (the message also goes to stderr, for people):
+    a script reads `ok`, `error` and `exit` (the process's exit code: 1 failed, 2 bad input)."""
+    write(json.dumps({"ok": False, "error": message, "exit": code, **more}) + "\n")
+
+
 @contextmanager
-def handle_errors(verbose: bool) -> Iterator[list[int]]:
-    """Map errors to one clear message and a stable exit code (0 ok, 1 failed, 2 bad input)."""
+def handle_errors(verbose: bool, as_json: bool = False) -> Iterator[list[int]]:
+    """Map errors to one clear message and a stable exit code (0 ok, 1 failed, 2 bad input);
+    with ``as_json`` also a JSON error object on stdout."""
     code = [EXIT_OK]
     try:
         yield code
@@ -404,7 +417,13 @@ def handle_errors(verbose: bool) -> Iterator[list[int]]:
         n = len(exc.errors)
         print(f"{n} error{'s' if n != 1 else ''}; nothing was changed", file=sys.stderr)
         code[0] = EXIT_BAD_INPUT
+        if as_json:
+            said = [str(d) for d in exc.diagnostics[:MAX_SHOWN]]
+            json_error(said[0] if len(said) == 1 else f"{n} errors; nothing was changed", code[0], diagnostics=said)
     except LauncherError as exc:
+        if as_json:
+            hosts = {h: str(c) for h, c in sorted((getattr(exc, "failures", None) or {}).items())}
+            json_error(str(exc), exc.exit_code, **({"hosts": hosts} if hosts else {}))
         if verbose:
             _print_causes(exc)
             raise
@@ -413,11 +432,43 @@ def handle_errors(verbose: bool) -> Iterator[list[int]]:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         code[0] = EXIT_FAILED
+        if as_json:
+            json_error("interrupted", code[0])
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, keeping its usage error's message: a --json command answers it as JSON too."""
+
+    def error(self, message: str) -> NoReturn:
+        self.message = message
+        super().error(message)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    with handle_errors(args.verbose) as code:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # a usage error (exit 2); --help and --version exit 0
+        if exc.code == EXIT_BAD_INPUT and "--json" in argv:
+            json_error(_usage_message(parser), EXIT_BAD_INPUT)
+        raise
+    with handle_errors(args.verbose, getattr(args, "json", False)) as code:
         check_flags(args)
         code[0] = args.func(args)
     return code[0]
+
+
+def _usage_message(parser: argparse.ArgumentParser) -> str:
+    """The message of the usage error argparse just printed (the subparser's, when it was one)."""
+    found = [getattr(p, "message", None) for p in [parser, *_subparsers(parser)]]
+    return next((m for m in found if m), "bad arguments")
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    out: list[argparse.ArgumentParser] = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sp in dict.fromkeys(action.choices.values()):
+                out += [sp, *_subparsers(sp)]
+    return out

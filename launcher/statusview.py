@@ -1,6 +1,7 @@
 """How `status` shows its rows to a person (a table, then drift lines) and to a script (--json)."""
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from .core.table import format_table
@@ -16,14 +17,30 @@ def fmt_uptime(seconds: float | None) -> str | None:
     return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
 
 
+def fmt_since(since: float, now: float | None = None) -> str:
+    """When a wait began, in the operator's local time: HH:MM:SS today, else with the date."""
+    at, today = time.localtime(since), time.localtime(time.time() if now is None else now)
+    return time.strftime("%H:%M:%S" if at[:3] == today[:3] else "%Y-%m-%d %H:%M:%S", at)
+
+
+def waiting_text(r: StatusRow) -> str:
+    """What a waiting gang waits for, since when, and why: `WAITING (tb-h2) since 12:01:05: member ...`."""
+    since = f" since {fmt_since(r.waiting_since)}" if r.waiting_since is not None else ""
+    why = next((d.why for d in r.drift if d.kind is DriftKind.WAITING), "")
+    return f"WAITING ({', '.join(r.waiting_on)}){since}" + (f": {why}" if why else "")
+
+
 def state_cell(r: StatusRow) -> str:
     if r.state == "WAITING" or r.waiting_on and r.state != "RUNNING":
-        return f"WAITING ({', '.join(r.waiting_on)})"
+        return waiting_text(r)
     if r.state == "ORPHANED":
         return f"ORPHANED (container {r.container} unsupervised)" if r.container else "ORPHANED (supervisord down)"
     if not r.in_plan:
         return f"{r.state} (not in plan)"
-    return f"{r.state} (old config)" if r.stale else r.state
+    notes = ["old config"] if r.stale else []
+    if r.ready is False:  # it runs, and does not answer its probe: not what RUNNING promises
+        notes.append(f"not ready: {r.probe_error}")
+    return f"{r.state} ({'; '.join(notes)})" if notes else r.state
 
 
 def drift_text(d: Drift) -> str:
@@ -60,7 +77,12 @@ def status_json(r: StatusRow) -> dict[str, Any]:
         "pid": r.pid, "uptime": r.uptime, "restarts": r.restarts, "generation": r.generation, "in_plan": r.in_plan,
         "drift": [drift_text(d) for d in r.drift], "waiting_on": list(r.waiting_on),
         "orphan_pids": [p for d in r.drift if d.kind is DriftKind.ORPHANED for p in d.pids],
-        "container": {"id": r.container, "state": r.container_state} if r.container else None}
+        "container": {"id": r.container, "state": r.container_state} if r.container else None,
+        "ready": r.ready, "probe_error": r.probe_error,
+        "waiting": {"on": list(r.waiting_on), "since": r.waiting_since,
+                    "since_text": fmt_since(r.waiting_since) if r.waiting_since is not None else None,
+                    "reason": next((d.why for d in r.drift if d.kind is DriftKind.WAITING), None)}
+        if r.waiting_on else None}
     if r.detail is not None:
         out.update({"started_generation": r.detail.started_generation, "stale": r.detail.stale,
                     "exitstatus": r.detail.exitstatus, "reason": r.detail.reason,

@@ -26,6 +26,7 @@ from ..core.preflight_a3 import tls_mismatches
 from .gang import alive_anywhere, gang_start, relink_decoders, start_through_leaders
 from .interrupt import Interrupted
 from .levels import start_levels
+from .readiness import unchanged_not_ready
 from .records import HostState, rendered_hashes
 from .remote import HostClient
 from .runtime import build_runtime, payload
@@ -201,11 +202,17 @@ def up(session: Session, files: Files, generation: str, skip_preflight: bool = F
     unchanged = [o for o in owners if o not in to_start and o not in refused]
     if unchanged:
         say(f"  unchanged, left running: {', '.join(unchanged)}")
+    unanswered = unchanged_not_ready(session, unchanged, owners, ready_timeout, say)  # running is not ready
     for inst, lines in refused.items():
         say(f"  {inst} NOT started: its HCCL links are not healthy:")
         for line in lines:
             say(f"    {line}")
-    progress.raise_if_incomplete()
+    try:
+        progress.raise_if_incomplete()
+    except LauncherError as exc:
+        raise LauncherError("\n".join([str(exc), *unanswered])) from None
+    if unanswered:
+        raise LauncherError("\n".join(unanswered))
     return UpReport(generation, to_start, unchanged, skew, time.monotonic() - t0, refused)
 
 

@@ -8,6 +8,7 @@ from typing import Any, Mapping
 from ..core.errors import LauncherError
 from ..core.graph import relink_after
 from ..core.probes import READY_TIMEOUT, probe_specs
+from .readiness import exit_text
 from .records import HostState
 from .remote import HostClient
 from .session import Session
@@ -80,7 +81,9 @@ def wait_ready(session: Session, instance: str, hosts: list[str], timeout: float
         return c.call("probe", str(timeout), stdin=json.dumps([s.to_json() for s in specs]).encode(),
                       timeout=timeout + 60)
     replies = session.each(f"probe {instance}", one, hosts)
-    bad = [f"{h}: {p['probe']}: {p['error']}" for h, r in replies.items() for p in r["probes"] if p["error"]]
+    # a program that ended meanwhile (the host stopped waiting at once) says more than its probe
+    bad = [f"{h}: {exit_text(r['exited'])}" for h, r in replies.items() if r.get("exited")] or \
+        [f"{h}: {p['probe']}: {p['error']}" for h, r in replies.items() for p in r["probes"] if p["error"]]
     return None if all(r["ready"] for r in replies.values()) else "; ".join(bad)
 
 

@@ -79,6 +79,7 @@ class Waiting:
 
     on: tuple[str, ...]
     reason: str
+    since: float | None = None  # when the wait began (the host's clock, epoch seconds)
 
 
 @dataclass(frozen=True)
@@ -132,7 +133,7 @@ class HostState:
         """Parse the host's reply; a host without any runtime yet answers only a few of the keys."""
         started = {o: Started(s.get("generation"), s.get("owner_hash"))
                    for o, s in (d.get("started") or {}).items() if s}
-        waiting = {o: Waiting(tuple(w.get("on", [])), w.get("reason", ""))
+        waiting = {o: Waiting(tuple(w.get("on", [])), w.get("reason", ""), w.get("since"))
                    for o, w in (d.get("waiting") or {}).items() if w}
         return cls(root=d.get("root"), generation=d.get("generation"), supervisord=bool(d.get("supervisord")),
                    secret_id=d.get("secret_id"), runtime_missing=bool(d.get("runtime_missing")),
@@ -222,6 +223,9 @@ class StatusRow:
     detail: Detail | None = None         # None: the host was unreachable, or the plan has no such program
     container: str | None = None         # the container it runs in (short id), or an orphaned one
     container_state: str | None = None
+    ready: bool | None = None            # answers its owner's probe on this host; None: no probe run
+    probe_error: str | None = None       # what the probe saw when not ready
+    waiting_since: float | None = None   # when its gang's wait began (the host's clock)
 
     @property
     def stale(self) -> bool:

@@ -6,11 +6,13 @@ does not have, unreachable hosts, and owners waiting for a dependency.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Mapping
 
 from ..core.plan import File, Program
 from .records import ALIVE, Detail, DiffRow, Drift, DriftKind, GangRecord, HostState, StatusRow, Waiting, \
     orphan_container, orphan_pids, rendered_hashes
+from .readiness import probe_now
 from .session import STATE_TIMEOUT, Session
 
 
@@ -18,6 +20,7 @@ def status_rows(session: Session, desired: str | None = None) -> list[StatusRow]
     """One row per program the plan expects, joined with what runs on its host, plus drift
     (``desired``: the generation the topology renders now)."""
     states, failures = session.fan_out(lambda c: c.state(timeout=STATE_TIMEOUT))
+    readiness = _readiness(session, states)
     gangs: dict[str, GangRecord] = {}
     waiting: dict[str, Waiting] = {}
     for st in states.values():  # each gang's record (and the agent's wait) lives on its leader's host
@@ -31,8 +34,33 @@ def status_rows(session: Session, desired: str | None = None) -> list[StatusRow]
             rows.extend(StatusRow(p.owner, name, p.rank, p.name, "UNREACHABLE", desired_generation=desired,
                                   drift=(Drift(DriftKind.UNREACHABLE, why=why),)) for p in hp.programs)
             continue
-        rows.extend(_host_rows(hp.programs, name, states[name], gangs, waiting, desired))
+        rows.extend(_with_readiness(_host_rows(hp.programs, name, states[name], gangs, waiting, desired),
+                                    readiness))
     return rows
+
+
+def _readiness(session: Session, states: Mapping[str, HostState]) -> dict[tuple[str, str], str | None]:
+    """(owner, host) -> None when it answers its probe, else what the probe saw; for every owner
+    alive on a reached host that has a probe (once, no wait). A host running another launcher's
+    runtime is not asked (that would install ours: `status` changes nothing)."""
+    wanted = {h: [o for o in dict.fromkeys(p.group for p in st.programs if p.alive)]
+              for h, st in states.items() if not st.runtime_missing}
+    found, failures = probe_now(session, wanted)
+    for h, exc in failures.items():  # the host answered `state` a moment ago: its probes are not known
+        for o in wanted[h]:
+            found.setdefault((o, h), f"its probe could not be run: {exc}")
+    return found
+
+
+def _with_readiness(rows: list[StatusRow], readiness: Mapping[tuple[str, str], str | None]) -> list[StatusRow]:
+    """Each running program of the plan with whether its owner answers its probe on that host."""
+    out = []
+    for r in rows:
+        key = (r.instance, r.host)
+        if r.in_plan and r.state in ALIVE and key in readiness:
+            r = replace(r, ready=readiness[key] is None, probe_error=readiness[key])
+        out.append(r)
+    return out
 
 
 def _host_rows(programs: tuple[Program, ...], host: str, st: HostState, gangs: Mapping[str, GangRecord],
@@ -67,8 +95,10 @@ def _host_rows(programs: tuple[Program, ...], host: str, st: HostState, gangs: M
             p.owner, host, p.rank, p.name, state, pid=info.pid if info else orphaned[0] if orphaned else None,
             uptime=info.uptime if info else None, restarts=g.restarts, generation=gen, drift=tuple(drift),
             waiting_on=waits.on if waits else (), desired_generation=desired,
+            waiting_since=waits.since if waits else None,
             detail=Detail(started_generation=started.generation if started else None, stale=stale,
-                          exitstatus=info.exitstatus if info else None, reason=g.reason,
+                          exitstatus=info.exitstatus if info else None,
+                          reason=g.reason if g.state == "FAILED" or not waits else waits.reason,
                           last_log=g.last_log if state == "FAILED" else ()),
             container=info.container if info and info.container else box,
             container_state=info.container_state if info and info.container else "running" if box else None))

@@ -7,7 +7,8 @@ import socket
 import time
 
 from . import upload
-from .state import tail
+from .state import read_gang_state, tail
+from .supervisor_rpc import programs_info
 
 
 def act_tcpcheck(root: str, args: list[str]) -> dict:
@@ -56,15 +57,67 @@ def probe_once(root: str, spec: dict) -> str | None:
 
 
 def act_probe(root: str, args: list[str]) -> dict:
-    """Wait up to TIMEOUT s (args[0]) until every probe (stdin: JSON list) passes; report each."""
+    """Wait up to TIMEOUT s (args[0]) until every probe (stdin: JSON list) passes; report each.
+    A program of theirs that exits (or is started again, or stopped) meanwhile ends the wait at
+    once: it will not become ready on its own, and its last log lines say why (`exited`)."""
     deadline = time.time() + float(args[0])
     specs = json.loads(upload.read_stdin() or b"[]")
+    # (a one-round check, timeout 0, as `status` makes, has nothing to watch)
+    watch = Watch(root, [p for s in specs for p in s.get("programs", [])]) if float(args[0]) > 0 else None
     last: dict[int, str | None] = {}
+    exited = None
     while True:
         last = {i: probe_once(root, spec) for i, spec in enumerate(specs)}
         if all(v is None for v in last.values()) or time.time() >= deadline:
             break
+        exited = watch.exited() if watch else None
+        if exited:
+            break
         time.sleep(min(spec.get("period", 1.0) for spec in specs) if specs else 0.5)
-    return {"ready": all(v is None for v in last.values()),
-            "probes": [{"probe": f"{s['kind']} {' '.join(s['target']) if s['kind'] == 'command' else s['target']}",
-                        "error": last[i]} for i, s in enumerate(specs)]}
+    reply: dict = {"ready": all(v is None for v in last.values()),
+                   "probes": [{"probe": f"{s['kind']} {' '.join(s['target']) if s['kind'] == 'command' else s['target']}",
+                               "error": last[i]} for i, s in enumerate(specs)]}
+    if exited and not reply["ready"]:
+        reply["exited"] = exited
+    return reply
+
+
+EXITED = {"EXITED", "FATAL", "BACKOFF"}  # supervisord states of a program that ended on its own
+ALIVE = {"STARTING", "RUNNING"}
+LAST_LINES = 20
+
+
+class Watch:
+    """The programs a ready wait is about, as supervisord has them when the wait begins: one
+    that exits, is started again (its agent restarting its gang after an exit) or is stopped
+    while alive (its gang stopped for a restart, or FAILED) will not pass the probe this run."""
+
+    def __init__(self, root: str, programs: list[str]):
+        self.root = root
+        self.names = set(programs)
+        self.first = self._look() if self.names else {}
+
+    def _look(self) -> dict[str, dict]:
+        return {p["name"]: p for p in programs_info(self.root) or [] if p["name"] in self.names}
+
+    def exited(self) -> dict | None:
+        """The program that ended (its state, exit code and last log lines), or None."""
+        if not self.first:
+            return None
+        now = self._look()
+        gone = [p for n, p in now.items() if p["state"] in EXITED
+                or p["start"] != self.first.get(n, p)["start"]
+                or self.first.get(n, p)["state"] in ALIVE and p["state"] not in ALIVE]
+        failed = {g: r for g, r in read_gang_state(self.root).items()
+                  if g in {p["group"] for p in now.values()} and r.get("state") == "FAILED"}
+        if not gone and not failed:
+            return None
+        if failed and not any(p["state"] in EXITED for p in gone):  # the leader's record says more
+            group, rec = next(iter(failed.items()))
+            return {"program": group, "state": "FAILED", "exitstatus": None, "reason": rec.get("reason"),
+                    "log": list(rec.get("last_log") or [])[-LAST_LINES:]}
+        p = sorted(gone, key=lambda p: p["state"] not in EXITED)[0]  # the one that died, before one stopped
+        again = p["start"] != self.first.get(p["name"], p)["start"] and p["state"] not in EXITED
+        return {"program": p["name"], "state": p["state"], "exitstatus": p["exitstatus"],
+                "reason": "exited and was started again by its agent" if again else None,
+                "log": tail(os.path.join(self.root, "logs", f"{p['name']}.log"), LAST_LINES)}

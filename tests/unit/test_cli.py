@@ -162,7 +162,7 @@ def test_status_rows_are_formatted_from_records_with_the_same_keys_and_sentences
         status_json as _status_json
     from launcher.deploy.records import Detail, Drift, DriftKind, StatusRow
     base = ["instance", "host", "rank", "program", "state", "pid", "uptime", "restarts", "generation", "in_plan",
-            "drift", "waiting_on", "orphan_pids", "container"]
+            "drift", "waiting_on", "orphan_pids", "container", "ready", "probe_error", "waiting"]
     gen = Drift(DriftKind.GENERATION, runs=None, wants="g2")
     old = Drift(DriftKind.OLD_CONFIG, runs="g0", wants="g1")
     wait = Drift(DriftKind.WAITING, why="etcd not ready: refused", on=("etcd",))
@@ -215,3 +215,24 @@ def test_status_shows_the_container_of_each_rank_and_a_container_nothing_supervi
     assert status_json(boxed)["container"] == {"id": "3f2a9c1d0b4e", "state": "running"}
     host_only = StatusRow("a", "n0", 0, "a-r0", "RUNNING", pid=7)
     assert "CONTAINER" not in status_table([host_only]) and status_json(host_only)["container"] is None
+
+
+def test_every_json_command_that_fails_answers_with_a_json_error_and_its_exit_code(tmp_path):
+    missing = str(tmp_path / "nope.yaml")
+    bad = write(tmp_path, "version: 1\nname: x\nhosts:\n  - {name: a, address: b, colour: red}\n")
+    cases = [
+        (("status", missing, "--json"), missing),                                # an unreadable file
+        (("plan", bad, "--json"), "unknown key 'colour'"),                          # a bad topology
+        (("up", str(CONFIGS / "demo-local.yaml"), "--json", "--forks", "0"), "--forks must be at least 1"),
+        (("restart", str(CONFIGS / "demo-local.yaml"), "--json", "--strategy", "x"), "unrecognized arguments"),
+        (("up", str(CONFIGS / "demo-local.yaml"), "--json", "--strategy", "x"), "argument --strategy: invalid choice"),
+    ]
+    for argv, said in cases:
+        run = run_cli(*argv)
+        assert run.code == 2, (argv, run.err)
+        doc = json.loads(run.out)  # one JSON document on stdout, nothing else
+        assert doc["ok"] is False and doc["exit"] == 2 and said in doc["error"], (argv, doc)
+        assert run.err  # people still read the error on stderr
+    assert json.loads(run_cli("plan", bad, "--json").out)["diagnostics"][0].startswith(f"{bad}:4:27: error")
+    # without --json, stdout stays empty
+    assert run_cli("status", missing).out == ""

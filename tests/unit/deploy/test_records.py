@@ -35,7 +35,7 @@ def test_a_full_reply_parses_into_fields():
                            ProgramState("etcd", "etcd", "EXITED", None, None, 1))
     assert st.gangs == {"a": GangRecord("FAILED", 3, "a-r0 exited", ("x", "y"))}
     assert st.started == {"a": Started("g1", "ha1")}  # an empty record is no start
-    assert st.waiting == {"a": Waiting(("etcd",), "etcd not ready: refused")}  # nor an empty wait
+    assert st.waiting == {"a": Waiting(("etcd",), "etcd not ready: refused", 3.0)}  # nor an empty wait
     assert st.alive("a") and not st.alive("etcd") and not st.alive("nobody")
     assert not st.blank
 
