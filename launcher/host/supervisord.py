@@ -272,8 +272,8 @@ def become_subreaper(pidfile: str) -> bool:
     so what a program leaves behind (kill -9 of its parent, setsid, a double fork) is re-parented
     to supervisord, not to init, and proctree.py finds it among supervisord's children; then
     record its pid in run/subreaper, beside the pidfile. False where the kernel refuses."""
-    import ctypes
     try:
+        import ctypes  # not in every minimal Python: then proctree.py scans /proc instead
         libc = ctypes.CDLL(None, use_errno=True)
         if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
             return False
@@ -282,7 +282,7 @@ def become_subreaper(pidfile: str) -> bool:
             fh.write(f"{os.getpid()}\n")
         os.replace(path + ".tmp", path)
         return True
-    except (OSError, AttributeError):
+    except (ImportError, OSError, AttributeError):
         return False
 
 
