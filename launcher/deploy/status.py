@@ -12,7 +12,7 @@ from typing import Mapping
 from ..core.plan import File, Program
 from .records import ALIVE, Detail, DiffRow, Drift, DriftKind, GangRecord, HostState, StatusRow, Waiting, \
     orphan_container, orphan_pids, rendered_hashes
-from .readiness import probe_now
+from .readiness import live_specs, probe_now
 from .session import STATE_TIMEOUT, Session
 
 
@@ -48,7 +48,8 @@ def _readiness(session: Session, states: Mapping[str, HostState]) -> dict[tuple[
     found, failures = probe_now(session, wanted)
     for h, exc in failures.items():  # the host answered `state` a moment ago: its probes are not known
         for o in wanted[h]:
-            found.setdefault((o, h), f"its probe could not be run: {exc}")
+            if live_specs(session, o, h):
+                found.setdefault((o, h), f"its probe could not be run: {exc}")
     return found
 
 
