@@ -202,7 +202,9 @@ def up(session: Session, files: Files, generation: str, skip_preflight: bool = F
     unchanged = [o for o in owners if o not in to_start and o not in refused]
     if unchanged:
         say(f"  unchanged, left running: {', '.join(unchanged)}")
-    unanswered = unchanged_not_ready(session, unchanged, owners, ready_timeout, say)  # running is not ready
+    # running is not ready: what it leaves running must answer too (unless this up found it not ready already)
+    unanswered = unchanged_not_ready(session, [o for o in unchanged if o not in progress.not_ready], owners,
+                                     ready_timeout, say)
     for inst, lines in refused.items():
         say(f"  {inst} NOT started: its HCCL links are not healthy:")
         for line in lines:
