@@ -306,7 +306,7 @@ def add_remote_flags(sp: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="launcher", description="Declarative launcher for multi-host Ascend "
-                                "inference: one YAML topology -> ranktables, env and supervised processes.")
+               "inference: one YAML topology -> ranktables, env and supervised processes.")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     p.add_argument("-v", "--verbose", action="store_true", help="show tracebacks on errors")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -437,38 +437,25 @@ def handle_errors(verbose: bool, as_json: bool = False) -> Iterator[list[int]]:
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse, keeping its usage error's message: a --json command answers it as JSON too."""
+    """argparse, keeping its usage error's message (a subcommand's parser is one too): a --json
+    command answers it as JSON as well."""
+
+    last_error = "bad arguments"
 
     def error(self, message: str) -> NoReturn:
-        self.message = message
+        Parser.last_error = message
         super().error(message)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args = build_parser().parse_args(argv)
     except SystemExit as exc:  # a usage error (exit 2); --help and --version exit 0
         if exc.code == EXIT_BAD_INPUT and "--json" in argv:
-            json_error(_usage_message(parser), EXIT_BAD_INPUT)
+            json_error(Parser.last_error, EXIT_BAD_INPUT)
         raise
     with handle_errors(args.verbose, getattr(args, "json", False)) as code:
         check_flags(args)
         code[0] = args.func(args)
     return code[0]
-
-
-def _usage_message(parser: argparse.ArgumentParser) -> str:
-    """The message of the usage error argparse just printed (the subparser's, when it was one)."""
-    found = [getattr(p, "message", None) for p in [parser, *_subparsers(parser)]]
-    return next((m for m in found if m), "bad arguments")
-
-
-def _subparsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
-    out: list[argparse.ArgumentParser] = []
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for sp in dict.fromkeys(action.choices.values()):
-                out += [sp, *_subparsers(sp)]
-    return out
