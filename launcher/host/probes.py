@@ -67,7 +67,7 @@ def act_probe(root: str, args: list[str]) -> dict:
     last: dict[int, str | None] = {}
     exited = None
     while True:
-        last = {i: probe_once(root, spec) for i, spec in enumerate(specs)}
+        last = probe_all(root, specs)
         if all(v is None for v in last.values()) or time.time() >= deadline:
             break
         exited = watch.exited() if watch else None
@@ -82,15 +82,34 @@ def act_probe(root: str, args: list[str]) -> dict:
     return reply
 
 
+def probe_all(root: str, specs: list[dict]) -> dict[int, str | None]:
+    """Every probe once, at the same time: a round costs the slowest probe's time, not their sum
+    (a wedged etcd: its HTTP probe's and its etcdctl's timeouts one after the other)."""
+    if len(specs) < 2:
+        return {i: probe_once(root, spec) for i, spec in enumerate(specs)}
+    import threading
+    out: dict[int, str | None] = {}
+
+    def one(i: int, spec: dict) -> None:
+        out[i] = probe_once(root, spec)
+    threads = [threading.Thread(target=one, args=(i, spec), daemon=True) for i, spec in enumerate(specs)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return {i: out[i] for i in range(len(specs))}
+
+
 EXITED = {"EXITED", "FATAL", "BACKOFF"}  # supervisord states of a program that ended on its own
 ALIVE = {"STARTING", "RUNNING"}
 LAST_LINES = 20
 
 
 class Watch:
-    """The programs a ready wait is about, as supervisord has them when the wait begins: one
-    that exits, is started again (its agent restarting its gang after an exit) or is stopped
-    while alive (its gang stopped for a restart, or FAILED) will not pass the probe this run."""
+    """The programs a ready wait is about: one found ended on its own (EXITED, FATAL, BACKOFF:
+    it will not pass the probe this run), or whose gang is FAILED, ends the wait at once. One its
+    agent stopped and started again meanwhile does not: that is supervision at work (a gang
+    restarted after supervisord died, say, as `up` started it), and the probe decides."""
 
     def __init__(self, root: str, programs: list[str]):
         self.root = root
@@ -105,9 +124,7 @@ class Watch:
         if not self.first:
             return None
         now = self._look()
-        gone = [p for n, p in now.items() if p["state"] in EXITED
-                or p["start"] != self.first.get(n, p)["start"]
-                or self.first.get(n, p)["state"] in ALIVE and p["state"] not in ALIVE]
+        gone = [p for p in now.values() if p["state"] in EXITED]
         failed = {g: r for g, r in read_gang_state(self.root).items()
                   if g in {p["group"] for p in now.values()} and r.get("state") == "FAILED"}
         if not gone and not failed:
@@ -116,8 +133,6 @@ class Watch:
             group, rec = next(iter(failed.items()))
             return {"program": group, "state": "FAILED", "exitstatus": None, "reason": rec.get("reason"),
                     "log": list(rec.get("last_log") or [])[-LAST_LINES:]}
-        p = sorted(gone, key=lambda p: p["state"] not in EXITED)[0]  # the one that died, before one stopped
-        again = p["start"] != self.first.get(p["name"], p)["start"] and p["state"] not in EXITED
-        return {"program": p["name"], "state": p["state"], "exitstatus": p["exitstatus"],
-                "reason": "exited and was started again by its agent" if again else None,
+        p = gone[0]
+        return {"program": p["name"], "state": p["state"], "exitstatus": p["exitstatus"], "reason": None,
                 "log": tail(os.path.join(self.root, "logs", f"{p['name']}.log"), LAST_LINES)}
