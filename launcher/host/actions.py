@@ -104,13 +104,15 @@ def act_start(root: str, args: list[str], snapshot: bool = True) -> dict:
     restart budget (clears FAILED) and ends any wait recorded for it."""
     server = rpc(root, STOP_RPC_TIMEOUT)
     reload_groups(server, args)
+    # first: while they are stopped and not yet marked to run, no poll of the agent takes the
+    # wait for a death (the window between desired.json and the start is as short as it can be)
+    leftovers = stop_leftovers(root, args)  # never a start against a port the last run's leftovers hold
     update_state(root, "gang.json", {g: None for g in args})
     update_state(root, "waiting.json", {g: None for g in args})
     hashes = {p["owner"]: p["owner_hash"] for p in (read_manifest(root) or {}).get("programs", [])}
     update_state(root, "started.json", {g: {"generation": current_generation(root), "owner_hash": hashes.get(g)}
                                         for g in args})
     update_state(root, "desired.json", {g: True for g in args})
-    leftovers = stop_leftovers(root, args)  # never a start against a port the last run's leftovers hold
     started_at = time.time()
     for group in args:
         server.supervisor.startProcessGroup(group, False)

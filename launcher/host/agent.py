@@ -116,12 +116,12 @@ class Agent:
         return {"ok": True}
 
     def local_start(self, group: str) -> dict:
-        set_desired(self.root, group, True)
         # the current generation's config, as a deliberate start loads it: every member of a restarted gang
         # runs its host's current generation (_restart holds a gang whose members' generations differ)
         server = rpc(self.root)
         reload_groups(server, [group])
         stop_logged(self.root, [group], None, log)  # never a start against a port its leftovers hold
+        set_desired(self.root, group, True)  # only now: a poll meanwhile must not take it for dead
         update_state(self.root, "started.json", {group: self.started_from(group)})
         started_at = time.time()
         server.supervisor.startProcessGroup(group, False)

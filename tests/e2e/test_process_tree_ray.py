@@ -25,8 +25,18 @@ PORT = 6390
 pytestmark = pytest.mark.skipif(not RAY.exists(), reason=f"ray is not installed in this venv ({RAY}): pip install -e .[test]")
 
 
-def topology(tb) -> str:
+def ray_on_hosts(tb) -> list[str]:
+    """How the testbed hosts run this venv's `ray`; skips when they cannot see it (a checkout under
+    /tmp, /srv or a home: the hosts have private ones)."""
+    if tb.run(tb.hosts[0].name, ["test", "-x", str(RAY)]).returncode != 0:
+        pytest.skip(f"the testbed hosts cannot see this venv's ray ({RAY}): the checkout is under a "
+                    "directory the hosts have a private copy of (/tmp, /srv, a home); run from another one")
+    return [str(RAY)]
+
+
+def topology(tb, ray: list[str]) -> str:
     h1, h2 = tb.hosts
+    cmd = ", ".join(f'"{a}"' for a in ray)
     hosts = "".join(f"  - name: {h.name}\n    address: {h.address}\n"
                     f"    ssh: {{user: root, identity_file: {tb.identity_file}}}\n    devices: {{0: 10.99.{i}.1}}\n"
                     for i, h in enumerate(tb.hosts))
@@ -48,7 +58,7 @@ hosts:
     kind: generic
     hosts: [{h1.name}]
     env: {env}
-    command: ["{RAY}", start, --head, --port, "{PORT}", --node-ip-address, "{h1.address}", --block,
+    command: [{cmd}, start, --head, --port, "{PORT}", --node-ip-address, "{h1.address}", --block,
               --include-dashboard=false, {small}]
     probe: {{tcp: "{h1.address}:{PORT}", timeout: 5}}
   - name: ray-worker
@@ -56,7 +66,7 @@ hosts:
     hosts: [{h2.name}]
     env: {env}
     depends_on: [ray-head]
-    command: ["{RAY}", start, --address, "{h1.address}:{PORT}", --node-ip-address, "{h2.address}", --block, {small}]
+    command: [{cmd}, start, --address, "{h1.address}:{PORT}", --node-ip-address, "{h2.address}", --block, {small}]
     probe: {{log: "Ray runtime started", timeout: 120}}
 """
 
@@ -64,7 +74,7 @@ hosts:
 @pytest.fixture
 def ray_cluster(testbed, tmp_path):
     path = tmp_path / "ray.yaml"
-    path.write_text(topology(testbed))
+    path.write_text(topology(testbed, ray_on_hosts(testbed)))
     yield str(path)
     run_cli("down", str(path), "--purge", *ssh_flags(testbed))
 
@@ -88,7 +98,7 @@ def marked(root: str, comm: str | None = None) -> list[int]:
 
 def active_nodes(tb) -> int:
     """Nodes `ray status` counts as active (run on h1, as the head's own host sees it)."""
-    proc = tb.run(tb.hosts[0].name, [str(RAY), "status", "--address", f"{tb.hosts[0].address}:{PORT}"])
+    proc = tb.run(tb.hosts[0].name, [*ray_on_hosts(tb), "status", "--address", f"{tb.hosts[0].address}:{PORT}"])
     if proc.returncode != 0:
         return 0
     text = proc.stdout if isinstance(proc.stdout, str) else proc.stdout.decode()
