@@ -63,6 +63,15 @@ def wait_for(predicate, timeout: float = 90.0, what: str = "condition"):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def alive(pid: int) -> bool:
+    """The pid runs and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return not stat.split(") ")[1].startswith("Z")
+
+
 def agents_idle(tb, roots: dict[str, str]) -> bool:
     """Every host's agent has no gang work under way (a report, a restart: state/agent-busy is 0):
     what runs now stays as it is until something else happens. ``roots``: host name -> ROOT."""

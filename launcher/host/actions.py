@@ -253,20 +253,11 @@ def act_relay(root: str, args: list[str]) -> dict:
     """Send one signed message to another host's agent (ADDRESS [PORT]), from this host: the
     operator's way to a host whose SSH is lost while its agent port is not (a rolled-back
     switch there). stdin: the message body (JSON). Returns the agent's reply."""
-    import socket
     import sys
-    from .messages import host_clock, sign
+    from .messages import send_signed
     address = args[0]
     port = int(args[1]) if len(args) > 1 else read_json(os.path.join(root, "current", "gang.json"), {})["agent_port"]
-    body = json.loads(sys.stdin.buffer.read() or b"{}")
-    key = secret(root)
-    if key is None:
-        raise RuntimeError("no deployment secret on this host")
-    with socket.create_connection((address, port), timeout=10) as s:
-        s.settimeout(RELAY_TIMEOUT)
-        s.sendall(sign(key, body, now=host_clock(root)))
-        data = s.makefile("rb").readline()
-    reply = json.loads(data or b"{}")
-    if not reply.get("ok"):
-        raise RuntimeError(f"the agent at {address}:{port} answered: {reply.get('error', 'nothing')}")
-    return reply
+    try:
+        return send_signed(root, address, port, json.loads(sys.stdin.buffer.read() or b"{}"), RELAY_TIMEOUT)
+    except RuntimeError as exc:
+        raise RuntimeError(f"the agent at {address}:{port} answered: {exc}") from None

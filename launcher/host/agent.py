@@ -15,14 +15,12 @@ start / stop and by the agent), gang.json (the leader's record per gang).
 """
 from __future__ import annotations
 
-import json
 import os
-import socket
 import sys
 import threading
 import time
 
-from .messages import Verifier, host_clock, sign
+from .messages import Verifier, send_signed
 from .members import (DEAD, Unreachable, failure_cause, forget_reporting, held_gangs, log, report_to_leader,
                       seen_before_restart, wait_for_members)
 from .dependencies import wait_for_dependencies
@@ -95,18 +93,7 @@ class Agent:
         return read_json(os.path.join(self.root, "current", "gang.json"), {"gangs": {}})
 
     def send(self, address: str, body: dict, timeout: float = SEND_TIMEOUT) -> dict:
-        key = secret(self.root)
-        if key is None:
-            raise RuntimeError("no deployment secret")
-        conf = self.conf()
-        with socket.create_connection((address, conf["agent_port"]), timeout=min(timeout, CONNECT_TIMEOUT)) as s:
-            s.settimeout(timeout)
-            s.sendall(sign(key, body, now=host_clock(self.root)))
-            data = s.makefile("rb").readline()
-        reply = json.loads(data or b"{}")
-        if not reply.get("ok"):
-            raise RuntimeError(str(reply.get("error", "no reply")))  # the callers name the host
-        return reply
+        return send_signed(self.root, address, self.conf()["agent_port"], body, timeout, CONNECT_TIMEOUT)
 
     # --- local supervisord ---------------------------------------------------------------
     def local_stop(self, group: str) -> dict:

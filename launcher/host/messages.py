@@ -23,6 +23,8 @@ import os
 import threading
 import time
 
+from .state import secret
+
 WINDOW = 300.0  # seconds a message's time may differ from the receiver's clock
 
 
@@ -32,6 +34,23 @@ def host_clock(root: str) -> float:
             return time.time() + float(fh.read())
     except (OSError, ValueError):
         return time.time()
+
+
+def send_signed(root: str, address: str, port: int, body: dict, timeout: float, connect_timeout: float = 10.0) -> dict:
+    """Send ``body`` signed with ROOT's deployment key to the agent at ADDRESS:PORT; its reply,
+    or RuntimeError with the agent's error (the callers name the host)."""
+    import socket
+    key = secret(root)
+    if key is None:
+        raise RuntimeError("no deployment secret on this host")
+    with socket.create_connection((address, port), timeout=min(timeout, connect_timeout)) as s:
+        s.settimeout(timeout)
+        s.sendall(sign(key, body, now=host_clock(root)))
+        data = s.makefile("rb").readline()
+    reply = json.loads(data or b"{}")
+    if not reply.get("ok"):
+        raise RuntimeError(str(reply.get("error", "no reply")))
+    return reply
 
 
 class Refused(Exception):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ssh_flags, cli_on_testbed as cli, run_cli, wait_for
+from tests.helpers import alive, ssh_flags, cli_on_testbed as cli, run_cli, wait_for
 
 TESTBED_HOSTS = 3
 HEALTH = 18710
@@ -81,14 +81,6 @@ def demo_health(tb) -> dict[str, dict] | None:
             return None
         out[h.name] = doc
     return out
-
-
-def alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return not stat.split(") ")[1].startswith("Z")
 
 
 def agent_log(tb, host: str) -> str:

@@ -10,11 +10,10 @@ from __future__ import annotations
 import json
 import os
 import time
-from pathlib import Path
 
 import pytest
 
-from tests.helpers import cli_on_testbed as cli, host_entry, run_cli, ssh_flags, topology_head, wait_for
+from tests.helpers import alive, cli_on_testbed as cli, host_entry, run_cli, ssh_flags, topology_head, wait_for
 
 TESTBED_HOSTS = 2
 HEALTH = 18711
@@ -40,14 +39,6 @@ def health(address: str) -> dict | None:
             return json.loads(resp.read())
     except OSError:
         return None
-
-
-def alive(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return not stat.split(") ")[1].startswith("Z")
 
 
 @pytest.fixture
