@@ -200,7 +200,7 @@ def describe(done: dict) -> str:
         return ""
     by: dict[str, list[str]] = {}
     for p in done["stopped"]:
-        by.setdefault(p["name"], []).append(str(p["pid"]))
+        by.setdefault(p["name"] or p["group"] or "?", []).append(str(p["pid"]))
     parts = [f"{name} (pids {', '.join(pids)})" for name, pids in sorted(by.items())]
     parts += [f"container {c['name']} of {c['program']}" for c in done["containers"]]
     line = "stopped what outlived its program: " + "; ".join(parts)

@@ -1,9 +1,17 @@
 """A real multi-process program under the launcher: a Ray cluster (Ray from PyPI, the `test` extra)
 as two services on the testbed, `ray start --head --block` on h1 and a worker node on h2, as
-configs/vllm-ascend-ray-2node.yaml runs them. kill -9 of the head's `ray start` leaves its GCS
-server, raylet and the rest re-parented and holding the GCS port; the agent stops them
+configs/vllm-ascend-ray-2node.yaml runs them. kill -9 of the head's program leaves `ray start`, its
+GCS server, raylet and the rest re-parented and holding the GCS port; the agent stops them
 (launcher/host/proctree.py) before the restart, so the head comes back at the first attempt, the
 worker rejoins, and the host runs one GCS server and one raylet. `down` leaves none of it.
+
+The head runs in a PID namespace of its own (`unshare --pid --fork --mount-proc`), for two reasons:
+- `ray start --head` refuses to start while it sees a raylet naming its GCS address
+  (ray/_private/services.py, find_gcs_addresses). The testbed's hosts share one PID namespace, so it
+  would see the worker's raylet on h2, which no real head host can see.
+- Since Ray 2.5x, kill -9 of `ray start` itself takes its GCS server and raylet with it (they die
+  with their parent). kill -9 of the wrapper around it (unshare here; `bash -c`, a container runtime
+  in real use) leaves the whole tree running, the case of the issue: the GCS holds the port.
 
 Ray runs from this venv, which lives under /root (0700): the topology logs in as root.
 """
@@ -45,6 +53,7 @@ def topology(tb, ray: list[str]) -> str:
     small = ('"--num-cpus", "1", "--disable-usage-stats", "--object-store-memory", "78643200", '
              '"--temp-dir", "/tmp/ray"')
     env = '{RAY_gcs_rpc_server_reconnect_timeout_s: "10"}'
+    own_pids = '"unshare", "--pid", "--fork", "--mount-proc", '  # see the module's docstring
     return f"""\
 version: 1
 name: ray{tb.id}
@@ -58,7 +67,7 @@ hosts:
     kind: generic
     hosts: [{h1.name}]
     env: {env}
-    command: [{cmd}, start, --head, --port, "{PORT}", --node-ip-address, "{h1.address}", --block,
+    command: [{own_pids}{cmd}, start, --head, --port, "{PORT}", --node-ip-address, "{h1.address}", --block,
               --include-dashboard=false, {small}]
     probe: {{tcp: "{h1.address}:{PORT}", timeout: 5}}
   - name: ray-worker
@@ -128,7 +137,7 @@ def test_kill_9_of_the_ray_head_restarts_one_ray(testbed, ray_cluster):
     gcs, raylet = marked(head_root, "gcs_server"), marked(head_root, "raylet")
     assert len(gcs) == 1 and len(raylet) == 1, (gcs, raylet)
     head = rows(tb, path)["ray-head"]
-    os.kill(head["pid"], signal.SIGKILL)  # `ray start --block`: its GCS server and raylet live on
+    os.kill(head["pid"], signal.SIGKILL)  # unshare: `ray start --block`, its GCS server and raylet live on
 
     wait_for(lambda: (r := rows(tb, path)["ray-head"])["state"] == "RUNNING" and r["pid"] != head["pid"],
              timeout=120, what="the head's service running again")
@@ -139,6 +148,9 @@ def test_kill_9_of_the_ray_head_restarts_one_ray(testbed, ray_cluster):
     assert len(new_gcs) == 1 and len(new_raylet) == 1, (new_gcs, new_raylet)
     assert set(new_gcs).isdisjoint(gcs) and set(new_raylet).isdisjoint(raylet)
     assert listening(tb, PORT) == 1
+    log = tb.run(tb.hosts[0].name, ["cat", f"{head_root}/logs/launcher-agent.log"]).stdout
+    log = log if isinstance(log, str) else log.decode()
+    assert "ray-head: stopped what outlived its program: ray-head (pids " in log, log  # there were leftovers
 
     down = cli(tb, "down", path)
     assert down.code == 0, down.err
