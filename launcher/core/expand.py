@@ -13,7 +13,7 @@ from collections import defaultdict
 from dataclasses import replace
 from typing import Any, Iterable, TypeVar
 
-from . import framework_env, jsonfmt
+from . import containers, framework_env, jsonfmt
 from .graph import dependency_edges, start_levels
 from .model import (DEFAULT_RENDEZVOUS_PORT, DatasystemSpec, EtcdSpec, GenericSpec, Host,
                     Instance, Limits, Probe, Service, Topology)
@@ -311,7 +311,7 @@ class _Expander:
             self.service_programs(svc)
         for inst in self.t.instances:
             self.instance_programs(inst)
-        hosts = tuple(HostPlan(h, self.root(h), tuple(self.programs[h.name]),
+        hosts = tuple(HostPlan(h, self.root(h), containers.with_boxes(self.t, self.programs[h.name], h),
                                tuple(self.files[h.name][p] for p in sorted(self.files[h.name])))
                       for h in self.t.hosts)
         instances = tuple(InstancePlan(
