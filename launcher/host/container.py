@@ -187,7 +187,7 @@ def check(specs: list[dict]) -> dict:
         else:
             problems.append(f"image {image} is not on this host and no registry it reaches has it: "
                             f"`{engine} pull {image}` (or `{engine} load`) before `up`")
-    wanted = {d for s in specs for p in s["programs"].values() for d in p["devices"]}
+    wanted = {d for s in specs for p in s["programs"].values() for d in p.get("devices", ())}
     wanted |= {m.split(":", 1)[0] for s in specs for m in s["optional_mounts"]}
     return {"problems": problems, "notes": notes, "missing": sorted(p for p in wanted if not os.path.exists(p))}
 
