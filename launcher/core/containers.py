@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 from . import jsonfmt
 from .model import Container, Host, Instance, Topology
@@ -129,13 +129,32 @@ def run_flags(c: Container, program: Program) -> list[str]:
     return flags + list(c.args)
 
 
-def box_devices(inst: Instance, host: Host, ranks: Sequence[Program]) -> tuple[int, ...]:
+def box_devices(inst: Instance, host: Host, used: Iterable[int]) -> tuple[int, ...]:
     """The NPUs of an instance's container on a host: the whole server's where the stack needs
-    physical = logical ids, else those of its ranks there."""
-    used = {d for p in ranks for d in p.devices}
+    physical = logical ids, else those of its ranks there (``used``)."""
+    ids = set(used)
     if inst.framework in WHOLE_SERVER:
-        used |= {d.id for d in host.devices}
-    return tuple(sorted(used))
+        ids |= {d.id for d in host.devices}
+    return tuple(sorted(ids))
+
+
+def seen_devices(inst: Instance, host: Host, used: Sequence[int]) -> list[int]:
+    """Physical ids of the NPUs a rank's runtime sees there, in its numbering (before
+    ASCEND_RT_VISIBLE_DEVICES): its container's, renumbered from 0, in a container that is not
+    privileged; else every NPU of the server under its physical id."""
+    if inst.container is not None and not inst.container.privileged:
+        return list(box_devices(inst, host, used))
+    return list(range(max([d.id for d in host.devices] + list(used), default=-1) + 1))
+
+
+def visible_ids(inst: Instance, host: Host, used: Sequence[int]) -> str:
+    """The launcher's ASCEND_RT_VISIBLE_DEVICES for an instance's ranks on a host: their NPUs as the
+    runtime there numbers them (physical ids on the host, 0.. in a container holding a subset); for
+    a stack that selects its NPU by physical id, every NPU seen there, in order (no renumbering)."""
+    seen = seen_devices(inst, host, used)
+    if inst.framework in WHOLE_SERVER:
+        return ",".join(str(j) for j in range(len(seen)))
+    return ",".join(str(seen.index(d)) for d in used)
 
 
 def box_program(inst: Instance, host: Host, ranks: Sequence[Program]) -> Program:
@@ -144,7 +163,8 @@ def box_program(inst: Instance, host: Host, ranks: Sequence[Program]) -> Program
            ("LAUNCHER_INSTANCE", inst.name), ("LAUNCHER_HOST", host.name))
     return Program(name=f"{inst.name}-{BOX}", host=host.name, owner=inst.name, kind=BOX, argv=HOLD, cwd=None,
                    env=env, limits=ranks[0].limits, numa_via_numactl=False, probe=ranks[0].probe,
-                   devices=box_devices(inst, host, ranks), container=inst.container)
+                   devices=box_devices(inst, host, (d for p in ranks for d in p.devices)),
+                   container=inst.container)
 
 
 def with_boxes(t: Topology, programs: Sequence[Program], host: Host) -> tuple[Program, ...]:

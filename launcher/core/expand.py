@@ -213,7 +213,8 @@ class _Expander:
                       "local_world_size": len(on_host), "rank_id_start": on_host[0].rank}
             argv = tuple(fill(a, values) for a in inst.command + (inst.leader_args if index == 0 else inst.worker_args))
             common: dict[str, str] = {"BACKEND": "hccl",
-                                      "ASCEND_RT_VISIBLE_DEVICES": ",".join(str(r.device_id) for r in on_host)}
+                                      "ASCEND_RT_VISIBLE_DEVICES": containers.visible_ids(  # as numbered there
+                                          inst, self.hosts[hname], [r.device_id for r in on_host])}
             if inst.datasystem:
                 _, ds = self.service(inst.datasystem, DatasystemSpec)
                 common.update(DS_WORKER_ADDR=self.ds_worker_addr(inst.datasystem, hname),
