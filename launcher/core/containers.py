@@ -184,10 +184,18 @@ def box_of(programs: Sequence[Program]) -> Program | None:
     return next((p for p in programs if p.kind == BOX), None)
 
 
+def container_program(p: Program, programs: Sequence[Program]) -> str | None:
+    """The program whose container ``p`` runs in: its instance's per-host container program, its
+    own (a service, that container program itself), or None (on the host)."""
+    if p.container is None:
+        return None
+    box = box_of([q for q in programs if q.owner == p.owner]) if p.kind == "rank" else None
+    return (box or p).name
+
+
 def runs_in(deployment: str, p: Program, programs: Sequence[Program], root: str) -> str:
-    """The name of the container a program runs in: its instance's per-host container, or its own."""
-    box = box_of([q for q in programs if q.owner == p.owner])
-    return container_name(deployment, p.host, (box or p).name, root)
+    """The name of the container a program runs in (the engine's name for container_program's)."""
+    return container_name(deployment, p.host, container_program(p, programs) or p.name, root)
 
 
 def labels(deployment: str, program: Program, root: str) -> dict[str, str]:
