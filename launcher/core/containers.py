@@ -79,6 +79,12 @@ def check(t: Topology) -> list[tuple[Path, str, str]]:
             if flag in MANAGED_ARGS:
                 out.append((where_args + (k,), f"container.args: {flag} is not allowed here: "
                             f"{MANAGED_ARGS[flag]}", "error"))
+        if base[0] == "instances":  # its per-host container program takes <instance>-container
+            taken = f"{t.instances[base[1]].name}-{BOX}"
+            for kind, owners in (("services", t.services), ("instances", t.instances)):
+                out.extend(((kind, k, "name"), f"{taken!r} names the per-host container program of instance "
+                            f"{t.instances[base[1]].name} (in containers): choose another name", "error")
+                           for k, o in enumerate(owners) if o.name == taken)
         if base[0] == "instances" and c.network != "host":
             out.append((_where(t, base, "network"), f"container.network {c.network!r}: the ranks of an instance "
                         "reach each other (HCCL, the rendezvous) on host addresses; use host", "warning"))

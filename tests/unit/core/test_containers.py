@@ -245,3 +245,8 @@ def test_plan_shows_one_container_per_host_and_what_runs_in_it(tmp_path):
     a = {p["name"]: p["container"] for p in doc["hosts"][0]["programs"]}
     assert a == {"side": "side", "llama-container": "llama-container",
                  "llama-r0": "llama-container", "llama-r1": "llama-container"}
+
+
+def test_an_owner_named_like_an_instances_container_program_is_refused(tmp_path):
+    code, err = check(tmp_path, TOPO.format(engine="podman", extra=HOST_SIDE.replace("name: side", "name: llama-container")))
+    assert code == 2 and ":24:11: error: services[0].name: 'llama-container' names the per-host container program" in err
