@@ -81,10 +81,11 @@ def check(t: Topology) -> list[tuple[Path, str, str]]:
                             f"{MANAGED_ARGS[flag]}", "error"))
         if base[0] == "instances":  # its per-host container program takes <instance>-container
             taken = f"{t.instances[base[1]].name}-{BOX}"
-            for kind, owners in (("services", t.services), ("instances", t.instances)):
-                out.extend(((kind, k, "name"), f"{taken!r} names the per-host container program of instance "
-                            f"{t.instances[base[1]].name} (in containers): choose another name", "error")
-                           for k, o in enumerate(owners) if o.name == taken)
+            names = [("services", k, n) for k, n in enumerate(s.name for s in t.services)]
+            names += [("instances", k, n) for k, n in enumerate(i.name for i in t.instances)]
+            out.extend(((kind, k, "name"), f"{taken!r} names the per-host container program of instance "
+                        f"{t.instances[base[1]].name} (in containers): choose another name", "error")
+                       for kind, k, n in names if n == taken)
         if base[0] == "instances" and c.network != "host":
             out.append((_where(t, base, "network"), f"container.network {c.network!r}: the ranks of an instance "
                         "reach each other (HCCL, the rendezvous) on host addresses; use host", "warning"))
