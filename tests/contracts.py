@@ -207,8 +207,14 @@ def vllm_problems(programs: list[Deployed], topo: Topology) -> list[str]:
     for p in programs:
         if p.argv[:3] == ("ray", "start", "--head"):
             head = p
+    asked = {i.name: {k for k, _ in i.env} for i in topo.instances}
     for p in programs:
         where = f"{p.owner} on {p.host}: "
+        # torch_npu: a valid RANK_TABLE_FILE switches HCCL init to the table's rank order, not vLLM's
+        # (its doc RANK_TABLE_FILE.md; no vllm-ascend tutorial sets it); only when the topology asks
+        for var in ("RANK_TABLE_FILE", "RANKTABLEFILE"):
+            if var in p.env and var not in asked.get(p.owner, set()):
+                out.append(where + f"{var} is set: torch_npu would build HCCL from the ranktable, not vLLM's ranks")
         ip = p.env.get("HCCL_IF_IP")
         if ip != addresses[p.host] or ipaddress.ip_address(ip).is_loopback:
             out.append(where + f"HCCL_IF_IP {ip!r} is not this node's own address {addresses[p.host]}")

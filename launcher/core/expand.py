@@ -206,11 +206,12 @@ class _Expander:
         master = self.hosts[inst.hosts[0]].address
         for index, hname in enumerate(inst.hosts):
             on_host = [r for r in ranks if r.host == hname]
+            table = self.abs_path(hname, self.ranktable_path[inst.name])
             values = {**self.host_values(hname, index), "host.devices": ",".join(str(r.device_id) for r in on_host),
                       "instance.name": inst.name, "instance.hosts": ",".join(self.hosts[h].address for h in inst.hosts),
                       "instance.host_count": len(inst.hosts), "master_addr": master,
                       "rendezvous_port": self.rdzv[inst.name], "world_size": world,
-                      "local_world_size": len(on_host), "rank_id_start": on_host[0].rank}
+                      "local_world_size": len(on_host), "rank_id_start": on_host[0].rank, "ranktable": table}
             argv = tuple(fill(a, values) for a in inst.command + (inst.leader_args if index == 0 else inst.worker_args))
             common: dict[str, str] = {"BACKEND": "hccl",
                                       "ASCEND_RT_VISIBLE_DEVICES": ",".join(str(r.device_id) for r in on_host)}
@@ -221,10 +222,9 @@ class _Expander:
                               DS_ENABLE_EXCLUSIVE_CONNECTION="0", PYTHONHASHSEED="0")
             common.update(framework_env.defaults(inst, self.hosts[hname]))
             common.update((k, fill(v, values)) for k, v in inst.env)
-            table = self.abs_path(hname, self.ranktable_path[inst.name])
             ident = {"WORLD_SIZE": str(world), "RANK_SIZE": str(world), "LOCAL_WORLD_SIZE": str(len(on_host)),
                      "RANK_ID_START": str(on_host[0].rank),
-                     "RANKTABLEFILE": table, "RANK_TABLE_FILE": table,
+                     **framework_env.table_env(inst, table),
                      "MASTER_ADDR": master, "MASTER_PORT": str(self.rdzv[inst.name])}
             if inst.name in self.global_path:
                 ident["GLOBAL_RANK_TABLE_FILE_PATH"] = self.abs_path(hname, self.global_path[inst.name])

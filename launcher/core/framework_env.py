@@ -10,7 +10,7 @@ mindie-service (MindIE-LLM's multi-node guide, reference §7.1):
   file with ``BackendConfig.multiNodesInferEnabled`` true, ``multiNodesInferPort`` and
   ``interNodeTLSEnabled`` set, mode 0640 like the ranktable.
 vllm-ascend: ``HCCL_IF_IP`` = the host's address unless the topology sets it (frameworks.py
-checks it is each node's own, not loopback).
+checks it is each node's own, not loopback); no ``RANK_TABLE_FILE``/``RANKTABLEFILE`` (table_env).
 """
 from __future__ import annotations
 
@@ -43,6 +43,14 @@ def defaults(inst: Instance, host: Host) -> dict[str, str]:
     if inst.framework == VLLM:
         return {"HCCL_IF_IP": host.address}
     return {}
+
+
+def table_env(inst: Instance, table: str) -> dict[str, str]:
+    """The ranktable variables a rank gets. None for vllm-ascend: torch_npu takes a valid
+    RANK_TABLE_FILE as the switch to build HCCL communicators from the table, in the table's rank
+    order, not vLLM's (dp_rank * world + rank); no vllm-ascend guide sets it. Its topology may ask
+    for it with `RANK_TABLE_FILE: "{{ ranktable }}"`."""
+    return {} if inst.framework == VLLM else {"RANKTABLEFILE": table, "RANK_TABLE_FILE": table}
 
 
 def config_path(inst: Instance) -> str | None:

@@ -9,19 +9,12 @@ from collections import Counter
 from typing import Any, Iterable, Sequence
 
 from .errors import Diagnostic, sort_diagnostics
-from . import containers, frameworks, placeholders, superpod
+from . import containers, env_rules, frameworks, placeholders, superpod
 from .graph import dependency_edges, find_cycle, link_edges
 from .model import DatasystemSpec, DDCluster, EtcdSpec, Instance, Probe, Service, Topology
 from .placement import rank_placement, service_ports
 from .yamlsrc import Path, Source, format_path
 
-# Set per rank by the launcher; a user value would silently break the HCCL world.
-RESERVED_ENV = frozenset({
-    "RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "RANK_ID", "RANK_SIZE", "RANK_ID_START",
-    "RANKTABLEFILE", "RANK_TABLE_FILE", "DEVICE_ID", "MASTER_ADDR", "MASTER_PORT",
-})
-PD_RESERVED_ENV = RESERVED_ENV | {"GLOBAL_RANK_TABLE_FILE_PATH"}  # set for the members of a PD group
-IDENTITY_PREFIX = "LAUNCHER_"  # where a process belongs (LAUNCHER_INSTANCE, ...): the launcher's to set
 MAX_SOCKET_PATH = 107       # sun_path is 108 bytes with its NUL
 PID_SUFFIX = len(".4194304")  # supervisord binds SOCKET.<its pid> first (pid_max up to 2^22), then links it
 MAX_DOMAIN_NODES = 4        # seed 001: at most 4 nodes per communication domain
@@ -119,7 +112,7 @@ class _Checker:
                                            "an HCCL world needs the same number of ranks per host, set `devices:`")
             if inst.devices is not None:
                 self.unique((((*base, "devices", k), d) for k, d in enumerate(inst.devices)), "device in instance")
-            self.check_env(base, inst.env, PD_RESERVED_ENV if inst.name in pd_members else RESERVED_ENV)
+            self.check_env(base, inst.env, env_rules.reserved_for(inst, inst.name in pd_members))
             self.check_probe(base, inst.probe)
             if inst.datasystem is not None:
                 self.check_datasystem_ref(i, inst.name, inst.hosts, inst.datasystem)
@@ -127,15 +120,11 @@ class _Checker:
     def check_env(self, base: tuple, env: Iterable[tuple[str, str]], reserved: frozenset[str]) -> None:
         """A user value for what the launcher sets would be silently replaced: an error, once per place."""
         own = _keys(self.src, (*base, "env"))
-        for key, _ in env:
-            if key not in reserved and not key.startswith(IDENTITY_PREFIX):
-                continue
+        for key, message in env_rules.refused(env, reserved):
             path = (*base, "env", key) if key in own or self.src is None else ("defaults", "env", key)
-            if path in self.env_reported:
-                continue
-            self.env_reported.add(path)
-            what = "per rank" if key in reserved else "for every process (where it belongs)"
-            self.err(path, f"{key} is set {what} by the launcher; remove it")
+            if path not in self.env_reported:
+                self.env_reported.add(path)
+                self.err(path, message)
 
     def check_probe(self, base: tuple, probe: Probe | None) -> None:
         """A log probe's pattern is compiled here, not on the host after the ready timeout."""
