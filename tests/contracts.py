@@ -159,6 +159,11 @@ def mindie_problems(programs: list[Deployed], instance: str) -> list[str]:
                 out.append(where + f"config.json: multiNodesInferPort {port!r} not in 1024..65535")
             if not isinstance(backend.get("interNodeTLSEnabled", True), bool):
                 out.append(where + "config.json: interNodeTLSEnabled is not a boolean")
+            # server_config.cpp GetIPAddress: MIES_CONTAINER_IP, else ServerConfig.ipAddress (127.0.0.1 shipped)
+            server = json.loads(Path(config).read_text()).get("ServerConfig", {})
+            serves = p.env.get("MIES_CONTAINER_IP") or server.get("ipAddress", "127.0.0.1")
+            if serves not in (p.address, p.env.get("MIES_CONTAINER_IP")) or ipaddress.ip_address(serves).is_loopback:
+                out.append(where + f"serves requests on {serves}, not on this server's address {p.address}")
         if p.env.get("HCCL_DETERMINISTIC") != "true":
             out.append(where + "HCCL_DETERMINISTIC is not true (the guide advises it)")
     if mine and len(masters) != 1:

@@ -253,8 +253,9 @@ class _Expander:
         """The framework's own files on this host (MindIE's config.json) and the env naming them."""
         rel = framework_env.config_path(inst)
         if rel is not None and inst.mindie is not None:
-            self.files[hname][rel] = File(rel, framework_env.mindie_config(inst, self.t.inputs[inst.mindie.config]),
-                                          CONFIG_MODE)
+            base = self.t.inputs[inst.mindie.config]
+            endpoint = framework_env.endpoint_ip(inst, self.hosts[hname])
+            self.files[hname][rel] = File(rel, framework_env.mindie_config(inst, base, endpoint), CONFIG_MODE)
         return framework_env.identity(inst, self.hosts[hname], [self.hosts[h] for h in inst.hosts],
                                       rel and self.abs_path(hname, rel))
 

@@ -159,6 +159,8 @@ def mindie_base_problems(inst: Instance, data: bytes | None) -> list[str]:
         return [f"{name} is not JSON: {exc}"]
     if not isinstance(doc, dict) or not isinstance(doc.get("BackendConfig"), dict):
         return [f"{name} has no BackendConfig object; start from MindIE's conf/config.json"]
+    if not isinstance(doc.get("ServerConfig", {}), dict):
+        return [f"{name}: ServerConfig is not an object; start from MindIE's conf/config.json"]
     missing = [k for k in TLS_KEYS if k not in doc["BackendConfig"]]
     if inst.mindie.inter_node_tls and missing:
         return [f"inter_node_tls is on but {name} has no BackendConfig.{', BackendConfig.'.join(missing)}"]

@@ -116,6 +116,7 @@ def _run_as(ident: Identity, args: argparse.Namespace, log: Log, stack_doc: dict
         raise EnvError(f"LOCAL_RANK={ident.local_rank}: --health-port {args.health_port} + LOCAL_RANK "
                        f"is beyond 65535")
     listener: socket.socket | None = None
+    endpoint = None
     log(f"rank {ident.rank}/{ident.world_size} local_rank {ident.local_rank} instance {ident.instance} "
         f"device {ident.device_id} ({ident.device_ip}) server {ident.server_id} "
         f"master {ident.master_addr}:{ident.master_port} pid {os.getpid()}")
@@ -143,6 +144,11 @@ def _run_as(ident: Identity, args: argparse.Namespace, log: Log, stack_doc: dict
                 doc["datadist"]["links"] = link_all(dd, ident.device_ip, args.link_retry, args.link_timeout, log)
         body = (json.dumps(doc) + "\n").encode()
         server = start_health(args.health_host, health_port, body, log)
+        where = (stack_doc or {}).get("mindie", {}).get("endpoint")
+        if where:  # the MindIE master's request endpoint (mindie.endpoint)
+            ip, port = where.rsplit(":", 1)
+            endpoint = start_health(ip, int(port), body, log)
+            log(f"mindie: serving requests at {where}")
     except DemoRankError as exc:
         log(f"error: {exc}")
         return exc.code
@@ -167,6 +173,9 @@ def _run_as(ident: Identity, args: argparse.Namespace, log: Log, stack_doc: dict
             server.server_close()
         if listener is not None:
             listener.close()
+        if endpoint is not None and not stopped:
+            endpoint.shutdown()
+            endpoint.server_close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
