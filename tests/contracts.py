@@ -256,6 +256,39 @@ def vllm_problems(programs: list[Deployed], topo: Topology) -> list[str]:
     return out
 
 
+def yuanrong_problems(programs: list[Deployed], topo: Topology) -> list[str]:
+    """openYuanrong under vllm-ascend: the RH2D worker must run with `--enable_huge_tlb true
+    --enable_fallocate false` (kv_pool.md, v0.25.1rc1); a vllm-ascend rank finds its node's worker
+    through DS_WORKER_ADDR (released tags) or the JSON at YR_CONFIG_PATH (main, yuanrong_backend.py,
+    which raises when it is unset); either names this node's own worker."""
+    out: list[str] = []
+    workers = {}
+    for p in programs:
+        if p.argv[:2] == ("dscli", "start") or (len(p.argv) > 1 and p.argv[1] == "start" and "-w" in p.argv):
+            w = p.argv[p.argv.index("-w") + 1:]
+            o = dict(zip(w[::2], w[1::2]))
+            workers[p.host] = o.get("--worker_address")
+            if o.get("--remote_h2d_device_ids") and (o.get("--enable_huge_tlb") != "true"
+                                                     or o.get("--enable_fallocate") != "false"):
+                out.append(f"{p.owner} on {p.host}: RH2D worker without --enable_huge_tlb true --enable_fallocate false")
+    for inst in topo.instances:
+        if inst.datasystem is None:
+            continue
+        for p in (q for q in programs if q.owner == inst.name):
+            where = f"{p.owner} on {p.host}: "
+            if inst.framework == "vllm-ascend" and inst.framework_version == "main":
+                path = p.env.get("YR_CONFIG_PATH", "")
+                if not os.path.exists(path):
+                    out.append(where + "YR_CONFIG_PATH is not set to a file (vllm-ascend main raises)")
+                    continue
+                addr = json.loads(Path(path).read_text()).get("worker_addr")
+            else:
+                addr = p.env.get("DS_WORKER_ADDR")
+            if addr != workers.get(p.host):
+                out.append(where + f"reaches worker {addr!r}, not this node's {workers.get(p.host)!r}")
+    return out
+
+
 def ready_health(programs, procs, port: int) -> list[dict]:
     """Each started demo rank's /health, once its stderr said `ready` (fails if one exits first)."""
     import json

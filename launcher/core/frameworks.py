@@ -238,8 +238,8 @@ def _vllm_dp(topo: Topology, i: int, inst: Instance, programs: list[Program]) ->
     if _opts(programs[0].argv).get("--distributed-executor-backend") == "ray" and len(inst.hosts) > 1:
         yield (("instances", i, "hosts"), f"instance {inst.name}: with Ray, `vllm serve` runs on the head only; "
                "the other nodes run `ray start --address=<head>:6379` (a service that depends on the head)")
-    if not any("--data-parallel-size" in o for o in opts):
-        return
+    if len(programs) == 1 or not any("--data-parallel-size" in o for o in opts):
+        return  # one node: vLLM's --data-parallel-size-local defaults to the whole size there
     local = [o.get("--data-parallel-size-local", "") for o in opts]
     if len(set(local)) != 1 or not local[0].isdigit():
         yield (("instances", i, "command"), f"instance {inst.name}: every node needs the same "

@@ -9,7 +9,7 @@ from collections import Counter
 from typing import Any, Iterable, Sequence
 
 from .errors import Diagnostic, sort_diagnostics
-from . import containers, env_rules, frameworks, placeholders, superpod
+from . import containers, env_rules, frameworks, placeholders, stack_versions, superpod
 from .graph import dependency_edges, find_cycle, link_edges
 from .model import DatasystemSpec, DDCluster, EtcdSpec, Instance, Probe, Service, Topology
 from .placement import rank_placement, service_ports
@@ -160,6 +160,11 @@ class _Checker:
                 etcd = self.t.service(spec.etcd)
                 if etcd is None or not isinstance(etcd.spec, EtcdSpec):
                     self.err((*base, "etcd"), f"service {svc.name}: {spec.etcd!r} is not an etcd service")
+                # vllm-ascend kv_pool.md: the RH2D worker *must* run with these
+                for key, must in (("enable_huge_tlb", True), ("enable_fallocate", False)):
+                    if spec.remote_h2d_devices and getattr(spec, key) is (not must):
+                        self.err((*base, key), f"service {svc.name}: RH2D (remote_h2d_devices) needs the worker "
+                                               f"started with --{key} {str(must).lower()}; remove {key}")
                 for hname in svc.hosts:
                     host = self.hosts.get(hname)
                     for dev in spec.remote_h2d_devices:
@@ -357,7 +362,7 @@ class _Checker:
         self.check_listeners()
         self.check_placeholders()
         self.out.extend(superpod.check(self.t))
-        for path, message in frameworks.check(self.t):  # server_id, framework: rules
+        for path, message in [*frameworks.check(self.t), *stack_versions.check(self.t)]:  # framework: rules
             self.err(path, message)
         for path, message, severity in containers.check(self.t):
             self.err(path, message, severity)
