@@ -133,7 +133,7 @@ def _instance(i: Mapping[str, Any], defaults: Mapping[str, Any]) -> Instance:
         depends_on=tuple(i.get("depends_on", ())), datasystem=i.get("datasystem"),
         leader_args=_argv(i.get("leader_args")), worker_args=_argv(i.get("worker_args")),
         framework=i.get("framework"), mindie=MindieSpec(**i["mindie"]) if "mindie" in i else None,
-        container=_container(defaults, i))
+        container=_container(defaults, i), restart_with=tuple(i.get("restart_with", ())))
 
 
 def _service(s: Mapping[str, Any], defaults: Mapping[str, Any]) -> Service:

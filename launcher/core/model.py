@@ -131,6 +131,7 @@ class Instance:
     framework: str | None = None  # atb | mindie-service | vllm-ascend; None: generic (frameworks.py)
     mindie: MindieSpec | None = None
     container: Container | None = None  # None: its programs run on the host
+    restart_with: tuple[str, ...] = ()  # restarted after any of these restarts, once it is ready again
 
 
 @dataclass(frozen=True, slots=True)
