@@ -55,6 +55,7 @@ def _world(ray: Any, args: argparse.Namespace, log: Log) -> tuple[dict[str, Any]
             return {"node_id": ctx.get_node_id(), "ip": ray.util.get_node_ip_address(), "pid": os.getpid()}
     remote: Any = ray.remote(num_cpus=0)(Worker)
 
+    log(f"pid {os.getpid()}: connecting to {args.ray}")
     ray.init(address=args.ray, log_to_driver=False, logging_level="WARNING")
     ctx = ray.get_runtime_context()
     log(f"connected to {args.ray} as job {ctx.get_job_id()} (node {ctx.get_node_id()})")
