@@ -113,7 +113,8 @@ def test_the_driver_places_an_actor_on_each_node_and_heals_after_the_worker_rayl
     again = wait_for(lambda: driver_world(tb, lost), 180, "the driver's world of two nodes, h2's a new one")
     check_world(tb, path, again)
     status = rows(tb, path)
-    assert status["ray-worker"]["restarts"] == 1, status["ray-worker"]
+    assert status["ray-worker"]["restarts"] == 1, (status["ray-worker"], agent_log(tb, tb.hosts[1], worker_root),
+                                                   tb.run(tb.hosts[1].name, ["tail", "-50", f"{worker_root}/logs/ray-worker.log"]).stdout)
     assert status["driver"]["restarts"] >= 1 and again["pid"] != first["pid"], status["driver"]
 
     down = cli(tb, "down", path)
@@ -131,7 +132,7 @@ def test_kill_9_of_the_head_restarts_the_driver_after_the_head_is_ready(testbed,
     first = wait_for(lambda: driver_world(tb), 120, "the driver's world of two nodes")
     check_world(tb, path, first)
     before = agent_log(tb, h1, root)
-    driver_log = f"{root}/logs/driver-0.log"
+    driver_log = f"{root}/logs/{rows(tb, path)['driver']['program']}.log"
     runs_before = tb.run(h1.name, ["cat", driver_log]).stdout
     runs_before = len(runs_before if isinstance(runs_before, str) else runs_before.decode())
 
