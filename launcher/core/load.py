@@ -132,8 +132,9 @@ def _instance(i: Mapping[str, Any], defaults: Mapping[str, Any]) -> Instance:
         probe=_probe(i.get("probe")), limits=_limits(defaults.get("limits"), i.get("limits")),
         depends_on=tuple(i.get("depends_on", ())), datasystem=i.get("datasystem"),
         leader_args=_argv(i.get("leader_args")), worker_args=_argv(i.get("worker_args")),
-        framework=i.get("framework"), framework_version=i.get("framework_version"), mindie=MindieSpec(**i["mindie"]) if "mindie" in i else None,
-        container=_container(defaults, i))
+        framework=i.get("framework"), framework_version=i.get("framework_version"),
+        mindie=MindieSpec(**i["mindie"]) if "mindie" in i else None,
+        container=_container(defaults, i), restart_with=tuple(i.get("restart_with", ())))
 
 
 def _service(s: Mapping[str, Any], defaults: Mapping[str, Any]) -> Service:

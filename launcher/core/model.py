@@ -132,6 +132,7 @@ class Instance:
     framework_version: str | None = None  # the stack's release, where a rule depends on it (stack_versions.py)
     mindie: MindieSpec | None = None
     container: Container | None = None  # None: its programs run on the host
+    restart_with: tuple[str, ...] = ()  # restarted after any of these restarts, once it is ready again
 
 
 @dataclass(frozen=True, slots=True)

@@ -179,11 +179,11 @@ class _Checker:
             ("instances", self.t.instances), ("services", self.t.services))
         for section, items in sections:
             for i, item in enumerate(items):
-                for k, dep in enumerate(item.depends_on):
-                    if dep not in known:
-                        self.err((section, i, "depends_on", k), f"{item.name} depends on unknown {dep!r}")
-                    elif dep == item.name:
-                        self.err((section, i, "depends_on", k), f"{item.name} depends on itself")
+                for key, verb in (("depends_on", "depends on"), ("restart_with", "restarts with")):
+                    for k, dep in enumerate(getattr(item, key, ())):
+                        if dep not in known or dep == item.name:
+                            self.err((section, i, key, k), f"{item.name} {verb} "
+                                     + (f"unknown {dep!r}" if dep not in known else "itself"))
         edges = dependency_edges(self.t)
         cycle = find_cycle({k: tuple(d for d in v if d != k) for k, v in edges.items()})
         if cycle:
@@ -193,7 +193,10 @@ class _Checker:
             implied = link_edges(self.t)
             why = [f"{a} -> {b} because link {implied[(a, b)]} makes the decoder {a} wait for the prompt {b}"
                    for a, b in zip(cycle, cycle[1:]) if (a, b) in implied]
-            self.err((*idx, "depends_on"), f"dependency cycle: {' -> '.join(cycle)}"
+            follows = {(x.name, d) for x in self.t.instances for d in x.restart_with if d not in x.depends_on}
+            why += [f"{a} -> {b} because {a} restarts with {b}" for a, b in zip(cycle, cycle[1:]) if (a, b) in follows]
+            field_ = "restart_with" if idx[0] == "instances" and (first, cycle[1]) in follows else "depends_on"
+            self.err((*idx, field_), f"dependency cycle: {' -> '.join(cycle)}"
                      + (f" ({'; '.join(why)})" if why else ""))
 
     # --- prefill/decode ------------------------------------------------------------------

@@ -14,7 +14,7 @@ from .barrier import barrier
 from .datadist import link_all, load_datadist, serve_links
 from .errors import EXIT_CRASH, EXIT_FAIL_BARRIER, EXIT_OK, DemoRankError, EnvError, Stopped
 from .health import DEFAULT_HEALTH_PORT, health_doc, start_health
-from . import mindie, vllm
+from . import mindie, ray_driver, vllm
 from .identity import Identity, check_table, load_table, parse_env, uint
 from .net import Log
 from .signals import arm_signals
@@ -80,6 +80,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--vllm-dp", action="store_true",
                    help="one process per node, reading vLLM's data parallel flags (the other arguments) and "
                         "HCCL_IF_IP as a multi-node `vllm serve` does; the world is the DP nodes")
+    ray_driver.add_args(p)
     p.add_argument("--version", action="version", version=f"demo_rank {__version__}")
     args, rest = p.parse_known_args(argv)
     if rest and not args.vllm_dp:
@@ -184,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     log = _logger("[demo_rank]")  # until the identity is known
     arm_signals()
     try:
-        return _run(args)
+        return ray_driver.run(args, _logger("[demo_rank ray]")) if args.ray else _run(args)
     except EnvError as exc:
         log(f"error: {exc}")
         return exc.code
