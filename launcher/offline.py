@@ -95,7 +95,7 @@ def plan_table(result: Result) -> str:
         for p in hp.programs:
             dev = ",".join(map(str, p.devices)) or None
             env = dict(p.env)
-            rows.append((hp.host.name, p.owner, p.kind if p.kind == "service" else env.get("LAUNCHER_ROLE"),
+            rows.append((hp.host.name, p.owner, p.kind if p.kind != "rank" else env.get("LAUNCHER_ROLE"),
                          p.rank, p.local_rank, dev, env.get("LAUNCHER_DEVICE_IP"), p.name))
     gen, _ = rendered(plan)
     head = (f"deployment {plan.deployment}  generation {gen}\n"

@@ -13,7 +13,7 @@ from collections import defaultdict
 from dataclasses import replace
 from typing import Any, Iterable, TypeVar
 
-from . import framework_env, jsonfmt, stack_versions
+from . import containers, framework_env, jsonfmt, stack_versions
 from .service_argv import dscli_argv, etcd_argv, etcd_probe
 from .graph import dependency_edges, start_levels
 from .model import (DEFAULT_RENDEZVOUS_PORT, DatasystemSpec, EtcdSpec, GenericSpec, Host,
@@ -215,7 +215,8 @@ class _Expander:
                       "local_world_size": len(on_host), "rank_id_start": on_host[0].rank, "ranktable": table}
             argv = tuple(fill(a, values) for a in inst.command + (inst.leader_args if index == 0 else inst.worker_args))
             common: dict[str, str] = {"BACKEND": "hccl",
-                                      "ASCEND_RT_VISIBLE_DEVICES": ",".join(str(r.device_id) for r in on_host)}
+                                      "ASCEND_RT_VISIBLE_DEVICES": containers.visible_ids(  # as numbered there
+                                          inst, self.hosts[hname], [r.device_id for r in on_host])}
             if inst.datasystem:
                 common.update(self.datasystem_env(inst, hname))
             common.update(framework_env.defaults(inst, self.hosts[hname]))
@@ -322,7 +323,7 @@ class _Expander:
             self.service_programs(svc)
         for inst in self.t.instances:
             self.instance_programs(inst)
-        hosts = tuple(HostPlan(h, self.root(h), tuple(self.programs[h.name]),
+        hosts = tuple(HostPlan(h, self.root(h), containers.with_boxes(self.t, self.programs[h.name], h),
                                tuple(self.files[h.name][p] for p in sorted(self.files[h.name])))
                       for h in self.t.hosts)
         instances = tuple(InstancePlan(

@@ -189,7 +189,8 @@ def check_plan(topo: Topology, plan: Plan) -> list[Diagnostic]:
     first: dict[tuple[str, str], Program] = {}  # (host, owner) -> its first program: per_host, the only one
     for hp in plan.hosts:
         for p in hp.programs:
-            first.setdefault((hp.host.name, p.owner), p)
+            if p.kind != "container":  # the container an instance's ranks run in has no rank's env
+                first.setdefault((hp.host.name, p.owner), p)
     for i, inst in enumerate(topo.instances):
         if inst.framework != VLLM:
             continue

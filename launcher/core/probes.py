@@ -35,7 +35,7 @@ def probe_specs(plan: Plan, instance: str, host: str) -> list[ProbeSpec]:
 
 
 def specs_on(hp: HostPlan, instance: str, deployment: str) -> list[ProbeSpec]:
-    programs = tuple(p.name for p in hp.programs if p.owner == instance)
+    programs = tuple(p.name for p in hp.programs if p.owner == instance and p.kind != "container")
     first = next((p for p in hp.programs if p.owner == instance), None)
     probe: Probe | None = first.probe if first else None
     if first is None or probe is None:
@@ -54,7 +54,8 @@ def specs_on(hp: HostPlan, instance: str, deployment: str) -> list[ProbeSpec]:
     if probe.tcp:
         target = f"{addr}:{probe.tcp}" if probe.tcp.isdigit() else probe.tcp
         specs.append(spec("tcp", target))
-    if probe.command and first.container is not None:  # in the container of its first program there
+    if probe.command and first.container is not None:  # in the container of its first program there (an
+        # instance's: its per-host container)
         name = container_name(deployment, hp.host.name, first.name, hp.root)
         specs.append(ProbeSpec("command", (first.container.engine, "exec", name, *probe.command), timeout, period,
                                programs, inside=True))

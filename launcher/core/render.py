@@ -38,6 +38,8 @@ def _exports(pairs: Iterable[tuple[str, str]], indent: str = "") -> list[str]:
 
 def slot(program: Program) -> str | None:
     """The argument that selects a program among its owner's programs on a host."""
+    if program.kind == containers.BOX:
+        return containers.BOX
     return None if program.local_rank is None else str(program.local_rank)
 
 
@@ -146,7 +148,7 @@ def manifest(hp: HostPlan, hashes: dict[str, str], deployment: str) -> bytes:
     """What this generation runs on this host, for the supervisor side (no env values: they may be secret)."""
     programs = [{"name": p.name, "owner": p.owner, "kind": p.kind, "rank": p.rank, "local_rank": p.local_rank,
                  "devices": list(p.devices), "argv": launch_argv(p), "owner_hash": hashes[p.owner],
-                 **({"container": containers.container_name(deployment, p.host, p.name, hp.root),
+                 **({"container": containers.runs_in(deployment, p, hp.programs, hp.root),
                      "engine": p.container.engine} if p.container else {})} for p in hp.programs]
     # One program per line: readable, greppable, and cheap to write for thousands of hosts.
     body = ",\n".join("    " + jsonfmt.compact(p) for p in programs)
@@ -221,6 +223,8 @@ def supervisor_conf(hp: HostPlan, hashes: dict[str, str]) -> bytes:
             command = f"/bin/sh {sh_quote(f'{root}/current/bin/{owner}.sh')}" + (f" {slot(p)}" if slot(p) else "")
             out.append(
                 f"[program:{p.name}]\ncommand={_ini(command)}\nautostart=false\nautorestart=false\n"
+                # an instance's container starts before its ranks and stops after them
+                + ("priority=10\n" if p.kind == containers.BOX else "") +
                 # startsecs=0: an early exit stays EXITED with its exit code (the gang restarts it);
                 # readiness is judged by probes, not by supervisord's start timer.
                 "startsecs=0\nstartretries=0\nstopsignal=TERM\nstopwaitsecs=30\nstopasgroup=true\nkillasgroup=true\n"
@@ -246,7 +250,8 @@ class Gangs:
         kinds: dict[str, str] = {}
         for hp in plan.hosts:
             for p in hp.programs:
-                kinds[p.owner] = p.kind
+                if p.kind != containers.BOX:
+                    kinds[p.owner] = p.kind
                 hosts = members.setdefault(p.owner, [])
                 if not hosts or hosts[-1] != hp.host.name:
                     hosts.append(hp.host.name)
@@ -280,12 +285,13 @@ def render_host(hp: HostPlan, plan: Plan, gangs: Gangs) -> dict[str, File]:
     files["gang.json"] = File("gang.json", gang_doc(plan, hp, gangs))
     env_files: dict[str, bytes] = {}
     hashes: dict[str, str] = {}
-    for owner, programs in by_owner(hp.programs).items():
+    for owner, everything in by_owner(hp.programs).items():
+        programs = [p for p in everything if p.kind != containers.BOX]  # the container's own is HOLD
         env_files[owner] = env_file(programs)
         script = launch_script(programs, hp.root)
         files[f"env/{owner}.env"] = File(f"env/{owner}.env", env_files[owner], 0o600)
         if programs[0].container is not None:
-            spec = containers.spec(plan.deployment, programs, hp.root, slot)
+            spec = containers.spec(plan.deployment, everything, hp.root, slot)
             files[f"containers/{owner}.json"] = File(f"containers/{owner}.json", spec)
             files[f"bin/{owner}.in.sh"] = File(f"bin/{owner}.in.sh", script, 0o755)
             runner = container_script(owner, hp.root)

@@ -9,7 +9,7 @@ from collections import Counter
 from typing import Any, Iterable, Sequence
 
 from .errors import Diagnostic, sort_diagnostics
-from . import containers, env_rules, frameworks, placeholders, stack_versions, superpod
+from . import containers, device_rules, env_rules, frameworks, placeholders, stack_versions, superpod
 from .graph import dependency_edges, find_cycle, link_edges
 from .model import DatasystemSpec, DDCluster, EtcdSpec, Instance, Probe, Service, Topology
 from .placement import rank_placement, service_ports
@@ -369,6 +369,8 @@ class _Checker:
             self.err(path, message)
         for path, message, severity in containers.check(self.t):
             self.err(path, message, severity)
+        for path, message in device_rules.check(self.t):  # layouts the stack cannot use
+            self.err(path, message)
         return sort_diagnostics(self.out)
 
 

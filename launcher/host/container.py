@@ -60,6 +60,8 @@ def run_argv(spec: dict, slot: str, gen: str, runtime: str, exists=os.path.exist
     for mount in spec["optional_mounts"]:
         argv += mount_arg(mount, exists)
     argv += prog["flags"]
+    if "command" in prog:  # an instance's per-host container: it holds the NPUs, its ranks are exec'd
+        return argv + [spec["image"], *prog["command"]]
     return argv + [spec["image"], "/bin/sh", f"{root}/current/bin/{owner}.in.sh"] + ([slot] if slot else [])
 
 
@@ -185,7 +187,7 @@ def check(specs: list[dict]) -> dict:
         else:
             problems.append(f"image {image} is not on this host and no registry it reaches has it: "
                             f"`{engine} pull {image}` (or `{engine} load`) before `up`")
-    wanted = {d for s in specs for p in s["programs"].values() for d in p["devices"]}
+    wanted = {d for s in specs for p in s["programs"].values() for d in p.get("devices", ())}
     wanted |= {m.split(":", 1)[0] for s in specs for m in s["optional_mounts"]}
     return {"problems": problems, "notes": notes, "missing": sorted(p for p in wanted if not os.path.exists(p))}
 
@@ -233,6 +235,9 @@ class _Runner:
         _engine([self.engine, "stop", "-t", timeout, self.name], float(timeout) + ENGINE_TIMEOUT)
 
     def run(self) -> int:
+        if "in" in self.prog:  # a rank of an instance: exec'd in its per-host container
+            from .container_exec import ExecRunner
+            return ExecRunner(self.root, self.gen, self.spec, self.slot).run()
         runtime = os.path.realpath(os.path.join(self.root, "runtime", "current"))
         argv = run_argv(self.spec, self.slot, self.gen, runtime)
         for dev in self.prog["devices"]:
@@ -262,11 +267,19 @@ class _Runner:
         """Run the engine's client to the end. --rm removes the container when it exits; only a
         client killed by a signal (kill -9, the OOM killer) may leave it behind: remove it then."""
         import subprocess
+        from .container_exec import announce, withdraw
         code = -1
+        box = "command" in self.prog
         try:
+            if box:
+                withdraw(self.root, self.prog["program"])
             self.child = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+            if box:  # its ranks wait for this: the container runs, and which one it is
+                announce(self.root, self.gen, self.spec["engine"], self.prog, self.child, lambda: self.stopping)
             code = self.child.wait()
         finally:
+            if box:
+                withdraw(self.root, self.prog["program"])
             if code < 0:
                 remove(self.engine, self.name)
             if os.path.exists(cid):

@@ -18,16 +18,20 @@ def current_state(root: str) -> dict:
     # supervisord down: what it ran may live on unsupervised (kill -9, the OOM killer)
     orphans = find_orphans(root) if programs is None and os.path.isdir(os.path.join(root, "run")) else []
     found = container.containers(root)  # [] at no cost where nothing ever ran in a container
+    manifest = read_manifest(root)
     if found:
         by_program = {c["program"]: c for c in found}
+        by_name = {c["name"]: c for c in found}
+        # a rank runs in its instance's container on the host (the manifest names it), a service in its own
+        runs_in = {m["name"]: m.get("container") for m in (manifest or {}).get("programs", [])}
         for p in programs or []:
-            c = by_program.get(p["name"])
+            c = by_program.get(p["name"]) or by_name.get(runs_in.get(p["name"]) or "")
             if c is not None:
                 p["container"] = {"id": c["id"][:12], "state": c["state"]}
         orphans += [container.as_orphan(c) for c in container.unsupervised(found, programs) if c["pid"]]
     return {"root": root, "secret_id": hashlib.sha256(key).hexdigest()[:12] if key else None,
             "generation": current_generation(root), "supervisord": programs is not None,
-            "manifest": read_manifest(root), "programs": programs or [], "gang": read_gang_state(root),
+            "manifest": manifest, "programs": programs or [], "gang": read_gang_state(root),
             "started": read_json(state_path(root, "started.json"), {}),
             "waiting": read_json(state_path(root, "waiting.json"), {}), "orphans": orphans, "time": time.time()}
 

@@ -1,8 +1,10 @@
-"""Ranks in real podman containers on the network-namespace testbed, watched from outside.
+"""An ATB-shaped instance in real podman containers on the network-namespace testbed, watched from outside.
 
-Two instances in containers on 2 hosts: `demo` (2 ranks per host, NPUs 0 and 1) and `side`
-(1 rank per host, NPU 2). Each rank is one container; what runs is checked with podman itself
-(containers by label, their pids) as well as with `launcher status`. The image is the offline
+`atb` (framework: atb, 2 hosts x 8 NPUs, the demo rank as the rank program) runs as ONE container
+per host, holding that host's NPUs, with its 8 ranks exec'd into it; a generic service `svc` keeps
+a container of its own. What runs is checked with podman itself (containers by label), with the
+kernel's process table (each rank's process found by the LAUNCHER_EXEC marker its runner gives it,
+and the container it runs in by PID namespace) and with `launcher status`. The image is the offline
 test image (tests/containers.py): the host's /usr mounted read-only gives it python3.
 """
 from __future__ import annotations
@@ -12,8 +14,6 @@ import json
 import os
 import re
 import signal
-import threading
-import time
 
 import pytest
 
@@ -22,7 +22,9 @@ from tests.helpers import agents_idle, cli_on_testbed, health_json, topology_hea
 from tests.testbed.core import Testbed
 
 TESTBED_HOSTS = 2
-DEMO, SIDE = 18910, 18920  # health ports: demo's ranks take DEMO and DEMO+1 on each host
+PORT = 18910  # health ports: rank with local rank k answers on PORT + k on its host
+NPUS = 8
+BOX = "atb-container"
 
 
 def name(tb: Testbed) -> str:
@@ -35,35 +37,31 @@ def topology(tb: Testbed, image: str, extra_env: str = "1") -> str:
                  f"    mounts: [\"/usr:/usr:ro\"]\n    args: {args}\n    stop_timeout: 5\n")
     hosts = "".join(f"  - name: {h.name}\n    address: {h.address}\n"
                     f"    ssh: {{user: root, identity_file: {tb.identity_file}}}\n"
-                    f"    devices: {{0: 10.97.{i}.1, 1: 10.97.{i}.2, 2: 10.97.{i}.3}}\n"
+                    f"    devices: {{{', '.join(f'{d}: 10.97.{i}.{d + 1}' for d in range(NPUS))}}}\n"
                     for i, h in enumerate(tb.hosts))
     both = ", ".join(h.name for h in tb.hosts)
-    return (topology_head(name(tb), extra_defaults=container + "  restart: {max: 5, window: 600}\n")
+    return (topology_head(name(tb), extra_defaults=container + "  restart: {max: 20, window: 600}\n")
             + f"hosts:\n{hosts}instances:\n"
-            f"  - name: demo\n    hosts: [{both}]\n    devices: [0, 1]\n    rendezvous_port: 29810\n"
-            f"    command: [launcher-demo-rank, --health-port, \"{DEMO}\", --barrier-timeout, \"60\"]\n"
+            f"  - name: atb\n    framework: atb\n    hosts: [{both}]\n    rendezvous_port: 29810\n"
+            f"    command: [launcher-demo-rank, --health-port, \"{PORT}\", --barrier-timeout, \"120\"]\n"
             f"    env: {{DEMO_VERSION: \"{extra_env}\"}}\n"
-            f"    probe: {{http: \":{DEMO}/health\", timeout: 2, period: 0.2}}\n"
-            f"  - name: side\n    hosts: [{both}]\n    devices: [2]\n    rendezvous_port: 29820\n"
-            f"    command: [launcher-demo-rank, --health-port, \"{SIDE}\", --barrier-timeout, \"60\"]\n"
-            f"    env: {{DEMO_VERSION: \"{extra_env}\"}}\n"
-            f"    probe: {{http: \":{SIDE}/health\", timeout: 2, period: 0.2}}\n")
+            f"    probe: {{http: \":{PORT}/health\", timeout: 2, period: 0.2}}\n"
+            f"services:\n  - name: svc\n    kind: generic\n    hosts: [{tb.hosts[0].name}]\n"
+            f"    command: [sleep, \"100000\"]\n")
 
 
-def endpoints(tb: Testbed) -> dict[str, list[tuple[str, int]]]:
-    return {"demo": [(h.address, DEMO + k) for h in tb.hosts for k in (0, 1)],
-            "side": [(h.address, SIDE) for h in tb.hosts]}
+def endpoints(tb: Testbed) -> list[tuple[str, int]]:
+    return [(h.address, PORT + k) for h in tb.hosts for k in range(NPUS)]
 
 
 def barriers(tb: Testbed) -> dict[tuple[str, int], float] | None:
-    """When each rank passed its barrier, once every rank of both instances answers /health."""
+    """When each rank passed its barrier, once all 16 answer /health."""
     out = {}
-    for points in endpoints(tb).values():
-        for addr, port in points:
-            doc = health_json(addr, port)
-            if not doc:
-                return None
-            out[(addr, port)] = doc["barrier_passed_at"]
+    for addr, port in endpoints(tb):
+        doc = health_json(addr, port)
+        if not doc:
+            return None
+        out[(addr, port)] = doc["barrier_passed_at"]
     return out
 
 
@@ -79,31 +77,99 @@ def podman(*args: str) -> str:
 
 
 def containers(tb: Testbed, host) -> list[dict]:
-    """Every container of the deployment on a host, as podman sees it: name, state, program, pid."""
+    """Every container of the deployment on a host, as podman sees it: name, state, program, pid, id."""
     ids = podman("ps", "-a", "-q", "--filter", f"label=ascend-launcher.root={root(tb, host)}").split()
     if not ids:
         return []
-    fmt = '{{.Name}}\t{{.State.Status}}\t{{index .Config.Labels "ascend-launcher.program"}}\t{{.State.Pid}}'
+    fmt = '{{.Name}}\t{{.State.Status}}\t{{index .Config.Labels "ascend-launcher.program"}}\t{{.State.Pid}}\t{{.Id}}'
     rows = [line.split("\t") for line in podman("inspect", "--format", fmt, *ids).splitlines()]
-    return [{"name": n, "state": s, "program": p, "pid": int(pid)} for n, s, p, pid in rows]
+    return [{"name": n, "state": s, "program": p, "pid": int(pid), "id": i[:12]} for n, s, p, pid, i in rows]
 
 
-def one_running_container_per_rank(tb: Testbed) -> bool:
-    for h in tb.hosts:
+def box(tb: Testbed, host) -> dict:
+    (b,) = [c for c in containers(tb, host) if c["program"] == BOX]
+    return b
+
+
+def _environ(pid: str) -> list[bytes]:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as fh:
+            return fh.read().split(b"\0")
+    except OSError:
+        return []
+
+
+def _ppid(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return int(fh.read().rsplit(b")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def rank_processes(tb: Testbed) -> dict[str, list[int]]:
+    """program -> the pids carrying its LAUNCHER_EXEC marker whose parent does not (one per live
+    copy of the rank), over the whole machine (the testbed's hosts share one process table)."""
+    prefixes = {f"LAUNCHER_EXEC={root(tb, h)}/".encode() for h in tb.hosts}
+    marked: dict[int, str] = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            for e in _environ(d):
+                if any(e.startswith(p) for p in prefixes):
+                    marked[int(d)] = e.decode().rsplit("/", 1)[1]
+    out: dict[str, list[int]] = {}
+    for pid, program in marked.items():
+        if marked.get(_ppid(pid)) != program:
+            out.setdefault(program, []).append(pid)
+    return out
+
+
+def exec_clients(tb: Testbed) -> list[int]:
+    """Host processes that are a rank's `podman exec` client."""
+    want = [f"LAUNCHER_EXEC={root(tb, h)}/".encode() for h in tb.hosts]
+    out = []
+    for d in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{d}/cmdline", "rb") as fh:
+                cmd = fh.read().split(b"\0")
+        except OSError:
+            continue
+        if b"exec" in cmd and any(a.startswith(w) for a in cmd for w in want):
+            out.append(int(d))
+    return out
+
+
+def pid_ns(pid: int) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/pid")
+    except OSError:
+        return None
+
+
+def exactly_one_copy_in_one_container_per_host(tb: Testbed) -> bool:
+    """Each host: one running container of the instance (and svc's own on the first host); each of
+    the 16 ranks one process, in its host's container; one exec client per rank; nothing more."""
+    for i, h in enumerate(tb.hosts):
         boxes = containers(tb, h)
-        programs = sorted(b["program"] for b in boxes)
-        if len(boxes) != 3 or len(set(programs)) != 3 or any(b["state"] != "running" for b in boxes):
+        if sorted(b["program"] for b in boxes) != sorted([BOX] + (["svc"] if i == 0 else [])) \
+                or any(b["state"] != "running" for b in boxes):
             return False
-    return True
+    ranks = rank_processes(tb)
+    if sorted(ranks) != sorted(f"atb-r{k}" for k in range(2 * NPUS)) or any(len(p) != 1 for p in ranks.values()):
+        return False
+    for i, h in enumerate(tb.hosts):
+        ns = pid_ns(box(tb, h)["pid"])
+        if any(pid_ns(ranks[f"atb-r{k}"][0]) != ns for k in range(i * NPUS, (i + 1) * NPUS)):
+            return False
+    return len(exec_clients(tb)) == 2 * NPUS
 
 
 def one_listener_per_port(tb: Testbed) -> bool:
     """From the host's own view (ss inside its network namespace): each rank port held by one process."""
     for h in tb.hosts:
         out = tb.run(h, ["ss", "-Htlnp"]).stdout
-        for port in (DEMO, DEMO + 1, SIDE):
-            holders = {m for line in out.splitlines() if f":{port} " in line
-                       for m in re.findall(r"pid=(\d+)", line)}
+        for port in range(PORT, PORT + NPUS):
+            holders = {m for line in out.splitlines() if f":{port} " in line for m in re.findall(r"pid=(\d+)", line)}
             if len(holders) != 1:
                 return False
     return True
@@ -114,19 +180,6 @@ def status(tb: Testbed, path: str) -> tuple[int, list[dict]]:
     return run.code, json.loads(run.out)
 
 
-def children(pid: int) -> list[int]:
-    out = []
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                with open(f"/proc/{d}/stat", "rb") as fh:
-                    if int(fh.read().rsplit(b")", 1)[1].split()[1]) == pid:
-                        out.append(int(d))
-            except OSError:
-                pass
-    return out
-
-
 @pytest.fixture(scope="module")
 def deployed(container_testbed: Testbed, test_image: str, tmp_path_factory):
     tb = container_testbed
@@ -134,175 +187,89 @@ def deployed(container_testbed: Testbed, test_image: str, tmp_path_factory):
     path.write_text(topology(tb, test_image))
     run = cli_on_testbed(tb, "up", str(path))
     assert run.code == 0, run.err
-    wait_for(lambda: barriers(tb), what="every rank past its barrier, in its container")
+    wait_for(lambda: barriers(tb), timeout=180, what="all 16 ranks past their barrier, in 2 containers")
     yield tb, str(path)
     cli_on_testbed(tb, "down", str(path), "--purge")
 
 
-def restarted_since(tb: Testbed, before: dict) -> dict | None:
+def settled(tb: Testbed, before: dict) -> dict | None:
+    """Every rank restarted since ``before`` (a new barrier), one copy each, and the agents idle."""
     now = barriers(tb)
-    if now and all(now[k] > before[k] for k in endpoints_of(tb, "demo")) and one_running_container_per_rank(tb):
+    if now and all(now[k] > before[k] for k in before) and exactly_one_copy_in_one_container_per_host(tb) \
+            and agents_idle(tb, {h.name: root(tb, h) for h in tb.hosts}):
         return now
     return None
 
 
-def endpoints_of(tb: Testbed, instance: str) -> list[tuple[str, int]]:
-    return endpoints(tb)[instance]
-
-
-def test_each_rank_is_one_container_with_its_own_npu_and_the_status_says_which(deployed):
-    tb, path = deployed
-    assert one_running_container_per_rank(tb)
-    code, rows = status(tb, path)
-    assert code == 0
-    ids = {b["name"]: b for h in tb.hosts for b in containers(tb, h)}
-    assert len(rows) == 6 and all(r["state"] == "RUNNING" and r["container"]["state"] == "running" for r in rows)
-    assert len({r["container"]["id"] for r in rows}) == 6
-    # the rank's env and ranktable, read inside its container: its own rank, the world of 4
-    doc = health_json(tb.hosts[1].address, DEMO + 1)
-    assert doc["rank"] == 3 and doc["world_size"] == 4 and doc["host"] == tb.hosts[1].name
-    box = next(b for b in ids.values() if b["program"] == "demo-r3")
-    env = podman("exec", box["name"], "/bin/sh", "-c", "cat /proc/1/environ | tr '\\0' '\\n'; "
-                 "tr '\\0' '\\n' < /proc/$(ls /proc | grep -E '^[0-9]+$' | sort -n | sed -n 2p)/environ")
-    assert "RANK=3" in env and f"RANKTABLEFILE={root(tb, tb.hosts[1])}/current/" in env
-    # only the deployment's generation and runtime, read-only, where the env says
-    mounts = podman("inspect", "--format", "{{range .Mounts}}{{.Destination}}:{{.RW}} {{end}}", box["name"])
-    assert f"{root(tb, tb.hosts[1])}/current:false" in mounts and "/usr:false" in mounts
-    # the workload's own output is the program's log
-    logs = cli_on_testbed(tb, "logs", path, "--rank", "3", "-n", "50")
-    assert logs.code == 0 and "barrier passed: 4/4 ranks" in logs.out, logs.out + logs.err
-
-
-def test_kill_9_of_the_rank_inside_its_container_restarts_the_whole_gang(deployed):
-    tb, path = deployed
-    before = barriers(tb)
-    box = next(b for b in containers(tb, tb.hosts[0]) if b["program"] == "demo-r1")
-    rank = children(box["pid"])  # the container's init (--init) runs the rank
-    assert rank, f"no process under the container's init {box['pid']}"
-    os.kill(rank[0], signal.SIGKILL)
-    after = wait_for(lambda: restarted_since(tb, before), what="demo restarted whole, one container per rank")
-    assert all(after[k] == before[k] for k in endpoints_of(tb, "side"))  # the other instance untouched
-    code, rows = status(tb, path)
-    assert code == 0 and {r["restarts"] for r in rows if r["instance"] == "demo"} == {1}
-
-
-def test_podman_kill_of_a_container_restarts_the_whole_gang(deployed):
-    tb, path = deployed
-    before = barriers(tb)
-    box = next(b for b in containers(tb, tb.hosts[1]) if b["program"] == "demo-r2")
-    podman("kill", box["name"])
-    wait_for(lambda: restarted_since(tb, before), what="demo restarted whole after podman kill")
-    assert sum(b["program"] == "demo-r2" for b in containers(tb, tb.hosts[1])) == 1
-
-
-def test_a_rolling_restart_keeps_at_most_one_instance_down(deployed):
-    tb, path = deployed
-    before = barriers(tb)
-    worst: list[int] = []
-    stop = threading.Event()
-
-    def watch() -> None:
-        while not stop.is_set():
-            down = sum(any(health_json(a, p) is None for a, p in pts) for pts in endpoints(tb).values())
-            worst.append(down)
-            time.sleep(0.05)
-
-    watcher = threading.Thread(target=watch, daemon=True)
-    watcher.start()
-    try:
-        run = cli_on_testbed(tb, "restart", path, "--rolling", "--instance", "demo", "--instance", "side")
-    finally:
-        stop.set()
-        watcher.join()
-    assert run.code == 0, run.err
-    after = wait_for(lambda: barriers(tb), what="every rank back")
-    assert all(after[k] > before[k] for k in before)  # both instances were restarted ...
-    assert max(worst) == 1  # ... one at a time
-    assert one_running_container_per_rank(tb)
-
-
-def test_after_supervisord_is_killed_up_leaves_exactly_one_container_per_rank(deployed):
-    tb, path = deployed
-    host = tb.hosts[0]
-    pid = int(tb.run(host, ["cat", f"{root(tb, host)}/run/supervisord.pid"]).stdout.strip())
-    os.kill(pid, signal.SIGKILL)
-    run = cli_on_testbed(tb, "up", path)
-    assert run.code == 0, run.err
-    wait_for(lambda: barriers(tb) and one_running_container_per_rank(tb),
-             what="every rank healthy again, one container each")
-    # a second copy would come from gang work still under way (a late restart): wait until none is
-    wait_for(lambda: agents_idle(tb, {h.name: root(tb, h) for h in tb.hosts}), what="the agents idle")
-    assert one_running_container_per_rank(tb) and one_listener_per_port(tb)
-    code, rows = status(tb, path)
-    assert code == 0 and all(r["state"] == "RUNNING" for r in rows)
-
-
-def test_a_killed_supervisord_comes_back_by_itself_and_each_gang_restarts_once(deployed):
-    tb, path = deployed
-    host = tb.hosts[0]
-    # first a restart by the agent: the gang's record then says when each host last started it
-    # (reports of runs older than that are dropped: the new supervisord's must not be)
-    first = barriers(tb)
-    podman("kill", next(b["name"] for b in containers(tb, tb.hosts[1]) if b["program"] == "demo-r2"))
-    wait_for(lambda: restarted_since(tb, first), what="demo restarted by its agent")
-    _, rows = status(tb, path)
-    before = {r["instance"]: r["restarts"] for r in rows}
-    old = barriers(tb)
-    os.kill(int(tb.run(host, ["cat", f"{root(tb, host)}/run/supervisord.pid"]).stdout.strip()), signal.SIGKILL)
-    after = wait_for(lambda: (b := barriers(tb)) and all(b[k] > old[k] for k in old)
-                     and one_running_container_per_rank(tb) and b, what="both gangs restarted by the agent")
-    # a second restart for the gang's other rank on that host would be gang work under way
-    wait_for(lambda: agents_idle(tb, {h.name: root(tb, h) for h in tb.hosts}), what="the agents idle")
-    assert barriers(tb) == after
-    code, rows = status(tb, path)
-    log = tb.run(host, ["cat", f"{root(tb, host)}/logs/launcher-agent.log"]).stdout
-    assert code == 0 and {r["instance"]: r["restarts"] for r in rows} == {k: v + 1 for k, v in before.items()}, \
-        (code, rows, log)
-    assert "was not running under a new supervisord" in log
-
-
-def supervision_of(tb: Testbed, host) -> list[int]:
-    """supervisord, its agent, and every runner of the host with its engine client: what an OOM
-    kill of the supervision tree takes, leaving the containers (under the engine's conmon)."""
-    pids = [int(tb.run(host, ["cat", f"{root(tb, host)}/run/supervisord.pid"]).stdout.strip()),
-            int(tb.run(host, ["cat", f"{root(tb, host)}/state/agent.pid"]).stdout.strip())]
-    marker = f"launcher.host.container run {root(tb, host)} ".encode()
-    for d in os.listdir("/proc"):
-        try:
-            with open(f"/proc/{d}/cmdline", "rb") as fh:
-                if d.isdigit() and marker in fh.read().replace(b"\0", b" "):
-                    pids += [int(d), *children(int(d))]
-        except OSError:
-            pass
-    return pids
-
-
-def test_containers_whose_supervision_died_are_shown_orphaned_and_up_replaces_them(deployed):
-    tb, path = deployed
-    host = tb.hosts[1]
-    pids = supervision_of(tb, host)
-    assert len(pids) == 2 + 3 * 2  # supervisord, agent, 3 runners with their clients
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):  # gone already: with its parent, or on its own EOF
-            os.kill(pid, signal.SIGKILL)
-    left = wait_for(lambda: [b for b in containers(tb, host) if b["state"] == "running"] or None,
-                    what="the containers living on")
-    assert len(left) == 3
-    code, rows = status(tb, path)
-    assert code == 1
-    mine = [r for r in rows if r["host"] == host.name]
-    assert {r["state"] for r in mine} == {"ORPHANED"}
-    old_ids = {podman("inspect", "--format", "{{.Id}}", b["name"]).strip()[:12] for b in left}
-    assert {r["container"]["id"] for r in mine} == old_ids
-    run = cli_on_testbed(tb, "up", path)
-    assert run.code == 0, run.err
-    assert "stopped what a dead supervisord left running" in run.err
-    wait_for(lambda: barriers(tb) and one_running_container_per_rank(tb), what="one container per rank again")
-    now = {podman("inspect", "--format", "{{.Id}}", b["name"]).strip()[:12] for b in containers(tb, host)}
-    assert len(now) == 3 and not now & old_ids  # the orphans were replaced, not joined
+def restarted_whole(tb: Testbed, path: str, before: dict, old_boxes: set[str]) -> None:
+    wait_for(lambda: settled(tb, before), timeout=180, what="the gang back whole: 16 ranks, one copy each")
+    assert not {box(tb, h)["id"] for h in tb.hosts} & old_boxes  # both hosts' containers were replaced
     assert one_listener_per_port(tb)
     code, rows = status(tb, path)
-    assert code == 0 and all(r["state"] == "RUNNING" for r in rows)
+    assert code == 0 and all(r["state"] == "RUNNING" for r in rows), rows
+
+
+def test_16_ranks_run_in_2_containers_and_status_shows_each_with_its_own_pid(deployed):
+    tb, path = deployed
+    assert exactly_one_copy_in_one_container_per_host(tb)
+    code, rows = status(tb, path)
+    assert code == 0, rows
+    mine = [r for r in rows if r["instance"] == "atb"]
+    assert len(mine) == 2 * NPUS + 2 and all(r["state"] == "RUNNING" for r in mine)
+    assert len({r["pid"] for r in mine}) == len(mine)  # every rank its own supervised process
+    for h in tb.hosts:  # every rank of a host shows its host's one container
+        ids = {r["container"]["id"] for r in mine if r["host"] == h.name}
+        assert ids == {box(tb, h)["id"]}
+    svc = next(r for r in rows if r["program"] == "svc")
+    assert svc["container"]["id"] != box(tb, tb.hosts[0])["id"]  # a service keeps a container of its own
+    # the rank's env and ranktable, read inside the container: its own rank in the world of 16
+    doc = health_json(tb.hosts[1].address, PORT + 3)
+    assert doc["rank"] == 11 and doc["world_size"] == 16 and doc["host"] == tb.hosts[1].name
+    # the workload's own output is each rank's own log
+    logs = cli_on_testbed(tb, "logs", path, "--rank", "11", "-n", "50")
+    assert logs.code == 0 and "barrier passed: 16/16 ranks" in logs.out, logs.out + logs.err
+    assert "rank 11/16" in logs.out and "rank 10/16" not in logs.out
+
+
+def test_kill_9_of_a_rank_inside_the_container_restarts_the_whole_gang(deployed):
+    tb, path = deployed
+    before, old = barriers(tb), {box(tb, h)["id"] for h in tb.hosts}
+    (rank,) = rank_processes(tb)["atb-r5"]
+    os.kill(rank, signal.SIGKILL)
+    restarted_whole(tb, path, before, old)
+
+
+def test_kill_9_of_a_ranks_exec_client_leaves_no_second_copy(deployed):
+    """The killed client leaves its rank running inside: the runner stops it, the gang restarts."""
+    tb, path = deployed
+    before, old = barriers(tb), {box(tb, h)["id"] for h in tb.hosts}
+    (rank,) = rank_processes(tb)["atb-r9"]
+    client = next(p for p in exec_clients(tb)
+                  if f"LAUNCHER_EXEC={root(tb, tb.hosts[1])}/atb-r9".encode()
+                  in open(f"/proc/{p}/cmdline", "rb").read().split(b"\0"))
+    os.kill(client, signal.SIGKILL)
+    restarted_whole(tb, path, before, old)
+    assert rank not in rank_processes(tb)["atb-r9"]
+    log = tb.run(tb.hosts[1], ["cat", f"{root(tb, tb.hosts[1])}/logs/atb-r9.log"]).stdout
+    assert "its exec client was killed" in log, log[-2000:]
+
+
+def test_kill_9_of_the_containers_main_process_restarts_the_whole_gang(deployed):
+    tb, path = deployed
+    before, old = barriers(tb), {box(tb, h)["id"] for h in tb.hosts}
+    os.kill(box(tb, tb.hosts[0])["pid"], signal.SIGKILL)
+    restarted_whole(tb, path, before, old)
+
+
+def test_kill_9_of_supervisord_restarts_the_gang_once_with_no_second_copy(deployed):
+    tb, path = deployed
+    host = tb.hosts[1]
+    before, old = barriers(tb), {box(tb, h)["id"] for h in tb.hosts}
+    os.kill(int(tb.run(host, ["cat", f"{root(tb, host)}/run/supervisord.pid"]).stdout.strip()), signal.SIGKILL)
+    restarted_whole(tb, path, before, old)
+    leader = tb.hosts[0]  # the gang's leader logs why it restarted the gang
+    log = tb.run(leader, ["cat", f"{root(tb, leader)}/logs/launcher-agent.log"]).stdout
+    assert f"on {host.name} was not running under a new supervisord" in log, log
 
 
 def test_check_and_up_refuse_a_host_without_the_image_before_anything_starts(deployed, test_image, tmp_path):
@@ -311,33 +278,27 @@ def test_check_and_up_refuse_a_host_without_the_image_before_anything_starts(dep
     report = json.loads(run.out)["containers"]
     assert sorted(report) == [h.name for h in tb.hosts]
     for r in report.values():  # engine and image there; what the testbed lacks said once per host
-        assert r["problems"] == [] and "/dev/davinci0" in r["missing"] and "/usr/local/Ascend/driver" in r["missing"]
+        assert r["problems"] == [] and "/dev/davinci7" in r["missing"] and "/usr/local/Ascend/driver" in r["missing"]
     _, rows = status(tb, path)
     running = {r["program"]: (r["pid"], r["generation"]) for r in rows}
     missing = f"localhost/nope-{tb.id}:1"
     bad = tmp_path / "bad.yaml"
     bad.write_text(topology(tb, test_image, extra_env="2").replace(f"image: {test_image}", f"image: {missing}"))
-    run = cli_on_testbed(tb, "check", str(bad))
-    assert run.code == 1 and run.out.count(f"FAIL: image {missing} is not on this host") == 2, run.out
     run = cli_on_testbed(tb, "up", str(bad))
     assert run.code == 1
     lines = [ln for ln in run.err.splitlines() if f"image {missing} is not on this host" in ln]
     assert sorted(ln.split(":")[0].strip() for ln in lines) == [h.name for h in tb.hosts], run.err
     code, rows = status(tb, path)  # the running generation is untouched
     assert code == 0 and {r["program"]: (r["pid"], r["generation"]) for r in rows} == running
-    nobin = tmp_path / "nobin.yaml"
-    nobin.write_text(topology(tb, test_image).replace(f"engine: {tb.engine}", "engine: /nonexistent/docker"))
-    run = cli_on_testbed(tb, "check", str(nobin))
-    assert run.code == 1 and run.out.count("container engine '/nonexistent/docker' not found") == 2, run.out
 
 
-def test_down_leaves_no_container_of_the_deployment(deployed):
+def test_down_leaves_no_container_and_no_process(deployed):
     tb, path = deployed
     run = cli_on_testbed(tb, "down", path)
     assert run.code == 0, run.err
     for h in tb.hosts:
         assert containers(tb, h) == []
-    assert all(health_json(a, p) is None for pts in endpoints(tb).values() for a, p in pts)
-    run = cli_on_testbed(tb, "up", path)  # and it comes back (the module's teardown takes it down again)
-    assert run.code == 0, run.err
-    wait_for(lambda: barriers(tb) and one_running_container_per_rank(tb), what="up again after down")
+    assert rank_processes(tb) == {} and exec_clients(tb) == []
+    assert all(health_json(a, p) is None for a, p in endpoints(tb))
+    with contextlib.suppress(Exception):
+        cli_on_testbed(tb, "down", path, "--purge")

@@ -62,18 +62,18 @@ def argv(engine: str, slot: str = "0", exists=lambda path: True) -> list[str]:
 
 @pytest.mark.parametrize("engine", ["docker", "podman", "/usr/local/bin/isula"])
 def test_the_run_argv_is_the_same_for_every_cli_compatible_engine(engine):
-    a = argv(engine)
+    a = argv(engine, "container")
     assert a[:2] == [engine, "run"]
     joined = shlex.join(a)
-    # one container per rank, named and labelled so it can be found again
-    assert "--rm --name al-t-a-llama-r0-" in joined
+    # one container per host for the instance, named and labelled so it can be found again
+    assert "--rm --name al-t-a-llama-container-" in joined
     for label in ("ascend-launcher.root=/srv/l/t/a", "ascend-launcher.deployment=t",
                   "ascend-launcher.instance=llama", "ascend-launcher.host=a",
-                  "ascend-launcher.program=llama-r0", "ascend-launcher.generation=g1"):
+                  "ascend-launcher.program=llama-container", "ascend-launcher.generation=g1"):
         assert ["--label", label] == a[a.index(label) - 1:a.index(label) + 1]
-    # exactly the rank's NPU plus the driver's shared devices (seed 003)
+    # the NPUs of the instance's ranks on the host plus the driver's shared devices (seed 003)
     devices = [a[i + 1] for i, x in enumerate(a) if x == "--device"]
-    assert devices == ["/dev/davinci0", "/dev/davinci_manager", "/dev/devmm_svm", "/dev/hisi_hdc"]
+    assert devices == ["/dev/davinci0", "/dev/davinci1", "/dev/davinci_manager", "/dev/devmm_svm", "/dev/hisi_hdc"]
     # the generation and the runtime at the paths the env names, read-only
     assert "-v /srv/l/t/a/gens/g1:/srv/l/t/a/current:ro" in joined
     assert "-v /srv/l/t/a/runtime/r1:/srv/l/t/a/runtime/current:ro" in joined
@@ -83,21 +83,53 @@ def test_the_run_argv_is_the_same_for_every_cli_compatible_engine(engine):
     for flag in ("--net=host", "--ipc=host", "--init", "--shm-size=1g", "--ulimit memlock=-1:-1",
                  "--ulimit nofile=65536:65536", "--cpuset-cpus=0-23", "--cpuset-mems=0"):
         assert flag in joined
-    # the image, then the usual launch script (env file, limits, cwd) inside
+    # the image, then only what holds the container up: the ranks are exec'd into it
     i = a.index("mindie:2.2.RC1-800I-A2-aarch64")
-    assert a[i + 1:] == ["/bin/sh", "/srv/l/t/a/current/bin/llama.in.sh", "0"]
+    assert a[i + 1:i + 3] == ["/bin/sh", "-c"] and "sleep" in a[i + 3]
     assert "--privileged" not in a and "-d" not in a
 
 
+def test_each_rank_is_exec_d_in_its_instance_s_container_on_the_host():
+    spec = spec_of(files_of())
+    box = spec["programs"]["container"]
+    assert sorted(spec["programs"]) == ["0", "1", "container"]
+    for slot in ("0", "1"):
+        assert spec["programs"][slot] == {"program": f"llama-r{slot}", "in": "container", "name": box["name"]}
+    conf = files_of()["a"]["supervisord.conf"].content.decode()
+    # the container is a member of the instance's gang (its group), started before the ranks
+    assert "[group:llama]\nprograms=llama-container,llama-r0,llama-r1\n" in conf
+    assert "[program:llama-container]\ncommand=/bin/sh /srv/l/t/a/current/bin/llama.sh container\n" in conf
+    assert conf.split("[program:llama-container]")[1].split("[program:")[0].count("priority=10") == 1
+
+
+@pytest.mark.parametrize("framework,devices", [
+    ("atb", ["/dev/davinci0", "/dev/davinci1", "/dev/davinci2", "/dev/davinci3"]),
+    (None, ["/dev/davinci2", "/dev/davinci3"])])
+def test_a_stack_that_selects_its_npu_by_physical_id_gets_every_npu_of_the_server(framework, devices):
+    """ATB takes npu:{device_id} from the ranktable; inside a container the runtime numbers what it
+    sees from 0, so only a container with all of the server's NPUs keeps physical = logical ids."""
+    text = TOPO.format(engine="docker", extra="").replace(
+        "devices: {0: 10.9.0.1, 1: 10.9.0.2}", "devices: {0: 10.9.0.1, 1: 10.9.0.2, 2: 10.9.0.3, 3: 10.9.0.4}"
+    ).replace("devices: {0: 10.9.1.1, 1: 10.9.1.2}", "devices: {0: 10.9.1.1, 1: 10.9.1.2, 2: 10.9.1.3, 3: 10.9.1.4}"
+    ).replace("    hosts: [a, b]\n", "    hosts: [a, b]\n    devices: [2, 3]\n"
+              + (f"    framework: {framework}\n" if framework else ""))
+    text = text.replace("address: 10.1.0.1\n", "address: 10.1.0.1\n    server_id: 10.1.0.1\n")
+    _, files = rendered(compile_text(text).plan)
+    spec = spec_of(files)
+    box = spec["programs"]["container"]
+    assert [d for d in box["devices"] if d[-1].isdigit()] == devices
+    assert sorted(spec["programs"]) == ["0", "1", "container"]  # slots are local ranks
+
+
 def test_a_host_without_the_driver_paths_or_npus_runs_without_them():
-    a = argv("podman", "1", exists=lambda path: path == "/dev/davinci1")
+    a = argv("podman", "container", exists=lambda path: path == "/dev/davinci1")
     assert [a[i + 1] for i, x in enumerate(a) if x == "--device"] == ["/dev/davinci1"]
     assert not any("/usr/local/Ascend" in x for x in a)
     assert "/data/weights:/data/weights:ro" in a  # the user's own mounts are not optional
 
 
 def test_docker_and_podman_differ_only_in_the_binary():
-    d, p = argv("docker"), argv("podman")
+    d, p = argv("docker", "container"), argv("podman", "container")
     assert d[1:] == p[1:]
 
 
@@ -105,10 +137,14 @@ def test_the_in_container_script_is_the_usual_launch_script_and_the_host_runs_th
     files = files_of()
     runner = files["a"]["bin/llama.sh"].content.decode()
     inside = files["a"]["bin/llama.in.sh"].content.decode()
+    env = files["a"]["env/llama.env"].content.decode()
     assert "python3 -m launcher.host.container run /srv/l/t/a" in runner
     assert "exec python3 run.py --x 'a b'" in inside and "cd /work" in inside
+    assert "container)" not in env and "0)" in env  # the container's own program has no rank env
     manifest = json.loads(files["a"]["manifest.json"].content)
-    assert manifest["programs"][0]["container"].startswith("al-t-a-llama-r0-")
+    names = {p["name"]: p["container"] for p in manifest["programs"]}
+    assert names["llama-r0"] == names["llama-r1"] == names["llama-container"]
+    assert names["llama-r0"].startswith("al-t-a-llama-container-")
     assert manifest["programs"][0]["engine"] == "docker"
 
 
@@ -191,6 +227,7 @@ services:
     plan = compile_text(TOPO.format(engine="podman", extra=extra)).plan
     (spec,) = probe_specs(plan, "llama", "b")
     assert spec.kind == "command" and spec.inside
-    assert spec.target[:3] == ("podman", "exec", "al-t-b-llama-r2-" + spec.target[2].rsplit("-", 1)[1])
+    assert spec.target[:3] == ("podman", "exec", "al-t-b-llama-container-" + spec.target[2].rsplit("-", 1)[1])
+    assert spec.programs == ("llama-r2", "llama-r3")
     assert spec.target[3:] == ("test", "-e", "/data/weights/ok")
     assert dependency_probes(plan)["web"] == []  # another host cannot exec into b's container
