@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import pytest
 
-from launcher.core.errors import SpecErrors
-from launcher.core.pipeline import compile_text, rendered
-from launcher.core.schema import compiled_check
+from launcher.core.pipeline import rendered
+from tests.helpers import compile_checked as compile_, line_of, spec_errors as errors
 
 HOSTS = """\
 version: 1
@@ -41,18 +40,10 @@ def dp(command: str = DP, worker: str | None = WORKER, leader: str | None = None
     return text + extra
 
 
-def compile_(text: str):
-    return compile_text(text, "F", check=compiled_check())
 
 
-def errors(text: str) -> list[str]:
-    with pytest.raises(SpecErrors) as exc:
-        compile_(text)
-    return [str(d) for d in exc.value.errors]
 
 
-def line_of(text: str, needle: str) -> int:
-    return next(k + 1 for k, ln in enumerate(text.splitlines()) if needle in ln)
 
 
 def test_the_guides_layout_passes_and_each_node_gets_its_own_hccl_if_ip():

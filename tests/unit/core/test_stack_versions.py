@@ -10,9 +10,8 @@ import json
 
 import pytest
 
-from launcher.core.errors import SpecErrors
-from launcher.core.pipeline import compile_text, rendered
-from launcher.core.schema import compiled_check
+from launcher.core.pipeline import rendered
+from tests.helpers import compile_checked as compile_, line_of, spec_errors as errors
 
 TOPOLOGY = """\
 version: 1
@@ -45,18 +44,10 @@ def text(worker: str = "", instance: str = "    framework: vllm-ascend\n    fram
     return TOPOLOGY.replace("WORKER\n", worker).replace("INSTANCE\n", instance)
 
 
-def compile_(t: str):
-    return compile_text(t, "F", check=compiled_check())
 
 
-def errors(t: str) -> list[str]:
-    with pytest.raises(SpecErrors) as exc:
-        compile_(t)
-    return [str(d) for d in exc.value.errors]
 
 
-def line_of(t: str, needle: str) -> int:
-    return next(k + 1 for k, ln in enumerate(t.splitlines()) if needle in ln)
 
 
 def programs(t: str) -> dict[str, dict]:
