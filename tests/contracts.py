@@ -159,6 +159,11 @@ def mindie_problems(programs: list[Deployed], instance: str) -> list[str]:
                 out.append(where + f"config.json: multiNodesInferPort {port!r} not in 1024..65535")
             if not isinstance(backend.get("interNodeTLSEnabled", True), bool):
                 out.append(where + "config.json: interNodeTLSEnabled is not a boolean")
+            # server_config.cpp GetIPAddress: MIES_CONTAINER_IP, else ServerConfig.ipAddress (127.0.0.1 shipped)
+            server = json.loads(Path(config).read_text()).get("ServerConfig", {})
+            serves = p.env.get("MIES_CONTAINER_IP") or server.get("ipAddress", "127.0.0.1")
+            if serves not in (p.address, p.env.get("MIES_CONTAINER_IP")) or ipaddress.ip_address(serves).is_loopback:
+                out.append(where + f"serves requests on {serves}, not on this server's address {p.address}")
         if p.env.get("HCCL_DETERMINISTIC") != "true":
             out.append(where + "HCCL_DETERMINISTIC is not true (the guide advises it)")
     if mine and len(masters) != 1:
@@ -207,8 +212,14 @@ def vllm_problems(programs: list[Deployed], topo: Topology) -> list[str]:
     for p in programs:
         if p.argv[:3] == ("ray", "start", "--head"):
             head = p
+    asked = {i.name: {k for k, _ in i.env} for i in topo.instances}
     for p in programs:
         where = f"{p.owner} on {p.host}: "
+        # torch_npu: a valid RANK_TABLE_FILE switches HCCL init to the table's rank order, not vLLM's
+        # (its doc RANK_TABLE_FILE.md; no vllm-ascend tutorial sets it); only when the topology asks
+        for var in ("RANK_TABLE_FILE", "RANKTABLEFILE"):
+            if var in p.env and var not in asked.get(p.owner, set()):
+                out.append(where + f"{var} is set: torch_npu would build HCCL from the ranktable, not vLLM's ranks")
         ip = p.env.get("HCCL_IF_IP")
         if ip != addresses[p.host] or ipaddress.ip_address(ip).is_loopback:
             out.append(where + f"HCCL_IF_IP {ip!r} is not this node's own address {addresses[p.host]}")
@@ -242,6 +253,39 @@ def vllm_problems(programs: list[Deployed], topo: Topology) -> list[str]:
                     o["--data-parallel-address"] != nodes[0].address or ("--headless" in o) != (index > 0) or \
                     int(o.get("--data-parallel-start-rank", "0")) != index * n_local:
                 out.append(f"{inst.name} on {p.host}: DP arguments not as the guide's node {index}: {p.argv}")
+    return out
+
+
+def yuanrong_problems(programs: list[Deployed], topo: Topology) -> list[str]:
+    """openYuanrong under vllm-ascend: the RH2D worker must run with `--enable_huge_tlb true
+    --enable_fallocate false` (kv_pool.md, v0.25.1rc1); a vllm-ascend rank finds its node's worker
+    through DS_WORKER_ADDR (released tags) or the JSON at YR_CONFIG_PATH (main, yuanrong_backend.py,
+    which raises when it is unset); either names this node's own worker."""
+    out: list[str] = []
+    workers = {}
+    for p in programs:
+        if p.argv[:2] == ("dscli", "start") or (len(p.argv) > 1 and p.argv[1] == "start" and "-w" in p.argv):
+            w = p.argv[p.argv.index("-w") + 1:]
+            o = dict(zip(w[::2], w[1::2]))
+            workers[p.host] = o.get("--worker_address")
+            if o.get("--remote_h2d_device_ids") and (o.get("--enable_huge_tlb") != "true"
+                                                     or o.get("--enable_fallocate") != "false"):
+                out.append(f"{p.owner} on {p.host}: RH2D worker without --enable_huge_tlb true --enable_fallocate false")
+    for inst in topo.instances:
+        if inst.datasystem is None:
+            continue
+        for p in (q for q in programs if q.owner == inst.name):
+            where = f"{p.owner} on {p.host}: "
+            if inst.framework == "vllm-ascend" and inst.framework_version == "main":
+                path = p.env.get("YR_CONFIG_PATH", "")
+                if not os.path.exists(path):
+                    out.append(where + "YR_CONFIG_PATH is not set to a file (vllm-ascend main raises)")
+                    continue
+                addr = json.loads(Path(path).read_text()).get("worker_addr")
+            else:
+                addr = p.env.get("DS_WORKER_ADDR")
+            if addr != workers.get(p.host):
+                out.append(where + f"reaches worker {addr!r}, not this node's {workers.get(p.host)!r}")
     return out
 
 

@@ -171,3 +171,24 @@ def live_pids(match) -> list[int]:
         if not zombie and match(cmd, env):
             pids.append(int(d))
     return sorted(pids)
+
+
+def compile_checked(text: str, name: str = "F"):
+    """Compile a topology text as `validate` does (schema and every rule); raises SpecErrors."""
+    from launcher.core.pipeline import compile_text
+    from launcher.core.schema import compiled_check
+    return compile_text(text, name, check=compiled_check())
+
+
+def spec_errors(text: str) -> list[str]:
+    """The errors compiling ``text`` gives, each as `F:line:col: error: ...`; fails if there are none."""
+    import pytest
+    from launcher.core.errors import SpecErrors
+    with pytest.raises(SpecErrors) as exc:
+        compile_checked(text)
+    return [str(d) for d in exc.value.errors]
+
+
+def line_of(text: str, needle: str) -> int:
+    """The 1-based line of the first line of ``text`` holding ``needle``."""
+    return next(k + 1 for k, ln in enumerate(text.splitlines()) if needle in ln)

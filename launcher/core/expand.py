@@ -13,7 +13,8 @@ from collections import defaultdict
 from dataclasses import replace
 from typing import Any, Iterable, TypeVar
 
-from . import containers, framework_env, jsonfmt
+from . import containers, framework_env, jsonfmt, stack_versions
+from .service_argv import dscli_argv, etcd_argv, etcd_probe
 from .graph import dependency_edges, start_levels
 from .model import (DEFAULT_RENDEZVOUS_PORT, DatasystemSpec, EtcdSpec, GenericSpec, Host,
                     Instance, Limits, Probe, Service, Topology)
@@ -206,26 +207,23 @@ class _Expander:
         master = self.hosts[inst.hosts[0]].address
         for index, hname in enumerate(inst.hosts):
             on_host = [r for r in ranks if r.host == hname]
+            table = self.abs_path(hname, self.ranktable_path[inst.name])
             values = {**self.host_values(hname, index), "host.devices": ",".join(str(r.device_id) for r in on_host),
                       "instance.name": inst.name, "instance.hosts": ",".join(self.hosts[h].address for h in inst.hosts),
                       "instance.host_count": len(inst.hosts), "master_addr": master,
                       "rendezvous_port": self.rdzv[inst.name], "world_size": world,
-                      "local_world_size": len(on_host), "rank_id_start": on_host[0].rank}
+                      "local_world_size": len(on_host), "rank_id_start": on_host[0].rank, "ranktable": table}
             argv = tuple(fill(a, values) for a in inst.command + (inst.leader_args if index == 0 else inst.worker_args))
             common: dict[str, str] = {"BACKEND": "hccl",
                                       "ASCEND_RT_VISIBLE_DEVICES": containers.visible_ids(  # as numbered there
                                           inst, self.hosts[hname], [r.device_id for r in on_host])}
             if inst.datasystem:
-                _, ds = self.service(inst.datasystem, DatasystemSpec)
-                common.update(DS_WORKER_ADDR=self.ds_worker_addr(inst.datasystem, hname),
-                              DS_ENABLE_REMOTE_H2D="1" if ds.remote_h2d_devices else "0",
-                              DS_ENABLE_EXCLUSIVE_CONNECTION="0", PYTHONHASHSEED="0")
+                common.update(self.datasystem_env(inst, hname))
             common.update(framework_env.defaults(inst, self.hosts[hname]))
             common.update((k, fill(v, values)) for k, v in inst.env)
-            table = self.abs_path(hname, self.ranktable_path[inst.name])
             ident = {"WORLD_SIZE": str(world), "RANK_SIZE": str(world), "LOCAL_WORLD_SIZE": str(len(on_host)),
                      "RANK_ID_START": str(on_host[0].rank),
-                     "RANKTABLEFILE": table, "RANK_TABLE_FILE": table,
+                     **framework_env.table_env(inst, table),
                      "MASTER_ADDR": master, "MASTER_PORT": str(self.rdzv[inst.name])}
             if inst.name in self.global_path:
                 ident["GLOBAL_RANK_TABLE_FILE_PATH"] = self.abs_path(hname, self.global_path[inst.name])
@@ -250,12 +248,25 @@ class _Expander:
                 self.programs[hname].append(self._program(f"{inst.name}-r{r.rank}", hname, inst, argv, env, r,
                                                           (r.device_id,)))
 
+    def datasystem_env(self, inst: Instance, hname: str) -> dict[str, str]:
+        """How the ranks reach this host's datasystem worker (stack_versions.yuanrong_client)."""
+        assert inst.datasystem is not None
+        _, ds = self.service(inst.datasystem, DatasystemSpec)
+        addr, rh2d = self.ds_worker_addr(inst.datasystem, hname), bool(ds.remote_h2d_devices)
+        if stack_versions.yuanrong_client(inst) == "yr_config":  # vllm-ascend main: YuanrongConfig.from_file
+            rel = f"yuanrong/{inst.name}.json"
+            self.files[hname][rel] = File(rel, to_json_bytes({"worker_addr": addr, "enable_remote_h2d": rh2d}))
+            return {"YR_CONFIG_PATH": self.abs_path(hname, rel), "PYTHONHASHSEED": "0"}
+        return {"DS_WORKER_ADDR": addr, "DS_ENABLE_REMOTE_H2D": "1" if rh2d else "0",
+                "DS_ENABLE_EXCLUSIVE_CONNECTION": "0", "PYTHONHASHSEED": "0"}
+
     def framework_files(self, inst: Instance, hname: str) -> dict[str, str]:
         """The framework's own files on this host (MindIE's config.json) and the env naming them."""
         rel = framework_env.config_path(inst)
         if rel is not None and inst.mindie is not None:
-            self.files[hname][rel] = File(rel, framework_env.mindie_config(inst, self.t.inputs[inst.mindie.config]),
-                                          CONFIG_MODE)
+            base = self.t.inputs[inst.mindie.config]
+            endpoint = framework_env.endpoint_ip(inst, self.hosts[hname])
+            self.files[hname][rel] = File(rel, framework_env.mindie_config(inst, base, endpoint), CONFIG_MODE)
         return framework_env.identity(inst, self.hosts[hname], [self.hosts[h] for h in inst.hosts],
                                       rel and self.abs_path(hname, rel))
 
@@ -324,7 +335,8 @@ class _Expander:
         edges = dependency_edges(self.t)
         return Plan(self.t.name, hosts, instances, start_levels(edges), FrozenMap(self.pd_globals),
                     self.t.agent_port, self.t.preflight, self.t.restart_max, self.t.restart_window,
-                    tuple(self.links), FrozenMap((k, v) for k, v in edges.items() if v))
+                    tuple(self.links), FrozenMap((k, v) for k, v in edges.items() if v),
+                    FrozenMap((i.name, i.restart_with) for i in self.t.instances if i.restart_with))
 
 
 def host_root(deployment: str, host: Host) -> str:
@@ -343,55 +355,3 @@ def _group_by_server(slots: list[RankSlot], a3: bool) -> list[RankSlot]:
     flat = [s for key in sorted(order, key=lambda k: pods.index(k[0])) for s in order[key]]
     return [dataclasses.replace(s, rank_id=k) if a3 else RankSlot(s.server_id, s.device_id, s.device_ip, k,
                                                                      s.container_ip) for k, s in enumerate(flat)]
-
-
-def etcd_argv(svc: Service, spec: EtcdSpec, host: Host, hosts: dict[str, Host], root: str) -> tuple[str, ...]:
-    """etcd with the flags of seed 003; a multi-host etcd gets its whole initial cluster."""
-    member = f"{svc.name}-{host.name}"
-    cluster = ",".join(f"{svc.name}-{h}=http://{hosts[h].address}:{spec.peer_port}" for h in svc.hosts)
-    return (spec.binary, "--name", member, "--data-dir", spec.data_dir or f"{root}/data/{svc.name}",
-            "--listen-client-urls", f"http://{spec.listen}:{spec.client_port}",
-            "--advertise-client-urls", f"http://{host.address}:{spec.client_port}",
-            "--listen-peer-urls", f"http://{spec.listen}:{spec.peer_port}",
-            "--initial-advertise-peer-urls", f"http://{host.address}:{spec.peer_port}",
-            "--initial-cluster", cluster)
-
-
-def etcd_probe(spec: EtcdSpec, host: Host) -> Probe:
-    """`etcdctl endpoint health` at this member's address, what clients use, run by `up` on the
-    member's host; with etcd's HTTP /health, which is what an agent holding a dependent's
-    restart checks from the dependent's host. With
-    `binary:` a path, etcdctl is the one beside it, as etcd's release archives ship them, since
-    such a host may have no etcdctl on PATH; else etcdctl from PATH."""
-    etcdctl = posixpath.join(posixpath.dirname(spec.binary), "etcdctl") if "/" in spec.binary else "etcdctl"
-    # etcdctl gives up (and says why: "unhealthy ... context deadline exceeded") before the
-    # probe's 5 s would kill it silently; its own default command timeout is those same 5 s
-    # and etcd's own GET /health, which an agent elsewhere checks instead (no etcdctl needed there)
-    return Probe(http=f"http://{host.address}:{spec.client_port}/health",
-                 command=(etcdctl, "--endpoints", f"http://{host.address}:{spec.client_port}",
-                          "--dial-timeout", "2s", "--command-timeout", "3s", "endpoint", "health"), timeout=5.0)
-
-
-def dscli_argv(spec: DatasystemSpec, worker: str, etcd: str, limits: Limits) -> tuple[str, ...]:
-    """`dscli start [NUMA flags] -w <worker flags>` as in seed 003; NUMA flags go to dscli itself."""
-    argv = [spec.dscli, "start"]
-    numa = limits.numa
-    if numa:
-        if numa.cpunodebind is not None:
-            argv += ["--cpunodebind", str(numa.cpunodebind)]
-        if numa.physcpubind:
-            argv += ["--physcpubind", numa.physcpubind]
-        if numa.localalloc:
-            argv.append("--localalloc")
-    argv += ["-w", "--worker_address", worker, "--etcd_address", etcd,
-             "--arena_per_tenant", str(spec.arena_per_tenant)]
-    if spec.remote_h2d_devices:
-        argv += ["--remote_h2d_device_ids", ",".join(map(str, spec.remote_h2d_devices))]
-    if spec.enable_huge_tlb:
-        argv += ["--enable_huge_tlb", "true"]
-    if spec.enable_worker_worker_batch_get:
-        argv += ["--enable_worker_worker_batch_get", "true"]
-    if spec.shared_memory_size_mb:
-        argv += ["--shared_memory_size_mb", str(spec.shared_memory_size_mb)]
-    return tuple(argv) + spec.extra_args
-

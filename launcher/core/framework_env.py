@@ -8,9 +8,10 @@ mindie-service (MindIE-LLM's multi-node guide, reference §7.1):
 - ``HCCL_DETERMINISTIC=true`` as the guide advises (a user value wins);
 - ``MIES_CONFIG_JSON_PATH`` = this generation's ``mindie/<instance>/config.json``: the user's base
   file with ``BackendConfig.multiNodesInferEnabled`` true, ``multiNodesInferPort`` and
-  ``interNodeTLSEnabled`` set, mode 0640 like the ranktable.
+  ``interNodeTLSEnabled`` set, ``ServerConfig.ipAddress`` = the server's own address (endpoint_ip:
+  MindIE serves on 127.0.0.1 otherwise), mode 0640 like the ranktable; so one file per host.
 vllm-ascend: ``HCCL_IF_IP`` = the host's address unless the topology sets it (frameworks.py
-checks it is each node's own, not loopback).
+checks it is each node's own, not loopback); no ``RANK_TABLE_FILE``/``RANKTABLEFILE`` (table_env).
 """
 from __future__ import annotations
 
@@ -45,6 +46,14 @@ def defaults(inst: Instance, host: Host) -> dict[str, str]:
     return {}
 
 
+def table_env(inst: Instance, table: str) -> dict[str, str]:
+    """The ranktable variables a rank gets. None for vllm-ascend: torch_npu takes a valid
+    RANK_TABLE_FILE as the switch to build HCCL communicators from the table, in the table's rank
+    order, not vLLM's (dp_rank * world + rank); no vllm-ascend guide sets it. Its topology may ask
+    for it with `RANK_TABLE_FILE: "{{ ranktable }}"`."""
+    return {} if inst.framework == VLLM else {"RANKTABLEFILE": table, "RANK_TABLE_FILE": table}
+
+
 def config_path(inst: Instance) -> str | None:
     """The generated config.json's path in the generation, if the framework has one."""
     return f"mindie/{inst.name}/config.json" if inst.framework == MINDIE else None
@@ -60,13 +69,22 @@ def identity(inst: Instance, host: Host, hosts: list[Host], config: str | None) 
     return out
 
 
-def mindie_config(inst: Instance, base: bytes) -> bytes:
+def endpoint_ip(inst: Instance, host: Host) -> str:
+    """Where this server's MindIE serves requests: its container IP, else the host's address.
+    MindIE listens at ServerConfig.ipAddress (127.0.0.1 as shipped) unless MIES_CONTAINER_IP is
+    set (server_config.cpp GetIPAddress): on bare metal the file must name the host."""
+    return host.container_ip or host.address
+
+
+def mindie_config(inst: Instance, base: bytes, endpoint: str) -> bytes:
     """The base config.json with MindIE's multi-node keys set (validated: a JSON object with a
-    BackendConfig object). Key order and every other value stay as the user wrote them."""
+    BackendConfig object, a ServerConfig object if any) and ServerConfig.ipAddress = ``endpoint``.
+    Key order and every other value stay as the user wrote them."""
     assert inst.mindie is not None
     doc: dict[str, Any] = json.loads(base.decode("utf-8"))
     backend = doc["BackendConfig"]
     backend["multiNodesInferEnabled"] = True
     backend["multiNodesInferPort"] = inst.mindie.port
     backend["interNodeTLSEnabled"] = inst.mindie.inter_node_tls
+    doc.setdefault("ServerConfig", {})["ipAddress"] = endpoint
     return jsonfmt.dumps_bytes(doc)

@@ -159,6 +159,8 @@ def mindie_base_problems(inst: Instance, data: bytes | None) -> list[str]:
         return [f"{name} is not JSON: {exc}"]
     if not isinstance(doc, dict) or not isinstance(doc.get("BackendConfig"), dict):
         return [f"{name} has no BackendConfig object; start from MindIE's conf/config.json"]
+    if not isinstance(doc.get("ServerConfig", {}), dict):
+        return [f"{name}: ServerConfig is not an object; start from MindIE's conf/config.json"]
     missing = [k for k in TLS_KEYS if k not in doc["BackendConfig"]]
     if inst.mindie.inter_node_tls and missing:
         return [f"inter_node_tls is on but {name} has no BackendConfig.{', BackendConfig.'.join(missing)}"]
@@ -187,7 +189,8 @@ def check_plan(topo: Topology, plan: Plan) -> list[Diagnostic]:
     first: dict[tuple[str, str], Program] = {}  # (host, owner) -> its first program: per_host, the only one
     for hp in plan.hosts:
         for p in hp.programs:
-            first.setdefault((hp.host.name, p.owner), p)
+            if p.kind != "container":  # the container an instance's ranks run in has no rank's env
+                first.setdefault((hp.host.name, p.owner), p)
     for i, inst in enumerate(topo.instances):
         if inst.framework != VLLM:
             continue
@@ -236,8 +239,8 @@ def _vllm_dp(topo: Topology, i: int, inst: Instance, programs: list[Program]) ->
     if _opts(programs[0].argv).get("--distributed-executor-backend") == "ray" and len(inst.hosts) > 1:
         yield (("instances", i, "hosts"), f"instance {inst.name}: with Ray, `vllm serve` runs on the head only; "
                "the other nodes run `ray start --address=<head>:6379` (a service that depends on the head)")
-    if not any("--data-parallel-size" in o for o in opts):
-        return
+    if len(programs) == 1 or not any("--data-parallel-size" in o for o in opts):
+        return  # one node: vLLM's --data-parallel-size-local defaults to the whole size there
     local = [o.get("--data-parallel-size-local", "") for o in opts]
     if len(set(local)) != 1 or not local[0].isdigit():
         yield (("instances", i, "command"), f"instance {inst.name}: every node needs the same "

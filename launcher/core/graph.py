@@ -9,7 +9,7 @@ Implied edges:
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
 from .model import DatasystemSpec, Topology
 
@@ -26,6 +26,7 @@ def dependency_edges(topo: Topology) -> dict[str, tuple[str, ...]]:
     links = link_edges(topo)
     for inst in topo.instances:
         implied = (inst.datasystem,) if inst.datasystem else ()
+        implied += inst.restart_with  # restarted once they are ready again: started once they are ready
         implied += tuple(p for (d, p) in links if d == inst.name)
         edges[inst.name] = _uniq(inst.depends_on + implied)
     return edges
@@ -61,6 +62,37 @@ def relink_after(links: Sequence[tuple[str, Sequence[LinkMember]]], restarted: I
         if any(m.role == "prompt" and m.instance in again for m in members):
             out.update((m.instance, None) for m in members if m.role == "decoder" and m.instance not in again)
     return list(out)
+
+
+def restart_with_after(restart_with: Mapping[str, Sequence[str]], restarted: Iterable[str]) -> list[str]:
+    """The instances to restart, after `restarted`, because they say `restart_with:` one of them,
+    transitively (what follows a follower restarts too); in the plan's order. `restart_with` is
+    Plan.restart_with (follower -> what it restarts with)."""
+    again = set(restarted)
+    out: dict[str, None] = {}
+    grew = True
+    while grew:
+        grew = False
+        for follower, leaders in restart_with.items():
+            if follower not in again and any(x in again for x in leaders):
+                again.add(follower)
+                out[follower] = None
+                grew = True
+    return list(out)
+
+
+def restart_after(links: Sequence[tuple[str, Sequence[LinkMember]]], restart_with: Mapping[str, Sequence[str]],
+                  restarted: Iterable[str]) -> list[str]:
+    """Everything a restart of `restarted` restarts afterwards: the decoders linked to a restarted
+    prompt (relink_after) and the instances that restart with one (restart_with_after), and so on."""
+    done = list(dict.fromkeys(restarted))
+    out: dict[str, None] = {}
+    while True:
+        more = [n for n in relink_after(links, done) + restart_with_after(restart_with, done) if n not in out]
+        if not more:
+            return list(out)
+        out.update(dict.fromkeys(more))
+        done += more
 
 
 def _uniq(names: tuple[str, ...]) -> tuple[str, ...]:

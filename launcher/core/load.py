@@ -132,8 +132,9 @@ def _instance(i: Mapping[str, Any], defaults: Mapping[str, Any]) -> Instance:
         probe=_probe(i.get("probe")), limits=_limits(defaults.get("limits"), i.get("limits")),
         depends_on=tuple(i.get("depends_on", ())), datasystem=i.get("datasystem"),
         leader_args=_argv(i.get("leader_args")), worker_args=_argv(i.get("worker_args")),
-        framework=i.get("framework"), mindie=MindieSpec(**i["mindie"]) if "mindie" in i else None,
-        container=_container(defaults, i))
+        framework=i.get("framework"), framework_version=i.get("framework_version"),
+        mindie=MindieSpec(**i["mindie"]) if "mindie" in i else None,
+        container=_container(defaults, i), restart_with=tuple(i.get("restart_with", ())))
 
 
 def _service(s: Mapping[str, Any], defaults: Mapping[str, Any]) -> Service:
@@ -145,7 +146,7 @@ def _service(s: Mapping[str, Any], defaults: Mapping[str, Any]) -> Service:
         spec = DatasystemSpec(
             etcd=s["etcd"], port=s.get("port", 31501), arena_per_tenant=s.get("arena_per_tenant", 1),
             remote_h2d_devices=tuple(s.get("remote_h2d_devices", ())),
-            enable_huge_tlb=s.get("enable_huge_tlb", False),
+            enable_huge_tlb=s.get("enable_huge_tlb"), enable_fallocate=s.get("enable_fallocate"),
             enable_worker_worker_batch_get=s.get("enable_worker_worker_batch_get", False),
             shared_memory_size_mb=s.get("shared_memory_size_mb"), extra_args=_argv(s.get("extra_args")),
             dscli=s.get("dscli", "dscli"))

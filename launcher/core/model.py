@@ -129,8 +129,10 @@ class Instance:
     leader_args: tuple[str, ...] = ()  # appended on the first host (placeholders filled per host)
     worker_args: tuple[str, ...] = ()  # appended on the others
     framework: str | None = None  # atb | mindie-service | vllm-ascend; None: generic (frameworks.py)
+    framework_version: str | None = None  # the stack's release, where a rule depends on it (stack_versions.py)
     mindie: MindieSpec | None = None
     container: Container | None = None  # None: its programs run on the host
+    restart_with: tuple[str, ...] = ()  # restarted after any of these restarts, once it is ready again
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +150,8 @@ class DatasystemSpec:
     port: int = 31501
     arena_per_tenant: int = 1
     remote_h2d_devices: tuple[int, ...] = ()
-    enable_huge_tlb: bool = False
+    enable_huge_tlb: bool | None = None   # None: on exactly when RH2D is (vllm-ascend kv_pool.md)
+    enable_fallocate: bool | None = None  # None: off when RH2D is on, else dscli's default
     enable_worker_worker_batch_get: bool = False
     shared_memory_size_mb: int | None = None
     extra_args: tuple[str, ...] = ()

@@ -31,6 +31,7 @@ INSTANCE_NAMES = {
     "world_size": "ranks in the instance",
     "local_world_size": "ranks of the instance on this host",
     "rank_id_start": "the first rank on this host",
+    "ranktable": "the absolute path of the instance's HCCL ranktable on this host",
 }
 INTEGERS = {"host.index", "instance.host_count", "rendezvous_port", "world_size", "local_world_size",
             "rank_id_start"}

@@ -160,10 +160,11 @@ class Plan:
     restart_window: float = 600.0         # ... within this many seconds; past it: FAILED
     links: tuple[tuple[str, tuple[LinkMember, ...]], ...] = ()  # LLM-DataDist domains (name, members)
     depends: Mapping[str, tuple[str, ...]] = FrozenMap()  # owner -> what it waits for (a FrozenMap)
+    restart_with: Mapping[str, tuple[str, ...]] = FrozenMap()  # instance -> what it restarts after (restart_with:)
 
     def __post_init__(self) -> None:
         # a caller may hand in plain dicts (deploy.discover builds a Plan of hosts only): freeze them
-        for name in ("pd_global", "depends"):
+        for name in ("pd_global", "depends", "restart_with"):
             value = getattr(self, name)
             if not isinstance(value, FrozenMap):
                 object.__setattr__(self, name, FrozenMap(value))

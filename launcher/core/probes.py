@@ -80,6 +80,29 @@ def dependency_probes(plan: Plan) -> dict[str, list[dict[str, Any]]]:
             for owner, deps in plan.depends.items()}
 
 
+def restart_with_doc(plan: Plan, hp: HostPlan, owner: str, members: dict[str, list[str]],
+                     addresses: dict[str, str]) -> dict[str, Any]:
+    """gang.json's part of `restart_with:` for ``owner`` on this host.
+
+    - `followers`: the instances that restart after it, each with the agents that lead it (an
+      instance's first host), and `ready`: its own probes here that tell this run from the last
+      (not a log probe: the last run's lines are still in the log). Its agent, having restarted
+      it, waits for these, then tells the followers' leaders.
+    - `restart_with`: for a follower, the agents that lead what it restarts with, to ask whether
+      that is restarting (its crash restart waits for that restart, and follows its run)."""
+    def leaders(name: str) -> list[dict[str, str]]:
+        hosts = members[name][:1] if plan.instance(name) is not None else members[name]  # a service: each host
+        return [{"host": h, "address": addresses[h]} for h in hosts]
+    out: dict[str, Any] = {}
+    followers = [f for f, of in plan.restart_with.items() if owner in of and f in members]
+    if followers:
+        out["followers"] = [{"group": f, "leaders": leaders(f)} for f in followers]
+        out["ready"] = [s.to_json() for s in specs_on(hp, owner, plan.deployment) if s.kind != "log"]
+    if plan.restart_with.get(owner):
+        out["restart_with"] = [{"owner": d, "leaders": leaders(d)} for d in plan.restart_with[owner] if d in members]
+    return out
+
+
 def _from_elsewhere(specs: list[ProbeSpec]) -> list[ProbeSpec]:
     """The probes another host can run: http and tcp where there are any (a command such as
     etcdctl may not be installed on the other host), else commands; never a log probe."""

@@ -9,19 +9,12 @@ from collections import Counter
 from typing import Any, Iterable, Sequence
 
 from .errors import Diagnostic, sort_diagnostics
-from . import containers, device_rules, frameworks, placeholders, superpod
+from . import containers, device_rules, env_rules, frameworks, placeholders, stack_versions, superpod
 from .graph import dependency_edges, find_cycle, link_edges
 from .model import DatasystemSpec, DDCluster, EtcdSpec, Instance, Probe, Service, Topology
 from .placement import rank_placement, service_ports
 from .yamlsrc import Path, Source, format_path
 
-# Set per rank by the launcher; a user value would silently break the HCCL world.
-RESERVED_ENV = frozenset({
-    "RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "RANK_ID", "RANK_SIZE", "RANK_ID_START",
-    "RANKTABLEFILE", "RANK_TABLE_FILE", "DEVICE_ID", "MASTER_ADDR", "MASTER_PORT",
-})
-PD_RESERVED_ENV = RESERVED_ENV | {"GLOBAL_RANK_TABLE_FILE_PATH"}  # set for the members of a PD group
-IDENTITY_PREFIX = "LAUNCHER_"  # where a process belongs (LAUNCHER_INSTANCE, ...): the launcher's to set
 MAX_SOCKET_PATH = 107       # sun_path is 108 bytes with its NUL
 PID_SUFFIX = len(".4194304")  # supervisord binds SOCKET.<its pid> first (pid_max up to 2^22), then links it
 MAX_DOMAIN_NODES = 4        # seed 001: at most 4 nodes per communication domain
@@ -119,7 +112,7 @@ class _Checker:
                                            "an HCCL world needs the same number of ranks per host, set `devices:`")
             if inst.devices is not None:
                 self.unique((((*base, "devices", k), d) for k, d in enumerate(inst.devices)), "device in instance")
-            self.check_env(base, inst.env, PD_RESERVED_ENV if inst.name in pd_members else RESERVED_ENV)
+            self.check_env(base, inst.env, env_rules.reserved_for(inst, inst.name in pd_members))
             self.check_probe(base, inst.probe)
             if inst.datasystem is not None:
                 self.check_datasystem_ref(i, inst.name, inst.hosts, inst.datasystem)
@@ -127,15 +120,11 @@ class _Checker:
     def check_env(self, base: tuple, env: Iterable[tuple[str, str]], reserved: frozenset[str]) -> None:
         """A user value for what the launcher sets would be silently replaced: an error, once per place."""
         own = _keys(self.src, (*base, "env"))
-        for key, _ in env:
-            if key not in reserved and not key.startswith(IDENTITY_PREFIX):
-                continue
+        for key, message in env_rules.refused(env, reserved):
             path = (*base, "env", key) if key in own or self.src is None else ("defaults", "env", key)
-            if path in self.env_reported:
-                continue
-            self.env_reported.add(path)
-            what = "per rank" if key in reserved else "for every process (where it belongs)"
-            self.err(path, f"{key} is set {what} by the launcher; remove it")
+            if path not in self.env_reported:
+                self.env_reported.add(path)
+                self.err(path, message)
 
     def check_probe(self, base: tuple, probe: Probe | None) -> None:
         """A log probe's pattern is compiled here, not on the host after the ready timeout."""
@@ -171,6 +160,11 @@ class _Checker:
                 etcd = self.t.service(spec.etcd)
                 if etcd is None or not isinstance(etcd.spec, EtcdSpec):
                     self.err((*base, "etcd"), f"service {svc.name}: {spec.etcd!r} is not an etcd service")
+                # vllm-ascend kv_pool.md: the RH2D worker *must* run with these
+                for key, must in (("enable_huge_tlb", True), ("enable_fallocate", False)):
+                    if spec.remote_h2d_devices and getattr(spec, key) is (not must):
+                        self.err((*base, key), f"service {svc.name}: RH2D (remote_h2d_devices) needs the worker "
+                                               f"started with --{key} {str(must).lower()}; remove {key}")
                 for hname in svc.hosts:
                     host = self.hosts.get(hname)
                     for dev in spec.remote_h2d_devices:
@@ -185,11 +179,11 @@ class _Checker:
             ("instances", self.t.instances), ("services", self.t.services))
         for section, items in sections:
             for i, item in enumerate(items):
-                for k, dep in enumerate(item.depends_on):
-                    if dep not in known:
-                        self.err((section, i, "depends_on", k), f"{item.name} depends on unknown {dep!r}")
-                    elif dep == item.name:
-                        self.err((section, i, "depends_on", k), f"{item.name} depends on itself")
+                for key, verb in (("depends_on", "depends on"), ("restart_with", "restarts with")):
+                    for k, dep in enumerate(getattr(item, key, ())):
+                        if dep not in known or dep == item.name:
+                            self.err((section, i, key, k), f"{item.name} {verb} "
+                                     + (f"unknown {dep!r}" if dep not in known else "itself"))
         edges = dependency_edges(self.t)
         cycle = find_cycle({k: tuple(d for d in v if d != k) for k, v in edges.items()})
         if cycle:
@@ -199,7 +193,10 @@ class _Checker:
             implied = link_edges(self.t)
             why = [f"{a} -> {b} because link {implied[(a, b)]} makes the decoder {a} wait for the prompt {b}"
                    for a, b in zip(cycle, cycle[1:]) if (a, b) in implied]
-            self.err((*idx, "depends_on"), f"dependency cycle: {' -> '.join(cycle)}"
+            follows = {(x.name, d) for x in self.t.instances for d in x.restart_with if d not in x.depends_on}
+            why += [f"{a} -> {b} because {a} restarts with {b}" for a, b in zip(cycle, cycle[1:]) if (a, b) in follows]
+            field_ = "restart_with" if idx[0] == "instances" and (first, cycle[1]) in follows else "depends_on"
+            self.err((*idx, field_), f"dependency cycle: {' -> '.join(cycle)}"
                      + (f" ({'; '.join(why)})" if why else ""))
 
     # --- prefill/decode ------------------------------------------------------------------
@@ -368,7 +365,7 @@ class _Checker:
         self.check_listeners()
         self.check_placeholders()
         self.out.extend(superpod.check(self.t))
-        for path, message in frameworks.check(self.t):  # server_id, framework: rules
+        for path, message in [*frameworks.check(self.t), *stack_versions.check(self.t)]:  # framework: rules
             self.err(path, message)
         for path, message, severity in containers.check(self.t):
             self.err(path, message, severity)

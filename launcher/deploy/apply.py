@@ -19,7 +19,7 @@ from typing import Any, Mapping
 
 from ..core import preflight
 from ..core.errors import LauncherError
-from ..core.graph import relink_after
+from ..core.graph import restart_after
 from ..core.plan import File, Plan
 from ..core.probes import READY_TIMEOUT
 from ..core.preflight_a3 import tls_mismatches
@@ -150,7 +150,8 @@ def up(session: Session, files: Files, generation: str, skip_preflight: bool = F
         f"  [2/4] every host already has generation {generation}")
     new_hashes = {h: rendered_hashes(files[h]) for h in files}
     to_start = [o for o, hosts in owners.items() if _needs_start(o, hosts, old, new_hashes)]
-    to_start += relink_after(plan.links, to_start)  # LLM-DataDist: decoders relink to restarted prompts
+    # LLM-DataDist decoders relink to restarted prompts; restart_with: followers restart after what they follow
+    to_start += restart_after(plan.links, plan.restart_with, to_start)
     refused: dict[str, list[str]] = {}
     instances = [i.name for i in plan.instances if i.name in to_start]
     if instances and skip_preflight:

@@ -6,7 +6,7 @@ import time
 from typing import Any, Mapping
 
 from ..core.errors import LauncherError
-from ..core.graph import relink_after
+from ..core.graph import relink_after, restart_after
 from ..core.probes import READY_TIMEOUT, probe_specs
 from .readiness import exit_text
 from .records import HostState
@@ -89,21 +89,32 @@ def wait_ready(session: Session, instance: str, hosts: list[str], timeout: float
 
 def relink_decoders(session: Session, restarted: list[str], owners: dict[str, list[str]],
                     ready_timeout: float = READY_TIMEOUT) -> list[str]:
-    """LLM-DataDist: once the restarted prompt instances listen again (their readiness probe),
-    gang-restart every decoder instance linked to them, so it links again; returns those.
+    """Restart what a restart of ``restarted`` restarts too, each once what it follows is ready
+    again (its readiness probe): the decoder instances linked to a restarted prompt (LLM-DataDist:
+    a link does not survive the prompt's restart) and the instances that say `restart_with:` one
+    of them (a Ray driver whose head restarted has lost its actors); transitively. Returns those.
 
-    Raises LauncherError when a prompt does not become ready: its decoders are left as they are."""
-    decoders = relink_after(session.plan.links, restarted)
-    if not decoders:
-        return []
-    prompts = [p for p in restarted if relink_after(session.plan.links, [p])]
-    for p in prompts:
-        why = wait_ready(session, p, owners[p], ready_timeout)
-        if why:
-            raise LauncherError(f"{p} was restarted but does not listen ({why}); its decoders "
-                                f"{', '.join(decoders)} were not restarted and cannot link to it")
-    for d in decoders:
-        gang_start(session, d, owners[d])
-    session.progress(f"  relinked {', '.join(decoders)}: restarted after {', '.join(prompts)} listened again "
-                     "(an LLM-DataDist link does not survive the prompt's restart)")
-    return decoders
+    Raises LauncherError when one they follow does not become ready: they are left as they are."""
+    plan = session.plan
+    followers = restart_after(plan.links, plan.restart_with, restarted)
+    again, ready, said = [*restarted, *followers], set(), []
+    for f in followers:  # in waves: what f follows is restarted (and started) before it
+        leads = [x for x in again if x != f and (f in relink_after(plan.links, [x]) or x in plan.restart_with.get(f, ()))]
+        for x in (x for x in leads if x not in ready):
+            why = wait_ready(session, x, owners[x], ready_timeout)
+            if why:
+                rest = followers[followers.index(f):]
+                raise LauncherError(f"{x} was restarted but is not ready ({why}); {', '.join(rest)}, which "
+                                    f"restart after it, were not restarted")
+            ready.add(x)
+        gang_start(session, f, owners[f])
+        said.append((f, leads))
+    decoders = [f for f, leads in said if relink_after(plan.links, leads)]
+    if decoders:
+        prompts = [p for p in restarted if relink_after(plan.links, [p])]
+        session.progress(f"  relinked {', '.join(decoders)}: restarted after {', '.join(prompts)} listened again "
+                         "(an LLM-DataDist link does not survive the prompt's restart)")
+    for f, leads in said:
+        if f not in decoders:
+            session.progress(f"  restarted {f} after {', '.join(leads)} was ready again (restart_with)")
+    return followers

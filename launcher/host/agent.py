@@ -23,7 +23,7 @@ import time
 from .messages import Verifier, send_signed
 from .members import (DEAD, Unreachable, failure_cause, forget_reporting, held_gangs, log, report_to_leader,
                       seen_before_restart, wait_for_members)
-from .dependencies import wait_for_dependencies
+from .followers import follow, gang_state, tell_followers, wait_for_leaders
 from .gangstart import start_gangs, start_leader_first
 from .proctree import stop_logged
 from .restart_policy import restart_backoff, restart_when
@@ -235,18 +235,22 @@ class Agent:
         self.all_members(gang, f"stop:{group}")
         if backoff:
             time.sleep(backoff)
-        if not wait_for_dependencies(self.root, group, gang):
+        runs = wait_for_leaders(self, group, gang)  # what it depends on ready; what it follows not restarting
+        if runs is None:
             return
         started = start_leader_first(self, gang, group)
         history.append(time.time())
         st.update(state="RUNNING", restarts=st.get("restarts", 0) + 1, history=history, last_restart=time.time(),
-                  skew=max(started.values()) - min(started.values()), started=started)
+                  skew=max(started.values()) - min(started.values()), started=started,
+                  followed={**st.get("followed", {}), **runs})
         states = read_json(path, {})
         states[group] = st
         write_json(path, states)
         write_snapshot(self.root)
         log(f"gang {group}: restarted on all hosts (restart {st['restarts']}, start skew "
             f"{st['skew'] * 1000:.0f} ms)")
+        if gang.get("followers"):  # restart_with: they restart once this run passes its probes
+            self.task(tell_followers, self, group, gang, st["last_restart"])
 
     def _generations_differ(self, group: str, gang: dict, cause: str) -> bool:
         """Hold a gang whose members are on different generations (a failed `up` that could not
@@ -323,6 +327,11 @@ class Agent:
             return self.local_start(group)
         if op == "gang-start":  # `up`'s first start of gangs this agent leads, all members at once
             return start_gangs(self, [str(g) for g in body.get("groups") or []])
+        if op == "follow":  # restart_with: what this gang follows was restarted and is ready again
+            self.task(follow, self, group, body)
+            return {"ok": True}
+        if op == "gang-state":
+            return gang_state(self.root, group)
         if op == "generation":
             return {"ok": True, **self.started_from(group)}
         if op == "switch-back":  # `up` rolls back a switch here and cannot reach this host over SSH

@@ -17,6 +17,7 @@ from tests.helpers import health_json, host_entry, cli_on_testbed, topology_head
 TESTBED_HOSTS = 2
 HEALTH = 18840
 PORT = 27140
+ENDPOINT = 18841  # ServerConfig.port: where the master serves requests
 
 
 def topology(tb) -> str:
@@ -32,7 +33,8 @@ def topology(tb) -> str:
 
 
 def test_a_two_host_mindie_service_instance_forms_its_world(testbed, tmp_path):
-    (tmp_path / "base.json").write_text(json.dumps({"BackendConfig": {"multiNodesInferEnabled": False}}))
+    (tmp_path / "base.json").write_text(json.dumps({"ServerConfig": {"ipAddress": "127.0.0.1", "port": ENDPOINT},
+                                                    "BackendConfig": {"multiNodesInferEnabled": False}}))
     path = tmp_path / "mi.yaml"
     path.write_text(topology(testbed))
     try:
@@ -43,6 +45,13 @@ def test_a_two_host_mindie_service_instance_forms_its_world(testbed, tmp_path):
         assert [d["mindie"]["found_by"] for d in docs] == ["HOST_IP", "HOST_IP"]
         assert [d["mindie"]["server_id"] for d in docs] == [h.address for h in testbed.hosts]
         assert all(d["world_size"] == 2 for d in docs)
+        # the master serves requests on its host's address, not on the 127.0.0.1 MindIE ships with
+        h1 = testbed.hosts[0]
+        assert docs[0]["mindie"]["endpoint"] == f"{h1.address}:{ENDPOINT}"
+        listening = testbed.run(h1.name, ["ss", "-Hltn", f"sport = :{ENDPOINT}"]).stdout
+        listening = listening if isinstance(listening, str) else listening.decode()
+        assert [ln.split()[3] for ln in listening.splitlines()] == [f"{h1.address}:{ENDPOINT}"], listening
+        assert health_json(h1.address, ENDPOINT)["mindie"]["master"] is True
         uid = pwd.getpwnam(testbed.user).pw_uid
         for h in testbed.hosts:
             for rel in ("ranktables/svc.json", "mindie/svc/config.json"):

@@ -197,6 +197,8 @@ def all_registered(tb: Testbed, rows: list[dict[str, Any]]) -> dict[str, dict[st
     (["start", "-w", "--worker_address", "1.2.3.4:1", "--arena_per_tenant", "1"], "--etcd_address is required"),
     (["start", "-w", "--worker_address", "1.2.3.4:1", "--etcd_address", "e:2", "--arena_per_tenant", "1",
       "--enable_huge_tlb", "yes"], "takes true or false"),
+    (["start", "-w", "--worker_address", "1.2.3.4:1", "--etcd_address", "e:2", "--arena_per_tenant", "1",
+      "--remote_h2d_device_ids", "0", "--enable_huge_tlb", "true"], "needs --enable_huge_tlb true --enable_fallocate false"),
 ])
 def test_fake_dscli_rejects_other_command_lines(argv: list[str], message: str) -> None:
     proc = subprocess.run([str(FAKE), *argv], capture_output=True, text=True, timeout=30)

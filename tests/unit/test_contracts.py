@@ -96,3 +96,26 @@ def test_vllm_rules_reject_what_a_generic_instance_deploys(tmp_path):
     assert any("kv_port 27000 below 20000 + 1000 x 8" in m for m in problems), problems
     assert any("engine_id prefill-0 is also prefill's" in m for m in problems), problems
     assert any("HCCL_IF_IP None is not this node's own address" in m for m in problems), problems
+
+
+@pytest.mark.parametrize("config", ["yuanrong-rh2d.yaml", "yuanrong-rh2d-container.yaml"])
+def test_yuanrong_configs_meet_vllm_ascends_rules(config, tmp_path):
+    result, programs = deployed(config, tmp_path)
+    assert contracts.yuanrong_problems(programs, result.topology) == []
+
+
+def test_yuanrong_on_vllm_ascend_main_meets_its_rules(tmp_path):
+    result, programs = deployed("yuanrong-rh2d.yaml", tmp_path, lambda t: t.replace("v0.25.1rc1", "main"))
+    assert contracts.yuanrong_problems(programs, result.topology) == []
+    assert all("DS_WORKER_ADDR" not in p.env for p in programs if p.owner.startswith("vllm"))
+
+
+def test_yuanrong_rules_reject_an_rh2d_worker_without_its_flags(tmp_path):
+    """What the launcher rendered before: RH2D on, neither flag."""
+    result, programs = deployed("yuanrong-rh2d.yaml", tmp_path)
+    for p in programs:
+        if "--enable_fallocate" in p.argv:
+            k = p.argv.index("--enable_huge_tlb")
+            p.argv = p.argv[:k]
+    assert any("RH2D worker without --enable_huge_tlb true --enable_fallocate false" in m
+               for m in contracts.yuanrong_problems(programs, result.topology))

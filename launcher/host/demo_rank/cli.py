@@ -14,7 +14,7 @@ from .barrier import barrier
 from .datadist import link_all, load_datadist, serve_links
 from .errors import EXIT_CRASH, EXIT_FAIL_BARRIER, EXIT_OK, DemoRankError, EnvError, Stopped
 from .health import DEFAULT_HEALTH_PORT, health_doc, start_health
-from . import mindie, vllm
+from . import mindie, ray_driver, vllm
 from .identity import Identity, check_table, load_table, parse_env, uint
 from .net import Log
 from .signals import arm_signals
@@ -80,6 +80,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--vllm-dp", action="store_true",
                    help="one process per node, reading vLLM's data parallel flags (the other arguments) and "
                         "HCCL_IF_IP as a multi-node `vllm serve` does; the world is the DP nodes")
+    ray_driver.add_args(p)
     p.add_argument("--version", action="version", version=f"demo_rank {__version__}")
     args, rest = p.parse_known_args(argv)
     if rest and not args.vllm_dp:
@@ -116,6 +117,7 @@ def _run_as(ident: Identity, args: argparse.Namespace, log: Log, stack_doc: dict
         raise EnvError(f"LOCAL_RANK={ident.local_rank}: --health-port {args.health_port} + LOCAL_RANK "
                        f"is beyond 65535")
     listener: socket.socket | None = None
+    endpoint = None
     log(f"rank {ident.rank}/{ident.world_size} local_rank {ident.local_rank} instance {ident.instance} "
         f"device {ident.device_id} ({ident.device_ip}) server {ident.server_id} "
         f"master {ident.master_addr}:{ident.master_port} pid {os.getpid()}")
@@ -143,6 +145,11 @@ def _run_as(ident: Identity, args: argparse.Namespace, log: Log, stack_doc: dict
                 doc["datadist"]["links"] = link_all(dd, ident.device_ip, args.link_retry, args.link_timeout, log)
         body = (json.dumps(doc) + "\n").encode()
         server = start_health(args.health_host, health_port, body, log)
+        where = (stack_doc or {}).get("mindie", {}).get("endpoint")
+        if where:  # the MindIE master's request endpoint (mindie.endpoint)
+            ip, port = where.rsplit(":", 1)
+            endpoint = start_health(ip, int(port), body, log)
+            log(f"mindie: serving requests at {where}")
     except DemoRankError as exc:
         log(f"error: {exc}")
         return exc.code
@@ -167,6 +174,9 @@ def _run_as(ident: Identity, args: argparse.Namespace, log: Log, stack_doc: dict
             server.server_close()
         if listener is not None:
             listener.close()
+        if endpoint is not None and not stopped:
+            endpoint.shutdown()
+            endpoint.server_close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -175,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     log = _logger("[demo_rank]")  # until the identity is known
     arm_signals()
     try:
-        return _run(args)
+        return ray_driver.run(args, _logger("[demo_rank ray]")) if args.ray else _run(args)
     except EnvError as exc:
         log(f"error: {exc}")
         return exc.code

@@ -3,7 +3,8 @@
 0 stopped by SIGTERM/SIGINT; 2 environment (or usage) invalid; 3 ranktable wrong or not completed
 in time, or barrier membership wrong (duplicate rank, foreign instance); 4 barrier failed
 (timeout, rank 0 unreachable, cannot listen); 5 --fail-barrier; 6 health port unavailable;
-7 LLM-DataDist link failed (prompt side cannot listen; decoder side cannot link); 17 --crash-after elapsed.
+7 LLM-DataDist link failed (prompt side cannot listen; decoder side cannot link); 8 --ray: the Ray
+cluster gave no placement group, or an actor (its node) died; 17 --crash-after elapsed.
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ EXIT_BARRIER = 4
 EXIT_FAIL_BARRIER = 5
 EXIT_HEALTH = 6
 EXIT_LINK = 7
+EXIT_RAY = 8
 EXIT_CRASH = 17
 
 

@@ -7,7 +7,8 @@ device_id 0..63; rank_id 0..511; device_ip an IP), the same for the config.json 
 MIES_CONFIG_JSON_PATH (multi-node on: BackendConfig.multiNodesInferEnabled), finds its own server by
 container_ip == MIES_CONTAINER_IP, else server_id == HOST_IP, and meets the other servers at the
 master's (the server holding rank 0) multiNodesInferPort. The world is the servers, ranked by their
-first rank id, so the master is rank 0 of the barrier.
+first rank id, so the master is rank 0 of the barrier. The master serves requests (here: /health) where
+MindIE would: MIES_CONTAINER_IP, else ServerConfig.ipAddress (127.0.0.1 as shipped), at ServerConfig.port.
 """
 from __future__ import annotations
 
@@ -22,6 +23,17 @@ from .identity import Identity, load_table, uint
 from .net import Log
 
 DEFAULT_PORT = 1120  # BackendConfig.multiNodesInferPort's default
+DEFAULT_ENDPOINT = ("127.0.0.1", 1025)  # ServerConfig.ipAddress and .port as MindIE ships them
+
+
+def endpoint(config: Mapping[str, Any], env: Mapping[str, str]) -> tuple[str, int]:
+    """Where the master serves requests (server_config.cpp GetIPAddress): MIES_CONTAINER_IP when
+    set, else ServerConfig.ipAddress; ServerConfig.port."""
+    server = config.get("ServerConfig")
+    server = server if isinstance(server, dict) else {}
+    ip = env.get("MIES_CONTAINER_IP") or str(server.get("ipAddress") or DEFAULT_ENDPOINT[0])
+    port = server.get("port", DEFAULT_ENDPOINT[1])
+    return ip, port if isinstance(port, int) else DEFAULT_ENDPOINT[1]
 
 
 def check_file(path: str, var: str, env: Mapping[str, str]) -> None:
@@ -101,7 +113,8 @@ def identity(env: Mapping[str, str], table_timeout: float, log: Log) -> tuple[Id
     check_file(config, "MIES_CONFIG_JSON_PATH", env)
     try:
         with open(config, encoding="utf-8") as fh:
-            backend = json.load(fh).get("BackendConfig", {})
+            whole = json.load(fh)
+        backend = whole.get("BackendConfig", {})
     except (OSError, ValueError, AttributeError) as exc:
         raise TableError(f"MIES_CONFIG_JSON_PATH={config}: not a MindIE config ({exc})") from None
     if backend.get("multiNodesInferEnabled") is not True:
@@ -118,5 +131,9 @@ def identity(env: Mapping[str, str], table_timeout: float, log: Log) -> tuple[Id
                      env.get("LAUNCHER_HOST", me["server_id"]))
     log(f"mindie: own server {me['server_id']} (by {how}), {len(me['device'])} devices, master "
         f"{master['server_id']} at {master_addr}:{port}")
-    return ident, {"server_id": me["server_id"], "found_by": how, "master": index == 0,
-                   "devices": [d["device_id"] for d in me["device"]]}
+    doc = {"server_id": me["server_id"], "found_by": how, "master": index == 0,
+           "devices": [d["device_id"] for d in me["device"]]}
+    if index == 0:  # only the master takes requests
+        ip, port = endpoint(whole, env)
+        doc["endpoint"] = f"{ip}:{port}"
+    return ident, doc

@@ -1,5 +1,5 @@
-"""The demo rank's --mindie mode on what a mindie-service instance deploys: each "server" (127.0.0.1,
-127.0.0.2) finds itself by HOST_IP or MIES_CONTAINER_IP, checks the rank table and config.json as
+"""The demo rank's --mindie mode on what a mindie-service instance deploys: each "server" (127.0.0.2,
+127.0.0.3) finds itself by HOST_IP or MIES_CONTAINER_IP, checks the rank table and config.json as
 MindIE does, and both meet at the master's multiNodesInferPort; a table MindIE would refuse stops it.
 """
 from __future__ import annotations
@@ -16,14 +16,15 @@ from launcher.core.schema import compiled_check
 from launcher.host.demo_rank.errors import EXIT_ENV, EXIT_MISMATCH
 from tests import contracts
 
-BASE = json.dumps({"BackendConfig": {"multiNodesInferEnabled": False}}).encode()
+ENDPOINT = 18821  # ServerConfig.port: the master serves requests there
+BASE = json.dumps({"ServerConfig": {"port": ENDPOINT}, "BackendConfig": {"multiNodesInferEnabled": False}}).encode()
 HEALTH = 18820
 
 
 def topology(tmp_path, containers: bool) -> str:
     hosts = "".join(
-        f"  - name: s{k}\n    address: 127.0.0.{k + 1}\n    transport: local\n"
-        + (f"    container_ip: 127.0.1.{k + 1}\n" if containers else "")
+        f"  - name: s{k}\n    address: 127.0.0.{k + 2}\n    transport: local\n"
+        + (f"    container_ip: 127.0.1.{k + 2}\n" if containers else "")
         + f"    devices: {{0: 10.77.{k}.1, 1: 10.77.{k}.2}}\n" for k in range(2))
     return (f"version: 1\nname: mi\ndefaults:\n  deploy_dir: {tmp_path}\n  preflight: false\nhosts:\n{hosts}"
             "instances:\n  - name: svc\n    framework: mindie-service\n"
@@ -51,6 +52,13 @@ def test_two_servers_form_their_world_as_mindie_would(tmp_path, containers):
         assert [d["mindie"]["master"] for d in docs] == [True, False]  # rank 0's holder, s0
         assert [d["mindie"]["found_by"] for d in docs] == ["MIES_CONTAINER_IP" if containers else "HOST_IP"] * 2
         assert [d["world_size"] for d in docs] == [2, 2]
+        # the master serves requests on its own address (MindIE: 127.0.0.1 unless config.json or
+        # MIES_CONTAINER_IP says otherwise), the others serve none
+        serves = "127.0.1.2" if containers else "127.0.0.2"
+        assert docs[0]["mindie"]["endpoint"] == f"{serves}:{ENDPOINT}" and "endpoint" not in docs[1]["mindie"]
+        import urllib.request
+        with urllib.request.urlopen(f"http://{serves}:{ENDPOINT}/health", timeout=5) as r:
+            assert json.load(r)["mindie"]["master"] is True
     finally:
         contracts.stop_all(procs)
 

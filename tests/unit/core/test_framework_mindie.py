@@ -148,10 +148,18 @@ def test_each_host_gets_its_config_json_with_the_multi_node_keys():
         doc = json.loads(f.content)
         assert doc["BackendConfig"] == {"multiNodesInferEnabled": True, "npuDeviceIds": [[0, 1]],
                                         "multiNodesInferPort": 2222, "interNodeTLSEnabled": False}
-        assert doc["ServerConfig"] == {"port": 1025}
+        # MindIE serves at ServerConfig.ipAddress unless MIES_CONTAINER_IP is set: the host's own
+        assert doc["ServerConfig"] == {"port": 1025, "ipAddress": hp.host.address}
         assert env["HCCL_DETERMINISTIC"] == "false"  # advised, not imposed
     _, files = rendered(compile_(topo()).plan)
     assert env_of(files, "n0")["HCCL_DETERMINISTIC"] == "true"
+
+
+def test_a_server_config_that_is_not_an_object_is_refused():
+    with pytest.raises(SpecErrors) as exc:
+        compile_text(topo(), "F", check=compiled_check(),
+                     inputs={"base.json": b'{"ServerConfig": [], "BackendConfig": {}}'})
+    assert "base.json: ServerConfig is not an object" in str(exc.value)
 
 
 def test_the_cli_reads_the_base_file_beside_the_topology(tmp_path):

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import pytest
 
-from launcher.core.errors import SpecErrors
-from launcher.core.pipeline import compile_text, rendered
-from launcher.core.schema import compiled_check
+from launcher.core.pipeline import rendered
+from tests.helpers import compile_checked as compile_, line_of, spec_errors as errors
 
 HOSTS = """\
 version: 1
@@ -41,18 +40,10 @@ def dp(command: str = DP, worker: str | None = WORKER, leader: str | None = None
     return text + extra
 
 
-def compile_(text: str):
-    return compile_text(text, "F", check=compiled_check())
 
 
-def errors(text: str) -> list[str]:
-    with pytest.raises(SpecErrors) as exc:
-        compile_(text)
-    return [str(d) for d in exc.value.errors]
 
 
-def line_of(text: str, needle: str) -> int:
-    return next(k + 1 for k, ln in enumerate(text.splitlines()) if needle in ln)
 
 
 def test_the_guides_layout_passes_and_each_node_gets_its_own_hccl_if_ip():
@@ -179,3 +170,23 @@ def test_the_ray_config_starts_serve_on_the_head_after_every_worker_joined():
                 assert env["ASCEND_RT_VISIBLE_DEVICES"]
                 assert p.argv[p.argv.index("--node-ip-address") + 1] == hp.host.address
             assert env["HCCL_IF_IP"] == hp.host.address
+
+
+def test_no_ranktable_variable_unless_the_topology_asks_for_it():
+    """torch_npu takes a valid RANK_TABLE_FILE as the switch to ranktable init (reference §7.4): a
+    vllm-ascend node gets neither name; `RANK_TABLE_FILE: "{{ ranktable }}"` asks for the table."""
+    plain = [dict(p.env) for hp in compile_(dp()).plan.hosts for p in hp.programs]
+    assert len(plain) == 2
+    assert all("RANK_TABLE_FILE" not in env and "RANKTABLEFILE" not in env for env in plain)
+    asked = compile_(dp(extra='    env: {RANK_TABLE_FILE: "{{ ranktable }}"}\n')).plan
+    for hp in asked.hosts:
+        env = dict(hp.programs[0].env)
+        assert env["RANK_TABLE_FILE"].startswith(hp.root + "/current/")
+        assert env["RANK_TABLE_FILE"].endswith(".json") and "RANKTABLEFILE" not in env
+
+
+def test_a_ranktable_variable_stays_the_launchers_for_other_stacks():
+    text = dp().replace("framework: vllm-ascend", "framework: atb") + "    env: {RANK_TABLE_FILE: /t.json}\n"
+    line = line_of(text, "RANK_TABLE_FILE")
+    assert any(f"F:{line}:" in e and "RANK_TABLE_FILE is set per rank by the launcher; remove it" in e
+               for e in errors(text)), errors(text)

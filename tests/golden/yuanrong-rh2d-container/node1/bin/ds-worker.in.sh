@@ -8,4 +8,4 @@ here=$(dirname "$0")
 PATH=/var/lib/ascend-launcher/yuanrong-rh2d-container/node1/runtime/current/bin:"$PATH"
 export PATH
 ulimit -l unlimited || { echo 'ascend-launcher: cannot set max locked memory (ulimit -l) to unlimited: the hard limit of this login is '"$(ulimit -H -l)"'; raise the hard limit for this user (pam_limits: /etc/security/limits.conf) or deploy as a user allowed to (root with CAP_SYS_RESOURCE)' >&2; exit 78; }
-exec dscli start --cpunodebind 0 --localalloc -w --worker_address 192.168.0.1:31501 --etcd_address 192.168.0.1:2345 --arena_per_tenant 1 --remote_h2d_device_ids 0
+exec dscli start --cpunodebind 0 --localalloc -w --worker_address 192.168.0.1:31501 --etcd_address 192.168.0.1:2345 --arena_per_tenant 1 --remote_h2d_device_ids 0 --enable_huge_tlb true --enable_fallocate false
