@@ -281,7 +281,8 @@ class _Runner:
             # and end the ranks inside before their runners stopped them (`stop` does it, after them)
             self.child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, start_new_session=box)
             if box:  # its ranks wait for this: the container runs, and which one it is
-                announce(self.root, self.gen, self.spec["engine"], self.prog, self.child, lambda: self.stopping)
+                announce(self.root, self.gen, self.spec["engine"], self.spec["owner"], self.prog, self.child,
+                         lambda: self.stopping)
             code = self.child.wait()
         finally:
             if box:

@@ -58,25 +58,28 @@ def withdraw(root: str, program: str) -> None:
         pass
 
 
-def announce(root: str, gen: str, engine: str, prog: dict, child: Any, stopping: Callable[[], bool]) -> None:
+def announce(root: str, gen: str, engine: str, owner: str, prog: dict, child: Any,
+             stopping: Callable[[], bool]) -> None:
     """Wait until the engine says the container runs (or its client ended, or a stop came), then
     write run/containers/<program>.up for the ranks to find it."""
     from .container import _engine
     me = os.getpid()
     fmt = "{{.State.Status}} {{.State.Pid}} {{.Id}}"
+    delay = 0.1
     while child.poll() is None and not stopping():
         code, out = _engine([engine, "inspect", "--format", fmt, prog["name"]])
         parts = out.split()
         if code == 0 and len(parts) == 3 and parts[0] == "running" and parts[1].isdigit() and parts[1] != "0":
             pid = int(parts[1])
             doc = {"runner": me, "runner_start": _start(me), "pid": pid, "start": _start(pid), "id": parts[2],
-                   "generation": os.path.basename(gen.rstrip("/"))}
+                   "generation": os.path.basename(gen.rstrip("/")), "owner": owner}
             path = up_path(root, prog["program"])
             with open(path + ".tmp", "w", encoding="utf-8") as fh:
                 json.dump(doc, fh)
             os.replace(path + ".tmp", path)
             return
-        time.sleep(0.1)
+        time.sleep(delay)  # each `inspect` costs the engine's CPU: back off while an image is pulled
+        delay = min(1.0, delay * 1.5)
 
 
 def live_box(root: str, program: str) -> dict | None:
@@ -107,21 +110,48 @@ def in_container(box: dict, mark: str, prefix: bool = False) -> list[dict]:
                 continue
             with open(f"/proc/{d}/environ", "rb") as fh:
                 env = fh.read().split(b"\0")
-            if not (any(e.startswith(want) for e in env) if prefix else want in env):
+            marks = [e for e in env if e.startswith(want)] if prefix else [want] if want in env else []
+            if not marks:
                 continue
         except OSError:
             continue
         st = proc_stat(int(d))
         if st is not None and st[0] not in ("Z", "X"):
-            found[int(d)] = {"pid": int(d), "ppid": st[1], "pgid": st[2], "start": st[3]}
+            name = marks[0].rsplit(b"/", 1)[1].decode("utf-8", "replace")
+            found[int(d)] = {"pid": int(d), "ppid": st[1], "pgid": st[2], "start": st[3], "name": name}
     todo = list(found)
     while todo:  # a descendant that cleared its environment is still the rank's
-        for c in _children(todo.pop()):
+        parent = todo.pop()
+        for c in _children(parent):
             st = proc_stat(c)
             if c not in found and st is not None and st[0] not in ("Z", "X"):
-                found[c] = {"pid": c, "ppid": st[1], "pgid": st[2], "start": st[3]}
+                found[c] = {"pid": c, "ppid": st[1], "pgid": st[2], "start": st[3], "name": found[parent]["name"]}
                 todo.append(c)
     return sorted(found.values(), key=lambda p: p["pid"])
+
+
+def leftovers_inside(root: str, groups: list[str] | None, programs: list[str] | None) -> list[dict]:
+    """Ranks of ``groups`` / ``programs`` (None and None: every) running in a live container of
+    ROOT while supervisord runs no process for their program: their runner was killed -9 and its
+    exec client with it or after it. One listdir where no instance runs in a container."""
+    try:
+        names = [f[:-3] for f in os.listdir(os.path.join(root, "run", "containers")) if f.endswith(".up")]
+    except OSError:
+        return []
+    everything = groups is None and programs is None
+    found = []
+    for box in (b for b in (live_box(root, n) for n in names) if b is not None):
+        if everything or box.get("owner") in (groups or ()) or programs:
+            found += [{**p, "group": box.get("owner", "")} for p in in_container(box, f"{MARK}={root}/", prefix=True)
+                      if everything or box.get("owner") in (groups or ()) or p["name"] in (programs or ())]
+    if not found:
+        return []
+    from .supervisor_rpc import rpc  # asked after the read: a rank started meanwhile is never taken
+    try:
+        running = {p["name"] for p in rpc(root, 10.0).supervisor.getAllProcessInfo() if p["pid"]}
+    except Exception:  # supervisord down: its orphans are stop_orphans' (the container goes)
+        return []
+    return [p for p in found if p["name"] not in running]
 
 
 def await_ranks(root: str, program: str, timeout: float) -> None:

@@ -185,11 +185,13 @@ def terminate(procs: list[dict], grace: float = GRACE) -> list[int]:
 def stop_leftovers(root: str, groups: list[str] | None = None, programs: list[str] | None = None,
                    grace: float = GRACE) -> dict:
     """Find and stop the leftovers of ``groups`` / ``programs`` (see find_leftovers), and the
-    containers a runner killed without its cleanup left of them; {"stopped": [...], "survivors":
+    containers a runner killed without its cleanup left of them, and the ranks such a runner left
+    running in an instance's container (container_exec.py); {"stopped": [...], "survivors":
     [pids], "containers": [...]}, all empty when there was nothing (the usual case)."""
     found = find_leftovers(root, groups, programs)
-    from . import container
+    from . import container, container_exec
     removed = container.remove_leftovers(root, groups, programs)  # first: its engine client then ends
+    found += container_exec.leftovers_inside(root, groups, programs)  # a rank its killed runner left in its container
     survivors = terminate(found, grace) if found else []
     return {"stopped": found, "survivors": survivors, "containers": removed}
 

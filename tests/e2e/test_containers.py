@@ -254,6 +254,23 @@ def test_kill_9_of_a_ranks_exec_client_leaves_no_second_copy(deployed):
     assert "its exec client was killed" in log, log[-2000:]
 
 
+def test_kill_9_of_a_ranks_runner_stops_the_rank_it_left_before_the_gang_restarts(deployed):
+    """The runner gone, its exec client and the rank inside live on: the agent stops both as the
+    program's leftovers (the rank found in the container by its marker), then restarts the gang."""
+    tb, path = deployed
+    host = tb.hosts[1]
+    before, old = barriers(tb), {box(tb, h)["id"] for h in tb.hosts}
+    (rank,) = rank_processes(tb)["atb-r12"]
+    _, rows = status(tb, path)
+    runner = next(r["pid"] for r in rows if r["program"] == "atb-r12")
+    os.kill(runner, signal.SIGKILL)
+    restarted_whole(tb, path, before, old)
+    assert rank not in rank_processes(tb)["atb-r12"]
+    log = tb.run(host, ["cat", f"{root(tb, host)}/logs/launcher-agent.log"]).stdout
+    line = next((ln for ln in log.splitlines() if "stopped what outlived its program" in ln and "atb-r12" in ln), "")
+    assert str(rank) in line, log[-3000:]  # the rank in the container, by its marker
+
+
 def test_kill_9_of_the_containers_main_process_restarts_the_whole_gang(deployed):
     tb, path = deployed
     before, old = barriers(tb), {box(tb, h)["id"] for h in tb.hosts}
