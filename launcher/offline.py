@@ -7,7 +7,7 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
-from .core import jsonfmt
+from .core import containers, jsonfmt
 from .core.errors import EXIT_BAD_INPUT, EXIT_OK, BadInput, LauncherError, SpecErrors
 from .core.expand import to_json_bytes
 from .core.pipeline import Result, rendered
@@ -73,7 +73,9 @@ def plan_json(result: Result) -> dict[str, Any]:
                    "root": hp.root, "files": [f.path for f in hp.files],
                    "programs": [{"name": p.name, "owner": p.owner, "kind": p.kind, "rank": p.rank,
                                  "local_rank": p.local_rank, "devices": list(p.devices), "argv": list(p.argv),
-                                 "cwd": p.cwd, "env": dict(p.env)} for p in hp.programs]}
+                                 "cwd": p.cwd, "env": dict(p.env),
+                                 # the program (of kind container, or a service) whose container it runs in
+                                 "container": containers.container_program(p, hp.programs)} for p in hp.programs]}
                   for hp in plan.hosts],
     }
 

@@ -79,6 +79,13 @@ def check(t: Topology) -> list[tuple[Path, str, str]]:
             if flag in MANAGED_ARGS:
                 out.append((where_args + (k,), f"container.args: {flag} is not allowed here: "
                             f"{MANAGED_ARGS[flag]}", "error"))
+        if base[0] == "instances":  # its per-host container program takes <instance>-container
+            taken = f"{t.instances[base[1]].name}-{BOX}"
+            names = [("services", k, n) for k, n in enumerate(s.name for s in t.services)]
+            names += [("instances", k, n) for k, n in enumerate(i.name for i in t.instances)]
+            out.extend(((kind, k, "name"), f"{taken!r} names the per-host container program of instance "
+                        f"{t.instances[base[1]].name} (in containers): choose another name", "error")
+                       for kind, k, n in names if n == taken)
         if base[0] == "instances" and c.network != "host":
             out.append((_where(t, base, "network"), f"container.network {c.network!r}: the ranks of an instance "
                         "reach each other (HCCL, the rendezvous) on host addresses; use host", "warning"))
@@ -184,10 +191,18 @@ def box_of(programs: Sequence[Program]) -> Program | None:
     return next((p for p in programs if p.kind == BOX), None)
 
 
+def container_program(p: Program, programs: Sequence[Program]) -> str | None:
+    """The program whose container ``p`` runs in: its instance's per-host container program, its
+    own (a service, that container program itself), or None (on the host)."""
+    if p.container is None:
+        return None
+    box = box_of([q for q in programs if q.owner == p.owner]) if p.kind == "rank" else None
+    return (box or p).name
+
+
 def runs_in(deployment: str, p: Program, programs: Sequence[Program], root: str) -> str:
-    """The name of the container a program runs in: its instance's per-host container, or its own."""
-    box = box_of([q for q in programs if q.owner == p.owner])
-    return container_name(deployment, p.host, (box or p).name, root)
+    """The name of the container a program runs in (the engine's name for container_program's)."""
+    return container_name(deployment, p.host, container_program(p, programs) or p.name, root)
 
 
 def labels(deployment: str, program: Program, root: str) -> dict[str, str]:

@@ -232,6 +232,9 @@ class _Runner:
             return
         self.stopping = True
         timeout = str(int(self.spec["stop_timeout"]))
+        if "command" in self.prog:  # an instance's container: its ranks first, each with its grace period
+            from .container_exec import await_ranks
+            await_ranks(self.root, self.prog["program"], float(timeout) + 2.0)
         _engine([self.engine, "stop", "-t", timeout, self.name], float(timeout) + ENGINE_TIMEOUT)
 
     def run(self) -> int:
@@ -273,7 +276,10 @@ class _Runner:
         try:
             if box:
                 withdraw(self.root, self.prog["program"])
-            self.child = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+            # an instance's container: its client out of the program's process group, so supervisord's
+            # stop (to the group) does not reach it, which would pass it on to the container at once
+            # and end the ranks inside before their runners stopped them (`stop` does it, after them)
+            self.child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, start_new_session=box)
             if box:  # its ranks wait for this: the container runs, and which one it is
                 announce(self.root, self.gen, self.spec["engine"], self.prog, self.child, lambda: self.stopping)
             code = self.child.wait()

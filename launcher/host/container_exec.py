@@ -91,8 +91,9 @@ def live_box(root: str, program: str) -> dict | None:
     return doc
 
 
-def in_container(box: dict, mark: str) -> list[dict]:
-    """The processes in the container's PID namespace carrying ``mark``, with their descendants."""
+def in_container(box: dict, mark: str, prefix: bool = False) -> list[dict]:
+    """The processes in the container's PID namespace carrying ``mark`` (or, ``prefix``, a marker
+    starting with it), with their descendants."""
     try:
         ns = os.readlink(f"/proc/{box['pid']}/ns/pid")
     except OSError:
@@ -105,8 +106,9 @@ def in_container(box: dict, mark: str) -> list[dict]:
             if os.readlink(f"/proc/{d}/ns/pid") != ns:
                 continue
             with open(f"/proc/{d}/environ", "rb") as fh:
-                if want not in fh.read().split(b"\0"):
-                    continue
+                env = fh.read().split(b"\0")
+            if not (any(e.startswith(want) for e in env) if prefix else want in env):
+                continue
         except OSError:
             continue
         st = proc_stat(int(d))
@@ -120,6 +122,17 @@ def in_container(box: dict, mark: str) -> list[dict]:
                 found[c] = {"pid": c, "ppid": st[1], "pgid": st[2], "start": st[3]}
                 todo.append(c)
     return sorted(found.values(), key=lambda p: p["pid"])
+
+
+def await_ranks(root: str, program: str, timeout: float) -> None:
+    """Before the container ``program`` runs is stopped: wait (up to ``timeout``) until no rank
+    runs in it. Each rank's runner got its stop at the same time and stops its rank with the grace
+    period; the container's stop would end them at once (its first process gone, the kernel kills
+    the rest of its PID namespace)."""
+    box = live_box(root, program)
+    deadline = time.monotonic() + timeout
+    while box is not None and in_container(box, f"{MARK}={root}/", prefix=True) and time.monotonic() < deadline:
+        time.sleep(0.1)
 
 
 class ExecRunner:
@@ -186,7 +199,10 @@ class ExecRunner:
                 "/bin/sh", f"{self.root}/current/bin/{owner}.in.sh"] + ([self.slot] if self.slot else [])
         if self.stopping:
             return 0
-        self.child = subprocess.Popen(argv, stdin=subprocess.DEVNULL)
+        # out of the program's process group: supervisord's stop (to the group) must not end the client
+        # first, or the rank's last words (and the rank itself, by SIGPIPE) are lost; the runner ends
+        # it by stopping the rank, and what a killed runner leaves of it is a leftover (proctree.py)
+        self.child = subprocess.Popen(argv, stdin=subprocess.DEVNULL, start_new_session=True)
         while True:
             try:
                 code = self.child.wait(timeout=1.0)

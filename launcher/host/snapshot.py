@@ -28,12 +28,28 @@ def current_state(root: str) -> dict:
             c = by_program.get(p["name"]) or by_name.get(runs_in.get(p["name"]) or "")
             if c is not None:
                 p["container"] = {"id": c["id"][:12], "state": c["state"]}
-        orphans += [container.as_orphan(c) for c in container.unsupervised(found, programs) if c["pid"]]
+        left = [c for c in container.unsupervised(found, programs) if c["pid"]]
+        orphans += [container.as_orphan(c) for c in left]
+        orphans += ranks_inside(root, left, runs_in)
     return {"root": root, "secret_id": hashlib.sha256(key).hexdigest()[:12] if key else None,
             "generation": current_generation(root), "supervisord": programs is not None,
             "manifest": manifest, "programs": programs or [], "gang": read_gang_state(root),
             "started": read_json(state_path(root, "started.json"), {}),
             "waiting": read_json(state_path(root, "waiting.json"), {}), "orphans": orphans, "time": time.time()}
+
+
+def ranks_inside(root: str, left: list[dict], runs_in: dict[str, str | None]) -> list[dict]:
+    """The ranks still running in instance containers nothing supervises (their exec clients gone
+    with supervisord): each an orphan of its program, found by its marker (container_exec.py)."""
+    from .container_exec import in_container, marker
+    out = []
+    for c in left:
+        for program, name in runs_in.items():
+            if name == c["name"] and program != c["program"]:
+                for p in in_container(c, marker(root, program)):
+                    out.append({"pid": p["pid"], "pgid": p["pgid"], "name": program, "group": c.get("owner", ""),
+                                "container": c["id"][:12], "engine": c["engine"]})
+    return out
 
 
 def write_snapshot(root: str, state: dict | None = None) -> None:

@@ -272,6 +272,56 @@ def test_kill_9_of_supervisord_restarts_the_gang_once_with_no_second_copy(deploy
     assert f"on {host.name} was not running under a new supervisord" in log, log
 
 
+def children(pid: int) -> list[int]:
+    return [int(d) for d in os.listdir("/proc") if d.isdigit() and _ppid(int(d)) == pid]
+
+
+def supervision_of(tb: Testbed, host) -> list[int]:
+    """supervisord, its agent, and every runner of the host with its engine client: what an OOM
+    kill of the supervision tree takes, leaving the container (under the engine's conmon) and the
+    ranks exec'd into it (under their exec sessions' conmon)."""
+    pids = [int(tb.run(host, ["cat", f"{root(tb, host)}/run/supervisord.pid"]).stdout.strip()),
+            int(tb.run(host, ["cat", f"{root(tb, host)}/state/agent.pid"]).stdout.strip())]
+    marker = f"launcher.host.container run {root(tb, host)} ".encode()
+    for d in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{d}/cmdline", "rb") as fh:
+                if d.isdigit() and marker in fh.read().replace(b"\0", b" "):
+                    pids += [int(d), *children(int(d))]
+        except OSError:
+            pass
+    return pids
+
+
+def test_ranks_whose_supervision_died_are_shown_orphaned_and_up_replaces_them(deployed):
+    tb, path = deployed
+    host = tb.hosts[1]
+    before, old = barriers(tb), {box(tb, h)["id"] for h in tb.hosts}
+    ranks = rank_processes(tb)
+    pids = supervision_of(tb, host)
+    assert len(pids) == 2 + (1 + NPUS) * 2  # supervisord, agent, 9 runners with their clients
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):  # gone already: with its parent, or on its own EOF
+            os.kill(pid, signal.SIGKILL)
+    # the container and the 8 ranks in it live on, unsupervised
+    wait_for(lambda: not any(os.path.exists(f"/proc/{p}") for p in pids), what="the supervision tree gone")
+    assert wait_for(lambda: [c for c in containers(tb, host) if c["program"] == BOX and c["state"] == "running"],
+                    what="the container living on")
+    inside = {f"atb-r{k}": ranks[f"atb-r{k}"] for k in range(NPUS, 2 * NPUS)}
+    assert {k: v for k, v in rank_processes(tb).items() if k in inside} == inside
+    code, rows = status(tb, path)
+    assert code == 1
+    mine = {r["program"]: r for r in rows if r["host"] == host.name}
+    assert {r["state"] for r in mine.values()} == {"ORPHANED"}
+    assert all(mine[k]["orphan_pids"][0] == v[0] for k, v in inside.items()), mine  # the ranks, by marker
+    assert {r["container"]["id"] for r in mine.values()} == {box(tb, host)["id"]}
+    run = cli_on_testbed(tb, "up", path)
+    assert run.code == 0, run.err
+    assert "stopped what a dead supervisord left running" in run.err
+    restarted_whole(tb, path, before, old)
+    assert not any(os.path.exists(f"/proc/{v[0]}") for v in inside.values())  # replaced, not joined
+
+
 def test_check_and_up_refuse_a_host_without_the_image_before_anything_starts(deployed, test_image, tmp_path):
     tb, path = deployed
     run = cli_on_testbed(tb, "check", path, "--json")

@@ -231,3 +231,22 @@ services:
     assert spec.programs == ("llama-r2", "llama-r3")
     assert spec.target[3:] == ("test", "-e", "/data/weights/ok")
     assert dependency_probes(plan)["web"] == []  # another host cannot exec into b's container
+
+
+def test_plan_shows_one_container_per_host_and_what_runs_in_it(tmp_path):
+    path = write(tmp_path, TOPO.format(engine="podman", extra=HOST_SIDE.replace("container: null", "")))
+    table = run_cli("plan", path)
+    assert table.code == 0, table.err
+    rows = [line.split() for line in table.out.splitlines() if line.startswith(("a ", "b "))]
+    assert [r for r in rows if r[2] == "container"] == [
+        ["a", "llama", "container", "-", "-", "0,1", "-", "llama-container"],
+        ["b", "llama", "container", "-", "-", "0,1", "-", "llama-container"]]
+    doc = json.loads(run_cli("plan", "--json", path).out)
+    a = {p["name"]: p["container"] for p in doc["hosts"][0]["programs"]}
+    assert a == {"side": "side", "llama-container": "llama-container",
+                 "llama-r0": "llama-container", "llama-r1": "llama-container"}
+
+
+def test_an_owner_named_like_an_instances_container_program_is_refused(tmp_path):
+    code, err = check(tmp_path, TOPO.format(engine="podman", extra=HOST_SIDE.replace("name: side", "name: llama-container")))
+    assert code == 2 and ":24:11: error: services[0].name: 'llama-container' names the per-host container program" in err

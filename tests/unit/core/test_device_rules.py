@@ -95,3 +95,20 @@ def test_container_args_giving_an_npu_are_refused(tmp_path, args, col):
     err = refused(tmp_path, text(container=f"{{image: vllm:1, args: {args}}}"))
     assert f"instances[0].container.args[" in err and "[rule: container-devices]" in err
     assert f":13:{col}: error:" in err, err
+
+
+def test_yuanrong_rh2d_container_without_privileged_numbers_its_npu_from_0():
+    """configs/yuanrong-rh2d-container.yaml: vLLM on NPU 2; privileged, every NPU is seen under its
+    physical id; without, its container holds davinci2 only, which the runtime there calls NPU 0."""
+    from pathlib import Path
+    src = (Path(__file__).parents[3] / "configs" / "yuanrong-rh2d-container.yaml").read_text()
+
+    def vllm(topo: str) -> tuple[str, list[str]]:
+        plan = compile_text(topo).plan
+        hp = next(h for h in plan.hosts if h.host.name == "node1")
+        box = next(p for p in hp.programs if p.kind == "container")
+        rank = next(p for p in hp.programs if p.owner == "vllm-node1" and p.kind == "rank")
+        return dict(rank.env)["ASCEND_RT_VISIBLE_DEVICES"], list(box.devices)
+
+    assert vllm(src) == ("2", [2])
+    assert vllm(src.replace("privileged: true ", "privileged: false")) == ("0", [2])
