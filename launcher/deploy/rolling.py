@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from ..core.errors import LauncherError
-from ..core.graph import relink_after
+from ..core.graph import relink_after, restart_after
 from ..core.plan import LinkMember
 from ..core.probes import READY_TIMEOUT
 from .gang import gang_start, wait_ready
@@ -36,7 +36,7 @@ def rolling_restart(session: Session, instances: list[str], max_unavailable: int
         raise LauncherError(f"no instance {', '.join(unknown)} in this plan")
     report = RollReport()
     say = session.progress
-    batches = roll_batches(session.plan.links, instances, max_unavailable)
+    batches = roll_batches(session.plan.links, instances, max_unavailable, session.plan.restart_with)
     instances = [i for b in batches for i in b]  # decoders of a prompt in the roll are in it now
     start = 0
     for batch in batches:
@@ -77,12 +77,15 @@ def _left(report: RollReport, batch: list[str], begun: list[str], rest: list[str
             f"{', '.join(before) or 'none'}")
 
 
-def roll_batches(links: Sequence[tuple[str, Sequence[LinkMember]]], instances: list[str], k: int) -> list[list[str]]:
+def roll_batches(links: Sequence[tuple[str, Sequence[LinkMember]]], instances: list[str], k: int,
+                 restart_with: Mapping[str, Sequence[str]] | None = None) -> list[list[str]]:
     """The roll's batches of at most k. LLM-DataDist: a link does not survive its prompt's
     restart, so the decoders linked to a prompt in the roll join it, after every prompt of
-    theirs in the roll and never in the same batch as one: they start once it listens."""
-    rolled = list(dict.fromkeys([*instances, *relink_after(links, instances)]))
-    prompts_of = {n: {p for p in rolled if n in relink_after(links, [p])} for n in rolled}
+    theirs in the roll and never in the same batch as one: they start once it listens. The
+    instances that say `restart_with:` one in the roll join it the same way."""
+    follows = restart_with or {}
+    rolled = list(dict.fromkeys([*instances, *restart_after(links, follows, instances)]))
+    prompts_of = {n: {p for p in rolled if n in relink_after(links, [p]) or p in follows.get(n, ())} for n in rolled}
     order: list[str] = []
     while len(order) < len(rolled):  # stable: the given order, each after its prompts
         order.append(next(n for n in rolled if n not in order and prompts_of[n] <= set(order)))

@@ -38,7 +38,7 @@ ray.init(address=sys.argv[1], log_to_driver=False, logging_level="ERROR")
 nodes = sorted(n["NodeID"] for n in ray.nodes() if n["Alive"])
 pgs = [{"state": p["state"], "nodes": sorted(set(p["bundles_to_node_id"].values()))}
        for p in ray.util.placement_group_table().values()]
-print(json.dumps({"nodes": nodes, "pgs": pgs}))
+print("WORLD", json.dumps({"nodes": nodes, "pgs": pgs}))
 """
 
 
@@ -73,7 +73,8 @@ def ray_world(tb) -> dict | None:
     py = str(Path(ray_on_hosts(tb)[0]).parent / "python3")
     proc = tb.run(tb.hosts[0].name, [py, "-c", WORLD, f"{tb.hosts[0].address}:{PORT}"])
     out = proc.stdout if isinstance(proc.stdout, str) else proc.stdout.decode()
-    return json.loads(out.strip().splitlines()[-1]) if proc.returncode == 0 and out.strip() else None
+    said = [ln for ln in out.splitlines() if ln.startswith("WORLD ")]  # Ray may print warnings too
+    return json.loads(said[-1][6:]) if proc.returncode == 0 and said else None
 
 
 def driver_world(tb, not_nodes: set[str] = frozenset()) -> dict | None:

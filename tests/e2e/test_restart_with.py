@@ -2,7 +2,8 @@
 
 kill -9 of the service: h1's agent restarts it, waits for its probe, then tells h2's agent, which
 restarts the instance (which itself never noticed: only the rule restarts it), spending none of
-its restart budget. `launcher restart --instance web` restarts the follower after web is ready.
+its restart budget. `launcher restart --instance web` restarts the follower after web is ready,
+and so does an `up` that restarts web because its config changed.
 """
 from __future__ import annotations
 
@@ -17,11 +18,11 @@ TESTBED_HOSTS = 2
 WEB, HEALTH = 18880, 18881
 
 
-def topology(tb) -> str:
+def topology(tb, web_env: str = "{}") -> str:
     h1 = tb.hosts[0]
     hosts = "".join(host_entry(tb, h, f"{{0: 10.98.{k}.1}}") for k, h in enumerate(tb.hosts))
     return (f"{topology_head(f'rw{tb.id}')}hosts:\n{hosts}services:\n"
-            f"  - name: web\n    kind: generic\n    hosts: [h1]\n"
+            f"  - name: web\n    kind: generic\n    hosts: [h1]\n    env: {web_env}\n"
             f"    command: [python3, -m, http.server, \"{WEB}\", --bind, \"{h1.address}\"]\n"
             f"    probe: {{http: \"{h1.address}:{WEB}/\", period: 0.2}}\n"
             "instances:\n  - name: follower\n    hosts: [h2]\n    restart_with: [web]\n"
@@ -61,5 +62,14 @@ def test_an_instance_restarts_after_the_service_it_follows_on_another_host(testb
         assert "restarted follower after web was ready again (restart_with)" in run.err + run.out
         third = wait_for(lambda: health_json(h2.address, HEALTH), 30, "the follower's /health")
         assert third["pid"] not in (first["pid"], again["pid"])
+
+        web = rows(tb, path)["web"]
+        (tmp_path / "rw.yaml").write_text(topology(tb, web_env='{WEB_CHANGED: "1"}'))  # only web changes
+        run = cli(tb, "up", path)
+        assert run.code == 0, run.err
+        st = rows(tb, path)
+        assert st["web"]["pid"] != web["pid"] and st["follower"]["pid"] not in (third["pid"],), st
+        fourth = wait_for(lambda: health_json(h2.address, HEALTH), 30, "the follower's /health")
+        assert fourth["pid"] == st["follower"]["pid"]
     finally:
         cli(tb, "down", path, "--purge")

@@ -56,7 +56,10 @@ def _world(ray: Any, args: argparse.Namespace, log: Log) -> tuple[dict[str, Any]
     remote: Any = ray.remote(num_cpus=0)(Worker)
 
     log(f"pid {os.getpid()}: connecting to {args.ray}")
-    ray.init(address=args.ray, log_to_driver=False, logging_level="WARNING")
+    try:
+        ray.init(address=args.ray, log_to_driver=False, logging_level="WARNING")
+    except Exception as exc:  # no cluster there (yet): as vLLM, give up; the supervisor starts it again
+        raise RayError(f"cannot connect to the Ray cluster at {args.ray}: {type(exc).__name__}: {exc}") from None
     ctx = ray.get_runtime_context()
     log(f"connected to {args.ray} as job {ctx.get_job_id()} (node {ctx.get_node_id()})")
     bundles = [{args.ray_resource: 1.0} for _ in range(args.ray_nodes)]

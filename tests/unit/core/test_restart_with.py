@@ -75,3 +75,10 @@ def test_a_cycle_through_restart_with_names_it(tmp_path):
 def test_a_valid_topology_passes(tmp_path):
     code, lines = check(tmp_path, topo())
     assert code == 0, lines
+
+
+def test_a_rolling_restart_brings_the_followers_after_what_they_follow():
+    from launcher.deploy.rolling import roll_batches
+    plan = compile_text(topo()).plan
+    assert roll_batches(plan.links, ["drv"], 2, plan.restart_with) == [["drv"], ["api"]]
+    assert roll_batches(plan.links, ["api", "drv"], 2, plan.restart_with) == [["drv"], ["api"]]
