@@ -351,12 +351,18 @@ def test_check_and_up_refuse_a_host_without_the_image_before_anything_starts(dep
     missing = f"localhost/nope-{tb.id}:1"
     bad = tmp_path / "bad.yaml"
     bad.write_text(topology(tb, test_image, extra_env="2").replace(f"image: {test_image}", f"image: {missing}"))
+    run = cli_on_testbed(tb, "check", str(bad))
+    assert run.code == 1 and run.out.count(f"FAIL: image {missing} is not on this host") == 2, run.out
     run = cli_on_testbed(tb, "up", str(bad))
     assert run.code == 1
     lines = [ln for ln in run.err.splitlines() if f"image {missing} is not on this host" in ln]
     assert sorted(ln.split(":")[0].strip() for ln in lines) == [h.name for h in tb.hosts], run.err
     code, rows = status(tb, path)  # the running generation is untouched
     assert code == 0 and {r["program"]: (r["pid"], r["generation"]) for r in rows} == running
+    nobin = tmp_path / "nobin.yaml"
+    nobin.write_text(topology(tb, test_image).replace(f"engine: {tb.engine}", "engine: /nonexistent/docker"))
+    run = cli_on_testbed(tb, "check", str(nobin))
+    assert run.code == 1 and run.out.count("container engine '/nonexistent/docker' not found") == 2, run.out
 
 
 def test_down_leaves_no_container_and_no_process(deployed):
