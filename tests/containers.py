@@ -61,6 +61,14 @@ def ulimit_args(nofile: int = 1024, nproc: int = 1024) -> list[str]:
     return out
 
 
+def container_defaults(tb: Testbed, image: str, user: str | None = None) -> str:
+    """The `container:` block (under `defaults:`) the e2e tests run their programs with: the test
+    image on the testbed's engine, the host's /usr read-only, limits it can grant, a short stop."""
+    import json
+    return (f"  container:\n    engine: {tb.engine}\n    image: {image}\n" + (f"    user: {user}\n" if user else "")
+            + f"    mounts: [\"/usr:/usr:ro\"]\n    args: {json.dumps(ulimit_args())}\n    stop_timeout: 5\n")
+
+
 def run_args(*, net_host: bool = True) -> list[str]:
     """The options every test container needs here: --init (catatonit reaps), host network,
     the host's /usr read-only (the image has none), ulimits."""

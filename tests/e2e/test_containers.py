@@ -17,7 +17,7 @@ import signal
 
 import pytest
 
-from tests.containers import podman_argv, ulimit_args
+from tests.containers import container_defaults, podman_argv
 from tests.helpers import agents_idle, cli_on_testbed, health_json, topology_head, wait_for
 from tests.testbed.core import Testbed
 
@@ -32,9 +32,7 @@ def name(tb: Testbed) -> str:
 
 
 def topology(tb: Testbed, image: str, extra_env: str = "1") -> str:
-    args = json.dumps(ulimit_args())
-    container = (f"  container:\n    engine: {tb.engine}\n    image: {image}\n"
-                 f"    mounts: [\"/usr:/usr:ro\"]\n    args: {args}\n    stop_timeout: 5\n")
+    container = container_defaults(tb, image)
     hosts = "".join(f"  - name: {h.name}\n    address: {h.address}\n"
                     f"    ssh: {{user: root, identity_file: {tb.identity_file}}}\n"
                     f"    devices: {{{', '.join(f'{d}: 10.97.{i}.{d + 1}' for d in range(NPUS))}}}\n"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 
-from tests.containers import ulimit_args
+from tests.containers import container_defaults
 from tests.e2e.test_containers import podman
 from tests.helpers import cli_on_testbed, health_json, topology_head, wait_for
 
@@ -22,8 +22,7 @@ ENDPOINT = 18851
 
 
 def topology(tb, image: str) -> str:
-    container = (f"  container:\n    engine: {tb.engine}\n    image: {image}\n    user: root\n"
-                 f"    mounts: [\"/usr:/usr:ro\"]\n    args: {json.dumps(ulimit_args())}\n    stop_timeout: 5\n")
+    container = container_defaults(tb, image, user="root")
     hosts = "".join(f"  - name: {h.name}\n    address: {h.address}\n    container_ip: {h.address}\n"
                     f"    ssh: {{user: root, identity_file: {tb.identity_file}}}\n"
                     f"    devices: {{0: 10.79.{k}.1, 1: 10.79.{k}.2}}\n" for k, h in enumerate(tb.hosts))

@@ -7,9 +7,8 @@ the demo rank in --vllm-dp mode, exec'd into the container, takes its first devi
 """
 from __future__ import annotations
 
-import json
 
-from tests.containers import ulimit_args
+from tests.containers import container_defaults
 from tests.e2e.test_mindie_container import in_its_container
 from tests.helpers import cli_on_testbed, health_json, topology_head, wait_for
 
@@ -18,8 +17,7 @@ HEALTH = 18870
 
 
 def topology(tb, image: str) -> str:
-    container = (f"  container:\n    engine: {tb.engine}\n    image: {image}\n"
-                 f"    mounts: [\"/usr:/usr:ro\"]\n    args: {json.dumps(ulimit_args())}\n    stop_timeout: 5\n")
+    container = container_defaults(tb, image)
     hosts = "".join(f"  - name: {h.name}\n    address: {h.address}\n"
                     f"    ssh: {{user: root, identity_file: {tb.identity_file}}}\n"
                     f"    devices: {{{', '.join(f'{d}: 10.81.{k}.{d + 1}' for d in range(4))}}}\n"
