@@ -332,9 +332,12 @@ def test_ranks_whose_supervision_died_are_shown_orphaned_and_up_replaces_them(de
     ranks = rank_processes(tb)
     pids = supervision_of(tb, host)
     assert len(pids) == 2 + (1 + NPUS) * 2  # supervisord, agent, 9 runners with their clients
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):  # gone already: with its parent, or on its own EOF
-            os.kill(pid, signal.SIGKILL)
+    # all at once, as an OOM kill of the cgroup: stopped first, so none of them sees another die and
+    # reacts (the agent, seeing supervisord's EOF, would recover it and remove the container)
+    for sig in (signal.SIGSTOP, signal.SIGKILL):
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):  # gone already: with its parent, or on its own EOF
+                os.kill(pid, sig)
     # the container and the 8 ranks in it live on, unsupervised
     wait_for(lambda: not any(os.path.exists(f"/proc/{p}") for p in pids), what="the supervision tree gone")
     assert wait_for(lambda: [c for c in containers(tb, host) if c["program"] == BOX and c["state"] == "running"],
