@@ -9,7 +9,8 @@ import time
 from . import upload
 from .container import check_generation
 from .orphans import stop_orphans
-from .proctree import stop_leftovers, subreaper_path
+from .leftovers import stop_leftovers
+from .proctree import subreaper_path
 from .snapshot import current_state, write_snapshot
 from .state import (current_generation, read_json, read_manifest, secret, set_desired, state_path, update_state,
                     write_json, write_secret)

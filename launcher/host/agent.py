@@ -25,7 +25,7 @@ from .members import (DEAD, Unreachable, failure_cause, forget_reporting, held_g
                       seen_before_restart, wait_for_members)
 from .followers import follow, gang_state, tell_followers, wait_for_leaders
 from .gangstart import start_gangs, start_leader_first
-from .proctree import stop_logged
+from .leftovers import stop_logged
 from .restart_policy import restart_backoff, restart_when
 from .snapshot import current_state, write_snapshot
 from .state import (current_generation, desired, read_json, read_manifest, secret, set_desired, state_path, tail,

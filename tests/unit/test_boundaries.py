@@ -16,7 +16,7 @@ import pytest
 import launcher
 
 PKG = Path(launcher.__file__).parent
-SIDES = ("core", "deploy", "host")
+SIDES = ("core", "deploy", "host", "cli")
 
 
 def _modules(side: str) -> list[Path]:
