@@ -23,6 +23,7 @@ from .deploy.records import DiffRow, DriftKind
 from .offline import (cmd_pd_merge, cmd_plan, cmd_ranktable, cmd_render, cmd_schema, cmd_validate, plan_table, warn,
                       write)
 from .statusview import drift_lines, status_json, status_table
+from .eventscmd import add_events_flags, cmd_events
 
 if TYPE_CHECKING:
     from .deploy.session import Session
@@ -375,6 +376,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--instance")
     sp.add_argument("-n", "--lines", type=int, default=50)
     sp.add_argument("-f", "--follow", action="store_true")
+    add_remote_flags(sp)
+    sp = add("events", cmd_events, "every host's events in time order: starts, deaths, gang restarts, waits, ...",
+             json_flag=True)
+    add_events_flags(sp)
     add_remote_flags(sp)
     add("schema", cmd_schema, "print the topology JSON Schema", file=False)
     add("demo", cmd_demo, "run the embedded local demo: up, all ranks healthy, status, down", file=False)

@@ -77,16 +77,20 @@ def observe(root: str, state: dict) -> None:
     with _Locked(root):
         seen_path = state_path(root, "events-seen.json")
         seen = read_json(seen_path, {})
-        events, now = diff(root, seen, state), float(state.get("time") or time.time())
+        now = float(state.get("time") or time.time())
+        if now < float(seen.get("time") or 0):  # read before one already journaled (another thread's)
+            return
+        events = diff(root, seen, state)
         if events:
             host = _host(root)
             _append(root, [{"host": host, **e, "time": e.get("time") or now} for e in events])
-        write_json(seen_path, view(state))
+        if (seen_now := view(state)) != {**seen, "time": None}:  # no write on the agent's idle ticks
+            write_json(seen_path, {**seen_now, "time": now})
 
 
 def view(state: dict) -> dict:
     """The part of a snapshot the journal compares."""
-    return {"generation": state.get("generation"), "supervisord": state.get("supervisord"),
+    return {"time": None, "generation": state.get("generation"), "supervisord": state.get("supervisord"),
             "programs": {p["name"]: {"start": p.get("start"), "state": p["state"], "group": p["group"]}
                          for p in state.get("programs", []) if p.get("group") != "launcher-agent"},
             "gang": {g: {k: r.get(k) for k in ("state", "restarts", "reason", "backoff", "last_restart", "failed_at")}

@@ -80,3 +80,15 @@ def test_the_journal_is_bounded_and_kept_across_rotation(tmp_path, monkeypatch):
     assert got[-1] == "event 199" and got == sorted(got, key=lambda m: int(m.split()[1]))
     assert len(got) < 200  # the oldest went with the second rotation
     assert all(json.loads(line) for line in files[0].read_text().splitlines())
+
+
+def test_a_state_read_before_the_last_journaled_one_adds_nothing(tmp_path):
+    """The agent's poll may write the snapshot it read after a restart thread wrote a newer one:
+    going back to the older view would journal the newer facts twice."""
+    root = root_with_logs(tmp_path)
+    events.observe(root, state(10, [prog("RUNNING", 5)]))
+    restarting = {"demo": {"state": "RESTARTING", "restarts": 0, "reason": "r", "backoff": 0}}
+    events.observe(root, state(12, [prog("RUNNING", 5)], gang=restarting))
+    events.observe(root, state(11, [prog("RUNNING", 5)]))  # read at 11, written last
+    events.observe(root, state(13, [prog("RUNNING", 5)], gang=restarting))
+    assert [k for k, _ in kinds(root)] == ["start", "gang_restarting"]
