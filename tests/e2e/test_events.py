@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+from tests.unit.test_json_schemas import check
 from tests.helpers import alive, cli_on_testbed as cli, health_json, host_entry, run_cli, ssh_flags, \
     topology_head, wait_for
 
@@ -63,6 +64,7 @@ def test_a_killed_rank_and_its_gang_restart_in_one_timeline(testbed, deployed):
         return got if any(e["kind"] == "gang_restarted" for e in got) else None
     got = wait_for(restarted, timeout=120, what="the gang's restart in the timeline")
     assert [float(e["time"]) for e in got] == sorted(float(e["time"]) for e in got)
+    check("events", got)
     new = [e for e in got if e["time"] >= killed_at - 1]
     death = next(e for e in new if e["kind"] == "exit")
     assert (death["host"], death["program"], death["signal"], death["exit_code"]) == (h2.name, "demo-r1", 9, -1)

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.unit.test_json_schemas import check
 from tests.helpers import alive, cli_on_testbed as cli, health_json, host_entry, run_cli, ssh_flags, \
     topology_head, wait_for
 
@@ -150,3 +151,4 @@ def test_prometheus_sees_a_killed_rank_restart_its_gang(testbed, deployed, prome
         assert len(ranks) == 1, ranks
     status = json.loads(cli(testbed, "status", deployed, "--json").out)
     assert [r["restarts"] for r in status if r["instance"] == "demo"] in ([1, 1], [1])
+    check("status", status)  # the real rows match their documented schema
