@@ -7,6 +7,7 @@ from typing import NoReturn
 from .. import __version__
 from ..core.probes import READY_TIMEOUT
 from .demo import cmd_demo
+from .events import add_events_flags, cmd_events
 from .offline import cmd_pd_merge, cmd_plan, cmd_ranktable, cmd_render, cmd_schema, cmd_validate
 from .remote import (cmd_check, cmd_diff, cmd_discover, cmd_down, cmd_logs, cmd_restart, cmd_status, cmd_up)
 
@@ -102,6 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--instance")
     sp.add_argument("-n", "--lines", type=int, default=50)
     sp.add_argument("-f", "--follow", action="store_true")
+    add_remote_flags(sp)
+    sp = add("events", cmd_events, "every host's events in time order: starts, deaths, gang restarts, waits, ...",
+             json_flag=True)
+    add_events_flags(sp)
     add_remote_flags(sp)
     add("schema", cmd_schema, "print the topology JSON Schema", file=False)
     add("demo", cmd_demo, "run the embedded local demo: up, all ranks healthy, status, down", file=False)

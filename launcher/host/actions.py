@@ -250,6 +250,12 @@ def act_logs(root: str, args: list[str]) -> dict:
     return {"logs": out, "offsets": offsets}
 
 
+def act_events(root: str, args: list[str]) -> dict:
+    """The event journal's entries from time ``args[0]`` on (host clock; events.py)."""
+    from .events import read
+    return {"events": read(root, float(args[0]) if args else 0.0), "time": time.time()}
+
+
 def act_relay(root: str, args: list[str]) -> dict:
     """Send one signed message to another host's agent (ADDRESS [PORT]), from this host: the
     operator's way to a host whose SSH is lost while its agent port is not (a rolled-back

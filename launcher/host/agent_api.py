@@ -1,4 +1,4 @@
-"""What the agent's helpers (members, gang start, followers, the agent port) may use of the agent.
+"""What the agent's helpers (members, gang start, followers, the agent port, /metrics) may use of the agent.
 
 They take the agent as this protocol, not as agent.py's class, so the host side has no import
 cycle: agent.py uses its helpers, never the other way round. Imported for type checking only.
@@ -17,6 +17,7 @@ class AgentApi(Protocol):
     locks: dict[str, threading.Lock]   # per gang: one restart, start or follow at a time
     pending: dict[str, dict]           # a report that came in while its gang was being restarted
     verifier: Verifier
+    busy: int                          # gang work under way (state/agent-busy)
 
     @property
     def pool(self) -> ThreadPoolExecutor: ...

@@ -23,6 +23,7 @@ import time
 from .dependencies import wait_for_dependencies
 from .gangstart import start_leader_first
 from .members import log
+from .metrics import counted, restart_cause
 from .probes import probe_all
 from .snapshot import write_snapshot
 from .state import desired, read_json, state_path, update_state, write_json
@@ -139,7 +140,8 @@ def follow(agent: AgentApi, group: str, body: dict) -> None:
         if runs is None:
             return
         started = start_leader_first(agent, gang, group)
-        st.update(state="RUNNING", restarts=st.get("restarts", 0) + 1, last_restart=time.time(), started=started,
+        st.update(state="RUNNING", restarts=st.get("restarts", 0) + 1, causes=counted(st, restart_cause(None)),
+                  last_restart=time.time(), started=started,
                   skew=max(started.values()) - min(started.values()), followed={**st.get("followed", {}), key: run, **runs})
         states = read_json(path, {})
         states[group] = st

@@ -50,6 +50,8 @@ def stop_logged(root: str, groups: list[str] | None, programs: list[str] | None,
     try:
         if line := describe(stop_leftovers(root, groups, programs)):
             log(f"{what}: {line}")
+            from .events import note  # here: events imports this module's neighbours, not the reverse
+            note(root, "leftovers", f"{what}: {line}")
     except Exception as exc:
         log(f"{what}: could not stop what it left running: {exc}")
     if then is not None:

@@ -5,7 +5,7 @@ import hashlib
 import os
 import time
 
-from . import engine
+from . import engine, events
 from .orphans import find_orphans
 from .state import current_generation, read_gang_state, read_json, read_manifest, secret, state_path, write_json
 from .supervisor_rpc import programs_info, socket_path
@@ -58,4 +58,6 @@ def write_snapshot(root: str, state: dict | None = None) -> None:
     state change) and by each action that changes something; trusted only while the agent lives.
     ``state``: a current_state() just read (the agent's poll reads it once for both uses)."""
     if os.path.isdir(os.path.join(root, "state")):
-        write_json(state_path(root, "snapshot.json"), current_state(root) if state is None else state)
+        state = current_state(root) if state is None else state
+        write_json(state_path(root, "snapshot.json"), state)
+        events.observe(root, state)  # what changed since the last one, into the event journal
