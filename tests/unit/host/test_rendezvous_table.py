@@ -1,0 +1,42 @@
+"""The rendezvous' table is `launcher render`'s for the same servers and devices (the e2e test,
+tests/e2e/test_kube_rendezvous.py, runs the group for real); its hccn_tool reading is the checker's."""
+from __future__ import annotations
+
+import pytest
+
+from launcher.core.pipeline import compile_text, rendered
+from launcher.host.rendezvous import hccn_ip, table_bytes
+
+TOPO = """
+version: 1
+name: t
+hosts:
+  - {name: a, address: 10.1.0.1, devices: {3: 10.2.0.4, 1: 10.2.0.2, 5: 10.2.0.6, 7: 10.2.0.8}}
+  - {name: b, address: 10.1.0.2, devices: {1: 10.2.1.2, 3: 10.2.1.4, 5: 10.2.1.6, 7: 10.2.1.8}}
+instances:
+  - {name: x, hosts: [a, b], devices: [1, 3], processes: per_host, command: [serve]}
+  - {name: p, role: prefill, hosts: [a], devices: [5, 7], processes: per_host, command: [serve]}
+  - {name: d, role: decode, hosts: [b], devices: [5, 7], processes: per_host, command: [serve]}
+pd_groups: [{name: g, scheduler: a, prefill: [p], decode: [d]}]
+"""
+
+
+def test_the_rendezvous_builds_the_bytes_render_writes():
+    _, files = rendered(compile_text(TOPO).plan)
+    members = [{"address": "10.1.0.1", "devices": [(3, "10.2.0.4"), (1, "10.2.0.2")]},
+               {"address": "10.1.0.2", "devices": [(1, "10.2.1.2"), (3, "10.2.1.4")]}]
+    assert table_bytes("hccl", members) == files["a"]["ranktables/x.json"].content
+    local = files["b"]["ranktables/local_ranktable_10.1.0.2_57.json"]
+    assert table_bytes("pd-local", [{"address": "10.1.0.2", "devices": [(7, "10.2.1.8"), (5, "10.2.1.6")]}]) \
+        == local.content
+
+
+@pytest.mark.parametrize("output, ip", [
+    ("ipaddr:192.168.1.8\nnetmask:255.255.255.0\n", "192.168.1.8"),
+    ("  ipaddr : 10.0.0.1 \r\n", "10.0.0.1"),
+    ("vnic ipaddr: 10.0.0.9\nipaddr:10.0.0.2\n", "10.0.0.2"),   # the key, not a suffix of another
+    ("netmask:255.255.255.0\n", None),
+    ("ipaddr:\n", ""),
+])
+def test_hccn_tool_ip_is_read_as_the_link_checker_reads_it(output, ip):
+    assert hccn_ip(output) == ip
