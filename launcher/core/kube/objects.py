@@ -155,7 +155,7 @@ def rendezvous_container(program: Program, npus: int, table_path: str, table_kin
         "command": ["python3", "-I", "-S", "-c", RENDEZVOUS, RUNTIME_ZIP,
                     "--port", str(port), "--dir", POD_DIR, "--table", table_path, "--format", table_kind,
                     "--devices", devices],
-        "env": [field_env("LAUNCHER_POD_IP", "status.podIP"),
+        "env": [field_env("LAUNCHER_POD_IP", "status.podIP"), field_env("LAUNCHER_POD_NAME", "metadata.name"),
                 {"name": "LAUNCHER_RENDEZVOUS_KEY", "valueFrom": {"secretKeyRef": {"name": KEY_SECRET,
                                                                                    "key": "key"}}}],
         "resources": {"limits": {opts.npu_resource: npus}, "requests": {opts.npu_resource: npus}},
