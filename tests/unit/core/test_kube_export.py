@@ -150,6 +150,7 @@ services:
     assert sts["spec"]["template"]["spec"]["schedulerName"] == "volcano"
     script = launch_scripts(files)["demo-etcd-launch.configmap.yaml"]
     assert '--advertise-client-urls http://"${LAUNCHER_POD_IP}":2379' in script
+    assert "--data-dir /run/ascend-launcher/data/etcd " in script  # the deployment root is the pod's emptyDir
     lws = yaml.safe_load(files["demo-serve.leaderworkerset.yaml"])
     init = lws["spec"]["leaderWorkerTemplate"]["workerTemplate"]["spec"]["initContainers"][0]
     assert init["command"][-2:] == ["--wait", "tcp://demo-etcd:2379"]
