@@ -20,7 +20,8 @@ LWS_API = "leaderworkerset.x-k8s.io/v1"
 DS_API = "disaggregatedset.x-k8s.io/v1"
 LAUNCH_DIR = "/etc/ascend-launcher"
 RUNTIME_ZIP = "/opt/ascend-launcher/site.zip"   # where the init image holds the launcher's host side
-KEY_SECRET = "rendezvous-key"                   # kustomize's secretGenerator makes it from a local file
+KEY_SECRET = "rendezvous-key"
+DRIVER_LIBS = "/usr/local/Ascend/driver/lib64:/usr/local/Ascend/driver/lib64/common:/usr/local/Ascend/driver/lib64/driver"                   # kustomize's secretGenerator makes it from a local file
 RENDEZVOUS = ("import runpy, sys; sys.path.insert(0, sys.argv.pop(1)); "
               "runpy.run_module('launcher.host.rendezvous', run_name='__main__', alter_sys=True)")
 
@@ -156,6 +157,7 @@ def rendezvous_container(program: Program, npus: int, table_path: str, table_kin
                     "--port", str(port), "--dir", POD_DIR, "--table", table_path, "--format", table_kind,
                     "--devices", devices],
         "env": [field_env("LAUNCHER_POD_IP", "status.podIP"), field_env("LAUNCHER_POD_NAME", "metadata.name"),
+                {"name": "LD_LIBRARY_PATH", "value": DRIVER_LIBS},  # hccn_tool's, from the driver mount
                 {"name": "LAUNCHER_RENDEZVOUS_KEY", "valueFrom": {"secretKeyRef": {"name": KEY_SECRET,
                                                                                    "key": "key"}}}],
         "resources": {"limits": {opts.npu_resource: npus}, "requests": {opts.npu_resource: npus}},
