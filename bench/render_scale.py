@@ -19,7 +19,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from launcher.offline import write_rendered  # noqa: E402
+from launcher.cli.offline import write_rendered  # noqa: E402
 from launcher.core.expand import _Expander  # noqa: E402
 from launcher.core.load import build_topology  # noqa: E402
 from launcher.core.render import generation_id, render  # noqa: E402

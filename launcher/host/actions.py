@@ -9,7 +9,8 @@ import time
 from . import upload
 from .container import check_generation
 from .orphans import stop_orphans
-from .proctree import stop_leftovers, subreaper_path
+from .leftovers import stop_leftovers
+from .proctree import subreaper_path
 from .snapshot import current_state, write_snapshot
 from .state import (current_generation, read_json, read_manifest, secret, set_desired, state_path, update_state,
                     write_json, write_secret)
@@ -247,6 +248,12 @@ def act_logs(root: str, args: list[str]) -> dict:
         path = os.path.join(root, "logs", f"{os.path.basename(program)}.log")
         out[program], offsets[program] = _log_since(path, int(since) if at else None, lines)
     return {"logs": out, "offsets": offsets}
+
+
+def act_events(root: str, args: list[str]) -> dict:
+    """The event journal's entries from time ``args[0]`` on (host clock; events.py)."""
+    from .events import read
+    return {"events": read(root, float(args[0]) if args else 0.0), "time": time.time()}
 
 
 def act_relay(root: str, args: list[str]) -> dict:

@@ -17,7 +17,7 @@ import launcher
 from launcher.deploy.runtime import SHARED_CORE
 
 PKG = Path(launcher.__file__).parent
-SIDES = ("core", "deploy", "host")
+SIDES = ("core", "deploy", "host", "cli")
 
 
 def _modules(side: str) -> list[Path]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from .core.table import format_table
-from .deploy.records import Drift, DriftKind, StatusRow
+from ..core.table import format_table
+from ..deploy.records import Drift, DriftKind, StatusRow
 
 COLUMNS = ("INSTANCE", "HOST", "RANK", "STATE", "PID", "UPTIME", "RESTARTS", "GENERATION")
 

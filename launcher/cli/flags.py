@@ -10,7 +10,7 @@ import math
 import os
 import shutil
 
-from .core.errors import BadInput
+from ..core.errors import BadInput
 
 
 def _writable_dir_path(path: str, flag: str) -> None:

@@ -7,19 +7,19 @@ import os
 import sys
 from typing import TYPE_CHECKING, Any
 
-from .core import containers, jsonfmt
-from .core.errors import EXIT_BAD_INPUT, EXIT_OK, BadInput, LauncherError, SpecErrors
-from .core.expand import to_json_bytes
-from .core.pipeline import Result, rendered
-from .core.ranktable import pd_merge
-from .core.render import iter_files
-from .core.schema import schema_text
-from .core.yamlsrc import decode_text
-from .core.table import format_table
-from .deploy.files import compile_file
+from ..core import containers, jsonfmt
+from ..core.errors import EXIT_BAD_INPUT, EXIT_OK, BadInput, LauncherError, SpecErrors
+from ..core.expand import to_json_bytes
+from ..core.pipeline import Result, rendered
+from ..core.ranktable import pd_merge
+from ..core.render import iter_files
+from ..core.schema import schema_text
+from ..core.yamlsrc import decode_text
+from ..core.table import format_table
+from ..deploy.files import compile_file
 
 if TYPE_CHECKING:
-    from .core.plan import File
+    from ..core.plan import File
 
 
 def write(text: str) -> None:

@@ -1,0 +1,239 @@
+"""The commands that reach the hosts: up, diff, check, down, status, restart, logs, discover."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import TYPE_CHECKING, Any, ContextManager
+
+from ..core.errors import EXIT_FAILED, EXIT_OK, BadInput
+from ..core.pipeline import Result, rendered
+from ..core.table import format_table
+from ..deploy.files import compile_file
+from ..deploy.interrupt import deferred_sigint
+from ..deploy.records import DiffRow, DriftKind
+from .offline import warn, write
+from .statusview import drift_lines, status_json, status_table
+
+if TYPE_CHECKING:
+    from ..deploy.session import Session
+    from ..deploy.transport import SshOptions
+
+
+def _session(args: argparse.Namespace, result: Result) -> Session:
+    from ..deploy.session import Session
+    return Session(result.plan, forks=args.forks, ssh=ssh_options(args))
+
+
+def _locked(session: Session, command: str) -> ContextManager[dict[str, Any]]:
+    """The deployment lock lives on its first host."""
+    from ..deploy.lock import deployment_lock
+    first = next(iter(session.clients.values()))
+    return deployment_lock(first, command, warn=lambda msg: print(f"warning: {msg}", file=sys.stderr))
+
+
+def ssh_options(args: argparse.Namespace) -> SshOptions:
+    from ..deploy.transport import SshOptions
+    return SshOptions(config_file=args.ssh_config, known_hosts=args.known_hosts, client=args.ssh_client)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from ..deploy.apply import up
+    result = compile_file(args.file)
+    warn(result)
+    gen, files = rendered(result.plan)
+    with deferred_sigint() as intr, _session(args, result) as session, _locked(session, "up"):
+        session.interrupt = intr
+        report = up(session, files, gen, skip_preflight=args.skip_preflight, ready_timeout=args.ready_timeout,
+                    strategy=args.strategy, max_unavailable=args.max_unavailable)
+    if args.json:
+        write(json.dumps({"generation": report.generation, "started": report.started,
+                           "unchanged": report.unchanged, "skew_seconds": report.skew,
+                           "refused": report.refused, "seconds": round(report.seconds, 3)}) + "\n")
+    else:
+        write(f"up: generation {report.generation} running on {len(files)} hosts "
+               f"({len(report.started)} started, {len(report.unchanged)} unchanged"
+               + (f", {len(report.refused)} refused by the link check" if report.refused else "")
+               + f") in {report.seconds:.1f} s\n")
+    return EXIT_FAILED if report.refused else EXIT_OK
+
+
+def _diff_json(r: DiffRow) -> dict[str, Any]:
+    return {"host": r.host, "owner": r.owner, "change": r.change, "generation": r.generation,
+            "new_generation": r.new_generation}
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    from ..deploy.status import diff
+    result = compile_file(args.file)
+    gen, files = rendered(result.plan)
+    with _session(args, result) as session:
+        rows = diff(session, files, gen)
+    if args.json:
+        write(json.dumps([_diff_json(r) for r in rows]) + "\n")
+    else:
+        write(format_table(("HOST", "OWNER", "CHANGE", "RUNNING GEN", "NEW GEN"),
+                            [(r.host, r.owner, r.change, r.generation, r.new_generation) for r in rows]))
+        n = sum(r.change != "none" for r in rows)
+        write(f"{n} change{'s' if n != 1 else ''}; nothing was touched\n")
+    return EXIT_OK
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from ..core import preflight
+    from ..deploy.apply import run_preflight, tcp_matrix
+    from ..deploy.clocks import clock_report
+    from ..deploy.containers import container_report, report_lines
+    result = compile_file(args.file)
+    _, files = rendered(result.plan)
+    with _session(args, result) as session:
+        session.ensure_runtimes()
+        checks, replies, bad = run_preflight(session)
+        tcp = tcp_matrix(session)
+        clocks = clock_report(session)
+        boxes = container_report(session, files)
+    skewed = [h for h, v in clocks.items() if not v.startswith(("ok", "off by"))]
+    unrunnable = [h for h, r in boxes.items() if r["problems"]]
+    # core.preflight.device_matrix reads the replies by HostCheck.key (a str), as run_preflight
+    # returns them; its annotation says tuple keys
+    matrix = preflight.device_matrix(result.plan, checks, replies)
+    blocked = [k for k, v in tcp.items() if v.startswith("unreachable")]  # "unreachable (why)"
+    if args.json:
+        write(json.dumps({"ok": not bad and not blocked and not skewed and not unrunnable,
+                           "devices": [{"host": h, "device": d, "result": r} for h, d, r in matrix],
+                           "failures": bad, "tcp": tcp, "clocks": clocks, "containers": boxes,
+                           "checks": replies}) + "\n")
+    else:
+        write(format_table(("HOST", "DEVICE", "LINKS"), matrix))
+        if tcp:
+            write("\n" + format_table(("FROM", "TO", "TCP"), [(k.split(" -> ")[0], k.split(" -> ")[1], v)
+                                                              for k, v in sorted(tcp.items())]))
+        write("\n" + format_table(("HOST", "CLOCK"), sorted(clocks.items())))
+        if boxes:
+            write("\n" + format_table(("HOST", "CONTAINERS"), report_lines(boxes)))
+        for inst, lines in bad.items():
+            write(f"\n{inst}: links NOT healthy:\n" + "".join(f"  {ln}\n" for ln in lines))
+    return EXIT_FAILED if bad or blocked or skewed or unrunnable else EXIT_OK
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from ..deploy.apply import down
+    result = compile_file(args.file)
+    with _session(args, result) as session, _locked(session, "down"):
+        down(session, args.purge)
+    write(f"down: {result.plan.deployment} stopped on {len(result.plan.hosts)} hosts"
+           + (" and its files removed\n" if args.purge else "\n"))
+    return EXIT_OK
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from ..deploy.status import status_rows
+    result = compile_file(args.file)
+    desired, _ = rendered(result.plan)
+    with _session(args, result) as session:
+        rows = status_rows(session, desired)
+    cut = {r.host: d.why for r in rows for d in r.drift if d.kind is DriftKind.UNREACHABLE}
+    if cut:  # also on stderr, where every other command says a host could not be reached
+        print(f"error: could not reach {len(cut)} host{'s' if len(cut) > 1 else ''}:\n"
+              + "".join(f"  {h}: {why}\n" for h, why in cut.items()), end="", file=sys.stderr)
+    if args.json:
+        write(json.dumps([status_json(r) for r in rows]) + "\n")
+    else:
+        write(status_table(rows))
+        reported: set[str] = set()
+        for r in rows:
+            if r.state == "FAILED" and r.detail and r.detail.reason and r.instance not in reported:
+                reported.add(r.instance)
+                write(f"\n{r.instance} FAILED: {r.detail.reason}; restart budget spent, stopped on all hosts\n")
+                for line in r.detail.last_log[-10:]:
+                    write(f"  | {line}\n")
+        drift = drift_lines(rows)
+        if drift:
+            write(f"\ndrift (the topology wants generation {desired}):\n" + "".join(f"  {d}\n" for d in drift))
+    # 0: every program runs as planned and answers its probe; 1: something does not
+    healthy = all(r.state == "RUNNING" and not r.drift and r.ready is not False for r in rows)
+    return EXIT_OK if healthy else EXIT_FAILED
+
+
+def cmd_restart(args: argparse.Namespace) -> int:
+    from ..deploy.apply import restart_instance
+    result = compile_file(args.file)
+    if args.rolling:
+        from ..deploy.rolling import rolling_restart
+        names = args.instance or [i.name for i in result.plan.instances]
+        with deferred_sigint() as intr, _session(args, result) as session, _locked(session, "restart --rolling"):
+            session.interrupt = intr
+            report = rolling_restart(session, names, args.max_unavailable, args.ready_timeout)
+        if args.json:
+            write(json.dumps({"restarted": report.restarted, "failed": report.failed, "reason": report.reason,
+                               "untouched": report.untouched, "seconds": report.seconds}) + "\n")
+        elif report.failed:
+            write(f"rolling restart stopped: {report.failed} did not become ready ({report.reason}); "
+                   f"untouched: {', '.join(report.untouched) or 'none'}\n")
+        else:
+            write(f"rolling restart: {', '.join(report.restarted)} restarted and ready, "
+                   f"at most {args.max_unavailable} down at a time\n")
+        return EXIT_FAILED if report.failed else EXIT_OK
+    if not args.instance or len(args.instance) != 1:
+        raise BadInput("restart needs one --instance NAME (or --rolling)")
+    args.instance = args.instance[0]
+    t0 = time.monotonic()
+    with _session(args, result) as session, _locked(session, f"restart --instance {args.instance}"):
+        skew = restart_instance(session, args.instance)
+    if args.json:
+        write(json.dumps({"ok": True, "restarted": [args.instance], "skew_seconds": round(skew, 6),
+                          "seconds": round(time.monotonic() - t0, 3)}) + "\n")
+    else:
+        write(f"restart: {args.instance} restarted on all its hosts (start skew {skew * 1000:.0f} ms)\n")
+    return EXIT_OK
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    result = compile_file(args.file)
+    programs = [(hp.host.name, p.name) for hp in result.plan.hosts for p in hp.programs
+                if (args.host is None or hp.host.name == args.host) and (args.rank is None or p.rank == args.rank)
+                and (args.instance is None or p.owner == args.instance)]
+    if not programs:
+        raise BadInput("no program matches --host/--rank/--instance")
+    by_host: dict[str, list[str]] = {}
+    for h, name in programs:
+        by_host.setdefault(h, []).append(name)
+    with _session(args, result) as session:
+        # where each log was read up to: after the first poll, only what came after it is asked for
+        offsets: dict[str, dict[str, int]] = {}
+
+        def poll(c: Any) -> dict[str, Any]:
+            if c.name not in offsets:
+                return c.call("logs", str(args.lines), *by_host[c.name])
+            return c.call("logs", "0", *(f"{n}@{offsets[c.name][n]}" for n in by_host[c.name]))
+
+        while True:
+            replies = session.each("logs", poll, list(by_host))
+            for h, reply in replies.items():
+                for name, lines in reply["logs"].items():
+                    for line in lines:
+                        write(f"{h}/{name}| {line}\n")
+                offsets[h] = reply["offsets"]
+            if not args.follow:
+                return EXIT_OK
+            time.sleep(1.0)
+
+
+def cmd_discover(args: argparse.Namespace) -> int:
+    from ..deploy.discover import discover
+    from ..core.lockfile import lock_path
+    from ..core.load import build_topology
+    from ..deploy.files import read_source, schema_check
+    topo = build_topology(read_source(args.file), check=schema_check())
+    facts, changed, problems, a3 = discover(topo, args.file, {"forks": args.forks, "ssh": ssh_options(args)})
+    for where, why in sorted(problems.items()):
+        what = "" if why.startswith("SuperPoD facts") or "Super Pod IDs" in why else "IP "
+        print(f"{where}: {what}could not be read: {why}", file=sys.stderr)
+    if problems:
+        print(f"{len(problems)} device(s) unreadable; {lock_path(args.file)} left as it was", file=sys.stderr)
+        return EXIT_FAILED
+    verb = "wrote" if changed else "unchanged:"
+    extra = f", {len(a3.sdids)} SDIDs, {len(a3.pods)} SuperPoD ids" if a3.sdids or a3.pods else ""
+    write(f"{verb} {lock_path(args.file)} ({len(facts)} device IPs{extra})\n")
+    return EXIT_OK
