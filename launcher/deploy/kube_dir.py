@@ -1,5 +1,7 @@
-"""Writing `launcher export kubernetes`'s directory: the pure export's files, and `init-image/`,
-what the rendezvous init image is built from (python3 and the runtime zip `up` ships to hosts)."""
+"""Writing `launcher export kubernetes`'s directory, with its `init-image/`.
+
+The pure export's files, and what the rendezvous init image is built from: python3 and the
+runtime zip `up` ships to hosts."""
 from __future__ import annotations
 
 import os
