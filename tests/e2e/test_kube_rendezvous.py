@@ -117,6 +117,14 @@ class Pods:
     def table(self, j: int) -> Path:
         return self.tb.hosts[j].path(PODDIR) / "ranktables" / "serve.json"
 
+    def assert_gone(self) -> None:
+        """No pod's process runs on, and the leader's host listens on no rendezvous port (ps, ss)."""
+        for p in self.procs.values():
+            assert p.poll() is not None and not Path(f"/proc/{p.pid}").exists()
+        port = self.argv[self.argv.index("--port") + 1]
+        listening = self.tb.run(self.tb.hosts[0], ["ss", "-ltnH", f"sport = :{port}"]).stdout
+        assert listening.strip() == "", listening
+
     def stop_all(self) -> None:
         for p in self.procs.values():
             if p.poll() is None:
@@ -138,6 +146,7 @@ def assert_formed(pods: Pods, testbed, expected: bytes) -> None:
         assert (pods.table(j).stat().st_mode & 0o777) == 0o640
         env = (testbed.hosts[j].path(PODDIR) / "pod.env").read_text()
         assert env == "".join(f"LAUNCHER_ADDR_{k}='{h.address}'\n" for k, h in enumerate(testbed.hosts))
+    pods.assert_gone()
 
 
 def test_the_group_forms_the_table_launcher_render_writes(testbed, group, pods):
@@ -160,6 +169,7 @@ def test_a_pod_killed_mid_rendezvous_fails_the_group_naming_it_and_a_restart_for
     assert ("rendezvous failed: rdzv-serve-0-1 (worker 1, " + testbed.hosts[1].address
             + ") left the rendezvous before the group's table was formed") in pods.log(0)
     assert not pods.table(0).exists()
+    pods.assert_gone()
     for j in range(len(testbed.hosts)):  # LWS recreates the group: every pod anew
         pods.start(j)
     assert_formed(pods, testbed, expected)
@@ -173,6 +183,7 @@ def test_a_pod_that_never_reports_fails_the_group_naming_it(testbed, group, pods
     assert pods.wait(1) == 1  # the worker waiting for the table is told, and fails too
     assert "the leader failed the group: pod rdzv-serve-0-2 (worker 2) never reported" in pods.log(1)
     assert not pods.table(1).exists()
+    pods.assert_gone()
 
 
 def test_a_report_signed_with_another_key_is_refused(testbed, group, pods):
