@@ -46,7 +46,7 @@ HOST_PACKAGE = "host"
 # side builds from the same code: the rendezvous of Kubernetes pods writes the ranktable `launcher
 # render` would (host/rendezvous.py). They import nothing but each other and the stdlib
 # (tests/unit/test_boundaries.py holds both rules).
-SHARED_CORE = ("__init__.py", "errors.py", "jsonfmt.py", "ranktable.py")
+SHARED_CORE = ("__init__.py", "errors.py", "jsonfmt.py", "ranktable.py", "ranktable_v12.py")
 _SKIP_DIRS = {"__pycache__", "tests"}
 # Of supervisor, supervisord runs with neither its web UI (it is reached over a unix socket, by
 # XML-RPC only), nor the sample config and scripts.

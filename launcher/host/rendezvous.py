@@ -1,11 +1,11 @@
 """The ranktable rendezvous of a LeaderWorkerSet group: the init container of each of its pods.
 
 A pod's placement is known only once it is scheduled, so its group's HCCL ranktable cannot be
-rendered ahead. Every pod reads its NPUs' device IPs (`hccn_tool -i N -ip -g`, the `ipaddr` line,
-as the link checker reads it for `launcher discover`), the workers report them to the leader
+rendered ahead. Every pod reads its NPUs' facts (npu_facts.py: device IPs; on Atlas A3 vnic IPs,
+SDIDs and Super Pod IDs, as `launcher discover` reads them), the workers report them to the leader
 (LWS_LEADER_ADDRESS, LWS_WORKER_INDEX 0), which builds the group's table with the core's own
-ranktable code (launcher/core/ranktable.py and jsonfmt.py ship in the runtime for this: the bytes
-are what `launcher render` writes for the same servers and devices) and sends it back; each pod
+ranktable code (launcher/core/ranktable.py, ranktable_v12.py and jsonfmt.py ship in the runtime for
+this: the bytes are what `launcher render` writes for the same servers and devices, v1.0 or v1.2) and sends it back; each pod
 writes it where RANK_TABLE_FILE points, and the group's addresses for its launch script, before
 its serving container starts.
 
@@ -19,22 +19,20 @@ RecreateGroupOnPodRestart), and the new group forms its table anew.
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import os
 import select
-import shutil
 import socket
-import subprocess
 import sys
 import time
 from typing import Any, NoReturn
 
 from ..core import jsonfmt
 from ..core.ranktable import RankSlot, hccl_v1, pd_local
+from ..core.ranktable_v12 import hccl_v12, host_ip, pd_local_v12
 from .messages import Refused, Verifier, sign
+from .npu_facts import HCCN_TOOLS, NPU_SMIS, Unreadable, find_tool, read_devices
 
 TABLE_MODE = 0o640  # as the SSH path writes ranktables (MindIE and ATB refuse more)
-HCCN_TOOLS = ("/usr/local/bin/hccn_tool", "/usr/local/Ascend/driver/tools/hccn_tool")
 POLL = 0.5  # seconds between connection attempts to a leader not yet listening
 
 
@@ -42,40 +40,41 @@ class Failed(Exception):
     """The group cannot form its table; str() names the pod and why."""
 
 
-def hccn_ip(output: str) -> str | None:
-    """The value of the first `ipaddr:` line (key stripped, as the checker's lc_find_key reads it)."""
-    for line in output.split("\n"):
-        key, colon, value = line.partition(":")
-        if colon and key.strip(" \t\r\v\f") == "ipaddr":
-            return value.strip(" \t\r\v\f")
-    return None
-
-
-def read_device_ips(tool: str, devices: list[int]) -> list[tuple[int, str]]:
-    out = []
-    for d in devices:
-        try:
-            proc = subprocess.run([tool, "-i", str(d), "-ip", "-g"], capture_output=True, text=True, timeout=30)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise Failed(f"{tool} -i {d} -ip -g: {exc}") from None
-        ip = hccn_ip(proc.stdout)
-        try:
-            ipaddress.IPv4Address(ip or "")
-        except ValueError:
-            raise Failed(f"device {d}: `{tool} -i {d} -ip -g` gave no IPv4 ipaddr (exit {proc.returncode}): "
-                         f"{(proc.stdout + proc.stderr).strip()[:200]!r}") from None
-        out.append((d, str(ip)))
-    return out
-
-
 def table_bytes(fmt: str, members: list[dict[str, Any]]) -> bytes:
     """The group's ranktable: servers in LWS_WORKER_INDEX order, each its devices ascending, ranks
-    counted on across servers (the plan's numbering); the server id is the pod's address."""
+    counted on across servers (the plan's numbering); the server id is the pod's address. Devices
+    are [id, ip] (A2: v1.0) or [id, ip, sdid, super pod id] (Atlas A3: v1.2, as `render` writes
+    for SuperPoD hosts)."""
     slots: list[RankSlot] = []
     for m in members:
-        for dev, ip in sorted(m["devices"]):
-            slots.append(RankSlot(m["address"], dev, ip, len(slots)))
+        for dev in sorted(m["devices"]):
+            if len(dev) == 4:
+                slots.append(RankSlot(m["address"], dev[0], dev[1], len(slots), None, None, dev[2], dev[3],
+                                      host_ip(m["address"])))
+            else:
+                slots.append(RankSlot(m["address"], dev[0], dev[1], len(slots)))
+    a3 = bool(slots) and all(s.super_pod_id is not None for s in slots)
+    if a3:
+        check_pods_adjacent(members)
+        return jsonfmt.dumps_bytes(hccl_v12(slots) if fmt == "hccl" else pd_local_v12(slots))
+    if any(s.super_pod_id is not None for s in slots):
+        raise Failed("SuperPoD servers and others in one group: one table has one version")
     return jsonfmt.dumps_bytes(hccl_v1(slots) if fmt == "hccl" else pd_local(slots))
+
+
+def check_pods_adjacent(members: list[dict[str, Any]]) -> None:
+    """HCCL's v1.2 parser wants each Super Pod's servers together in rank order (validate refuses
+    an instance listing them apart); here the scheduler placed them, so the group fails saying where."""
+    seen: list[str] = []
+    for m in members:
+        pod = str(m["devices"][0][3])
+        if seen and pod != seen[-1] and pod in seen:
+            where = ", ".join(f"worker {j}: pod {mm['devices'][0][3]}" for j, mm in enumerate(members))
+            raise Failed(f"the scheduler placed the group's servers with Super Pod {pod}'s apart ({where}): "
+                         "HCCL needs each pod's servers adjacent in rank order; constrain the placement "
+                         "(a node affinity per Super Pod) or use fewer pods")
+        if not seen or seen[-1] != pod:
+            seen.append(pod)
 
 
 def write_atomic(path: str, data: bytes, mode: int) -> None:
@@ -136,7 +135,7 @@ class Pod:
         return f"pod {lead}-{index} (worker {index})" if lead else f"worker {index}"
 
     # --- the leader ----------------------------------------------------------------------
-    def lead(self, devices: list[tuple[int, str]]) -> tuple[bytes, list[str]]:
+    def lead(self, devices: list[list[Any]]) -> tuple[bytes, list[str]]:
         me = {"index": 0, "address": self.address, "devices": devices, "name": self.name}
         reports: dict[int, dict[str, Any]] = {0: me}
         conns: dict[socket.socket, int | None] = {}
@@ -157,7 +156,10 @@ class Pod:
                         conns[c], buffers[c] = None, b""
                         continue
                     self.read_report(s, conns, buffers, reports, len(devices))
-            table = table_bytes(self.args.format, [reports[j] for j in range(self.size)])
+            members = [reports[j] for j in range(self.size)]
+            if len({len(d) for m in members for d in m["devices"]}) > 1:
+                raise Failed("SuperPoD servers and others in one group: one table has one version")
+            table = table_bytes(self.args.format, members)
             addresses = [reports[j]["address"] for j in range(self.size)]
             for c in conns:
                 c.sendall(sign(self.key, {"kind": "table", "group": self.group, "ok": True,
@@ -207,7 +209,7 @@ class Pod:
             del conns[s]
             s.close()
             return
-        devices = [(int(d), str(ip)) for d, ip in body["devices"]]
+        devices = [list(d) for d in body["devices"]]
         if len(devices) != count:
             raise Failed(f"{body['name']} (worker {j}) has {len(devices)} NPUs, the leader {count}: an HCCL "
                          "world needs the same count on every server")
@@ -217,7 +219,7 @@ class Pod:
               file=sys.stderr, flush=True)
 
     # --- a worker ------------------------------------------------------------------------
-    def follow(self, devices: list[tuple[int, str]]) -> tuple[bytes, list[str]]:
+    def follow(self, devices: list[list[Any]]) -> tuple[bytes, list[str]]:
         s = self.connect()
         with s:
             s.sendall(sign(self.key, {"kind": "report", "group": self.group, "index": self.index,
@@ -254,16 +256,15 @@ class Pod:
     def run(self) -> str:
         wait_for(self.args.wait, self.clock)
         ids = os.environ.get("ASCEND_VISIBLE_DEVICES") or self.args.devices  # the device plugin's choice
-        devices = read_device_ips(self.args.hccn_tool or find_tool(), [int(d) for d in ids.split(",") if d])
+        try:
+            read = read_devices([int(d) for d in ids.split(",") if d],
+                                find_tool(self.args.hccn_tool, HCCN_TOOLS, "hccn_tool"), self.args.superpod,
+                                find_tool(self.args.npu_smi, NPU_SMIS, "npu-smi"), self.args.chips_per_card)
+        except Unreadable as exc:
+            raise Failed(f"{self.name}: {exc}") from None
+        devices = [[d.id, d.ip] + ([d.sdid, d.pod] if self.args.superpod else []) for d in read]
         table, addresses = self.lead(devices) if self.index == 0 else self.follow(devices)
         return write_outputs(self.args, table, addresses)
-
-
-def find_tool() -> str:
-    for path in HCCN_TOOLS:
-        if os.access(path, os.X_OK):
-            return path
-    return shutil.which("hccn_tool") or HCCN_TOOLS[0]
 
 
 def wait_for(targets: list[str], clock: Deadline) -> None:
@@ -289,6 +290,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--format", choices=("hccl", "pd-local"), default="hccl")
     p.add_argument("--devices", default="", help="NPU ids, when the device plugin does not say")
     p.add_argument("--hccn-tool", default=None)
+    p.add_argument("--superpod", action="store_true", help="Atlas A3: vnic IPs, SDIDs, Super Pod IDs; table v1.2")
+    p.add_argument("--npu-smi", default=None)
+    p.add_argument("--chips-per-card", type=int, default=2)
     p.add_argument("--timeout", type=float, default=600.0)
     p.add_argument("--wait", action="append", default=[], metavar="tcp://HOST:PORT")
     return p.parse_args(argv)

@@ -199,3 +199,42 @@ def test_a_report_signed_with_another_key_is_refused(testbed, group, pods):
     assert pods.wait(0) == 1
     assert "refused a report: bad signature" in pods.log(0)
     assert "never reported" in pods.log(0)
+
+
+PODS_OF = (0, 0, 1)  # Super Pod of each testbed host, in worker order
+
+
+def a3_topology(testbed) -> str:
+    hosts = ""
+    for i, h in enumerate(testbed.hosts):
+        devs = ", ".join(f"{d}: {{ip: {device_ip(i, d)}, super_device_id: {104857600 + 16 * i + d}}}" for d in DEVICES)
+        hosts += f"  - {{name: {h.name}, address: {h.address}, super_pod_id: {PODS_OF[i]}, devices: {{{devs}}}}}\n"
+    names = ", ".join(h.name for h in testbed.hosts)
+    return (f"version: 1\nname: rdzv\ndefaults:\n  container: {{image: 'serve:1'}}\nhosts:\n{hosts}"
+            f"instances:\n  - {{name: serve, hosts: [{names}], processes: per_host, command: [serve]}}\n")
+
+
+def test_a_superpod_group_forms_the_v1_2_table_launcher_render_writes(testbed, fake_tool, group):
+    result = compile_text(a3_topology(testbed), "rdzv-a3.yaml")
+    _, files = rendered(result.plan)
+    expected = files[testbed.hosts[0].name]["ranktables/serve.json"].content
+    assert b'"version": "1.2"' in expected and b'"super_pod_id": "1"' in expected
+    lws = yaml.safe_load(export_kubernetes(result)["rdzv-serve.leaderworkerset.yaml"])
+    init = lws["spec"]["leaderWorkerTemplate"]["workerTemplate"]["spec"]["initContainers"][0]
+    assert "--superpod" in init["command"]
+    for i, h in enumerate(testbed.hosts):  # the dies' vnic IPs, SDIDs and pod as the A3 tools print them
+        base = Path(h.path("/srv/rdzv"))
+        lines = [f"devices={','.join(map(str, DEVICES))}", f"super_pod_id={PODS_OF[i]}"]
+        lines += [f"vnic_ip.{d}={device_ip(i, d)}\nsdid.{d}={104857600 + 16 * i + d}" for d in DEVICES]
+        (base / "scenario-a3").write_text("\n".join(lines) + "\n")
+        for tool, fake in (("hccn_tool-a3", fake_tool), ("npu-smi-a3", fake_tool.parent / "fake_npu_smi")):
+            (base / tool).write_text(f"#!/bin/sh\nFAKE_NPU_SCENARIO=/srv/rdzv/scenario-a3 exec {fake} \"$@\"\n")
+            (base / tool).chmod(0o755)
+    argv = [a.replace(RUNTIME_ZIP, SITE).replace(POD_DIR, PODDIR) for a in init["command"]]
+    pods = Pods(testbed, argv + ["--hccn-tool", "/srv/rdzv/hccn_tool-a3", "--npu-smi", "/srv/rdzv/npu-smi-a3"])
+    try:
+        for j in range(len(testbed.hosts)):
+            pods.start(j)
+        assert_formed(pods, testbed, expected)
+    finally:
+        pods.stop_all()

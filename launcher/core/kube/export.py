@@ -14,6 +14,7 @@ from ..errors import SpecErrors
 from ..model import EtcdSpec, GenericSpec, Instance, Service, Topology
 from ..pipeline import Result
 from ..placement import service_ports
+from ..preflight_a3 import DEFAULT_CHIPS_PER_CARD
 from ..plan import Plan, Program
 from . import objects as o
 from .podenv import POD_DIR, POD_ENV, host_number, launch_script, marked_plan, pod_path
@@ -96,6 +97,10 @@ class _Export:
         table = pod_path(ip.ranktable_path)
         kind = "pd-local" if inst.name in self.pd else "hccl"
         init = o.rendezvous_container(programs[0], npus, table, kind, self.t.agent_port, self.opts)
+        hosts = [self.t.host(h) for h in inst.hosts]
+        if all(h is not None and h.superpod for h in hosts):  # Atlas A3: read SDIDs and pods, table v1.2
+            chips = next((h.chips_per_card for h in hosts if h is not None and h.chips_per_card), None)
+            init["command"] += ["--superpod", "--chips-per-card", str(chips or DEFAULT_CHIPS_PER_CARD)]
         init["command"] += [a for w in self.waits(self.dep_names(inst.name)) for a in ("--wait", w)]
         main = o.main_container(inst.name, inst.container, "launch.sh", npus, self.opts, inst.probe, [])
         main["volumeMounts"].append({"name": "pod", "mountPath": POD_DIR, "readOnly": True})

@@ -170,9 +170,6 @@ class _Refusals:
         for k, h in enumerate(self.t.hosts):
             if h.container_ip:
                 self.err(("hosts", k, "container_ip"), "a host-pinned address: a pod's address is its own")
-            if h.superpod:
-                self.err(("hosts", k, "super_pod_id"), "SuperPoD facts (SDIDs, pod ids) of the node a pod lands "
-                                                       "on are not read by the rendezvous yet (ranktable v1.2)")
         for k, inst in enumerate(self.t.instances):
             self.instance(k, inst)
         for k, svc in enumerate(self.t.services):

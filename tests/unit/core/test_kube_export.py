@@ -28,8 +28,8 @@ EXPORTED = [CONFIGS / "k8s-vllm-dp-2node.yaml", CONFIGS / "k8s-vllm-pd.yaml"]
 # each refused config: a key its errors must name (each error names its own)
 REFUSED = {
     "a3-pd-datadist": "llm_datadist",
-    "a3-superpod-2x16": "hosts[0].super_pod_id",
-    "a3-two-superpods": "hosts[3].super_pod_id",
+    "a3-superpod-2x16": "instances[0].processes",
+    "a3-two-superpods": "instances[0].container",
     "demo-local": "instances[0].processes",
     "llm-datadist-link": "instances[0].probe.log",
     "mindie-atb-2x4": "instances[0].container",

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from launcher.core.pipeline import compile_text, rendered
-from launcher.host.rendezvous import hccn_ip, table_bytes
+from launcher.host.npu_facts import hccn_ip
+from launcher.host.rendezvous import Failed, table_bytes
 
 TOPO = """
 version: 1
@@ -40,3 +41,32 @@ def test_the_rendezvous_builds_the_bytes_render_writes():
 ])
 def test_hccn_tool_ip_is_read_as_the_link_checker_reads_it(output, ip):
     assert hccn_ip(output) == ip
+
+
+A3 = """
+version: 1
+name: t
+hosts:
+  - {name: a, address: 10.1.0.1, super_pod_id: 0, devices: {0: {ip: 10.3.0.1, super_device_id: 104857600},
+     1: {ip: 10.3.0.2, super_device_id: 104857601}}}
+  - {name: b, address: 10.1.0.2, super_pod_id: 0, devices: {0: {ip: 10.3.1.1, super_device_id: 104857616},
+     1: {ip: 10.3.1.2, super_device_id: 104857617}}}
+  - {name: c, address: 10.1.0.3, super_pod_id: 1, devices: {0: {ip: 10.3.2.1, super_device_id: 104857600},
+     1: {ip: 10.3.2.2, super_device_id: 104857601}}}
+instances:
+  - {name: x, hosts: [a, b, c], processes: per_host, command: [serve]}
+"""
+A3_MEMBERS = [{"address": "10.1.0.1", "devices": [[1, "10.3.0.2", 104857601, "0"], [0, "10.3.0.1", 104857600, "0"]]},
+              {"address": "10.1.0.2", "devices": [[0, "10.3.1.1", 104857616, "0"], [1, "10.3.1.2", 104857617, "0"]]},
+              {"address": "10.1.0.3", "devices": [[0, "10.3.2.1", 104857600, "1"], [1, "10.3.2.2", 104857601, "1"]]}]
+
+
+def test_superpod_servers_get_the_v1_2_table_render_writes():
+    _, files = rendered(compile_text(A3).plan)
+    assert table_bytes("hccl", A3_MEMBERS) == files["a"]["ranktables/x.json"].content
+
+
+def test_a_super_pods_servers_placed_apart_fail_the_group():
+    members = [A3_MEMBERS[0], A3_MEMBERS[2], A3_MEMBERS[1]]
+    with pytest.raises(Failed, match=r"Super Pod 0's apart \(worker 0: pod 0, worker 1: pod 1, worker 2: pod 0\)"):
+        table_bytes("hccl", members)
