@@ -24,7 +24,7 @@ from tests.kube_export import export
 
 GOLDEN = ROOT / "tests" / "golden" / "kubernetes"
 CONFIG_FILES = sorted(CONFIGS.glob("*.yaml"))
-EXPORTED = [CONFIGS / "k8s-vllm-dp-2node.yaml", CONFIGS / "k8s-vllm-pd.yaml"]
+EXPORTED = [CONFIGS / "k8s-a3-two-superpods.yaml", CONFIGS / "k8s-vllm-dp-2node.yaml", CONFIGS / "k8s-vllm-pd.yaml"]
 # each refused config: a key its errors must name (each error names its own)
 REFUSED = {
     "a3-pd-datadist": "llm_datadist",
