@@ -154,3 +154,40 @@ services:
     lws = yaml.safe_load(files["demo-serve.leaderworkerset.yaml"])
     init = lws["spec"]["leaderWorkerTemplate"]["workerTemplate"]["spec"]["initContainers"][0]
     assert init["command"][-2:] == ["--wait", "tcp://demo-etcd:2379"]
+
+
+@pytest.mark.parametrize("config", EXPORTED, ids=lambda p: p.stem)
+def test_each_pod_runs_what_render_gives_its_host(config: Path, tmp_path: Path):
+    # with the topology's own addresses for the pods', every launch script runs exactly the argv and
+    # env `launcher render` gives that host (paths under the generation are the pod's emptyDir)
+    from launcher.deploy.files import compile_file
+    result = compile_file(str(config))
+    files = export_kubernetes(result)
+    topo, plan = result.topology, result.plan
+    by_host = {hp.host.name: hp for hp in plan.hosts}
+    pd = {n for g in topo.pd_groups for n in g.prefill + g.decode}
+    owners = [(i.name, i.hosts, "LWS_WORKER_INDEX") for i in topo.instances] + \
+        [(s.name, s.hosts, "LAUNCHER_POD_INDEX") for s in topo.services]
+    for owner, hosts, index_var in owners:
+        script = launch_scripts(files)[f"{topo.name}-{owner}-launch.configmap.yaml"]
+        addrs = [by_host[h].host.address for h in hosts]
+        for j, h in enumerate(hosts):
+            program = next(p for p in by_host[h].programs if p.owner == owner and p.kind in ("rank", "service"))
+            root = by_host[h].root
+
+            def pod(v: str) -> str:
+                return v.replace(f"{root}/current/", "/run/ascend-launcher/").replace(root, "/run/ascend-launcher")
+            # not this machine's business: the image's directories, the pod's limits
+            body = script.replace("  cd ", "  true ").replace("  ulimit ", "  true ")
+            pod_env = tmp_path / "pod.env"
+            pod_env.write_text("".join(f"LAUNCHER_ADDR_{k}={a}\n" for k, a in enumerate(addrs)))
+            body = body.replace("/run/ascend-launcher/pod.env", str(pod_env)).replace("exec ", "printf '%s\\n' ")
+            out = subprocess.run(["sh", "-c", body + "\necho --env--\nenv -0\n"],
+                                 env={index_var: str(j), "LAUNCHER_POD_IP": addrs[j]},
+                                 capture_output=True, text=True, check=True).stdout
+            argv, _, env_text = out.partition("--env--\n")
+            env = dict(kv.split("=", 1) for kv in env_text.split("\0") if "=" in kv)
+            assert argv.splitlines() == [pod(a) for a in program.argv], (owner, h)
+            want = {k: pod(v) for k, v in program.env if not (owner in pd and k == "GLOBAL_RANK_TABLE_FILE_PATH")}
+            assert {k: env.get(k) for k in want} == want, (owner, h)
+            assert set(env) - set(want) <= {"PWD", "SHLVL", "_", index_var, "LAUNCHER_POD_IP"}, (owner, h)
