@@ -56,7 +56,6 @@ class _Export:
         self.opts = opts
         self.plan = marked_plan(self.t)
         self.number = host_number(self.t)
-        self.names = {h.name for h in self.t.hosts}
         self.files: dict[str, dict[str, Any]] = {}
         self.pd = {n: g.name for g in self.t.pd_groups for n in g.prefill + g.decode}
 
