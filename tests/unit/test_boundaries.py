@@ -3,7 +3,8 @@
 - core (the pure pipeline) imports nothing of deploy, host or the CLI, and does no I/O:
   no I/O module, no open()/print(), ``os`` only for pure path names (checked on the AST);
 - host (what ships to every host, in the runtime zip) imports nothing of the package but
-  itself and the package's ``__init__`` (its version): anything else would be missing there;
+  itself, the package's ``__init__`` (its version) and the few pure core modules the runtime
+  ships beside it (SHARED_CORE, which import only each other): anything else would be missing there;
 - deploy (the operator-side shell) never imports the CLI.
 """
 from __future__ import annotations
