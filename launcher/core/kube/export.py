@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 
 from ..errors import SpecErrors
-from ..model import EtcdSpec, GenericSpec, Instance, Service, Topology
+from ..model import DatasystemSpec, EtcdSpec, Instance, Service, Topology
 from ..pipeline import Result
 from ..placement import service_ports
 from ..preflight_a3 import DEFAULT_CHIPS_PER_CARD
@@ -50,6 +50,11 @@ def _programs(plan: Plan, owner: str, hosts: tuple[str, ...]) -> list[Program]:
             for h in hosts]
 
 
+def _with_flag(argv: tuple[str, ...], flag: str, value: str) -> tuple[str, ...]:
+    i = argv.index(flag)
+    return argv[:i + 1] + (value,) + argv[i + 2:]
+
+
 class _Export:
     def __init__(self, result: Result, opts: o.Options) -> None:
         self.t: Topology = result.topology
@@ -72,6 +77,9 @@ class _Export:
                 target = inst.probe.http or inst.probe.tcp or ""
                 port = target.split("://", 1)[-1].partition("/")[0].rsplit(":", 1)[-1]
                 out.append(f"tcp://{self.name(dep)}-leader:{port}")
+            elif svc is not None and isinstance(svc.spec, DatasystemSpec):
+                # this node's own worker (support.py: host network), kubelet expands $(VAR) in args
+                out.append(f"tcp://$(LAUNCHER_POD_IP):{svc.spec.port}")
             elif svc is not None and service_ports(svc.spec):
                 out.append(f"tcp://{self.name(dep)}:{service_ports(svc.spec)[0].port}")
         return out
@@ -104,7 +112,8 @@ class _Export:
         main = o.main_container(inst.name, inst.container, "launch.sh", npus, self.opts, inst.probe, [])
         main["volumeMounts"].append({"name": "pod", "mountPath": POD_DIR, "readOnly": True})
         volumes = [{"name": "launch", "configMap": {"name": cm}}, {"name": "pod", "emptyDir": {}}]
-        pod = o.pod_spec(inst.container, main, [init], volumes, self.opts, o.labels(self.t.name, inst.name))
+        beside = o.labels(self.t.name, inst.datasystem) if inst.datasystem else None
+        pod = o.pod_spec(inst.container, main, [init], volumes, self.opts, o.labels(self.t.name, inst.name), beside)
         if inst.probe is not None and (inst.probe.http or inst.probe.tcp):
             self.leader_service(inst)
         return o.lws_spec(len(inst.hosts), self.template(inst.name, pod))
@@ -126,6 +135,12 @@ class _Export:
     def service(self, svc: Service) -> None:
         assert svc.container is not None
         programs = _programs(self.plan, svc.name, svc.hosts)
+        if isinstance(svc.spec, DatasystemSpec):  # its etcd by the etcd's Service (one member: support.py)
+            etcd = self.t.service(svc.spec.etcd)
+            assert etcd is not None and isinstance(etcd.spec, EtcdSpec)
+            programs = [replace(p, argv=_with_flag(p.argv, "--etcd_address",
+                                                   f"{self.name(etcd.name)}:{etcd.spec.client_port}"))
+                        for p in programs]
         script = launch_script(programs, "LAUNCHER_POD_INDEX", lambda n: "LAUNCHER_POD_IP")
         name = self.name(svc.name)
         cm = f"{name}-launch"
@@ -141,7 +156,8 @@ class _Export:
         if waits:
             init.append({"name": "wait", "image": self.opts.init_image,
                          "command": ["python3", "-I", "-S", "-c", o.RENDEZVOUS, o.RUNTIME_ZIP]
-                         + [a for w in waits for a in ("--wait", w)]})
+                         + [a for w in waits for a in ("--wait", w)],
+                         "env": [o.field_env("LAUNCHER_POD_IP", "status.podIP")]})
         volumes = [{"name": "launch", "configMap": {"name": cm}}, {"name": "pod", "emptyDir": {}}]
         pod = o.pod_spec(svc.container, main, init, volumes, self.opts, o.labels(self.t.name, svc.name))
         ports = [p.port for p in service_ports(svc.spec)]
@@ -175,8 +191,7 @@ class _Export:
                 "metadata": o.meta(self.name(g.name), self.t.name, g.name, self.opts.namespace),
                 "spec": {"roles": roles}}
         for svc in self.t.services:
-            if isinstance(svc.spec, (EtcdSpec, GenericSpec)):
-                self.service(svc)
+            self.service(svc)
         out = {path: dump(doc) for path, doc in sorted(self.files.items())}
         kustom: dict[str, Any] = {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization"}
         if self.opts.namespace:

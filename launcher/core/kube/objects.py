@@ -101,7 +101,7 @@ def _security(c: Container) -> dict[str, Any]:
 
 
 def pod_spec(c: Container, main: dict[str, Any], init: list[dict[str, Any]], volumes: list[dict[str, Any]],
-             opts: Options, anti_affinity: dict[str, str]) -> dict[str, Any]:
+             opts: Options, anti_affinity: dict[str, str], affinity: dict[str, str] | None = None) -> dict[str, Any]:
     host_volumes, mounts = _mounts(c)
     main["volumeMounts"] = main.get("volumeMounts", []) + mounts
     for ic in init:
@@ -118,6 +118,9 @@ def pod_spec(c: Container, main: dict[str, Any], init: list[dict[str, Any]], vol
     # one pod per server, as one host of the topology (the SSH path's one container per host)
     spec["affinity"] = {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
         {"labelSelector": {"matchLabels": anti_affinity}, "topologyKey": "kubernetes.io/hostname"}]}}
+    if affinity:  # on a node where this runs (an instance beside its node's datasystem worker)
+        spec["affinity"]["podAffinity"] = {"requiredDuringSchedulingIgnoredDuringExecution": [
+            {"labelSelector": {"matchLabels": affinity}, "topologyKey": "kubernetes.io/hostname"}]}
     if init:
         spec["initContainers"] = init
     spec["containers"] = [main]

@@ -8,6 +8,7 @@ import re
 from typing import Any, Iterable
 
 from ..errors import Diagnostic
+from .. import stack_versions
 from ..model import DatasystemSpec, EtcdSpec, GenericSpec, Instance, Probe, Service, Topology
 from ..yamlsrc import Path, format_path
 
@@ -124,8 +125,14 @@ class _Refusals:
             self.err(owner + ("framework",), "mindie-service's config.json holds each server's own address, "
                                              "which is known only once its pod is scheduled")
         if inst.datasystem:
-            self.err(owner + ("datasystem",), "the datasystem worker is addressed by its node's IP on every "
-                                              "node of the instance; no export of datasystem workers yet")
+            if stack_versions.yuanrong_client(inst) == "yr_config":
+                self.err(owner + ("framework_version",), "vllm-ascend main reads its datasystem worker from a "
+                                                         "per-host file holding the node's address")
+            ds = self.t.service(inst.datasystem)
+            if inst.container is not None and inst.container.network != "host" or \
+                    ds is not None and ds.container is not None and ds.container.network != "host":
+                self.err(owner + ("datasystem",), "an instance reaches its node's datasystem worker at the node's "
+                                                  "address: both need container.network host")
         if inst.restart_with:
             self.err(owner + ("restart_with",), "restarting one LeaderWorkerSet after another's restart has "
                                                 "no Kubernetes form")
@@ -144,9 +151,9 @@ class _Refusals:
     def service(self, k: int, svc: Service) -> None:
         owner: Path = ("services", k)
         self.name(owner + ("name",), svc.name)
-        if isinstance(svc.spec, DatasystemSpec):
-            self.err(owner + ("kind",), "a datasystem worker runs on each node of the instances it serves "
-                                        "and is addressed by that node's IP; not exported yet")
+        if isinstance(svc.spec, DatasystemSpec) and svc.spec.remote_h2d_devices:
+            self.err(owner + ("remote_h2d_devices",), "the NPUs a worker drives for RH2D are the device plugin's "
+                                                      "choice, numbered from 0 in its container")
         if isinstance(svc.spec, EtcdSpec) and len(svc.hosts) > 1:
             self.err(owner + ("hosts",), "an etcd cluster names its peers by address; export a one-member etcd")
         self.texts(owner, svc.env, {"command": getattr(svc.spec, "command", ())})

@@ -24,7 +24,7 @@ from tests.kube_export import export
 
 GOLDEN = ROOT / "tests" / "golden" / "kubernetes"
 CONFIG_FILES = sorted(CONFIGS.glob("*.yaml"))
-EXPORTED = [CONFIGS / "k8s-a3-two-superpods.yaml", CONFIGS / "k8s-vllm-dp-2node.yaml", CONFIGS / "k8s-vllm-pd.yaml"]
+EXPORTED = [CONFIGS / f"k8s-{name}.yaml" for name in ("a3-two-superpods", "vllm-dp-2node", "vllm-pd", "yuanrong")]
 # each refused config: a key its errors must name (each error names its own)
 REFUSED = {
     "a3-pd-datadist": "llm_datadist",
@@ -41,8 +41,8 @@ REFUSED = {
     "vllm-ascend-dp-2node": "instances[0].container",
     "vllm-ascend-pd-mooncake": "services[0].command[7]",
     "vllm-ascend-ray-2node": "instances[0].restart_with",
-    "yuanrong-rh2d": "services[1].kind",
-    "yuanrong-rh2d-container": "instances[0].datasystem",
+    "yuanrong-rh2d": "services[1].remote_h2d_devices",
+    "yuanrong-rh2d-container": "services[1].limits.numa",
 }
 
 
@@ -187,7 +187,12 @@ def test_each_pod_runs_what_render_gives_its_host(config: Path, tmp_path: Path):
                                  capture_output=True, text=True, check=True).stdout
             argv, _, env_text = out.partition("--env--\n")
             env = dict(kv.split("=", 1) for kv in env_text.split("\0") if "=" in kv)
-            assert argv.splitlines() == [pod(a) for a in program.argv], (owner, h)
+            want_argv = [pod(a) for a in program.argv]
+            svc = topo.service(owner)
+            if svc is not None and svc.kind == "datasystem":  # it reaches its etcd by the etcd's Service
+                etcd = topo.service(svc.spec.etcd)
+                want_argv[want_argv.index("--etcd_address") + 1] = f"{topo.name}-{etcd.name}:{etcd.spec.client_port}"
+            assert argv.splitlines() == want_argv, (owner, h)
             want = {k: pod(v) for k, v in program.env if not (owner in pd and k == "GLOBAL_RANK_TABLE_FILE_PATH")}
             assert {k: env.get(k) for k in want} == want, (owner, h)
             assert set(env) - set(want) <= {"PWD", "SHLVL", "_", index_var, "LAUNCHER_POD_IP"}, (owner, h)
