@@ -8,6 +8,7 @@ from .. import __version__
 from ..core.probes import READY_TIMEOUT
 from .demo import cmd_demo
 from .events import add_events_flags, cmd_events
+from .export import add_export
 from .offline import cmd_pd_merge, cmd_plan, cmd_ranktable, cmd_render, cmd_schema, cmd_validate
 from .observe import cmd_logs, cmd_status
 from .remote import cmd_check, cmd_diff, cmd_discover, cmd_down, cmd_restart, cmd_up
@@ -66,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     mp.add_argument("files", nargs="+", metavar="FILE")
     mp.add_argument("--save-dir", metavar="DIR", help="write DIR/global_ranktable_merge.json (default: stdout)")
     mp.set_defaults(func=cmd_pd_merge)
+    add_export(sub)
     sp = add("up", cmd_up, "deploy a new generation and start what changed, as gangs", json_flag=True)
     sp.add_argument("--skip-preflight", action="store_true",
                     help="start instances without checking their HCCL links first (says so loudly)")
