@@ -184,7 +184,10 @@ def test_unreachable_host_leaves_all_hosts_on_the_old_generation(testbed, cluste
         by_host.setdefault(r["host"], set()).add(r["state"])
     cut = testbed.hosts[3].name
     assert by_host.pop(cut) == {"UNREACHABLE"}
-    assert all(states == {"RUNNING"} for states in by_host.values()), (by_host, table)
+    if not all(states == {"RUNNING"} for states in by_host.values()):
+        logs = "".join(f"== {h.name}\n" + testbed.run(h, ["sh", "-c", "tail -n 40 /srv/launcher/*/*/logs/launcher-agent.log"]).stdout
+                       for h in testbed.hosts[:3])
+        pytest.fail(f"{by_host}\n{table}\n{logs}")
     assert f"{cut}: unreachable: ssh to {testbed.hosts[3].address}" in table
     assert "host runs generation" in table  # the others still run the old one
     assert run.code == 1
