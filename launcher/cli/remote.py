@@ -15,9 +15,8 @@ from ..core.pipeline import Result, rendered
 from ..core.table import format_table
 from ..deploy.files import compile_file
 from ..deploy.interrupt import deferred_sigint
-from ..deploy.records import DiffRow, DriftKind
+from ..deploy.records import DiffRow
 from .offline import warn, write
-from .statusview import drift_lines, status_json, status_table
 
 if TYPE_CHECKING:
     from ..deploy.session import Session
