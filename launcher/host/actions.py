@@ -210,9 +210,32 @@ def act_down(root: str, args: list[str]) -> dict:
         if os.path.lexists(leftover):
             os.unlink(leftover)
     if purge and os.path.isdir(root):
-        import shutil
-        shutil.rmtree(root)
+        _purge(root)
     return {"stopped_supervisord": stopped, "purged": purge, "stopped_orphans": orphans}
+
+
+# what `down --purge` keeps: the fencing high-water mark and the lock's token counter (the
+# running `down` holds that lock): a purged host must still refuse a command whose lease was broken
+FENCING_FILES = ("fence", "lock.json")
+
+
+def _purge(root: str) -> None:
+    for name in os.listdir(root):
+        path = os.path.join(root, name)
+        if name == "state" and os.path.isdir(path) and not os.path.islink(path):
+            for sub in os.listdir(path):
+                if sub not in FENCING_FILES:
+                    _remove(os.path.join(path, sub))
+        else:
+            _remove(path)
+
+
+def _remove(path: str) -> None:
+    import shutil
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    else:
+        os.unlink(path)
 
 
 FOLLOW_MAX = 1 << 20  # bytes of one program's log sent per `logs -f` poll
