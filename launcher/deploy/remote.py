@@ -24,6 +24,9 @@ from .transport import COMMAND_TIMEOUT, Transport, TransportError
 BOOTSTRAP = r"""
 import json, os, sys
 root, rid, action = sys.argv[1:4]
+base = os.path.join(root, 'runtime', rid)
+TAG = b'ascend-launcher pyc-magic='  # runtime.MAGIC_TAG
+MAGIC = sys.modules['_frozen_importlib_external'].MAGIC_NUMBER  # this Python's bytecode
 data = None
 if sys.argv[4:5] and sys.argv[4].startswith('--fence='):
     # a command's fencing token (deploy/fencing.py): refused when lower than the highest this
