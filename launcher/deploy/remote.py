@@ -90,12 +90,14 @@ def repyc(body):
         dst.comment = TAG + u.MAGIC_NUMBER.hex().encode()
     return out.getvalue()
 def install(files, prefix):
-    # into a temp dir beside the runtime, then rename: a half-written runtime is never used
+    # into a temp dir beside the runtime, synced, then renamed: a half-written runtime is never
+    # used, nor one a power loss truncated; a concurrent install of the same runtime may win
     files = [(n[len(prefix):], m, b) for n, m, b in files if n.startswith(prefix)]
     if not files or os.path.isdir(base):
         return
     tmp = '%s.tmp-%d' % (base, os.getpid())
-    made = set()
+    made = {tmp}
+    os.makedirs(tmp, exist_ok=True)
     for name, mode, body in files:
         if name == 'site.zip' and not body.endswith(TAG + MAGIC.hex().encode()):
             body = repyc(body)
@@ -108,8 +110,23 @@ def install(files, prefix):
         view = memoryview(body)
         while view:
             view = view[os.write(fd, view):]
+        os.fsync(fd)
         os.close(fd)
-    os.rename(tmp, base)
+    for d in sorted(made, key=len, reverse=True) + [os.path.dirname(base)]:
+        fd = os.open(d, os.O_RDONLY)
+        os.fsync(fd)
+        os.close(fd)
+    try:
+        os.rename(tmp, base)
+    except OSError:
+        if not os.path.isdir(base):
+            raise
+        import shutil  # another call installed this runtime meanwhile: it is the same one
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
+    fd = os.open(os.path.dirname(base), os.O_RDONLY)
+    os.fsync(fd)
+    os.close(fd)
 files = None
 if action in ('prepare', 'install-runtime'):
     # prepare: one upload of runtime/ (only when this host lacks it), gen/, maybe the agent key;

@@ -60,6 +60,7 @@ def _swap_symlink(link: str, target: str) -> None:
         os.unlink(tmp)
     os.symlink(target, tmp)
     os.replace(tmp, link)  # rename(2) over the old link: atomic
+    upload.fsync_dir(os.path.dirname(link))  # and durable: a power loss must not undo a switch half
 
 
 def act_switch(root: str, args: list[str]) -> dict:
@@ -81,6 +82,10 @@ def act_switch(root: str, args: list[str]) -> dict:
             if os.path.lexists(state_path(root, name)):
                 os.unlink(state_path(root, name))
         return {"previous": previous, "generation": None, "stopped_supervisord": stopped}
+    want = next((a[len("--digest="):] for a in args[2:] if a.startswith("--digest=")), None)
+    if want is not None and not upload.intact(os.path.join(root, "gens", generation), want):
+        raise RuntimeError(f"generation {generation} here does not match its digest (damaged or truncated "
+                           "since its upload): nothing was switched")
     runtime_link = os.path.join(root, "runtime", "current")
     old_runtime = os.readlink(runtime_link) if os.path.islink(runtime_link) else None
     _swap_symlink(runtime_link, runtime_id)

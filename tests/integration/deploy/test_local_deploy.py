@@ -349,3 +349,20 @@ def test_an_up_whose_lease_was_broken_is_refused_and_changes_nothing(deployment,
     assert _running_with(b"MODEL_VERSION=stalled") == []  # ... nor started (ps)
     assert len(_running_with(b"MODEL_VERSION=second")) >= 2
     assert _holder_of(lock) is None  # and the second up's lock was left alone
+
+
+def test_a_truncated_generation_on_a_host_is_uploaded_again_not_trusted(deployment, tmp_path):
+    first = deployment()
+    assert run_cli("up", first).code == 0
+    generation = status(first)[0]["generation"]
+    assert run_cli("up", deployment(model_env="b")).code == 0  # gens/<first> stays on the hosts
+    script = next(((tmp_path / "deploy").resolve() / "itest" / "node-b" / "gens" / generation / "bin").iterdir())
+    whole = script.read_bytes()
+    with open(script, "r+b") as fh:  # what a power loss can leave of a file written before its rename
+        fh.truncate(len(whole) // 3)
+    assert deployment() == first
+    again = run_cli("up", first)
+    assert again.code == 0, again.err
+    assert script.read_bytes() == whole  # uploaded again
+    wait_for(lambda: all_running(first), what="all ranks RUNNING on the repaired generation")
+    assert {r["generation"] for r in status(first)} == {generation}
