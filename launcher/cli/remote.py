@@ -19,6 +19,7 @@ from ..deploy.records import DiffRow
 from .offline import warn, write
 
 if TYPE_CHECKING:
+    from ..deploy.fencing import Fence
     from ..deploy.session import Session
     from ..deploy.transport import SshOptions
 
@@ -28,11 +29,11 @@ def _session(args: argparse.Namespace, result: Result) -> Session:
     return Session(result.plan, forks=args.forks, ssh=ssh_options(args))
 
 
-def _locked(session: Session, command: str) -> ContextManager[dict[str, Any]]:
-    """The deployment lock lives on its first host."""
-    from ..deploy.lock import deployment_lock
-    first = next(iter(session.clients.values()))
-    return deployment_lock(first, command, warn=lambda msg: print(f"warning: {msg}", file=sys.stderr))
+def _locked(session: Session, command: str) -> ContextManager[Fence]:
+    """The deployment lock lives on its first host; its fencing token goes with every host call."""
+    from ..deploy.lock import fenced
+    return fenced(session.clients, command, warn=lambda msg: print(f"warning: {msg}", file=sys.stderr),
+                  forks=session.forks)
 
 
 def ssh_options(args: argparse.Namespace) -> SshOptions:
