@@ -26,7 +26,7 @@ import yaml
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from launcher.offline import write_rendered  # noqa: E402
+from launcher.cli.offline import write_rendered  # noqa: E402
 from launcher.core.expand import _Expander  # noqa: E402
 from launcher.core.load import build_topology  # noqa: E402
 from launcher.core.plan import File  # noqa: E402

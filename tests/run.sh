@@ -21,12 +21,19 @@ want podman podman
 want runc runc
 want conmon conmon
 want catatonit catatonit
+# Prometheus' promtool (alert rule tests) and prometheus itself (the e2e scrape); Debian's package
+# starts no service where policy-rc.d forbids it (containers), and the tests start their own.
+want promtool prometheus
 python3 -c 'import ensurepip' >/dev/null 2>&1 || need_pkgs+=(python3-venv)
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "tests/run.sh: installing ${need_pkgs[*]}"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_pkgs[@]}" >/dev/null \
       || { echo "tests/run.sh: apt-get install failed" >&2; exit 1; }
+    # the tests run prometheus themselves: none of the package's services may keep running
+    if [[ " ${need_pkgs[*]} " == *" prometheus "* ]] && command -v systemctl >/dev/null 2>&1; then
+      systemctl disable --now prometheus.service prometheus-node-exporter.service >/dev/null 2>&1 || true
+    fi
   else
     echo "tests/run.sh: not root, so not installing ${need_pkgs[*]}; tests that need them will skip" >&2
   fi

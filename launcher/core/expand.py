@@ -342,7 +342,8 @@ class _Expander:
         return Plan(self.t.name, hosts, instances, start_levels(edges), FrozenMap(self.pd_globals),
                     self.t.agent_port, self.t.preflight, self.t.restart_max, self.t.restart_window,
                     tuple(self.links), FrozenMap((k, v) for k, v in edges.items() if v),
-                    FrozenMap((i.name, i.restart_with) for i in self.t.instances if i.restart_with))
+                    FrozenMap((i.name, i.restart_with) for i in self.t.instances if i.restart_with),
+                    metrics_port=self.t.metrics_port, metrics_listen=self.t.metrics_listen)
 
 
 def host_root(deployment: str, host: Host) -> str:

@@ -90,6 +90,15 @@ def _probe(p: Mapping[str, Any] | None) -> Probe | None:
                  timeout=float(p.get("timeout", 5.0)), period=float(p.get("period", 1.0)))
 
 
+def _metrics(defaults: Mapping[str, Any]) -> tuple[int | None, str]:
+    """defaults.metrics: (port, listen); port None when it is false (no endpoint)."""
+    m = defaults.get("metrics", True)
+    if m is False:
+        return None, "address"
+    m = m if isinstance(m, dict) else {}
+    return m.get("port", 29391), m.get("listen", "address")
+
+
 def _host(h: Mapping[str, Any], defaults: Mapping[str, Any], facts: DeviceFacts, a3: SuperPodFacts) -> Host:
     pod_facts, sdid_facts = a3.pods, a3.sdids
     ssh = {**defaults.get("ssh", {}), **h.get("ssh", {})}
@@ -199,6 +208,7 @@ def build_topology(src: Source, facts: DeviceFacts | None = None, check: Check |
                                     c.get("listen_ip")) for c in dd.get("clusters", [])),
         dd_links=tuple(DDLink(link["name"], tuple(link["clusters"])) for link in dd.get("links", [])),
         agent_port=defaults.get("agent_port", 29390),
+        metrics_port=_metrics(defaults)[0], metrics_listen=_metrics(defaults)[1],
         preflight=defaults.get("preflight", True),
         restart_max=defaults.get("restart", {}).get("max", 3),
         restart_window=float(defaults.get("restart", {}).get("window", 600.0)),

@@ -213,6 +213,8 @@ class Topology:
     dd_clusters: tuple[DDCluster, ...] = ()
     dd_links: tuple[DDLink, ...] = ()
     agent_port: int = 29390
+    metrics_port: int | None = 29391   # the agent's /metrics; None: no endpoint
+    metrics_listen: str = "address"    # address | loopback | any | an IPv4 address
     preflight: bool = True
     restart_max: int = 3
     restart_window: float = 600.0

@@ -161,6 +161,8 @@ class Plan:
     links: tuple[tuple[str, tuple[LinkMember, ...]], ...] = ()  # LLM-DataDist domains (name, members)
     depends: Mapping[str, tuple[str, ...]] = FrozenMap()  # owner -> what it waits for (a FrozenMap)
     restart_with: Mapping[str, tuple[str, ...]] = FrozenMap()  # instance -> what it restarts after (restart_with:)
+    metrics_port: int | None = 29391      # each agent's Prometheus endpoint; None: none
+    metrics_listen: str = "address"       # where: the host's address, loopback, any, or an IPv4
 
     def __post_init__(self) -> None:
         # a caller may hand in plain dicts (deploy.discover builds a Plan of hosts only): freeze them

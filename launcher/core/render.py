@@ -287,8 +287,17 @@ def gang_doc(plan: Plan, hp: HostPlan, g: Gangs) -> bytes:
         gangs[owner] = entry
     doc = {"deployment": plan.deployment, "host": hp.host.name, "address": hp.host.address,
            "agent_port": plan.agent_port, "restart_max": plan.restart_max, "restart_window": plan.restart_window,
-           "gangs": gangs}
+           "metrics": metrics_endpoint(plan, hp), "gangs": gangs}
     return jsonfmt.dumps_bytes(doc)
+
+
+def metrics_endpoint(plan: Plan, hp: HostPlan) -> dict | None:
+    """Where this host's agent serves /metrics (defaults.metrics), or None: no endpoint."""
+    if plan.metrics_port is None:
+        return None
+    listen = {"address": hp.host.address, "loopback": "127.0.0.1", "any": "0.0.0.0"}.get(
+        plan.metrics_listen, plan.metrics_listen)
+    return {"address": listen, "port": plan.metrics_port}
 
 
 def render_host(hp: HostPlan, plan: Plan, gangs: Gangs) -> dict[str, File]:

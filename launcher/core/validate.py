@@ -314,6 +314,8 @@ class _Checker:
             else:
                 seen[key] = (path, what)
 
+        if self.t.metrics_port == self.t.agent_port:  # both the agent's, on the same address by default
+            self.err(("defaults", "metrics", "port"), f"the metrics port is the agent_port ({self.t.agent_port})")
         for i, inst in enumerate(self.t.instances):
             if inst.rendezvous_port is not None and inst.hosts and inst.hosts[0] in self.hosts:
                 claim(self.hosts[inst.hosts[0]].address, inst.rendezvous_port, ("instances", i, "rendezvous_port"),

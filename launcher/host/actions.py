@@ -9,7 +9,8 @@ import time
 from . import upload
 from .container import check_generation
 from .orphans import stop_orphans
-from .proctree import stop_leftovers, subreaper_path
+from .leftovers import stop_leftovers
+from .proctree import subreaper_path
 from .snapshot import current_state, write_snapshot
 from .state import (current_generation, read_json, read_manifest, secret, set_desired, state_path, update_state,
                     write_json, write_secret)
@@ -59,6 +60,7 @@ def _swap_symlink(link: str, target: str) -> None:
         os.unlink(tmp)
     os.symlink(target, tmp)
     os.replace(tmp, link)  # rename(2) over the old link: atomic
+    upload.fsync_dir(os.path.dirname(link))  # and durable: a power loss must not undo a switch half
 
 
 def act_switch(root: str, args: list[str]) -> dict:
@@ -80,6 +82,10 @@ def act_switch(root: str, args: list[str]) -> dict:
             if os.path.lexists(state_path(root, name)):
                 os.unlink(state_path(root, name))
         return {"previous": previous, "generation": None, "stopped_supervisord": stopped}
+    want = next((a[len("--digest="):] for a in args[2:] if a.startswith("--digest=")), None)
+    if want is not None and not upload.intact(os.path.join(root, "gens", generation), want):
+        raise RuntimeError(f"generation {generation} here does not match its digest (damaged or truncated "
+                           "since its upload): nothing was switched")
     runtime_link = os.path.join(root, "runtime", "current")
     old_runtime = os.readlink(runtime_link) if os.path.islink(runtime_link) else None
     _swap_symlink(runtime_link, runtime_id)
@@ -209,9 +215,32 @@ def act_down(root: str, args: list[str]) -> dict:
         if os.path.lexists(leftover):
             os.unlink(leftover)
     if purge and os.path.isdir(root):
-        import shutil
-        shutil.rmtree(root)
+        _purge(root)
     return {"stopped_supervisord": stopped, "purged": purge, "stopped_orphans": orphans}
+
+
+# what `down --purge` keeps: the fencing high-water mark and the lock's token counter (the
+# running `down` holds that lock): a purged host must still refuse a command whose lease was broken
+FENCING_FILES = ("fence", "lock.json")
+
+
+def _purge(root: str) -> None:
+    for name in os.listdir(root):
+        path = os.path.join(root, name)
+        if name == "state" and os.path.isdir(path) and not os.path.islink(path):
+            for sub in os.listdir(path):
+                if sub not in FENCING_FILES:
+                    _remove(os.path.join(path, sub))
+        else:
+            _remove(path)
+
+
+def _remove(path: str) -> None:
+    import shutil
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    else:
+        os.unlink(path)
 
 
 FOLLOW_MAX = 1 << 20  # bytes of one program's log sent per `logs -f` poll
@@ -247,6 +276,12 @@ def act_logs(root: str, args: list[str]) -> dict:
         path = os.path.join(root, "logs", f"{os.path.basename(program)}.log")
         out[program], offsets[program] = _log_since(path, int(since) if at else None, lines)
     return {"logs": out, "offsets": offsets}
+
+
+def act_events(root: str, args: list[str]) -> dict:
+    """The event journal's entries from time ``args[0]`` on (host clock; events.py)."""
+    from .events import read
+    return {"events": read(root, float(args[0]) if args else 0.0), "time": time.time()}
 
 
 def act_relay(root: str, args: list[str]) -> dict:

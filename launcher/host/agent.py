@@ -25,7 +25,7 @@ from .members import (DEAD, Unreachable, failure_cause, forget_reporting, held_g
                       seen_before_restart, wait_for_members)
 from .followers import follow, gang_state, tell_followers, wait_for_leaders
 from .gangstart import start_gangs, start_leader_first
-from .proctree import stop_logged
+from .leftovers import stop_logged
 from .restart_policy import restart_backoff, restart_when
 from .snapshot import current_state, write_snapshot
 from .state import (current_generation, desired, read_json, read_manifest, secret, set_desired, state_path, tail,
@@ -34,6 +34,9 @@ from .supervisor_rpc import STOP_RPC_TIMEOUT, rpc
 from .supervisord import recover as recover_supervisord, reload_groups
 from .switchback import switch_back
 from .agentport import serve as serve_agent_port
+from .metrics import counted, restart_cause
+from .metrics_http import serve as serve_metrics
+from .program_stats import observe
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (type checkers know the name)
 if TYPE_CHECKING:
@@ -59,13 +62,13 @@ class Agent:
         self.verifier = Verifier()
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
-        self._busy = 0  # gang work under way (a report, a restart): state/agent-busy while > 0
+        self.busy = 0  # gang work under way (a report, a restart): state/agent-busy while > 0
 
     def task(self, fn: Callable[..., object], *args: object) -> None:
         """Gang work on the pool, counted in state/agent-busy while it runs (0: nothing under way)."""
         with self._pool_lock:
-            self._busy += 1
-            write_json(state_path(self.root, "agent-busy"), self._busy)
+            self.busy += 1
+            write_json(state_path(self.root, "agent-busy"), self.busy)
 
         def run() -> None:
             try:
@@ -74,8 +77,8 @@ class Agent:
                 log(f"{getattr(fn, '__name__', fn)}: {type(exc).__name__}: {exc}")
             finally:
                 with self._pool_lock:
-                    self._busy -= 1
-                    write_json(state_path(self.root, "agent-busy"), self._busy)
+                    self.busy -= 1
+                    write_json(state_path(self.root, "agent-busy"), self.busy)
         self.pool.submit(run)
 
     @property
@@ -240,9 +243,9 @@ class Agent:
             return
         started = start_leader_first(self, gang, group)
         history.append(time.time())
-        st.update(state="RUNNING", restarts=st.get("restarts", 0) + 1, history=history, last_restart=time.time(),
-                  skew=max(started.values()) - min(started.values()), started=started,
-                  followed={**st.get("followed", {}), **runs})
+        st.update(state="RUNNING", restarts=st.get("restarts", 0) + 1, causes=counted(st, restart_cause(report)),
+                  history=history, last_restart=time.time(), skew=max(started.values()) - min(started.values()),
+                  started=started, followed={**st.get("followed", {}), **runs})
         states = read_json(path, {})
         states[group] = st
         write_json(path, states)
@@ -305,6 +308,7 @@ class Agent:
     def poll_and_snapshot(self) -> None:
         state = current_state(self.root)  # one getAllProcessInfo serves the poll and the snapshot
         self.poll_once(state["programs"])
+        observe(self.root, state["programs"])  # restarts and last exits, for /metrics
         write_snapshot(self.root, state)
 
     def report_failure(self, group: str, gang: dict, report: dict) -> None:
@@ -344,6 +348,7 @@ class Agent:
         """supervisord event listener: woken by process state changes (and a 60 s tick as a
         safety net), so an idle host costs nothing and a dead rank is seen at once."""
         threading.Thread(target=self.serve, daemon=True).start()
+        threading.Thread(target=serve_metrics, args=(self,), daemon=True).start()
         write_json(state_path(self.root, "agent-busy"), 0)  # what a previous agent was doing died with it
         write_json(state_path(self.root, "agent.pid"), os.getpid())
         log(f"watching {self.root}")

@@ -15,10 +15,10 @@ from .state import secret
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (type checkers know the name)
 if TYPE_CHECKING:
-    from .agent import Agent
+    from .agent_api import AgentApi
 
 
-def serve(agent: Agent) -> None:
+def serve(agent: AgentApi) -> None:
     """Listen on this host's address and the deployment's agent port (retrying while it is taken)."""
 
     class Handler(socketserver.StreamRequestHandler):

@@ -26,6 +26,7 @@ import signal
 import sys
 import time
 
+from .engine import run_engine
 from .orphans import proc_stat
 from .proctree import _children, terminate
 
@@ -62,12 +63,11 @@ def announce(root: str, gen: str, engine: str, owner: str, prog: dict, child: An
              stopping: Callable[[], bool]) -> None:
     """Wait until the engine says the container runs (or its client ended, or a stop came), then
     write run/containers/<program>.up for the ranks to find it."""
-    from .container import _engine
     me = os.getpid()
     fmt = "{{.State.Status}} {{.State.Pid}} {{.Id}}"
     delay = 0.1
     while child.poll() is None and not stopping():
-        code, out = _engine([engine, "inspect", "--format", fmt, prog["name"]])
+        code, out = run_engine([engine, "inspect", "--format", fmt, prog["name"]])
         parts = out.split()
         if code == 0 and len(parts) == 3 and parts[0] == "running" and parts[1].isdigit() and parts[1] != "0":
             pid = int(parts[1])

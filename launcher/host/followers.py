@@ -23,13 +23,14 @@ import time
 from .dependencies import wait_for_dependencies
 from .gangstart import start_leader_first
 from .members import log
+from .metrics import counted, restart_cause
 from .probes import probe_all
 from .snapshot import write_snapshot
 from .state import desired, read_json, state_path, update_state, write_json
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (type checkers know the name)
 if TYPE_CHECKING:
-    from .agent import Agent
+    from .agent_api import AgentApi
 
 READY_WAIT = 600.0  # s a restarted gang may take to pass its probes before its followers are told
 POLL = 1.0          # s between looks at a gang being restarted or not ready yet
@@ -44,7 +45,7 @@ def gang_state(root: str, group: str) -> dict:
             "waiting": bool(waiting), "desired": bool(desired(root).get(group))}
 
 
-def _runs(agent: Agent, gang: dict) -> dict[str, object] | None:
+def _runs(agent: AgentApi, gang: dict) -> dict[str, object] | None:
     """What the gang follows, each leader's run ("owner@host" -> run), or None while one is restarting
     or waiting itself. A leader that does not answer counts as not restarting: the probes decide."""
     runs: dict[str, object] = {}
@@ -61,7 +62,7 @@ def _runs(agent: Agent, gang: dict) -> dict[str, object] | None:
     return runs
 
 
-def wait_for_leaders(agent: Agent, group: str, gang: dict) -> dict[str, object] | None:
+def wait_for_leaders(agent: AgentApi, group: str, gang: dict) -> dict[str, object] | None:
     """Before a follower starts again: wait while what it follows is being restarted, then for
     the dependency probes; the runs it follows now, or None when someone else took over."""
     if not gang.get("restart_with"):
@@ -83,7 +84,7 @@ def wait_for_leaders(agent: Agent, group: str, gang: dict) -> dict[str, object] 
             return runs
 
 
-def tell_followers(agent: Agent, group: str, gang: dict, run: float) -> None:
+def tell_followers(agent: AgentApi, group: str, gang: dict, run: float) -> None:
     """Once this gang's run ``run`` passes its probes here, tell its followers' leaders."""
     deadline = time.time() + READY_WAIT
     while True:
@@ -114,7 +115,7 @@ def tell_followers(agent: Agent, group: str, gang: dict, run: float) -> None:
                     time.sleep(min(POLL * 2 ** attempt, 30.0))
 
 
-def follow(agent: Agent, group: str, body: dict) -> None:
+def follow(agent: AgentApi, group: str, body: dict) -> None:
     """The `follow` op: restart ``group`` on all its hosts after body['after'] restarted (run
     body['run'] on body['host']), unless it was started after that run already."""
     gang = agent.conf()["gangs"].get(group)
@@ -139,7 +140,8 @@ def follow(agent: Agent, group: str, body: dict) -> None:
         if runs is None:
             return
         started = start_leader_first(agent, gang, group)
-        st.update(state="RUNNING", restarts=st.get("restarts", 0) + 1, last_restart=time.time(), started=started,
+        st.update(state="RUNNING", restarts=st.get("restarts", 0) + 1, causes=counted(st, restart_cause(None)),
+                  last_restart=time.time(), started=started,
                   skew=max(started.values()) - min(started.values()), followed={**st.get("followed", {}), key: run, **runs})
         states = read_json(path, {})
         states[group] = st

@@ -28,7 +28,7 @@ TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (type che
 if TYPE_CHECKING:
     from typing import Callable, TypeVar
 
-    from .agent import Agent
+    from .agent_api import AgentApi
     T = TypeVar("T")
 
 AGENT_WAIT = 30.0    # s a just-started agent may take to listen (its Python start on a busy host)
@@ -47,7 +47,7 @@ def _refused_until(deadline: float, attempt: Callable[[], T]) -> T:
             time.sleep(RETRY)
 
 
-def start_gangs(agent: Agent, groups: list[str]) -> dict:
+def start_gangs(agent: AgentApi, groups: list[str]) -> dict:
     """The agent's ``gang-start`` op: start each of ``groups`` (gangs this agent leads) on all of
     its members at once; returns {"ok": True, "started": {group: {host: started_at}}}."""
     conf = agent.conf()
@@ -78,7 +78,7 @@ def start_gangs(agent: Agent, groups: list[str]) -> dict:
     return {"ok": True, "started": started}
 
 
-def start_leader_first(agent: Agent, gang: dict, group: str,
+def start_leader_first(agent: AgentApi, gang: dict, group: str,
                        start_others: Callable[[list[dict]], list[dict]] | None = None) -> dict[str, float]:
     """Start ``group`` on every member: this host's first (the leader's: rank 0, whom the peers
     connect to; started among 127 sending threads it came last on 200 hosts, and every peer
@@ -94,7 +94,7 @@ def start_leader_first(agent: Agent, gang: dict, group: str,
     return {**started, **{m["host"]: r["started_at"] for m, r in zip(others, replies)}}
 
 
-def _start_each(agent: Agent, conf: dict, members: list[dict], group: str, deadline: float) -> list[dict]:
+def _start_each(agent: AgentApi, conf: dict, members: list[dict], group: str, deadline: float) -> list[dict]:
     """`up`'s start of ``members`` at once, each retried while its agent does not listen yet;
     RuntimeError naming every member that failed."""
     futures = [agent.pool.submit(_start_member, agent, conf, m, group, deadline) for m in members]
@@ -109,7 +109,7 @@ def _start_each(agent: Agent, conf: dict, members: list[dict], group: str, deadl
     return replies
 
 
-def _start_member(agent: Agent, conf: dict, member: dict, group: str, deadline: float) -> dict:
+def _start_member(agent: AgentApi, conf: dict, member: dict, group: str, deadline: float) -> dict:
     where = f"member {member['host']} ({member['address']})"
     try:
         return _refused_until(deadline, lambda: agent.send(member["address"], {"op": "start", "group": group},

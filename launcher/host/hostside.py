@@ -19,8 +19,8 @@ import os
 import sys
 
 from . import upload
-from .actions import (act_down, act_logs, act_prepare, act_prune, act_relay, act_restore, act_secret, act_start,
-                      act_state, act_stop, act_switch, act_wait)
+from .actions import (act_down, act_events, act_logs, act_prepare, act_prune, act_relay, act_restore, act_secret,
+                      act_start, act_state, act_stop, act_switch, act_wait)
 from .container import act_containercheck
 from .gangstart import act_gangstart
 from .linkcheck import act_linkcheck
@@ -35,7 +35,7 @@ UPLOAD: list[tuple[str, int, bytes]] | None = None
 
 ACTIONS = {"state": act_state, "prepare": act_prepare, "switch": act_switch, "start": act_start,
            "gang-start": act_gangstart, "stop": act_stop, "prune": act_prune, "restore": act_restore, "relay": act_relay,
-           "wait": act_wait, "down": act_down, "logs": act_logs, "secret": act_secret,
+           "wait": act_wait, "down": act_down, "logs": act_logs, "events": act_events, "secret": act_secret,
            "linkcheck": act_linkcheck, "containercheck": act_containercheck, "tcpcheck": act_tcpcheck, "probe": act_probe}
 
 

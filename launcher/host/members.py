@@ -19,7 +19,7 @@ from .supervisor_rpc import rpc
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (type checkers know the name)
 if TYPE_CHECKING:
-    from .agent import Agent
+    from .agent_api import AgentApi
 
 REPORT_BACKOFF_INITIAL = 1.0
 REPORT_BACKOFF_MAX = 30.0  # a member reports a failure at least this often until the leader takes it
@@ -43,22 +43,22 @@ def log(msg: str) -> None:
           file=sys.stderr, flush=True)
 
 
-def _wait(agent: Agent, group: str, on: list[str], reason: str, since: float, **more: object) -> None:
+def _wait(agent: AgentApi, group: str, on: list[str], reason: str, since: float, **more: object) -> None:
     update_state(agent.root, "waiting.json", {group: {"on": on, "reason": reason, "since": since, **more}})
     write_snapshot(agent.root)
 
 
-def _still_waiting(agent: Agent, group: str) -> bool:
+def _still_waiting(agent: AgentApi, group: str) -> bool:
     """False once a deliberate start or stop (actions.py) cleared the gang's wait."""
     return bool(read_json(state_path(agent.root, "waiting.json"), {}).get(group))
 
 
-def _end_wait(agent: Agent, group: str) -> None:
+def _end_wait(agent: AgentApi, group: str) -> None:
     update_state(agent.root, "waiting.json", {group: None})
     write_snapshot(agent.root)
 
 
-def report_to_leader(agent: Agent, group: str, gang: dict, report: dict) -> None:
+def report_to_leader(agent: AgentApi, group: str, gang: dict, report: dict) -> None:
     """Report a member's failure until the leader takes it or the report is superseded."""
     leader = next(m for m in gang["members"] if m["host"] == gang["leader"])
     where = f"leader {leader['host']} ({leader['address']})"
@@ -85,7 +85,7 @@ def report_to_leader(agent: Agent, group: str, gang: dict, report: dict) -> None
         _end_wait(agent, group)
 
 
-def superseded(agent: Agent, group: str, report: dict, waited: bool) -> str | None:
+def superseded(agent: AgentApi, group: str, report: dict, waited: bool) -> str | None:
     """Why a failure report no longer describes the gang's current run, or None."""
     if not desired(agent.root).get(group):
         return "the gang was stopped deliberately"
@@ -137,7 +137,7 @@ def held_gangs(root: str) -> dict[str, dict]:
             if isinstance(w, dict) and isinstance(w.get("report"), dict)}
 
 
-def wait_for_members(agent: Agent, group: str, gang: dict, cut: Unreachable, report: dict) -> bool:
+def wait_for_members(agent: AgentApi, group: str, gang: dict, cut: Unreachable, report: dict) -> bool:
     """Hold a gang whose members did not answer until every one of them does again (then
     True: restart it, no operator needed). False when a deliberate start or stop took over."""
     held = read_json(state_path(agent.root, "waiting.json"), {}).get(group) or {}
@@ -158,7 +158,7 @@ def wait_for_members(agent: Agent, group: str, gang: dict, cut: Unreachable, rep
     return True
 
 
-def _answers(agent: Agent, member: dict) -> bool:
+def _answers(agent: AgentApi, member: dict) -> bool:
     try:
         agent.send(member["address"], {"op": "ping"}, timeout=MEMBER_POLL)
     except OSError:

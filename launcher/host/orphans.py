@@ -13,7 +13,7 @@ import os
 import signal
 import time
 
-from . import container
+from . import engine
 from .supervisor_rpc import socket_path
 
 GONE_TIMEOUT = 30.0  # after SIGTERM, before SIGKILL (as supervisord's stopwaitsecs)
@@ -138,4 +138,4 @@ def stop_orphans(root: str, timeout: float = GONE_TIMEOUT) -> list[dict]:
 def _remove_containers(root: str) -> list[dict]:
     """After the processes (a runner stops its container with the grace period): what is left of
     ROOT's containers; supervisord is down, so none of them is supervised."""
-    return [container.as_orphan(c) for c in container.remove_all(root)]
+    return [engine.as_orphan(c) for c in engine.remove_all(root)]

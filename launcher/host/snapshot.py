@@ -5,7 +5,7 @@ import hashlib
 import os
 import time
 
-from . import container
+from . import engine, events
 from .orphans import find_orphans
 from .state import current_generation, read_gang_state, read_json, read_manifest, secret, state_path, write_json
 from .supervisor_rpc import programs_info, socket_path
@@ -17,7 +17,7 @@ def current_state(root: str) -> dict:
     programs = programs_info(root) if os.path.exists(socket_path(root)) else None
     # supervisord down: what it ran may live on unsupervised (kill -9, the OOM killer)
     orphans = find_orphans(root) if programs is None and os.path.isdir(os.path.join(root, "run")) else []
-    found = container.containers(root)  # [] at no cost where nothing ever ran in a container
+    found = engine.containers(root)  # [] at no cost where nothing ever ran in a container
     manifest = read_manifest(root)
     if found:
         by_program = {c["program"]: c for c in found}
@@ -28,8 +28,8 @@ def current_state(root: str) -> dict:
             c = by_program.get(p["name"]) or by_name.get(runs_in.get(p["name"]) or "")
             if c is not None:
                 p["container"] = {"id": c["id"][:12], "state": c["state"]}
-        left = [c for c in container.unsupervised(found, programs) if c["pid"]]
-        orphans += [container.as_orphan(c) for c in left]
+        left = [c for c in engine.unsupervised(found, programs) if c["pid"]]
+        orphans += [engine.as_orphan(c) for c in left]
         orphans += ranks_inside(root, left, runs_in)
     return {"root": root, "secret_id": hashlib.sha256(key).hexdigest()[:12] if key else None,
             "generation": current_generation(root), "supervisord": programs is not None,
@@ -58,4 +58,6 @@ def write_snapshot(root: str, state: dict | None = None) -> None:
     state change) and by each action that changes something; trusted only while the agent lives.
     ``state``: a current_state() just read (the agent's poll reads it once for both uses)."""
     if os.path.isdir(os.path.join(root, "state")):
-        write_json(state_path(root, "snapshot.json"), current_state(root) if state is None else state)
+        state = current_state(root) if state is None else state
+        write_json(state_path(root, "snapshot.json"), state)
+        events.observe(root, state)  # what changed since the last one, into the event journal

@@ -9,7 +9,7 @@ if TYPE_CHECKING:
     from typing import Any
 
 from .orphans import stop_orphans
-from .proctree import stop_leftovers
+from .leftovers import stop_leftovers
 from .supervisor_rpc import STOP_RPC_TIMEOUT, rpc, socket_path, supervisord_alive
 
 # shutil and subprocess are imported where needed: `state` (every status) imports this module

@@ -199,8 +199,25 @@ def settled(tb: Testbed, before: dict) -> dict | None:
     return None
 
 
+def why_not_settled(tb: Testbed, path: str, before: dict) -> str:
+    """What a failed wait saw: which part of `settled` is false, status, and the agents' logs."""
+    now = barriers(tb)
+    parts = [f"barriers: {'none (some rank not answering)' if not now else 'stale: ' + str([k for k in before if now[k] <= before[k]])}",
+             f"containers: {[(h.name, containers(tb, h)) for h in tb.hosts]}",
+             f"rank processes: {rank_processes(tb)}", f"exec clients: {len(exec_clients(tb))}",
+             f"agents idle: {agents_idle(tb, {h.name: root(tb, h) for h in tb.hosts})}",
+             "status: " + cli_on_testbed(tb, "status", path).out]
+    for h in tb.hosts:
+        log = tb.run(h, ["sh", "-c", f"tail -n 60 {root(tb, h)}/logs/launcher-agent.log"]).stdout
+        parts.append(f"== {h.name} agent log\n{log}")
+    return "\n".join(parts)
+
+
 def restarted_whole(tb: Testbed, path: str, before: dict, old_boxes: set[str]) -> None:
-    wait_for(lambda: settled(tb, before), timeout=180, what="the gang back whole: 16 ranks, one copy each")
+    try:
+        wait_for(lambda: settled(tb, before), timeout=180, what="the gang back whole: 16 ranks, one copy each")
+    except AssertionError as err:
+        raise AssertionError(f"{err}\n{why_not_settled(tb, path, before)}") from None
     assert not {box(tb, h)["id"] for h in tb.hosts} & old_boxes  # both hosts' containers were replaced
     assert one_listener_per_port(tb)
     code, rows = status(tb, path)
@@ -315,9 +332,12 @@ def test_ranks_whose_supervision_died_are_shown_orphaned_and_up_replaces_them(de
     ranks = rank_processes(tb)
     pids = supervision_of(tb, host)
     assert len(pids) == 2 + (1 + NPUS) * 2  # supervisord, agent, 9 runners with their clients
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):  # gone already: with its parent, or on its own EOF
-            os.kill(pid, signal.SIGKILL)
+    # all at once, as an OOM kill of the cgroup: stopped first, so none of them sees another die and
+    # reacts (the agent, seeing supervisord's EOF, would recover it and remove the container)
+    for sig in (signal.SIGSTOP, signal.SIGKILL):
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):  # gone already: with its parent, or on its own EOF
+                os.kill(pid, sig)
     # the container and the 8 ranks in it live on, unsupervised
     wait_for(lambda: not any(os.path.exists(f"/proc/{p}") for p in pids), what="the supervision tree gone")
     assert wait_for(lambda: [c for c in containers(tb, host) if c["program"] == BOX and c["state"] == "running"],

@@ -158,7 +158,7 @@ def test_preflight_checks_cover_worlds_and_datadist_links():
 
 
 def test_status_rows_are_formatted_from_records_with_the_same_keys_and_sentences():
-    from launcher.statusview import drift_lines as _drift_lines, state_cell as _state_cell, \
+    from launcher.cli.statusview import drift_lines as _drift_lines, state_cell as _state_cell, \
         status_json as _status_json
     from launcher.deploy.records import Detail, Drift, DriftKind, StatusRow
     base = ["instance", "host", "rank", "program", "state", "pid", "uptime", "restarts", "generation", "in_plan",
@@ -202,7 +202,7 @@ def test_status_rows_are_formatted_from_records_with_the_same_keys_and_sentences
 
 def test_status_shows_the_container_of_each_rank_and_a_container_nothing_supervises():
     from launcher.deploy.records import Drift, DriftKind, StatusRow
-    from launcher.statusview import drift_lines, state_cell, status_json, status_table
+    from launcher.cli.statusview import drift_lines, state_cell, status_json, status_table
     boxed = StatusRow("a", "n0", 0, "a-r0", "RUNNING", pid=7, container="3f2a9c1d0b4e", container_state="running")
     left = StatusRow("a", "n1", 1, "a-r1", "ORPHANED", pid=41, container="9e8d7c6b5a43", container_state="running",
                      drift=(Drift(DriftKind.ORPHANED, program="a-r1", pids=(41,), container="9e8d7c6b5a43"),))

@@ -1,10 +1,10 @@
-"""How `status` shows readiness and a gang's wait (launcher/statusview.py), from records."""
+"""How `status` shows readiness and a gang's wait (launcher/cli/statusview.py), from records."""
 from __future__ import annotations
 
 import time
 
 from launcher.deploy.records import Detail, Drift, DriftKind, StatusRow
-from launcher.statusview import fmt_since, state_cell, status_json, status_table
+from launcher.cli.statusview import fmt_since, state_cell, status_json, status_table
 
 REFUSED = "http http://10.0.0.1:8000/health: URLError: <urlopen error [Errno 111] Connection refused>"
 

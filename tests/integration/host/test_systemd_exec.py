@@ -12,7 +12,7 @@ from pathlib import Path
 from launcher.deploy.runtime import build_runtime
 from tests.helpers import ROOT, wait_for
 
-UNIT = ROOT / "systemd" / "ascend-launcher@.service"
+UNIT = ROOT / "launcher" / "host" / "systemd" / "ascend-launcher@.service"  # the one shipped to hosts
 
 
 def exec_start(root: str, key: str = "ExecStart=") -> list[str]:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-from launcher.offline import write_rendered
+from launcher.cli.offline import write_rendered
 from launcher.core.pipeline import compile_text, rendered
 
 NASTY = [

@@ -9,7 +9,15 @@ import pytest
 
 from tests.helpers import ROOT
 
-UNIT = ROOT / "systemd" / "ascend-launcher@.service"
+UNIT = ROOT / "launcher" / "host" / "systemd" / "ascend-launcher@.service"  # the one shipped to hosts
+
+
+def test_the_unit_has_one_source_the_shipped_file():
+    # systemd/ (the design card's folder, where operators look) points at the file the runtime
+    # ships and these tests check: an edit to either is an edit to both
+    top = ROOT / "systemd" / UNIT.name
+    assert top.is_symlink() and top.resolve() == UNIT.resolve()
+    assert [p.name for p in (ROOT / "systemd").iterdir()] == [UNIT.name]
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")

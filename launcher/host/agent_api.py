@@ -1,0 +1,35 @@
+"""What the agent's helpers (members, gang start, followers, the agent port, /metrics) may use of the agent.
+
+They take the agent as this protocol, not as agent.py's class, so the host side has no import
+cycle: agent.py uses its helpers, never the other way round. Imported for type checking only.
+"""
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Protocol
+
+from .messages import Verifier
+
+
+class AgentApi(Protocol):
+    root: str
+    locks: dict[str, threading.Lock]   # per gang: one restart, start or follow at a time
+    pending: dict[str, dict]           # a report that came in while its gang was being restarted
+    verifier: Verifier
+    busy: int                          # gang work under way (state/agent-busy)
+
+    @property
+    def pool(self) -> ThreadPoolExecutor: ...
+
+    def task(self, fn: Callable[..., object], *args: object) -> None: ...
+
+    def conf(self) -> dict: ...
+
+    def send(self, address: str, body: dict, timeout: float = ...) -> dict: ...
+
+    def local_start(self, group: str) -> dict: ...
+
+    def all_members(self, gang: dict, op: str) -> list[dict]: ...
+
+    def dispatch(self, body: dict) -> dict: ...
