@@ -274,7 +274,7 @@ class _Expander:
         """What placeholders of a host stand for (placeholders.HOST_NAMES)."""
         host = self.hosts[hname]
         return {"host.name": hname, "host.address": host.address, "host.server_id": host.server_id,
-                "host.index": index}
+                "host.index": index, "host.nic": host.nic or ""}  # validated: known where it is used
 
     def _program(self, name: str, hname: str, inst: Instance, argv: tuple[str, ...], env: dict[str, str],
                  r: RankInfo | None, devices: tuple[int, ...]) -> Program:

@@ -51,6 +51,10 @@ class Host:
     super_pod_id: str | None = None  # Atlas A3 SuperPoD id; None: not given (an A2 host) or not discovered yet
     pod_discover: bool = False       # the topology says `super_pod_id: discover`
     chips_per_card: int | None = None  # A3 dies per card, for discovery (npu-smi's -i card -c chip)
+    # the interface holding the host's address (GLOO/TP/HCCL_SOCKET_IFNAME): the topology's `nic:`,
+    # else the lock file's; None: not known (not given, not discovered yet)
+    nic: str | None = None
+    nic_discover: bool = False  # the topology says `nic: discover`
 
     @property
     def superpod(self) -> bool:
