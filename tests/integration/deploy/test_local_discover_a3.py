@@ -56,11 +56,11 @@ def test_discover_fills_vnic_ips_sdids_and_the_pod(tmp_path, fakes, monkeypatch)
     run = run_cli("discover", str(path))
     assert run.code == 0, run.err
     lock = tmp_path / "topo.lock.yaml"
-    assert run.out.strip() == f"wrote {lock} (2 device IPs, 3 SDIDs, 1 SuperPoD ids)"
+    assert run.out.strip() == f"wrote {lock} (2 device IPs, 3 SDIDs, 1 SuperPoD ids, 1 interfaces)"
     body = lock.read_text().split("version: 1", 1)[1]
     assert body == ("\ndevices:\n  solo:\n    0: 192.168.2.10\n    1: 192.168.2.11\n"
                     "super_pods:\n  solo: '3'\nsuper_device_ids:\n  solo:\n    0: 104857600\n    1: 104857601\n"
-                    "    2: 104857602\n")
+                    "    2: 104857602\nnics:\n  solo: lo\n")  # the interface holding 127.0.0.1
     table = json.loads(run_cli("ranktable", str(path), "--instance", "m").out)
     assert table["version"] == "1.2" and table["super_pod_list"][0]["super_pod_id"] == "3"
     assert [d["super_device_id"] for d in table["server_list"][0]["device"]] == ["104857600", "104857601",
