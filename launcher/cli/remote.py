@@ -179,6 +179,7 @@ def cmd_discover(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     verb = "wrote" if changed else "unchanged:"
     extra = f", {len(a3.sdids)} SDIDs, {len(a3.pods)} SuperPoD ids" if a3.sdids or a3.pods else ""
+    extra += f", {len(a3.nic_ips)} NIC IPs" if a3.nic_ips else ""
     extra += f", {len(nics)} interfaces" if nics else ""
     write(f"{verb} {lock_path(args.file)} ({len(facts)} device IPs{extra})\n")
     return EXIT_OK

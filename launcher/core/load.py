@@ -28,6 +28,7 @@ class SuperPodFacts:
 
     pods: Mapping[str, str] = field(default_factory=dict)              # host name -> Super Pod ID
     sdids: Mapping[tuple[str, int], int] = field(default_factory=dict)  # (host, device id) -> SDID
+    nic_ips: Mapping[tuple[str, int], str] = field(default_factory=dict)  # (host, device id) -> RoCE NIC IP
 
 
 def env_value(value: Any) -> str:
@@ -116,6 +117,10 @@ def _host(h: Mapping[str, Any], defaults: Mapping[str, Any], facts: DeviceFacts,
     for id_text, ip in h.get("devices", {}).items():
         device_id = int(id_text)
         sdid: Any = ip.get("super_device_id") if isinstance(ip, dict) else None
+        nic_ip: Any = ip.get("nic_ip") if isinstance(ip, dict) else None
+        nic_ip_discover = nic_ip == DISCOVER
+        if nic_ip_discover:
+            nic_ip = a3.nic_ips.get((h["name"], device_id))
         if isinstance(ip, dict):
             ip = ip["ip"]
         # on a SuperPoD host a bare `discover` means the vnic IP and the SDID both
@@ -125,7 +130,7 @@ def _host(h: Mapping[str, Any], defaults: Mapping[str, Any], facts: DeviceFacts,
         discover = ip == DISCOVER
         if discover:
             ip = facts.get((h["name"], device_id))
-        devices.append(Device(device_id, ip, discover, sdid, sdid_discover))
+        devices.append(Device(device_id, ip, discover, sdid, sdid_discover, nic_ip, nic_ip_discover))
     return Host(
         name=h["name"], address=h["address"], server_id=h.get("server_id", h["address"]),
         container_ip=h.get("container_ip"), transport=h.get("transport", "ssh"),

@@ -86,12 +86,15 @@ def parse_superpod(text: str, path: str) -> SuperPodFacts:
         raise SpecErrors([Diagnostic(Loc(path, 1, 1), "", f"cannot read the lock file: {exc}")]) from None
     pods = doc.get("super_pods") or {} if isinstance(doc, dict) else {}
     sdids = doc.get("super_device_ids") or {} if isinstance(doc, dict) else {}
+    nic_ips = doc.get("nic_ips") or {} if isinstance(doc, dict) else {}
     try:
         return SuperPodFacts({str(h): _pod_id(p) for h, p in pods.items()},
                              {(str(h), _integer(d)): _integer(s) for h, ids in sdids.items()
-                              for d, s in (ids or {}).items()})
+                              for d, s in (ids or {}).items()},
+                             {(str(h), _integer(d)): _ip(ip) for h, ids in nic_ips.items()
+                              for d, ip in (ids or {}).items()})
     except (AttributeError, TypeError, ValueError):
-        raise SpecErrors([Diagnostic(Loc(path, 1, 1), "", "the lock file's super_pods / super_device_ids are not "
+        raise SpecErrors([Diagnostic(Loc(path, 1, 1), "", "the lock file's super_pods / super_device_ids / nic_ips are not "
                                                           "host -> id mappings; run `launcher discover` again")]) from None
 
 
@@ -118,6 +121,13 @@ def _integer(value: object) -> int:
     raise ValueError(value)
 
 
+def _ip(value: object) -> str:
+    """A NIC IP as discover wrote it: text."""
+    if not isinstance(value, str) or not value:
+        raise ValueError(value)
+    return value
+
+
 def _pod_id(value: object) -> str:
     """A SuperPoD id goes into ranktables: digits or a plain word, no control character."""
     text = str(_integer(value)) if not isinstance(value, str) else value
@@ -140,9 +150,16 @@ def lock_text(facts: Facts, a3: SuperPodFacts | None = None, nics: NicFacts | No
         for (host, dev), sdid in sorted(a3.sdids.items()):
             sdids.setdefault(host, {})[dev] = sdid
         doc["super_device_ids"] = sdids
+    if a3 and a3.nic_ips:
+        ips: dict[str, dict[int, str]] = {}
+        for (host, dev), ip in sorted(a3.nic_ips.items()):
+            ips.setdefault(host, {})[dev] = ip
+        doc["nic_ips"] = ips
     with_a3 = len(doc) > 2
     if nics:
         doc["nics"] = dict(sorted(nics.items()))
     a3_note = "# Atlas A3: vnic IPs (hccn_tool -i N -vnic -g), SDIDs and pods (npu-smi info -t spod-info).\n"
+    if a3 and a3.nic_ips:
+        a3_note += "# nic_ips: the dies' RoCE NIC IPs (hccn_tool -i N -ip -g), for HCCL worlds across SuperPoDs.\n"
     nic_note = "# nics: the interface holding each host's address (GLOO/TP/HCCL_SOCKET_IFNAME).\n"
     return HEADER + (a3_note if with_a3 else "") + (nic_note if nics else "") + yaml.safe_dump(doc, sort_keys=False)

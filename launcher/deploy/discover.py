@@ -30,6 +30,12 @@ _IPV4 = re.compile(r"^\d{1,3}(\.\d{1,3}){3}$")
 _SPOD = re.compile(r"^SDID (\d+), Super Pod ID (\d+)$")  # the checker's `seen` of a spod check
 
 
+def nic_ip_targets(topo: Topology) -> dict[str, list[int]]:
+    """host -> A3 devices whose RoCE NIC IP is left to discovery (`nic_ip: discover`)."""
+    out = {h.name: [d.id for d in h.devices if d.nic_ip_discover] for h in topo.hosts}
+    return {h: ids for h, ids in out.items() if ids}
+
+
 def targets(topo: Topology) -> dict[str, list[int]]:
     """host -> device ids marked `discover` (an IP, an SDID, or, for a pod id left to discovery, every device)."""
     out = {h.name: [d.id for d in h.devices if d.discover or d.sdid_discover or h.pod_discover] for h in topo.hosts}
@@ -64,6 +70,14 @@ def _spec(host: Host, devices: list[int]) -> dict[str, Any]:
     return spec
 
 
+def _linkcheck(c: HostClient, host: Host, spec: dict[str, Any]) -> dict[str, Any]:
+    reply = c.call("linkcheck", host.hccn_tool or "-", host.dcmi_lib or "-", stdin=json.dumps(spec).encode())
+    if reply.get("report") is None:
+        raise LauncherError(reply.get("stderr") or "the link checker gave no report")
+    report: dict[str, Any] = reply["report"]
+    return report
+
+
 def seen_ips(report: dict[str, Any]) -> tuple[dict[int, str], dict[int, str]]:
     """(device -> IP read, device -> why it could not be read) from a checker report."""
     found: dict[int, str] = {}
@@ -86,10 +100,11 @@ def discover(topo: Topology, path: str, session_args: dict[str, Any]
     lock file."""
     want = targets(topo)
     nic_want = nic_targets(topo)
-    if not want and not nic_want:
+    roce_want = nic_ip_targets(topo)
+    if not want and not nic_want and not roce_want:
         raise LauncherError(f"{path}: no device says `discover` and every host names its `nic:`; nothing to read")
     hosts = {h.name: h for h in topo.hosts}
-    reach = [h.name for h in topo.hosts if h.name in want or h.name in nic_want]
+    reach = [h.name for h in topo.hosts if h.name in want or h.name in nic_want or h.name in roce_want]
     plan = Plan(topo.name, tuple(HostPlan(hosts[n], host_root(topo.name, hosts[n]), (), ()) for n in reach), (),
                 (), {})
     ip_want = {(h.name, d.id) for h in topo.hosts for d in h.devices if d.discover}
@@ -99,6 +114,7 @@ def discover(topo: Topology, path: str, session_args: dict[str, Any]
     old = read_superpod_facts(path)
     pods = {h: p for h, p in old.pods.items() if h in pod_want}
     sdids = {k: v for k, v in old.sdids.items() if k in sdid_want}
+    nic_ips = {k: v for k, v in old.nic_ips.items() if k[0] in roce_want and k[1] in roce_want[k[0]]}
     nics = {h: n for h, n in read_nics(path).items() if h in nic_want}
     problems: dict[str, str] = {}
     with Session(plan, **session_args) as session:
@@ -113,14 +129,16 @@ def discover(topo: Topology, path: str, session_args: dict[str, Any]
                     problems[c.name] = (f"interface: none holds its address {hosts[c.name].address} "
                                         f"({', '.join(seen.get('addresses') or []) or 'it does not resolve there'}); "
                                         "name it with `nic:` on the host")
-            if c.name not in want:
-                return {}
-            spec = _spec(hosts[c.name], want[c.name])
-            reply = c.call("linkcheck", hosts[c.name].hccn_tool or "-", hosts[c.name].dcmi_lib or "-",
-                           stdin=json.dumps(spec).encode())
-            if reply.get("report") is None:
-                raise LauncherError(reply.get("stderr") or "the link checker gave no report")
-            report: dict[str, Any] = reply["report"]
+            report: dict[str, Any] = {}
+            if c.name in roce_want:  # the dies' RoCE NIC IPs: the checker's A2 reading (-ip), not the vnic's
+                nic_spec = {**_spec(hosts[c.name], roce_want[c.name]), "superpod": False}
+                nic_spec.pop("chips_per_card", None)
+                found, errors = seen_ips(_linkcheck(c, hosts[c.name], nic_spec))
+                nic_ips.update(((c.name, d), ip) for d, ip in found.items())
+                problems.update((f"{c.name} device {d}", f"the RoCE NIC's (hccn_tool -i {d} -ip -g): {why}")
+                                for d, why in errors.items())
+            if c.name in want:
+                report = _linkcheck(c, hosts[c.name], _spec(hosts[c.name], want[c.name]))
             return report
 
         results = session.each("discover", read)
@@ -144,6 +162,6 @@ def discover(topo: Topology, path: str, session_args: dict[str, Any]
             problems[f"{host}"] = f"its dies report different Super Pod IDs {pod_ids}"
         elif host in pod_want and pod_ids:
             pods[host] = pod_ids[0]
-    a3 = SuperPodFacts(pods, sdids)
+    a3 = SuperPodFacts(pods, sdids, nic_ips)
     changed = write_lock(path, facts, a3, nics) if not problems else False
     return facts, changed, problems, a3, nics
