@@ -55,7 +55,9 @@ def topology_text(hosts: int, devices: int, per_instance: int, a3: bool = False)
         for d in range(devices):
             ip = f"29.{h // 250}.{h % 250}.{d + 1}"
             # SDIDs unique within a pod, large as real ones are
-            out.append(f"      {d}: {{ip: {ip}, super_device_id: {104857600 + (h % POD_SERVERS) * 65536 + d}}}"
+            # an instance across pods goes over RoCE: its tables carry the dies' NIC IPs
+            nic = f"30.{h // 250}.{h % 250}.{d + 1}"
+            out.append(f"      {d}: {{ip: {ip}, nic_ip: {nic}, super_device_id: {104857600 + (h % POD_SERVERS) * 65536 + d}}}"
                        if a3 else f"      {d}: {ip}")
     out.append("instances:")
     for i in range(hosts // per_instance):

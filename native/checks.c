@@ -22,11 +22,12 @@ static void add(struct lc_check *ch, size_t *k, int device, enum lc_kind kind,
 }
 
 /* Atlas A3 (superpod): the device IP is the die's virtual NIC's, HCCS peers answer -hccs_ping,
- * and the die's SuperPoD facts come from npu-smi (vLLM-Ascend's A3 multi-node preflight). */
-static void add_superpod(struct lc_check *ch, size_t *k, const struct lc_device *dev)
+ * and the die's SuperPoD facts come from npu-smi (vLLM-Ascend's A3 multi-node preflight). A world
+ * across SuperPoDs (roce) goes over the die's RoCE NIC: its link, its IP (-ip), -ping. */
+static void add_superpod(struct lc_check *ch, size_t *k, const struct lc_device *dev, int roce)
 {
     char spod[80];
-    add(ch, k, dev->id, LC_VNIC, LC_SRC_HCCN, "UP");
+    add(ch, k, dev->id, roce ? LC_LINK : LC_VNIC, LC_SRC_HCCN, "UP");
     add(ch, k, dev->id, LC_IP, LC_SRC_HCCN, dev->ip);
     if (dev->sdid >= 0 && dev->pod[0])
         snprintf(spod, sizeof spod, "SDID %ld, Super Pod ID %.40s", dev->sdid, dev->pod);
@@ -49,7 +50,7 @@ struct lc_check *lc_build_checks(const struct lc_config *c, int with_dcmi, size_
     for (int d = 0; d < c->ndevices; d++) {
         const struct lc_device *dev = &c->devices[d];
         if (c->superpod) {
-            add_superpod(ch, &k, dev);
+            add_superpod(ch, &k, dev, c->roce);
         } else {
             add(ch, &k, dev->id, LC_LINK, LC_SRC_HCCN, "UP");
             add(ch, &k, dev->id, LC_OPTICAL, LC_SRC_HCCN, "present");
@@ -64,7 +65,7 @@ struct lc_check *lc_build_checks(const struct lc_config *c, int with_dcmi, size_
             if (lc_ip_equal(c->peers[p], strlen(c->peers[p]), dev->ip))
                 continue; /* pinging yourself proves nothing about the fabric */
             ch[k].peer = c->peers[p];
-            add(ch, &k, dev->id, c->superpod ? LC_HCCS_PING : LC_PING, LC_SRC_HCCN, loss);
+            add(ch, &k, dev->id, c->superpod && !c->roce ? LC_HCCS_PING : LC_PING, LC_SRC_HCCN, loss);
         }
     }
     *n = k;
@@ -384,7 +385,8 @@ static void run_one(const struct lc_pool *p, struct lc_check *c)
     }
     snprintf(dev, sizeof dev, "%d", c->device);
     snprintf(pkt, sizeof pkt, "%d", p->cfg->pings);
-    char *argv[10] = {(char *)p->tool, "-i", dev, (char *)sub_of(c->kind, p->cfg->superpod), "-g", NULL};
+    int vnic = p->cfg->superpod && !p->cfg->roce; /* A3 over HCCS: the vnic's address */
+    char *argv[10] = {(char *)p->tool, "-i", dev, (char *)sub_of(c->kind, vnic), "-g", NULL};
     if (c->kind == LC_PING || c->kind == LC_HCCS_PING) {
         argv[5] = "address";
         argv[6] = (char *)c->peer;
@@ -405,7 +407,7 @@ static void run_one(const struct lc_pool *p, struct lc_check *c)
         else
             eval_keyed(c, &r, c->kind == LC_LINK ? "link status" : c->kind == LC_OPTICAL ? "present"
                               : c->kind == LC_VNIC ? "vnic link status"
-                              : p->cfg->superpod ? "vnic ipaddr" : "ipaddr");
+                              : vnic ? "vnic ipaddr" : "ipaddr");
     }
     c->raw = r.out;
     c->raw_len = r.len;

@@ -12,7 +12,8 @@
 #define LC_NPU_SMI_DEFAULT "/usr/local/sbin/npu-smi"
 
 /* Order: per device link, optical, ip, [net_health], [tls], then ping per peer; with
- * superpod (Atlas A3): vnic, ip (the vnic's), spod, [tls], then hccs_ping per peer.
+ * superpod (Atlas A3): vnic, ip (the vnic's), spod, [tls], then hccs_ping per peer; with superpod
+ * and roce (an A3 world across SuperPoDs): link, ip (the NIC's), spod, [tls], then ping per peer.
  * A device never pings its own expected IP. ip (and net_health) use DCMI when with_dcmi. */
 struct lc_check *lc_build_checks(const struct lc_config *c, int with_dcmi, size_t *n);
 void lc_free_checks(struct lc_check *ch, size_t n);

@@ -37,6 +37,7 @@ struct lc_config {
     int jobs;
     int json;
     int superpod;          /* Atlas A3: vnic instead of link/optical/ip, spod-info, -hccs_ping */
+    int roce;              /* A3 world across SuperPoDs: the die's NIC (link, -ip) and -ping, not its vnic */
     int tls;               /* read each device's TLS switch (compared across a world by the caller) */
     int chips_per_card;    /* A3: npu-smi's -i card -c chip from a device id; default 2 */
 };

@@ -263,8 +263,8 @@ static int scalar(struct jp *p, const char *key)
         if (string(p, host, sizeof host))
             return -1;
         rc = lc_set_host(p->c, host, msg, sizeof msg);
-    } else if (!strcmp(key, "superpod") || !strcmp(key, "tls")) {
-        return boolean(p, !strcmp(key, "tls") ? &p->c->tls : &p->c->superpod);
+    } else if (!strcmp(key, "superpod") || !strcmp(key, "tls") || !strcmp(key, "roce")) {
+        return boolean(p, !strcmp(key, "tls") ? &p->c->tls : !strcmp(key, "roce") ? &p->c->roce : &p->c->superpod);
     } else if (!strcmp(key, "chips_per_card")) {
         long v;
         if (number(p, &num, &len))
@@ -288,7 +288,7 @@ static int scalar(struct jp *p, const char *key)
 }
 
 static const char *const keys[] = {"host", "devices", "peers", "pings", "max_loss", "timeout",
-                                   "superpod", "tls", "chips_per_card"};
+                                   "superpod", "tls", "chips_per_card", "roce"};
 #define N_KEYS (sizeof keys / sizeof keys[0])
 
 static int member(struct jp *p, unsigned *seen)
@@ -304,7 +304,7 @@ static int member(struct jp *p, unsigned *seen)
     if (k == N_KEYS) {
         p->i = at;
         return jfail(p, "unknown key \"%s\" (allowed: host, devices, peers, pings, "
-                     "max_loss, timeout, superpod, tls, chips_per_card)", key);
+                     "max_loss, timeout, superpod, tls, chips_per_card, roce)", key);
     }
     if (*seen & (1u << k)) {
         p->i = at;

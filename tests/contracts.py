@@ -213,6 +213,7 @@ def vllm_problems(programs: list[Deployed], topo: Topology) -> list[str]:
         if p.argv[:3] == ("ray", "start", "--head"):
             head = p
     asked = {i.name: {k for k, _ in i.env} for i in topo.instances}
+    multi_node = {i.name for i in topo.instances if i.framework == "vllm-ascend" and len(i.hosts) > 1}
     for p in programs:
         where = f"{p.owner} on {p.host}: "
         # torch_npu: a valid RANK_TABLE_FILE switches HCCL init to the table's rank order, not vLLM's
@@ -224,6 +225,17 @@ def vllm_problems(programs: list[Deployed], topo: Topology) -> list[str]:
         if ip != addresses[p.host] or ipaddress.ip_address(ip).is_loopback:
             out.append(where + f"HCCL_IF_IP {ip!r} is not this node's own address {addresses[p.host]}")
         o = _opts(p.argv)
+        # per node, the interface holding its address (tutorials; torch gloo reads GLOO_SOCKET_IFNAME,
+        # TensorPipe TP_SOCKET_IFNAME, HCCL HCCL_SOCKET_IFNAME: `=name` exact or a name prefix, envref 07_0075):
+        # on every node of a multi-node instance, and in `ray start`'s env (Ray's workers inherit it)
+        if p.owner in multi_node or p.argv[:2] == ("ray", "start"):
+            nic = topo.host(p.host).nic
+            for var in ("GLOO_SOCKET_IFNAME", "TP_SOCKET_IFNAME"):
+                if p.env.get(var) != nic:
+                    out.append(where + f"{var} {p.env.get(var)!r} is not the interface holding its address ({nic})")
+            hccl = p.env.get("HCCL_SOCKET_IFNAME", "")
+            if not (hccl == f"={nic}" or hccl == nic):
+                out.append(where + f"HCCL_SOCKET_IFNAME {hccl!r} does not select the interface {nic}")
         if p.argv[:2] == ("ray", "start"):
             if p.env.get("RAY_EXPERIMENTAL_NOSET_ASCEND_RT_VISIBLE_DEVICES") != "1" \
                     or not p.env.get("ASCEND_RT_VISIBLE_DEVICES"):

@@ -169,14 +169,17 @@ def cmd_discover(args: argparse.Namespace) -> int:
     from ..core.load import build_topology
     from ..deploy.files import read_source, schema_check
     topo = build_topology(read_source(args.file), check=schema_check())
-    facts, changed, problems, a3 = discover(topo, args.file, {"forks": args.forks, "ssh": ssh_options(args)})
+    facts, changed, problems, a3, nics = discover(topo, args.file, {"forks": args.forks, "ssh": ssh_options(args)})
     for where, why in sorted(problems.items()):
         what = "" if why.startswith("SuperPoD facts") or "Super Pod IDs" in why else "IP "
-        print(f"{where}: {what}could not be read: {why}", file=sys.stderr)
+        print(f"{where}: {why}" if why.startswith("interface:") else f"{where}: {what}could not be read: {why}",
+              file=sys.stderr)
     if problems:
-        print(f"{len(problems)} device(s) unreadable; {lock_path(args.file)} left as it was", file=sys.stderr)
+        print(f"{len(problems)} device(s) or host(s) unreadable; {lock_path(args.file)} left as it was", file=sys.stderr)
         return EXIT_FAILED
     verb = "wrote" if changed else "unchanged:"
     extra = f", {len(a3.sdids)} SDIDs, {len(a3.pods)} SuperPoD ids" if a3.sdids or a3.pods else ""
+    extra += f", {len(a3.nic_ips)} NIC IPs" if a3.nic_ips else ""
+    extra += f", {len(nics)} interfaces" if nics else ""
     write(f"{verb} {lock_path(args.file)} ({len(facts)} device IPs{extra})\n")
     return EXIT_OK

@@ -12,7 +12,7 @@ import posixpath
 from collections import defaultdict
 from typing import Any, Iterable, TypeVar
 
-from . import containers, framework_env, jsonfmt, stack_versions
+from . import a3_ips, containers, framework_env, jsonfmt, stack_versions
 from .service_argv import dscli_argv, etcd_argv, etcd_probe
 from .graph import dependency_edges, start_levels
 from .model import (DEFAULT_RENDEZVOUS_PORT, DatasystemSpec, EtcdSpec, GenericSpec, Host,
@@ -50,9 +50,11 @@ class _Expander:
     def _placement(self, inst: Instance) -> list[RankInfo]:
         out: list[RankInfo] = []
         local: dict[str, int] = defaultdict(int)
+        roce = a3_ips.instance_roce(self.t, inst)  # an A3 world across pods: the dies' NIC IPs
         for hname, dev in rank_placement(self.t, inst):
             device = self.hosts[hname].device(dev)
-            out.append(RankInfo(len(out), hname, local[hname], dev, device.ip or "" if device else ""))
+            ip = a3_ips.table_ip(device, roce) if device else None
+            out.append(RankInfo(len(out), hname, local[hname], dev, ip or ""))
             local[hname] += 1
         return out
 
@@ -172,9 +174,14 @@ class _Expander:
     def datadist(self) -> None:
         by_id = {c.id: c for c in self.t.dd_clusters}
         links: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        nic_side: dict[int, RankInfo] = {}  # a cluster in a link across pods: its rank with the die's NIC IP
         for link in self.t.dd_links:
             members = [by_id[c] for c in link.clusters]
             ranks = [self.placement[c.instance][c.rank] for c in members]
+            if a3_ips.link_roce(self.t, link):  # its table spans SuperPoDs: the dies' NIC IPs (a3_ips.py)
+                ranks = [replace(r, device_ip=self.hosts[r.host].device(r.device_id).nic_ip or "")  # type: ignore[union-attr]
+                         for r in ranks]
+                nic_side.update((c.id, r) for c, r in zip(members, ranks))
             self.links.append((link.name, tuple(
                 LinkMember(c.id, c.role, c.instance, r.host, r.device_id, r.device_ip,
                            f"{c.listen_ip or r.device_ip}:{c.listen_port}" if c.role == "prompt" else None)
@@ -192,7 +199,7 @@ class _Expander:
                 links[c.id].append({"comm_name": link.name, "cluster_rank_info": info, "rank_table": table,
                                     "prompt_listen": listen})
         for c in self.t.dd_clusters:
-            r = self.placement[c.instance][c.rank]
+            r = nic_side.get(c.id) or self.placement[c.instance][c.rank]
             options = {"ge.exec.deviceId": str(r.device_id), "llm.EnableCacheManager": "1"}
             if c.role == "prompt":
                 options["llm.listenIpInfo"] = f"{c.listen_ip or r.device_ip}:{c.listen_port}"
@@ -280,7 +287,7 @@ class _Expander:
         """What placeholders of a host stand for (placeholders.HOST_NAMES)."""
         host = self.hosts[hname]
         return {"host.name": hname, "host.address": host.address, "host.server_id": host.server_id,
-                "host.index": index}
+                "host.index": index, "host.nic": host.nic or ""}  # validated: known where it is used
 
     def _program(self, name: str, hname: str, inst: Instance, argv: tuple[str, ...], env: dict[str, str],
                  r: RankInfo | None, devices: tuple[int, ...]) -> Program:

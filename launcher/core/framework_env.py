@@ -11,7 +11,10 @@ mindie-service (MindIE-LLM's multi-node guide, reference §7.1):
   ``interNodeTLSEnabled`` set, ``ServerConfig.ipAddress`` = the server's own address (endpoint_ip:
   MindIE serves on 127.0.0.1 otherwise), mode 0640 like the ranktable; so one file per host.
 vllm-ascend: ``HCCL_IF_IP`` = the host's address unless the topology sets it (frameworks.py
-checks it is each node's own, not loopback); no ``RANK_TABLE_FILE``/``RANKTABLEFILE`` (table_env).
+checks it is each node's own, not loopback); no ``RANK_TABLE_FILE``/``RANKTABLEFILE`` (table_env);
+``GLOO_SOCKET_IFNAME``, ``TP_SOCKET_IFNAME`` (torch's gloo and TensorPipe: vLLM's CPU-side groups) and
+``HCCL_SOCKET_IFNAME`` = the interface holding the host's address (socket_ifnames), as the tutorials
+set them per node; where it is not known a multi-node instance is refused (nic_rules.py).
 """
 from __future__ import annotations
 
@@ -37,12 +40,22 @@ def container_ip(inst: Instance, host: Host) -> str | None:
     return host.container_ip
 
 
+def socket_ifnames(nic: str) -> dict[str, str]:
+    """The per-node interface variables of vllm-ascend's multi-node tutorials for interface ``nic``.
+    HCCL's takes `=name` for exactly that name (a bare name is a prefix: eth1 would match eth10;
+    HCCL envref 07_0075); gloo and TensorPipe take the name itself."""
+    return {"GLOO_SOCKET_IFNAME": nic, "TP_SOCKET_IFNAME": nic, "HCCL_SOCKET_IFNAME": f"={nic}"}
+
+
+SOCKET_IFNAMES = tuple(socket_ifnames("-"))
+
+
 def defaults(inst: Instance, host: Host) -> dict[str, str]:
     """Env the framework advises; the topology's env may override it."""
     if inst.framework == MINDIE:
         return {"HCCL_DETERMINISTIC": "true"}
     if inst.framework == VLLM:
-        return {"HCCL_IF_IP": host.address}
+        return {"HCCL_IF_IP": host.address, **(socket_ifnames(host.nic) if host.nic else {})}
     return {}
 
 

@@ -19,6 +19,7 @@ from .strings import check_strings
 from .yamlsrc import Source
 
 DeviceFacts = Mapping[tuple[str, int], str]  # (host name, device id) -> discovered device IP
+NicFacts = Mapping[str, str]  # host name -> the interface holding its address, as `launcher discover` read it
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,7 @@ class SuperPodFacts:
 
     pods: Mapping[str, str] = field(default_factory=dict)              # host name -> Super Pod ID
     sdids: Mapping[tuple[str, int], int] = field(default_factory=dict)  # (host, device id) -> SDID
+    nic_ips: Mapping[tuple[str, int], str] = field(default_factory=dict)  # (host, device id) -> RoCE NIC IP
 
 
 def env_value(value: Any) -> str:
@@ -99,8 +101,13 @@ def _metrics(defaults: Mapping[str, Any]) -> tuple[int | None, str]:
     return m.get("port", 29391), m.get("listen", "address")
 
 
-def _host(h: Mapping[str, Any], defaults: Mapping[str, Any], facts: DeviceFacts, a3: SuperPodFacts) -> Host:
+def _host(h: Mapping[str, Any], defaults: Mapping[str, Any], facts: DeviceFacts, a3: SuperPodFacts,
+          nics: NicFacts) -> Host:
     pod_facts, sdid_facts = a3.pods, a3.sdids
+    nic = h.get("nic")
+    nic_discover = nic == DISCOVER
+    if nic is None or nic_discover:  # the topology's own name wins over what discovery read
+        nic = nics.get(h["name"])
     ssh = {**defaults.get("ssh", {}), **h.get("ssh", {})}
     devices = []
     pod = h.get("super_pod_id")
@@ -110,6 +117,10 @@ def _host(h: Mapping[str, Any], defaults: Mapping[str, Any], facts: DeviceFacts,
     for id_text, ip in h.get("devices", {}).items():
         device_id = int(id_text)
         sdid: Any = ip.get("super_device_id") if isinstance(ip, dict) else None
+        nic_ip: Any = ip.get("nic_ip") if isinstance(ip, dict) else None
+        nic_ip_discover = nic_ip == DISCOVER
+        if nic_ip_discover:
+            nic_ip = a3.nic_ips.get((h["name"], device_id))
         if isinstance(ip, dict):
             ip = ip["ip"]
         # on a SuperPoD host a bare `discover` means the vnic IP and the SDID both
@@ -119,7 +130,7 @@ def _host(h: Mapping[str, Any], defaults: Mapping[str, Any], facts: DeviceFacts,
         discover = ip == DISCOVER
         if discover:
             ip = facts.get((h["name"], device_id))
-        devices.append(Device(device_id, ip, discover, sdid, sdid_discover))
+        devices.append(Device(device_id, ip, discover, sdid, sdid_discover, nic_ip, nic_ip_discover))
     return Host(
         name=h["name"], address=h["address"], server_id=h.get("server_id", h["address"]),
         container_ip=h.get("container_ip"), transport=h.get("transport", "ssh"),
@@ -128,7 +139,7 @@ def _host(h: Mapping[str, Any], defaults: Mapping[str, Any], facts: DeviceFacts,
         devices=tuple(devices), hccn_tool=h.get("hccn_tool", defaults.get("hccn_tool")),
         dcmi_lib=h.get("dcmi_lib", defaults.get("dcmi_lib")),
         super_pod_id=None if pod is None else str(pod), pod_discover=pod_discover,
-        chips_per_card=h.get("chips_per_card"))
+        chips_per_card=h.get("chips_per_card"), nic=nic, nic_discover=nic_discover)
 
 
 def _instance(i: Mapping[str, Any], defaults: Mapping[str, Any]) -> Instance:
@@ -182,11 +193,12 @@ def said(schema_diag: Diagnostic, strings: list[Diagnostic]) -> bool:
 
 
 def build_topology(src: Source, facts: DeviceFacts | None = None, check: Check | None = None,
-                   a3: SuperPodFacts | None = None, inputs: Mapping[str, bytes] | None = None) -> Topology:
+                   a3: SuperPodFacts | None = None, inputs: Mapping[str, bytes] | None = None,
+                   nics: NicFacts | None = None) -> Topology:
     """Schema-valid data -> Topology. Raises SpecErrors listing every structural problem.
 
     ``check``: a compiled check of the schema (schema.check_schema); ``inputs``: the files the
-    topology names, read by the operator side (deploy.inputs)."""
+    topology names, read by the operator side (deploy.inputs); ``nics``: host -> interface from the lock file."""
     if isinstance(src.data, dict):
         strings = check_strings(src)
         diags = [d for d in check_schema(src, check) if not said(d, strings)] + strings
@@ -200,7 +212,7 @@ def build_topology(src: Source, facts: DeviceFacts | None = None, check: Check |
     dd = d.get("llm_datadist", {})
     return Topology(
         file=src.file, name=d["name"],
-        hosts=tuple(_host(h, defaults, facts, a3 or SuperPodFacts()) for h in d["hosts"]),
+        hosts=tuple(_host(h, defaults, facts, a3 or SuperPodFacts(), nics or {}) for h in d["hosts"]),
         instances=tuple(_instance(i, defaults) for i in d.get("instances", [])),
         services=tuple(_service(s, defaults) for s in d.get("services", [])),
         pd_groups=tuple(_pd_group(g) for g in d.get("pd_groups", [])),

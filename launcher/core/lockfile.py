@@ -11,7 +11,7 @@ import os.path
 import yaml
 
 from .errors import Diagnostic, Loc, SpecErrors
-from .load import SuperPodFacts
+from .load import NicFacts, SuperPodFacts
 from .yamlsrc import Source, format_path
 
 HEADER = ("# Written by `launcher discover` from the hosts (hccn_tool -i N -ip -g, or DCMI).\n"
@@ -86,13 +86,30 @@ def parse_superpod(text: str, path: str) -> SuperPodFacts:
         raise SpecErrors([Diagnostic(Loc(path, 1, 1), "", f"cannot read the lock file: {exc}")]) from None
     pods = doc.get("super_pods") or {} if isinstance(doc, dict) else {}
     sdids = doc.get("super_device_ids") or {} if isinstance(doc, dict) else {}
+    nic_ips = doc.get("nic_ips") or {} if isinstance(doc, dict) else {}
     try:
         return SuperPodFacts({str(h): _pod_id(p) for h, p in pods.items()},
                              {(str(h), _integer(d)): _integer(s) for h, ids in sdids.items()
-                              for d, s in (ids or {}).items()})
+                              for d, s in (ids or {}).items()},
+                             {(str(h), _integer(d)): _ip(ip) for h, ids in nic_ips.items()
+                              for d, ip in (ids or {}).items()})
     except (AttributeError, TypeError, ValueError):
-        raise SpecErrors([Diagnostic(Loc(path, 1, 1), "", "the lock file's super_pods / super_device_ids are not "
+        raise SpecErrors([Diagnostic(Loc(path, 1, 1), "", "the lock file's super_pods / super_device_ids / nic_ips are not "
                                                           "host -> id mappings; run `launcher discover` again")]) from None
+
+
+def parse_nics(text: str, path: str) -> NicFacts:
+    """host -> the interface holding its address (`nics:`; absent: none, a lock file from before)."""
+    try:
+        doc = yaml.safe_load(_Stream(text, path)) or {}
+    except yaml.YAMLError as exc:
+        raise SpecErrors([Diagnostic(Loc(path, 1, 1), "", f"cannot read the lock file: {exc}")]) from None
+    nics = doc.get("nics") or {} if isinstance(doc, dict) else {}
+    if not isinstance(nics, dict) or not all(isinstance(n, str) and n.isprintable() and " " not in n and n
+                                             for n in nics.values()):
+        raise SpecErrors([Diagnostic(Loc(path, 1, 1), "", "the lock file's nics are not host -> interface name "
+                                                          "mappings; run `launcher discover` again")])
+    return {str(h): n for h, n in nics.items()}
 
 
 def _integer(value: object) -> int:
@@ -104,6 +121,13 @@ def _integer(value: object) -> int:
     raise ValueError(value)
 
 
+def _ip(value: object) -> str:
+    """A NIC IP as discover wrote it: text."""
+    if not isinstance(value, str) or not value:
+        raise ValueError(value)
+    return value
+
+
 def _pod_id(value: object) -> str:
     """A SuperPoD id goes into ranktables: digits or a plain word, no control character."""
     text = str(_integer(value)) if not isinstance(value, str) else value
@@ -112,9 +136,9 @@ def _pod_id(value: object) -> str:
     return text
 
 
-def lock_text(facts: Facts, a3: SuperPodFacts | None = None) -> str:
+def lock_text(facts: Facts, a3: SuperPodFacts | None = None, nics: NicFacts | None = None) -> str:
     """The lock file's content for these facts: hosts and devices in sorted order; the A3 sections
-    only when there are A3 facts (an A2 lock file reads as before)."""
+    only when there are A3 facts (an A2 lock file reads as before), `nics:` only when there are any."""
     hosts: dict[str, dict[int, str]] = {}
     for (host, dev), ip in sorted(facts.items()):
         hosts.setdefault(host, {})[dev] = ip
@@ -126,5 +150,16 @@ def lock_text(facts: Facts, a3: SuperPodFacts | None = None) -> str:
         for (host, dev), sdid in sorted(a3.sdids.items()):
             sdids.setdefault(host, {})[dev] = sdid
         doc["super_device_ids"] = sdids
+    if a3 and a3.nic_ips:
+        ips: dict[str, dict[int, str]] = {}
+        for (host, dev), ip in sorted(a3.nic_ips.items()):
+            ips.setdefault(host, {})[dev] = ip
+        doc["nic_ips"] = ips
+    with_a3 = len(doc) > 2
+    if nics:
+        doc["nics"] = dict(sorted(nics.items()))
     a3_note = "# Atlas A3: vnic IPs (hccn_tool -i N -vnic -g), SDIDs and pods (npu-smi info -t spod-info).\n"
-    return HEADER + (a3_note if len(doc) > 2 else "") + yaml.safe_dump(doc, sort_keys=False)
+    if a3 and a3.nic_ips:
+        a3_note += "# nic_ips: the dies' RoCE NIC IPs (hccn_tool -i N -ip -g), for HCCL worlds across SuperPoDs.\n"
+    nic_note = "# nics: the interface holding each host's address (GLOO/TP/HCCL_SOCKET_IFNAME).\n"
+    return HEADER + (a3_note if with_a3 else "") + (nic_note if nics else "") + yaml.safe_dump(doc, sort_keys=False)

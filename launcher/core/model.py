@@ -27,6 +27,10 @@ class Device:
     discover: bool = False  # the topology says `discover`: the IP comes from the lock file
     sdid: int | None = None  # Atlas A3 super_device_id; None: not given, or left to discovery and not found
     sdid_discover: bool = False  # the SDID comes from the lock file
+    # Atlas A3: the die's RoCE NIC IP (hccn_tool -i N -ip -g; /etc/hccn.conf address_N) where `ip` is its
+    # vnic's; what HCCL's tables carry when the world goes over RoCE (a3_ips.py). None: not given
+    nic_ip: str | None = None
+    nic_ip_discover: bool = False  # the topology says `nic_ip: discover`
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +55,10 @@ class Host:
     super_pod_id: str | None = None  # Atlas A3 SuperPoD id; None: not given (an A2 host) or not discovered yet
     pod_discover: bool = False       # the topology says `super_pod_id: discover`
     chips_per_card: int | None = None  # A3 dies per card, for discovery (npu-smi's -i card -c chip)
+    # the interface holding the host's address (GLOO/TP/HCCL_SOCKET_IFNAME): the topology's `nic:`,
+    # else the lock file's; None: not known (not given, not discovered yet)
+    nic: str | None = None
+    nic_discover: bool = False  # the topology says `nic: discover`
 
     @property
     def superpod(self) -> bool:

@@ -12,7 +12,7 @@ from typing import Mapping
 from . import frameworks
 from .errors import Diagnostic, SpecErrors, sort_diagnostics
 from .expand import _Expander
-from .load import DeviceFacts, SuperPodFacts, build_topology
+from .load import DeviceFacts, NicFacts, SuperPodFacts, build_topology
 from .model import Topology
 from .plan import File, Plan
 from .render import generation_id, render
@@ -29,12 +29,14 @@ class Result:
 
 
 def compile_source(src: Source, facts: DeviceFacts | None = None, check: Check | None = None,
-                   a3: SuperPodFacts | None = None, inputs: Mapping[str, bytes] | None = None) -> Result:
+                   a3: SuperPodFacts | None = None, inputs: Mapping[str, bytes] | None = None,
+                   nics: NicFacts | None = None) -> Result:
     """Source -> validated Topology and Plan. Raises SpecErrors with every error found.
 
     ``facts``: device IPs from the lock file; ``check``: a compiled schema check (schema.check_schema);
-    ``a3``: SuperPoD facts from the lock file; ``inputs``: files the topology names (deploy.inputs.read_inputs)."""
-    topo = build_topology(src, facts, check, a3, inputs)
+    ``a3``: SuperPoD facts from the lock file; ``inputs``: files the topology names (deploy.inputs.read_inputs);
+    ``nics``: host -> the interface holding its address, from the lock file."""
+    topo = build_topology(src, facts, check, a3, inputs, nics)
     diags = validate(topo)
     if any(d.is_error for d in diags):
         raise SpecErrors(diags)

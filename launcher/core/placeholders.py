@@ -20,6 +20,7 @@ HOST_NAMES = {
     "host.address": "the host's address",
     "host.server_id": "the host's server_id (its address unless set)",
     "host.index": "the host's position in the instance's (or service's) hosts, from 0",
+    "host.nic": "the interface holding the host's address (its `nic:`, else the lock file's from `launcher discover`)",
 }
 INSTANCE_NAMES = {
     "host.devices": "the instance's NPU ids on this host, comma-separated",
@@ -86,6 +87,12 @@ def problems(text: str, names: Mapping[str, str]) -> list[Bad]:
         elif m["times"] is not None and m["name"] not in INTEGERS:
             out.append(Bad(start, f"{{{{ {m['name']} }}}} is not a number, so it cannot be multiplied"))
     return out
+
+
+def names_in(text: str) -> set[str]:
+    """The placeholder names ``text`` uses."""
+    return {m["name"] for _, end, expr in _scan(text) if end >= 0
+            for m in [_EXPR.match(expr)] if m is not None and m["name"] is not None}
 
 
 def has_placeholders(text: str) -> bool:

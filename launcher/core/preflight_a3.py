@@ -2,7 +2,8 @@
 
 What the link checker's spec gets, and the one finding no single host can make. A SuperPoD host's checker run says "superpod": vnic link and the vnic's IP, the die's SDID and
 Super Pod ID from npu-smi (compared with the topology's), -hccs_ping instead of -ping
-(vLLM-Ascend's A3 multi-node guide). Every run says "tls": each device's `hccn_tool -i N -tls -g`;
+(vLLM-Ascend's A3 multi-node guide); for a world whose table carries the dies' NIC IPs (across
+SuperPoDs, a3_ips.py) also "roce": the NIC's link and IP (-ip) and -ping, as HCCL goes there. Every run says "tls": each device's `hccn_tool -i N -tls -g`;
 a mismatch across one world fails HCCL with EI0016, on A2 as on A3.
 """
 from __future__ import annotations
@@ -21,15 +22,17 @@ def spec_for(host: Host, spec: dict[str, Any]) -> dict[str, Any]:
     if not host.superpod:
         return out
     devices = []
+    roce = False
     for d in spec["devices"]:
         dev = host.device(d["id"])
+        roce = roce or (dev is not None and dev.nic_ip is not None and d["ip"] == dev.nic_ip != dev.ip)
         entry = dict(d)
         if dev is not None and dev.sdid is not None:
             entry["sdid"] = dev.sdid
         if host.super_pod_id is not None:
             entry["pod"] = host.super_pod_id
         devices.append(entry)
-    return {**out, "devices": devices, "superpod": True,
+    return {**out, "devices": devices, "superpod": True, **({"roce": True} if roce else {}),
             "chips_per_card": host.chips_per_card or DEFAULT_CHIPS_PER_CARD}
 
 

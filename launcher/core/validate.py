@@ -9,7 +9,7 @@ from collections import Counter
 from typing import Any, Iterable, Sequence
 
 from .errors import Diagnostic, sort_diagnostics
-from . import containers, device_rules, env_rules, frameworks, placeholders, stack_versions, superpod
+from . import a3_ips, containers, device_rules, env_rules, frameworks, nic_rules, placeholders, stack_versions, superpod
 from .graph import dependency_edges, find_cycle, link_edges
 from .model import DatasystemSpec, DDCluster, EtcdSpec, Instance, Probe, Service, Topology
 from .placement import rank_placement, service_ports
@@ -367,7 +367,8 @@ class _Checker:
         self.check_listeners()
         self.check_placeholders()
         self.out.extend(superpod.check(self.t))
-        for path, message in [*frameworks.check(self.t), *stack_versions.check(self.t)]:  # framework: rules
+        for path, message in [*frameworks.check(self.t), *stack_versions.check(self.t), *nic_rules.check(self.t),
+                              *a3_ips.check(self.t)]:
             self.err(path, message)
         for path, message, severity in containers.check(self.t):
             self.err(path, message, severity)

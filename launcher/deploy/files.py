@@ -13,8 +13,8 @@ from functools import lru_cache
 import fastjsonschema
 
 from ..core.errors import Diagnostic, Loc, SpecErrors
-from ..core.load import DeviceFacts, SuperPodFacts
-from ..core.lockfile import Facts, lock_path, lock_text, parse_lock, parse_superpod
+from ..core.load import DeviceFacts, NicFacts, SuperPodFacts
+from ..core.lockfile import Facts, lock_path, lock_text, parse_lock, parse_nics, parse_superpod
 from ..core.pipeline import Result, compile_source
 from ..core.schema import CHECK_REVISION, Check, check_source, compiled_check, schema_text
 from ..core.yamlsrc import Source, decode_text, load_yaml
@@ -56,10 +56,18 @@ def read_superpod_facts(topology_path: str) -> SuperPodFacts:
     return SuperPodFacts() if text is None else parse_superpod(text, path)
 
 
-def write_lock(topology_path: str, facts: Facts, a3: SuperPodFacts | None = None) -> bool:
+def read_nics(topology_path: str) -> NicFacts:
+    """host -> the interface holding its address, from the lock file; none when there is no file."""
+    path = lock_path(topology_path)
+    text = _lock_file(path)
+    return {} if text is None else parse_nics(text, path)
+
+
+def write_lock(topology_path: str, facts: Facts, a3: SuperPodFacts | None = None,
+               nics: NicFacts | None = None) -> bool:
     """Write the lock file if its content changes; True when it was (re)written."""
     path = lock_path(topology_path)
-    text = lock_text(facts, a3)
+    text = lock_text(facts, a3, nics)
     try:
         with open(path, encoding="utf-8") as fh:
             if fh.read() == text:
@@ -107,4 +115,4 @@ def compile_file(path: str, facts: DeviceFacts | None = None) -> Result:
     """A topology file plus its lock file of discovered device IPs (if any)."""
     src = read_source(path)
     return compile_source(src, read_lock(path) if facts is None else facts, schema_check(),
-                          read_superpod_facts(path), read_inputs(src.data, path))
+                          read_superpod_facts(path), read_inputs(src.data, path), read_nics(path))

@@ -24,6 +24,7 @@ from .actions import (act_down, act_events, act_logs, act_prepare, act_prune, ac
 from .container import act_containercheck
 from .gangstart import act_gangstart
 from .linkcheck import act_linkcheck
+from .nic import act_nic
 from .probes import act_probe, act_tcpcheck
 
 # io, shutil, subprocess (and tarfile, zipfile, urllib) are imported by the actions that need
@@ -36,7 +37,8 @@ UPLOAD: list[tuple[str, int, bytes]] | None = None
 ACTIONS = {"state": act_state, "prepare": act_prepare, "switch": act_switch, "start": act_start,
            "gang-start": act_gangstart, "stop": act_stop, "prune": act_prune, "restore": act_restore, "relay": act_relay,
            "wait": act_wait, "down": act_down, "logs": act_logs, "events": act_events, "secret": act_secret,
-           "linkcheck": act_linkcheck, "containercheck": act_containercheck, "tcpcheck": act_tcpcheck, "probe": act_probe}
+           "linkcheck": act_linkcheck, "containercheck": act_containercheck, "tcpcheck": act_tcpcheck, "probe": act_probe,
+           "nic": act_nic}
 
 
 LOG_MAX = 1 << 20  # then hostside.log moves to hostside.log.1: a host's disk is not ours to fill

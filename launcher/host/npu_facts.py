@@ -3,7 +3,8 @@
 A2 servers: each device's IP, `hccn_tool -i N -ip -g`, the `ipaddr` line. Atlas A3 SuperPoD
 servers (ranktable v1.2): each die's vnic IP (`hccn_tool -i N -vnic -g`, `vnic ipaddr`), its
 SDID and its Super Pod ID (`npu-smi info -t spod-info -i CARD -c CHIP`, card = id // chips per
-card, chip = id % chips per card; `SDID :` and `Super Pod ID :`, decimal, at most 10 digits), the
+card, chip = id % chips per card; `SDID :` and `Super Pod ID :`, decimal, at most 10 digits) and,
+where it has one, its RoCE NIC IP (`hccn_tool -i N -ip -g`: what a world across SuperPoDs uses), the
 keys and rules of native/checks.c (lc_find_key: the first line whose text before its first ':'
 is the key, both stripped).
 """
@@ -30,6 +31,7 @@ class Device:
     ip: str
     sdid: int | None = None  # Atlas A3 only
     pod: str | None = None   # Atlas A3 only
+    nic_ip: str | None = None  # Atlas A3: the die's RoCE NIC IP, None when it has none configured
 
 
 def find_key(output: str, key: str) -> str | None:
@@ -88,7 +90,12 @@ def read_devices(ids: list[int], hccn_tool: str, superpod: bool = False, npu_smi
         sdid, pod = _decimal(find_key(proc.stdout, "SDID")), _decimal(find_key(proc.stdout, "Super Pod ID"))
         if sdid is None or pod is None:
             raise Unreadable(f"device {d}: `{' '.join(argv)}` gave no SDID and Super Pod ID {_said(proc)}")
-        out.append(Device(d, str(ip), sdid, str(pod)))
+        nic = find_key(_run([hccn_tool, "-i", str(d), "-ip", "-g"]).stdout, "ipaddr")
+        try:  # optional: only a group across SuperPoDs needs it, and the leader says so
+            nic = str(ipaddress.IPv4Address(nic or ""))
+        except ValueError:
+            nic = None
+        out.append(Device(d, str(ip), sdid, str(pod), nic))
     pods = sorted({dev.pod for dev in out if dev.pod is not None})
     if len(pods) > 1:
         raise Unreadable(f"its dies report different Super Pod IDs {pods}")

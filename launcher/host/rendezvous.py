@@ -43,13 +43,21 @@ class Failed(Exception):
 def table_bytes(fmt: str, members: list[dict[str, Any]]) -> bytes:
     """The group's ranktable: servers in LWS_WORKER_INDEX order, each its devices ascending, ranks
     counted on across servers (the plan's numbering); the server id is the pod's address. Devices
-    are [id, ip] (A2: v1.0) or [id, ip, sdid, super pod id] (Atlas A3: v1.2, as `render` writes
-    for SuperPoD hosts)."""
+    are [id, ip] (A2: v1.0) or [id, vnic ip, sdid, super pod id, NIC ip or None] (Atlas A3: v1.2,
+    as `render` writes for SuperPoD hosts: a group across SuperPoDs carries the NIC IPs, core/a3_ips.py)."""
     slots: list[RankSlot] = []
+    across = len({str(dev[3]) for m in members for dev in m["devices"] if len(dev) >= 4}) > 1
     for m in members:
-        for dev in sorted(m["devices"]):
-            if len(dev) == 4:
-                slots.append(RankSlot(m["address"], dev[0], dev[1], len(slots), None, None, dev[2], dev[3],
+        for dev in sorted(m["devices"], key=lambda d: d[0]):
+            if len(dev) >= 4:
+                ip = dev[1]
+                if across:
+                    ip = dev[4] if len(dev) > 4 else None
+                    if not ip:
+                        raise Failed(f"{m.get('name') or m['address']} device {dev[0]}: the group spans SuperPoDs, "
+                                     "so HCCL goes over RoCE, and this die has no NIC IP (hccn_tool -i "
+                                     f"{dev[0]} -ip -g; /etc/hccn.conf address_{dev[0]})")
+                slots.append(RankSlot(m["address"], dev[0], ip, len(slots), None, None, dev[2], dev[3],
                                       host_ip(m["address"])))
             else:
                 slots.append(RankSlot(m["address"], dev[0], dev[1], len(slots)))
@@ -262,7 +270,7 @@ class Pod:
                                 find_tool(self.args.npu_smi, NPU_SMIS, "npu-smi"), self.args.chips_per_card)
         except Unreadable as exc:
             raise Failed(f"{self.name}: {exc}") from None
-        devices = [[d.id, d.ip] + ([d.sdid, d.pod] if self.args.superpod else []) for d in read]
+        devices = [[d.id, d.ip] + ([d.sdid, d.pod, d.nic_ip] if self.args.superpod else []) for d in read]
         table, addresses = self.lead(devices) if self.index == 0 else self.follow(devices)
         return write_outputs(self.args, table, addresses)
 

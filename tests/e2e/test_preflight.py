@@ -167,8 +167,9 @@ def test_discover_writes_the_lock_file_once(testbed, npu, topo):
     run = cli(testbed, "discover", topo)
     assert run.code == 0, run.err
     lock = Path(topo).with_name("topo.lock.yaml")
-    assert run.out.strip() == f"wrote {lock} (1 device IPs)"
+    assert run.out.strip() == f"wrote {lock} (1 device IPs, 2 interfaces)"
     assert "h2:\n    1: 10.98.1.2\n" in lock.read_text()
+    assert "nics:\n  h1: eth0\n  h2: eth0\n" in lock.read_text()  # the testbed's veth holds each address
     assert run_cli("validate", topo).code == 0
     plan = json.loads(run_cli("plan", topo, "--json").out)
     assert [r["device_ip"] for r in plan["instances"][0]["ranks"] if r["host"] == "h2" and r["device_id"] == 1] \

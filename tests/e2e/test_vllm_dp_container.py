@@ -18,7 +18,7 @@ HEALTH = 18870
 
 def topology(tb, image: str) -> str:
     container = container_defaults(tb, image)
-    hosts = "".join(f"  - name: {h.name}\n    address: {h.address}\n"
+    hosts = "".join(f"  - name: {h.name}\n    address: {h.address}\n    nic: eth0\n"  # the testbed's veth
                     f"    ssh: {{user: root, identity_file: {tb.identity_file}}}\n"
                     f"    devices: {{{', '.join(f'{d}: 10.81.{k}.{d + 1}' for d in range(4))}}}\n"
                     for k, h in enumerate(tb.hosts))

@@ -211,3 +211,20 @@ def test_a_tls_mismatch_across_hosts_of_a_world_is_refused(binary, tmp_path):
     same = [{"report": {**r["report"], "checks": [c for c in r["report"]["checks"] if c["device"] != 3]}}
             for r in replies]
     assert tls_mismatches(plan, [c.host for c in checks], same) == {}
+
+
+def test_a_world_across_super_pods_checks_the_dies_roce_nic_and_pings_over_it(binary, tmp_path):
+    """spec "roce" (a3_ips: the table carries the NIC IPs): the NIC's link and IP (-ip, `ipaddr`)
+    and -ping to the peers, not the vnic and -hccs_ping; the die's SuperPoD facts still checked."""
+    nic = {0: "10.40.0.10", 1: "10.40.0.11", 2: "10.40.0.12", 3: "10.40.0.13"}
+    log = tmp_path / "calls"
+    text = scenario(log=log, **{f"ip__{d}": ip for d, ip in nic.items()}, link__2="DOWN")
+    devs = [{"id": d, "ip": ip} for d, ip in nic.items()]
+    proc, report = check(binary, tmp_path, text, spec(devs, roce=True))
+    assert proc.returncode == 1  # device 2's NIC link is down
+    assert [c["check"] for c in checks_of(report, device=3)] == ["link", "ip", "spod", "tls", "ping", "ping"]
+    assert checks_of(report, "ip", 1)[0]["evidence"] == 'hccn_tool: "ipaddr:10.40.0.11"'
+    assert [(c["device"], c["check"], c["seen"]) for c in report["checks"] if not c["ok"]] == [(2, "link", "DOWN")]
+    calls = log.read_text().splitlines()
+    assert "-i 0 -ping -g address 192.168.3.10" in calls
+    assert not [c for c in calls if "-hccs_ping" in c or " -vnic " in c]

@@ -133,7 +133,7 @@ def test_validate_json_reports_errors_as_data(tmp_path):
     assert doc["ok"] is False
     assert doc["diagnostics"] == [{"severity": "error", "file": bad, "line": 4, "col": 27, "path": "hosts[0].colour",
                                    "message": "unknown key 'colour' (allowed: address, chips_per_card, container_ip, dcmi_lib, "
-                                              "deploy_dir, devices, hccn_tool, name, server_id, ssh, super_pod_id, "
+                                              "deploy_dir, devices, hccn_tool, name, nic, server_id, ssh, super_pod_id, "
                                               "transport)"}]
 
 

@@ -98,6 +98,27 @@ def test_vllm_rules_reject_what_a_generic_instance_deploys(tmp_path):
     assert any("HCCL_IF_IP None is not this node's own address" in m for m in problems), problems
 
 
+def test_vllm_rules_want_each_nodes_own_interface(tmp_path):
+    """A fleet with mixed NIC names: what configs/ hard-coded (one name in defaults.env for every
+    node) sends node1's gloo, TensorPipe and HCCL sockets to an interface it does not have."""
+    def mixed(text):
+        return text.replace("    nic: enp189s0f0\n    devices: {0: 10.20.1.10", "    nic: eth7\n    devices: {0: 10.20.1.10")
+    result, programs = deployed("vllm-ascend-dp-2node.yaml", tmp_path, mixed)
+    assert {p.host: p.env["GLOO_SOCKET_IFNAME"] for p in programs} == {"node0": "enp189s0f0", "node1": "eth7"}
+    assert contracts.vllm_problems(programs, result.topology) == []
+
+    def hard_coded(text):
+        return mixed(text).replace('    HCCL_IF_IP: "{{ host.address }}"', '    HCCL_IF_IP: "{{ host.address }}"\n'
+                                   "    GLOO_SOCKET_IFNAME: enp189s0f0\n    TP_SOCKET_IFNAME: enp189s0f0\n"
+                                   "    HCCL_SOCKET_IFNAME: enp189s0f0", 1)
+    result, programs = deployed("vllm-ascend-dp-2node.yaml", tmp_path / "hard", hard_coded)
+    problems = contracts.vllm_problems(programs, result.topology)
+    assert "deepseek on node1: GLOO_SOCKET_IFNAME 'enp189s0f0' is not the interface holding its address (eth7)" \
+        in problems, problems
+    assert "deepseek on node1: HCCL_SOCKET_IFNAME 'enp189s0f0' does not select the interface eth7" in problems
+    assert not any("on node0" in m for m in problems), problems
+
+
 @pytest.mark.parametrize("config", ["yuanrong-rh2d.yaml", "yuanrong-rh2d-container.yaml"])
 def test_yuanrong_configs_meet_vllm_ascends_rules(config, tmp_path):
     result, programs = deployed(config, tmp_path)

@@ -33,6 +33,18 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
     return args
 
 
+SOCKET_IFNAMES = ("GLOO_SOCKET_IFNAME", "TP_SOCKET_IFNAME", "HCCL_SOCKET_IFNAME")
+
+
+def _interface(name: str) -> bool:
+    """Whether ``name`` is a network interface of this node."""
+    try:
+        socket.if_nametoindex(name)
+    except OSError:
+        return False
+    return True
+
+
 def _local(ip: str) -> bool:
     """Whether ip is an address of this node (binding to it works)."""
     try:
@@ -60,6 +72,10 @@ def identity(argv: Sequence[str], env: Mapping[str, str]) -> tuple[Identity, dic
     ip = env.get("HCCL_IF_IP", "")
     if not ip or not _local(ip):
         problems.append(f"HCCL_IF_IP={ip!r} is not an address of this node")
+    ifnames = {k: env[k] for k in SOCKET_IFNAMES if k in env}
+    for key in ("GLOO_SOCKET_IFNAME", "TP_SOCKET_IFNAME"):  # gloo's createDeviceForInterface throws on these
+        if key in ifnames and not _interface(ifnames[key]):
+            problems.append(f"{key}={ifnames[key]!r} is not an interface of this node")
     if problems:
         raise EnvError("vLLM DP: " + "; ".join(problems))
     index = start // local
@@ -68,4 +84,5 @@ def identity(argv: Sequence[str], env: Mapping[str, str]) -> tuple[Identity, dic
                      env.get("LAUNCHER_SERVER_ID", ip), ip, a.data_parallel_address, a.data_parallel_rpc_port,
                      env.get("LAUNCHER_INSTANCE", "vllm"), env.get("LAUNCHER_HOST", socket.gethostname()))
     return ident, {"dp_ranks": list(range(start, start + local)), "headless": a.headless,
-                   "serves_api": not a.headless, "hccl_if_ip": ip, "pid": os.getpid()}
+                   "serves_api": not a.headless, "hccl_if_ip": ip, "socket_ifnames": ifnames,
+                   "pid": os.getpid()}

@@ -56,11 +56,11 @@ def test_discover_fills_vnic_ips_sdids_and_the_pod(tmp_path, fakes, monkeypatch)
     run = run_cli("discover", str(path))
     assert run.code == 0, run.err
     lock = tmp_path / "topo.lock.yaml"
-    assert run.out.strip() == f"wrote {lock} (2 device IPs, 3 SDIDs, 1 SuperPoD ids)"
+    assert run.out.strip() == f"wrote {lock} (2 device IPs, 3 SDIDs, 1 SuperPoD ids, 1 interfaces)"
     body = lock.read_text().split("version: 1", 1)[1]
     assert body == ("\ndevices:\n  solo:\n    0: 192.168.2.10\n    1: 192.168.2.11\n"
                     "super_pods:\n  solo: '3'\nsuper_device_ids:\n  solo:\n    0: 104857600\n    1: 104857601\n"
-                    "    2: 104857602\n")
+                    "    2: 104857602\nnics:\n  solo: lo\n")  # the interface holding 127.0.0.1
     table = json.loads(run_cli("ranktable", str(path), "--instance", "m").out)
     assert table["version"] == "1.2" and table["super_pod_list"][0]["super_pod_id"] == "3"
     assert [d["super_device_id"] for d in table["server_list"][0]["device"]] == ["104857600", "104857601",
@@ -83,3 +83,32 @@ def test_dies_of_one_server_in_two_pods(tmp_path, fakes, monkeypatch):
     path = setup(tmp_path, fakes, monkeypatch, "super_pod_id.2=4\n")
     run = run_cli("discover", str(path))
     assert run.code == 1 and "solo: could not be read: its dies report different Super Pod IDs ['3', '4']" in run.err
+
+
+def test_discover_reads_a_dies_nic_ip_and_a_roce_world_carries_it(tmp_path, fakes, monkeypatch):
+    """`nic_ip: discover` is read with `hccn_tool -i N -ip -g` (the NIC, not the vnic) into the lock
+    file; an instance that runs HCCL over RoCE (HCCL_INTER_HCCS_DISABLE=TRUE) gets it as device_ip."""
+    path = setup(tmp_path, fakes, monkeypatch, "ip.2=10.40.2.12\n")
+    text = path.read_text().replace("2: {ip: 192.168.2.12, super_device_id: discover}",
+                                    "2: {ip: 192.168.2.12, nic_ip: discover, super_device_id: discover}")
+    path.write_text(text.replace("{name: m, hosts: [solo], command: [sleep, \"1\"]}",
+                                 "{name: m, hosts: [solo], devices: [2], command: [sleep, \"1\"], "
+                                 "env: {HCCL_INTER_HCCS_DISABLE: 'TRUE'}}"))
+    before = run_cli("validate", str(path))
+    assert before.code == 2 and "host solo device 2: nic_ip is left to discovery" in before.err
+    run = run_cli("discover", str(path))
+    assert run.code == 0, run.err
+    assert "1 NIC IPs" in run.out
+    lock = (tmp_path / "topo.lock.yaml").read_text()
+    assert "nic_ips:\n  solo:\n    2: 10.40.2.12\n" in lock
+    table = json.loads(run_cli("ranktable", str(path), "--instance", "m").out)
+    assert [d["device_ip"] for d in table["server_list"][0]["device"]] == ["10.40.2.12"]
+
+
+def test_a_die_without_a_nic_ip_is_named_and_the_lock_file_left_alone(tmp_path, fakes, monkeypatch):
+    path = setup(tmp_path, fakes, monkeypatch)  # the scenario gives device 2 no `ip.2`
+    path.write_text(path.read_text().replace("2: {ip: 192.168.2.12, super_device_id: discover}",
+                                             "2: {ip: 192.168.2.12, nic_ip: discover, super_device_id: discover}"))
+    run = run_cli("discover", str(path))
+    assert run.code == 1 and "solo device 2: IP could not be read: the RoCE NIC's (hccn_tool -i 2 -ip -g): no \"ipaddr:\" line" in run.err, run.err
+    assert not (tmp_path / "topo.lock.yaml").exists()

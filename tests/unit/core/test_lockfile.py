@@ -58,5 +58,5 @@ def test_a3_facts_round_trip_and_an_a2_lock_file_reads_as_before():
 
 def test_a3_sections_of_the_wrong_shape():
     from launcher.core.lockfile import parse_superpod
-    with pytest.raises(SpecErrors, match="super_pods / super_device_ids are not host -> id mappings"):
+    with pytest.raises(SpecErrors, match="super_pods / super_device_ids / nic_ips are not host -> id mappings"):
         parse_superpod("version: 1\ndevices: {}\nsuper_device_ids: {a: [1, 2]}\n", "t.lock.yaml")

@@ -41,3 +41,14 @@ def test_a3_link_checks_use_superpod_mode_and_a_link_mismatch_names_the_link():
     assert [line.split(" (")[0] for line in bad["decode-0"]] == [
         "TLS switch differs across the devices of instance decode-0",
         "TLS switch differs across the devices of LLM-DataDist link pd_comm_1_3"]
+
+
+def test_a_world_across_super_pods_checks_the_dies_nic_not_the_vnic():
+    """configs/a3-two-superpods.yaml: one instance over two pods, so its table carries the NIC IPs
+    and each host's checker run is told "roce" (link, -ip, -ping), with those IPs expected."""
+    checks = preflight.checks_for(compile_file(str(CONFIGS / "a3-two-superpods.yaml")).plan)
+    assert checks and all(c.spec["superpod"] is True and c.spec.get("roce") is True for c in checks)
+    first = checks[0].spec["devices"][0]
+    assert first["ip"] == "10.40.10.10" and first["sdid"] == 104857600
+    inside = preflight.checks_for(compile_file(str(CONFIGS / "a3-superpod-2x16.yaml")).plan)
+    assert inside and all("roce" not in c.spec for c in inside)  # one pod over HCCS: the vnic

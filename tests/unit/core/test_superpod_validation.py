@@ -5,12 +5,13 @@ from launcher.core.pipeline import compile_text
 from tests.helpers import run_cli, write
 
 
-def a3_host(name: str, address: str, pod: object, sdids: list[object], net: str) -> str:
+def a3_host(name: str, address: str, pod: object, sdids: list[object], net: str, nic: str | None = None) -> str:
     out = f"  - name: {name}\n    address: {address}\n" + (f"    super_pod_id: {pod}\n" if pod is not None else "")
     out += "    devices:\n"
     for d, sdid in enumerate(sdids):
         out += (f"      {d}: {net}.{d + 1}\n" if sdid is None else
-                f"      {d}: {{ip: {net}.{d + 1}, super_device_id: {sdid}}}\n")
+                f"      {d}: {{ip: {net}.{d + 1}, super_device_id: {sdid}}}\n" if nic is None else
+                f"      {d}: {{ip: {net}.{d + 1}, nic_ip: {nic}.{d + 1}, super_device_id: {sdid}}}\n")
     return out
 
 
@@ -64,8 +65,9 @@ def test_duplicate_sdid_within_a_pod_but_not_across_pods(tmp_path):
     lines = errors(tmp_path, topo(A, dup))
     assert any(ln.startswith("F:15:10: error: hosts[1].devices.1: host b device 1: duplicate super_device_id "
                              "100663297 in SuperPoD 0 (also at hosts[0].devices.1)") for ln in lines), lines
-    other_pod = a3_host("b", "10.1.0.2", 1, [100663296, 100663297], "10.9.1")
-    assert compile_text(topo(A, other_pod)).plan.instances[0].world_size == 4
+    other_pod = a3_host("b", "10.1.0.2", 1, [100663296, 100663297], "10.9.1", nic="10.8.1")
+    a_nic = a3_host("a", "10.1.0.1", 0, [100663296, 100663297], "10.9.0", nic="10.8.0")
+    assert compile_text(topo(a_nic, other_pod)).plan.instances[0].world_size == 4
 
 
 def test_sdid_on_a_host_without_super_pod_id(tmp_path):
@@ -107,3 +109,39 @@ def test_a_link_mixing_a3_and_a2(tmp_path):
         "    - {id: 2, instance: d, role: decoder}\n  links:\n    - {name: l, clusters: [1, 2]}\n"))
     lines = errors(tmp_path, text)
     assert any("llm_datadist.links[0].clusters: link l mixes SuperPoD hosts" in ln for ln in lines), lines
+
+
+def test_a_world_across_super_pods_needs_each_dies_nic_ip_and_its_table_carries_it(tmp_path):
+    """HCCL's A3 guide: across SuperPoDs device_ip is the die's RoCE NIC IP, not its vnic's."""
+    b1 = a3_host("b", "10.1.0.2", 1, [100663296, 100663297], "10.9.1")
+    lines = errors(tmp_path, topo(A, b1))
+    assert any(ln.startswith("F:8:10: error: hosts[0].devices.0: host a device 0: instance m spans SuperPoDs 0, 1, "
+                             "so HCCL reaches it over RoCE") and "add nic_ip: <IP> (or nic_ip: discover)" in ln
+               for ln in lines), lines
+    a_nic = a3_host("a", "10.1.0.1", 0, [100663296, 100663297], "10.9.0", nic="10.8.0")
+    b_nic = a3_host("b", "10.1.0.2", 1, [100663296, 100663297], "10.9.1", nic="10.8.1")
+    table = compile_text(topo(a_nic, b_nic)).plan.instances[0].ranktable.value()
+    ips = [d["device_ip"] for s in table["server_list"] for d in s["device"]]
+    assert ips == ["10.8.0.1", "10.8.0.2", "10.8.1.1", "10.8.1.2"]
+    one_pod = compile_text(topo(a_nic, b_nic.replace("super_pod_id: 1", "super_pod_id: 0")
+                                .replace("100663296", "100728832").replace("100663297", "100728833")))
+    ips = [d["device_ip"] for s in one_pod.plan.instances[0].ranktable.value()["server_list"] for d in s["device"]]
+    assert ips == ["10.9.0.1", "10.9.0.2", "10.9.1.1", "10.9.1.2"]  # over HCCS: the vnic IPs
+
+
+def test_hccs_disabled_inside_one_pod_also_goes_over_the_nic(tmp_path):
+    inst = ("instances:\n  - {name: m, hosts: [a, b], command: [run], env: {HCCL_INTER_HCCS_DISABLE: 'TRUE'}}\n")
+    lines = errors(tmp_path, topo(A, B, instances=inst))
+    assert any("instance m sets HCCL_INTER_HCCS_DISABLE=TRUE, so HCCL reaches it over RoCE" in ln for ln in lines), lines
+
+
+def test_a_nic_ip_given_twice_or_left_undiscovered(tmp_path):
+    a_nic = a3_host("a", "10.1.0.1", 0, [100663296, 100663297], "10.9.0", nic="10.8.0")
+    b_dup = a3_host("b", "10.1.0.2", 1, [100663296, 100663297], "10.9.1", nic="10.8.0")
+    lines = errors(tmp_path, topo(a_nic, b_dup))
+    assert any(ln.startswith("F:14:10: error: hosts[1].devices.0: host b device 0: duplicate nic_ip 10.8.0.1 (also at "
+                             "hosts[0].devices.0)") for ln in lines), lines
+    left = b_dup.replace("nic_ip: 10.8.0.1", "nic_ip: discover")
+    lines = errors(tmp_path, topo(a_nic, left))
+    assert any("host b device 0: nic_ip is left to discovery and not in the lock file yet; run `launcher discover"
+               in ln for ln in lines), lines

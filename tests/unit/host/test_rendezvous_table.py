@@ -47,23 +47,43 @@ A3 = """
 version: 1
 name: t
 hosts:
-  - {name: a, address: 10.1.0.1, super_pod_id: 0, devices: {0: {ip: 10.3.0.1, super_device_id: 104857600},
-     1: {ip: 10.3.0.2, super_device_id: 104857601}}}
-  - {name: b, address: 10.1.0.2, super_pod_id: 0, devices: {0: {ip: 10.3.1.1, super_device_id: 104857616},
-     1: {ip: 10.3.1.2, super_device_id: 104857617}}}
-  - {name: c, address: 10.1.0.3, super_pod_id: 1, devices: {0: {ip: 10.3.2.1, super_device_id: 104857600},
-     1: {ip: 10.3.2.2, super_device_id: 104857601}}}
+  - {name: a, address: 10.1.0.1, super_pod_id: 0, devices: {
+     0: {ip: 10.3.0.1, nic_ip: 10.4.0.1, super_device_id: 104857600},
+     1: {ip: 10.3.0.2, nic_ip: 10.4.0.2, super_device_id: 104857601}}}
+  - {name: b, address: 10.1.0.2, super_pod_id: 0, devices: {
+     0: {ip: 10.3.1.1, nic_ip: 10.4.1.1, super_device_id: 104857616},
+     1: {ip: 10.3.1.2, nic_ip: 10.4.1.2, super_device_id: 104857617}}}
+  - {name: c, address: 10.1.0.3, super_pod_id: 1, devices: {
+     0: {ip: 10.3.2.1, nic_ip: 10.4.2.1, super_device_id: 104857600},
+     1: {ip: 10.3.2.2, nic_ip: 10.4.2.2, super_device_id: 104857601}}}
 instances:
   - {name: x, hosts: [a, b, c], processes: per_host, command: [serve]}
 """
-A3_MEMBERS = [{"address": "10.1.0.1", "devices": [[1, "10.3.0.2", 104857601, "0"], [0, "10.3.0.1", 104857600, "0"]]},
-              {"address": "10.1.0.2", "devices": [[0, "10.3.1.1", 104857616, "0"], [1, "10.3.1.2", 104857617, "0"]]},
-              {"address": "10.1.0.3", "devices": [[0, "10.3.2.1", 104857600, "1"], [1, "10.3.2.2", 104857601, "1"]]}]
+A3_MEMBERS = [{"address": "10.1.0.1", "devices": [[1, "10.3.0.2", 104857601, "0", "10.4.0.2"],
+                                                  [0, "10.3.0.1", 104857600, "0", "10.4.0.1"]]},
+              {"address": "10.1.0.2", "devices": [[0, "10.3.1.1", 104857616, "0", "10.4.1.1"],
+                                                  [1, "10.3.1.2", 104857617, "0", "10.4.1.2"]]},
+              {"address": "10.1.0.3", "devices": [[0, "10.3.2.1", 104857600, "1", "10.4.2.1"],
+                                                  [1, "10.3.2.2", 104857601, "1", "10.4.2.2"]]}]
 
 
 def test_superpod_servers_get_the_v1_2_table_render_writes():
+    """Across SuperPoDs the table carries the dies' NIC IPs, inside one pod their vnic IPs: the
+    rendezvous decides as render does."""
     _, files = rendered(compile_text(A3).plan)
-    assert table_bytes("hccl", A3_MEMBERS) == files["a"]["ranktables/x.json"].content
+    across = files["a"]["ranktables/x.json"].content
+    assert table_bytes("hccl", A3_MEMBERS) == across and b"10.4.2.2" in across and b"10.3.0.1" not in across
+    one_pod = A3.replace("hosts: [a, b, c]", "hosts: [a, b]")
+    inside = rendered(compile_text(one_pod).plan)[1]["a"]["ranktables/x.json"].content
+    assert table_bytes("hccl", A3_MEMBERS[:2]) == inside and b"10.3.1.2" in inside and b"10.4.0.1" not in inside
+
+
+def test_a_group_across_super_pods_fails_naming_a_die_without_a_nic_ip():
+    members = [dict(m, devices=[list(d) for d in m["devices"]]) for m in A3_MEMBERS]
+    members[2]["devices"][1][4] = None
+    with pytest.raises(Failed, match=r"10.1.0.3 device 1: the group spans SuperPoDs.*hccn_tool -i 1 -ip -g"):
+        table_bytes("hccl", members)
+    assert b"10.3.0.1" in table_bytes("hccl", members[:2])  # inside one pod the NIC IP is not needed
 
 
 def test_a_super_pods_servers_placed_apart_fail_the_group():
