@@ -179,7 +179,7 @@ class _Expander:
             members = [by_id[c] for c in link.clusters]
             ranks = [self.placement[c.instance][c.rank] for c in members]
             if a3_ips.link_roce(self.t, link):  # its table spans SuperPoDs: the dies' NIC IPs (a3_ips.py)
-                ranks = [replace(r, device_ip=self.hosts[r.host].device(r.device_id).nic_ip or "")  # type: ignore[union-attr]
+                ranks = [dataclasses.replace(r, device_ip=self.hosts[r.host].device(r.device_id).nic_ip or "")  # type: ignore[union-attr]
                          for r in ranks]
                 nic_side.update((c.id, r) for c, r in zip(members, ranks))
             self.links.append((link.name, tuple(
