@@ -304,7 +304,11 @@ def main(argv: list[str]) -> None:
     (`python3 -m launcher.host.supervisord`) run it."""
     from supervisor import supervisord  # type: ignore[import-untyped]  # supervisor ships no type hints
 
-    from .wakeup import install
+    from .wakeup import install, missing_internals
+    missing = missing_internals()
+    if missing:  # a supervisor outside the pinned range: say so, rather than run half-patched
+        sys.exit(f"supervisord: this supervisor lacks what the launcher builds on ({', '.join(missing)}); "
+                 "install the release range pyproject.toml pins")
     install(supervisord.Supervisor)
     _install_subreaper(supervisord.Supervisor)
     supervisord.main(argv)

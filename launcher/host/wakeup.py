@@ -24,6 +24,40 @@ if TYPE_CHECKING:
     from typing import Any, Callable
 
 
+# What of supervisor's internals this module and supervisord.py build on (pyproject pins the
+# release range they are tested against; tests/unit/host/test_supervisor_internals.py reads them)
+INTERNALS = {
+    "supervisor.supervisord": ["Supervisor.runforever", "main"],
+    "supervisor.options": ["ServerOptions.get_socket_map", "ServerOptions.pidfile"],
+    "supervisor.events": ["subscribe", "unsubscribe", "Event"],
+    "supervisor.medusa.asyncore_25": ["file_dispatcher.del_channel", "file_dispatcher.readable"],
+    "supervisor.poller": ["BasePoller.poll"],
+}
+
+
+_MISSING = object()
+
+
+def missing_internals() -> list[str]:
+    """The names of INTERNALS this supervisor lacks ([] when all are there)."""
+    import importlib
+    out = []
+    for module, names in INTERNALS.items():
+        try:
+            mod: Any = importlib.import_module(module)
+        except ImportError:
+            out.append(module)
+            continue
+        for name in names:
+            obj = mod
+            for part in name.split("."):
+                obj = getattr(obj, part, _MISSING)
+                if obj is _MISSING:
+                    out.append(f"{module}.{name}")
+                    break
+    return out
+
+
 def install(supervisor_class: Any) -> None:
     """Make every Supervisor.runforever (in the daemon, after its signal handlers are set) wake on signals."""
     run = supervisor_class.runforever
