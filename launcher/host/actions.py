@@ -202,6 +202,7 @@ def act_down(root: str, args: list[str]) -> dict:
     purge = "--purge" in args
     if os.path.isdir(os.path.join(root, "state")):
         write_json(state_path(root, "desired.json"), {})
+        drop_intents(root, list(read_json(state_path(root, "gang.json"), {})))  # no restart resumed after it
     stopped = shutdown(root)
     # a dead supervisord's processes run on: `down` stops them too
     orphans = stop_orphans(root) if os.path.isdir(os.path.join(root, "run")) else []

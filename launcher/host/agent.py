@@ -58,6 +58,7 @@ class Agent:
         self.verifier = Verifier(root)  # its replay cache on disk too: a restarted agent refuses replays
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
+        self.desire = threading.Lock()  # desired.json and this agent's starts and stops, against its poll
         self.busy = 0  # gang work under way (a report, a restart): state/agent-busy while > 0
 
     def task(self, fn: Callable[..., object], *args: object) -> None:
@@ -112,7 +113,8 @@ class Agent:
 
     # --- local supervisord ---------------------------------------------------------------
     def local_stop(self, group: str) -> dict:
-        set_desired(self.root, group, False)
+        with self.desire:
+            set_desired(self.root, group, False)
         rpc(self.root, STOP_TIMEOUT).supervisor.stopProcessGroup(group, True)  # > stopwaitsecs (30 s) + SIGKILL
         stop_logged(self.root, [group], None, log)  # what left the group or outlived it (proctree.py)
         return {"ok": True}
@@ -123,10 +125,11 @@ class Agent:
         server = rpc(self.root)
         reload_groups(server, [group])
         stop_logged(self.root, [group], None, log)  # never a start against a port its leftovers hold
-        set_desired(self.root, group, True)  # only now: a poll meanwhile must not take it for dead
         update_state(self.root, "started.json", {group: self.started_from(group)})
-        started_at = time.time()
-        server.supervisor.startProcessGroup(group, False)
+        with self.desire:  # wanted and started at once, for the poll: never wanted while still stopped
+            set_desired(self.root, group, True)
+            started_at = time.time()
+            server.supervisor.startProcessGroup(group, False)
         write_snapshot(self.root)  # now: the agent's own event wakes start only once it is RUNNING (1 s)
         return {"ok": True, "started_at": started_at}
 
@@ -168,9 +171,9 @@ class Agent:
         handle_failure(self, group, report)
 
     # --- watching ------------------------------------------------------------------------------
-    def poll_once(self, programs: list[dict]) -> None:
-        """Report each program of a gang that should run and has exited (once per run of it)."""
-        conf, want, reports = self.conf(), desired(self.root), []
+    def poll_once(self, programs: list[dict], want: dict[str, bool]) -> None:
+        """Report each program of a gang that should run (``want``) and has exited (once per run of it)."""
+        conf, reports = self.conf(), []
         for info in programs:
             group, incident = info["group"], f"{info['name']}@{info['start']}"
             if (group not in conf["gangs"] or not want.get(group) or info["state"] not in DEAD
@@ -189,8 +192,10 @@ class Agent:
             self.task(stop_logged, self.root, None, [r["program"] for _, r in reports], log, report_all)
 
     def poll_and_snapshot(self) -> None:
-        state = current_state(self.root)  # one getAllProcessInfo serves the poll and the snapshot
-        self.poll_once(state["programs"])
+        with self.desire:  # what runs and what should, read together (local_start and local_stop)
+            state = current_state(self.root)  # one getAllProcessInfo serves the poll and the snapshot
+            want = desired(self.root)
+        self.poll_once(state["programs"], want)
         observe(self.root, state["programs"])  # restarts and last exits, for /metrics
         write_snapshot(self.root, state)
 

@@ -3,7 +3,7 @@
 The leader, holding the gang's lock, decides (the budget, a configuration error), then records
 the restart's intent in the gang's record (state/gang.json `intent`: the report, the backoff),
 stops the gang on every member, waits the backoff and for what the gang depends on, checks
-right before the start that every member is on the same generation, starts it on all of them
+(before the stop, and again right before the start) that every member is on the same generation, starts it on all of them
 at once and only then drops the intent with the record of the restart. An agent that dies
 anywhere in between (kill -9, or `up` restarting it with a new runtime) leaves the intent, and
 the next agent resumes it (resume_intents): the gang is never left stopped because its agent
@@ -106,6 +106,10 @@ def _still_mine(root: str, group: str, intent: dict) -> bool:
     return (st.get("intent") or {}).get("id") == intent["id"]
 
 
+def _resumes(root: str, group: str) -> bool:
+    return bool((read_json(state_path(root, "gang.json"), {}).get(group) or {}).get("intent"))
+
+
 def _begin(agent: AgentApi, group: str, gang: dict, report: dict, conf: dict) -> dict | None:
     """Decide, under the state lock, and write the intent before anything is stopped; the intent,
     or None when the gang is not restarted (FAILED: stopped here). A previous agent's intent is resumed."""
@@ -146,6 +150,8 @@ def _begin(agent: AgentApi, group: str, gang: dict, report: dict, conf: dict) ->
 def restart(agent: AgentApi, group: str, gang: dict, report: dict) -> None:
     """Stop the gang everywhere, wait (backoff, dependencies), start it everywhere at once."""
     conf = agent.conf()
+    if not _resumes(agent.root, group) and generations_differ(agent, group, gang, failure_cause(report)):
+        return  # held running as it is: a gang of two configs is not started (asked again before the start)
     intent = _begin(agent, group, gang, report, conf)
     if intent is None:
         return
@@ -156,6 +162,7 @@ def restart(agent: AgentApi, group: str, gang: dict, report: dict) -> None:
     if wait > 0:
         time.sleep(wait)
     runs = wait_for_leaders(agent, group, gang)  # what it depends on ready; what it follows not restarting
+    # the generations again, right before the start: a switch during the backoff or the wait counts
     if runs is None or generations_differ(agent, group, gang, failure_cause(intent["report"])):
         _drop_intent(agent.root, group, intent)  # an operator took over, or the gang is held: not resumed
         return
