@@ -24,9 +24,6 @@ want catatonit catatonit
 # Prometheus' promtool (alert rule tests) and prometheus itself (the e2e scrape); Debian's package
 # starts no service where policy-rc.d forbids it (containers), and the tests start their own.
 want promtool prometheus
-# libfaketime: a testbed host's clock set off from the others' (tests/testbed, TESTBED_CLOCKS), so
-# the product reads no test clock of its own
-want /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 libfaketime
 python3 -c 'import ensurepip' >/dev/null 2>&1 || need_pkgs+=(python3-venv)
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

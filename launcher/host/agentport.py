@@ -28,11 +28,13 @@ READ_TIMEOUT = 10.0   # s a client has to send its request line after connecting
 MAX_PENDING = 256     # connections waiting for their request line (the oldest goes first)
 MAX_LINE = 65536
 REPLY_TIMEOUT = 30.0  # s to hand a reply to a client that does not read it
+REFUSAL_TIMEOUT = 1.0  # the same for a refusal, which the reading thread sends itself
 
 
-def _answer(agent: AgentApi, conn: socket.socket, key: bytes | None, reply: dict, nonce: str | None) -> None:
+def _answer(agent: AgentApi, conn: socket.socket, key: bytes | None, reply: dict, nonce: str | None,
+            timeout: float = REPLY_TIMEOUT) -> None:
     try:
-        conn.settimeout(REPLY_TIMEOUT)
+        conn.settimeout(timeout)
         conn.sendall(sign_reply(key or b"", reply, nonce, agent.conf().get("host", "")))
     except OSError:
         pass  # the client went away: its own timeout tells it
@@ -64,7 +66,9 @@ def _request(agent: AgentApi, conn: socket.socket, line: bytes) -> None:
             nonce = json.loads(json.loads(line)["body"])["nonce"]
         except (ValueError, KeyError, TypeError):
             nonce = None
-        _answer(agent, conn, key, {"ok": False, "error": f"refused: {exc}"}, nonce if isinstance(nonce, str) else None)
+        # from the reading thread: a client that does not read its refusal does not hold it up
+        _answer(agent, conn, key, {"ok": False, "error": f"refused: {exc}"}, nonce if isinstance(nonce, str) else None,
+                timeout=REFUSAL_TIMEOUT)
         return
     threading.Thread(target=_act, args=(agent, conn, key, body), daemon=True).start()
 
@@ -130,7 +134,11 @@ def serve(agent: AgentApi) -> None:
                 pending.pop(conn)
                 sel.unregister(conn)
                 conn.setblocking(True)
-                _request(agent, conn, bytes(buf.partition(b"\n")[0]))
+                try:
+                    _request(agent, conn, bytes(buf.partition(b"\n")[0]))
+                except Exception as exc:  # never the end of the agent port
+                    log(f"agent port: {type(exc).__name__}: {exc}")
+                    conn.close()
             elif len(buf) > MAX_LINE:
                 drop(conn)
         now = time.monotonic()

@@ -131,9 +131,12 @@ class Verifier:
         if not self.path:
             return
         tmp = f"{self.path}.tmp-{os.getpid()}"
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.writelines(f"{n} {t}\n" for n, t in self.seen.items())
-        os.replace(tmp, self.path)
+        try:
+            with open(tmp, "w", encoding="utf-8") as fh:
+                fh.writelines(f"{n} {t}\n" for n, t in self.seen.items())
+            os.replace(tmp, self.path)
+        except OSError:
+            return  # no state dir (yet), a full disk: the cache in memory still holds
         self.written = len(self.seen)
 
     def _remember(self, nonce: str, now: float) -> None:
@@ -144,8 +147,11 @@ class Verifier:
             self._rewrite()
             return
         # before the message is acted on: a replay after a crash right after this is refused too
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(f"{nonce} {now}\n")
+        try:
+            with open(self.path, "a", encoding="utf-8") as fh:
+                fh.write(f"{nonce} {now}\n")
+        except OSError:
+            return
         self.written += 1
 
     def verify(self, key: bytes | None, line: bytes, now: float | None = None, *, host: str,

@@ -16,7 +16,7 @@ import pytest
 from tests.helpers import alive, ssh_flags, cli_on_testbed as cli, run_cli, wait_for
 
 TESTBED_HOSTS = 3
-TESTBED_CLOCKS = True  # h2's clock is set off in a test (libfaketime, by the testbed)
+TESTBED_CLOCKS = True  # h2's clock is set off in a test (by the testbed: tests/testbed/clockshift.c)
 HEALTH = 18710
 AGENT_PORT = 29390
 
@@ -229,7 +229,7 @@ def test_a_member_with_a_skewed_clock_is_told_so_and_the_gang_restarts_once_it_i
     h1, h2 = testbed.hosts[0], testbed.hosts[1]
     before = demo_health(testbed)
     # h2's clock 400 s ahead: the testbed's hosts share one kernel clock, so the testbed runs
-    # h2's processes under libfaketime (TESTBED_CLOCKS); the product has no clock hook
+    # h2's processes with a shifted wall clock (TESTBED_CLOCKS); the product has no clock hook
     testbed.set_clock(h2.name, 400)
     try:
         os.kill(int(before[h2.name]["pid"]), 9)

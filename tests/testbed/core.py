@@ -40,7 +40,7 @@ BASE_DIR = Path("/var/lib/launcher-testbed")
 NET_PREFIX = "10.213"
 TEST_USER = "lt"
 SSHD = "/usr/sbin/sshd"
-FAKETIME = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
+CLOCKSHIFT = Path(__file__).with_name("clockshift.c")  # built into the state dir by up(clocks=True)
 SSH_PORT = 22
 MAX_HOSTS = 256  # up to 200: .11 .. .210 of the testbed's /24; more: a /23 (host I at offset 10 + I)
 HOSTS_PER_24 = 200  # above this a testbed takes a /23 (two /24s, both claimed on its bridge)
@@ -128,10 +128,11 @@ class Testbed:
         every container carrying that label.
 
         clocks=True: every process a host's sshd starts (and what it starts: supervisord, agents,
-        ranks) reads the time through libfaketime, shifted by the seconds `set_clock` writes
-        (0 at first): a host whose clock is off, where all hosts share one kernel clock."""
-        if clocks and not Path(FAKETIME).exists():
-            raise TestbedError("clocks=True needs libfaketime (apt-get install libfaketime)")
+        ranks) reads its wall clock through clockshift.c (LD_PRELOAD), shifted by the seconds
+        `set_clock` writes (0 at first): a host whose clock is off, where all hosts share one
+        kernel clock."""
+        if clocks and shutil.which("gcc") is None:
+            raise TestbedError("clocks=True needs gcc (apt-get install gcc)")
         problem = unavailable_reason()
         if problem:
             raise TestbedError(f"testbed needs root and network namespaces: {problem}")
@@ -500,13 +501,15 @@ class Testbed:
         _write(h.sshd_dir / "sshd_config", self._sshd_config_text(h), 0o644)
         if self._state.get("clocks"):
             _write(h.root / "clock", "+0\n", 0o644)
+            if not (self.root / "clockshift.so").exists():
+                run_checked(["gcc", "-shared", "-fPIC", "-O2", "-o", str(self.root / "clockshift.so"),
+                             str(CLOCKSHIFT), "-ldl"])
 
     def _clock_env(self, h: Host) -> str:
         if not self._state.get("clocks"):
             return ""
-        # the monotonic clock stays real: only the wall clock, which hosts can disagree on, is off
-        return (f"SetEnv LD_PRELOAD={FAKETIME} FAKETIME_TIMESTAMP_FILE={h.root / 'clock'} "
-                "FAKETIME_CACHE_DURATION=1 DONT_FAKE_MONOTONIC=1\n")
+        # only the wall clock, which hosts can disagree on, is off; monotonic clocks and sleeps are real
+        return f"SetEnv LD_PRELOAD={self.root / 'clockshift.so'} TESTBED_CLOCK_FILE={h.root / 'clock'}\n"
 
     def set_clock(self, host: HostRef, seconds: int) -> None:
         """Set a host's wall clock ``seconds`` off (up(clocks=True)); its processes see it within 1 s."""
