@@ -3,8 +3,12 @@
 8 instances of 2 hosts x 8 NPUs (so each device pings the 15 other devices of its world),
 the fake hccn_tool answering each ping line after 50 ms (150 ms per 3-packet ping). Prints
 the wall time of `launcher check` and the serial equivalent (the sum of every tool call's
-time as the checker measured it), as a table and a last line
-`hosts=16 devices=128 checks=N seconds=S serial_seconds=T speedup=X`.
+time as the checker measured it), and a floor measured in the same run, interleaved with it:
+every tool call the checker made (read from its report) started at once on every host, one
+`ssh` per host, all hosts at once (one round trip + 3 x 50 ms for the slowest ping). As a table
+and a last line
+`hosts=16 devices=128 checks=N seconds=S serial_seconds=T speedup=X floor_seconds=F ratio=R`
+(R = S / F, each the median of --repeat).
 
     sudo python bench/check_bench.py [--hosts 16] [--repeat 3]
 """
@@ -12,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -30,6 +35,34 @@ DEVICES = range(8)
 
 def ip(h: int, d: int) -> str:
     return f"10.97.{h}.{d + 1}"
+
+
+def floor_script(report: dict) -> str:
+    """A shell script that starts every hccn_tool call of one host's report at once and waits for them."""
+    calls = []
+    for c in report["checks"]:
+        if c["source"] != "hccn_tool":
+            continue
+        argv = ["/srv/npu/hccn_tool", "-i", str(c["device"]), f"-{c['check']}", "-g"]
+        if c["peer"]:
+            argv += ["address", c["peer"]]
+        calls.append(" ".join(argv) + " >/dev/null &")
+    return "\n".join(calls + ["wait"])
+
+
+def floor_round(ssh_config: Path, scripts: dict[str, str]) -> float:
+    """Every host's script at once over one ssh per host; the wall time of the whole round."""
+    t0 = time.monotonic()
+    procs = [subprocess.Popen(["ssh", "-F", str(ssh_config), host, "--", "sh", "-c", repr_sh(script)],
+                              stdout=subprocess.DEVNULL) for host, script in scripts.items()]
+    codes = [p.wait() for p in procs]
+    wall = time.monotonic() - t0
+    assert not any(codes), f"a floor ssh failed: {codes}"
+    return wall
+
+
+def repr_sh(text: str) -> str:
+    return "'" + text.replace("'", "'\\''") + "'"
 
 
 def main() -> None:
@@ -64,9 +97,16 @@ def main() -> None:
                             f"  hccn_tool: /srv/npu/hccn_tool\nhosts:\n{hosts}instances:\n{insts}")
             cmd = [sys.executable, "-m", "launcher", "check", str(topo), "--json",
                    "--ssh-config", str(tb.ssh_config), "--known-hosts", str(tb.known_hosts)]
-            subprocess.run(cmd, capture_output=True, cwd=ROOT)  # warm: runtime shipped, checker built
-            walls, serials, checks = [], [], 0
+            # warm: runtime shipped, checker built; its report says which calls the floor makes
+            warm = json.loads(subprocess.run(cmd, capture_output=True, cwd=ROOT, text=True).stdout)
+            scripts: dict[str, str] = {}
+            for r in warm["checks"].values():  # a host in several instances runs each one's calls
+                host = r["report"]["host"]
+                scripts[host] = floor_script(r["report"]) if host not in scripts else \
+                    scripts[host].removesuffix("wait") + floor_script(r["report"])
+            walls, serials, floors, checks = [], [], [], 0
             for _ in range(args.repeat):
+                floors.append(floor_round(tb.ssh_config, scripts))
                 t0 = time.monotonic()
                 proc = subprocess.run(cmd, capture_output=True, cwd=ROOT, text=True)
                 walls.append(time.monotonic() - t0)
@@ -81,14 +121,19 @@ def main() -> None:
                 serials.append(sum(max(fastest[c["check"]], 0.15 if c["check"] == "ping" else 0.0) for c in calls))
                 assert doc["ok"], "a check failed in the benchmark scenario"
             wall, serial = statistics.median(walls), statistics.median(serials)
+            floor = statistics.median(floors)
             print(f"launcher check: {args.hosts} hosts x {len(DEVICES)} NPUs, 15 peers per NPU, fake ping 150 ms "
                   f"(3 x 50 ms), median of {args.repeat}")
             print(f"  {'checks (tool calls)':<28} {checks}")
             print(f"  {'wall time':<28} {wall:8.2f} s")
             print(f"  {'serial equivalent':<28} {serial:8.2f} s")
             print(f"  {'speedup':<28} {serial / wall:8.1f} x")
+            print(f"  {'floor (all calls at once)':<28} {floor:8.2f} s")
+            print(f"  {'ratio to the floor':<28} {wall / floor:8.2f} x   (load average {os.getloadavg()[0]:.1f} "
+                  f"on {os.cpu_count()} CPUs)")
             print(f"hosts={args.hosts} devices={args.hosts * len(DEVICES)} checks={checks} seconds={wall:.2f} "
-                  f"serial_seconds={serial:.2f} speedup={serial / wall:.1f}")
+                  f"serial_seconds={serial:.2f} speedup={serial / wall:.1f} floor_seconds={floor:.2f} "
+                  f"ratio={wall / floor:.2f}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
         shutil.rmtree(fake_dir, ignore_errors=True)

@@ -1150,6 +1150,12 @@ def main(argv: list[str] | None = None) -> int:
                       else f"containers_{k}=n/a" for k in ("up_cold", "gang_restart", "down")]
         an = median(cols.get("ansible", []), "up_cold")
         parts.append(f"ansible_up={an:.3f}" if an is not None else "ansible_up=skipped")
+        # the cold up against the floor that starts the same supervisord (else the bare floor)
+        up, fl = m["up_cold"], median(cols["floor_sup"], "up_cold") or median(cols["floor"], "up_cold")
+        st, fst = m["status"], median(cols["floor"], "status") or median(cols["floor_sup"], "status")
+        parts += [f"floor_seconds={fl:.3f}" if fl else "floor_seconds=n/a",
+                  f"ratio={up / fl:.2f}" if up and fl else "ratio=n/a",
+                  f"status_ratio={st / fst:.2f}" if st and fst else "status_ratio=n/a"]
         summary = " ".join(parts)
         sys.stdout.flush()
         if args.profile:

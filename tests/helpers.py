@@ -6,7 +6,7 @@ import json
 import os
 import sys
 import time
-from contextlib import redirect_stderr
+from contextlib import contextmanager, redirect_stderr
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,6 +94,31 @@ def host_entry(tb, h, devices: str) -> str:
 def topology_head(name: str, deploy_dir: str = "/srv/launcher", extra_defaults: str = "") -> str:
     """`version`, `name` and defaults for a testbed topology (no NPUs there: preflight off)."""
     return f"version: 1\nname: {name}\ndefaults:\n  deploy_dir: {deploy_dir}\n  preflight: false\n{extra_defaults}"
+
+def two_host_demo(tb, name: str, health_port: int) -> str:
+    """A topology of one demo instance over the testbed's first two hosts, one rank (device 0) each."""
+    hosts = "".join(host_entry(tb, h, f"{{0: 10.98.{i}.1}}") for i, h in enumerate(tb.hosts))
+    return f"""\
+{topology_head(name)}hosts:
+{hosts}instances:
+  - name: demo
+    hosts: [{tb.hosts[0].name}, {tb.hosts[1].name}]
+    devices: [0]
+    command: [launcher-demo-rank, --health-port, "{health_port}", --barrier-timeout, "120"]
+"""
+
+
+@contextmanager
+def demo_deployed(tb, path: Path, health_port: int):
+    """`up` of a two_host_demo topology at ``path``, both ranks serving; `down --purge` after."""
+    run = cli_on_testbed(tb, "up", str(path))
+    assert run.code == 0, run.err
+    wait_for(lambda: all(health_json(h.address, health_port) for h in tb.hosts[:2]), what="both demo ranks serving")
+    try:
+        yield str(path)
+    finally:
+        run_cli("down", str(path), "--purge", *ssh_flags(tb))
+
 
 
 def datadist_2p2d(listen_port: int) -> str:

@@ -33,9 +33,10 @@ def check_flags(args: argparse.Namespace) -> None:
         value = getattr(args, attr, None)
         if value is not None and value < low:
             raise BadInput(f"{flag} must be at least {low} (got {value})")
-    timeout = getattr(args, "ready_timeout", None)
-    if timeout is not None and not (timeout > 0 and math.isfinite(timeout)):
-        raise BadInput(f"--ready-timeout must be more than 0 seconds (got {timeout:g})")
+    for attr, flag in (("ready_timeout", "--ready-timeout"), ("interval", "--interval")):
+        seconds = getattr(args, attr, None)
+        if seconds is not None and not (seconds > 0 and math.isfinite(seconds)):
+            raise BadInput(f"{flag} must be more than 0 seconds (got {seconds:g})")
     for attr, flag in (("ssh_config", "--ssh-config"), ("known_hosts", "--known-hosts")):
         path = getattr(args, attr, None)
         if path is not None and not os.path.isfile(path):

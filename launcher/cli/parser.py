@@ -8,8 +8,10 @@ from .. import __version__
 from ..core.probes import READY_TIMEOUT
 from .demo import cmd_demo
 from .events import add_events_flags, cmd_events
+from .export import add_export
 from .offline import cmd_pd_merge, cmd_plan, cmd_ranktable, cmd_render, cmd_schema, cmd_validate
-from .remote import (cmd_check, cmd_diff, cmd_discover, cmd_down, cmd_logs, cmd_restart, cmd_status, cmd_up)
+from .observe import cmd_logs, cmd_status
+from .remote import cmd_check, cmd_diff, cmd_discover, cmd_down, cmd_restart, cmd_up
 
 
 class Parser(argparse.ArgumentParser):
@@ -65,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     mp.add_argument("files", nargs="+", metavar="FILE")
     mp.add_argument("--save-dir", metavar="DIR", help="write DIR/global_ranktable_merge.json (default: stdout)")
     mp.set_defaults(func=cmd_pd_merge)
+    add_export(sub)
     sp = add("up", cmd_up, "deploy a new generation and start what changed, as gangs", json_flag=True)
     sp.add_argument("--skip-preflight", action="store_true",
                     help="start instances without checking their HCCL links first (says so loudly)")
@@ -88,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--purge", action="store_true", help="also remove its generations and logs on the hosts")
     add_remote_flags(sp)
     sp = add("status", cmd_status, "a table of every rank and service process", json_flag=True)
+    sp.add_argument("-w", "--watch", action="store_true",
+                    help="show it again every --interval seconds until Ctrl-C (one JSON array per line with --json)")
+    sp.add_argument("--interval", type=float, default=2.0, metavar="S", help="with --watch: seconds between two (default 2)")
     add_remote_flags(sp)
     sp = add("restart", cmd_restart, "gang-restart one instance on all of its hosts, or roll through several",
              json_flag=True)
@@ -97,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--ready-timeout", type=float, default=READY_TIMEOUT, metavar="S",
                     help=f"how long an instance may take to pass its probe (default {READY_TIMEOUT:g})")
     add_remote_flags(sp)
-    sp = add("logs", cmd_logs, "show program logs")
+    sp = add("logs", cmd_logs, "show program logs; several programs' lines merged in time order")
     sp.add_argument("--rank", type=int)
     sp.add_argument("--host")
     sp.add_argument("--instance")

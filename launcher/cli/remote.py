@@ -1,4 +1,7 @@
-"""The commands that reach the hosts: up, diff, check, down, status, restart, logs, discover."""
+"""The commands that reach the hosts and change them: up, diff, check, down, restart, discover.
+
+(status and logs, which only look: observe.py.)
+"""
 from __future__ import annotations
 
 import argparse
@@ -12,11 +15,11 @@ from ..core.pipeline import Result, rendered
 from ..core.table import format_table
 from ..deploy.files import compile_file
 from ..deploy.interrupt import deferred_sigint
-from ..deploy.records import DiffRow, DriftKind
+from ..deploy.records import DiffRow
 from .offline import warn, write
-from .statusview import drift_lines, status_json, status_table
 
 if TYPE_CHECKING:
+    from ..deploy.fencing import Fence
     from ..deploy.session import Session
     from ..deploy.transport import SshOptions
 
@@ -26,11 +29,11 @@ def _session(args: argparse.Namespace, result: Result) -> Session:
     return Session(result.plan, forks=args.forks, ssh=ssh_options(args))
 
 
-def _locked(session: Session, command: str) -> ContextManager[dict[str, Any]]:
-    """The deployment lock lives on its first host."""
-    from ..deploy.lock import deployment_lock
-    first = next(iter(session.clients.values()))
-    return deployment_lock(first, command, warn=lambda msg: print(f"warning: {msg}", file=sys.stderr))
+def _locked(session: Session, command: str) -> ContextManager[Fence]:
+    """The deployment lock lives on its first host; its fencing token goes with every host call."""
+    from ..deploy.lock import fenced
+    return fenced(session.clients, command, warn=lambda msg: print(f"warning: {msg}", file=sys.stderr),
+                  forks=session.forks)
 
 
 def ssh_options(args: argparse.Namespace) -> SshOptions:
@@ -127,35 +130,6 @@ def cmd_down(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_status(args: argparse.Namespace) -> int:
-    from ..deploy.status import status_rows
-    result = compile_file(args.file)
-    desired, _ = rendered(result.plan)
-    with _session(args, result) as session:
-        rows = status_rows(session, desired)
-    cut = {r.host: d.why for r in rows for d in r.drift if d.kind is DriftKind.UNREACHABLE}
-    if cut:  # also on stderr, where every other command says a host could not be reached
-        print(f"error: could not reach {len(cut)} host{'s' if len(cut) > 1 else ''}:\n"
-              + "".join(f"  {h}: {why}\n" for h, why in cut.items()), end="", file=sys.stderr)
-    if args.json:
-        write(json.dumps([status_json(r) for r in rows]) + "\n")
-    else:
-        write(status_table(rows))
-        reported: set[str] = set()
-        for r in rows:
-            if r.state == "FAILED" and r.detail and r.detail.reason and r.instance not in reported:
-                reported.add(r.instance)
-                write(f"\n{r.instance} FAILED: {r.detail.reason}; restart budget spent, stopped on all hosts\n")
-                for line in r.detail.last_log[-10:]:
-                    write(f"  | {line}\n")
-        drift = drift_lines(rows)
-        if drift:
-            write(f"\ndrift (the topology wants generation {desired}):\n" + "".join(f"  {d}\n" for d in drift))
-    # 0: every program runs as planned and answers its probe; 1: something does not
-    healthy = all(r.state == "RUNNING" and not r.drift and r.ready is not False for r in rows)
-    return EXIT_OK if healthy else EXIT_FAILED
-
-
 def cmd_restart(args: argparse.Namespace) -> int:
     from ..deploy.apply import restart_instance
     result = compile_file(args.file)
@@ -187,37 +161,6 @@ def cmd_restart(args: argparse.Namespace) -> int:
     else:
         write(f"restart: {args.instance} restarted on all its hosts (start skew {skew * 1000:.0f} ms)\n")
     return EXIT_OK
-
-
-def cmd_logs(args: argparse.Namespace) -> int:
-    result = compile_file(args.file)
-    programs = [(hp.host.name, p.name) for hp in result.plan.hosts for p in hp.programs
-                if (args.host is None or hp.host.name == args.host) and (args.rank is None or p.rank == args.rank)
-                and (args.instance is None or p.owner == args.instance)]
-    if not programs:
-        raise BadInput("no program matches --host/--rank/--instance")
-    by_host: dict[str, list[str]] = {}
-    for h, name in programs:
-        by_host.setdefault(h, []).append(name)
-    with _session(args, result) as session:
-        # where each log was read up to: after the first poll, only what came after it is asked for
-        offsets: dict[str, dict[str, int]] = {}
-
-        def poll(c: Any) -> dict[str, Any]:
-            if c.name not in offsets:
-                return c.call("logs", str(args.lines), *by_host[c.name])
-            return c.call("logs", "0", *(f"{n}@{offsets[c.name][n]}" for n in by_host[c.name]))
-
-        while True:
-            replies = session.each("logs", poll, list(by_host))
-            for h, reply in replies.items():
-                for name, lines in reply["logs"].items():
-                    for line in lines:
-                        write(f"{h}/{name}| {line}\n")
-                offsets[h] = reply["offsets"]
-            if not args.follow:
-                return EXIT_OK
-            time.sleep(1.0)
 
 
 def cmd_discover(args: argparse.Namespace) -> int:

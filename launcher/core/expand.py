@@ -10,7 +10,6 @@ import dataclasses
 import json
 import posixpath
 from collections import defaultdict
-from dataclasses import replace
 from typing import Any, Iterable, TypeVar
 
 from . import containers, framework_env, jsonfmt, stack_versions
@@ -104,12 +103,20 @@ class _Expander:
             self.files[hname][rel] = f
         return JsonDoc(f.content)
 
-    def slots(self, ranks: list[RankInfo], base: int = 0) -> list[RankSlot]:
+    def slots(self, ranks: list[RankInfo], base: int = 0, inst: Instance | None = None) -> list[RankSlot]:
+        """``inst``: its container_ip per server (framework_env.container_ip), else the host's."""
         out = []
+        ctr: dict[str, str | None] = {}
         for r in ranks:
             h = self.hosts[r.host]
             a3 = self.a3_facts(h) if h.superpod else None
-            out.append(RankSlot(h.server_id, r.device_id, r.device_ip, r.rank - base, h.container_ip,
+            if inst is None:
+                cip = h.container_ip
+            elif r.host in ctr:
+                cip = ctr[r.host]
+            else:
+                cip = ctr[r.host] = framework_env.container_ip(inst, h)
+            out.append(RankSlot(h.server_id, r.device_id, r.device_ip, r.rank - base, cip,
                                 h.container_ip or h.server_id, a3[1].get(r.device_id) if a3 else None,
                                 h.super_pod_id, a3[0] if a3 else None))
         return out
@@ -131,8 +138,7 @@ class _Expander:
             if inst.role != "standalone":
                 continue
             rel = f"ranktables/{inst.name}.json"
-            slots = [replace(s, container_ip=framework_env.container_ip(inst, self.hosts[r.host]))
-                     for s, r in zip(self.slots(self.placement[inst.name]), self.placement[inst.name])]
+            slots = self.slots(self.placement[inst.name], inst=inst)
             table = hccl_v12(slots) if self.a3(inst.hosts) else hccl_v1(slots)
             self.ranktable_path[inst.name] = rel
             self.ranktable[inst.name] = self.put(inst.hosts, rel, table)

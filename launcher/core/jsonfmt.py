@@ -7,22 +7,58 @@ and a ranktable still reads one device per line.
 from __future__ import annotations
 
 import json
-from typing import Any
+import json.encoder
+from typing import Any, Callable
 
 WIDTH = 100
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": ")).encode
+_encoder = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": "))
+_string: Callable[[str], str] = json.encoder.encode_basestring
 
 
-_CONTAINERS = (dict, list)
+def _c_encoder() -> Callable[[Any], str] | None:
+    """The C encoder made once: JSONEncoder.encode makes a new one per call, which costs more
+    than encoding a small dict (16k ranks' tables and docs are ~100k small containers)."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return None
+    try:  # (markers, default, encoder, indent, key_separator, item_separator, sort_keys, skipkeys, allow_nan)
+        enc = make(None, _encoder.default, _string, None, ": ", ", ", False, False, True)
+        if "".join(enc({"a": [1, 2.5, None, True, "é"]}, 0)) != _encoder.encode({"a": [1, 2.5, None, True, "é"]}):
+            return None
+    except TypeError:  # another Python's signature
+        return None
+    return lambda value: "".join(enc(value, 0))
+
+
+_encode = _c_encoder() or _encoder.encode
+
+
+def _dumps(value: Any) -> str:
+    return _string(value) if type(value) is str else _encode(value)
+
+
+class Formatted(str):
+    """A subtree already formatted by ``formatted`` at the indent it is placed at: shared by
+    documents that hold the same subtree (the same gang in every member host's gang.json)."""
+
+
+_CONTAINERS = (dict, list, Formatted)
 
 
 def _fmt(value: Any, indent: int) -> str:
     """Bottom-up: each subtree is encoded once, leaves by one C-encoder call."""
+    if type(value) is str:
+        return _string(value)
+    if type(value) is Formatted:
+        return value
     if not isinstance(value, _CONTAINERS) or not value:
         return _dumps(value)
-    items = value.values() if isinstance(value, dict) else value
-    if not any(isinstance(v, _CONTAINERS) for v in items):
-        flat = _dumps(value)
+    items: Any = value.values() if isinstance(value, dict) else value
+    for v in items:  # a loop, not any(genexpr): this runs for every small container
+        if isinstance(v, _CONTAINERS):
+            break
+    else:
+        flat = _encode(value)
         if indent + len(flat) <= WIDTH:
             return flat
     pad = " " * (indent + 2)
@@ -36,6 +72,11 @@ def _fmt(value: Any, indent: int) -> str:
     if indent + len(flat) <= WIDTH and "\n" not in flat:
         return flat
     return opening + "\n" + ",\n".join(pad + part for part in parts) + "\n" + " " * indent + closing
+
+
+def formatted(value: Any, indent: int) -> Formatted:
+    """``value`` as ``dumps`` lays it out at ``indent``, to be placed there in a larger document."""
+    return Formatted(_fmt(value, indent))
 
 
 def compact(value: Any) -> str:

@@ -15,7 +15,7 @@ import hashlib
 import shlex
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 from . import containers, jsonfmt
 from .plan import File, HostPlan, Plan, Program
@@ -56,8 +56,10 @@ def split_env(programs: Sequence[Program]) -> tuple[list[tuple[str, str]], list[
     return common, [[kv for kv in p.env if kv not in shared] for p in programs]
 
 
-def env_file(programs: Sequence[Program]) -> bytes:
-    common, per_program = split_env(programs)
+def env_file(programs: Sequence[Program], split: tuple[list[tuple[str, str]], list[list[tuple[str, str]]]]
+             | None = None) -> bytes:
+    """``split``: split_env(programs), when the caller has it."""
+    common, per_program = split or split_env(programs)
     out = [HEADER] + _exports(common)
     if len(programs) > 1:
         out.append('case "$LAUNCHER_SLOT" in\n')
@@ -157,20 +159,20 @@ def manifest(hp: HostPlan, hashes: dict[str, str], deployment: str) -> bytes:
     return text.encode("utf-8")
 
 
-def owner_inputs(programs: Sequence[Program], documents: dict[str, File]) -> list[str]:
-    """Generation files an owner's processes read (ranktables, option files) besides its env and script."""
+def owner_inputs(split: tuple[list[tuple[str, str]], list[list[tuple[str, str]]]],
+                 documents: dict[str, File]) -> list[str]:
+    """Generation files an owner's processes read (ranktables, option files) besides its env and
+    script. ``split``: split_env of its programs (what they share is looked at once)."""
     current = "/current/"
-    paths = []
-    for _, value in programs[0].env:
-        if current in value:
-            rel = value.split(current, 1)[1]
-            if rel in documents:
-                paths.append(rel)
-    for p in programs[1:]:
-        for _, value in p.env:
-            if current in value and value.split(current, 1)[1] in documents:
-                paths.append(value.split(current, 1)[1])
-    return sorted(set(paths))
+    paths = set()
+    common, per_program = split
+    for pairs in [common] + per_program:
+        for _, value in pairs:
+            if current in value:
+                rel = value.split(current, 1)[1]
+                if rel in documents:
+                    paths.add(rel)
+    return sorted(paths)
 
 
 def owner_hash(env: bytes, script: bytes, inputs: Iterable[File]) -> str:
@@ -243,6 +245,8 @@ class Gangs:
     kinds: dict[str, str]
     addresses: dict[str, str]
     depends: dict[str, list[dict]]  # owner -> its dependencies' probes (probes.dependency_probes)
+    # a gang's entry in gang.json, by its compact JSON: formatted once for all its member hosts
+    entries: dict[str, jsonfmt.Formatted]
 
     @classmethod
     def of(cls, plan: Plan) -> "Gangs":
@@ -256,7 +260,10 @@ class Gangs:
                 if not hosts or hosts[-1] != hp.host.name:
                     hosts.append(hp.host.name)
         return cls(members, kinds, {hp.host.name: hp.host.address for hp in plan.hosts},
-                   dependency_probes(plan))
+                   dependency_probes(plan), {})
+
+
+GANG_INDENT = 4  # where a gang's entry sits in gang.json: {"gangs": {"<owner>": ENTRY}}
 
 
 def gang_doc(plan: Plan, hp: HostPlan, g: Gangs) -> bytes:
@@ -265,7 +272,7 @@ def gang_doc(plan: Plan, hp: HostPlan, g: Gangs) -> bytes:
     An instance is one gang across all its hosts (leader: its first host). A service is a gang
     per host: one datasystem worker dying does not restart the workers on other hosts.
     """
-    gangs = {}
+    gangs: dict[str, Any] = {}
     for owner in by_owner(hp.programs):
         hosts = g.members[owner] if g.kinds[owner] == "rank" else [hp.host.name]
         gangs[owner] = {"kind": g.kinds[owner], "leader": hosts[0],
@@ -273,6 +280,11 @@ def gang_doc(plan: Plan, hp: HostPlan, g: Gangs) -> bytes:
         if g.depends.get(owner):  # the agent restarts it only once these pass (etcd back, ...)
             gangs[owner]["depends"] = g.depends[owner]
         gangs[owner].update(restart_with_doc(plan, hp, owner, g.members, g.addresses))
+        key = jsonfmt.compact(gangs[owner])
+        entry = g.entries.get(key)
+        if entry is None:
+            entry = g.entries[key] = jsonfmt.formatted(gangs[owner], GANG_INDENT)
+        gangs[owner] = entry
     doc = {"deployment": plan.deployment, "host": hp.host.name, "address": hp.host.address,
            "agent_port": plan.agent_port, "restart_max": plan.restart_max, "restart_window": plan.restart_window,
            "metrics": metrics_endpoint(plan, hp), "gangs": gangs}
@@ -296,7 +308,8 @@ def render_host(hp: HostPlan, plan: Plan, gangs: Gangs) -> dict[str, File]:
     hashes: dict[str, str] = {}
     for owner, everything in by_owner(hp.programs).items():
         programs = [p for p in everything if p.kind != containers.BOX]  # the container's own is HOLD
-        env_files[owner] = env_file(programs)
+        split = split_env(programs)
+        env_files[owner] = env_file(programs, split)
         script = launch_script(programs, hp.root)
         files[f"env/{owner}.env"] = File(f"env/{owner}.env", env_files[owner], 0o600)
         if programs[0].container is not None:
@@ -308,7 +321,7 @@ def render_host(hp: HostPlan, plan: Plan, gangs: Gangs) -> dict[str, File]:
             script = runner + spec + script  # all three decide what runs
         else:
             files[f"bin/{owner}.sh"] = File(f"bin/{owner}.sh", script, 0o755)
-        hashes[owner] = owner_hash(env_files[owner], script, (files[p] for p in owner_inputs(programs, files)))
+        hashes[owner] = owner_hash(env_files[owner], script, (files[p] for p in owner_inputs(split, files)))
     files["manifest.json"] = File("manifest.json", manifest(hp, hashes, plan.deployment))
     files["supervisord.conf"] = File("supervisord.conf", supervisor_conf(hp, hashes))
     return dict(sorted(files.items()))

@@ -231,13 +231,30 @@ def _check_bounds(text: str, file: str, root: yaml.Node) -> None:
                                  f"(alias *{anchor} repeats {more}{min(each, MAX_NODES):,} nodes each time it is used)")])
 
 
+class _Unbounded(Exception):
+    """The counting builder went past MAX_NODES or MAX_DEPTH, or met a merge key (which it does
+    not count): _check_bounds decides, and words the error."""
+
+
 class _Builder:
-    def __init__(self, file: str, loader: Any):
+    """Node tree -> data. ``counted``: the tree has no aliases (a plain tree), so the builder itself
+    counts nodes and levels as it goes, instead of a walk of its own before (half of parsing a
+    large topology)."""
+
+    def __init__(self, file: str, loader: Any, counted: bool = False):
         self.file = file
         self.loader = loader
         self.errors: list[Diagnostic] = []
+        self.counted = counted
+        self.nodes = 0
 
     def build(self, node: yaml.Node, path: Path) -> Any:
+        if self.counted:
+            self.nodes += 1
+            # a node's level is len(path) + 1, its children's (a mapping's keys and values) one more
+            if self.nodes > MAX_NODES or len(path) + 2 > MAX_DEPTH and not isinstance(node, yaml.ScalarNode) \
+                    and node.value:
+                raise _Unbounded
         if isinstance(node, yaml.ScalarNode):
             return self.scalar(node)
         if isinstance(node, yaml.MappingNode):
@@ -265,8 +282,11 @@ class _Builder:
         out: dict = {}
         first_line: dict = {}
         has_merge = False
+        self.nodes += len(node.value)  # the key nodes (a key that is a collection: counted as one)
         for key_node, value_node in node.value:
             if key_node.tag == _MERGE_TAG:
+                if self.counted:
+                    raise _Unbounded
                 has_merge = True
                 continue
             key = self.key(key_node)
@@ -306,9 +326,24 @@ def load_yaml(text: str, file: str) -> Source:
         loader.dispose()
     if node is None:
         raise SpecErrors([Diagnostic(Loc(file, 1, 1), "", "the file is empty")])
-    _check_bounds(text, file, node)
-    builder = _Builder(file, loader)
-    data = builder.build(node, ())
+    # No "&": no anchor, so no alias (one without its anchor does not compose): a plain tree,
+    # bounded by the builder's own count. Its counts never exceed _check_bounds' (a duplicate
+    # key's value is not built), so what it refuses _check_bounds refuses too, and words it.
+    counted = "&" not in text
+    if not counted:
+        _check_bounds(text, file, node)
+    builder = _Builder(file, loader, counted)
+    try:
+        data = builder.build(node, ())
+    except _Unbounded:
+        if builder.nodes > MAX_NODES:  # no alias to blame (_check_bounds would compose it all again to look)
+            raise SpecErrors([Diagnostic(Loc(file, 1, 1), "", f"YAML: the document has more than {MAX_NODES:,} nodes")]) \
+                from None
+        _check_bounds(text, file, node)  # raises, unless it was a merge key
+        builder = _Builder(file, loader)
+        data = builder.build(node, ())
+    if counted and builder.errors:  # the bounds error comes first, as when every document was walked
+        _check_bounds(text, file, node)
     if builder.errors:
         raise SpecErrors(builder.errors)
     return Source(file, data, node)

@@ -23,6 +23,7 @@ from ..core.graph import restart_after
 from ..core.plan import File, Plan
 from ..core.probes import READY_TIMEOUT
 from ..core.preflight_a3 import tls_mismatches
+from ..host.upload import digest
 from .gang import alive_anywhere, gang_start, relink_decoders, start_through_leaders
 from .interrupt import Interrupted
 from .levels import start_levels
@@ -178,7 +179,9 @@ def up(session: Session, files: Files, generation: str, skip_preflight: bool = F
     if not settled:
         started_at = switch_all(session, generation, previous,
                                 {h: [o for o in fresh if h in owners[o] and o not in early] for h in session.clients},
-                                switched=blank)
+                                switched=blank,
+                                digests={h: digest([(p, f.mode, f.content) for p, f in files[h].items()])
+                                         for h in files})
         started_at.update(early_at)
         say(f"  [3/4] switched {len(files)} hosts to {generation}")
         for o in fresh:
@@ -235,7 +238,8 @@ def plan_secret(session: Session, states: Mapping[str, HostState]) -> tuple[byte
 
 def switch_all(session: Session, generation: str, previous: Mapping[str, str | None],
                start: Mapping[str, list[str]] | None = None,
-               switched: set[str] | frozenset[str] = frozenset()) -> dict[str, float]:
+               switched: set[str] | frozenset[str] = frozenset(),
+               digests: Mapping[str, str] | None = None) -> dict[str, float]:
     """Switch every host (and start ``start[host]`` groups there); ``switched`` hosts are on the
     generation already (blank hosts, switched by their upload): they only start. If any host
     fails, put all of them back on their previous generation. Returns when each host started."""
@@ -245,7 +249,9 @@ def switch_all(session: Session, generation: str, previous: Mapping[str, str | N
     def switch(c: HostClient) -> dict[str, Any]:
         if c.name in switched:
             return {"started": c.call("start", *start[c.name])} if start.get(c.name) else {}
-        extra = (f"--start={','.join(start[c.name])}",) if start.get(c.name) else ()
+        extra: tuple[str, ...] = (f"--start={','.join(start[c.name])}",) if start.get(c.name) else ()
+        if digests and c.name in digests:  # the host checks its copy right before it switches
+            extra += (f"--digest={digests[c.name]}",)
         return c.call("switch", generation, runtime, *extra)
 
     results, failures = session.fan_out(switch)

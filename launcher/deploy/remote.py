@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from .fencing import Fence
 from .records import ALIVE, HostState
 from .runtime import Runtime
 from .transport import COMMAND_TIMEOUT, Transport, TransportError
@@ -26,6 +27,33 @@ root, rid, action = sys.argv[1:4]
 base = os.path.join(root, 'runtime', rid)
 TAG = b'ascend-launcher pyc-magic='  # runtime.MAGIC_TAG
 MAGIC = sys.modules['_frozen_importlib_external'].MAGIC_NUMBER  # this Python's bytecode
+data = None
+if sys.argv[4:5] and sys.argv[4].startswith('--fence='):
+    # a command's fencing token (deploy/fencing.py): refused when lower than the highest this
+    # host has seen, before anything is touched; held (shared) until this call ends, so a newer
+    # token's first call here waits for the older command's call in flight. stdin is read
+    # first: a stalled operator must not hold the fence while we wait for its upload
+    import fcntl, io
+    fence = int(sys.argv.pop(4)[8:])
+    data = sys.stdin.buffer.read()
+    sys.stdin = io.TextIOWrapper(io.BytesIO(data))
+    os.makedirs(os.path.join(root, 'state'), exist_ok=True)
+    ffd = os.open(os.path.join(root, 'state', 'fence'), os.O_RDWR | os.O_CREAT, 0o644)
+    mark = lambda: int(os.pread(ffd, 32, 0).strip() or b'0')
+    fcntl.flock(ffd, fcntl.LOCK_SH)
+    if mark() < fence:
+        fcntl.flock(ffd, fcntl.LOCK_EX)
+        if mark() < fence:
+            os.pwrite(ffd, b'%020d\n' % fence, 0)
+            os.fsync(ffd)
+        fcntl.flock(ffd, fcntl.LOCK_SH)
+    if mark() != fence:
+        print(json.dumps({'error': 'refused fencing token %d: this host has seen %d (the deployment lock '
+                          'was taken over by a newer command)' % (fence, mark()), 'fenced': mark()}))
+        sys.exit(1)
+    if action == 'fence':
+        print(json.dumps({'fence': fence}))
+        sys.exit(0)
 def untar(data):
     # Our own ustar of regular files, read without tarfile (importing it costs more than this).
     out, i = [], 0
@@ -62,12 +90,14 @@ def repyc(body):
         dst.comment = TAG + u.MAGIC_NUMBER.hex().encode()
     return out.getvalue()
 def install(files, prefix):
-    # into a temp dir beside the runtime, then rename: a half-written runtime is never used
+    # into a temp dir beside the runtime, synced, then renamed: a half-written runtime is never
+    # used, nor one a power loss truncated; a concurrent install of the same runtime may win
     files = [(n[len(prefix):], m, b) for n, m, b in files if n.startswith(prefix)]
     if not files or os.path.isdir(base):
         return
     tmp = '%s.tmp-%d' % (base, os.getpid())
-    made = set()
+    made = {tmp}
+    os.makedirs(tmp, exist_ok=True)
     for name, mode, body in files:
         if name == 'site.zip' and not body.endswith(TAG + MAGIC.hex().encode()):
             body = repyc(body)
@@ -80,13 +110,28 @@ def install(files, prefix):
         view = memoryview(body)
         while view:
             view = view[os.write(fd, view):]
+        os.fsync(fd)
         os.close(fd)
-    os.rename(tmp, base)
+    for d in sorted(made, key=len, reverse=True) + [os.path.dirname(base)]:
+        fd = os.open(d, os.O_RDONLY)
+        os.fsync(fd)
+        os.close(fd)
+    try:
+        os.rename(tmp, base)
+    except OSError:
+        if not os.path.isdir(base):
+            raise
+        import shutil  # another call installed this runtime meanwhile: it is the same one
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
+    fd = os.open(os.path.dirname(base), os.O_RDONLY)
+    os.fsync(fd)
+    os.close(fd)
 files = None
 if action in ('prepare', 'install-runtime'):
     # prepare: one upload of runtime/ (only when this host lacks it), gen/, maybe the agent key;
     # the runtime part comes as one gzip member (runtime.Runtime.packed), the rest as it is
-    data = sys.stdin.buffer.read()
+    data = sys.stdin.buffer.read() if data is None else data
     if data[:2] == b'\x1f\x8b':
         import zlib
         z = zlib.decompressobj(31)
@@ -128,6 +173,7 @@ class HostClient:
         self.transport = transport
         self.root = root
         self.runtime = runtime
+        self.fence: Fence | None = None  # set while the command holds the deployment lock (lock.py)
 
     @property
     def name(self) -> str:
@@ -136,7 +182,11 @@ class HostClient:
     def call(self, action: str, *args: str, stdin: bytes | None = None,
              timeout: float = COMMAND_TIMEOUT) -> dict[str, Any]:
         # -I -S: no user site, no site-packages, no PYTHON* env: faster start, nothing of the host's leaks in
-        argv = ["python3", "-I", "-S", "-c", BOOTSTRAP, self.root, self.runtime.id, action, *args]
+        fence = self.fence
+        if fence is not None:  # a command holding the deployment lock: every call carries its token
+            fence.check()
+        fenced = (f"--fence={fence.token}",) if fence is not None else ()
+        argv = ["python3", "-I", "-S", "-c", BOOTSTRAP, self.root, self.runtime.id, action, *fenced, *args]
         res = self.transport.run(argv, stdin=stdin, timeout=timeout)
         text = res.stdout.decode("utf-8", "replace").strip().splitlines()
         try:
@@ -149,6 +199,9 @@ class HostClient:
             if res.exit_code == 127 or "python3: not found" in detail or "No such file" in detail and "python3" in detail:
                 detail = "python3 is not installed on this host (the launcher needs only python3 there)"
             raise TransportError(self.name, f"{action}: {detail}")
+        if "fenced" in reply and fence is not None:
+            fence.lose(f"host {self.name} refused its token: it has seen token {reply['fenced']}")
+            fence.check()
         if "error" in reply:
             raise TransportError(self.name, reply["error"], reply.get("traceback"))
         if reply.get("runtime_missing") and reply.get("deployed") and action not in ("state", "install-runtime"):

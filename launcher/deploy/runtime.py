@@ -42,6 +42,11 @@ WRAPPERS = {
 # SSH) is operator-side: not shipping it keeps the upload and our pyc compile small.
 # tests/unit/test_boundaries.py checks that launcher/host imports nothing else of the package.
 HOST_PACKAGE = "host"
+# ... and these pure modules of the core, which the host side imports to build what the operator
+# side builds from the same code: the rendezvous of Kubernetes pods writes the ranktable `launcher
+# render` would (host/rendezvous.py). They import nothing but each other and the stdlib
+# (tests/unit/test_boundaries.py holds both rules).
+SHARED_CORE = ("__init__.py", "errors.py", "jsonfmt.py", "ranktable.py", "ranktable_v12.py")
 _SKIP_DIRS = {"__pycache__", "tests"}
 # Of supervisor, supervisord runs with neither its web UI (it is reached over a unix socket, by
 # XML-RPC only), nor the sample config and scripts.
@@ -198,6 +203,9 @@ def build_runtime() -> Runtime:
         site = [("launcher/__init__.py", fh.read())]
     host = os.path.join(pkg, HOST_PACKAGE)
     site += [(n, d) for n, d, _ in _package_files(host, f"launcher/{HOST_PACKAGE}")]
+    for name in SHARED_CORE:
+        with open(os.path.join(pkg, "core", name), "rb") as fh:
+            site.append((f"launcher/core/{name}", fh.read()))
     native = os.path.join(host, "_native")  # a link to the repo's native/ in a source checkout
     for name in sorted(os.listdir(native)):  # the C sources only: built on the host (any CPU)
         if name.endswith((".c", ".h")):

@@ -1,12 +1,13 @@
-"""How the operator side runs a command on a host (OpenSSH, paramiko, or local), and on many at once.
+"""How the operator side runs a command on a host (OpenSSH, fabric/paramiko, or local), and on many at once.
 
 Everything that touches a host goes through ``Transport.run``: an argv (quoted with
 shlex.join for the remote shell), optional bytes on stdin, a timeout. Three implementations:
 the system's OpenSSH client (the default where ``ssh`` is installed; one shared connection per
-host, ControlMaster), paramiko (``--ssh-client paramiko``), and this machine itself
-(``transport: local``). Host keys are always verified against known_hosts (OpenSSH:
-StrictHostKeyChecking=yes and BatchMode; paramiko: RejectPolicy): an unknown or changed key
-is an error naming the host, never a prompt; ``~/.ssh/config`` is honoured. ``fan_out`` runs a
+host, ControlMaster), fabric's Connection over paramiko (``--ssh-client paramiko``, where there is
+no OpenSSH client), and this machine itself (``transport: local``). Host keys are always verified
+against known_hosts (OpenSSH: StrictHostKeyChecking=yes and BatchMode; fabric: RejectPolicy on
+every hop): an unknown or changed key is an error naming the host, never a prompt; the ssh
+config (``~/.ssh/config`` or ``--ssh-config``) is honoured by both, ProxyJump included. ``fan_out`` runs a
 call on many hosts, at most ``--forks`` (default 32) at once, and returns per-host results and
 errors, never a half-silent failure (HostsFailed names every host that failed).
 """
@@ -212,64 +213,70 @@ class OpenSshTransport:
 
 
 class SshTransport:
-    """OpenSSH servers on the far side, via paramiko; one connection per host, reused."""
+    """OpenSSH servers on the far side, via fabric's Connection (paramiko underneath); one per host, reused.
+
+    fabric resolves the host as OpenSSH would from the ssh config (HostName, User, Port,
+    IdentityFile, ConnectTimeout, ProxyJump and ProxyCommand); the topology's user, port and
+    identity file win. Host keys: fabric would add unknown keys (AutoAddPolicy) on every hop, so
+    each hop's client gets the known_hosts file and RejectPolicy before it connects."""
 
     def __init__(self, host: Host, options: SshOptions = SshOptions()):
         self.host = host
         self.options = options
-        self._client: Any = None  # a paramiko.SSHClient once connected
+        self._conn: Any = None  # a fabric.Connection once connected
         self._lock = threading.Lock()
 
-    def _settings(self) -> dict[str, Any]:
-        import paramiko
-        path = self.options.config_file or os.path.expanduser("~/.ssh/config")
-        cfg = paramiko.SSHConfig.from_path(path).lookup(self.host.address) if os.path.exists(path) else {}
-        user = self.host.ssh.user or cfg.get("user") or os.environ.get("USER") or "root"
-        port = int(cfg.get("port", self.host.ssh.port)) if self.host.ssh.port == 22 else self.host.ssh.port
-        identity = self.host.ssh.identity_file or (cfg.get("identityfile") or [None])[0]
-        known = self.options.known_hosts or (cfg.get("userknownhostsfile") or "").split(" ")[0] or \
-            os.path.expanduser("~/.ssh/known_hosts")
-        return {"hostname": cfg.get("hostname", self.host.address), "port": port, "user": user,
-                "identity": os.path.expanduser(identity) if identity else None,
-                "known_hosts": os.path.expanduser(known)}
+    def _connection(self) -> tuple[Any, str]:
+        """(an unopened fabric.Connection, the known_hosts file its hops verify against)."""
+        from fabric import Config, Connection
+        config = Config(runtime_ssh_path=self.options.config_file) if self.options.config_file else Config()
+        ssh = self.host.ssh
+        identity = [os.path.expanduser(ssh.identity_file)] if ssh.identity_file else []
+        conn = Connection(self.host.address, user=ssh.user or None, port=ssh.port if ssh.port != 22 else None,
+                          config=config, connect_timeout=int(self.options.connect_timeout),
+                          connect_kwargs={"allow_agent": True, "look_for_keys": not identity,
+                                          "banner_timeout": self.options.connect_timeout,
+                                          "auth_timeout": self.options.connect_timeout,
+                                          **({"key_filename": identity} if identity else {})})
+        known = self.options.known_hosts or (conn.ssh_config.get("userknownhostsfile") or "").split(" ")[0] or \
+            "~/.ssh/known_hosts"
+        return conn, os.path.expanduser(known)
 
-    def _connect(self) -> Any:  # a paramiko.SSHClient
+    def _connect(self) -> Any:  # an open fabric.Connection
         import paramiko
-        s = self._settings()
-        client = paramiko.SSHClient()
-        if os.path.exists(s["known_hosts"]):
-            client.load_host_keys(s["known_hosts"])
-        client.set_missing_host_key_policy(paramiko.RejectPolicy())  # never trust an unknown key
+        from fabric import Connection
+        conn, known = self._connection()
+        hop: Any = conn
+        while isinstance(hop, Connection):  # the host and every ProxyJump hop before it
+            if os.path.exists(known):
+                hop.client.load_host_keys(known)
+            hop.client.set_missing_host_key_policy(paramiko.RejectPolicy())  # never trust an unknown key
+            hop = hop.gateway
+        where = f"{conn.user}@{conn.host}:{conn.port}"
         try:
-            client.connect(s["hostname"], port=s["port"], username=s["user"], key_filename=s["identity"],
-                           timeout=self.options.connect_timeout, banner_timeout=self.options.connect_timeout,
-                           auth_timeout=self.options.connect_timeout, allow_agent=True,
-                           look_for_keys=s["identity"] is None)
-        except paramiko.BadHostKeyException:
-            raise TransportError(self.host.name, f"the host key of {s['hostname']} CHANGED since it was recorded "
-                                 f"in {s['known_hosts']}; refusing to connect") from None
+            conn.open()
+        except paramiko.BadHostKeyException as exc:
+            raise TransportError(self.host.name, f"the host key of {exc.hostname} CHANGED since it was recorded "
+                                 f"in {known}; refusing to connect") from None
         except paramiko.SSHException as exc:
             if "not found in known_hosts" in str(exc):
-                raise TransportError(self.host.name, f"{s['hostname']} is not in {s['known_hosts']}; verify its "
+                name = str(exc).split()[1] if str(exc).startswith("Server ") else conn.host
+                raise TransportError(self.host.name, f"{name.strip(chr(39))} is not in {known}; verify its "
                                      "key and add it (ssh-keyscan) - unknown keys are never accepted") from None
-            raise TransportError(self.host.name, f"ssh to {s['user']}@{s['hostname']}:{s['port']}: {exc}") from None
+            raise TransportError(self.host.name, f"ssh to {where}: {exc}") from None
         except (socket.timeout, TimeoutError):
-            raise TransportError(self.host.name, f"ssh to {s['hostname']}:{s['port']} timed out after "
+            raise TransportError(self.host.name, f"ssh to {conn.host}:{conn.port} timed out after "
                                  f"{self.options.connect_timeout:.0f} s") from None
         except OSError as exc:
-            raise TransportError(self.host.name, f"ssh to {s['hostname']}:{s['port']}: "
-                                 f"{exc.strerror or exc}") from None
-        transport = client.get_transport()
-        if transport is not None:  # connect() succeeded, so it has one
-            transport.set_keepalive(KEEPALIVE)
-        return client
+            raise TransportError(self.host.name, f"ssh to {conn.host}:{conn.port}: {exc.strerror or exc}") from None
+        conn.transport.set_keepalive(KEEPALIVE)
+        return conn
 
-    def client(self) -> Any:
+    def client(self) -> Any:  # the connection's paramiko.SSHClient
         with self._lock:
-            if self._client is None or not self._client.get_transport() or \
-                    not self._client.get_transport().is_active():
-                self._client = self._connect()
-            return self._client
+            if self._conn is None or not self._conn.is_connected:
+                self._conn = self._connect()
+            return self._conn.client
 
     def run(self, argv: Sequence[str], stdin: bytes | None = None,
             timeout: float = COMMAND_TIMEOUT) -> CommandResult:
@@ -292,9 +299,9 @@ class SshTransport:
 
     def close(self) -> None:
         with self._lock:
-            if self._client is not None:
-                self._client.close()
-                self._client = None
+            if self._conn is not None:
+                self._conn.close()  # and its ProxyJump hops
+                self._conn = None
 
 
 def _drain(chan: Any, timeout: float) -> tuple[bytes, bytes]:

@@ -60,6 +60,7 @@ def _swap_symlink(link: str, target: str) -> None:
         os.unlink(tmp)
     os.symlink(target, tmp)
     os.replace(tmp, link)  # rename(2) over the old link: atomic
+    upload.fsync_dir(os.path.dirname(link))  # and durable: a power loss must not undo a switch half
 
 
 def act_switch(root: str, args: list[str]) -> dict:
@@ -81,6 +82,10 @@ def act_switch(root: str, args: list[str]) -> dict:
             if os.path.lexists(state_path(root, name)):
                 os.unlink(state_path(root, name))
         return {"previous": previous, "generation": None, "stopped_supervisord": stopped}
+    want = next((a[len("--digest="):] for a in args[2:] if a.startswith("--digest=")), None)
+    if want is not None and not upload.intact(os.path.join(root, "gens", generation), want):
+        raise RuntimeError(f"generation {generation} here does not match its digest (damaged or truncated "
+                           "since its upload): nothing was switched")
     runtime_link = os.path.join(root, "runtime", "current")
     old_runtime = os.readlink(runtime_link) if os.path.islink(runtime_link) else None
     _swap_symlink(runtime_link, runtime_id)
@@ -212,9 +217,32 @@ def act_down(root: str, args: list[str]) -> dict:
         if os.path.lexists(leftover):
             os.unlink(leftover)
     if purge and os.path.isdir(root):
-        import shutil
-        shutil.rmtree(root)
+        _purge(root)
     return {"stopped_supervisord": stopped, "purged": purge, "stopped_orphans": orphans}
+
+
+# what `down --purge` keeps: the fencing high-water mark and the lock's token counter (the
+# running `down` holds that lock): a purged host must still refuse a command whose lease was broken
+FENCING_FILES = ("fence", "lock.json")
+
+
+def _purge(root: str) -> None:
+    for name in os.listdir(root):
+        path = os.path.join(root, name)
+        if name == "state" and os.path.isdir(path) and not os.path.islink(path):
+            for sub in os.listdir(path):
+                if sub not in FENCING_FILES:
+                    _remove(os.path.join(path, sub))
+        else:
+            _remove(path)
+
+
+def _remove(path: str) -> None:
+    import shutil
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    else:
+        os.unlink(path)
 
 
 FOLLOW_MAX = 1 << 20  # bytes of one program's log sent per `logs -f` poll

@@ -26,20 +26,34 @@ def linkcheck_binary(root: str) -> str:
     if cc is None:
         raise RuntimeError(f"cannot build {LINKCHECK}: no C compiler (cc, gcc or clang) on this host; "
                            f"install one, or put a prebuilt {LINKCHECK} for {os.uname().machine} at {binary}")
+    import fcntl
+    import tempfile
     os.makedirs(os.path.dirname(binary), exist_ok=True)
-    sources = _native_sources(native)
-    tmp = f"{binary}.tmp-{os.getpid()}"
-    # No -Werror here: a newer compiler's new warning must not break a host.
-    proc = subprocess.run([cc, "-std=c99", "-D_GNU_SOURCE", "-O2", "-pthread", "-o", tmp, *sources, "-ldl"],
-                          capture_output=True, text=True, timeout=300)
-    if proc.returncode != 0:
-        raise RuntimeError(f"building {LINKCHECK} failed: {proc.stderr.strip().splitlines()[-1:]}")
-    os.replace(tmp, binary)
+    # one build at a time per runtime (two preflight checks may run here at once), each from its
+    # own copy of the sources: none rewrites what another compiles
+    lock = os.open(os.path.dirname(binary), os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if os.access(binary, os.X_OK):  # built by the other one meanwhile
+            return binary
+        with tempfile.TemporaryDirectory(prefix="src-", dir=os.path.dirname(binary)) as private:
+            sources = _native_sources(private)
+            tmp = f"{binary}.tmp-{os.getpid()}"
+            # No -Werror here: a newer compiler's new warning must not break a host.
+            proc = subprocess.run([cc, "-std=c99", "-D_GNU_SOURCE", "-O2", "-pthread", "-o", tmp, *sources, "-ldl"],
+                                  capture_output=True, text=True, timeout=300)
+            if proc.returncode != 0:
+                raise RuntimeError(f"building {LINKCHECK} failed: {proc.stderr.strip().splitlines()[-1:]}")
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, binary)
+    finally:
+        os.close(lock)
     return binary
 
 
-def _native_sources(native: str) -> list[str]:
-    """The C sources, written out of site.zip into ``native`` (only here: most hosts never build)."""
+def _native_sources(into: str) -> list[str]:
+    """The C sources, written out of site.zip into ``into`` (only here: most hosts never build)."""
     import zipfile
     # mypy does not model a module's __loader__ (a zipimporter, with .archive, when run from site.zip)
     archive = getattr(__loader__, "archive", None)  # type: ignore[name-defined]
@@ -49,9 +63,9 @@ def _native_sources(native: str) -> list[str]:
     with zipfile.ZipFile(archive) as zf:
         for name in zf.namelist():
             if name.startswith("launcher/host/_native/") and name.endswith((".c", ".h")):
-                with open(os.path.join(native, os.path.basename(name)), "wb") as fh:
+                with open(os.path.join(into, os.path.basename(name)), "wb") as fh:
                     fh.write(zf.read(name))
-    return sorted(os.path.join(native, n) for n in os.listdir(native) if n.endswith(".c"))
+    return sorted(os.path.join(into, n) for n in os.listdir(into) if n.endswith(".c"))
 
 
 def act_linkcheck(root: str, args: list[str]) -> dict:

@@ -184,7 +184,10 @@ def test_unreachable_host_leaves_all_hosts_on_the_old_generation(testbed, cluste
         by_host.setdefault(r["host"], set()).add(r["state"])
     cut = testbed.hosts[3].name
     assert by_host.pop(cut) == {"UNREACHABLE"}
-    assert all(states == {"RUNNING"} for states in by_host.values())
+    if not all(states == {"RUNNING"} for states in by_host.values()):
+        logs = "".join(f"== {h.name}\n" + testbed.run(h, ["sh", "-c", "tail -n 40 /srv/launcher/*/*/logs/launcher-agent.log"]).stdout
+                       for h in testbed.hosts[:3])
+        pytest.fail(f"{by_host}\n{table}\n{logs}")
     assert f"{cut}: unreachable: ssh to {testbed.hosts[3].address}" in table
     assert "host runs generation" in table  # the others still run the old one
     assert run.code == 1
@@ -266,3 +269,28 @@ def _zombie(pid: int) -> bool:
         return open(f"/proc/{pid}/stat").read().split(") ")[1].startswith("Z")
     except OSError:
         return True
+
+
+def test_the_python_ssh_client_honours_proxyjump_and_verifies_every_hop(testbed, cluster, tmp_path):
+    """--ssh-client paramiko goes through fabric's Connection: a ProxyJump in the ssh config is
+    followed (h2's sshd sees the login come from h1), and the hop's key is verified too."""
+    path = cluster()
+    h1, h2 = testbed.hosts[0], testbed.hosts[1]
+    jumped = tmp_path / "ssh_config"
+    jumped.write_text(f"Host {h2.address}\n    ProxyJump {h1.address}\n\n" + Path(testbed.ssh_config).read_text())
+    mark = h2.sshd_log.stat().st_size
+    run = run_cli("status", path, "--ssh-config", str(jumped), "--known-hosts", str(testbed.known_hosts),
+                  "--ssh-client", "paramiko", "--json")
+    assert len(json.loads(run.out)) == 2 * len(testbed.hosts), run.err
+    with open(h2.sshd_log, encoding="utf-8", errors="replace") as fh:
+        fh.seek(mark)
+        logins = [ln for ln in fh if "Accepted publickey" in ln]
+    assert logins and all(f" from {h1.address} " in ln for ln in logins), logins  # through h1, not direct
+    lines = Path(testbed.known_hosts).read_text().splitlines()
+    no_hop = tmp_path / "known_hosts"  # h2 known, the hop h1 not: the jump must be refused
+    no_hop.write_text("".join(ln + "\n" for ln in lines if not ln.split()[0].split(",")[0] in (h1.name, h1.address)
+                              and h1.address not in ln.split()[0].split(",")))
+    run = run_cli("status", path, "--ssh-config", str(jumped), "--known-hosts", str(no_hop),
+                  "--ssh-client", "paramiko")
+    assert run.code == 1
+    assert f"{h2.name}: {h1.address} is not in {no_hop}" in run.err, run.err

@@ -14,34 +14,19 @@ import time
 import pytest
 
 from tests.unit.test_json_schemas import check
-from tests.helpers import alive, cli_on_testbed as cli, health_json, host_entry, run_cli, ssh_flags, \
-    topology_head, wait_for
+from tests.helpers import alive, cli_on_testbed as cli, demo_deployed, health_json, \
+    two_host_demo, wait_for
 
 TESTBED_HOSTS = 2
 HEALTH = 18731
 
 
-def topology(tb) -> str:
-    hosts = "".join(host_entry(tb, h, f"{{0: 10.98.{i}.1}}") for i, h in enumerate(tb.hosts))
-    return f"""\
-{topology_head("events")}hosts:
-{hosts}instances:
-  - name: demo
-    hosts: [{tb.hosts[0].name}, {tb.hosts[1].name}]
-    devices: [0]
-    command: [launcher-demo-rank, --health-port, "{HEALTH}", --barrier-timeout, "120"]
-"""
-
-
 @pytest.fixture
 def deployed(testbed, tmp_path):
     path = tmp_path / "events.yaml"
-    path.write_text(topology(testbed))
-    run = cli(testbed, "up", str(path))
-    assert run.code == 0, run.err
-    wait_for(lambda: all(health_json(h.address, HEALTH) for h in testbed.hosts), what="both demo ranks serving")
-    yield str(path)
-    run_cli("down", str(path), "--purge", *ssh_flags(testbed))
+    path.write_text(two_host_demo(testbed, "events", HEALTH))
+    with demo_deployed(testbed, path, HEALTH) as deployed_path:
+        yield deployed_path
 
 
 def timeline(testbed, path: str, *more: str) -> list[dict]:
@@ -59,10 +44,15 @@ def test_a_killed_rank_and_its_gang_restart_in_one_timeline(testbed, deployed):
     killed_at = time.time()
     os.kill(victim, signal.SIGKILL)
 
-    def restarted():
+    def new_starts(got: list[dict]) -> set[str]:
+        # the new runs' starts (supervisord's start times are whole seconds: up to 1 s before the decision)
+        decided = next((e["time"] for e in got if e["kind"] == "gang_restarting" and e["time"] >= killed_at - 1), None)
+        return set() if decided is None else {e["host"] for e in got if e["kind"] == "start" and e["time"] >= int(decided)}
+
+    def restarted():  # each host journals its own start when its agent sees it: after the leader's word
         got = timeline(testbed, deployed)
-        return got if any(e["kind"] == "gang_restarted" for e in got) else None
-    got = wait_for(restarted, timeout=120, what="the gang's restart in the timeline")
+        return got if any(e["kind"] == "gang_restarted" for e in got) and len(new_starts(got)) == 2 else None
+    got = wait_for(restarted, timeout=120, what="the gang's restart and both new starts in the timeline")
     assert [float(e["time"]) for e in got] == sorted(float(e["time"]) for e in got)
     check("events", got)
     new = [e for e in got if e["time"] >= killed_at - 1]
@@ -77,9 +67,7 @@ def test_a_killed_rank_and_its_gang_restart_in_one_timeline(testbed, deployed):
     assert done["host"] == h1.name and done["restarts"] == 1
     order = [e["kind"] for e in new if e["kind"] in ("exit", "gang_restarting", "gang_restarted")]
     assert order == ["exit", "gang_restarting", "gang_restarted"], [(e["time"], e["host"], e["message"]) for e in new]
-    # the new runs' starts (supervisord's start times are whole seconds: up to 1 s before the decision)
-    starts = {e["host"] for e in new if e["kind"] == "start" and e["time"] >= int(restarting["time"])}
-    assert starts == {h1.name, h2.name}, new
+    assert new_starts(got) == {h1.name, h2.name}, new
 
     table = cli(testbed, "events", deployed)
     assert table.code == 0, table.err

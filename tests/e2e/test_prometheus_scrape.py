@@ -22,25 +22,13 @@ from pathlib import Path
 import pytest
 
 from tests.unit.test_json_schemas import check
-from tests.helpers import alive, cli_on_testbed as cli, health_json, host_entry, run_cli, ssh_flags, \
-    topology_head, wait_for
+from tests.helpers import alive, cli_on_testbed as cli, demo_deployed, health_json, \
+    two_host_demo, wait_for
 
 TESTBED_HOSTS = 2
 HEALTH = 18721
 METRICS_PORT = 29391  # the default
 RULES = Path(__file__).resolve().parents[2] / "monitoring" / "alerts.yml"
-
-
-def topology(tb) -> str:
-    hosts = "".join(host_entry(tb, h, f"{{0: 10.98.{i}.1}}") for i, h in enumerate(tb.hosts))
-    return f"""\
-{topology_head("scrape")}hosts:
-{hosts}instances:
-  - name: demo
-    hosts: [{tb.hosts[0].name}, {tb.hosts[1].name}]
-    devices: [0]
-    command: [launcher-demo-rank, --health-port, "{HEALTH}", --barrier-timeout, "120"]
-"""
 
 
 def free_port() -> int:
@@ -94,12 +82,9 @@ class Prometheus:
 @pytest.fixture
 def deployed(testbed, tmp_path):
     path = tmp_path / "scrape.yaml"
-    path.write_text(topology(testbed))
-    run = cli(testbed, "up", str(path))
-    assert run.code == 0, run.err
-    wait_for(lambda: all(health_json(h.address, HEALTH) for h in testbed.hosts), what="both demo ranks serving")
-    yield str(path)
-    run_cli("down", str(path), "--purge", *ssh_flags(testbed))
+    path.write_text(two_host_demo(testbed, "scrape", HEALTH))
+    with demo_deployed(testbed, path, HEALTH) as deployed_path:
+        yield deployed_path
 
 
 @pytest.fixture

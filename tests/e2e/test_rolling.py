@@ -192,15 +192,15 @@ def deployed(testbed: Testbed, tmp_path_factory: pytest.TempPathFactory) -> Iter
         cli(testbed, "down", dep.path, "--purge")
 
 
-def lock_dir(tb: Testbed) -> Path:
-    return Path(tb.hosts[0].path(f"{DEPLOY}/{NAME}/{tb.hosts[0].name}/state/lock.d"))
+def lock_file(tb: Testbed) -> Path:
+    return Path(tb.hosts[0].path(f"{DEPLOY}/{NAME}/{tb.hosts[0].name}/state/lock.json"))
 
 
 def lock_holder(tb: Testbed) -> dict[str, Any] | None:
-    """The lock's holder record on the first host, once it is complete."""
+    """The lock's holder record on the first host, while someone holds it."""
     try:
-        return json.loads((lock_dir(tb) / "holder.json").read_text())
-    except (OSError, ValueError):  # not there, or mkdir done and the record still being written
+        return json.loads(lock_file(tb).read_text()).get("holder")
+    except (OSError, ValueError):
         return None
 
 
@@ -294,7 +294,7 @@ def test_second_operation_is_refused_while_one_holds_the_lock(testbed: Testbed, 
                 first.wait()
     assert first.returncode == 0, err
     assert "rolling restart: b restarted and ready" in out
-    assert not lock_dir(testbed).exists()  # released
+    assert lock_holder(testbed) is None  # released
     run = cli(testbed, "up", path, "--json")
     assert run.code == 0, run.err
     assert json.loads(run.out)["started"] == []  # nothing changed: the refused `down` really did nothing
@@ -309,12 +309,12 @@ def test_stale_lock_of_a_killed_holder_is_taken_over(testbed: Testbed, deployed:
     finally:
         os.kill(victim.pid, signal.SIGKILL)
         victim.communicate()  # reaped: a zombie would still count as alive
-    assert lock_dir(testbed).exists()  # the killed holder could not release it
+    assert lock_holder(testbed) is not None  # the killed holder could not release it
     run = cli(testbed, "restart", path, "--rolling", "--ready-timeout", "60")
     assert run.code == 0, run.err
     assert ("warning: taking over a stale lock of `restart --rolling` by " in run.err
             and f"its process {victim.pid} on " in run.err and " is gone" in run.err), run.err
-    assert not lock_dir(testbed).exists()
+    assert lock_holder(testbed) is None
     wait_for(lambda: all_healthy(testbed), what="every rank healthy after the takeover's roll")
 
 

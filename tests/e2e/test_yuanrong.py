@@ -384,7 +384,10 @@ def test_down_purge_leaves_nothing(testbed: Testbed, deployment: dict[str, Any])
     run = cli(testbed, "down", path, "--purge")
     assert run.code == 0, run.err
     for h in testbed.hosts:
-        assert not h.path(f"{DEPLOY}/{NAME}/{h.name}").exists()
+        # all but the fencing records (the high-water mark, the lock's token counter): a purged
+        # host must still refuse a command whose lease was broken
+        root = h.path(f"{DEPLOY}/{NAME}/{h.name}")
+        assert {str(p.relative_to(root)) for p in root.rglob("*")} <= {"state", "state/fence", "state/lock.json"}
         wait_for(lambda: not _ours_in(h.netns), timeout=30, what=f"nothing of ours left on {h.name}")
     for pid in pids:
         wait_for(lambda: not _alive(pid), timeout=15, what=f"pid {pid} gone")

@@ -3,7 +3,8 @@
 - core (the pure pipeline) imports nothing of deploy, host or the CLI, and does no I/O:
   no I/O module, no open()/print(), ``os`` only for pure path names (checked on the AST);
 - host (what ships to every host, in the runtime zip) imports nothing of the package but
-  itself and the package's ``__init__`` (its version): anything else would be missing there;
+  itself, the package's ``__init__`` (its version) and the few pure core modules the runtime
+  ships beside it (SHARED_CORE, which import only each other): anything else would be missing there;
 - deploy (the operator-side shell) never imports the CLI.
 """
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 import launcher
+from launcher.deploy.runtime import SHARED_CORE
 
 PKG = Path(launcher.__file__).parent
 SIDES = ("core", "deploy", "host", "cli")
@@ -70,10 +72,22 @@ def test_the_core_imports_nothing_of_the_other_sides():
     assert not bad, sorted(bad)
 
 
-def test_the_host_side_imports_only_itself_and_the_package_version():
+# the core's modules the runtime ships beside launcher/host (deploy/runtime.py SHARED_CORE)
+SHARED = {"launcher.core" if n == "__init__.py" else f"launcher.core.{n[:-3]}" for n in SHARED_CORE}
+
+
+def test_the_host_side_imports_only_itself_the_package_version_and_the_shipped_core():
     bad = {f"{_dotted(p)} imports {m}" for p in _modules("host") for m in package_imports(p)
-           if _side_of(m) != "host" and m != "launcher"}
+           if _side_of(m) != "host" and m != "launcher" and m not in SHARED}
     assert not bad, sorted(bad)
+
+
+def test_the_shipped_core_modules_import_only_each_other():
+    # what they import must be in the runtime too: a host has nothing else of the package
+    bad = {f"{_dotted(PKG / 'core' / n)} imports {m}" for n in SHARED_CORE
+           for m in package_imports(PKG / "core" / n) if m not in SHARED}
+    assert not bad, sorted(bad)
+    assert "launcher.core.ranktable" in SHARED
 
 
 def test_the_operator_side_never_imports_the_cli():

@@ -37,6 +37,8 @@ instances:
     (["restart", "--rolling", "--max-unavailable", "0"], "--max-unavailable must be at least 1"),
     (["restart", "--rolling", "--ready-timeout", "-1"], "--ready-timeout must be more than 0"),
     (["status", "--forks", "-3"], "--forks must be at least 1"),
+    (["status", "--watch", "--interval", "0"], "--interval must be more than 0 seconds"),
+    (["status", "--watch", "--interval", "inf"], "--interval must be more than 0 seconds"),
     (["logs", "-n", "-1"], "--lines must be at least 0"),
     (["down", "--ssh-config", "/nonexistent/ssh_config"], "--ssh-config /nonexistent/ssh_config: no such file"),
     (["check", "--known-hosts", "/nonexistent/known"], "--known-hosts /nonexistent/known: no such file"),

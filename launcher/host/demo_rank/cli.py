@@ -21,9 +21,12 @@ from .signals import arm_signals
 
 
 def _logger(prefix: str) -> Log:
-    """A log function writing one prefixed line to stderr."""
+    """A log function writing one stamped, prefixed line to stderr (python logging's stamp, as
+    ATB and torch print it: `launcher logs` merges several ranks' lines by it)."""
     def log(message: str) -> None:
-        print(f"{prefix} {message}", file=sys.stderr, flush=True)
+        now = time.time()
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now)) + f",{int(now * 1000) % 1000:03d}"
+        print(f"{stamp} {prefix} {message}", file=sys.stderr, flush=True)
     return log
 
 

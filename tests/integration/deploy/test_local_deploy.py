@@ -13,12 +13,13 @@ import tempfile
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import run_cli, wait_for
+from tests.helpers import ROOT, alive, run_cli, wait_for
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -220,12 +221,21 @@ def _alive(pid: int) -> bool:
 
 
 def _hold(root: Path, **holder) -> Path:
-    lock = root / "itest" / "node-a" / "state" / "lock.d"
-    lock.mkdir(parents=True)
+    """A lock record as another operator's command left it on node-a (lock.py); its path."""
+    lock = root / "itest" / "node-a" / "state" / "lock.json"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    here = {"boot": Path("/proc/sys/kernel/random/boot_id").read_text().strip(),
+            "pidns": str(os.stat("/proc/self/ns/pid").st_ino),
+            "start": Path(f"/proc/{os.getpid()}/stat").read_text().rsplit(")", 1)[1].split()[19]}
     base = {"id": "other", "user": "alice", "machine": socket.gethostname(), "pid": os.getpid(),
-            "command": "up", "since": time.time(), "expires": time.time() + 120}
-    (lock / "holder.json").write_text(json.dumps({**base, **holder}))
+            "command": "up", "since": time.time(), **here}
+    expires = holder.pop("expires", time.time() + 120)
+    lock.write_text(json.dumps({"token": 5, "holder": {**base, **holder}, "expires": expires}))
     return lock
+
+
+def _held(lock: Path) -> bool:
+    return lock.exists() and bool(json.loads(lock.read_text()).get("holder"))
 
 
 def test_a_second_operation_is_refused_naming_the_holder(deployment, tmp_path):
@@ -236,10 +246,10 @@ def test_a_second_operation_is_refused_naming_the_holder(deployment, tmp_path):
     assert run.code == 1
     assert f"deployment is busy: `up` by alice on {socket.gethostname()} (pid {os.getpid()}" in run.err
     assert all(r["state"] == "ABSENT" for r in status(path))  # nothing was started
-    assert lock.exists()  # and the holder's lock is untouched
-    shutil.rmtree(lock)
+    assert _held(lock)  # and the holder's lock is untouched
+    lock.unlink()
     assert run_cli("up", path).code == 0
-    assert not lock.exists()  # released after the up
+    assert not _held(lock)  # released after the up
 
 
 def test_stale_locks_are_taken_over_with_a_warning(deployment, tmp_path):
@@ -256,7 +266,7 @@ def test_stale_locks_are_taken_over_with_a_warning(deployment, tmp_path):
     run = run_cli("down", path)
     assert run.code == 0, run.err
     assert "its lease ran out" in run.err
-    assert not lock.exists()
+    assert not _held(lock)
 
 
 def test_diff_shows_what_up_would_change_and_touches_nothing(deployment):
@@ -276,3 +286,83 @@ def test_diff_shows_what_up_would_change_and_touches_nothing(deployment):
     assert sorted(ln.split()[2] for ln in lines[1:-1]) == ["none", "none", "restart", "restart"]
     assert lines[-1] == "2 changes; nothing was touched"
     assert pids(path, "model") == before
+
+
+def _holder_of(lock: Path) -> dict | None:
+    try:
+        return json.loads(lock.read_text()).get("holder")
+    except (OSError, ValueError):
+        return None
+
+
+def _running_with(env: bytes) -> list[int]:
+    """This user's processes whose environment has ``env`` (NAME=VALUE), as ps lists them."""
+    out = []
+    for pid in subprocess.run(["ps", "-U", str(os.getuid()), "-o", "pid="], capture_output=True,
+                              text=True).stdout.split():
+        try:
+            if env + b"\0" in Path(f"/proc/{pid}/environ").read_bytes() and alive(int(pid)):
+                out.append(int(pid))
+        except OSError:
+            continue
+    return out
+
+
+def test_an_up_whose_lease_was_broken_is_refused_and_changes_nothing(deployment, tmp_path):
+    """Two `up`s after a broken lease: the first one, stalled (SIGSTOP) while it held the lock
+    until its lease ran out, is taken over by the second; resumed, every host refuses its
+    fencing token: it exits 1 saying so, and nothing of its generation is switched or started."""
+    first = deployment()
+    assert run_cli("up", first).code == 0
+    wait_for(lambda: all_running(first), what="all ranks RUNNING")
+    roots = (tmp_path / "deploy").resolve() / "itest"
+    lock = roots / "node-a" / "state" / "lock.json"
+    stalled_topo, second_topo = tmp_path / "stalled.yaml", tmp_path / "second.yaml"
+    stalled_topo.write_text(Path(first).read_text().replace('MODEL_VERSION: "a"', 'MODEL_VERSION: "stalled"'))
+    second_topo.write_text(Path(first).read_text().replace('MODEL_VERSION: "a"', 'MODEL_VERSION: "second"'))
+    stalled = subprocess.Popen([sys.executable, "-m", "launcher", "up", str(stalled_topo)], cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: (_holder_of(lock) or {}).get("pid") == stalled.pid, timeout=60,
+                 what="the first up holding the lock")
+        os.kill(stalled.pid, signal.SIGSTOP)
+        # what 120 s of its silence would leave: the lease ran out (on the lock host's clock)
+        lock.write_text(json.dumps({**json.loads(lock.read_text()), "expires": time.time() - 1}))
+        second = run_cli("up", str(second_topo))
+        assert second.code == 0, second.err
+        assert "taking over a stale lock of `up`" in second.err and "its lease ran out" in second.err, second.err
+        wait_for(lambda: all_running(str(second_topo)), what="the second up's ranks RUNNING")
+        rows = status(str(second_topo))
+        generation = rows[0]["generation"]
+        before = {(r["instance"], r["rank"]): r["pid"] for r in rows}
+    finally:
+        os.kill(stalled.pid, signal.SIGCONT)
+        out, err = stalled.communicate(timeout=300)
+    assert stalled.returncode == 1, (out, err)
+    assert "error: stopped: this command lost the deployment lock on node-a" in err, err
+    assert "which the hosts now refuse, so it changed nothing after that" in err, err
+    for host in ("node-a", "node-b"):  # nothing of it switched ...
+        assert os.readlink(roots / host / "current") == f"gens/{generation}"
+    rows = status(str(second_topo))
+    assert {(r["instance"], r["rank"]): r["pid"] for r in rows} == before  # ... nor restarted
+    assert all(r["state"] == "RUNNING" and r["generation"] == generation for r in rows)
+    assert _running_with(b"MODEL_VERSION=stalled") == []  # ... nor started (ps)
+    assert len(_running_with(b"MODEL_VERSION=second")) >= 2
+    assert _holder_of(lock) is None  # and the second up's lock was left alone
+
+
+def test_a_truncated_generation_on_a_host_is_uploaded_again_not_trusted(deployment, tmp_path):
+    first = deployment()
+    assert run_cli("up", first).code == 0
+    generation = status(first)[0]["generation"]
+    assert run_cli("up", deployment(model_env="b")).code == 0  # gens/<first> stays on the hosts
+    script = next(((tmp_path / "deploy").resolve() / "itest" / "node-b" / "gens" / generation / "bin").iterdir())
+    whole = script.read_bytes()
+    with open(script, "r+b") as fh:  # what a power loss can leave of a file written before its rename
+        fh.truncate(len(whole) // 3)
+    assert deployment() == first
+    again = run_cli("up", first)
+    assert again.code == 0, again.err
+    assert script.read_bytes() == whole  # uploaded again
+    wait_for(lambda: all_running(first), what="all ranks RUNNING on the repaired generation")
+    assert {r["generation"] for r in status(first)} == {generation}

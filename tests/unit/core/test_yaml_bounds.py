@@ -76,3 +76,20 @@ def test_validate_refuses_a_bomb_with_exit_2_and_bounded_memory(tmp_path):
     assert proc.returncode == 2, proc.stderr
     assert f"{path}:10:10: error: YAML: aliases expand the document past" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+# A document without an anchor ("&") is bounded by the builder's own count, not by a walk of
+# its own before it (bench/render_scale.py): the same bounds, refused with the same words.
+def test_a_document_without_anchors_past_the_node_budget_is_refused():
+    assert _only_error("l: [" + ",".join(["1"] * (MAX_NODES - 1)) + "]\n") == \
+        f"t.yaml:1:1: error: YAML: the document has more than {MAX_NODES:,} nodes"
+
+
+def test_a_mapping_nested_too_deep_without_anchors_is_an_error_at_its_first_key_too_deep():
+    assert load_yaml("{a: " * (MAX_DEPTH - 1) + "1" + "}" * (MAX_DEPTH - 1), "t.yaml").data
+    msg = _only_error("a: 1\na: 2\nb: " + "{a: " * MAX_DEPTH + "1" + "}" * MAX_DEPTH)
+    assert msg.startswith("t.yaml:3:") and f"nested more than {MAX_DEPTH} levels deep" in msg  # before the duplicate
+
+
+def test_a_merge_key_without_anchors_is_honoured():
+    assert load_yaml("a:\n  <<: [{x: 1}, {y: 2, x: 3}]\n  y: 4\n", "t.yaml").data == {"a": {"y": 4, "x": 1}}

@@ -13,21 +13,23 @@ from pathlib import Path
 import launcher
 from launcher.deploy.remote import BOOTSTRAP
 from tests.helpers import launcher_0_1
-from launcher.deploy.runtime import build_runtime, payload
+from launcher.deploy.runtime import SHARED_CORE, build_runtime, payload
 
 PKG = Path(launcher.__file__).parent
 
 
-def test_runtime_ships_the_host_side_only():
+def test_runtime_ships_the_host_side_and_the_shared_core_only():
     rt = build_runtime()
     names = {name for name, _ in rt.site}
     launcher_files = {n for n in names if n.startswith("launcher/") and not n.startswith("launcher/host/_native/")}
     host = PKG / "host"
     want = {f"launcher/{p.relative_to(PKG).as_posix()}" for p in host.rglob("*")
             if p.is_file() and "__pycache__" not in p.parts and "_native" not in p.parts}
-    assert launcher_files == {"launcher/__init__.py"} | want
+    shared = {f"launcher/core/{n}" for n in SHARED_CORE}  # the rendezvous' ranktable code
+    assert launcher_files == {"launcher/__init__.py"} | want | shared
     assert "launcher/host/systemd/ascend-launcher@.service" in launcher_files
-    assert not [n for n in launcher_files if n.startswith(("launcher/core/", "launcher/deploy/", "launcher/cli"))]
+    assert not [n for n in launcher_files - shared if n.startswith(("launcher/core/", "launcher/deploy/", "launcher/cli"))]
+    assert "launcher/core/expand.py" not in launcher_files
     assert {"supervisor/supervisord.py", "supervisor/supervisorctl.py", "supervisor/version.txt"} <= names
     assert not [n for n in names if n.startswith(("supervisor/ui/", "supervisor/skel/"))]
     native = {n for n in names if n.startswith("launcher/host/_native/")}
