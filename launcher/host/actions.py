@@ -12,8 +12,8 @@ from .orphans import stop_orphans
 from .leftovers import stop_leftovers
 from .proctree import subreaper_path
 from .snapshot import current_state, write_snapshot
-from .state import (current_generation, drop_intents, read_json, read_manifest, secret, set_desired, state_path,
-                    update_state, write_json, write_secret)
+from .state import (current_generation, drop_intents, read_json, read_manifest, secret, set_desired, state_lock,
+                    state_path, update_state, write_json, write_secret)
 from .supervisor_rpc import STOP_RPC_TIMEOUT, rpc, supervisord_alive
 from .supervisord import apply_config, reload_groups, shutdown, start_supervisord
 
@@ -118,10 +118,11 @@ def act_start(root: str, args: list[str], snapshot: bool = True) -> dict:
     hashes = {p["owner"]: p["owner_hash"] for p in (read_manifest(root) or {}).get("programs", [])}
     update_state(root, "started.json", {g: {"generation": current_generation(root), "owner_hash": hashes.get(g)}
                                         for g in args})
-    update_state(root, "desired.json", {g: True for g in args})
-    started_at = time.time()
-    for group in args:
-        server.supervisor.startProcessGroup(group, False)
+    with state_lock(root):  # wanted and started as one step for the agent's poll (it reads both under this
+        update_state(root, "desired.json", {g: True for g in args})  # lock): never "wanted, still STOPPED"
+        started_at = time.time()
+        for group in args:
+            server.supervisor.startProcessGroup(group, False)  # spawned (STARTING) when it returns
     if snapshot:
         write_snapshot(root)
     return {"started_at": started_at, "groups": args, **_stopped(leftovers)}

@@ -27,8 +27,8 @@ from .gangstart import start_gangs
 from .leftovers import stop_logged
 from .restart import handle_failure, resume_intents
 from .snapshot import current_state, write_snapshot
-from .state import (current_generation, desired, read_json, read_manifest, set_desired, state_path, tail,
-                    update_state, write_json)
+from .state import (current_generation, desired, read_json, read_manifest, set_desired, state_lock, state_path,
+                    tail, update_state, write_json)
 from .supervisor_rpc import STOP_RPC_TIMEOUT, rpc
 from .supervisord import recover as recover_supervisord, reload_groups
 from .switchback import switch_back
@@ -126,7 +126,7 @@ class Agent:
         reload_groups(server, [group])
         stop_logged(self.root, [group], None, log)  # never a start against a port its leftovers hold
         update_state(self.root, "started.json", {group: self.started_from(group)})
-        with self.desire:  # wanted and started at once, for the poll: never wanted while still stopped
+        with self.desire, state_lock(self.root):  # wanted and started at once: never wanted while still stopped
             set_desired(self.root, group, True)
             started_at = time.time()
             server.supervisor.startProcessGroup(group, False)
@@ -192,7 +192,9 @@ class Agent:
             self.task(stop_logged, self.root, None, [r["program"] for _, r in reports], log, report_all)
 
     def poll_and_snapshot(self) -> None:
-        with self.desire:  # what runs and what should, read together (local_start and local_stop)
+        # what runs and what should, read together: local_start/local_stop (this lock) and the host
+        # actions' starts (the state flock) mark a group wanted and start it as one step
+        with self.desire, state_lock(self.root):
             state = current_state(self.root)  # one getAllProcessInfo serves the poll and the snapshot
             want = desired(self.root)
         self.poll_once(state["programs"], want)
