@@ -286,7 +286,7 @@ def switch_back_through_agents(session: Session, generation: str, previous: Mapp
     runtime = build_runtime().id
 
     def ask(host: str, body: dict[str, Any], timeout: float) -> dict[str, Any]:
-        return relay.call("relay", addresses[host], str(session.plan.agent_port), stdin=json.dumps(body).encode(),
+        return relay.call("relay", addresses[host], str(session.plan.agent_port), host, stdin=json.dumps(body).encode(),
                           timeout=timeout)
 
     def back(c: HostClient) -> str | None:

@@ -12,8 +12,8 @@ from .orphans import stop_orphans
 from .leftovers import stop_leftovers
 from .proctree import subreaper_path
 from .snapshot import current_state, write_snapshot
-from .state import (current_generation, read_json, read_manifest, secret, set_desired, state_path, update_state,
-                    write_json, write_secret)
+from .state import (current_generation, drop_intents, read_json, read_manifest, secret, set_desired, state_lock,
+                    state_path, update_state, write_json, write_secret)
 from .supervisor_rpc import STOP_RPC_TIMEOUT, rpc, supervisord_alive
 from .supervisord import apply_config, reload_groups, shutdown, start_supervisord
 
@@ -118,10 +118,11 @@ def act_start(root: str, args: list[str], snapshot: bool = True) -> dict:
     hashes = {p["owner"]: p["owner_hash"] for p in (read_manifest(root) or {}).get("programs", [])}
     update_state(root, "started.json", {g: {"generation": current_generation(root), "owner_hash": hashes.get(g)}
                                         for g in args})
-    update_state(root, "desired.json", {g: True for g in args})
-    started_at = time.time()
-    for group in args:
-        server.supervisor.startProcessGroup(group, False)
+    with state_lock(root):  # wanted and started as one step for the agent's poll (it reads both under this
+        update_state(root, "desired.json", {g: True for g in args})  # lock): never "wanted, still STOPPED"
+        started_at = time.time()
+        for group in args:
+            server.supervisor.startProcessGroup(group, False)  # spawned (STARTING) when it returns
     if snapshot:
         write_snapshot(root)
     return {"started_at": started_at, "groups": args, **_stopped(leftovers)}
@@ -139,6 +140,7 @@ def _stopped(leftovers: dict) -> dict:
 def act_stop(root: str, args: list[str]) -> dict:
     server = rpc(root, STOP_RPC_TIMEOUT)
     update_state(root, "waiting.json", {g: None for g in args})  # a deliberate stop ends any wait
+    drop_intents(root, args)  # and any gang restart the agent had begun (not resumed by a new agent)
     for group in args:
         set_desired(root, group, False)  # before stopping: the agent must not see a failure
         server.supervisor.stopProcessGroup(group, True)
@@ -206,6 +208,7 @@ def act_down(root: str, args: list[str]) -> dict:
     purge = "--purge" in args
     if os.path.isdir(os.path.join(root, "state")):
         write_json(state_path(root, "desired.json"), {})
+        drop_intents(root, list(read_json(state_path(root, "gang.json"), {})))  # no restart resumed after it
     stopped = shutdown(root)
     # a dead supervisord's processes run on: `down` stops them too
     orphans = stop_orphans(root) if os.path.isdir(os.path.join(root, "run")) else []
@@ -285,7 +288,7 @@ def act_events(root: str, args: list[str]) -> dict:
 
 
 def act_relay(root: str, args: list[str]) -> dict:
-    """Send one signed message to another host's agent (ADDRESS [PORT]), from this host: the
+    """Send one signed message to another host's agent (ADDRESS PORT HOST), from this host: the
     operator's way to a host whose SSH is lost while its agent port is not (a rolled-back
     switch there). stdin: the message body (JSON). Returns the agent's reply."""
     import sys
@@ -293,6 +296,7 @@ def act_relay(root: str, args: list[str]) -> dict:
     address = args[0]
     port = int(args[1]) if len(args) > 1 else read_json(os.path.join(root, "current", "gang.json"), {})["agent_port"]
     try:
-        return send_signed(root, address, port, json.loads(sys.stdin.buffer.read() or b"{}"), RELAY_TIMEOUT)
+        return send_signed(root, address, port, json.loads(sys.stdin.buffer.read() or b"{}"), RELAY_TIMEOUT,
+                           to=args[2] if len(args) > 2 else "")
     except RuntimeError as exc:
         raise RuntimeError(f"the agent at {address}:{port} answered: {exc}") from None

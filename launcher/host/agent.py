@@ -21,36 +21,32 @@ import threading
 import time
 
 from .messages import Verifier, send_signed
-from .members import (DEAD, Unreachable, failure_cause, forget_reporting, held_gangs, log, report_to_leader,
-                      seen_before_restart, wait_for_members)
-from .followers import follow, gang_state, tell_followers, wait_for_leaders
-from .gangstart import start_gangs, start_leader_first
+from .members import DEAD, Unreachable, forget_reporting, log, report_to_leader
+from .followers import follow, gang_state
+from .gangstart import start_gangs
 from .leftovers import stop_logged
-from .restart_policy import restart_backoff, restart_when
+from .restart import handle_failure, resume_intents
 from .snapshot import current_state, write_snapshot
-from .state import (current_generation, desired, read_json, read_manifest, secret, set_desired, state_path, tail,
-                    update_state, write_json)
+from .state import (current_generation, desired, read_json, read_manifest, set_desired, state_lock, state_path,
+                    tail, update_state, write_json)
 from .supervisor_rpc import STOP_RPC_TIMEOUT, rpc
 from .supervisord import recover as recover_supervisord, reload_groups
 from .switchback import switch_back
 from .agentport import serve as serve_agent_port
-from .metrics import counted, restart_cause
 from .metrics_http import serve as serve_metrics
 from .program_stats import observe
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (type checkers know the name)
 if TYPE_CHECKING:
     from concurrent.futures import ThreadPoolExecutor
-    from typing import Callable
+    from typing import Callable, TypeVar
+    T = TypeVar("T")
+    R = TypeVar("R")
 
 STOP_TIMEOUT = STOP_RPC_TIMEOUT  # > supervisord's stopwaitsecs (30 s) plus the SIGKILL
 SEND_TIMEOUT = 120.0  # a member's stop may take STOP_TIMEOUT
-ATTEMPTS = 3          # a restart a member refused (it answered with an error) is tried again, then FAILED
 CONNECT_TIMEOUT = 10.0
 LOG_LINES = 10
-EX_CONFIG = 78  # sysexits.h; the launch script exits so when it cannot apply the topology's limits
-
-UNKNOWN_GENERATION = "?"  # a member whose agent predates the `generation` op
 
 
 class Agent:
@@ -59,13 +55,16 @@ class Agent:
         self.locks: dict[str, threading.Lock] = {}
         self.reported: dict[str, str] = {}
         self.pending: dict[str, dict] = {}  # a report that came in while its gang was being restarted
-        self.verifier = Verifier()
+        self.verifier = Verifier(root)  # its replay cache on disk too: a restarted agent refuses replays
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
+        self.desire = threading.Lock()  # desired.json and this agent's starts and stops, against its poll
         self.busy = 0  # gang work under way (a report, a restart): state/agent-busy while > 0
 
     def task(self, fn: Callable[..., object], *args: object) -> None:
-        """Gang work on the pool, counted in state/agent-busy while it runs (0: nothing under way)."""
+        """Gang work (a report, a restart, a wait), each in a thread of its own: it may wait for
+        long (a member, a dependency) and on leaf calls in the pool (each), so sharing the pool
+        could starve it. Its exception is logged; counted in state/agent-busy while it runs."""
         with self._pool_lock:
             self.busy += 1
             write_json(state_path(self.root, "agent-busy"), self.busy)
@@ -73,13 +72,25 @@ class Agent:
         def run() -> None:
             try:
                 fn(*args)
-            except Exception as exc:  # logged: never lost with its future
+            except Exception as exc:  # logged: never lost with its thread
                 log(f"{getattr(fn, '__name__', fn)}: {type(exc).__name__}: {exc}")
             finally:
                 with self._pool_lock:
                     self.busy -= 1
                     write_json(state_path(self.root, "agent-busy"), self.busy)
-        self.pool.submit(run)
+        threading.Thread(target=run, daemon=True).start()
+
+    def each(self, fn: Callable[[T], R], items: list[T]) -> list[R | BaseException]:
+        """``fn`` on every item at once (the pool: leaf calls, which wait on nothing in it), each
+        one's result or exception, in order: the caller sees every exception."""
+        futures = [self.pool.submit(fn, item) for item in items]
+        out: list[R | BaseException] = []
+        for f in futures:
+            try:
+                out.append(f.result())
+            except Exception as exc:
+                out.append(exc)
+        return out
 
     @property
     def pool(self) -> ThreadPoolExecutor:
@@ -95,12 +106,15 @@ class Agent:
     def conf(self) -> dict:
         return read_json(os.path.join(self.root, "current", "gang.json"), {"gangs": {}})
 
-    def send(self, address: str, body: dict, timeout: float = SEND_TIMEOUT) -> dict:
-        return send_signed(self.root, address, self.conf()["agent_port"], body, timeout, CONNECT_TIMEOUT)
+    def send(self, peer: dict, body: dict, timeout: float = SEND_TIMEOUT) -> dict:
+        """``body`` to the agent of ``peer`` ({host, address}), signed for that host; its verified reply."""
+        return send_signed(self.root, peer["address"], self.conf()["agent_port"], body, timeout, CONNECT_TIMEOUT,
+                           to=peer["host"])
 
     # --- local supervisord ---------------------------------------------------------------
     def local_stop(self, group: str) -> dict:
-        set_desired(self.root, group, False)
+        with self.desire:
+            set_desired(self.root, group, False)
         rpc(self.root, STOP_TIMEOUT).supervisor.stopProcessGroup(group, True)  # > stopwaitsecs (30 s) + SIGKILL
         stop_logged(self.root, [group], None, log)  # what left the group or outlived it (proctree.py)
         return {"ok": True}
@@ -111,10 +125,11 @@ class Agent:
         server = rpc(self.root)
         reload_groups(server, [group])
         stop_logged(self.root, [group], None, log)  # never a start against a port its leftovers hold
-        set_desired(self.root, group, True)  # only now: a poll meanwhile must not take it for dead
         update_state(self.root, "started.json", {group: self.started_from(group)})
-        started_at = time.time()
-        server.supervisor.startProcessGroup(group, False)
+        with self.desire, state_lock(self.root):  # wanted and started at once: never wanted while still stopped
+            set_desired(self.root, group, True)
+            started_at = time.time()
+            server.supervisor.startProcessGroup(group, False)
         write_snapshot(self.root)  # now: the agent's own event wakes start only once it is RUNNING (1 s)
         return {"ok": True, "started_at": started_at}
 
@@ -130,7 +145,7 @@ class Agent:
             return self.local_stop(group) if verb == "stop" else self.local_start(group)
         where = f"member {member['host']} ({member['address']})"
         try:
-            return self.send(member["address"], {"op": verb, "group": group})
+            return self.send(member, {"op": verb, "group": group})
         except OSError as exc:  # no answer at all: a partition or a host down, not a refusal
             raise Unreachable([member["host"]], f"{where} unreachable: {exc}") from None
         except RuntimeError as exc:
@@ -138,15 +153,14 @@ class Agent:
 
     def all_members(self, gang: dict, op: str) -> list[dict]:
         """``op`` on every member at once; Unreachable naming every member that did not answer."""
-        futures = [self.pool.submit(self.on_member, m, op) for m in gang["members"]]
         replies, cut, errors = [], [], []
-        for f in futures:
-            try:
-                replies.append(f.result())
-            except Unreachable as exc:
-                cut.append(exc)
-            except Exception as exc:
-                errors.append(exc)
+        for outcome in self.each(lambda m: self.on_member(m, op), gang["members"]):
+            if isinstance(outcome, Unreachable):
+                cut.append(outcome)
+            elif isinstance(outcome, BaseException):
+                errors.append(outcome)
+            else:
+                replies.append(outcome)
         if cut:
             raise Unreachable([h for e in cut for h in e.hosts], "; ".join(map(str, cut)))
         if errors:
@@ -154,140 +168,12 @@ class Agent:
         return replies
 
     def handle_failure(self, group: str, report: dict) -> None:
-        conf = self.conf()
-        gang = conf["gangs"].get(group)
-        if gang is None:
-            return
-        lock = self.locks.setdefault(group, threading.Lock())
-        if not lock.acquire(blocking=False):
-            # a restart of this gang is under way: look at this report when it is done (a rank that
-            # dies right after the restart must not be lost; one of the replaced run is dropped then)
-            self.pending[group] = report
-            return
-        try:
-            why = seen_before_restart(report, read_json(state_path(self.root, "gang.json"), {}).get(group))
-            if why:
-                log(f"gang {group}: dropped the report of {report.get('program')} on {report.get('host')}: {why}")
-                return
-            attempt = 0
-            while attempt < ATTEMPTS:
-                try:
-                    self._restart(group, gang, report, conf)
-                    return
-                except Unreachable as exc:  # wait for it: no restart budget or attempt spent on a partition
-                    log(f"gang {group}: cannot restart it: {exc}")
-                    if not wait_for_members(self, group, gang, exc, report):
-                        return
-                except Exception as exc:  # a member that refused: try the whole gang again
-                    attempt += 1
-                    log(f"gang {group}: restart attempt {attempt} failed: {exc}")
-                    error = exc
-            reason = f"restart failed {ATTEMPTS} times: {error}"
-            self._record_failed(group, reason, report)
-            log(f"gang {group}: FAILED: {reason}")
-            try:
-                self.all_members(gang, f"stop:{group}")
-            except Exception as exc:
-                log(f"gang {group}: could not stop it everywhere: {exc}")
-        finally:
-            if group in held_gangs(self.root):  # resumed after an agent restart, and done with
-                update_state(self.root, "waiting.json", {group: None})
-                write_snapshot(self.root)
-            lock.release()
-            if (pending := self.pending.pop(group, None)) is not None:
-                self.task(self.handle_failure, group, pending)
-
-    def _record_failed(self, group: str, reason: str, report: dict) -> None:
-        """The gang's FAILED record in state/gang.json (why, and the failed rank's last log
-        lines), kept until a deliberate start; `status` shows it from the snapshot."""
-        path = state_path(self.root, "gang.json")
-        states = read_json(path, {})
-        st = states.get(group, {"restarts": 0, "history": []})
-        st.update(state="FAILED", reason=reason, last_log=report.get("log", []), failed_at=time.time())
-        states[group] = st
-        write_json(path, states)
-        write_snapshot(self.root)
-
-    def _restart(self, group: str, gang: dict, report: dict, conf: dict) -> None:
-        path = state_path(self.root, "gang.json")
-        states = read_json(path, {})
-        st = states.get(group, {"state": "RUNNING", "restarts": 0, "history": []})
-        if st["state"] == "FAILED":
-            return
-        now = time.time()
-        history = [t for t in st.get("history", []) if now - t < conf["restart_window"]]
-        code, cause = report.get("exitstatus"), failure_cause(report)
-        if code == EX_CONFIG:  # e.g. a limit the login cannot grant: the same again next time
-            log(f"gang {group}: {cause}: a configuration error a restart cannot fix: FAILED, stopping it")
-            self._record_failed(group, f"{cause}: a configuration error (exit {EX_CONFIG}), not restarted", report)
-            self.all_members(gang, f"stop:{group}")
-            return
-        if len(history) >= conf["restart_max"]:
-            log(f"gang {group}: {cause}; restart budget ({conf['restart_max']} in "
-                f"{conf['restart_window']:.0f} s) spent: FAILED, stopping it on all hosts")
-            self._record_failed(group, cause, report)
-            self.all_members(gang, f"stop:{group}")
-            return
-        if self._generations_differ(group, gang, cause):
-            return
-        backoff = restart_backoff(len(history))
-        st.update(state="RESTARTING", reason=cause, last_log=report.get("log", []), backoff=backoff)
-        states[group] = st
-        write_json(path, states)
-        log(f"gang {group}: {cause}; stopping it on {len(gang['members'])} hosts, " + restart_when(backoff))
-        self.all_members(gang, f"stop:{group}")
-        if backoff:
-            time.sleep(backoff)
-        runs = wait_for_leaders(self, group, gang)  # what it depends on ready; what it follows not restarting
-        if runs is None:
-            return
-        started = start_leader_first(self, gang, group)
-        history.append(time.time())
-        st.update(state="RUNNING", restarts=st.get("restarts", 0) + 1, causes=counted(st, restart_cause(report)),
-                  history=history, last_restart=time.time(), skew=max(started.values()) - min(started.values()),
-                  started=started, followed={**st.get("followed", {}), **runs})
-        states = read_json(path, {})
-        states[group] = st
-        write_json(path, states)
-        write_snapshot(self.root)
-        log(f"gang {group}: restarted on all hosts (restart {st['restarts']}, start skew "
-            f"{st['skew'] * 1000:.0f} ms)")
-        if gang.get("followers"):  # restart_with: they restart once this run passes its probes
-            self.task(tell_followers, self, group, gang, st["last_restart"])
-
-    def _generations_differ(self, group: str, gang: dict, cause: str) -> bool:
-        """Hold a gang whose members are on different generations (a failed `up` that could not
-        put every host back): restarted, it would be one HCCL world of two configs. The hold is
-        recorded as a wait (`status` shows why) until a deliberate start (`up`) ends it."""
-        host = self.conf()["host"]
-
-        def generation(m: dict) -> str | None:
-            if m["host"] == host:
-                return self.started_from(group)["generation"]
-            try:
-                return self.send(m["address"], {"op": "generation", "group": group})["generation"]
-            except OSError as exc:  # no answer: the gang waits for the host (handle_failure), not a refusal
-                raise Unreachable([m["host"]], f"member {m['host']} ({m['address']}) unreachable: {exc}") from None
-            except RuntimeError as exc:
-                if "unknown op" in str(exc):  # an older agent, until the switch restarts it: not known
-                    return UNKNOWN_GENERATION
-                raise
-        asked = {m["host"]: self.pool.submit(generation, m) for m in gang["members"]}
-        gens = {h: f.result() for h, f in asked.items()}
-        if len(set(gens.values()) - {UNKNOWN_GENERATION}) < 2:
-            return False
-        on = ", ".join(f"{h} on {g or 'nothing'}" for h, g in sorted(gens.items()))
-        reason = f"not restarted: its hosts are on different generations ({on}); `launcher up` makes them agree"
-        log(f"gang {group}: {cause}; {reason}")
-        update_state(self.root, "waiting.json", {group: {"on": ["hosts on different generations"],
-                                                         "reason": reason, "since": time.time()}})
-        write_snapshot(self.root)
-        return True
+        handle_failure(self, group, report)
 
     # --- watching ------------------------------------------------------------------------------
-    def poll_once(self, programs: list[dict]) -> None:
-        """Report each program of a gang that should run and has exited (once per run of it)."""
-        conf, want, reports = self.conf(), desired(self.root), []
+    def poll_once(self, programs: list[dict], want: dict[str, bool]) -> None:
+        """Report each program of a gang that should run (``want``) and has exited (once per run of it)."""
+        conf, reports = self.conf(), []
         for info in programs:
             group, incident = info["group"], f"{info['name']}@{info['start']}"
             if (group not in conf["gangs"] or not want.get(group) or info["state"] not in DEAD
@@ -306,8 +192,12 @@ class Agent:
             self.task(stop_logged, self.root, None, [r["program"] for _, r in reports], log, report_all)
 
     def poll_and_snapshot(self) -> None:
-        state = current_state(self.root)  # one getAllProcessInfo serves the poll and the snapshot
-        self.poll_once(state["programs"])
+        # what runs and what should, read together: local_start/local_stop (this lock) and the host
+        # actions' starts (the state flock) mark a group wanted and start it as one step
+        with self.desire, state_lock(self.root):
+            state = current_state(self.root)  # one getAllProcessInfo serves the poll and the snapshot
+            want = desired(self.root)
+        self.poll_once(state["programs"], want)
         observe(self.root, state["programs"])  # restarts and last exits, for /metrics
         write_snapshot(self.root, state)
 
@@ -323,7 +213,7 @@ class Agent:
     def dispatch(self, body: dict) -> dict:
         op, group = body.get("op"), body.get("group", "")
         if op == "failed":
-            self.task(self.handle_failure, group, body["report"])
+            self.task(handle_failure, self, group, body["report"])
             return {"ok": True}
         if op == "stop":
             return self.local_stop(group)
@@ -353,9 +243,7 @@ class Agent:
         write_json(state_path(self.root, "agent.pid"), os.getpid())
         log(f"watching {self.root}")
         forget_reporting(self.root)
-        for group, report in held_gangs(self.root).items():  # a wait the previous agent left: go on with it
-            log(f"gang {group}: resuming the wait for its members")
-            self.task(self.handle_failure, group, report)
+        resume_intents(self)  # the waits and restarts the previous agent left: go on with them
         stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
         while True:
             stdout.write(b"READY\n")
@@ -368,7 +256,10 @@ class Agent:
                         log(done)
                 except Exception as exc:
                     log(f"supervisord is gone and could not be started again: {exc}")
-                return
+                # now, whatever threads are at (a wait, a restart: its intent is on disk for the next
+                # agent): a lingering one would hold the agent port from the agent the new supervisord starts
+                sys.stderr.flush()
+                os._exit(0)
             fields = dict(tok.split(b":", 1) for tok in header.split() if b":" in tok)
             payload = stdin.read(int(fields.get(b"len", b"0")))
             if fields.get(b"eventname") == b"REMOTE_COMMUNICATION":  # a host action's wake (restore)

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Protocol
+from typing import Callable, Protocol, TypeVar
 
 from .messages import Verifier
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 class AgentApi(Protocol):
@@ -24,9 +27,11 @@ class AgentApi(Protocol):
 
     def task(self, fn: Callable[..., object], *args: object) -> None: ...
 
+    def each(self, fn: Callable[[T], R], items: list[T]) -> list[R | BaseException]: ...
+
     def conf(self) -> dict: ...
 
-    def send(self, address: str, body: dict, timeout: float = ...) -> dict: ...
+    def send(self, peer: dict, body: dict, timeout: float = ...) -> dict: ...
 
     def local_start(self, group: str) -> dict: ...
 

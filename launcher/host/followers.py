@@ -26,7 +26,7 @@ from .members import log
 from .metrics import counted, restart_cause
 from .probes import probe_all
 from .snapshot import write_snapshot
-from .state import desired, read_json, state_path, update_state, write_json
+from .state import desired, read_json, state_lock, state_path, update_state, write_json
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (type checkers know the name)
 if TYPE_CHECKING:
@@ -52,7 +52,7 @@ def _runs(agent: AgentApi, gang: dict) -> dict[str, object] | None:
     for dep in gang.get("restart_with", []):
         for leader in dep["leaders"]:
             try:
-                st = agent.send(leader["address"], {"op": "gang-state", "group": dep["owner"]}, timeout=10)
+                st = agent.send(leader, {"op": "gang-state", "group": dep["owner"]}, timeout=10)
             except (OSError, RuntimeError) as exc:
                 log(f"cannot ask {leader['host']} how {dep['owner']} runs: {exc}")
                 continue
@@ -108,7 +108,7 @@ def tell_followers(agent: AgentApi, group: str, gang: dict, run: float) -> None:
             body = {"op": "follow", "group": f["group"], "after": group, "host": me, "run": run}
             for attempt in range(TELL_ATTEMPTS):
                 try:
-                    agent.send(leader["address"], body)
+                    agent.send(leader, body)
                     break
                 except (OSError, RuntimeError) as exc:
                     log(f"gang {group}: cannot tell {leader['host']} to restart {f['group']}: {exc}")
@@ -143,9 +143,10 @@ def follow(agent: AgentApi, group: str, body: dict) -> None:
         st.update(state="RUNNING", restarts=st.get("restarts", 0) + 1, causes=counted(st, restart_cause(None)),
                   last_restart=time.time(), started=started,
                   skew=max(started.values()) - min(started.values()), followed={**st.get("followed", {}), key: run, **runs})
-        states = read_json(path, {})
-        states[group] = st
-        write_json(path, states)
+        with state_lock(agent.root):
+            states = read_json(path, {})
+            states[group] = st
+            write_json(path, states)
         write_snapshot(agent.root)
         log(f"gang {group}: restarted on all hosts after {body['after']} (restart {st['restarts']}, "
             "no budget spent: restart_with)")

@@ -14,15 +14,13 @@ that answers with an error, no answer) fails the start, naming the member.
 """
 from __future__ import annotations
 
-import json
 import os
-import socket
 import threading
 import time
 
 from .members import log
-from .messages import host_clock, sign
-from .state import read_json, secret, update_state
+from .messages import send_signed
+from .state import read_json, update_state
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (type checkers know the name)
 if TYPE_CHECKING:
@@ -97,22 +95,17 @@ def start_leader_first(agent: AgentApi, gang: dict, group: str,
 def _start_each(agent: AgentApi, conf: dict, members: list[dict], group: str, deadline: float) -> list[dict]:
     """`up`'s start of ``members`` at once, each retried while its agent does not listen yet;
     RuntimeError naming every member that failed."""
-    futures = [agent.pool.submit(_start_member, agent, conf, m, group, deadline) for m in members]
-    replies, errors = [], []
-    for fut in futures:
-        try:
-            replies.append(fut.result())
-        except RuntimeError as exc:
-            errors.append(str(exc))
+    outcomes = agent.each(lambda m: _start_member(agent, conf, m, group, deadline), members)
+    errors = [str(o) for o in outcomes if isinstance(o, BaseException)]
     if errors:
         raise RuntimeError("; ".join(errors))
-    return replies
+    return [o for o in outcomes if not isinstance(o, BaseException)]
 
 
 def _start_member(agent: AgentApi, conf: dict, member: dict, group: str, deadline: float) -> dict:
     where = f"member {member['host']} ({member['address']})"
     try:
-        return _refused_until(deadline, lambda: agent.send(member["address"], {"op": "start", "group": group},
+        return _refused_until(deadline, lambda: agent.send(member, {"op": "start", "group": group},
                                                             timeout=START_TIMEOUT))
     except ConnectionRefusedError:
         raise RuntimeError(f"{where}: its agent does not listen on port {conf['agent_port']} "
@@ -129,22 +122,16 @@ def act_gangstart(root: str, args: list[str]) -> dict:
     conf = read_json(os.path.join(root, "current", "gang.json"), None)
     if not isinstance(conf, dict):
         raise RuntimeError("no current generation here (gang.json missing)")
-    key = secret(root)
-    if key is None:
-        raise RuntimeError("no deployment secret on this host")
     target = (conf["address"], conf["agent_port"])
 
-    def ask() -> bytes:
-        with socket.create_connection(target, timeout=10) as s:
-            s.settimeout(START_TIMEOUT + 10)
-            s.sendall(sign(key, {"op": "gang-start", "groups": args}, now=host_clock(root)))
-            return s.makefile("rb").readline()
+    def ask() -> dict:
+        return send_signed(root, target[0], target[1], {"op": "gang-start", "groups": args}, START_TIMEOUT + 10,
+                           to=conf["host"])
     try:
-        line = _refused_until(time.monotonic() + AGENT_WAIT, ask)
+        reply = _refused_until(time.monotonic() + AGENT_WAIT, ask)
     except ConnectionRefusedError:
         raise RuntimeError(f"the agent does not listen on {target[0]}:{target[1]} "
                            f"({AGENT_WAIT:.0f} s after the upload)") from None
-    reply = json.loads(line or b"{}")
-    if not reply.get("ok"):
-        raise RuntimeError(f"agent: {reply.get('error', 'no reply')}")
+    except RuntimeError as exc:
+        raise RuntimeError(f"agent: {exc}") from None
     return {"started": reply["started"]}

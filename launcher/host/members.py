@@ -69,7 +69,7 @@ def report_to_leader(agent: AgentApi, group: str, gang: dict, report: dict) -> N
             log(f"gang {group}: dropped the report of {report['program']}: {why}")
             break
         try:
-            agent.send(leader["address"], {"op": "failed", "group": group, "report": report}, timeout=10)
+            agent.send(leader, {"op": "failed", "group": group, "report": report}, timeout=10)
             if since is not None:
                 log(f"gang {group}: {where} took the report after {time.time() - since:.0f} s")
             break
@@ -160,7 +160,7 @@ def wait_for_members(agent: AgentApi, group: str, gang: dict, cut: Unreachable, 
 
 def _answers(agent: AgentApi, member: dict) -> bool:
     try:
-        agent.send(member["address"], {"op": "ping"}, timeout=MEMBER_POLL)
+        agent.send(member, {"op": "ping"}, timeout=MEMBER_POLL)
     except OSError:
         return False
     except RuntimeError:

@@ -34,6 +34,11 @@ from .npu_facts import HCCN_TOOLS, NPU_SMIS, Unreadable, find_tool, read_devices
 
 TABLE_MODE = 0o640  # as the SSH path writes ranktables (MindIE and ATB refuse more)
 POLL = 0.5  # seconds between connection attempts to a leader not yet listening
+LEADER = "leader"  # a message's recipient: the leader, or worker-<index> (one group's key signs both ways)
+
+
+def worker(index: int | None) -> str:
+    return f"worker-{index}"
 
 
 class Failed(Exception):
@@ -171,12 +176,14 @@ class Pod:
             addresses = [reports[j]["address"] for j in range(self.size)]
             for c in conns:
                 c.sendall(sign(self.key, {"kind": "table", "group": self.group, "ok": True,
-                                          "table": table.decode("utf-8"), "addresses": addresses}))
+                                          "table": table.decode("utf-8"), "addresses": addresses},
+                               sender=LEADER, to=worker(conns[c]), deployment=self.group))
             return table, addresses
         except Failed as exc:
             for c in conns:
                 try:
-                    c.sendall(sign(self.key, {"kind": "table", "group": self.group, "ok": False, "error": str(exc)}))
+                    c.sendall(sign(self.key, {"kind": "table", "group": self.group, "ok": False, "error": str(exc)},
+                                   sender=LEADER, to=worker(conns[c]), deployment=self.group))
                 except OSError:
                     pass
             raise
@@ -204,7 +211,7 @@ class Pod:
         if b"\n" not in buffers[s] or index is not None:
             return
         try:
-            body = self.verifier.verify(self.key, buffers[s].split(b"\n", 1)[0])
+            body = self.verifier.verify(self.key, buffers[s].split(b"\n", 1)[0], host=LEADER, deployment=self.group)
         except Refused as exc:
             print(f"rendezvous: refused a report: {exc}", file=sys.stderr, flush=True)
             del conns[s]
@@ -231,7 +238,8 @@ class Pod:
         s = self.connect()
         with s:
             s.sendall(sign(self.key, {"kind": "report", "group": self.group, "index": self.index,
-                                      "address": self.address, "name": self.name, "devices": devices}))
+                                      "address": self.address, "name": self.name, "devices": devices},
+                           sender=worker(self.index), to=LEADER, deployment=self.group))
             s.settimeout(self.left() + 5)  # the leader answers by its own deadline
             try:
                 line = s.makefile("rb").readline()
@@ -241,7 +249,7 @@ class Pod:
             raise Failed(f"the leader {self.leader} closed the rendezvous without a table (its pod failed "
                          "or was restarted)")
         try:
-            body = self.verifier.verify(self.key, line)
+            body = self.verifier.verify(self.key, line, host=worker(self.index), deployment=self.group)
         except Refused as exc:
             raise Failed(f"the leader's answer was refused: {exc}") from None
         if body.get("group") != self.group:

@@ -3,14 +3,17 @@
 ROOT (``<deploy_dir>/<deployment>/<host>``, laid out in hostside.py) holds state/: desired.json
 (groups that should run), gang.json (the leader's record per gang), started.json (the config
 each group was started from), waiting.json (groups waiting for dependencies, for a leader, or
-for unreachable members: members.py), secret (0600), snapshot.json and agent.pid; in tests only,
-test-clock-offset (messages.host_clock).
+for unreachable members: members.py), secret (0600), snapshot.json and agent.pid; state.lock (the flock every read-modify-write of
+them takes: the agent's threads and the host actions, which are other processes), nonces (the
+agent's replay cache: messages.py).
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import threading
+
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (type checkers know the name)
 if TYPE_CHECKING:
     from typing import Any
@@ -37,14 +40,43 @@ def write_json(path: str, doc: Any, mode: int = 0o644) -> None:
     os.replace(tmp, path)
 
 
-# one read-modify-write at a time: the agent updates state files from several threads
-_state_lock = threading.Lock()
+class StateLock:
+    """One read-modify-write of ROOT's state files at a time, across threads and processes: an
+    flock on state/state.lock (the host actions are other processes than the agent; with a
+    thread lock only, a budget reset by `up` could be undone by a restart writing its record).
+    Re-entrant in one thread, so a locked update may call update_state."""
+
+    def __init__(self) -> None:
+        self.local = threading.local()
+
+    def __call__(self, root: str) -> StateLock:
+        self.local.root = root
+        return self
+
+    def __enter__(self) -> None:
+        held = getattr(self.local, "held", None)
+        if held is not None:
+            held[1] += 1
+            return
+        fd = os.open(state_path(self.local.root, "state.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        self.local.held = [fd, 1]
+
+    def __exit__(self, *exc: object) -> None:
+        held = self.local.held
+        held[1] -= 1
+        if held[1] == 0:
+            self.local.held = None
+            os.close(held[0])  # closing the last descriptor releases the flock
+
+
+state_lock = StateLock()
 
 
 def update_state(root: str, name: str, changes: dict) -> None:
-    """Merge ``changes`` into state/NAME (a None value deletes the key); no write when that
-    changes nothing (every file a cold host creates costs it a create under the journal)."""
-    with _state_lock:
+    """Merge ``changes`` into state/NAME (a None value deletes the key) under state_lock; no
+    write when that changes nothing (every file a cold host creates costs it a create under the journal)."""
+    with state_lock(root):
         path = state_path(root, name)
         doc = read_json(path, {})
         before = dict(doc)
@@ -55,6 +87,15 @@ def update_state(root: str, name: str, changes: dict) -> None:
                 doc[k] = v
         if doc != before:
             write_json(path, doc)
+
+
+def drop_intents(root: str, groups: list[str]) -> None:
+    """A deliberate stop: no restart the agent had begun of these gangs is resumed (agent.py's intent)."""
+    with state_lock(root):
+        gangs = read_json(state_path(root, "gang.json"), {})
+        if any(isinstance(gangs.get(g), dict) and "intent" in gangs[g] for g in groups):
+            update_state(root, "gang.json", {g: {k: v for k, v in gangs[g].items() if k != "intent"}
+                                             for g in groups if isinstance(gangs.get(g), dict)})
 
 
 def set_desired(root: str, group: str, run: bool) -> None:

@@ -245,9 +245,13 @@ def recover(root: str) -> str | None:
     start it again; what is recorded as wanted (state/desired.json) then shows up as not
     running to the new agent, which has those gangs restarted as a whole, within their budget.
     Where systemd runs supervisord, its unit does this (KillMode, Restart=); None: nothing done."""
-    from .state import desired
-    if systemd_usable() or not any(desired(root).values()) or not os.path.lexists(os.path.join(root, "current")):
-        return None  # systemd's job, or `down` (it clears desired.json first), or nothing deployed
+    from .state import desired, read_json, state_path
+    # a gang its agent was restarting is stopped (not desired) here, but wanted: its intent says so
+    gangs = read_json(state_path(root, "gang.json"), {})
+    restarting = any(isinstance(st, dict) and st.get("intent") for st in gangs.values())
+    if systemd_usable() or not (any(desired(root).values()) or restarting) \
+            or not os.path.lexists(os.path.join(root, "current")):
+        return None  # systemd's job, or `down` (it clears desired.json and intents first), or nothing deployed
     try:
         with open(os.path.join(root, "run", "supervisord.pid"), encoding="ascii") as fh:
             pid = int(fh.read().strip())

@@ -16,6 +16,7 @@ import pytest
 from tests.helpers import alive, ssh_flags, cli_on_testbed as cli, run_cli, wait_for
 
 TESTBED_HOSTS = 3
+TESTBED_CLOCKS = True  # h2's clock is set off in a test (by the testbed: tests/testbed/clockshift.c)
 HEALTH = 18710
 AGENT_PORT = 29390
 
@@ -194,17 +195,22 @@ def test_a_report_an_operators_up_superseded_is_dropped(testbed, deployed):
 
 
 def _ask_agent(address: str, line: bytes) -> dict:
+    """The agent's reply to one line, as the reply's signed body says it (without `re` and `from`)."""
     import socket
     with socket.create_connection((address, AGENT_PORT), timeout=10) as s:
         s.sendall(line)
-        return json.loads(s.makefile("rb").readline())
+        body = json.loads(json.loads(s.makefile("rb").readline())["body"])
+    return {k: v for k, v in body.items() if k not in ("re", "from")}
 
 
 def test_an_agent_refuses_a_replay_a_skewed_clock_and_another_key_each_as_such(testbed, deployed):
     import time
-    from launcher.host.messages import sign
+    from launcher.host.messages import sign as signed
     h1 = testbed.hosts[0]
     key = Path(h1.path(f"/srv/launcher/part/{h1.name}/state/secret")).read_bytes().strip()
+
+    def sign(key: bytes, body: dict, now: float | None = None) -> bytes:
+        return signed(key, body, now, sender="operator", to=h1.name, deployment="part")
     line = sign(key, {"op": "ping"})
     assert _ask_agent(h1.address, line)["ok"] is True
     again = _ask_agent(h1.address, line)  # the same message captured and sent again
@@ -222,9 +228,9 @@ def test_an_agent_refuses_a_replay_a_skewed_clock_and_another_key_each_as_such(t
 def test_a_member_with_a_skewed_clock_is_told_so_and_the_gang_restarts_once_it_is_fixed(testbed, deployed):
     h1, h2 = testbed.hosts[0], testbed.hosts[1]
     before = demo_health(testbed)
-    # h2's agent 400 s ahead (the documented test hook: the testbed's hosts share one kernel clock)
-    offset = Path(h2.path(f"/srv/launcher/part/{h2.name}/state/test-clock-offset"))
-    offset.write_text("400")
+    # h2's clock 400 s ahead: the testbed's hosts share one kernel clock, so the testbed runs
+    # h2's processes with a shifted wall clock (TESTBED_CLOCKS); the product has no clock hook
+    testbed.set_clock(h2.name, 400)
     try:
         os.kill(int(before[h2.name]["pid"]), 9)
         seen: list = []
@@ -245,7 +251,7 @@ def test_a_member_with_a_skewed_clock_is_told_so_and_the_gang_restarts_once_it_i
                  what="the leader logging the skewed clock")
         assert "refused: clock skew" in agent_log(testbed, h2.name)  # and the member too
     finally:
-        offset.unlink()
+        testbed.set_clock(h2.name, 0)
     after = wait_for(lambda: restarted_after(testbed, before), timeout=180,
                      what="demo restarted once the clock was right")
     assert all(alive(int(after[h]["pid"])) for h in after)

@@ -40,6 +40,7 @@ BASE_DIR = Path("/var/lib/launcher-testbed")
 NET_PREFIX = "10.213"
 TEST_USER = "lt"
 SSHD = "/usr/sbin/sshd"
+CLOCKSHIFT = Path(__file__).with_name("clockshift.c")  # built into the state dir by up(clocks=True)
 SSH_PORT = 22
 MAX_HOSTS = 256  # up to 200: .11 .. .210 of the testbed's /24; more: a /23 (host I at offset 10 + I)
 HOSTS_PER_24 = 200  # above this a testbed takes a /23 (two /24s, both claimed on its bridge)
@@ -118,13 +119,20 @@ class Testbed:
 
     @classmethod
     def up(cls, n: int, root: str | os.PathLike[str] | None = None, *, user: str = TEST_USER,
-           containers: bool = False) -> Testbed:
+           containers: bool = False, clocks: bool = False) -> Testbed:
         """Create `n` hosts and wait until each sshd accepts connections. Cleans up if it fails.
 
         containers=True: every host can run `podman --runtime runc run --net host ...` (the
         machine's cgroup hierarchies are mounted in its mount namespace), `tb.engine` is a
         podman wrapper that labels what it runs with this testbed's id, and `down` removes
-        every container carrying that label."""
+        every container carrying that label.
+
+        clocks=True: every process a host's sshd starts (and what it starts: supervisord, agents,
+        ranks) reads its wall clock through clockshift.c (LD_PRELOAD), shifted by the seconds
+        `set_clock` writes (0 at first): a host whose clock is off, where all hosts share one
+        kernel clock."""
+        if clocks and shutil.which("gcc") is None:
+            raise TestbedError("clocks=True needs gcc (apt-get install gcc)")
         problem = unavailable_reason()
         if problem:
             raise TestbedError(f"testbed needs root and network namespaces: {problem}")
@@ -132,7 +140,7 @@ class Testbed:
             raise TestbedError(f"host count must be 1..{MAX_HOSTS}, got {n}")
         if containers and shutil.which(engine.PODMAN) is None:
             raise TestbedError("containers=True needs podman (apt-get install podman runc catatonit)")
-        tb = cls(_plan_and_claim(n, root, user, containers))
+        tb = cls(_plan_and_claim(n, root, user, containers, clocks))
         try:
             tb._build()
         except BaseException as exc:
@@ -491,6 +499,26 @@ class Testbed:
         (h.root / "etc").mkdir(mode=0o755)
         _write(h.root / "etc" / "hosts", self._etc_hosts(), 0o644)
         _write(h.sshd_dir / "sshd_config", self._sshd_config_text(h), 0o644)
+        if self._state.get("clocks"):
+            _write(h.root / "clock", "+0\n", 0o644)
+            if not (self.root / "clockshift.so").exists():
+                run_checked(["gcc", "-shared", "-fPIC", "-O2", "-o", str(self.root / "clockshift.so"),
+                             str(CLOCKSHIFT), "-ldl"])
+
+    def _clock_env(self, h: Host) -> str:
+        if not self._state.get("clocks"):
+            return ""
+        # only the wall clock, which hosts can disagree on, is off; monotonic clocks and sleeps are real
+        return f"SetEnv LD_PRELOAD={self.root / 'clockshift.so'} TESTBED_CLOCK_FILE={h.root / 'clock'}\n"
+
+    def set_clock(self, host: HostRef, seconds: int) -> None:
+        """Set a host's wall clock ``seconds`` off (up(clocks=True)); its processes see it within 1 s."""
+        if not self._state.get("clocks"):
+            raise TestbedError("set_clock needs a testbed made with clocks=True")
+        h = self.host(host)
+        tmp = h.root / "clock.tmp"
+        tmp.write_text(f"{seconds:+d}\n")
+        os.replace(tmp, h.root / "clock")
 
     def _etc_hosts(self) -> str:
         lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
@@ -522,7 +550,7 @@ X11Forwarding no
 # Tests open many connections at once; the default 10:30:100 drops some of them.
 MaxStartups 200:30:400
 MaxSessions 64
-# Root's key lives in the state dir: the real /root/.ssh is never touched.
+{self._clock_env(h)}# Root's key lives in the state dir: the real /root/.ssh is never touched.
 Match User root
     AuthorizedKeysFile {self.root / 'authorized_keys.root'}
 """
@@ -624,7 +652,7 @@ def unavailable_reason() -> str | None:
 
 
 def _plan_and_claim(n: int, root: str | os.PathLike[str] | None, user: str,
-                    containers: bool = False) -> dict[str, Any]:
+                    containers: bool = False, clocks: bool = False) -> dict[str, Any]:
     """Pick an id and a free /24, write state.json and create the bridge, under a machine-wide
     lock so that two `up`s at once never pick the same subnet."""
     BASE_DIR.mkdir(parents=True, exist_ok=True)
@@ -638,6 +666,8 @@ def _plan_and_claim(n: int, root: str | os.PathLike[str] | None, user: str,
         span = 1 if n <= HOSTS_PER_24 else 2
         subnet = _free_subnet(span)
         state = _plan(tb_id, path, n, subnet, user)
+        if clocks:
+            state["clocks"] = True
         if containers:
             state["containers"] = True
             state["cgroup_mounts"] = engine.cgroup_mount_script()

@@ -5,7 +5,8 @@ Enable once in tests/conftest.py:  pytest_plugins = ["tests.testbed.fixtures"]
 - `testbed_factory` (session): `make(n)` builds a fresh testbed of n hosts; every testbed it
   made is torn down at the end of the session, also after failures or an interrupted run.
 - `testbed` (module): one shared testbed per test module, of `TESTBED_HOSTS` hosts (a module
-  global, default 4), torn down when the module is done.
+  global, default 4; `TESTBED_CLOCKS = True`: hosts' clocks can be set off, `tb.set_clock`),
+  torn down when the module is done.
 Both skip, with the reason, where a testbed cannot be built (not root, no netns, no sshd).
 """
 from __future__ import annotations
@@ -46,7 +47,8 @@ def testbed_factory() -> Iterator[Callable[..., Testbed]]:
 
 @pytest.fixture(scope="module")
 def testbed(request: pytest.FixtureRequest, testbed_factory: Callable[..., Testbed]) -> Iterator[Testbed]:
-    tb = testbed_factory(getattr(request.module, "TESTBED_HOSTS", DEFAULT_HOSTS))
+    tb = testbed_factory(getattr(request.module, "TESTBED_HOSTS", DEFAULT_HOSTS),
+                         clocks=getattr(request.module, "TESTBED_CLOCKS", False))
     try:
         yield tb
     finally:

@@ -88,3 +88,46 @@ def test_a_gang_across_hosts_on_different_generations_is_held_until_up_makes_the
     assert {r["generation"] for r in status(second)} == {gen2}
     assert not any(r["waiting_on"] for r in status(second))
     assert run_cli("status", second).code == 0
+
+
+def with_dependency(path: str, flag: Path) -> str:
+    """model depends on other, whose probe passes while ``flag`` exists (a command probe, which
+    the leader's agent runs before a gang restart of model)."""
+    text = Path(path).read_text()
+    text = text.replace("  - name: model\n", "  - name: model\n    depends_on: [other]\n")
+    text = text.replace("  - name: other\n", f"  - name: other\n    probe: {{command: [test, -e, '{flag}']}}\n")
+    Path(path).write_text(text)
+    return path
+
+
+def test_a_switch_during_the_dependency_wait_holds_the_gang_right_before_its_start(deployment, tmp_path):
+    """The generations are compared again right before the start, not only before the stop: a
+    host switched back while the restart waited for a dependency holds the gang (before: started
+    as one world of two configs)."""
+    flag = tmp_path / "other-ready"
+    flag.touch()
+    first = with_dependency(deployment(), flag)
+    assert run_cli("up", first).code == 0
+    wait_for(lambda: all_running(first), what="all ranks RUNNING")
+    gen1 = status(first)[0]["generation"]
+    second = with_dependency(deployment(model_env="b"), flag)
+    assert run_cli("up", second).code == 0
+    wait_for(lambda: all_running(second), what="RUNNING on the second generation")
+    before = pids(second, "model")
+    leader = tmp_path / "deploy" / "itest" / "node-a"
+    flag.unlink()  # other stops passing its probe: model's restart will wait for it
+    os.kill(before[1], signal.SIGKILL)
+    wait_for(lambda: "gang model: waits for other before it starts again" in
+             (leader / "logs" / "launcher-agent.log").read_text(), what="the restart waiting for other")
+    switch_back(leader, gen1)  # meanwhile node-a goes back (a rollback that reached only node-a)
+    flag.touch()
+
+    def held() -> list[dict]:
+        rows = [r for r in status(second) if r["instance"] == "model"]
+        return rows if all(HOLD in r["waiting_on"] for r in rows) else []
+    rows = wait_for(held, what="the gang held right before its start")
+    assert any(f"node-a on {gen1}" in d and f"node-b" in d for d in rows[0]["drift"]), rows[0]["drift"]
+    assert all(r["pid"] is None for r in rows), rows  # started nowhere: not one world of two configs
+    assert all(r["restarts"] == 0 for r in rows)
+    record = json.loads((leader / "state" / "gang.json").read_text())["model"]
+    assert "intent" not in record  # held, not resumed by a later agent

@@ -157,6 +157,13 @@ def test_status_shows_programs_not_in_the_plan_and_a_host_on_another_generation(
     assert run_cli("status", str(path)).code == 0
 
 
+def agent_log(path: Path) -> str:
+    """The solo host's agent log (what it restarted and why), for a failure message."""
+    deploy = next(ln.split("deploy_dir: ", 1)[1].split(",")[0] for ln in path.read_text().splitlines()
+                  if "deploy_dir: " in ln)
+    return (Path(deploy) / "roll" / "solo" / "logs" / "launcher-agent.log").read_text()
+
+
 def test_a_gang_restart_waits_until_its_dependency_is_back(roll):
     """The agent, not only `up`: b's rank dies while a (which b depends on) hangs; b is not
     started again until a answers its probe, and meanwhile status says b waits for a."""
@@ -173,7 +180,7 @@ def test_a_gang_restart_waits_until_its_dependency_is_back(roll):
         os.kill(before["a"]["pid"], signal.SIGCONT)
     back = wait_for(lambda: (r := rows(str(path))["b"])["state"] == "RUNNING" and r, what="b RUNNING again")
     assert back["pid"] != before["b"]["pid"] and back["waiting_on"] == []
-    assert back["restarts"] == 1
+    assert back["restarts"] == 1, agent_log(path)
 
 
 def test_up_ends_when_what_it_started_is_ready_and_says_which_never_was(roll):

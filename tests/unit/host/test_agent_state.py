@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 from launcher.host.agent import Agent
+from launcher.host.restart import record_failed
 from launcher.host.state import desired, set_desired, update_state
 
 
@@ -17,7 +18,7 @@ def test_a_failed_record_keeps_the_gangs_history_and_says_why(tmp_path):
     root = _root(tmp_path)
     (root / "state" / "gang.json").write_text(json.dumps(
         {"g": {"state": "RUNNING", "restarts": 2, "history": [1.0, 2.0]}, "other": {"state": "RUNNING"}}))
-    Agent(str(root))._record_failed("g", "rank program g-0 on a exited with exit code 1 (EXITED)",
+    record_failed(str(root), "g", "rank program g-0 on a exited with exit code 1 (EXITED)",
                                     {"log": ["last line"]})
     gangs = json.loads((root / "state" / "gang.json").read_text())
     assert gangs["other"] == {"state": "RUNNING"}
@@ -30,7 +31,7 @@ def test_a_failed_record_keeps_the_gangs_history_and_says_why(tmp_path):
 
 def test_a_gang_failed_before_any_record_gets_a_fresh_one(tmp_path):
     root = _root(tmp_path)
-    Agent(str(root))._record_failed("g", "why", {})
+    record_failed(str(root), "g", "why", {})
     g = json.loads((root / "state" / "gang.json").read_text())["g"]
     assert (g["state"], g["restarts"], g["history"], g["last_log"], g["reason"]) == ("FAILED", 0, [], [], "why")
 
@@ -84,3 +85,53 @@ def test_a_new_agent_forgets_the_previous_ones_report_waits_only(tmp_path):
     left = json.loads((root / "state" / "waiting.json").read_text())
     assert left == {"held": waits["held"], "deps": waits["deps"]}  # a leader's hold and a dependency wait stay
     assert held_gangs(str(root)) == {"held": {"host": "a"}}
+
+
+def _bump_many(root: str, key: str, n: int) -> None:
+    for i in range(n):
+        update_state(root, "desired.json", {f"{key}-{i}": True})
+
+
+def _count_many(root: str, key: str, n: int) -> None:
+    from launcher.host.state import read_json, state_lock, state_path, write_json
+    for _ in range(n):
+        with state_lock(root):  # what the agent's restart takes around its record's read and write
+            doc = read_json(state_path(root, "gang.json"), {})
+            doc[key] = doc.get(key, 0) + 1
+            update_state(root, "waiting.json", {key: doc[key]})  # re-entrant: an update inside
+            write_json(state_path(root, "gang.json"), doc)
+
+
+def _in_processes(target, root: str) -> None:
+    import multiprocessing
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=target, args=(root, k, 150)) for k in ("a", "b", "c")]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+    assert [p.exitcode for p in procs] == [0, 0, 0]
+
+
+def test_state_updates_from_several_processes_lose_nothing(tmp_path):
+    """The host actions are other processes than the agent: one flock, not a thread lock, keeps
+    their read-modify-writes of one file apart (before: 181 of 450 updates kept)."""
+    root = str(_root(tmp_path))
+    _in_processes(_bump_many, root)
+    assert len(desired(root)) == 450
+
+
+def test_a_locked_read_modify_write_across_processes_loses_nothing(tmp_path):
+    root = str(_root(tmp_path))
+    _in_processes(_count_many, root)
+    assert json.loads((tmp_path / "root" / "state" / "gang.json").read_text()) == {"a": 150, "b": 150, "c": 150}
+
+
+def test_a_deliberate_stop_drops_the_restart_intent_and_keeps_the_record(tmp_path):
+    from launcher.host.state import drop_intents
+    root = _root(tmp_path)
+    rec = {"state": "RESTARTING", "restarts": 1, "history": [5.0], "intent": {"id": "x", "report": {}}}
+    (root / "state" / "gang.json").write_text(json.dumps({"g": rec, "h": {"state": "RUNNING"}}))
+    drop_intents(str(root), ["g", "absent"])
+    assert json.loads((root / "state" / "gang.json").read_text()) == {
+        "g": {"state": "RESTARTING", "restarts": 1, "history": [5.0]}, "h": {"state": "RUNNING"}}
