@@ -32,11 +32,14 @@ def read_json(path: str, default: Any) -> Any:
 
 
 def write_json(path: str, doc: Any, mode: int = 0o644) -> None:
-    """Write-then-rename, so a reader never sees half a file."""
+    """Write-then-rename, so a reader never sees half a file; fsynced before the rename, so a power
+    loss leaves the old file or the new one, never an empty one (ext4/xfs may reorder otherwise)."""
     tmp = f"{path}.tmp-{os.getpid()}-{threading.get_ident()}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         json.dump(doc, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
     os.replace(tmp, path)
 
 
@@ -127,6 +130,8 @@ def write_secret(root: str, data: bytes, force: bool) -> None:
     fd = os.open(f"{path}.tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as fh:
         fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
     os.replace(f"{path}.tmp", path)
 
 

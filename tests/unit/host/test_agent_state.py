@@ -135,3 +135,18 @@ def test_a_deliberate_stop_drops_the_restart_intent_and_keeps_the_record(tmp_pat
     drop_intents(str(root), ["g", "absent"])
     assert json.loads((root / "state" / "gang.json").read_text()) == {
         "g": {"state": "RESTARTING", "restarts": 1, "history": [5.0]}, "h": {"state": "RUNNING"}}
+
+
+def test_state_files_are_fsynced_before_their_rename(tmp_path, monkeypatch):
+    """A power loss leaves the old state file or the new one, never an empty one: the data is on
+    disk before the rename makes it the file (the order the kernel is asked for, recorded)."""
+    import os as _os
+    from launcher.host import state as st
+    calls: list[str] = []
+    real_fsync, real_replace = _os.fsync, _os.replace
+    monkeypatch.setattr(st.os, "fsync", lambda fd: (calls.append("fsync"), real_fsync(fd))[1])
+    monkeypatch.setattr(st.os, "replace", lambda a, b: (calls.append("replace"), real_replace(a, b))[1])
+    st.write_json(str(tmp_path / "x.json"), {"a": 1})
+    (tmp_path / "state").mkdir()
+    st.write_secret(str(tmp_path), b"key", force=True)
+    assert calls == ["fsync", "replace", "fsync", "replace"]
