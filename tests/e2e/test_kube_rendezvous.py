@@ -38,6 +38,11 @@ def device_ip(index: int, device: int) -> str:
     return f"10.97.{index}.{device + 1}"
 
 
+def nic_ip(index: int, device: int) -> str:
+    """An Atlas A3 die's RoCE NIC IP (its `ip` is the vnic's)."""
+    return f"10.98.{index}.{device + 1}"
+
+
 @pytest.fixture(scope="module")
 def fake_tool():
     if shutil.which("make") is None or shutil.which("cc") is None:
@@ -207,7 +212,8 @@ PODS_OF = (0, 0, 1)  # Super Pod of each testbed host, in worker order
 def a3_topology(testbed) -> str:
     hosts = ""
     for i, h in enumerate(testbed.hosts):
-        devs = ", ".join(f"{d}: {{ip: {device_ip(i, d)}, super_device_id: {104857600 + 16 * i + d}}}" for d in DEVICES)
+        devs = ", ".join(f"{d}: {{ip: {device_ip(i, d)}, nic_ip: {nic_ip(i, d)}, super_device_id: "
+                         f"{104857600 + 16 * i + d}}}" for d in DEVICES)
         hosts += f"  - {{name: {h.name}, address: {h.address}, super_pod_id: {PODS_OF[i]}, devices: {{{devs}}}}}\n"
     names = ", ".join(h.name for h in testbed.hosts)
     return (f"version: 1\nname: rdzv\ndefaults:\n  container: {{image: 'serve:1'}}\nhosts:\n{hosts}"
@@ -219,13 +225,15 @@ def test_a_superpod_group_forms_the_v1_2_table_launcher_render_writes(testbed, f
     _, files = rendered(result.plan)
     expected = files[testbed.hosts[0].name]["ranktables/serve.json"].content
     assert b'"version": "1.2"' in expected and b'"super_pod_id": "1"' in expected
+    assert nic_ip(2, DEVICES[0]).encode() in expected  # across SuperPoDs: the dies' RoCE NIC IPs
     lws = yaml.safe_load(export_kubernetes(result)["rdzv-serve.leaderworkerset.yaml"])
     init = lws["spec"]["leaderWorkerTemplate"]["workerTemplate"]["spec"]["initContainers"][0]
     assert "--superpod" in init["command"]
-    for i, h in enumerate(testbed.hosts):  # the dies' vnic IPs, SDIDs and pod as the A3 tools print them
+    for i, h in enumerate(testbed.hosts):  # the dies' vnic and NIC IPs, SDIDs and pod as the A3 tools print them
         base = Path(h.path("/srv/rdzv"))
         lines = [f"devices={','.join(map(str, DEVICES))}", f"super_pod_id={PODS_OF[i]}"]
-        lines += [f"vnic_ip.{d}={device_ip(i, d)}\nsdid.{d}={104857600 + 16 * i + d}" for d in DEVICES]
+        lines += [f"vnic_ip.{d}={device_ip(i, d)}\nip.{d}={nic_ip(i, d)}\nsdid.{d}={104857600 + 16 * i + d}"
+                  for d in DEVICES]
         (base / "scenario-a3").write_text("\n".join(lines) + "\n")
         for tool, fake in (("hccn_tool-a3", fake_tool), ("npu-smi-a3", fake_tool.parent / "fake_npu_smi")):
             (base / tool).write_text(f"#!/bin/sh\nFAKE_NPU_SCENARIO=/srv/rdzv/scenario-a3 exec {fake} \"$@\"\n")

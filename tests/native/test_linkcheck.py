@@ -439,7 +439,7 @@ USAGE_ERRORS = [
     (["--spec", "-"], '{"devices": [{"id": 0, "ip": "10.0.0.1", "x": 1}]}',
      'spec: byte 45: unknown key "x" in a device (allowed: id, ip, sdid, pod)'),
     (["--spec", "-"], '{"devices": [{"id": 0, "ip": "10.0.0.1"}], "extra": 1}',
-     'unknown key "extra" (allowed: host, devices, peers, pings, max_loss, timeout, superpod, tls, chips_per_card)'),
+     'unknown key "extra" (allowed: host, devices, peers, pings, max_loss, timeout, superpod, tls, chips_per_card, roce)'),
     (["--spec", "-"], '{"devices": [{"id": 0, "ip": "10.0.0.1"}], "pings": 1e3}',
      "exponents are not accepted here"),
     (["--spec", "-"], '{"devices": [{"id": 0, "ip": "10.0.0.1"}], "pings": "3"}',
