@@ -512,13 +512,17 @@ class Testbed:
         return f"SetEnv LD_PRELOAD={self.root / 'clockshift.so'} TESTBED_CLOCK_FILE={h.root / 'clock'}\n"
 
     def set_clock(self, host: HostRef, seconds: int) -> None:
-        """Set a host's wall clock ``seconds`` off (up(clocks=True)); its processes see it within 1 s."""
+        """Set a host's wall clock ``seconds`` off (up(clocks=True)); returns once its processes'
+        next clock read sees it (the shim re-reads the file on the first read in a new second)."""
         if not self._state.get("clocks"):
             raise TestbedError("set_clock needs a testbed made with clocks=True")
         h = self.host(host)
         tmp = h.root / "clock.tmp"
         tmp.write_text(f"{seconds:+d}\n")
         os.replace(tmp, h.root / "clock")
+        written = time.time()
+        while int(time.time()) == int(written):  # a read later in this second may still use the old value
+            time.sleep(0.05)
 
     def _etc_hosts(self) -> str:
         lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
