@@ -75,8 +75,14 @@ class Hosts:
         if argv[:1] == ["__stats__"]:
             calls, self.calls = self.calls, {}
             return 0, json.dumps(calls).encode(), b""
+        if argv[:1] == ["python3"] and len(argv) >= 7 and "lock.json" in argv[4]:  # lock.LOCK_SCRIPT ROOT OP ...
+            op = argv[6]
+            self.calls[f"lock-{op}"] = self.calls.get(f"lock-{op}", 0) + 1
+            reply = {"acquire": {"acquired": 1}, "renew": {"renewed": True}}.get(op, {})
+            return 0, (json.dumps(reply) + "\n").encode(), b""
         if argv[:1] == ["python3"] and len(argv) >= 8:  # the bootstrap: python3 -I -S -c BOOTSTRAP ROOT RID ACTION ...
-            root, action, args = argv[5], argv[7], argv[8:]
+            root, action = argv[5], argv[7]
+            args = [a for a in argv[8:] if not a.startswith("--fence=")]  # the command's fencing token
             self.calls[action] = self.calls.get(action, 0) + 1
             return 0, (json.dumps(self.action(self.host(root), action, args)) + "\n").encode(), b""
         if argv[:2] == ["sh", "-c"] and len(argv) >= 5:
