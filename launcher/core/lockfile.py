@@ -7,6 +7,7 @@ it is the operator side's (deploy.files).
 from __future__ import annotations
 
 import os.path
+from typing import Any
 
 import yaml
 
@@ -42,12 +43,17 @@ class _Stream:
         return chunk
 
 
-def parse_lock(text: str, path: str) -> Facts:
-    """(host, device id) -> IP from the lock file's text; ``path`` names it in errors."""
+def _load(text: str, path: str) -> Any:
+    """The lock file's YAML document ({} when empty); SpecErrors naming the file when it is not YAML."""
     try:
-        doc = yaml.safe_load(_Stream(text, path)) or {}
+        return yaml.safe_load(_Stream(text, path)) or {}
     except yaml.YAMLError as exc:
         raise SpecErrors([Diagnostic(Loc(path, 1, 1), "", f"cannot read the lock file: {exc}")]) from None
+
+
+def parse_lock(text: str, path: str) -> Facts:
+    """(host, device id) -> IP from the lock file's text; ``path`` names it in errors."""
+    doc = _load(text, path)
     devices = doc.get("devices") if isinstance(doc, dict) else None
     if not isinstance(devices, dict):
         raise SpecErrors([Diagnostic(Loc(path, 1, 1), "", "the lock file has no `devices:` mapping; "
@@ -80,10 +86,7 @@ def parse_lock(text: str, path: str) -> Facts:
 
 def parse_superpod(text: str, path: str) -> SuperPodFacts:
     """Atlas A3 facts of the lock file (`super_pods:`, `super_device_ids:`; absent: none)."""
-    try:
-        doc = yaml.safe_load(_Stream(text, path)) or {}
-    except yaml.YAMLError as exc:
-        raise SpecErrors([Diagnostic(Loc(path, 1, 1), "", f"cannot read the lock file: {exc}")]) from None
+    doc = _load(text, path)
     pods = doc.get("super_pods") or {} if isinstance(doc, dict) else {}
     sdids = doc.get("super_device_ids") or {} if isinstance(doc, dict) else {}
     nic_ips = doc.get("nic_ips") or {} if isinstance(doc, dict) else {}
@@ -94,16 +97,14 @@ def parse_superpod(text: str, path: str) -> SuperPodFacts:
                              {(str(h), _integer(d)): _ip(ip) for h, ids in nic_ips.items()
                               for d, ip in (ids or {}).items()})
     except (AttributeError, TypeError, ValueError):
-        raise SpecErrors([Diagnostic(Loc(path, 1, 1), "", "the lock file's super_pods / super_device_ids / nic_ips are not "
-                                                          "host -> id mappings; run `launcher discover` again")]) from None
+        raise SpecErrors([Diagnostic(Loc(path, 1, 1), "", "the lock file's super_pods / super_device_ids / nic_ips "
+                                                          "are not host -> id mappings; run `launcher discover` "
+                                                          "again")]) from None
 
 
 def parse_nics(text: str, path: str) -> NicFacts:
     """host -> the interface holding its address (`nics:`; absent: none, a lock file from before)."""
-    try:
-        doc = yaml.safe_load(_Stream(text, path)) or {}
-    except yaml.YAMLError as exc:
-        raise SpecErrors([Diagnostic(Loc(path, 1, 1), "", f"cannot read the lock file: {exc}")]) from None
+    doc = _load(text, path)
     nics = doc.get("nics") or {} if isinstance(doc, dict) else {}
     if not isinstance(nics, dict) or not all(isinstance(n, str) and n.isprintable() and " " not in n and n
                                              for n in nics.values()):
