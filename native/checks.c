@@ -148,7 +148,7 @@ struct lc_pool {
     struct lc_check *ch;
     size_t n, next;
     pthread_mutex_t mu;
-    pthread_t threads[64];
+    pthread_t threads[LC_MAX_JOBS];
     int nthreads;
 };
 
@@ -442,11 +442,16 @@ struct lc_pool *lc_pool_start(const struct lc_config *c, const char *tool, const
     p->n = n;
     pthread_mutex_init(&p->mu, NULL);
     int want = c->jobs < (int)n ? c->jobs : (int)n;
-    for (int i = 0; i < want && i < 64; i++) {
-        if (pthread_create(&p->threads[i], NULL, worker, p) != 0)
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    /* a worker needs a few KiB (a 16 KiB read chunk the deepest): small stacks keep 256 cheap */
+    pthread_attr_setstacksize(&attr, 256 * 1024);
+    for (int i = 0; i < want && i < LC_MAX_JOBS; i++) {
+        if (pthread_create(&p->threads[i], &attr, worker, p) != 0)
             break; /* fewer workers only means less parallelism */
         p->nthreads++;
     }
+    pthread_attr_destroy(&attr);
     return p;
 }
 

@@ -179,8 +179,8 @@ static int apply_valued(struct lc_config *c, const char *opt, const char *v, cha
     if (!strcmp(opt, "--host"))
         return lc_set_host(c, v, err, n);
     long jobs;
-    if (lc_parse_fixed(v, len, 0, 64, &jobs) != 0 || jobs < 1)
-        return bad_number("jobs", v, len, "1..64", err, n);
+    if (lc_parse_fixed(v, len, 0, LC_MAX_JOBS, &jobs) != 0 || jobs < 1)
+        return bad_number("jobs", v, len, "1..256", err, n);
     c->jobs = (int)jobs;
     return 0;
 }

@@ -11,7 +11,8 @@
 #define LC_RAW_CAP (64 * 1024) /* per tool invocation; the rest is drained and dropped */
 #define LC_DEFAULT_PINGS 3     /* hccn_tool's own default count */
 #define LC_DEFAULT_TIMEOUT_MS 10000
-#define LC_DEFAULT_JOBS 32
+#define LC_MAX_JOBS 256       /* concurrent tool runs: every check of a host at once, up to this */
+#define LC_DEFAULT_JOBS LC_MAX_JOBS
 #define LC_EXIT_OK 0
 #define LC_EXIT_FAILED 1
 #define LC_EXIT_USAGE 2

@@ -1,4 +1,5 @@
 #include "proc.h"
+#include "linkcheck.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -20,8 +21,8 @@ extern char **environ;
 
 /* Process groups of running tools, read by a signal handler (so no locks: slots
  * are claimed and freed with compare-and-swap, 0 = free). Sized for the largest
- * worker pool (--jobs is at most 64). */
-#define RUNNING_SLOTS 64
+ * worker pool (--jobs is at most LC_MAX_JOBS). */
+#define RUNNING_SLOTS LC_MAX_JOBS
 static volatile pid_t running[RUNNING_SLOTS];
 
 static void track(pid_t pid)

@@ -85,28 +85,22 @@ def cmd_diff(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     from ..core import preflight
-    from ..deploy.apply import run_preflight, tcp_matrix
-    from ..deploy.clocks import clock_report
-    from ..deploy.containers import container_report, report_lines
+    from ..deploy.check_all import run_check
+    from ..deploy.containers import report_lines
     result = compile_file(args.file)
     _, files = rendered(result.plan)
     with _session(args, result) as session:
-        session.ensure_runtimes()
-        checks, replies, bad = run_preflight(session)
-        tcp = tcp_matrix(session)
-        clocks = clock_report(session)
-        boxes = container_report(session, files)
+        found = run_check(session, files)
+    bad, tcp, clocks, boxes = found.bad, found.tcp, found.clocks, found.containers
     skewed = [h for h, v in clocks.items() if not v.startswith(("ok", "off by"))]
     unrunnable = [h for h, r in boxes.items() if r["problems"]]
-    # core.preflight.device_matrix reads the replies by HostCheck.key (a str), as run_preflight
-    # returns them; its annotation says tuple keys
-    matrix = preflight.device_matrix(result.plan, checks, replies)
+    matrix = preflight.device_matrix(result.plan, found.checks, found.replies)
     blocked = [k for k, v in tcp.items() if v.startswith("unreachable")]  # "unreachable (why)"
     if args.json:
         write(json.dumps({"ok": not bad and not blocked and not skewed and not unrunnable,
                            "devices": [{"host": h, "device": d, "result": r} for h, d, r in matrix],
                            "failures": bad, "tcp": tcp, "clocks": clocks, "containers": boxes,
-                           "checks": replies}) + "\n")
+                           "checks": found.replies}) + "\n")
     else:
         write(format_table(("HOST", "DEVICE", "LINKS"), matrix))
         if tcp:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import posixpath
 from collections import defaultdict
 from typing import Any, Iterable, TypeVar
 

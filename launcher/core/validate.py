@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from typing import Any, Iterable, Sequence
+from typing import Iterable, Sequence
 
 from .errors import Diagnostic, sort_diagnostics
 from . import a3_ips, containers, device_rules, env_rules, frameworks, nic_rules, placeholders, stack_versions, superpod

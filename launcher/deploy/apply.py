@@ -379,10 +379,3 @@ def tcp_targets(plan: Plan) -> dict[str, list[str]]:
 def _service_port(program) -> int | None:
     """The port its clients connect to, as expand recorded it (core.placement.service_ports)."""
     return next((p.port for p in program.ports if p.client), None)
-
-
-def tcp_matrix(session: Session) -> dict[str, str]:
-    """Host-plane reachability of the ports the plan will use (run after ensure_runtimes)."""
-    targets = tcp_targets(session.plan)
-    replies = session.each("tcp check", lambda c: c.call("tcpcheck", *targets[c.name]), list(targets))
-    return {f"{h} -> {t}": v for h, r in replies.items() for t, v in r["tcp"].items()}

@@ -9,7 +9,6 @@ import json
 from typing import Any, Mapping
 
 from ..core.plan import File
-from .session import Session
 
 
 def specs_by_host(files: Mapping[str, Mapping[str, File]]) -> dict[str, list[dict[str, Any]]]:
@@ -20,21 +19,6 @@ def specs_by_host(files: Mapping[str, Mapping[str, File]]) -> dict[str, list[dic
         if specs:
             out[host] = specs
     return out
-
-
-def container_report(session: Session, files: Mapping[str, Mapping[str, File]]) -> dict[str, dict[str, Any]]:
-    """host -> {"problems": [...], "notes": [...], "missing": [...]}; a host that did not answer has its
-    error as a problem."""
-    specs = specs_by_host(files)
-    if not specs:
-        return {}
-    replies, failures = session.fan_out(
-        lambda c: c.call("containercheck", stdin=json.dumps(specs[c.name]).encode()), sorted(specs))
-    report: dict[str, dict[str, Any]] = {h: {"problems": r.get("problems", []), "notes": r.get("notes", []),
-                                             "missing": r.get("missing", [])} for h, r in replies.items()}
-    for h, exc in failures.items():
-        report[h] = {"problems": [f"could not check: {getattr(exc, 'detail', exc)}"], "notes": [], "missing": []}
-    return dict(sorted(report.items()))
 
 
 def report_lines(report: Mapping[str, Mapping[str, Any]]) -> list[tuple[str, str]]:

@@ -9,7 +9,6 @@ supervised process is gone. Containers are labelled with ROOT (engine.py finds a
 """
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
@@ -89,12 +88,6 @@ def check_generation(gen: str) -> None:
     problems = check(specs)["problems"] if specs else []
     if problems:
         raise NotRunnable("; ".join(problems))
-
-
-def act_containercheck(root: str, args: list[str]) -> dict:
-    """`check`: the container specs of the plan (JSON list on stdin) against this host."""
-    from . import upload
-    return check(json.loads(upload.read_stdin()))
 
 
 class _Runner:

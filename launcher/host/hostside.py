@@ -21,11 +21,11 @@ import sys
 from . import upload
 from .actions import (act_down, act_events, act_logs, act_prepare, act_prune, act_relay, act_restore, act_secret,
                       act_start, act_state, act_stop, act_switch, act_wait)
-from .container import act_containercheck
+from .checkall import act_check
 from .gangstart import act_gangstart
 from .linkcheck import act_linkcheck
 from .nic import act_nic
-from .probes import act_probe, act_tcpcheck
+from .probes import act_probe
 
 # io, shutil, subprocess (and tarfile, zipfile, urllib) are imported by the actions that need
 # them: `state`, on every status, imports none of them
@@ -37,8 +37,8 @@ UPLOAD: list[tuple[str, int, bytes]] | None = None
 ACTIONS = {"state": act_state, "prepare": act_prepare, "switch": act_switch, "start": act_start,
            "gang-start": act_gangstart, "stop": act_stop, "prune": act_prune, "restore": act_restore, "relay": act_relay,
            "wait": act_wait, "down": act_down, "logs": act_logs, "events": act_events, "secret": act_secret,
-           "linkcheck": act_linkcheck, "containercheck": act_containercheck, "tcpcheck": act_tcpcheck, "probe": act_probe,
-           "nic": act_nic}
+           "linkcheck": act_linkcheck, "probe": act_probe,
+           "nic": act_nic, "check": act_check}
 
 
 LOG_MAX = 1 << 20  # then hostside.log moves to hostside.log.1: a host's disk is not ours to fill

@@ -70,8 +70,12 @@ def _native_sources(into: str) -> list[str]:
 
 def act_linkcheck(root: str, args: list[str]) -> dict:
     """Run the link checker with the JSON spec on stdin; args: HCCN_TOOL and DCMI_LIB paths, '-' for the default."""
+    return run_linkcheck(root, args, upload.read_stdin())
+
+
+def run_linkcheck(root: str, args: list[str], spec: bytes) -> dict:
+    """The link checker on ``spec`` (JSON): its exit code, its report, the end of its stderr."""
     import subprocess
-    spec = upload.read_stdin()
     env = dict(os.environ)
     for value, var in zip(args, ("LAUNCHER_HCCN_TOOL", "LAUNCHER_DCMI_LIB")):
         if value != "-":

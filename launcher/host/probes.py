@@ -11,19 +11,24 @@ from .state import read_gang_state, tail
 from .supervisor_rpc import programs_info
 
 
-def act_tcpcheck(root: str, args: list[str]) -> dict:
-    """Can this host open TCP to each ADDR:PORT? refused = reachable (nothing listens yet)."""
-    out = {}
-    for target in args:
+def tcp_reach(targets: list[str], timeout: float = 3.0) -> dict[str, str]:
+    """ADDR:PORT -> open / reachable / unreachable (why), every target at once: an unreachable
+    one costs its timeout once, not once per target after it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(target: str) -> str:
         addr, _, port = target.rpartition(":")
         try:
-            with socket.create_connection((addr, int(port)), timeout=3):
-                out[target] = "open"
+            with socket.create_connection((addr, int(port)), timeout=timeout):
+                return "open"
         except ConnectionRefusedError:
-            out[target] = "reachable"
+            return "reachable"
         except OSError as exc:
-            out[target] = f"unreachable ({exc.strerror or type(exc).__name__})"
-    return {"tcp": out}
+            return f"unreachable ({exc.strerror or type(exc).__name__})"
+    if not targets:
+        return {}
+    with ThreadPoolExecutor(max_workers=min(64, len(targets))) as pool:
+        return dict(zip(targets, pool.map(one, targets)))
 
 
 def probe_once(root: str, spec: dict) -> str | None:
