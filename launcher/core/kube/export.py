@@ -135,19 +135,27 @@ class _Export:
     def service(self, svc: Service) -> None:
         assert svc.container is not None
         programs = _programs(self.plan, svc.name, svc.hosts)
-        if isinstance(svc.spec, DatasystemSpec):  # its etcd by the etcd's Service (one member: support.py)
+        if isinstance(svc.spec, DatasystemSpec):  # its etcd by the etcd's Service (every member's address)
             etcd = self.t.service(svc.spec.etcd)
             assert etcd is not None and isinstance(etcd.spec, EtcdSpec)
             programs = [replace(p, argv=_with_flag(p.argv, "--etcd_address",
                                                    f"{self.name(etcd.name)}:{etcd.spec.client_port}"))
                         for p in programs]
-        script = launch_script(programs, "LAUNCHER_POD_INDEX", lambda n: "LAUNCHER_POD_IP")
         name = self.name(svc.name)
+        env = [o.field_env("LAUNCHER_POD_INDEX", "metadata.labels['apps.kubernetes.io/pod-index']"),
+               o.field_env("LAUNCHER_POD_IP", "status.podIP")]
+        peers = isinstance(svc.spec, EtcdSpec) and len(svc.hosts) > 1
+        if peers:
+            # an etcd cluster: every member named by its pod's stable DNS name (the headless Service
+            # below), the same string on every member, as etcd derives member ids from the URLs
+            index = {self.number[h]: j for j, h in enumerate(svc.hosts)}
+            script = launch_script(programs, "LAUNCHER_POD_INDEX", lambda n: f"LAUNCHER_PEER_{index[n]}")
+            env += [{"name": f"LAUNCHER_PEER_{j}", "value": f"{name}-{j}.{name}"} for j in range(len(svc.hosts))]
+        else:
+            script = launch_script(programs, "LAUNCHER_POD_INDEX", lambda n: "LAUNCHER_POD_IP")
         cm = f"{name}-launch"
         self.files[f"{cm}.configmap.yaml"] = o.config_map(cm, self.t.name, svc.name, self.opts.namespace,
                                                          {"launch.sh": script.decode("utf-8")})
-        env = [o.field_env("LAUNCHER_POD_INDEX", "metadata.labels['apps.kubernetes.io/pod-index']"),
-               o.field_env("LAUNCHER_POD_IP", "status.podIP")]
         npus = len(programs[0].devices)
         main = o.main_container(svc.name, svc.container, "launch.sh", npus, self.opts, programs[0].probe, env)
         main["volumeMounts"].append({"name": "pod", "mountPath": POD_DIR})
@@ -161,9 +169,10 @@ class _Export:
         volumes = [{"name": "launch", "configMap": {"name": cm}}, {"name": "pod", "emptyDir": {}}]
         pod = o.pod_spec(svc.container, main, init, volumes, self.opts, o.labels(self.t.name, svc.name))
         ports = [p.port for p in service_ports(svc.spec)]
-        # headless: the StatefulSet's pods get stable names through it (its serviceName)
+        # headless: the StatefulSet's pods get stable names through it (its serviceName); an etcd
+        # cluster's members resolve each other before any is ready (they become ready together)
         self.files[f"{name}.service.yaml"] = o.service(name, self.t.name, svc.name, self.opts.namespace, ports,
-                                                       headless=True)
+                                                       headless=True, not_ready=peers)
         self.files[f"{name}.statefulset.yaml"] = {
             "apiVersion": "apps/v1", "kind": "StatefulSet",
             "metadata": o.meta(name, self.t.name, svc.name, self.opts.namespace),

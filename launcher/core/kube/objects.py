@@ -188,10 +188,13 @@ def lws_spec(size: int, template: dict[str, Any]) -> dict[str, Any]:
     return spec
 
 
-def service(name: str, deployment: str, owner: str, ns: str | None, ports: list[int], headless: bool) -> dict[str, Any]:
+def service(name: str, deployment: str, owner: str, ns: str | None, ports: list[int], headless: bool,
+            not_ready: bool = False) -> dict[str, Any]:
     spec: dict[str, Any] = {}
     if headless:
         spec["clusterIP"] = "None"
+    if not_ready:
+        spec["publishNotReadyAddresses"] = True
     spec["selector"] = {"app.kubernetes.io/name": owner, "app.kubernetes.io/part-of": deployment}
     spec["ports"] = [{"name": f"p{p}", "port": p, "targetPort": p} for p in ports]
     return {"apiVersion": "v1", "kind": "Service", "metadata": meta(name, deployment, owner, ns), "spec": spec}

@@ -9,7 +9,7 @@ from typing import Any, Iterable
 
 from ..errors import Diagnostic
 from .. import stack_versions
-from ..model import DatasystemSpec, EtcdSpec, GenericSpec, Instance, Probe, Service, Topology
+from ..model import DatasystemSpec, GenericSpec, Instance, Probe, Service, Topology
 from ..yamlsrc import Path, format_path
 
 # DNS-1123 label; LWS names its StatefulSets and pods `<name>-<group>-<index>` and labels them with
@@ -154,8 +154,6 @@ class _Refusals:
         if isinstance(svc.spec, DatasystemSpec) and svc.spec.remote_h2d_devices:
             self.err(owner + ("remote_h2d_devices",), "the NPUs a worker drives for RH2D are the device plugin's "
                                                       "choice, numbered from 0 in its container")
-        if isinstance(svc.spec, EtcdSpec) and len(svc.hosts) > 1:
-            self.err(owner + ("hosts",), "an etcd cluster names its peers by address; export a one-member etcd")
         self.texts(owner, svc.env, {"command": getattr(svc.spec, "command", ())})
         self.container(owner, svc.container)
         self.depends(owner, svc.depends_on)

@@ -196,3 +196,41 @@ def test_each_pod_runs_what_render_gives_its_host(config: Path, tmp_path: Path):
             want = {k: pod(v) for k, v in program.env if not (owner in pd and k == "GLOBAL_RANK_TABLE_FILE_PATH")}
             assert {k: env.get(k) for k in want} == want, (owner, h)
             assert set(env) - set(want) <= {"PWD", "SHLVL", "_", index_var, "LAUNCHER_POD_IP"}, (owner, h)
+
+
+ETCD3 = BASE + """
+services:
+  - {name: etcd, kind: etcd, hosts: [a, b, c], client_port: 2379, peer_port: 2380,
+     container: {image: "quay.io/coreos/etcd:v3.5.17", driver_mounts: false}}
+"""
+
+
+def test_an_etcd_cluster_names_its_members_by_their_pods_stable_names(tmp_path: Path):
+    import kubernetes_validate
+    from tests.kube_export import KUBERNETES
+    files = export_kubernetes(compile_text(ETCD3, "topo.yaml"))
+    sts = yaml.safe_load(files["demo-etcd.statefulset.yaml"])
+    svc = yaml.safe_load(files["demo-etcd.service.yaml"])
+    for doc in (sts, svc):
+        kubernetes_validate.validate(doc, KUBERNETES, strict=True)
+    assert sts["spec"]["replicas"] == 3 and sts["spec"]["podManagementPolicy"] == "Parallel"
+    # the members resolve each other before any is ready: they only become ready together
+    assert svc["spec"]["clusterIP"] == "None" and svc["spec"]["publishNotReadyAddresses"] is True
+    env = {e["name"]: e.get("value") for e in sts["spec"]["template"]["spec"]["containers"][0]["env"]}
+    names = [f"demo-etcd-{j}.demo-etcd" for j in range(3)]  # <pod>.<headless service>: StatefulSet DNS
+    assert [env[f"LAUNCHER_PEER_{j}"] for j in range(3)] == names
+    script = launch_scripts(files)["demo-etcd-launch.configmap.yaml"]
+    clusters = set()
+    for j in range(3):
+        out = subprocess.run(["sh", "-c", script.replace("exec ", "printf '%s\\n' ")],
+                             env={"LAUNCHER_POD_INDEX": str(j), **{f"LAUNCHER_PEER_{k}": n for k, n in enumerate(names)}},
+                             capture_output=True, text=True, check=True).stdout.splitlines()
+        flag = {out[i]: out[i + 1] for i in range(1, len(out) - 1, 2) if out[i].startswith("--")}
+        assert flag["--name"] == f"etcd-{'abc'[j]}"
+        assert flag["--initial-advertise-peer-urls"] == f"http://{names[j]}:2380"
+        assert flag["--advertise-client-urls"] == f"http://{names[j]}:2379"
+        assert flag["--listen-peer-urls"] == "http://0.0.0.0:2380"  # etcd binds IPs, not names
+        clusters.add(flag["--initial-cluster"])
+    # the same string on every member: etcd derives each member's id from its peer URLs
+    assert clusters == {",".join(f"etcd-{h}=http://{n}:2380" for h, n in zip("abc", names))}
+    assert "10.1.0." not in script
