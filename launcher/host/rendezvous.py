@@ -65,14 +65,19 @@ def table_bytes(fmt: str, members: list[dict[str, Any]]) -> bytes:
                 slots.append(RankSlot(m["address"], dev[0], ip, len(slots), None, None, dev[2], dev[3],
                                       host_ip(m["address"])))
             else:
-                slots.append(RankSlot(m["address"], dev[0], dev[1], len(slots)))
+                slots.append(RankSlot(m["address"], dev[0], dev[1], len(slots),
+                                      m["address"] if fmt == "mindie" else None))
     a3 = bool(slots) and all(s.super_pod_id is not None for s in slots)
+    if a3 and fmt == "mindie":  # support.py refuses it at export: v1.2 carries no container_ip
+        raise Failed("MindIE's table on SuperPoD servers is not formed here (v1.2 has no container_ip)")
     if a3:
         check_pods_adjacent(members)
         return jsonfmt.dumps_bytes(hccl_v12(slots) if fmt == "hccl" else pd_local_v12(slots))
     if any(s.super_pod_id is not None for s in slots):
         raise Failed("SuperPoD servers and others in one group: one table has one version")
-    return jsonfmt.dumps_bytes(hccl_v1(slots) if fmt == "hccl" else pd_local(slots))
+    if fmt == "mindie" and len(members) < 2:
+        raise Failed("MindIE's multi-node table needs 2 to 60 servers; this group has 1")
+    return jsonfmt.dumps_bytes(pd_local(slots) if fmt == "pd-local" else hccl_v1(slots))
 
 
 def check_pods_adjacent(members: list[dict[str, Any]]) -> None:
@@ -303,7 +308,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--port", type=int, default=29390)
     p.add_argument("--dir", default="/run/ascend-launcher")
     p.add_argument("--table", help="where the group's ranktable goes ({leader}: pod 0's address)")
-    p.add_argument("--format", choices=("hccl", "pd-local"), default="hccl")
+    p.add_argument("--format", choices=("hccl", "mindie", "pd-local"), default="hccl",
+                   help="mindie: HCCL v1.0 with each server's container_ip (the pod's address), as MindIE requires")
     p.add_argument("--devices", default="", help="NPU ids, when the device plugin does not say")
     p.add_argument("--hccn-tool", default=None)
     p.add_argument("--superpod", action="store_true", help="Atlas A3: vnic IPs, SDIDs, Super Pod IDs; table v1.2")

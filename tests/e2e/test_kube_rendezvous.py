@@ -246,3 +246,28 @@ def test_a_superpod_group_forms_the_v1_2_table_launcher_render_writes(testbed, f
         assert_formed(pods, testbed, expected)
     finally:
         pods.stop_all()
+
+
+def test_a_mindie_group_forms_the_table_render_writes_with_each_servers_container_ip(testbed, group):
+    # MindIE Service: the same servers and devices, the table with every server's container_ip (the
+    # pod's address, MIES_CONTAINER_IP on Kubernetes; the host's own address on bare metal over SSH)
+    base = b'{"BackendConfig": {"multiNodesInferEnabled": false}, "ServerConfig": {"ipAddress": "127.0.0.1"}}'
+    text = topology(testbed).replace(
+        "processes: per_host, command: [serve]}",
+        "framework: mindie-service, mindie: {config: mindie.json, port: 1120}, processes: per_host, "
+        "command: [serve]}")
+    result = compile_text(text, "rdzv-mindie.yaml", inputs={"mindie.json": base})
+    _, files = rendered(result.plan)
+    expected = files[testbed.hosts[0].name]["ranktables/serve.json"].content
+    assert f'"container_ip": "{testbed.hosts[2].address}"'.encode() in expected
+    lws = yaml.safe_load(export_kubernetes(result)["rdzv-serve.leaderworkerset.yaml"])
+    init = lws["spec"]["leaderWorkerTemplate"]["workerTemplate"]["spec"]["initContainers"][0]
+    assert init["command"][init["command"].index("--format") + 1] == "mindie"
+    argv = [a.replace(RUNTIME_ZIP, SITE).replace(POD_DIR, PODDIR) for a in init["command"]]
+    pods = Pods(testbed, argv + ["--hccn-tool", "/srv/rdzv/hccn_tool"])
+    try:
+        for j in range(len(testbed.hosts)):
+            pods.start(j)
+        assert_formed(pods, testbed, expected)
+    finally:
+        pods.stop_all()

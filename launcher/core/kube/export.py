@@ -8,9 +8,12 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+import json
+
 import yaml
 
 from ..errors import SpecErrors
+from ..framework_env import MINDIE, mindie_config
 from ..model import DatasystemSpec, EtcdSpec, Instance, Service, Topology
 from ..pipeline import Result
 from ..placement import service_ports
@@ -22,6 +25,7 @@ from .readme import readme
 from .support import refusals
 
 KEY_FILE = "rendezvous.key"
+MINDIE_CONFIG = "/etc/ascend-launcher-mindie/config.json"  # beside the launch ConfigMap's directory, not in it
 
 
 class _Dumper(yaml.SafeDumper):
@@ -48,6 +52,15 @@ def _programs(plan: Plan, owner: str, hosts: tuple[str, ...]) -> list[Program]:
     by_host = {hp.host.name: hp for hp in plan.hosts}
     return [next(p for p in by_host[h].programs if p.owner == owner and p.kind in ("rank", "service"))
             for h in hosts]
+
+
+def mindie_program(p: Program) -> Program:
+    """A MindIE Service pod: it finds its own server by MIES_CONTAINER_IP (its address, the table's
+    container_ip, which the rendezvous sets to it) and reads the mounted config.json."""
+    env = dict(p.env)
+    env["MIES_CONFIG_JSON_PATH"] = MINDIE_CONFIG
+    env["MIES_CONTAINER_IP"] = env["HOST_IP"]  # the pod's address (the server_id marker)
+    return replace(p, env=tuple(env.items()))
 
 
 def _with_flag(argv: tuple[str, ...], flag: str, value: str) -> tuple[str, ...]:
@@ -93,6 +106,9 @@ class _Export:
         if inst.name in self.pd:  # support.py exports only PD groups none of whose stacks reads the global table
             programs = [replace(p, env=tuple(kv for kv in p.env if kv[0] != "GLOBAL_RANK_TABLE_FILE_PATH"))
                         for p in programs]
+        mindie = inst.framework == MINDIE
+        if mindie:
+            programs = [mindie_program(p) for p in programs]
         index = {self.number[h]: j for j, h in enumerate(inst.hosts)}
         script = launch_script(programs, "LWS_WORKER_INDEX", lambda n: f"LAUNCHER_ADDR_{index[n]}", [POD_ENV])
         cm = f"{self.name(inst.name)}-launch"
@@ -102,7 +118,7 @@ class _Export:
         assert ip is not None and inst.container is not None
         npus = len(programs[0].devices)
         table = pod_path(ip.ranktable_path)
-        kind = "pd-local" if inst.name in self.pd else "hccl"
+        kind = "pd-local" if inst.name in self.pd else "mindie" if mindie else "hccl"
         init = o.rendezvous_container(programs[0], npus, table, kind, self.t.agent_port, self.opts)
         hosts = [self.t.host(h) for h in inst.hosts]
         if all(h is not None and h.superpod for h in hosts):  # Atlas A3: read SDIDs and pods, table v1.2
@@ -112,11 +128,31 @@ class _Export:
         main = o.main_container(inst.name, inst.container, "launch.sh", npus, self.opts, inst.probe, [])
         main["volumeMounts"].append({"name": "pod", "mountPath": POD_DIR, "readOnly": True})
         volumes = [{"name": "launch", "configMap": {"name": cm}}, {"name": "pod", "emptyDir": {}}]
+        if mindie:
+            volumes.append(self.mindie_config(inst, main))
         beside = o.labels(self.t.name, inst.datasystem) if inst.datasystem else None
         pod = o.pod_spec(inst.container, main, [init], volumes, self.opts, o.labels(self.t.name, inst.name), beside)
         if inst.probe is not None and (inst.probe.http or inst.probe.tcp):
             self.leader_service(inst)
         return o.lws_spec(len(inst.hosts), self.template(inst.name, pod))
+
+    def mindie_config(self, inst: Instance, main: dict[str, Any]) -> dict[str, Any]:
+        """MindIE's config.json, the same for every pod (a ConfigMap), mounted where MIES_CONFIG_JSON_PATH
+        points; the volume. Its ServerConfig.ipAddress stays as the base file has it: MindIE serves
+        at MIES_CONTAINER_IP, the pod's address, which overrides it (server_config.cpp GetIPAddress)."""
+        assert inst.mindie is not None
+        base = self.t.inputs[inst.mindie.config]
+        kept = json.loads(base).get("ServerConfig", {}).get("ipAddress", "127.0.0.1")
+        name = f"{self.name(inst.name)}-mindie"
+        self.files[f"{name}.configmap.yaml"] = o.config_map(
+            name, self.t.name, inst.name, self.opts.namespace,
+            {"config.json": mindie_config(inst, base, kept).decode("utf-8")})
+        # one file by subPath: a regular file, not the symlink a ConfigMap directory holds; mode 0440
+        # (MindIE refuses a config.json more open than 0640)
+        main["volumeMounts"].append({"name": "mindie", "mountPath": MINDIE_CONFIG, "subPath": "config.json",
+                                     "readOnly": True})
+        return {"name": "mindie", "configMap": {"name": name, "items": [{"key": "config.json",
+                                                                        "path": "config.json", "mode": 0o440}]}}
 
     def leader_service(self, inst: Instance) -> None:
         """A Service to the group's leader at its probe's port: what a dependent waits for and talks to

@@ -121,9 +121,10 @@ class _Refusals:
             self.err(owner + ("processes",), "per_device runs one process per NPU, several per server: a "
                                              "LeaderWorkerSet pod is one server running one process "
                                              "(use processes: per_host)")
-        if inst.framework == "mindie-service":
-            self.err(owner + ("framework",), "mindie-service's config.json holds each server's own address, "
-                                             "which is known only once its pod is scheduled")
+        if inst.framework == "mindie-service" and any(h is not None and h.superpod
+                                                      for h in (self.t.host(n) for n in inst.hosts)):
+            self.err(owner + ("framework",), "MindIE's table needs each server's container_ip, which the "
+                                             "SuperPoD table (v1.2) does not carry")
         if inst.datasystem:
             if stack_versions.yuanrong_client(inst) == "yr_config":
                 self.err(owner + ("framework_version",), "vllm-ascend main reads its datasystem worker from a "

@@ -7,6 +7,7 @@ then review `git diff tests/golden/kubernetes`.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -24,7 +25,8 @@ from tests.kube_export import export
 
 GOLDEN = ROOT / "tests" / "golden" / "kubernetes"
 CONFIG_FILES = sorted(CONFIGS.glob("*.yaml"))
-EXPORTED = [CONFIGS / f"k8s-{name}.yaml" for name in ("a3-two-superpods", "vllm-dp-2node", "vllm-pd", "yuanrong")]
+EXPORTED = [CONFIGS / f"k8s-{name}.yaml"
+            for name in ("a3-two-superpods", "mindie-service", "vllm-dp-2node", "vllm-pd", "yuanrong")]
 # each refused config: a key its errors must name (each error names its own)
 REFUSED = {
     "a3-pd-datadist": "llm_datadist",
@@ -35,7 +37,7 @@ REFUSED = {
     "mindie-atb-2x4": "instances[0].container",
     "mindie-atb-2x8": "instances[0].processes",
     "mindie-atb-2x8-container": "instances[0].processes",
-    "mindie-service-2node": "instances[0].framework",
+    "mindie-service-2node": "instances[0].container",
     "pd-1p1d-tp2": "pd_groups[0]",
     "pd-2p2d-multihost": "pd_groups[0]",
     "vllm-ascend-dp-2node": "instances[0].container",
@@ -99,7 +101,7 @@ instances:
 
 
 def launch_scripts(files: dict[str, bytes]) -> dict[str, str]:
-    return {k: yaml.safe_load(v)["data"]["launch.sh"] for k, v in files.items() if k.endswith(".configmap.yaml")}
+    return {k: yaml.safe_load(v)["data"]["launch.sh"] for k, v in files.items() if k.endswith("-launch.configmap.yaml")}
 
 
 def run_launch(script: str, index: int, addresses: list[str], tmp: Path) -> tuple[list[str], dict[str, str]]:
@@ -194,6 +196,16 @@ def test_each_pod_runs_what_render_gives_its_host(config: Path, tmp_path: Path):
                 want_argv[want_argv.index("--etcd_address") + 1] = f"{topo.name}-{etcd.name}:{etcd.spec.client_port}"
             assert argv.splitlines() == want_argv, (owner, h)
             want = {k: pod(v) for k, v in program.env if not (owner in pd and k == "GLOBAL_RANK_TABLE_FILE_PATH")}
+            inst = topo.instance(owner)
+            if inst is not None and inst.framework == "mindie-service":
+                # MindIE finds its server by MIES_CONTAINER_IP (the pod's address: the table's container_ip)
+                # and reads the config.json of its ConfigMap, render's but for ServerConfig.ipAddress
+                want.update(MIES_CONTAINER_IP=addrs[j], MIES_CONFIG_JSON_PATH="/etc/ascend-launcher-mindie/config.json")
+                mounted = json.loads(yaml.safe_load(files[f"{topo.name}-{owner}-mindie.configmap.yaml"])["data"]["config.json"])
+                own = json.loads(next(f.content for f in by_host[h].files if f.path == f"mindie/{owner}/config.json"))
+                assert own["ServerConfig"]["ipAddress"] == addrs[j]  # over SSH the file names the server
+                own["ServerConfig"]["ipAddress"] = mounted["ServerConfig"]["ipAddress"]
+                assert mounted == own, (owner, h)
             assert {k: env.get(k) for k in want} == want, (owner, h)
             assert set(env) - set(want) <= {"PWD", "SHLVL", "_", index_var, "LAUNCHER_POD_IP"}, (owner, h)
 
