@@ -8,7 +8,8 @@ from importlib import resources
 
 from ..core.errors import EXIT_OK, LauncherError
 from ..core.pipeline import compile_text, rendered
-from .offline import plan_table, warn, write
+from .offline import plan_table
+from .output import warn, write
 from .statusview import status_table
 
 

@@ -5,11 +5,7 @@ import argparse
 import os
 
 from ..core.errors import EXIT_OK, BadInput, LauncherError
-from ..core.kube.export import export_kubernetes
 from ..core.kube.objects import Options
-from ..deploy.files import compile_file
-from ..deploy.kube_dir import init_image_files, write_export
-from .offline import warn, write
 
 
 def add_export(sub: argparse._SubParsersAction) -> None:
@@ -32,6 +28,10 @@ def add_export(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_export_kubernetes(args: argparse.Namespace) -> int:
+    from ..core.kube.export import export_kubernetes  # here: the other commands need none of it
+    from ..deploy.files import compile_file
+    from ..deploy.kube_dir import init_image_files, write_export
+    from .output import warn, write
     result = compile_file(args.file)
     warn(result)
     opts = Options(npu_resource=args.npu_resource, init_image=args.init_image, volcano=args.volcano,

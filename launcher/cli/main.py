@@ -8,7 +8,7 @@ from typing import Any, Iterator, Sequence
 
 from ..core.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, LauncherError, SpecErrors
 from .flags import check_flags
-from .offline import write
+from .output import write
 from .parser import Parser, build_parser
 
 

@@ -19,7 +19,7 @@ from ..core.pipeline import rendered
 from ..deploy.files import compile_file
 from ..deploy.records import DriftKind
 from .logmerge import merged
-from .offline import write
+from .output import write
 from .remote import _session
 from .statusview import drift_lines, status_json, status_table
 

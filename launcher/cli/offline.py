@@ -17,19 +17,10 @@ from ..core.schema import schema_text
 from ..core.yamlsrc import decode_text
 from ..core.table import format_table
 from ..deploy.files import compile_file
+from .output import warn, write
 
 if TYPE_CHECKING:
     from ..core.plan import File
-
-
-def write(text: str) -> None:
-    sys.stdout.write(text)
-    sys.stdout.flush()
-
-
-def warn(result: Result) -> None:
-    for d in result.warnings:
-        print(str(d), file=sys.stderr)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:

@@ -6,12 +6,31 @@ from typing import NoReturn
 
 from .. import __version__
 from ..core.probes import READY_TIMEOUT
-from .demo import cmd_demo
-from .events import add_events_flags, cmd_events
+from .events import add_events_flags
 from .export import add_export
-from .offline import cmd_pd_merge, cmd_plan, cmd_ranktable, cmd_render, cmd_schema, cmd_validate
-from .observe import cmd_logs, cmd_status
-from .remote import cmd_check, cmd_diff, cmd_discover, cmd_down, cmd_restart, cmd_up
+
+
+class _Command:
+    """A command's handler, imported when it runs: a command pays for its own modules only (the
+    export's Kubernetes objects, the demo, ... cost every other command's start otherwise)."""
+
+    def __init__(self, module: str, name: str) -> None:
+        self.module, self.name = module, name
+
+    def __call__(self, args: argparse.Namespace) -> int:
+        import importlib
+        func = getattr(importlib.import_module(self.module, __package__), self.name)
+        return int(func(args))
+
+
+cmd_demo = _Command(".demo", "cmd_demo")
+cmd_events = _Command(".events", "cmd_events")
+cmd_pd_merge, cmd_plan, cmd_ranktable, cmd_render, cmd_schema, cmd_validate = (
+    _Command(".offline", n) for n in ("cmd_pd_merge", "cmd_plan", "cmd_ranktable", "cmd_render", "cmd_schema",
+                                      "cmd_validate"))
+cmd_logs, cmd_status = (_Command(".observe", n) for n in ("cmd_logs", "cmd_status"))
+cmd_check, cmd_diff, cmd_discover, cmd_down, cmd_restart, cmd_up = (
+    _Command(".remote", n) for n in ("cmd_check", "cmd_diff", "cmd_discover", "cmd_down", "cmd_restart", "cmd_up"))
 
 
 class Parser(argparse.ArgumentParser):

@@ -16,7 +16,7 @@ from ..core.table import format_table
 from ..deploy.files import compile_file
 from ..deploy.interrupt import deferred_sigint
 from ..deploy.records import DiffRow
-from .offline import warn, write
+from .output import warn, write
 
 if TYPE_CHECKING:
     from ..deploy.fencing import Fence
