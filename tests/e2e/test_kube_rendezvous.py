@@ -154,6 +154,17 @@ def assert_formed(pods: Pods, testbed, expected: bytes) -> None:
     pods.assert_gone()
 
 
+def form_all(testbed, argv: list[str], expected: bytes) -> None:
+    """Every pod of a group started with ``argv``: the table they form is ``expected``."""
+    pods = Pods(testbed, argv)
+    try:
+        for j in range(len(testbed.hosts)):
+            pods.start(j)
+        assert_formed(pods, testbed, expected)
+    finally:
+        pods.stop_all()
+
+
 def test_the_group_forms_the_table_launcher_render_writes(testbed, group, pods):
     argv, expected = group
     assert b'"device_ip": "10.97.2.2"' in expected and testbed.hosts[2].address.encode() in expected
@@ -239,13 +250,7 @@ def test_a_superpod_group_forms_the_v1_2_table_launcher_render_writes(testbed, f
             (base / tool).write_text(f"#!/bin/sh\nFAKE_NPU_SCENARIO=/srv/rdzv/scenario-a3 exec {fake} \"$@\"\n")
             (base / tool).chmod(0o755)
     argv = [a.replace(RUNTIME_ZIP, SITE).replace(POD_DIR, PODDIR) for a in init["command"]]
-    pods = Pods(testbed, argv + ["--hccn-tool", "/srv/rdzv/hccn_tool-a3", "--npu-smi", "/srv/rdzv/npu-smi-a3"])
-    try:
-        for j in range(len(testbed.hosts)):
-            pods.start(j)
-        assert_formed(pods, testbed, expected)
-    finally:
-        pods.stop_all()
+    form_all(testbed, argv + ["--hccn-tool", "/srv/rdzv/hccn_tool-a3", "--npu-smi", "/srv/rdzv/npu-smi-a3"], expected)
 
 
 def test_a_mindie_group_forms_the_table_render_writes_with_each_servers_container_ip(testbed, group):
@@ -264,10 +269,4 @@ def test_a_mindie_group_forms_the_table_render_writes_with_each_servers_containe
     init = lws["spec"]["leaderWorkerTemplate"]["workerTemplate"]["spec"]["initContainers"][0]
     assert init["command"][init["command"].index("--format") + 1] == "mindie"
     argv = [a.replace(RUNTIME_ZIP, SITE).replace(POD_DIR, PODDIR) for a in init["command"]]
-    pods = Pods(testbed, argv + ["--hccn-tool", "/srv/rdzv/hccn_tool"])
-    try:
-        for j in range(len(testbed.hosts)):
-            pods.start(j)
-        assert_formed(pods, testbed, expected)
-    finally:
-        pods.stop_all()
+    form_all(testbed, argv + ["--hccn-tool", "/srv/rdzv/hccn_tool"], expected)

@@ -123,9 +123,19 @@ def test_prometheus_sees_a_killed_rank_restart_its_gang(testbed, deployed, prome
              and prometheus.query(f"min(ascend_launcher_program_up{{{demo}}})").popitem()[1] == 1.0
              and len(prometheus.query(f"ascend_launcher_program_up{{{demo}}}")) == 2,
              timeout=120, what="the gang running again with both ranks up, in Prometheus")
-    assert prometheus.query(f"ascend_launcher_program_last_exit_signal{{{demo},host=\"{h2.name}\"}}") == {h2.name: 9}
-    assert prometheus.query(f"ascend_launcher_program_restarts_total{{{demo}}} >= 1").keys() == {h1.name, h2.name}
-    assert prometheus.query(f"ascend_launcher_gang_restart_budget_remaining{{{demo}}}") == {h1.name: 2.0}
+
+    def seen() -> tuple:
+        return (prometheus.query(f"ascend_launcher_program_last_exit_signal{{{demo},host=\"{h2.name}\"}}"),
+                set(prometheus.query(f"ascend_launcher_program_restarts_total{{{demo}}} >= 1")),
+                prometheus.query(f"ascend_launcher_gang_restart_budget_remaining{{{demo}}}"))
+    want = ({h2.name: 9}, {h1.name, h2.name}, {h1.name: 2.0})
+    # each host's agent is scraped on its own (every 1 s): h2's series of the kill may come a scrape
+    # after h1's counter and state did (CI under load: {} seen once right after them)
+    try:
+        wait_for(lambda: seen() == want, timeout=30, what="h2's last exit (signal 9), both programs' restarts "
+                                                          "and the gang's remaining budget in Prometheus")
+    except AssertionError:
+        assert seen() == want  # says which differs
     # the hosts agree: the killed rank is gone, each host runs one new demo rank that answers
     assert not alive(victim)
     after = wait_for(lambda: (r := [health_json(h.address, HEALTH) for h in testbed.hosts]) and all(r) and r,
