@@ -11,6 +11,7 @@ import json
 from collections import defaultdict
 from typing import Any, Iterable, TypeVar
 
+from .gcpause import paused
 from . import a3_ips, containers, framework_env, jsonfmt, stack_versions
 from .service_argv import dscli_argv, etcd_argv, etcd_probe
 from .graph import dependency_edges, start_levels
@@ -327,6 +328,7 @@ class _Expander:
         assert isinstance(spec, GenericSpec)
         return spec.command, None, svc.limits, True, spec.cwd
 
+    @paused
     def run(self) -> Plan:
         self.standalone_tables()
         self.pd_tables()

@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from .gcpause import paused
 from .errors import Diagnostic, Loc, SpecErrors, sort_diagnostics
 from .model import (DEFAULT_DEPLOY_DIR, DISCOVER, DatasystemSpec, DDCluster,
                     Container, DDLink, Device, Env, EtcdSpec, GenericSpec, Host, Instance, Limits, MindieSpec, Numa, PDGroup,
@@ -192,6 +193,7 @@ def said(schema_diag: Diagnostic, strings: list[Diagnostic]) -> bool:
                                               "propertyNames" in schema_diag.message) for d in strings)
 
 
+@paused
 def build_topology(src: Source, facts: DeviceFacts | None = None, check: Check | None = None,
                    a3: SuperPodFacts | None = None, inputs: Mapping[str, bytes] | None = None,
                    nics: NicFacts | None = None) -> Topology:

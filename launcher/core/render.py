@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Iterable, Sequence
 
+from .gcpause import paused
 from . import containers, jsonfmt
 from .plan import File, HostPlan, Plan, Program
 from .probes import dependency_probes, restart_with_doc
@@ -327,6 +328,7 @@ def render_host(hp: HostPlan, plan: Plan, gangs: Gangs) -> dict[str, File]:
     return dict(sorted(files.items()))
 
 
+@paused
 def render(plan: Plan) -> dict[str, dict[str, File]]:
     """host name -> relative path -> File, for every host of the plan."""
     gangs = Gangs.of(plan)

@@ -9,7 +9,7 @@ from collections import Counter
 from typing import Iterable, Sequence
 
 from .errors import Diagnostic, sort_diagnostics
-from . import a3_ips, containers, device_rules, env_rules, frameworks, nic_rules, placeholders, stack_versions, superpod
+from . import a3_ips, containers, device_rules, env_rules, frameworks, gcpause, nic_rules, placeholders, stack_versions, superpod
 from .graph import dependency_edges, find_cycle, link_edges
 from .model import DatasystemSpec, DDCluster, EtcdSpec, Instance, Probe, Service, Topology
 from .placement import rank_placement, service_ports
@@ -393,6 +393,7 @@ def _is_ipv4(text: str) -> bool:
     return _IPV4.fullmatch(text) is not None
 
 
+@gcpause.paused
 def validate(topo: Topology) -> list[Diagnostic]:
     """Every semantic problem of a topology (errors and warnings), in file order."""
     return _Checker(topo).run()

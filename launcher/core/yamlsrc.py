@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from .gcpause import paused
 from .errors import Diagnostic, Loc, SpecErrors
 
 Path = tuple  # tuple[str | int, ...]
@@ -304,6 +305,7 @@ class _Builder:
         return out
 
 
+@paused
 def load_yaml(text: str, file: str) -> Source:
     """Parse one YAML document. Raises SpecErrors with file:line:col on bad YAML."""
     loader = _Loader(text)
