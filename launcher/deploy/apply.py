@@ -59,7 +59,6 @@ def run_preflight(session: Session, instances: list[str] | None = None
                                               timeout=300)
     results, failures = fan_out(checks, run, key=lambda chk: chk.key, forks=session.forks)
     replies: dict[str, dict[str, Any]] = {}
-    bad: dict[str, list[str]] = {}
     for chk in checks:
         k = chk.key
         if k in failures:
@@ -67,13 +66,21 @@ def run_preflight(session: Session, instances: list[str] | None = None
         else:
             reply = results[k]
         replies[k] = reply
-        lines = preflight.failure_lines(chk, reply)
+    return checks, replies, link_failures(session.plan, checks, replies)
+
+
+def link_failures(plan: Plan, checks: list[preflight.HostCheck],
+                  replies: Mapping[str, dict[str, Any]]) -> dict[str, list[str]]:
+    """instance -> what its checker runs found wrong (``replies`` by HostCheck.key), and a TLS switch
+    that differs across a world (only visible with every host's reply at hand)."""
+    bad: dict[str, list[str]] = {}
+    for chk in checks:
+        lines = preflight.failure_lines(chk, replies[chk.key])
         if lines:
             bad.setdefault(chk.instance, []).extend(lines)
-    # the TLS switch must match across a world: only visible with every host's reply at hand
-    for inst, lines in tls_mismatches(session.plan, [c.host for c in checks], [replies[c.key] for c in checks]).items():
+    for inst, lines in tls_mismatches(plan, [c.host for c in checks], [replies[c.key] for c in checks]).items():
         bad.setdefault(inst, []).extend(lines)
-    return checks, replies, bad
+    return bad
 
 
 def _needs_start(owner: str, hosts: list[str], old: Mapping[str, HostState],

@@ -16,8 +16,7 @@ from typing import Any, Mapping
 
 from ..core import preflight
 from ..core.plan import File
-from ..core.preflight_a3 import tls_mismatches
-from .apply import tcp_targets
+from .apply import link_failures, tcp_targets
 from .clocks import clock_report
 from .containers import specs_by_host
 from .remote import HostClient
@@ -73,14 +72,7 @@ def run_check(session: Session, files: Mapping[str, Mapping[str, File]]) -> Chec
         if "error" in reply:
             reply = {"report": None, "stderr": reply["error"], "exit": None}
         replies[chk.key] = reply
-    bad: dict[str, list[str]] = {}
-    for chk in checks:
-        lines = preflight.failure_lines(chk, replies[chk.key])
-        if lines:
-            bad.setdefault(chk.instance, []).extend(lines)
-    # the TLS switch must match across a world: only visible with every host's reply at hand
-    for inst, lines in tls_mismatches(session.plan, [c.host for c in checks], [replies[c.key] for c in checks]).items():
-        bad.setdefault(inst, []).extend(lines)
+    bad = link_failures(session.plan, checks, replies)
     tcp: dict[str, str] = {}
     for host in docs:
         part = answers[host]["tcp"]
