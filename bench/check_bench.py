@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.testbed import Testbed  # noqa: E402
+from as_installed import byte_compile  # noqa: E402
 
 DEVICES = range(8)
 
@@ -70,6 +71,7 @@ def main() -> None:
     ap.add_argument("--hosts", type=int, default=16)
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
+    byte_compile(ROOT / "launcher")
     fake_dir = Path(tempfile.mkdtemp(prefix="launcher-bench-npu-", dir="/var/tmp"))
     fake_dir.chmod(0o755)
     subprocess.run(["make", "-s", "-C", str(ROOT / "tests/native"), f"OUT={fake_dir}"], check=True)

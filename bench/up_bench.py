@@ -43,6 +43,7 @@ from typing import Any, Callable
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.append(str(REPO))  # tests.testbed; `launcher` comes from the snapshot when there is one
+from as_installed import byte_compile  # noqa: E402
 # The launcher measured is a copy of the working tree's `launcher/` taken when the script starts
 # (see snapshot_launcher): others may edit the checkout while a run takes minutes.
 SNAPSHOT: Path | None = None
@@ -318,6 +319,7 @@ def snapshot_launcher(work: Path, rev: str | None = None) -> Path:
         if got is None:
             raise SystemExit(f"up_bench: cannot take the launcher at {rev} from git")
         got.rename(src)
+    byte_compile(src / "launcher")
     SNAPSHOT = src
     sys.path.insert(0, str(src))
     return src
@@ -339,6 +341,7 @@ def snapshot_baseline(work: Path, rev: str) -> Path | None:
     dest.mkdir()
     with tarfile.open(fileobj=io.BytesIO(proc.stdout)) as tar:
         tar.extractall(dest, filter="tar")
+    byte_compile(dest / "launcher")  # the same footing as the launcher measured
     return dest
 
 

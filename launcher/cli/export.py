@@ -5,7 +5,7 @@ import argparse
 import os
 
 from ..core.errors import EXIT_OK, BadInput, LauncherError
-from ..core.kube.objects import Options
+from ..core.defaults import INIT_IMAGE, NPU_RESOURCE
 
 
 def add_export(sub: argparse._SubParsersAction) -> None:
@@ -19,16 +19,17 @@ def add_export(sub: argparse._SubParsersAction) -> None:
     kp.add_argument("-o", "--output", required=True, metavar="DIR", help="a new or empty directory")
     kp.add_argument("--namespace", metavar="NS", help="the objects' namespace (default: kubectl's)")
     kp.add_argument("--volcano", action="store_true", help="gang-schedule the pods with Volcano")
-    kp.add_argument("--npu-resource", default=Options.npu_resource, metavar="NAME",
-                    help=f"the Ascend device plugin's resource for the NPUs (default {Options.npu_resource})")
-    kp.add_argument("--init-image", default=Options.init_image, metavar="IMAGE",
+    kp.add_argument("--npu-resource", default=NPU_RESOURCE, metavar="NAME",
+                    help=f"the Ascend device plugin's resource for the NPUs (default {NPU_RESOURCE})")
+    kp.add_argument("--init-image", default=INIT_IMAGE, metavar="IMAGE",
                     help="the rendezvous init image, built from DIR/init-image/ (default "
-                         f"{Options.init_image})")
+                         f"{INIT_IMAGE})")
     kp.set_defaults(func=cmd_export_kubernetes)
 
 
 def cmd_export_kubernetes(args: argparse.Namespace) -> int:
     from ..core.kube.export import export_kubernetes  # here: the other commands need none of it
+    from ..core.kube.objects import Options
     from ..deploy.files import compile_file
     from ..deploy.kube_dir import init_image_files, write_export
     from .output import warn, write

@@ -5,7 +5,7 @@ import argparse
 from typing import NoReturn
 
 from .. import __version__
-from ..core.probes import READY_TIMEOUT
+from ..core.defaults import READY_TIMEOUT
 from .events import add_events_flags
 from .export import add_export
 

@@ -8,7 +8,6 @@ from .containers import container_name
 from .model import Probe
 from .plan import HostPlan, Plan
 
-READY_TIMEOUT = 120.0  # seconds what others depend on (or a rolled instance) may take to pass its probe
 
 
 @dataclass(frozen=True)

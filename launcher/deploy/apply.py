@@ -21,7 +21,7 @@ from ..core import preflight
 from ..core.errors import LauncherError
 from ..core.graph import restart_after
 from ..core.plan import File, Plan
-from ..core.probes import READY_TIMEOUT
+from ..core.defaults import READY_TIMEOUT
 from ..core.preflight_a3 import tls_mismatches
 from ..host.upload import digest
 from .gang import alive_anywhere, gang_start, relink_decoders, start_through_leaders

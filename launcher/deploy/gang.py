@@ -7,7 +7,8 @@ from typing import Any, Mapping
 
 from ..core.errors import LauncherError
 from ..core.graph import relink_after, restart_after
-from ..core.probes import READY_TIMEOUT, probe_specs
+from ..core.defaults import READY_TIMEOUT
+from ..core.probes import probe_specs
 from .readiness import exit_text
 from .records import HostState
 from .remote import HostClient

@@ -12,7 +12,7 @@ from typing import Mapping, Sequence
 from ..core.errors import LauncherError
 from ..core.graph import relink_after, restart_after
 from ..core.plan import LinkMember
-from ..core.probes import READY_TIMEOUT
+from ..core.defaults import READY_TIMEOUT
 from .gang import gang_start, wait_ready
 from .session import Session, owners_on
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..containers import DRIVER_MOUNTS
+from ..defaults import INIT_IMAGE, NPU_RESOURCE
 from ..model import Container, Probe
 from ..plan import Program
 from .podenv import POD_DIR
@@ -30,8 +31,8 @@ RENDEZVOUS = ("import runpy, sys; sys.path.insert(0, sys.argv.pop(1)); "
 class Options:
     """What the operator chooses for the cluster (flags of `launcher export kubernetes`)."""
 
-    npu_resource: str = "huawei.com/Ascend910"   # the Ascend device plugin's resource (Atlas 800I A2: Ascend910)
-    init_image: str = "ascend-launcher-init:latest"
+    npu_resource: str = NPU_RESOURCE
+    init_image: str = INIT_IMAGE
     volcano: bool = False
     namespace: str | None = None
 

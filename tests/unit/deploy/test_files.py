@@ -36,14 +36,43 @@ def test_the_schema_check_is_compiled_once_into_the_users_cache(tmp_path, monkey
     files.schema_check.cache_clear()
     try:
         check = files.schema_check()
-        cached = list((tmp_path / "ascend-launcher").glob("schema_check_*.py"))
+        cached = list((tmp_path / "ascend-launcher").glob("schema_check_*.marshal"))
         assert len(cached) == 1
         check({"version": 1, "name": "t", "hosts": [{"name": "a", "address": "10.0.0.1"}]})
         with pytest.raises(fastjsonschema.JsonSchemaException):
             check({"version": 1, "name": "t", "hosts": [{"name": "a", "address": "10.0.0.1"}], "bogus": 1})
+        written = cached[0].stat().st_mtime_ns
+
+        # the next command loads the bytecode: it neither generates nor compiles the source again,
+        # whether or not Python may write pycs (PYTHONDONTWRITEBYTECODE, as in many images)
+        def no_source() -> str:
+            raise AssertionError("the cached check was compiled again")
+        monkeypatch.setattr(files, "check_source", no_source)
         files.schema_check.cache_clear()
-        files.schema_check()  # from the cache: not written again
-        assert list((tmp_path / "ascend-launcher").glob("schema_check_*.py")) == cached
+        again = files.schema_check()
+        assert list((tmp_path / "ascend-launcher").glob("schema_check_*")) == cached
+        assert cached[0].stat().st_mtime_ns == written
+        with pytest.raises(fastjsonschema.JsonSchemaException):
+            again({"version": 1, "name": "t", "hosts": [], "bogus": 1})
+    finally:
+        files.schema_check.cache_clear()
+
+
+def test_a_cache_file_cut_short_is_made_again(tmp_path, monkeypatch):
+    import fastjsonschema
+
+    from launcher.deploy import files
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    files.schema_check.cache_clear()
+    try:
+        files.schema_check()
+        [cached] = (tmp_path / "ascend-launcher").glob("schema_check_*.marshal")
+        cached.write_bytes(cached.read_bytes()[:100])  # a full disk or a crash mid-write
+        files.schema_check.cache_clear()
+        check = files.schema_check()
+        with pytest.raises(fastjsonschema.JsonSchemaException):
+            check({"version": 1, "name": "t", "hosts": [], "bogus": 1})
+        assert cached.stat().st_size > 100
     finally:
         files.schema_check.cache_clear()
 
