@@ -36,6 +36,16 @@ def pinned(texts: Iterable[tuple[Path, str]], addresses: dict[str, re.Pattern[st
     return out
 
 
+# Why a table spanning groups is refused: it holds other groups' pod addresses, which change when
+# LWS recreates one of them (on a pod failure, RecreateGroupOnPodRestart), and nothing restarts the
+# others, so they run on with a table naming pods that are gone. Restarting them too would recreate
+# their pods, whose new addresses make the first group's table stale in turn. Over SSH the hosts do
+# not move, so such a table stays true across gang restarts.
+ACROSS_GROUPS = ("LeaderWorkerSet recreates a failed group alone, on new pods with new addresses, and nothing "
+                 "restarts the groups whose tables name it: they would run on with a stale table (over SSH "
+                 "the hosts stay put); keep this deployment on the SSH path")
+
+
 class _Refusals:
     def __init__(self, topo: Topology) -> None:
         self.t = topo
@@ -183,12 +193,12 @@ class _Refusals:
         for k, g in enumerate(self.t.pd_groups):
             members = [self.t.instance(n) for n in g.prefill + g.decode]
             if any(m is None or m.framework != "vllm-ascend" for m in members):
-                self.err(("pd_groups", k), "its instances read the PD global ranktable (MindIE-MS), which spans "
-                                           "several LeaderWorkerSets' devices: each group forms only its own "
-                                           "table (vllm-ascend instances read none and export)")
+                self.err(("pd_groups", k), "its instances read the PD global ranktable, one file naming every "
+                                           f"prefill and decode group's servers: {ACROSS_GROUPS} (vllm-ascend "
+                                           "instances read none and export)")
         if self.t.dd_clusters or self.t.dd_links:
-            self.err(("llm_datadist",), "LLM-DataDist link tables span several groups' devices: each group "
-                                        "forms only its own table")
+            self.err(("llm_datadist",), f"each LLM-DataDist link table names both linked groups' devices: "
+                                        f"{ACROSS_GROUPS}")
         return self.out
 
 

@@ -137,6 +137,36 @@ def test_a_literal_host_address_is_refused_at_its_key():
     assert str(e.loc) == "topo.yaml:15:63"
 
 
+PD = BASE.replace("""  - name: serve
+    hosts: [a, b, c]""", """  - name: prefill
+    role: prefill
+    hosts: [a]
+    processes: per_host
+    command: [serve]
+  - name: serve
+    role: decode
+    hosts: [b, c]""").replace("  - {name: b, address: 10.1.0.2,", "  - {name: b, nic: eth0, address: 10.1.0.2,").replace(
+    "  - {name: c, address: 10.1.0.3,", "  - {name: c, nic: eth0, address: 10.1.0.3,") + """pd_groups:
+  - {name: pd, scheduler: a, prefill: [prefill], decode: [serve]}
+"""
+
+
+def test_a_table_spanning_groups_is_refused_saying_why_it_would_go_stale():
+    """A PD global table names every group's pods; LWS recreates one group alone on new pods, so the
+    others' tables would name pods that are gone: refused with that reason, where vllm-ascend's
+    PD group (no global table) exports."""
+    with pytest.raises(SpecErrors) as exc:
+        export_kubernetes(compile_text(PD, "topo.yaml"))
+    (e,) = exc.value.errors
+    assert e.path == "pd_groups[0]"
+    assert "recreates a failed group alone, on new pods with new addresses" in e.message
+    assert "stale table" in e.message and "keep this deployment on the SSH path" in e.message
+    vllm = PD.replace("    role: prefill\n", "    role: prefill\n    framework: vllm-ascend\n").replace(
+        "    role: decode\n", "    role: decode\n    framework: vllm-ascend\n")
+    files = export_kubernetes(compile_text(vllm, "topo.yaml"))
+    assert "demo-pd.disaggregatedset.yaml" in files
+
+
 def test_a_one_member_etcd_is_a_statefulset_with_its_service(tmp_path: Path):
     text = BASE + """
 services:
