@@ -160,6 +160,52 @@ def dump_detail(name: str, after: dict, before: dict, since_boot: float, wall: f
     (DETAIL / f"{name}.json").write_text(json.dumps({"wall": wall, "processes": rows}, indent=0))
 
 
+CPUACCT = Path("/sys/fs/cgroup/cpuacct")  # cgroup v1's CPU accounting controller
+
+
+class HostCgroups:
+    """Each testbed host's sshd listener in a cpuacct cgroup of its own, so everything it starts
+    (sessions, host-side calls, supervisord, the agent, the ranks) is counted in cpuacct.usage,
+    including processes that exited during the window. /proc alone cannot see those when their
+    parent is gone too: the floor's one-shot ssh sessions took their children's CPU (the tar, the
+    supervisord start, curl) with them, while the launcher's shared session lives on and showed
+    all its calls, so the per-kind `sshd` row compared the launcher's whole host side with almost
+    none of the floor's. None when cgroup v1's cpuacct is not mounted."""
+
+    def __init__(self, tb) -> None:
+        self.base = CPUACCT / f"up-bench-{os.getpid()}"
+        self.dirs = []
+        self.base.mkdir()
+        for h in tb.hosts:
+            d = self.base / h.name
+            d.mkdir()
+            (d / "cgroup.procs").write_text(f"{h.sshd_pid}\n")  # its future children inherit the group
+            self.dirs.append(d)
+
+    @classmethod
+    def make(cls, tb) -> "HostCgroups | None":
+        if not (CPUACCT / "cpuacct.usage").exists():
+            log("no cgroup v1 cpuacct here: the per-host CPU row (incl. exited processes) reads n/a")
+            return None
+        return cls(tb)
+
+    def seconds(self) -> float:
+        return sum(int((d / "cpuacct.usage").read_text()) for d in self.dirs) / 1e9
+
+    def close(self) -> None:
+        for d in self.dirs:  # whatever still runs there goes back to the root group, then the dirs go
+            for pid in (d / "cgroup.procs").read_text().split():
+                try:
+                    (CPUACCT / "cgroup.procs").write_text(f"{pid}\n")
+                except OSError:  # exited meanwhile
+                    pass
+            d.rmdir()
+        self.base.rmdir()
+
+
+CGROUPS: HostCgroups | None = None
+
+
 class CpuWindow:
     """CPU spent during a cold up: opened right before it starts, closed once every /health answered."""
 
@@ -167,14 +213,23 @@ class CpuWindow:
         self.hosts, self.netns = len(tb.hosts), testbed_netns(tb)
         self.boot, self.before, self.children = uptime(), process_table(self.netns), children_cpu()
         self.machine = machine_cpu()
+        self.cgroups = CGROUPS.seconds() if CGROUPS is not None else None
 
     def close(self, name: str, wall: float) -> dict[str, float]:
         """up_cpu (the whole machine) and cpu_split's figures per host; --cpu-detail's dump."""
         up_cpu = (machine_cpu() - self.machine) / self.hosts
         after = process_table(self.netns)
         dump_detail(name, after, self.before, self.boot, wall)
-        return {"up_cpu": up_cpu, "mem_gib": memory_in_use() / (1 << 30),
-                **cpu_split(self.before, after, self.hosts, children_cpu() - self.children)}
+        split = cpu_split(self.before, after, self.hosts, children_cpu() - self.children)
+        hosts_cg = {}
+        if CGROUPS is not None and self.cgroups is not None:
+            cg = (CGROUPS.seconds() - self.cgroups) / self.hosts
+            # what the host calls cost: all of the hosts' CPU but what lives on after the up (ranks,
+            # agent, supervisord's daemon), which /proc still sees; the rest exited or is sshd
+            living = sum(v for k, v in split.items() if k.startswith("cpu_")
+                         and k not in ("cpu_total", "cpu_cli", "cpu_sshd", "cpu_ssh"))
+            hosts_cg = {"cpu_hosts_cg": cg, "cpu_host_calls": cg - living}
+        return {"up_cpu": up_cpu, "mem_gib": memory_in_use() / (1 << 30), **hosts_cg, **split}
 
 
 CPU_KINDS = ("demo rank", "agent", "supervisord", "sshd", "ssh")
@@ -964,6 +1019,8 @@ def table(cols: dict[str, list[dict[str, float]]], hosts: int, repeat: int) -> s
     rows = []
     extra = (("  (cold up: command only)", "up_cli"), ("  (cold up: machine CPU s per host)", "up_cpu"),
              ("  (cold up: CPU s per host of the CLI + testbed only)", "cpu_total"),
+             ("  (cold up: CPU s per host of the testbed hosts, cgroup: exited processes too)", "cpu_hosts_cg"),
+             ("  (... of which sshd and the host-side calls: the cgroup's but what lives on)", "cpu_host_calls"),
              *((f"  (... of which {'the CLI + its ssh' if k == 'cli' else k})", f"cpu_{k.replace(' ', '_')}")
                for k in ("cli", *CPU_KINDS, "other")),
              ("  (gang restart: kill to the first new rank's start, s)", "gr_stop"),
@@ -1036,7 +1093,7 @@ def main(argv: list[str] | None = None) -> int:
     wanted = set(args.columns.split(","))
     if not wanted or not wanted <= {"launcher", "floor", "floor_sup"}:
         ap.error(f"--columns {args.columns!r}: a comma-separated subset of launcher, floor, floor_sup")
-    global DETAIL
+    global DETAIL, CGROUPS
     DETAIL = Path(args.cpu_detail) if args.cpu_detail else None
     if os.geteuid() != 0:
         print("up_bench: needs root (the testbed uses network namespaces)", file=sys.stderr)
@@ -1071,6 +1128,7 @@ def main(argv: list[str] | None = None) -> int:
             ballast = Ballast(args.hold_memory)
             log(f"holding {args.hold_memory:g} GiB; machine memory in use {memory_in_use() / (1 << 30):.1f} GiB")
         tb = Testbed.up(args.hosts, containers=args.containers and not boxes)
+        CGROUPS = HostCgroups.make(tb)
         log(f"testbed {tb.id}: {args.hosts} hosts in {time.monotonic() - t0:.2f} s ({tb.root})")
         topo = work / "topology.yaml"
         topo.write_text(topology(tb))
@@ -1147,7 +1205,12 @@ def main(argv: list[str] | None = None) -> int:
         parts = [f"hosts={args.hosts}"] + [fig(k, "launcher", k) for _, k in ROWS]
         parts += [fig("floor_up", "floor", "up_cold"), fig("floor_sup_up", "floor_sup", "up_cold"),
                   fig("up_cpu_per_host", "launcher", "up_cpu"), fig("floor_up_cpu_per_host", "floor", "up_cpu"),
-                  fig("cpu_per_host", "launcher", "cpu_total"), fig("mem_gib", "launcher", "mem_gib")]
+                  fig("cpu_per_host", "launcher", "cpu_total"), fig("mem_gib", "launcher", "mem_gib"),
+                  fig("hosts_cpu_per_host", "launcher", "cpu_hosts_cg"),
+                  fig("floor_sup_hosts_cpu_per_host", "floor_sup", "cpu_hosts_cg"),
+                  fig("host_calls_cpu_per_host", "launcher", "cpu_host_calls"),
+                  fig("floor_host_calls_cpu_per_host", "floor", "cpu_host_calls"),
+                  fig("floor_sup_host_calls_cpu_per_host", "floor_sup", "cpu_host_calls")]
         if boxed is not None:
             parts += [f"containers_{k}={v:.3f}" if (v := median(cols["containers"], k)) is not None
                       else f"containers_{k}=n/a" for k in ("up_cold", "gang_restart", "down")]
@@ -1175,6 +1238,11 @@ def main(argv: list[str] | None = None) -> int:
         if launcher is not None:
             launcher.close_masters()
             shutil.rmtree(launcher.xdg, ignore_errors=True)
+        if CGROUPS is not None:
+            try:
+                CGROUPS.close()
+            except OSError as exc:
+                log(f"could not remove the bench's cgroups under {CGROUPS.base}: {exc}")
         if tb is not None:
             try:
                 tb.down()
