@@ -30,6 +30,12 @@ CONFIG_MODE = 0o640
 S = TypeVar("S", EtcdSpec, DatasystemSpec, GenericSpec)
 
 
+def probe_on(probe: Probe | None, first_host: bool) -> Probe | None:
+    """An owner's probe as a program on one of its hosts has it: `on: first_host` probes the first
+    host only (the others run workers that serve nothing, e.g. Ray workers beside a head and driver)."""
+    return probe if probe is None or probe.on == "every_host" or first_host else None
+
+
 class _Expander:
     def __init__(self, topo: Topology):
         self.t = topo
@@ -293,7 +299,7 @@ class _Expander:
                  r: RankInfo | None, devices: tuple[int, ...]) -> Program:
         return Program(name=name, host=hname, owner=inst.name, kind="rank", argv=argv, cwd=inst.cwd,
                        env=tuple(env.items()), limits=inst.limits, numa_via_numactl=True,
-                       probe=inst.probe,
+                       probe=probe_on(inst.probe, hname == inst.hosts[0]),
                        rank=None if r is None else r.rank, local_rank=None if r is None else r.local_rank,
                        devices=devices, container=inst.container)
 
@@ -308,7 +314,8 @@ class _Expander:
                    "LAUNCHER_HOST": hname, "LAUNCHER_HOST_ADDRESS": host.address}
             self.programs[hname].append(Program(
                 name=svc.name, host=hname, owner=svc.name, kind="service", argv=argv, cwd=cwd,
-                env=tuple(env.items()), limits=limits, numa_via_numactl=via_numactl, probe=svc.probe or probe,
+                env=tuple(env.items()), limits=limits, numa_via_numactl=via_numactl,
+                probe=probe_on(svc.probe, index == 0) or probe,
                 ports=service_ports(svc.spec), container=svc.container,
                 # a datasystem worker drives the NPUs it does RH2D with (its container gets them)
                 devices=svc.spec.remote_h2d_devices if isinstance(svc.spec, DatasystemSpec) else ()))

@@ -90,7 +90,8 @@ def _probe(p: Mapping[str, Any] | None) -> Probe | None:
     tcp = p.get("tcp")
     return Probe(http=p.get("http"), tcp=None if tcp is None else str(tcp),
                  command=_argv(p["command"]) if "command" in p else None, log=p.get("log"),
-                 timeout=float(p.get("timeout", 5.0)), period=float(p.get("period", 1.0)))
+                 timeout=float(p.get("timeout", 5.0)), period=float(p.get("period", 1.0)),
+                 on=p.get("on", "every_host"))
 
 
 def _metrics(defaults: Mapping[str, Any]) -> tuple[int | None, str]:

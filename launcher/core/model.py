@@ -110,6 +110,7 @@ class Probe:
     log: str | None = None
     timeout: float = 5.0
     period: float = 1.0
+    on: str = "every_host"  # or "first_host": an instance's first host only (the others serve nothing)
 
 
 @dataclass(frozen=True, slots=True)

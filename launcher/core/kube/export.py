@@ -14,7 +14,7 @@ import yaml
 
 from ..errors import SpecErrors
 from ..framework_env import MINDIE, mindie_config
-from ..model import DatasystemSpec, EtcdSpec, Instance, Service, Topology
+from ..model import DatasystemSpec, EtcdSpec, Instance, Probe, Service, Topology
 from ..pipeline import Result
 from ..placement import service_ports
 from ..preflight_a3 import DEFAULT_CHIPS_PER_CARD
@@ -125,16 +125,22 @@ class _Export:
             chips = next((h.chips_per_card for h in hosts if h is not None and h.chips_per_card), None)
             init["command"] += ["--superpod", "--chips-per-card", str(chips or DEFAULT_CHIPS_PER_CARD)]
         init["command"] += [a for w in self.waits(self.dep_names(inst.name)) for a in ("--wait", w)]
-        main = o.main_container(inst.name, inst.container, "launch.sh", npus, self.opts, inst.probe, [])
-        main["volumeMounts"].append({"name": "pod", "mountPath": POD_DIR, "readOnly": True})
-        volumes = [{"name": "launch", "configMap": {"name": cm}}, {"name": "pod", "emptyDir": {}}]
-        if mindie:
-            volumes.append(self.mindie_config(inst, main))
-        beside = o.labels(self.t.name, inst.datasystem) if inst.datasystem else None
-        pod = o.pod_spec(inst.container, main, [init], volumes, self.opts, o.labels(self.t.name, inst.name), beside)
+        container = inst.container
+
+        def pod(probe: Probe | None) -> dict[str, Any]:
+            main = o.main_container(inst.name, container, "launch.sh", npus, self.opts, probe, [])
+            main["volumeMounts"].append({"name": "pod", "mountPath": POD_DIR, "readOnly": True})
+            volumes = [{"name": "launch", "configMap": {"name": cm}}, {"name": "pod", "emptyDir": {}}]
+            if mindie:
+                volumes.append(self.mindie_config(inst, main))
+            beside = o.labels(self.t.name, inst.datasystem) if inst.datasystem else None
+            return self.template(inst.name, o.pod_spec(container, main, [init], volumes, self.opts,
+                                                       o.labels(self.t.name, inst.name), beside))
         if inst.probe is not None and (inst.probe.http or inst.probe.tcp):
             self.leader_service(inst)
-        return o.lws_spec(len(inst.hosts), self.template(inst.name, pod))
+        if inst.probe is not None and inst.probe.on == "first_host":  # the leader alone is probed
+            return o.lws_spec(len(inst.hosts), pod(None), leader=pod(inst.probe))
+        return o.lws_spec(len(inst.hosts), pod(inst.probe))
 
     def mindie_config(self, inst: Instance, main: dict[str, Any]) -> dict[str, Any]:
         """MindIE's config.json, the same for every pod (a ConfigMap), mounted where MIES_CONFIG_JSON_PATH

@@ -173,11 +173,15 @@ def config_map(name: str, deployment: str, owner: str, ns: str | None, data: dic
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta(name, deployment, owner, ns), "data": data}
 
 
-def lws_spec(size: int, template: dict[str, Any]) -> dict[str, Any]:
+def lws_spec(size: int, template: dict[str, Any], leader: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``leader``: the leader pod's own template, where it differs (a probe on the first host only)."""
+    lwt: dict[str, Any] = {"size": size, "restartPolicy": "RecreateGroupOnPodRestart"}
+    if leader is not None:
+        lwt["leaderTemplate"] = leader
+    lwt["workerTemplate"] = template
     spec: dict[str, Any] = {
         "replicas": 1,
-        "leaderWorkerTemplate": {"size": size, "restartPolicy": "RecreateGroupOnPodRestart",
-                                 "workerTemplate": template},
+        "leaderWorkerTemplate": lwt,
         # LeaderCreated: the workers start with the leader, as a gang starts on all its hosts at once;
         # a leader that becomes ready only once its workers joined (vLLM DP, MindIE) never would first
         "startupPolicy": "LeaderCreated",

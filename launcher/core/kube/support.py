@@ -146,7 +146,9 @@ class _Refusals:
                                                   "address: both need container.network host")
         if inst.restart_with:
             self.err(owner + ("restart_with",), "restarting one LeaderWorkerSet after another's restart has "
-                                                "no Kubernetes form")
+                                                "no Kubernetes form; what must restart together can be one "
+                                                "instance, which restarts whole (configs/k8s-vllm-ascend-ray.yaml: "
+                                                "a Ray head, its workers and the driver as one gang)")
         for path, text in [(owner + ("command", i), a) for i, a in enumerate(inst.command)] + \
                 [(owner + ("env", key), v) for key, v in inst.env]:
             if "host.devices" in text:
@@ -169,6 +171,9 @@ class _Refusals:
         self.container(owner, svc.container)
         self.depends(owner, svc.depends_on)
         self.probe(owner, svc.probe)
+        if svc.probe is not None and svc.probe.on == "first_host" and len(svc.hosts) > 1:
+            self.err(owner + ("probe", "on"), "a StatefulSet's pods share one template: a service's probe runs "
+                                              "on every pod (an instance's `on: first_host` exports)")
         self.limits(owner, svc.limits.numa)
 
     def depends(self, owner: Path, deps: tuple[str, ...]) -> None:

@@ -26,7 +26,7 @@ from tests.kube_export import export
 GOLDEN = ROOT / "tests" / "golden" / "kubernetes"
 CONFIG_FILES = sorted(CONFIGS.glob("*.yaml"))
 EXPORTED = [CONFIGS / f"k8s-{name}.yaml"
-            for name in ("a3-two-superpods", "mindie-service", "vllm-dp-2node", "vllm-pd", "yuanrong")]
+            for name in ("a3-two-superpods", "mindie-service", "vllm-ascend-ray", "vllm-dp-2node", "vllm-pd", "yuanrong")]
 # each refused config: a key its errors must name (each error names its own)
 REFUSED = {
     "a3-pd-datadist": "llm_datadist",
@@ -167,6 +167,29 @@ def test_a_table_spanning_groups_is_refused_saying_why_it_would_go_stale():
     assert "demo-pd.disaggregatedset.yaml" in files
 
 
+def test_a_probe_on_the_first_host_only_is_the_leader_pods_alone():
+    text = BASE.replace("    worker_args:", "    probe: {http: ':8000/health', on: first_host}\n    worker_args:")
+    lws = yaml.safe_load(export_kubernetes(compile_text(text, "topo.yaml"))["demo-serve.leaderworkerset.yaml"])
+    lwt = lws["spec"]["leaderWorkerTemplate"]
+    leader, = lwt["leaderTemplate"]["spec"]["containers"]
+    worker, = lwt["workerTemplate"]["spec"]["containers"]
+    assert leader["readinessProbe"]["httpGet"] == {"path": "/health", "port": 8000}
+    assert "readinessProbe" not in worker
+    assert {k: v for k, v in leader.items() if k != "readinessProbe"} == worker  # otherwise the same pod
+    every = yaml.safe_load(export_kubernetes(compile_text(text.replace(", on: first_host", ""), "topo.yaml"))[
+        "demo-serve.leaderworkerset.yaml"])["spec"]["leaderWorkerTemplate"]
+    assert "leaderTemplate" not in every and "readinessProbe" in every["workerTemplate"]["spec"]["containers"][0]
+    # a service is a StatefulSet: one template for all its pods
+    svc = text + """services:
+  - {name: proxy, kind: generic, hosts: [a, b], command: [proxy], ports: [9000],
+     probe: {tcp: 9000, on: first_host}}
+"""
+    with pytest.raises(SpecErrors) as exc:
+        export_kubernetes(compile_text(svc, "topo.yaml"))
+    (e,) = exc.value.errors
+    assert e.path == "services[0].probe.on" and "one template" in e.message
+
+
 def test_a_one_member_etcd_is_a_statefulset_with_its_service(tmp_path: Path):
     text = BASE + """
 services:
@@ -186,6 +209,20 @@ services:
     lws = yaml.safe_load(files["demo-serve.leaderworkerset.yaml"])
     init = lws["spec"]["leaderWorkerTemplate"]["workerTemplate"]["spec"]["initContainers"][0]
     assert init["command"][-2:] == ["--wait", "tcp://demo-etcd:2379"]
+
+
+
+def printing_exec(script: str) -> str:
+    """The launch script with its own `exec` lines printing their argv, NUL-separated, instead: not
+    an `exec` inside a quoted argument (a `sh -c` program's own lines)."""
+    out, quoted = [], False
+    for line in script.splitlines(keepends=True):
+        if not quoted and line.lstrip().startswith("exec "):
+            line = line.replace("exec ", "printf '%s\\0' ", 1)
+        if quoted or not line.lstrip().startswith("#"):  # a comment's apostrophe quotes nothing
+            quoted ^= line.replace("\"'\"", "").count("'") % 2 == 1  # sh_quote writes a ' as '"'"'
+        out.append(line)
+    return "".join(out)
 
 
 @pytest.mark.parametrize("config", EXPORTED, ids=lambda p: p.stem)
@@ -213,18 +250,19 @@ def test_each_pod_runs_what_render_gives_its_host(config: Path, tmp_path: Path):
             body = script.replace("  cd ", "  true ").replace("  ulimit ", "  true ")
             pod_env = tmp_path / "pod.env"
             pod_env.write_text("".join(f"LAUNCHER_ADDR_{k}={a}\n" for k, a in enumerate(addrs)))
-            body = body.replace("/run/ascend-launcher/pod.env", str(pod_env)).replace("exec ", "printf '%s\\n' ")
+            body = printing_exec(body.replace("/run/ascend-launcher/pod.env", str(pod_env)))
             out = subprocess.run(["sh", "-c", body + "\necho --env--\nenv -0\n"],
                                  env={index_var: str(j), "LAUNCHER_POD_IP": addrs[j]},
                                  capture_output=True, text=True, check=True).stdout
-            argv, _, env_text = out.partition("--env--\n")
+            argv_text, _, env_text = out.partition("--env--\n")
+            argv = argv_text.split("\0")[:-1]
             env = dict(kv.split("=", 1) for kv in env_text.split("\0") if "=" in kv)
             want_argv = [pod(a) for a in program.argv]
             svc = topo.service(owner)
             if svc is not None and svc.kind == "datasystem":  # it reaches its etcd by the etcd's Service
                 etcd = topo.service(svc.spec.etcd)
                 want_argv[want_argv.index("--etcd_address") + 1] = f"{topo.name}-{etcd.name}:{etcd.spec.client_port}"
-            assert argv.splitlines() == want_argv, (owner, h)
+            assert argv == want_argv, (owner, h)
             want = {k: pod(v) for k, v in program.env if not (owner in pd and k == "GLOBAL_RANK_TABLE_FILE_PATH")}
             inst = topo.instance(owner)
             if inst is not None and inst.framework == "mindie-service":

@@ -56,3 +56,33 @@ def test_a_dependant_gets_the_probes_another_host_can_run():
     deps = dependency_probes(plan)
     # http and tcp run from anywhere; a command may not be installed elsewhere, a log is local
     assert deps["b"] == [{"owner": "a", "probes": [s.to_json() for s in probe_specs(plan, "a", "n0")[:2]]}]
+
+
+TWO_HOSTS = """\
+version: 1
+name: p
+defaults: {deploy_dir: /tmp/p, preflight: false}
+hosts:
+  - {name: n0, address: 10.0.0.1, devices: {0: 10.213.240.1}}
+  - {name: n1, address: 10.0.0.2, devices: {0: 10.213.240.2}}
+instances:
+  - name: a
+    hosts: [n0, n1]
+    processes: per_host
+    command: [serve]
+    probe: {http: ':8080/health'ON}
+services:
+  - {name: b, kind: generic, hosts: [n0], depends_on: [a], command: [client]}
+"""
+
+
+@pytest.mark.parametrize("on, probed", [("", ["n0", "n1"]), (", on: every_host", ["n0", "n1"]),
+                                        (", on: first_host", ["n0"])])
+def test_a_probe_on_the_first_host_only_is_run_there_alone(on: str, probed: list[str]):
+    """`on: first_host` (a Ray head and its driver beside workers that serve nothing): status, up's
+    readiness wait and a dependent's wait ask the first host only."""
+    plan = compile_text(TWO_HOSTS.replace("ON", on), "p.yaml").plan
+    assert [h for h in ("n0", "n1") if probe_specs(plan, "a", h)] == probed
+    waits = dependency_probes(plan)["b"][0]["probes"]
+    address = {"n0": "10.0.0.1", "n1": "10.0.0.2"}
+    assert [w["target"] for w in waits] == [f"http://{address[h]}:8080/health" for h in probed]
