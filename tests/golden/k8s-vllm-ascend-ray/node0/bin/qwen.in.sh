@@ -18,5 +18,9 @@ if [ "$1" = head ]; then
   done
   exec vllm serve "$@"
 fi
+# the head starts with the gang: join once its GCS listens
+until python3 -c '"'"'import os, socket; socket.create_connection((os.environ["MASTER_ADDR"], 6379), 2)'"'"' 2>/dev/null; do
+  sleep 2
+done
 exec ray start --address "$MASTER_ADDR:6379" --node-ip-address "$HCCL_IF_IP" --block
 ' ray-node head /data/weights/Qwen3-235B-A22B --host 0.0.0.0 --port 8000 --distributed-executor-backend ray --tensor-parallel-size 8 --pipeline-parallel-size 2 --served-model-name qwen --max-model-len 8192 --trust-remote-code

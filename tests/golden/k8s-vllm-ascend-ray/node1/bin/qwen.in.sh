@@ -18,5 +18,9 @@ if [ "$1" = head ]; then
   done
   exec vllm serve "$@"
 fi
+# the head starts with the gang: join once its GCS listens
+until python3 -c '"'"'import os, socket; socket.create_connection((os.environ["MASTER_ADDR"], 6379), 2)'"'"' 2>/dev/null; do
+  sleep 2
+done
 exec ray start --address "$MASTER_ADDR:6379" --node-ip-address "$HCCL_IF_IP" --block
 ' ray-node worker
