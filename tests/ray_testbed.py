@@ -38,14 +38,20 @@ def ray_on_hosts(tb) -> list[str]:
     return [str(RAY)]
 
 
+def ray_header(tb, name: str) -> str:
+    """A Ray topology's start, to its hosts (root logs in: Ray runs from this venv, under /root)."""
+    hosts = "".join(f"  - name: {h.name}\n    address: {h.address}\n"
+                    f"    ssh: {{user: root, identity_file: {tb.identity_file}}}\n    devices: {{0: 10.99.{i}.1}}\n"
+                    for i, h in enumerate(tb.hosts))
+    return (f"version: 1\nname: {name}\ndefaults:\n  deploy_dir: /srv/launcher\n"
+            f"  restart: {{max: 3, window: 600}}\n  preflight: false\nhosts:\n{hosts}")
+
+
 def topology(tb, ray: list[str], resources: str | None = None, instances: str = "") -> str:
     """Head on h1, worker on h2; each node offers ``resources`` (Ray's --resources JSON) when given;
     ``instances``: the topology's `instances:` section, if any."""
     h1, h2 = tb.hosts
     cmd = ", ".join(f'"{a}"' for a in ray)
-    hosts = "".join(f"  - name: {h.name}\n    address: {h.address}\n"
-                    f"    ssh: {{user: root, identity_file: {tb.identity_file}}}\n    devices: {{0: 10.99.{i}.1}}\n"
-                    for i, h in enumerate(tb.hosts))
     # small: one CPU, no dashboard, the least object store Ray takes, its files in the host's own /tmp;
     # a worker that lost its head gives up after 10 s (60 by default) and is restarted to rejoin
     small = ('"--num-cpus", "1", "--disable-usage-stats", "--object-store-memory", "78643200", '
@@ -55,14 +61,7 @@ def topology(tb, ray: list[str], resources: str | None = None, instances: str = 
     env = '{RAY_gcs_rpc_server_reconnect_timeout_s: "10"}'
     own_pids = '"unshare", "--pid", "--fork", "--mount-proc", '  # see the module's docstring
     return f"""\
-version: 1
-name: ray{tb.id}
-defaults:
-  deploy_dir: /srv/launcher
-  restart: {{max: 3, window: 600}}
-  preflight: false
-hosts:
-{hosts}services:
+{ray_header(tb, f"ray{tb.id}")}services:
   - name: ray-head
     kind: generic
     hosts: [{h1.name}]

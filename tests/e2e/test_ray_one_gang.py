@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import cli_on_testbed as cli, health_json, run_cli, ssh_flags, wait_for
-from tests.ray_testbed import PORT, marked, needs_ray, ray_on_hosts, tree
+from tests.ray_testbed import PORT, marked, needs_ray, ray_header, ray_on_hosts, tree
 
 TESTBED_HOSTS = 2
 HEALTH = 18873
@@ -34,9 +34,6 @@ SMALL = ("--num-cpus 1 --disable-usage-stats --object-store-memory 78643200 --te
 def topology(tb, ray: str) -> str:
     h1 = tb.hosts[0]
     path = f"{Path(sys.executable).parent}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-    hosts = "".join(f"  - name: {h.name}\n    address: {h.address}\n"
-                    f"    ssh: {{user: root, identity_file: {tb.identity_file}}}\n    devices: {{0: 10.99.{i}.1}}\n"
-                    for i, h in enumerate(tb.hosts))
     # the head in a PID namespace of its own: `ray start --head` refuses to start while it sees a
     # raylet naming its GCS, and the testbed's hosts share one (tests/ray_testbed.py)
     head = (f"{ray} start --head --port {PORT} --node-ip-address \"$LAUNCHER_HOST_ADDRESS\" "
@@ -50,14 +47,7 @@ def topology(tb, ray: str) -> str:
         f'until {ray} health-check --address "$MASTER_ADDR:{PORT}" >/dev/null 2>&1; do sleep 1; done\n'
         f'exec {ray} start --address "$MASTER_ADDR:{PORT}" --node-ip-address "$LAUNCHER_HOST_ADDRESS" --block {SMALL}\n')
     return f"""\
-version: 1
-name: rayg{tb.id}
-defaults:
-  deploy_dir: /srv/launcher
-  restart: {{max: 3, window: 600}}
-  preflight: false
-hosts:
-{hosts}instances:
+{ray_header(tb, f"rayg{tb.id}")}instances:
   - name: ray
     hosts: [{h1.name}, {tb.hosts[1].name}]
     processes: per_host
