@@ -31,6 +31,7 @@ S = TypeVar("S", EtcdSpec, DatasystemSpec, GenericSpec)
 
 
 class _Expander:
+    @paused  # placement allocates per rank too (see gcpause)
     def __init__(self, topo: Topology):
         self.t = topo
         self.hosts = {h.name: h for h in topo.hosts}
@@ -218,8 +219,11 @@ class _Expander:
         ranks = self.placement[inst.name]
         world = len(ranks)
         master = self.hosts[inst.hosts[0]].address
+        by_host: dict[str, list[RankInfo]] = defaultdict(list)  # once: not a walk of the world per host
+        for r in ranks:
+            by_host[r.host].append(r)
         for index, hname in enumerate(inst.hosts):
-            on_host = [r for r in ranks if r.host == hname]
+            on_host = by_host[hname]
             table = self.abs_path(hname, self.ranktable_path[inst.name])
             values = {**self.host_values(hname, index), "host.devices": ",".join(str(r.device_id) for r in on_host),
                       "instance.name": inst.name, "instance.hosts": ",".join(self.hosts[h].address for h in inst.hosts),
@@ -245,8 +249,9 @@ class _Expander:
                     "LAUNCHER_ROLE": inst.role, "LAUNCHER_HOST": hname,
                     "LAUNCHER_HOST_ADDRESS": self.hosts[hname].address,
                     "LAUNCHER_SERVER_ID": self.hosts[hname].server_id}
+            head = {**common, **ident}  # what every rank of the host has before its own
             if inst.processes == "per_host":
-                env = {**common, **ident, **tags}
+                env = {**head, **tags}
                 self.programs[hname].append(self._program(
                     f"{inst.name}-h{index}", hname, inst, argv, env, None, tuple(r.device_id for r in on_host)))
                 continue
@@ -257,7 +262,7 @@ class _Expander:
                 if dd:
                     per_rank["LAUNCHER_DATADIST_FILE"] = self.abs_path(hname, dd[0])
                     per_rank["LAUNCHER_DATADIST_CLUSTER_ID"] = str(dd[1])
-                env = {**common, **ident, **per_rank, **tags}
+                env = {**head, **per_rank, **tags}
                 self.programs[hname].append(self._program(f"{inst.name}-r{r.rank}", hname, inst, argv, env, r,
                                                           (r.device_id,)))
 
