@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import shlex
+from itertools import filterfalse
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Iterable, Sequence
@@ -33,8 +34,17 @@ def sh_quote(value: str) -> str:
     return shlex.quote(value)
 
 
-def _exports(pairs: Iterable[tuple[str, str]], indent: str = "") -> list[str]:
-    return [f"{indent}export {k}={sh_quote(v)}\n" for k, v in pairs]
+@lru_cache(maxsize=65536)
+def _export(pair: tuple[str, str]) -> str:
+    """``export K='v'`` of one env pair. Cached: most pairs recur on every host (BACKEND, MASTER_ADDR)
+    or on every instance (RANK=8, DEVICE_ID=0), so a 16k-rank plan quotes each once."""
+    return f"export {pair[0]}={sh_quote(pair[1])}\n"
+
+
+@lru_cache(maxsize=65536)
+def _slot_export(pair: tuple[str, str]) -> str:
+    """_export in a branch of the env file's ``case`` on the slot."""
+    return "  " + _export(pair)
 
 
 def slot(program: Program) -> str | None:
@@ -44,29 +54,29 @@ def slot(program: Program) -> str | None:
     return None if program.local_rank is None else str(program.local_rank)
 
 
-def launch_argv(program: Program) -> list[str]:
+def launch_argv(program: Program) -> tuple[str, ...]:
     """What supervisord runs for a program, relative to the generation: its owner's script and slot."""
     s = slot(program)
-    return [f"bin/{program.owner}.sh"] + ([s] if s else [])
+    return (f"bin/{program.owner}.sh", s) if s else (f"bin/{program.owner}.sh",)
 
 
 def split_env(programs: Sequence[Program]) -> tuple[list[tuple[str, str]], list[list[tuple[str, str]]]]:
     """(pairs every program has, pairs each program has on top), keeping file order."""
     shared = set(programs[0].env).intersection(*(p.env for p in programs[1:]))
-    common = [kv for kv in programs[0].env if kv in shared]
-    return common, [[kv for kv in p.env if kv not in shared] for p in programs]
+    common = list(filter(shared.__contains__, programs[0].env))  # filter: no Python loop per pair
+    return common, [list(filterfalse(shared.__contains__, p.env)) for p in programs]
 
 
 def env_file(programs: Sequence[Program], split: tuple[list[tuple[str, str]], list[list[tuple[str, str]]]]
              | None = None) -> bytes:
     """``split``: split_env(programs), when the caller has it."""
     common, per_program = split or split_env(programs)
-    out = [HEADER] + _exports(common)
+    out = [HEADER, *map(_export, common)]
     if len(programs) > 1:
         out.append('case "$LAUNCHER_SLOT" in\n')
         for p, pairs in zip(programs, per_program):
             out.append(f"{slot(p)})\n")
-            out.extend(_exports(pairs, "  "))
+            out += map(_slot_export, pairs)
             out.append("  ;;\n")
         out.append('*) echo "ascend-launcher: unknown slot \'$LAUNCHER_SLOT\'" >&2; exit 64 ;;\nesac\n')
     return "".join(out).encode("utf-8")
@@ -149,12 +159,13 @@ def by_owner(programs: Iterable[Program]) -> dict[str, list[Program]]:
 
 def manifest(hp: HostPlan, hashes: dict[str, str], deployment: str) -> bytes:
     """What this generation runs on this host, for the supervisor side (no env values: they may be secret)."""
-    programs = [{"name": p.name, "owner": p.owner, "kind": p.kind, "rank": p.rank, "local_rank": p.local_rank,
-                 "devices": list(p.devices), "argv": launch_argv(p), "owner_hash": hashes[p.owner],
-                 **({"container": containers.runs_in(deployment, p, hp.programs, hp.root),
-                     "engine": p.container.engine} if p.container else {})} for p in hp.programs]
     # One program per line: readable, greppable, and cheap to write for thousands of hosts.
-    body = ",\n".join("    " + jsonfmt.compact(p) for p in programs)
+    # (tuples: the encoder writes them as lists, without a copy per program)
+    body = ",\n".join(["    " + jsonfmt.compact(
+        {"name": p.name, "owner": p.owner, "kind": p.kind, "rank": p.rank, "local_rank": p.local_rank,
+         "devices": p.devices, "argv": launch_argv(p), "owner_hash": hashes[p.owner],
+         **({"container": containers.runs_in(deployment, p, hp.programs, hp.root),
+             "engine": p.container.engine} if p.container else {})}) for p in hp.programs])
     text = (f'{{\n  "host": {jsonfmt.compact(hp.host.name)},\n  "root": {jsonfmt.compact(hp.root)},\n'
             f'  "programs": [\n{body}\n  ]\n}}\n')
     return text.encode("utf-8")
@@ -193,11 +204,12 @@ _AGENT = ('rt=$(cd -P {root}/runtime/current && pwd) && PYTHONPATH="$rt/site.zip
           'exec python3 -m launcher.host.agent {root}')
 
 
-def supervisor_conf(hp: HostPlan, hashes: dict[str, str]) -> bytes:
+def supervisor_conf(hp: HostPlan, hashes: dict[str, str], groups: dict[str, list[Program]] | None = None) -> bytes:
     """One supervisord per host and deployment: unix socket only (mode 0700), programs from the plan.
 
     Programs never start or restart by themselves (autostart/autorestart false): the launcher
     starts an instance's ranks as a gang and the agent restarts them as a gang.
+    ``groups``: by_owner(hp.programs), when the caller has it.
     """
     root = hp.root
     out = [HEADER.replace("#", ";", 1),
@@ -221,21 +233,27 @@ def supervisor_conf(hp: HostPlan, hashes: dict[str, str]) -> bytes:
            "autostart=true\nautorestart=true\nstartsecs=1\nstopasgroup=true\nkillasgroup=true\n"
            f"stderr_logfile={_ini(root)}/logs/launcher-agent.log\n"
            "stderr_logfile_maxbytes=10MB\nstderr_logfile_backups=3\n\n"]
-    for owner, programs in by_owner(hp.programs).items():
-        for p in programs:
-            command = f"/bin/sh {sh_quote(f'{root}/current/bin/{owner}.sh')}" + (f" {slot(p)}" if slot(p) else "")
-            out.append(
-                f"[program:{p.name}]\ncommand={_ini(command)}\nautostart=false\nautorestart=false\n"
-                # an instance's container starts before its ranks and stops after them
-                + ("priority=10\n" if p.kind == containers.BOX else "") +
-                # startsecs=0: an early exit stays EXITED with its exit code (the gang restarts it);
-                # readiness is judged by probes, not by supervisord's start timer.
-                "startsecs=0\nstartretries=0\nstopsignal=TERM\nstopwaitsecs=30\nstopasgroup=true\nkillasgroup=true\n"
-                f"redirect_stderr=true\nstdout_logfile={_ini(root)}/logs/{p.name}.log\n"
-                "stdout_logfile_maxbytes=50MB\nstdout_logfile_backups=5\n"
+    logs = f"{_ini(root)}/logs"
+    for owner, programs in (groups or by_owner(hp.programs)).items():
+        # what an owner's sections share, made once (a slot is digits or BOX: no % to double)
+        command = _ini(f"/bin/sh {sh_quote(f'{root}/current/bin/{owner}.sh')}")
+        tail = ("stdout_logfile_maxbytes=50MB\nstdout_logfile_backups=5\n"
                 f"environment=LAUNCHER_OWNER_HASH=\"{hashes[owner]}\"\n\n")
+        for p in programs:
+            arg = slot(p)
+            out.append(
+                f"[program:{p.name}]\ncommand={command}{' ' + arg if arg else ''}\nautostart=false\nautorestart=false\n"
+                f"{_BOX_PRIORITY if p.kind == containers.BOX else ''}{_PROGRAM_FLAGS}"
+                f"redirect_stderr=true\nstdout_logfile={logs}/{p.name}.log\n{tail}")
         out.append(f"[group:{owner}]\nprograms={','.join(p.name for p in programs)}\n\n")
     return "".join(out).rstrip("\n").encode("utf-8") + b"\n"
+
+
+# an instance's container starts before its ranks and stops after them
+_BOX_PRIORITY = "priority=10\n"
+# startsecs=0: an early exit stays EXITED with its exit code (the gang restarts it);
+# readiness is judged by probes, not by supervisord's start timer.
+_PROGRAM_FLAGS = "startsecs=0\nstartretries=0\nstopsignal=TERM\nstopwaitsecs=30\nstopasgroup=true\nkillasgroup=true\n"
 
 
 @dataclass(frozen=True)
@@ -246,8 +264,9 @@ class Gangs:
     kinds: dict[str, str]
     addresses: dict[str, str]
     depends: dict[str, list[dict]]  # owner -> its dependencies' probes (probes.dependency_probes)
-    # a gang's entry in gang.json, by its compact JSON: formatted once for all its member hosts
-    entries: dict[str, jsonfmt.Formatted]
+    # a gang's entry in gang.json, formatted once for all its member hosts, by what it is made of:
+    # (owner, "" or a service's host, its restart_with part as compact JSON or "")
+    entries: dict[tuple[str, str, str], jsonfmt.Formatted]
 
     @classmethod
     def of(cls, plan: Plan) -> "Gangs":
@@ -267,24 +286,28 @@ class Gangs:
 GANG_INDENT = 4  # where a gang's entry sits in gang.json: {"gangs": {"<owner>": ENTRY}}
 
 
-def gang_doc(plan: Plan, hp: HostPlan, g: Gangs) -> bytes:
+def gang_doc(plan: Plan, hp: HostPlan, g: Gangs, owners: Iterable[str] | None = None) -> bytes:
     """What this host's agent needs to restart its gangs: members, leader, budget, peers' agents.
 
     An instance is one gang across all its hosts (leader: its first host). A service is a gang
     per host: one datasystem worker dying does not restart the workers on other hosts.
+    ``owners``: the owners of hp's programs in order (by_owner), when the caller has them.
     """
     gangs: dict[str, Any] = {}
-    for owner in by_owner(hp.programs):
-        hosts = g.members[owner] if g.kinds[owner] == "rank" else [hp.host.name]
-        gangs[owner] = {"kind": g.kinds[owner], "leader": hosts[0],
-                        "members": [{"host": h, "address": g.addresses[h]} for h in hosts]}
-        if g.depends.get(owner):  # the agent restarts it only once these pass (etcd back, ...)
-            gangs[owner]["depends"] = g.depends[owner]
-        gangs[owner].update(restart_with_doc(plan, hp, owner, g.members, g.addresses))
-        key = jsonfmt.compact(gangs[owner])
+    for owner in by_owner(hp.programs) if owners is None else owners:
+        rank = g.kinds[owner] == "rank"
+        extra = restart_with_doc(plan, hp, owner, g.members, g.addresses)  # {} unless restart_with:
+        # the rest of the entry is the owner's (an instance) or the owner's on this host (a service)
+        key = (owner, "" if rank else hp.host.name, jsonfmt.compact(extra) if extra else "")
         entry = g.entries.get(key)
         if entry is None:
-            entry = g.entries[key] = jsonfmt.formatted(gangs[owner], GANG_INDENT)
+            hosts = g.members[owner] if rank else [hp.host.name]
+            gang: dict[str, Any] = {"kind": g.kinds[owner], "leader": hosts[0],
+                                    "members": [{"host": h, "address": g.addresses[h]} for h in hosts]}
+            if g.depends.get(owner):  # the agent restarts it only once these pass (etcd back, ...)
+                gang["depends"] = g.depends[owner]
+            gang.update(extra)
+            entry = g.entries[key] = jsonfmt.formatted(gang, GANG_INDENT)
         gangs[owner] = entry
     doc = {"deployment": plan.deployment, "host": hp.host.name, "address": hp.host.address,
            "agent_port": plan.agent_port, "restart_max": plan.restart_max, "restart_window": plan.restart_window,
@@ -304,10 +327,11 @@ def metrics_endpoint(plan: Plan, hp: HostPlan) -> dict | None:
 def render_host(hp: HostPlan, plan: Plan, gangs: Gangs) -> dict[str, File]:
     """All files of one host's generation, by relative path, sorted."""
     files = {f.path: f for f in hp.files}
-    files["gang.json"] = File("gang.json", gang_doc(plan, hp, gangs))
+    groups = by_owner(hp.programs)  # once per host: gang.json, the launch files and supervisord.conf
+    files["gang.json"] = File("gang.json", gang_doc(plan, hp, gangs, groups))
     env_files: dict[str, bytes] = {}
     hashes: dict[str, str] = {}
-    for owner, everything in by_owner(hp.programs).items():
+    for owner, everything in groups.items():
         programs = [p for p in everything if p.kind != containers.BOX]  # the container's own is HOLD
         split = split_env(programs)
         env_files[owner] = env_file(programs, split)
@@ -324,7 +348,7 @@ def render_host(hp: HostPlan, plan: Plan, gangs: Gangs) -> dict[str, File]:
             files[f"bin/{owner}.sh"] = File(f"bin/{owner}.sh", script, 0o755)
         hashes[owner] = owner_hash(env_files[owner], script, (files[p] for p in owner_inputs(split, files)))
     files["manifest.json"] = File("manifest.json", manifest(hp, hashes, plan.deployment))
-    files["supervisord.conf"] = File("supervisord.conf", supervisor_conf(hp, hashes))
+    files["supervisord.conf"] = File("supervisord.conf", supervisor_conf(hp, hashes, groups))
     return dict(sorted(files.items()))
 
 

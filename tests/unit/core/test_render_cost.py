@@ -16,7 +16,8 @@ import pytest
 
 from launcher.core.expand import _Expander
 from launcher.core.load import build_topology
-from launcher.core.render import render, sh_quote
+from launcher.core import render as render_mod
+from launcher.core.render import render
 from launcher.core.yamlsrc import load_yaml
 
 
@@ -51,12 +52,15 @@ def _calls(fn: Callable[[], Any]) -> tuple[Any, int]:
 def _per_rank(hosts: int) -> dict[str, float]:
     text = _topology(hosts)
     ranks = hosts * 8
-    sh_quote.cache_clear()  # a warm quoting cache from another test would hide the quoting's cost
+    for cache in (render_mod.sh_quote, render_mod._export, render_mod._slot_export):
+        cache.cache_clear()  # a warm quoting cache from another test would hide the quoting's cost
     src, parse = _calls(lambda: load_yaml(text, "scale.yaml"))
     topo = build_topology(src)
     plan, expand = _calls(lambda: _Expander(topo).run())
     _, rendered = _calls(lambda: render(plan))
-    return {"parse": parse / ranks, "expand": expand / ranks, "render": rendered / ranks}
+    costs = {"parse": parse / ranks, "expand": expand / ranks, "render": rendered / ranks}
+    print(hosts, costs)
+    return costs
 
 
 @pytest.fixture(scope="module")
