@@ -15,7 +15,7 @@ from .gcpause import paused
 from . import a3_ips, containers, framework_env, jsonfmt, stack_versions
 from .service_argv import dscli_argv, etcd_argv, etcd_probe
 from .graph import dependency_edges, start_levels
-from .model import (DEFAULT_RENDEZVOUS_PORT, DatasystemSpec, EtcdSpec, GenericSpec, Host,
+from .model import (DEFAULT_RENDEZVOUS_PORT, DatasystemSpec, EtcdSpec, Env, GenericSpec, Host,
                     Instance, Limits, Probe, Service, Topology)
 from .placeholders import fill
 from .placement import rank_placement, service_ports
@@ -250,21 +250,23 @@ class _Expander:
                     "LAUNCHER_HOST_ADDRESS": self.hosts[hname].address,
                     "LAUNCHER_SERVER_ID": self.hosts[hname].server_id}
             head = {**common, **ident}  # what every rank of the host has before its own
+            apart = RANK_NAMES.isdisjoint(head) and RANK_NAMES.isdisjoint(tags) and head.keys().isdisjoint(tags)
+            head_pairs, tag_pairs = tuple(head.items()), tuple(tags.items())
             if inst.processes == "per_host":
-                env = {**head, **tags}
                 self.programs[hname].append(self._program(
-                    f"{inst.name}-h{index}", hname, inst, argv, env, None, tuple(r.device_id for r in on_host)))
+                    f"{inst.name}-h{index}", hname, inst, argv, _env(head_pairs, (), tag_pairs, apart), None,
+                    tuple(r.device_id for r in on_host)))
                 continue
             for r in on_host:
-                per_rank = {"RANK": str(r.rank), "LOCAL_RANK": str(r.local_rank), "RANK_ID": str(r.rank),
-                            "DEVICE_ID": str(r.device_id), "LAUNCHER_DEVICE_IP": r.device_ip}
+                rank = str(r.rank)
+                own: Env = (("RANK", rank), ("LOCAL_RANK", str(r.local_rank)), ("RANK_ID", rank),
+                            ("DEVICE_ID", str(r.device_id)), ("LAUNCHER_DEVICE_IP", r.device_ip))
                 dd = self.datadist_file.get((inst.name, r.rank))
                 if dd:
-                    per_rank["LAUNCHER_DATADIST_FILE"] = self.abs_path(hname, dd[0])
-                    per_rank["LAUNCHER_DATADIST_CLUSTER_ID"] = str(dd[1])
-                env = {**head, **per_rank, **tags}
-                self.programs[hname].append(self._program(f"{inst.name}-r{r.rank}", hname, inst, argv, env, r,
-                                                          (r.device_id,)))
+                    own += (("LAUNCHER_DATADIST_FILE", self.abs_path(hname, dd[0])),
+                            ("LAUNCHER_DATADIST_CLUSTER_ID", str(dd[1])))
+                self.programs[hname].append(self._program(f"{inst.name}-r{r.rank}", hname, inst, argv,
+                                                          _env(head_pairs, own, tag_pairs, apart), r, (r.device_id,)))
 
     def datasystem_env(self, inst: Instance, hname: str) -> dict[str, str]:
         """How the ranks reach this host's datasystem worker (stack_versions.yuanrong_client)."""
@@ -294,10 +296,10 @@ class _Expander:
         return {"host.name": hname, "host.address": host.address, "host.server_id": host.server_id,
                 "host.index": index, "host.nic": host.nic or ""}  # validated: known where it is used
 
-    def _program(self, name: str, hname: str, inst: Instance, argv: tuple[str, ...], env: dict[str, str],
+    def _program(self, name: str, hname: str, inst: Instance, argv: tuple[str, ...], env: Env,
                  r: RankInfo | None, devices: tuple[int, ...]) -> Program:
         return Program(name=name, host=hname, owner=inst.name, kind="rank", argv=argv, cwd=inst.cwd,
-                       env=tuple(env.items()), limits=inst.limits, numa_via_numactl=True,
+                       env=env, limits=inst.limits, numa_via_numactl=True,
                        probe=inst.probe,
                        rank=None if r is None else r.rank, local_rank=None if r is None else r.local_rank,
                        devices=devices, container=inst.container)
@@ -357,6 +359,19 @@ class _Expander:
                     tuple(self.links), FrozenMap((k, v) for k, v in edges.items() if v),
                     FrozenMap((i.name, i.restart_with) for i in self.t.instances if i.restart_with),
                     metrics_port=self.t.metrics_port, metrics_listen=self.t.metrics_listen)
+
+
+# what a rank's env has of its own (instance_programs)
+RANK_NAMES = frozenset({"RANK", "LOCAL_RANK", "RANK_ID", "DEVICE_ID", "LAUNCHER_DEVICE_IP",
+                        "LAUNCHER_DATADIST_FILE", "LAUNCHER_DATADIST_CLUSTER_ID"})
+
+
+def _env(head: Env, own: Env, tail: Env, apart: bool) -> Env:
+    """``{**head, **own, **tail}`` as pairs. ``apart``: no name is in two of them (the usual case):
+    then the pairs a host's ranks share are the same tuple objects in each env, made once per host."""
+    if apart:
+        return head + own + tail
+    return tuple({**dict(head), **dict(own), **dict(tail)}.items())
 
 
 def host_root(deployment: str, host: Host) -> str:

@@ -34,7 +34,11 @@ _encode = _c_encoder() or _encoder.encode
 
 
 def _dumps(value: Any) -> str:
-    return _string(value) if type(value) is str else _encode(value)
+    if type(value) is str:
+        return _string(value)
+    if type(value) is int:  # what the C encoder writes for an int, without making its chunk list
+        return int.__repr__(value)
+    return "null" if value is None else _encode(value)
 
 
 class Formatted(str):
@@ -68,9 +72,11 @@ def _fmt(value: Any, indent: int) -> str:
     else:
         parts = [_fmt(v, indent + 2) for v in value]
         opening, closing = "[", "]"
-    flat = opening + ", ".join(parts) + closing
-    if indent + len(flat) <= WIDTH and "\n" not in flat:
-        return flat
+    # the one-line form only when it can fit: not joined just to be measured (a gang.json's entries)
+    if indent + 2 * len(parts) + sum(map(len, parts)) <= WIDTH:
+        flat = opening + ", ".join(parts) + closing
+        if "\n" not in flat:
+            return flat
     return opening + "\n" + ",\n".join(pad + part for part in parts) + "\n" + " " * indent + closing
 
 
