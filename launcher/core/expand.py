@@ -257,16 +257,17 @@ class _Expander:
                     f"{inst.name}-h{index}", hname, inst, argv, _env(head_pairs, (), tag_pairs, apart), None,
                     tuple(r.device_id for r in on_host)))
                 continue
+            programs = self.programs[hname]
             for r in on_host:
                 rank = str(r.rank)
                 own: Env = (("RANK", rank), ("LOCAL_RANK", str(r.local_rank)), ("RANK_ID", rank),
                             ("DEVICE_ID", str(r.device_id)), ("LAUNCHER_DEVICE_IP", r.device_ip))
-                dd = self.datadist_file.get((inst.name, r.rank))
+                dd = self.datadist_file.get((inst.name, r.rank)) if self.datadist_file else None
                 if dd:
                     own += (("LAUNCHER_DATADIST_FILE", self.abs_path(hname, dd[0])),
                             ("LAUNCHER_DATADIST_CLUSTER_ID", str(dd[1])))
-                self.programs[hname].append(self._program(f"{inst.name}-r{r.rank}", hname, inst, argv,
-                                                          _env(head_pairs, own, tag_pairs, apart), r, (r.device_id,)))
+                programs.append(self._program(f"{inst.name}-r{rank}", hname, inst, argv,
+                                              _env(head_pairs, own, tag_pairs, apart), r, (r.device_id,)))
 
     def datasystem_env(self, inst: Instance, hname: str) -> dict[str, str]:
         """How the ranks reach this host's datasystem worker (stack_versions.yuanrong_client)."""

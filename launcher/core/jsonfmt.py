@@ -15,7 +15,7 @@ _encoder = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": "))
 _string: Callable[[str], str] = json.encoder.encode_basestring
 
 
-def _c_encoder() -> Callable[[Any], str] | None:
+def _c_encoder() -> Callable[[Any, int], Any] | None:
     """The C encoder made once: JSONEncoder.encode makes a new one per call, which costs more
     than encoding a small dict (16k ranks' tables and docs are ~100k small containers)."""
     make = getattr(json.encoder, "c_make_encoder", None)
@@ -27,10 +27,11 @@ def _c_encoder() -> Callable[[Any], str] | None:
             return None
     except TypeError:  # another Python's signature
         return None
-    return lambda value: "".join(enc(value, 0))
+    return enc
 
 
-_encode = _c_encoder() or _encoder.encode
+# value, 0 -> the chunks of its one-line JSON ("".join them); called as is, not through a wrapper
+_chunks = _c_encoder() or (lambda value, _level: (_encoder.encode(value),))
 
 
 def _dumps(value: Any) -> str:
@@ -38,7 +39,7 @@ def _dumps(value: Any) -> str:
         return _string(value)
     if type(value) is int:  # what the C encoder writes for an int, without making its chunk list
         return int.__repr__(value)
-    return "null" if value is None else _encode(value)
+    return "null" if value is None else "".join(_chunks(value, 0))
 
 
 class Formatted(str):
@@ -62,7 +63,7 @@ def _fmt(value: Any, indent: int) -> str:
         if isinstance(v, _CONTAINERS):
             break
     else:
-        flat = _encode(value)
+        flat = "".join(_chunks(value, 0))
         if indent + len(flat) <= WIDTH:
             return flat
     pad = " " * (indent + 2)
