@@ -90,6 +90,9 @@ def restart_with_doc(plan: Plan, hp: HostPlan, owner: str, members: dict[str, li
       it, waits for these, then tells the followers' leaders.
     - `restart_with`: for a follower, the agents that lead what it restarts with, to ask whether
       that is restarting (its crash restart waits for that restart, and follows its run)."""
+    if not plan.restart_with:  # the usual plan, asked for every gang of every host
+        return {}
+
     def leaders(name: str) -> list[dict[str, str]]:
         hosts = members[name][:1] if plan.instance(name) is not None else members[name]  # a service: each host
         return [{"host": h, "address": addresses[h]} for h in hosts]
