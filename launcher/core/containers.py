@@ -176,13 +176,15 @@ def box_program(inst: Instance, host: Host, ranks: Sequence[Program]) -> Program
 
 def with_boxes(t: Topology, programs: Sequence[Program], host: Host) -> tuple[Program, ...]:
     """A host's programs with each containerized instance's container program before its ranks."""
-    boxed = {i.name: i for i in t.instances if i.container is not None}
     out: list[Program] = []
     seen: set[str] = set()
     for p in programs:
-        if p.kind == "rank" and p.owner in boxed and p.owner not in seen:
+        # a rank carries its instance's container (expand): no walk over every instance per host
+        if p.kind == "rank" and p.container is not None and p.owner not in seen:
             seen.add(p.owner)
-            out.append(box_program(boxed[p.owner], host, [q for q in programs if q.owner == p.owner]))
+            inst = t.instance(p.owner)
+            assert inst is not None, p.owner
+            out.append(box_program(inst, host, [q for q in programs if q.owner == p.owner]))
         out.append(p)
     return tuple(out)
 

@@ -58,12 +58,14 @@ def check(t: Topology) -> list[tuple[Path, str]]:
             out.append((where or ("instances", i), f"instance {inst.name}: {VISIBLE}={value!r} is not a list of "
                         "distinct NPU ids (0,1,...) [rule: visible-devices-format]"))
             continue
-        placed = rank_placement(t, inst)
+        placed: dict[str, list[int]] = {}  # host -> its devices, once: not a walk of the world per host
+        for h, d in rank_placement(t, inst):
+            placed.setdefault(h, []).append(d)
         for hname in inst.hosts:
             if hname not in hosts:
                 continue
             k, host = hosts[hname]
-            used = sorted(d for h, d in placed if h == hname)
+            used = sorted(placed.get(hname, ()))
             problem = _host(t, i, k, inst, host, used, listed, where)
             if problem:
                 out.append(problem)

@@ -15,10 +15,11 @@ from .gcpause import paused
 from . import a3_ips, containers, framework_env, jsonfmt, stack_versions
 from .service_argv import dscli_argv, etcd_argv, etcd_probe
 from .graph import dependency_edges, start_levels
-from .model import (DEFAULT_RENDEZVOUS_PORT, DatasystemSpec, EtcdSpec, GenericSpec, Host,
+from .model import (DEFAULT_RENDEZVOUS_PORT, DatasystemSpec, EtcdSpec, Env, GenericSpec, Host,
                     Instance, Limits, Probe, Service, Topology)
 from .placeholders import fill
 from .placement import rank_placement, service_ports
+from .probes import probe_on
 from .plan import File, FrozenMap, HostPlan, InstancePlan, JsonDoc, LinkMember, Plan, Program, RankInfo
 from .ranktable import RankSlot, hccl_v1, pd_global, pd_host_entry, pd_local
 from .ranktable_v12 import hccl_v12, host_ip, pd_global_v12, pd_local_v12
@@ -30,13 +31,8 @@ CONFIG_MODE = 0o640
 S = TypeVar("S", EtcdSpec, DatasystemSpec, GenericSpec)
 
 
-def probe_on(probe: Probe | None, first_host: bool) -> Probe | None:
-    """An owner's probe as a program on one of its hosts has it: `on: first_host` probes the first
-    host only (the others run workers that serve nothing, e.g. Ray workers beside a head and driver)."""
-    return probe if probe is None or probe.on == "every_host" or first_host else None
-
-
 class _Expander:
+    @paused  # placement allocates per rank too (see gcpause)
     def __init__(self, topo: Topology):
         self.t = topo
         self.hosts = {h.name: h for h in topo.hosts}
@@ -224,8 +220,11 @@ class _Expander:
         ranks = self.placement[inst.name]
         world = len(ranks)
         master = self.hosts[inst.hosts[0]].address
+        by_host: dict[str, list[RankInfo]] = defaultdict(list)  # once: not a walk of the world per host
+        for r in ranks:
+            by_host[r.host].append(r)
         for index, hname in enumerate(inst.hosts):
-            on_host = [r for r in ranks if r.host == hname]
+            on_host = by_host[hname]
             table = self.abs_path(hname, self.ranktable_path[inst.name])
             values = {**self.host_values(hname, index), "host.devices": ",".join(str(r.device_id) for r in on_host),
                       "instance.name": inst.name, "instance.hosts": ",".join(self.hosts[h].address for h in inst.hosts),
@@ -251,21 +250,25 @@ class _Expander:
                     "LAUNCHER_ROLE": inst.role, "LAUNCHER_HOST": hname,
                     "LAUNCHER_HOST_ADDRESS": self.hosts[hname].address,
                     "LAUNCHER_SERVER_ID": self.hosts[hname].server_id}
+            head = {**common, **ident}  # what every rank of the host has before its own
+            apart = RANK_NAMES.isdisjoint(head) and RANK_NAMES.isdisjoint(tags) and head.keys().isdisjoint(tags)
+            head_pairs, tag_pairs = tuple(head.items()), tuple(tags.items())
             if inst.processes == "per_host":
-                env = {**common, **ident, **tags}
                 self.programs[hname].append(self._program(
-                    f"{inst.name}-h{index}", hname, inst, argv, env, None, tuple(r.device_id for r in on_host)))
+                    f"{inst.name}-h{index}", hname, inst, argv, _env(head_pairs, (), tag_pairs, apart), None,
+                    tuple(r.device_id for r in on_host)))
                 continue
+            programs = self.programs[hname]
             for r in on_host:
-                per_rank = {"RANK": str(r.rank), "LOCAL_RANK": str(r.local_rank), "RANK_ID": str(r.rank),
-                            "DEVICE_ID": str(r.device_id), "LAUNCHER_DEVICE_IP": r.device_ip}
-                dd = self.datadist_file.get((inst.name, r.rank))
+                rank = str(r.rank)
+                own: Env = (("RANK", rank), ("LOCAL_RANK", str(r.local_rank)), ("RANK_ID", rank),
+                            ("DEVICE_ID", str(r.device_id)), ("LAUNCHER_DEVICE_IP", r.device_ip))
+                dd = self.datadist_file.get((inst.name, r.rank)) if self.datadist_file else None
                 if dd:
-                    per_rank["LAUNCHER_DATADIST_FILE"] = self.abs_path(hname, dd[0])
-                    per_rank["LAUNCHER_DATADIST_CLUSTER_ID"] = str(dd[1])
-                env = {**common, **ident, **per_rank, **tags}
-                self.programs[hname].append(self._program(f"{inst.name}-r{r.rank}", hname, inst, argv, env, r,
-                                                          (r.device_id,)))
+                    own += (("LAUNCHER_DATADIST_FILE", self.abs_path(hname, dd[0])),
+                            ("LAUNCHER_DATADIST_CLUSTER_ID", str(dd[1])))
+                programs.append(self._program(f"{inst.name}-r{rank}", hname, inst, argv,
+                                              _env(head_pairs, own, tag_pairs, apart), r, (r.device_id,)))
 
     def datasystem_env(self, inst: Instance, hname: str) -> dict[str, str]:
         """How the ranks reach this host's datasystem worker (stack_versions.yuanrong_client)."""
@@ -295,10 +298,10 @@ class _Expander:
         return {"host.name": hname, "host.address": host.address, "host.server_id": host.server_id,
                 "host.index": index, "host.nic": host.nic or ""}  # validated: known where it is used
 
-    def _program(self, name: str, hname: str, inst: Instance, argv: tuple[str, ...], env: dict[str, str],
+    def _program(self, name: str, hname: str, inst: Instance, argv: tuple[str, ...], env: Env,
                  r: RankInfo | None, devices: tuple[int, ...]) -> Program:
         return Program(name=name, host=hname, owner=inst.name, kind="rank", argv=argv, cwd=inst.cwd,
-                       env=tuple(env.items()), limits=inst.limits, numa_via_numactl=True,
+                       env=env, limits=inst.limits, numa_via_numactl=True,
                        probe=probe_on(inst.probe, hname == inst.hosts[0]),
                        rank=None if r is None else r.rank, local_rank=None if r is None else r.local_rank,
                        devices=devices, container=inst.container)
@@ -359,6 +362,19 @@ class _Expander:
                     tuple(self.links), FrozenMap((k, v) for k, v in edges.items() if v),
                     FrozenMap((i.name, i.restart_with) for i in self.t.instances if i.restart_with),
                     metrics_port=self.t.metrics_port, metrics_listen=self.t.metrics_listen)
+
+
+# what a rank's env has of its own (instance_programs)
+RANK_NAMES = frozenset({"RANK", "LOCAL_RANK", "RANK_ID", "DEVICE_ID", "LAUNCHER_DEVICE_IP",
+                        "LAUNCHER_DATADIST_FILE", "LAUNCHER_DATADIST_CLUSTER_ID"})
+
+
+def _env(head: Env, own: Env, tail: Env, apart: bool) -> Env:
+    """``{**head, **own, **tail}`` as pairs. ``apart``: no name is in two of them (the usual case):
+    then the pairs a host's ranks share are the same tuple objects in each env, made once per host."""
+    if apart:
+        return head + own + tail
+    return tuple({**dict(head), **dict(own), **dict(tail)}.items())
 
 
 def host_root(deployment: str, host: Host) -> str:

@@ -15,7 +15,7 @@ _encoder = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": "))
 _string: Callable[[str], str] = json.encoder.encode_basestring
 
 
-def _c_encoder() -> Callable[[Any], str] | None:
+def _c_encoder() -> Callable[[Any, int], Any] | None:
     """The C encoder made once: JSONEncoder.encode makes a new one per call, which costs more
     than encoding a small dict (16k ranks' tables and docs are ~100k small containers)."""
     make = getattr(json.encoder, "c_make_encoder", None)
@@ -27,14 +27,19 @@ def _c_encoder() -> Callable[[Any], str] | None:
             return None
     except TypeError:  # another Python's signature
         return None
-    return lambda value: "".join(enc(value, 0))
+    return enc
 
 
-_encode = _c_encoder() or _encoder.encode
+# value, 0 -> the chunks of its one-line JSON ("".join them); called as is, not through a wrapper
+_chunks = _c_encoder() or (lambda value, _level: (_encoder.encode(value),))
 
 
 def _dumps(value: Any) -> str:
-    return _string(value) if type(value) is str else _encode(value)
+    if type(value) is str:
+        return _string(value)
+    if type(value) is int:  # what the C encoder writes for an int, without making its chunk list
+        return int.__repr__(value)
+    return "null" if value is None else "".join(_chunks(value, 0))
 
 
 class Formatted(str):
@@ -58,7 +63,7 @@ def _fmt(value: Any, indent: int) -> str:
         if isinstance(v, _CONTAINERS):
             break
     else:
-        flat = _encode(value)
+        flat = "".join(_chunks(value, 0))
         if indent + len(flat) <= WIDTH:
             return flat
     pad = " " * (indent + 2)
@@ -68,9 +73,11 @@ def _fmt(value: Any, indent: int) -> str:
     else:
         parts = [_fmt(v, indent + 2) for v in value]
         opening, closing = "[", "]"
-    flat = opening + ", ".join(parts) + closing
-    if indent + len(flat) <= WIDTH and "\n" not in flat:
-        return flat
+    # the one-line form only when it can fit: not joined just to be measured (a gang.json's entries)
+    if indent + 2 * len(parts) + sum(map(len, parts)) <= WIDTH:
+        flat = opening + ", ".join(parts) + closing
+        if "\n" not in flat:
+            return flat
     return opening + "\n" + ",\n".join(pad + part for part in parts) + "\n" + " " * indent + closing
 
 

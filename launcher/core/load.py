@@ -118,6 +118,9 @@ def _host(h: Mapping[str, Any], defaults: Mapping[str, Any], facts: DeviceFacts,
         pod = pod_facts.get(h["name"])
     for id_text, ip in h.get("devices", {}).items():
         device_id = int(id_text)
+        if isinstance(ip, str) and ip != DISCOVER:  # the usual `N: <ip>`: nothing to look up
+            devices.append(Device(device_id, ip))
+            continue
         sdid: Any = ip.get("super_device_id") if isinstance(ip, dict) else None
         nic_ip: Any = ip.get("nic_ip") if isinstance(ip, dict) else None
         nic_ip_discover = nic_ip == DISCOVER

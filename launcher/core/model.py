@@ -66,7 +66,10 @@ class Host:
         return self.super_pod_id is not None or self.pod_discover
 
     def device(self, device_id: int) -> Device | None:
-        return next((d for d in self.devices if d.id == device_id), None)
+        for d in self.devices:  # a loop, not next(genexpr): 16k ranks look their die up
+            if d.id == device_id:
+                return d
+        return None
 
 
 @dataclass(frozen=True, slots=True)

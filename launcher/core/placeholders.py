@@ -154,8 +154,25 @@ def fields(data: Mapping) -> list[tuple[Path, str, Mapping[str, str]]]:
     return out
 
 
+def _any_open(data: object) -> bool:
+    """Whether any string of the document holds `{{` (joined with NUL, no two strings make one)."""
+    strings: list[str] = []
+    stack = [data]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, str):
+            strings.append(node)
+        elif isinstance(node, dict):
+            stack += node.values()
+        elif isinstance(node, list):
+            stack += node
+    return _OPEN in "\0".join(strings)
+
+
 def misplaced(data: object, filled: set[Path], path: Path = ()) -> list[Path]:
     """Strings holding `{{` where nothing fills placeholders (e.g. cwd, a probe): a mistake to say."""
+    if not path and not _any_open(data):
+        return []  # the usual case, said without a path made for each of the document's nodes
     if isinstance(data, str):
         return [path] if _OPEN in data and path not in filled else []
     items = enumerate(data) if isinstance(data, list) else data.items() if isinstance(data, dict) else ()

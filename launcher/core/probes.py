@@ -28,6 +28,12 @@ class ProbeSpec:
                 "kind": self.kind, "target": target}
 
 
+def probe_on(probe: Probe | None, first_host: bool) -> Probe | None:
+    """An owner's probe as its program on one of its hosts has it: `on: first_host` probes the first
+    host only (the others run workers that serve nothing, e.g. Ray workers beside a head and driver)."""
+    return probe if probe is None or probe.on == "every_host" or first_host else None
+
+
 def probe_specs(plan: Plan, instance: str, host: str) -> list[ProbeSpec]:
     """The instance's probe as run on one of its hosts (':PORT/path' means that host's address)."""
     return specs_on(next(h for h in plan.hosts if h.host.name == host), instance, plan.deployment)
@@ -89,6 +95,9 @@ def restart_with_doc(plan: Plan, hp: HostPlan, owner: str, members: dict[str, li
       it, waits for these, then tells the followers' leaders.
     - `restart_with`: for a follower, the agents that lead what it restarts with, to ask whether
       that is restarting (its crash restart waits for that restart, and follows its run)."""
+    if not plan.restart_with:  # the usual plan, asked for every gang of every host
+        return {}
+
     def leaders(name: str) -> list[dict[str, str]]:
         hosts = members[name][:1] if plan.instance(name) is not None else members[name]  # a service: each host
         return [{"host": h, "address": addresses[h]} for h in hosts]
