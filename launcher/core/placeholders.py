@@ -14,6 +14,8 @@ import re
 from dataclasses import dataclass
 from typing import Mapping
 
+from .strings import flat_strings
+
 # name -> what it is (docs/TOPOLOGY.md lists the same)
 HOST_NAMES = {
     "host.name": "the host's name in the topology",
@@ -155,18 +157,9 @@ def fields(data: Mapping) -> list[tuple[Path, str, Mapping[str, str]]]:
 
 
 def _any_open(data: object) -> bool:
-    """Whether any string of the document holds `{{` (joined with NUL, no two strings make one)."""
-    strings: list[str] = []
-    stack = [data]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, str):
-            strings.append(node)
-        elif isinstance(node, dict):
-            stack += node.values()
-        elif isinstance(node, list):
-            stack += node
-    return _OPEN in "\0".join(strings)
+    """Whether any string of the document (or a key: only a false alarm, which the walk with paths
+    clears) holds `{{`, joined with NUL so that no two strings make one."""
+    return _OPEN in "\0".join(flat_strings(data)[0])
 
 
 def misplaced(data: object, filled: set[Path], path: Path = ()) -> list[Path]:

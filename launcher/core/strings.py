@@ -91,12 +91,12 @@ def _walk(node: Any, path: Path) -> Iterator[tuple[Path, Any, bool]]:
             yield at, value, False
 
 
-def _suspect(data: Any) -> bool:
-    """Whether some key or string of the document has a character a place may refuse, or a number
-    is not finite: only then do the places matter. One regex search over all of them at once, and
-    no path made per node (a 2048-host topology has ~46k nodes; the walk building their paths
-    cost a third of the compile's schema+model stage)."""
+def flat_strings(data: Any) -> tuple[list[str], bool]:
+    """Every string of a document, its keys (as str) included, in no particular order, and whether
+    some number in it is not finite: one walk without a path made per node, for checks that look
+    at all strings at once and walk with paths only when that finds something."""
     strings: list[str] = []
+    infinite = False
     stack = [data]
     while stack:
         node = stack.pop()
@@ -104,13 +104,23 @@ def _suspect(data: Any) -> bool:
             strings.append(node)
         elif isinstance(node, dict):
             strings += map(str, node)  # a key that is not a string is not checked: str() of it may
-            # only make a false alarm, which the walk below then clears
+            # only make a false alarm, which the walk with paths then clears
             stack += node.values()
         elif isinstance(node, list):
             stack += node
         elif isinstance(node, float) and not math.isfinite(node):
-            return True
-    return _UNSAFE.search("".join(strings)) is not None  # one character class: joining adds no match
+            infinite = True
+    return strings, infinite
+
+
+def _suspect(data: Any) -> bool:
+    """Whether some key or string of the document has a character a place may refuse, or a number
+    is not finite: only then do the places matter. One regex search over all of them at once, and
+    no path made per node (a 2048-host topology has ~46k nodes; the walk building their paths
+    cost a third of the compile's schema+model stage)."""
+    strings, infinite = flat_strings(data)
+    # one character class: joining the strings adds no match
+    return infinite or _UNSAFE.search("".join(strings)) is not None
 
 
 def check_strings(src: Source) -> list[Diagnostic]:
