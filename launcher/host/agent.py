@@ -16,12 +16,14 @@ start / stop and by the agent), gang.json (the leader's record per gang).
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import threading
 import time
 
 from .messages import Verifier, send_signed
-from .members import DEAD, Unreachable, forget_reporting, log, report_to_leader
+from .listener import listen
+from .members import DEAD, Unreachable, forget_reporting, log, log_to_file, report_to_leader
 from .followers import follow, gang_state
 from .gangstart import start_gangs
 from .leftovers import stop_logged
@@ -237,6 +239,11 @@ class Agent:
     def run(self) -> None:
         """supervisord event listener: woken by process state changes (and a 60 s tick as a
         safety net), so an idle host costs nothing and a dead rank is seen at once."""
+        log_file = os.path.join(self.root, "logs", "launcher-agent.log")
+        log_to_file(log_file)  # once supervisord's pipe for the log breaks
+        # no terminal to hang up: a SIGHUP comes only when supervisord dies while the agent is stopped
+        # (its orphaned process group gets SIGHUP + SIGCONT), and the agent is what must then recover
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
         threading.Thread(target=self.serve, daemon=True).start()
         threading.Thread(target=serve_metrics, args=(self,), daemon=True).start()
         write_json(state_path(self.root, "agent-busy"), 0)  # what a previous agent was doing died with it
@@ -244,35 +251,40 @@ class Agent:
         log(f"watching {self.root}")
         forget_reporting(self.root)
         resume_intents(self)  # the waits and restarts the previous agent left: go on with them
-        stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
-        while True:
-            stdout.write(b"READY\n")
-            stdout.flush()
-            header = stdin.readline()
-            if not header:  # supervisord went away: if it died, bring it back (and stop what it left)
-                try:  # its pipe to our log went with it: write the log file ourselves
-                    sys.stderr = open(os.path.join(self.root, "logs", "launcher-agent.log"), "a", encoding="utf-8")
-                    if (done := recover_supervisord(self.root)) is not None:
-                        log(done)
-                except Exception as exc:
-                    log(f"supervisord is gone and could not be started again: {exc}")
-                # now, whatever threads are at (a wait, a restart: its intent is on disk for the next
-                # agent): a lingering one would hold the agent port from the agent the new supervisord starts
-                sys.stderr.flush()
-                os._exit(0)
-            fields = dict(tok.split(b":", 1) for tok in header.split() if b":" in tok)
-            payload = stdin.read(int(fields.get(b"len", b"0")))
-            if fields.get(b"eventname") == b"REMOTE_COMMUNICATION":  # a host action's wake (restore)
-                what = payload.partition(b"\n")[2].decode("utf-8", "replace")  # the event's data ...
-                if what[:2] == "b'" and what[-1:] == "'":  # ... which supervisor 4 on Python 3 sends as b'...'
-                    what = what[2:-1]
-                log(f"woken to look now: {what}")
-            try:
-                self.poll_and_snapshot()
-            except Exception as exc:  # a bad poll must not end supervision
-                log(f"poll failed: {exc}")
-            stdout.write(b"RESULT 2\nOK")
-            stdout.flush()
+        how = listen(sys.stdin.buffer, sys.stdout.buffer, self.on_event)
+        # supervisord went away: if it died, bring it back (and stop what it left). Its pipes first:
+        # what is left unwritten in them would fail every flush (the fork that starts supervisord)
+        detach(log_file)
+        try:
+            log(f"supervisord went away ({how}); {recover_supervisord(self.root)}")
+        except Exception as exc:
+            log(f"supervisord went away ({how}) and could not be started again: {exc}")
+        # now, whatever threads are at (a wait, a restart: its intent is on disk for the next
+        # agent): a lingering one would hold the agent port from the agent the new supervisord starts
+        sys.stderr.flush()
+        os._exit(0)
+
+    def on_event(self, fields: dict[bytes, bytes], payload: bytes) -> None:
+        if fields.get(b"eventname") == b"REMOTE_COMMUNICATION":  # a host action's wake (restore)
+            what = payload.partition(b"\n")[2].decode("utf-8", "replace")  # the event's data ...
+            if what[:2] == "b'" and what[-1:] == "'":  # ... which supervisor 4 on Python 3 sends as b'...'
+                what = what[2:-1]
+            log(f"woken to look now: {what}")
+        try:
+            self.poll_and_snapshot()
+        except Exception as exc:  # a bad poll must not end supervision
+            log(f"poll failed: {exc}")
+
+
+def detach(log_file: str) -> None:
+    """stdout (the event protocol) to /dev/null and stderr to the log file, as fds (what this
+    process starts inherits them) and as sys.stdout / sys.stderr (dropping what they buffered)."""
+    for fd, path, flags in ((1, os.devnull, os.O_WRONLY), (2, log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT)):
+        new = os.open(path, flags, 0o644)
+        os.dup2(new, fd)
+        os.close(new)
+    sys.stdout = open(1, "w", encoding="utf-8", closefd=False)
+    sys.stderr = open(2, "w", encoding="utf-8", closefd=False)
 
 
 def main(argv: list[str] | None = None) -> int:

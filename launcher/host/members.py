@@ -36,11 +36,25 @@ class Unreachable(Exception):
         self.hosts = hosts
 
 
+_LOG_FILE: list[str] = []  # where the agent's log goes once supervisord's pipe for it breaks
+
+
+def log_to_file(path: str) -> None:
+    """Where `log` writes when its stderr (a pipe to supervisord, which writes the log file) breaks."""
+    _LOG_FILE[:] = [path]
+
+
 def log(msg: str) -> None:
     # the agent's log (stdout is supervisord's event protocol; the log is stderr)
     now = time.time()  # milliseconds: a gang restart's steps are tenths of a second apart
-    print(f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.localtime(now))}.{int(now % 1 * 1000):03d} agent: {msg}",
-          file=sys.stderr, flush=True)
+    line = f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.localtime(now))}.{int(now % 1 * 1000):03d} agent: {msg}"
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except OSError:  # supervisord died (EPIPE): the log must not take the agent, or its recovery, with it
+        if not _LOG_FILE:
+            raise
+        sys.stderr = open(_LOG_FILE[0], "a", encoding="utf-8")
+        print(line, file=sys.stderr, flush=True)
 
 
 def _wait(agent: AgentApi, group: str, on: list[str], reason: str, since: float, **more: object) -> None:

@@ -239,19 +239,22 @@ def _wait_gone(pid: int, timeout: float) -> None:
         time.sleep(0.05)
 
 
-def recover(root: str) -> str | None:
-    """Called by the agent when its supervisord went away (its event stdin hit EOF): if that was
-    a death (kill -9, the OOM killer) and not a deliberate shutdown, stop what it left running and
-    start it again; what is recorded as wanted (state/desired.json) then shows up as not
-    running to the new agent, which has those gangs restarted as a whole, within their budget.
-    Where systemd runs supervisord, its unit does this (KillMode, Restart=); None: nothing done."""
+def recover(root: str) -> str:
+    """Called by the agent when its supervisord went away (EOF or EPIPE on its event pipes): if
+    that was a death (kill -9, the OOM killer) and not a deliberate shutdown, stop what it left
+    running and start it again; what is recorded as wanted (state/desired.json) then shows up as
+    not running to the new agent, which has those gangs restarted as a whole, within their budget.
+    Where systemd runs supervisord, its unit does this (KillMode, Restart=). Says what it did."""
     from .state import desired, read_json, state_path
+    if systemd_usable():
+        return "systemd's unit starts it again"
+    if not os.path.lexists(os.path.join(root, "current")):
+        return "nothing is deployed here: not started again"
     # a gang its agent was restarting is stopped (not desired) here, but wanted: its intent says so
     gangs = read_json(state_path(root, "gang.json"), {})
     restarting = any(isinstance(st, dict) and st.get("intent") for st in gangs.values())
-    if systemd_usable() or not (any(desired(root).values()) or restarting) \
-            or not os.path.lexists(os.path.join(root, "current")):
-        return None  # systemd's job, or `down` (it clears desired.json and intents first), or nothing deployed
+    if not (any(desired(root).values()) or restarting):  # `down` clears desired.json and intents first
+        return "nothing here is wanted running: not started again"
     try:
         with open(os.path.join(root, "run", "supervisord.pid"), encoding="ascii") as fh:
             pid = int(fh.read().strip())
@@ -259,8 +262,8 @@ def recover(root: str) -> str | None:
         pid = 0
     if pid:
         _wait_gone(pid, 30)  # EOF comes as it dies; its pid may linger a moment
-        if not _gone(pid):
-            return None  # alive after all (it closed our pipe for another reason): not ours to restart
+        if not _gone(pid):  # it closed our pipe for another reason
+            return f"supervisord (pid {pid}) still runs: not ours to restart"
     stopped = start_supervisord(root)
     if stopped is None:
         return f"supervisord (pid {pid}) died; another one was started meanwhile"

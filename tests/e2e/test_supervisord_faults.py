@@ -5,10 +5,14 @@ namespace, so rank pids are real pids here, and `ss -ltnp` inside a host names w
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
 import signal
+import struct
+import subprocess
+import termios
 
 import pytest
 
@@ -129,20 +133,55 @@ def one_copy_each(tb: Testbed, pids: dict[str, int]) -> None:
         assert port_holders(tb, h, HEALTH) == {pids[h.name]}
 
 
-@pytest.mark.parametrize("victim_index", [1, 0], ids=["member", "leader"])
+def unread(pid: int, fd: int) -> int:
+    """Bytes waiting in the pipe a process has as ``fd`` (FIONREAD on it, reopened through /proc)."""
+    with open(f"/proc/{pid}/fd/{fd}", "rb", buffering=0) as fh:
+        return struct.unpack("i", fcntl.ioctl(fh.fileno(), termios.FIONREAD, b"\0" * 4))[0]
+
+
+def kill_while_the_agent_handles_an_event(tb: Testbed, host, supervisord: int) -> None:
+    """kill -9 of supervisord after it sent the agent an event and before the agent answered it:
+    the agent (held still meanwhile) then finds the pipe it answers on broken (EPIPE), not EOF."""
+    agent = read_pid(tb, host, "state/agent.pid")
+    os.kill(agent, signal.SIGSTOP)
+    try:
+        wake = ("import sys; from launcher.host.supervisor_rpc import rpc; "
+                "rpc(sys.argv[1]).supervisor.sendRemoteCommEvent('test', 'an event to answer')")
+        run = tb.run(host, ["env", f"PYTHONPATH={root(tb, host)}/runtime/current/site.zip", "python3", "-c", wake,
+                            root(tb, host)])
+        assert run.returncode == 0, run.stderr
+        wait_for(lambda: unread(agent, 0) > 0, what="the event in the agent's pipe")
+        os.kill(supervisord, signal.SIGKILL)
+        wait_for(lambda: gone(supervisord), what="supervisord gone")
+    finally:
+        os.kill(agent, signal.SIGCONT)
+
+
+@pytest.mark.parametrize("victim_index,mid_event", [(1, False), (0, False), (1, True)],
+                         ids=["member", "leader", "member-mid-event"])
 def test_killed_supervisord_comes_back_and_its_gang_restarts_whole(testbed: Testbed, deployed: str,
-                                                                   victim_index: int):
+                                                                   victim_index: int, mid_event: bool):
     victim = testbed.hosts[victim_index]
     _, rows = status(testbed, deployed)
     before = {r["host"]: r["pid"] for r in rows}
     supervisord = read_pid(testbed, victim, "run/supervisord.pid")
-    os.kill(supervisord, signal.SIGKILL)  # the agent lives on: it is what recovers
+    agent = read_pid(testbed, victim, "state/agent.pid")
+    if mid_event:
+        kill_while_the_agent_handles_an_event(testbed, victim, supervisord)
+    else:
+        os.kill(supervisord, signal.SIGKILL)  # the agent lives on: it is what recovers
 
     def recovered():
         code, rows = status(testbed, deployed)
         now = {r["host"]: r["pid"] for r in rows}
         return code == 0 and all(now[h] != before[h] for h in before) and all_healthy(testbed) and now
-    after = wait_for(recovered, timeout=240, what="supervisord back and the whole gang restarted")
+    try:
+        after = wait_for(recovered, timeout=240, what="supervisord back and the whole gang restarted")
+    except AssertionError as err:
+        log = testbed.run(victim, ["tail", "-n", "30", f"{root(testbed, victim)}/logs/launcher-agent.log"]).stdout
+        ps = subprocess.run(["ps", "-o", "pid,ppid,stat,wchan:32,args", "-p", str(agent)], capture_output=True,
+                            text=True).stdout
+        raise AssertionError(f"{err}\n{victim.name}'s agent log:\n{log}\nits agent (pid {agent}):\n{ps}") from None
     assert gone(before[victim.name])
     assert read_pid(testbed, victim, "run/supervisord.pid") != supervisord
     one_copy_each(testbed, after)
