@@ -140,8 +140,9 @@ def unread(pid: int, fd: int) -> int:
 
 
 def kill_while_the_agent_handles_an_event(tb: Testbed, host, supervisord: int) -> None:
-    """kill -9 of supervisord after it sent the agent an event and before the agent answered it:
-    the agent (held still meanwhile) then finds the pipe it answers on broken (EPIPE), not EOF."""
+    """kill -9 of supervisord after it sent the agent an event (this one, or one queued before it)
+    and before the agent answered it: the agent (held still meanwhile) then finds the pipe it
+    answers on broken (EPIPE), not EOF."""
     agent = read_pid(tb, host, "state/agent.pid")
     os.kill(agent, signal.SIGSTOP)
     try:
@@ -187,6 +188,8 @@ def test_killed_supervisord_comes_back_and_its_gang_restarts_whole(testbed: Test
     one_copy_each(testbed, after)
     log = testbed.run(victim, ["cat", f"{root(testbed, victim)}/logs/launcher-agent.log"]).stdout
     assert f"supervisord (pid {supervisord}) died; stopped 1 of its processes" in log, log
+    if mid_event:  # the agent saw it go as it answered an event (EPIPE), not as it waited (EOF)
+        assert "supervisord went away (it stopped reading the event pipe)" in log, log
 
 
 def test_status_never_says_running_for_a_host_whose_processes_all_died(testbed: Testbed, deployed: str):
