@@ -99,17 +99,19 @@ def act_switch(root: str, args: list[str]) -> dict:
         changes = apply_config(root, new_runtime=old_runtime not in (None, runtime_id))
     start = [g for a in args[2:] if a.startswith("--start=") for g in a[len("--start="):].split(",") if g]
     if start:  # owners that run nowhere yet start right away: one round trip less
-        changes["started"] = act_start(root, start, snapshot=False)  # one snapshot, below
+        # a supervisord started just now read this generation's config: nothing to reload
+        changes["started"] = act_start(root, start, snapshot=False, reload=orphans is None)  # one snapshot, below
     write_snapshot(root)
     return {"previous": previous, "generation": generation, **changes}
 
 
-def act_start(root: str, args: list[str], snapshot: bool = True) -> dict:
+def act_start(root: str, args: list[str], snapshot: bool = True, reload: bool = True) -> dict:
     """Start whole groups (an instance's ranks on this host) at once, each with the current
     generation's config; returns when spawned. A deliberate start gives the gang a fresh
     restart budget (clears FAILED) and ends any wait recorded for it."""
     server = rpc(root, STOP_RPC_TIMEOUT)
-    reload_groups(server, args)
+    if reload:
+        reload_groups(server, args)
     # first: while they are stopped and not yet marked to run, no poll of the agent takes the
     # wait for a death (the window between desired.json and the start is as short as it can be)
     leftovers = stop_leftovers(root, args)  # never a start against a port the last run's leftovers hold
