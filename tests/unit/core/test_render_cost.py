@@ -20,7 +20,7 @@ import pytest
 
 from launcher.core.expand import _Expander
 from launcher.core.load import build_topology
-from launcher.core import render as render_mod
+from launcher.core import envfile
 from launcher.core.render import render
 from launcher.core.yamlsrc import load_yaml
 
@@ -56,7 +56,7 @@ def _calls(fn: Callable[[], Any]) -> tuple[Any, int]:
 def _per_rank(hosts: int) -> dict[str, float]:
     text = _topology(hosts)
     ranks = hosts * 8
-    for cache in (render_mod.sh_quote, render_mod._export, render_mod._slot_export):
+    for cache in (envfile.sh_quote, envfile._export, envfile._slot_export):
         cache.cache_clear()  # a warm quoting cache from another test would hide the quoting's cost
     src, parse = _calls(lambda: load_yaml(text, "scale.yaml"))
     topo = build_topology(src)
