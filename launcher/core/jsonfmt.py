@@ -13,6 +13,7 @@ from typing import Any, Callable
 WIDTH = 100
 _encoder = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": "))
 _string: Callable[[str], str] = json.encoder.encode_basestring
+string = _string  # a str as JSON (what compact writes for one), called directly
 
 
 def _c_encoder() -> Callable[[Any, int], Any] | None:
