@@ -8,7 +8,8 @@ import json
 import pytest
 
 from launcher.deploy.files import compile_file
-from launcher.core.plan import FrozenMap, JsonDoc, Plan, Program, RankInfo
+from launcher.core.plan import File, FrozenMap, JsonDoc, Plan, Program, RankInfo
+from launcher.core.ranktable import RankSlot
 from tests.helpers import CONFIGS
 
 CONFIG_FILES = sorted(CONFIGS.glob("*.yaml"))
@@ -109,9 +110,9 @@ def test_a_plan_survives_copy_and_pickle():
         assert again == plan and hash(again) == hash(plan)
 
 
-@pytest.mark.parametrize("cls", [Program, RankInfo])
+@pytest.mark.parametrize("cls", [File, Program, RankInfo, RankSlot])
 def test_a_hand_written_init_sets_each_field_to_its_argument(cls):
-    """Program and RankInfo write their __init__ out (each slot set through its descriptor, for
+    """These write their __init__ out (each slot set through its descriptor, for
     speed): it takes the fields in order, with their defaults, and sets each to its own argument."""
     own = dataclasses.fields(cls)
     params = inspect.signature(cls).parameters
