@@ -110,19 +110,15 @@ class _Expander:
     def slots(self, ranks: list[RankInfo], base: int = 0, inst: Instance | None = None) -> list[RankSlot]:
         """``inst``: its container_ip per server (framework_env.container_ip), else the host's."""
         out = []
-        ctr: dict[str, str | None] = {}
+        last = None  # what a rank takes from its host, looked up when the host changes (ranks come by host)
         for r in ranks:
-            h = self.hosts[r.host]
-            a3 = self.a3_facts(h) if h.superpod else None
-            if inst is None:
-                cip = h.container_ip
-            elif r.host in ctr:
-                cip = ctr[r.host]
-            else:
-                cip = ctr[r.host] = framework_env.container_ip(inst, h)
+            if r.host != last:
+                last, h = r.host, self.hosts[r.host]
+                host_ip, sdids = self.a3_facts(h) if h.superpod else (None, None)
+                cip = h.container_ip if inst is None else framework_env.container_ip(inst, h)
             out.append(RankSlot(h.server_id, r.device_id, r.device_ip, r.rank - base, cip,
-                                h.container_ip or h.server_id, a3[1].get(r.device_id) if a3 else None,
-                                h.super_pod_id, a3[0] if a3 else None))
+                                h.container_ip or h.server_id, None if sdids is None else sdids.get(r.device_id),
+                                h.super_pod_id, host_ip))
         return out
 
     def a3_facts(self, h: Host) -> tuple[str | None, dict[int, int | None]]:
