@@ -110,7 +110,7 @@ def env_file(programs: Sequence[Program], split: tuple[list[tuple[str, str]], li
     if len(programs) > 1:
         out.append('case "$LAUNCHER_SLOT" in\n')
         for p, pairs in zip(programs, per_program):
-            out.append(f"{slot(p)})\n")
+            out.append(f"{slot_of(p.kind, p.local_rank)})\n")
             out += map(_slot_export, pairs)
             out.append("  ;;\n")
         out.append('*) echo "ascend-launcher: unknown slot \'$LAUNCHER_SLOT\'" >&2; exit 64 ;;\nesac\n')

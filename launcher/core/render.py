@@ -199,7 +199,7 @@ def supervisor_conf(hp: HostPlan, hashes: dict[str, str], groups: dict[str, list
         tail = ("stdout_logfile_maxbytes=50MB\nstdout_logfile_backups=5\n"
                 f"environment=LAUNCHER_OWNER_HASH=\"{hashes[owner]}\"\n\n")
         for p in programs:
-            arg = slot(p)
+            arg = slot_of(p.kind, p.local_rank)  # slot(p), a call less per program
             out.append(
                 f"[program:{p.name}]\ncommand={command}{' ' + arg if arg else ''}\nautostart=false\nautorestart=false\n"
                 f"{_BOX_PRIORITY if p.kind == containers.BOX else ''}{_PROGRAM_FLAGS}"

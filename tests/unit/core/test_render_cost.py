@@ -10,7 +10,8 @@ pair, per-owner parts of supervisord.conf made once, a rank's env from its host'
 gang entries keyed without encoding them) took expand from ~47 to ~44 and render from ~67
 (d591acb) to ~53. Session 14: plain scalars' tags cached by text and a mapping's scalar pairs
 built inline took parse from ~38 to ~30; a rank's probe looked up once per host and Program's
-own __init__ took expand from ~45 to ~39.
+own __init__ took expand from ~45 to ~39; manifest entries around cached text and the env's
+split by position took render from ~53 to ~50.
 """
 from __future__ import annotations
 
@@ -71,7 +72,7 @@ def costs() -> dict[int, dict[str, float]]:
     return {hosts: _per_rank(hosts) for hosts in (32, 128)}
 
 
-@pytest.mark.parametrize("stage,bound", [("parse", 40), ("expand", 42), ("render", 56)])
+@pytest.mark.parametrize("stage,bound", [("parse", 40), ("expand", 42), ("render", 53)])
 def test_a_rank_costs_few_calls(costs: dict[int, dict[str, float]], stage: str, bound: int):
     assert costs[128][stage] <= bound, costs[128]
 
