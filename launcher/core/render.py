@@ -149,8 +149,9 @@ def manifest(hp: HostPlan, hashes: dict[str, str], deployment: str) -> bytes:
 def owner_hash(env: bytes, script: bytes, inputs: Iterable[File]) -> str:
     """Changes exactly when something an owner's processes read changes: restart only those."""
     h = hashlib.sha256(env + b"\0" + script)
-    for f in inputs:
-        h.update(f.path.encode() + b"\0" + f.content)
+    for f in inputs:  # the same bytes hashed, the content (a ranktable) not copied to be joined
+        h.update(f.path.encode() + b"\0")
+        h.update(f.content)
     return h.hexdigest()[:16]
 
 
