@@ -75,6 +75,10 @@ def check(t: Topology) -> list[tuple[Path, str]]:
 
 def _host(t: Topology, i: int, k: int, inst: Instance, host: Host, used: list[int], listed: list[int] | None,
           where: Path | None) -> tuple[Path, str] | None:
+    if listed is None and used and inst.framework not in WHOLE_SERVER:
+        # the launcher's own list numbers each rank's NPU among those its runtime sees: nothing to
+        # say (the checks below find nothing), and 2048 hosts skip making and parsing it
+        return None
     seen = seen_devices(inst, host, used)  # the runtime's NPU j (before ASCEND_RT_VISIBLE_DEVICES) -> physical
     boxed = inst.container is not None and not inst.container.privileged
     if listed is None:  # the launcher's default

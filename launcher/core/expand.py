@@ -110,19 +110,15 @@ class _Expander:
     def slots(self, ranks: list[RankInfo], base: int = 0, inst: Instance | None = None) -> list[RankSlot]:
         """``inst``: its container_ip per server (framework_env.container_ip), else the host's."""
         out = []
-        ctr: dict[str, str | None] = {}
+        last = None  # what a rank takes from its host, looked up when the host changes (ranks come by host)
         for r in ranks:
-            h = self.hosts[r.host]
-            a3 = self.a3_facts(h) if h.superpod else None
-            if inst is None:
-                cip = h.container_ip
-            elif r.host in ctr:
-                cip = ctr[r.host]
-            else:
-                cip = ctr[r.host] = framework_env.container_ip(inst, h)
+            if r.host != last:
+                last, h = r.host, self.hosts[r.host]
+                host_ip, sdids = self.a3_facts(h) if h.superpod else (None, None)
+                cip = h.container_ip if inst is None else framework_env.container_ip(inst, h)
             out.append(RankSlot(h.server_id, r.device_id, r.device_ip, r.rank - base, cip,
-                                h.container_ip or h.server_id, a3[1].get(r.device_id) if a3 else None,
-                                h.super_pod_id, a3[0] if a3 else None))
+                                h.container_ip or h.server_id, None if sdids is None else sdids.get(r.device_id),
+                                h.super_pod_id, host_ip))
         return out
 
     def a3_facts(self, h: Host) -> tuple[str | None, dict[int, int | None]]:
@@ -223,11 +219,12 @@ class _Expander:
         by_host: dict[str, list[RankInfo]] = defaultdict(list)  # once: not a walk of the world per host
         for r in ranks:
             by_host[r.host].append(r)
+        addresses = ",".join(self.hosts[h].address for h in inst.hosts)  # the same for each host
         for index, hname in enumerate(inst.hosts):
             on_host = by_host[hname]
             table = self.abs_path(hname, self.ranktable_path[inst.name])
             values = {**self.host_values(hname, index), "host.devices": ",".join(str(r.device_id) for r in on_host),
-                      "instance.name": inst.name, "instance.hosts": ",".join(self.hosts[h].address for h in inst.hosts),
+                      "instance.name": inst.name, "instance.hosts": addresses,
                       "instance.host_count": len(inst.hosts), "master_addr": master,
                       "rendezvous_port": self.rdzv[inst.name], "world_size": world,
                       "local_world_size": len(on_host), "rank_id_start": on_host[0].rank, "ranktable": table}
@@ -253,9 +250,10 @@ class _Expander:
             head = {**common, **ident}  # what every rank of the host has before its own
             apart = RANK_NAMES.isdisjoint(head) and RANK_NAMES.isdisjoint(tags) and head.keys().isdisjoint(tags)
             head_pairs, tag_pairs = tuple(head.items()), tuple(tags.items())
+            probe = probe_on(inst.probe, hname == inst.hosts[0])  # once per host, not per rank
             if inst.processes == "per_host":
-                self.programs[hname].append(self._program(
-                    f"{inst.name}-h{index}", hname, inst, argv, _env(head_pairs, (), tag_pairs, apart), None,
+                self.programs[hname].append(_program(
+                    f"{inst.name}-h{index}", hname, inst, argv, _env(head_pairs, (), tag_pairs, apart), probe, None,
                     tuple(r.device_id for r in on_host)))
                 continue
             programs = self.programs[hname]
@@ -267,8 +265,8 @@ class _Expander:
                 if dd:
                     own += (("LAUNCHER_DATADIST_FILE", self.abs_path(hname, dd[0])),
                             ("LAUNCHER_DATADIST_CLUSTER_ID", str(dd[1])))
-                programs.append(self._program(f"{inst.name}-r{rank}", hname, inst, argv,
-                                              _env(head_pairs, own, tag_pairs, apart), r, (r.device_id,)))
+                programs.append(_program(f"{inst.name}-r{rank}", hname, inst, argv,
+                                         _env(head_pairs, own, tag_pairs, apart), probe, r, (r.device_id,)))
 
     def datasystem_env(self, inst: Instance, hname: str) -> dict[str, str]:
         """How the ranks reach this host's datasystem worker (stack_versions.yuanrong_client)."""
@@ -297,14 +295,6 @@ class _Expander:
         host = self.hosts[hname]
         return {"host.name": hname, "host.address": host.address, "host.server_id": host.server_id,
                 "host.index": index, "host.nic": host.nic or ""}  # validated: known where it is used
-
-    def _program(self, name: str, hname: str, inst: Instance, argv: tuple[str, ...], env: Env,
-                 r: RankInfo | None, devices: tuple[int, ...]) -> Program:
-        return Program(name=name, host=hname, owner=inst.name, kind="rank", argv=argv, cwd=inst.cwd,
-                       env=env, limits=inst.limits, numa_via_numactl=True,
-                       probe=probe_on(inst.probe, hname == inst.hosts[0]),
-                       rank=None if r is None else r.rank, local_rank=None if r is None else r.local_rank,
-                       devices=devices, container=inst.container)
 
     def service_programs(self, svc: Service) -> None:
         for index, hname in enumerate(svc.hosts):
@@ -375,6 +365,15 @@ def _env(head: Env, own: Env, tail: Env, apart: bool) -> Env:
     if apart:
         return head + own + tail
     return tuple({**dict(head), **dict(own), **dict(tail)}.items())
+
+
+def _program(name: str, hname: str, inst: Instance, argv: tuple[str, ...], env: Env, probe: Probe | None,
+             r: RankInfo | None, devices: tuple[int, ...]) -> Program:
+    """A rank (``r``), or an instance's one process on a host (r None)."""
+    return Program(name=name, host=hname, owner=inst.name, kind="rank", argv=argv, cwd=inst.cwd,
+                   env=env, limits=inst.limits, numa_via_numactl=True, probe=probe,
+                   rank=None if r is None else r.rank, local_rank=None if r is None else r.local_rank,
+                   devices=devices, container=inst.container)
 
 
 def host_root(deployment: str, host: Host) -> str:

@@ -13,6 +13,7 @@ from typing import Any, Callable
 WIDTH = 100
 _encoder = json.JSONEncoder(ensure_ascii=False, separators=(", ", ": "))
 _string: Callable[[str], str] = json.encoder.encode_basestring
+string = _string  # a str as JSON (what compact writes for one), called directly
 
 
 def _c_encoder() -> Callable[[Any, int], Any] | None:
@@ -66,18 +67,37 @@ def _fmt(value: Any, indent: int) -> str:
         flat = "".join(_chunks(value, 0))
         if indent + len(flat) <= WIDTH:
             return flat
-    pad = " " * (indent + 2)
+    return _laid_out(value, indent)
+
+
+def _laid_out(value: Any, indent: int) -> str:
+    """_fmt of a container that is not one flat line: its items each on a line, unless they fit on one.
+    A string item, and a list's flat dicts (a ranktable's devices), are done here, not by a call of _fmt each."""
+    inner = indent + 2
     if isinstance(value, dict):
-        parts = [f"{_dumps(k)}: {_fmt(v, indent + 2)}" for k, v in value.items()]
+        parts = [f"{_string(k) if type(k) is str else _dumps(k)}: {_string(v) if type(v) is str else _fmt(v, inner)}"
+                 for k, v in value.items()]
         opening, closing = "{", "}"
     else:
-        parts = [_fmt(v, indent + 2) for v in value]
+        parts = []
+        for v in value:
+            if type(v) is dict and v:
+                for w in v.values():
+                    if isinstance(w, _CONTAINERS):
+                        parts.append(_laid_out(v, inner))
+                        break
+                else:
+                    flat = "".join(_chunks(v, 0))
+                    parts.append(flat if inner + len(flat) <= WIDTH else _laid_out(v, inner))
+            else:
+                parts.append(_fmt(v, inner))
         opening, closing = "[", "]"
     # the one-line form only when it can fit: not joined just to be measured (a gang.json's entries)
     if indent + 2 * len(parts) + sum(map(len, parts)) <= WIDTH:
         flat = opening + ", ".join(parts) + closing
         if "\n" not in flat:
             return flat
+    pad = " " * inner
     return opening + "\n" + ",\n".join(pad + part for part in parts) + "\n" + " " * indent + closing
 
 

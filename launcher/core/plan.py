@@ -10,7 +10,7 @@ ranktable` prints exactly what the hosts get.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from types import MappingProxyType
 from typing import Any, Iterable, Iterator, Mapping, TypeVar
 
@@ -75,7 +75,7 @@ class JsonDoc:
         return json.loads(self.text)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, init=False)
 class File:
     """A file of a generation, path relative to the generation directory."""
 
@@ -83,8 +83,14 @@ class File:
     content: bytes
     mode: int = 0o644
 
+    def __init__(self, path: str, content: bytes, mode: int = 0o644) -> None:
+        f = _FILE_FIELDS  # as Program's (a 16k-rank plan renders 12k files)
+        f[0](self, path)
+        f[1](self, content)
+        f[2](self, mode)
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(frozen=True, slots=True, init=False)
 class Program:
     """One supervised process on one host: a rank, a per-host rank leader, or a service."""
 
@@ -104,14 +110,55 @@ class Program:
     ports: tuple[ServicePort, ...] = ()   # a service's listening ports (placement.service_ports)
     container: Container | None = None    # None: runs on the host
 
+    def __init__(self, name: str, host: str, owner: str, kind: str, argv: tuple[str, ...], cwd: str | None,
+                 env: Env, limits: Limits, numa_via_numactl: bool, probe: Probe | None = None,
+                 rank: int | None = None, local_rank: int | None = None, devices: tuple[int, ...] = (),
+                 ports: tuple[ServicePort, ...] = (), container: Container | None = None) -> None:
+        # each field through its slot's descriptor: the generated __init__ calls object.__setattr__
+        # per field, twice the cost (a 16k-rank plan makes 16k Programs)
+        f = _PROGRAM_FIELDS
+        f[0](self, name)
+        f[1](self, host)
+        f[2](self, owner)
+        f[3](self, kind)
+        f[4](self, argv)
+        f[5](self, cwd)
+        f[6](self, env)
+        f[7](self, limits)
+        f[8](self, numa_via_numactl)
+        f[9](self, probe)
+        f[10](self, rank)
+        f[11](self, local_rank)
+        f[12](self, devices)
+        f[13](self, ports)
+        f[14](self, container)
 
-@dataclass(frozen=True, slots=True)
+
+@dataclass(frozen=True, slots=True, init=False)
 class RankInfo:
     rank: int
     host: str
     local_rank: int
     device_id: int
     device_ip: str
+
+    def __init__(self, rank: int, host: str, local_rank: int, device_id: int, device_ip: str) -> None:
+        f = _RANK_FIELDS  # as Program's
+        f[0](self, rank)
+        f[1](self, host)
+        f[2](self, local_rank)
+        f[3](self, device_id)
+        f[4](self, device_ip)
+
+
+def _setters(cls: type) -> tuple[Any, ...]:
+    """Each field's slot setter, in field order (the order of the hand-written __init__'s lines)."""
+    return tuple(getattr(cls, f.name).__set__ for f in fields(cls))
+
+
+_FILE_FIELDS = _setters(File)
+_PROGRAM_FIELDS = _setters(Program)
+_RANK_FIELDS = _setters(RankInfo)
 
 
 @dataclass(frozen=True, slots=True)

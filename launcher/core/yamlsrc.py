@@ -15,13 +15,15 @@ import yaml
 
 from .gcpause import paused
 from .errors import Diagnostic, Loc, SpecErrors
+from .yamlloader import CachedTagLoader
 
 Path = tuple  # tuple[str | int, ...]
 
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_Loader = CachedTagLoader  # the tags of plain scalars cached by text
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 _STR_TAG = "tag:yaml.org,2002:str"
 _INT_TAG = "tag:yaml.org,2002:int"
+_SCALAR = yaml.ScalarNode
 
 # The data model is a tree (JSON's), so an alias repeats its anchor's subtree wherever it
 # appears: nine aliases of nine aliases, a few hundred bytes, would be 9^9 nodes and hang every
@@ -281,23 +283,43 @@ class _Builder:
 
     def mapping(self, node: yaml.MappingNode, path: Path) -> dict:
         out: dict = {}
-        first_line: dict = {}
+        first: dict = {}  # key -> its key node (its line, for a duplicate)
         has_merge = False
         self.nodes += len(node.value)  # the key nodes (a key that is a collection: counted as one)
+        scalars = 0
         for key_node, value_node in node.value:
-            if key_node.tag == _MERGE_TAG:
-                if self.counted:
-                    raise _Unbounded
-                has_merge = True
-                continue
-            key = self.key(key_node)
+            # a string key and a string or digits value, the usual pair, without a call per node
+            key = key_node.value if key_node.tag == _STR_TAG and type(key_node) is _SCALAR else None
+            if key is None:
+                if key_node.tag == _MERGE_TAG:
+                    if self.counted:
+                        raise _Unbounded
+                    has_merge = True
+                    continue
+                key = self.key(key_node)
             if key in out:
                 self.errors.append(Diagnostic(
                     _mark_loc(self.file, key_node.start_mark), format_path(path + (key,)),
-                    f"duplicate key {key!r} (first defined at line {first_line[key]})"))
+                    f"duplicate key {key!r} (first defined at line {first[key].start_mark.line + 1})"))
                 continue
-            first_line[key] = key_node.start_mark.line + 1
-            out[key] = self.build(value_node, path + (key,))
+            first[key] = key_node
+            if type(value_node) is _SCALAR:
+                scalars += 1
+                tag = value_node.tag
+                if tag == _STR_TAG:
+                    out[key] = value_node.value
+                elif tag == _INT_TAG and value_node.value.isdigit():
+                    out[key] = int(value_node.value)
+                else:  # a constructor may raise: not past the bounds, as when build counted each node
+                    if self.counted and self.nodes + scalars > MAX_NODES:
+                        raise _Unbounded
+                    out[key] = self.scalar(value_node)
+            else:
+                out[key] = self.build(value_node, path + (key,))
+        if self.counted:  # what build would have counted for the scalar values
+            self.nodes += scalars
+            if self.nodes > MAX_NODES:
+                raise _Unbounded
         if has_merge:  # merged keys fill in what the mapping does not set itself; the first source wins
             for source in _merge_sources(node):
                 for key, value in self.mapping(source, path).items():

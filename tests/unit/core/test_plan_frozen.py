@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 
 import pytest
 
 from launcher.deploy.files import compile_file
-from launcher.core.plan import FrozenMap, JsonDoc, Plan
+from launcher.core.plan import File, FrozenMap, JsonDoc, Plan, Program, RankInfo
+from launcher.core.ranktable import RankSlot
 from tests.helpers import CONFIGS
 
 CONFIG_FILES = sorted(CONFIGS.glob("*.yaml"))
@@ -106,3 +108,19 @@ def test_a_plan_survives_copy_and_pickle():
     plan = plan_of(CONFIGS / "pd-2p2d-multihost.yaml")
     for again in (copy.deepcopy(plan), pickle.loads(pickle.dumps(plan))):
         assert again == plan and hash(again) == hash(plan)
+
+
+@pytest.mark.parametrize("cls", [File, Program, RankInfo, RankSlot])
+def test_a_hand_written_init_sets_each_field_to_its_argument(cls):
+    """These write their __init__ out (each slot set through its descriptor, for
+    speed): it takes the fields in order, with their defaults, and sets each to its own argument."""
+    own = dataclasses.fields(cls)
+    params = inspect.signature(cls).parameters
+    assert list(params) == [f.name for f in own]
+    assert [p.default for p in params.values()] == \
+        [inspect.Parameter.empty if f.default is dataclasses.MISSING else f.default for f in own]
+    values = {f.name: object() for f in own}
+    made = cls(**values)
+    assert all(getattr(made, name) is value for name, value in values.items())
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        setattr(made, own[0].name, 1)
