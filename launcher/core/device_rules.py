@@ -75,6 +75,8 @@ def check(t: Topology) -> list[tuple[Path, str]]:
 
 def _host(t: Topology, i: int, k: int, inst: Instance, host: Host, used: list[int], listed: list[int] | None,
           where: Path | None) -> tuple[Path, str] | None:
+    if not used:  # no rank placed here (a host without devices): the placement's rules say why
+        return None
     if listed is None and used and inst.framework not in WHOLE_SERVER:
         # the launcher's own list numbers each rank's NPU among those its runtime sees: nothing to
         # say (the checks below find nothing), and 2048 hosts skip making and parsing it

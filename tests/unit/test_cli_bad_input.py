@@ -231,3 +231,21 @@ def test_a_pd_ranktable_escaping_a_lone_surrogate_is_exit_2(tmp_path):
     run = _no_traceback(["pd-ranktable", "merge", str(bad)])
     assert run.code == 2
     assert run.err == f"error: {bad}: not JSON text: an escape of a lone surrogate (U+D800) names no character\n"
+
+
+def test_an_instance_on_a_host_without_devices_is_refused_at_that_host(tmp_path):
+    """Not a ValueError from the device rules: the host's entry in the instance is named."""
+    topo = write(tmp_path, """version: 1
+name: nodev
+hosts:
+  - {name: a, address: 10.0.0.1, devices: {0: 10.1.0.1}}
+  - {name: b, address: 10.0.0.2, devices: {}}
+instances:
+  - name: m
+    hosts: [a, b]
+    command: [python3, x.py]
+""")
+    run = run_cli("validate", topo)
+    assert run.code == 2, run.err
+    assert "Traceback" not in run.err
+    assert ":8:16: error: instances[0].hosts[1]: instance m: host b declares no devices" in run.err, run.err
