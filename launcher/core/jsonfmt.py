@@ -43,6 +43,11 @@ def _dumps(value: Any) -> str:
     return "null" if value is None else "".join(_chunks(value, 0))
 
 
+def _key(key: Any) -> str:
+    """A key that is not a string (an int, ...) quoted as json writes it: ``"1"``, never ``1``."""
+    return _string(next(iter(json.loads(_encoder.encode({key: 0})))))
+
+
 class Formatted(str):
     """A subtree already formatted by ``formatted`` at the indent it is placed at: shared by
     documents that hold the same subtree (the same gang in every member host's gang.json)."""
@@ -75,7 +80,7 @@ def _laid_out(value: Any, indent: int) -> str:
     A string item, and a list's flat dicts (a ranktable's devices), are done here, not by a call of _fmt each."""
     inner = indent + 2
     if isinstance(value, dict):
-        parts = [f"{_string(k) if type(k) is str else _dumps(k)}: {_string(v) if type(v) is str else _fmt(v, inner)}"
+        parts = [f"{_string(k) if type(k) is str else _key(k)}: {_string(v) if type(v) is str else _fmt(v, inner)}"
                  for k, v in value.items()]
         opening, closing = "{", "}"
     else:
