@@ -12,7 +12,6 @@ the next one, so a failed `up` leaves every host on its previous generation:
 from __future__ import annotations
 
 import json
-import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -30,9 +29,10 @@ from .levels import start_levels
 from .readiness import unchanged_not_ready
 from .records import HostState, rendered_hashes
 from .remote import HostClient
-from .runtime import build_runtime, payload
-from .session import STATE_TIMEOUT, Progress, Session, owners_on, timed
+from .runtime import build_runtime
+from .session import STATE_TIMEOUT, Session, owners_on, timed
 from .transport import HostsFailed, TransportError, fan_out
+from .uploads import guessed_blank, undo_blank, upload_round
 
 AGENT_BACK_TIMEOUT = 30.0  # s: an agent restarted by the switch it ran is back within its start
 
@@ -106,46 +106,22 @@ def up(session: Session, files: Files, generation: str, skip_preflight: bool = F
     preflight_flag = skip_preflight
     skip_preflight = skip_preflight or not plan.preflight
     say(f"up {plan.deployment}: generation {generation} on {len(plan.hosts)} hosts")
-    old = session.each("reaching hosts", lambda c: c.state(timeout=STATE_TIMEOUT))
-    say(f"  [1/4] reached {len(old)} hosts")
+    checked = set() if skip_preflight else {i.name for i in plan.instances}
+    sent = old = None
+    if session.lock_host_blank():  # a first deploy, or one after `down --purge`: no state round
+        old = guessed_blank(session)
+        say(f"  [1/4] {next(iter(session.clients))} (the lock host) has nothing of {plan.deployment}: "
+            f"uploading to {len(old)} hosts, each only if it has nothing either")
+        sent = upload_round(session, files, generation, old, checked, say, if_blank=True)
+    if sent is None:
+        old = session.each("reaching hosts", lambda c: c.state(timeout=STATE_TIMEOUT))
+        say(f"  [1/4] reached {len(old)} hosts")
+        # 2. one upload per host that needs anything: runtime (first time), generation, agent key
+        sent = upload_round(session, files, generation, old, checked, say)
+    assert old is not None and sent is not None
     previous = {h: s.generation for h, s in old.items()}
-
-    # 2. one upload per host that needs anything: runtime (first time), generation, agent key
-    key, key_hosts, force_key = plan_secret(session, old)
-    needs = {h for h, s in old.items() if s.runtime_missing or s.generation != generation or h in key_hosts}
-
-    # A blank host (no generation, no supervisord) has nothing to protect: its upload call also
-    # switches it (starting supervisord), and starts the first-level owners that live only on
-    # blank hosts and need no link check: one round trip and one Python start less per host.
-    # If any host fails before the switch phase is done, the blank ones are undone (`switch -`).
-    blank = {h for h, s in old.items() if s.blank} & needs
-    instance_names = {i.name for i in plan.instances}
-    checked = set() if skip_preflight else instance_names
+    uploaded, needs, blank, early, together = sent.replies, sent.needs, set(sent.blank), sent.early, list(sent.together)
     owners = owners_on(plan)
-    early = [o for o in (plan.levels[0] if plan.levels else [])
-             if o in owners and o not in checked and set(owners[o]) <= blank]
-    # ... except an instance on several hosts: it starts once all of them are ready, all at once
-    # through its leader's agent; started in each upload, it would start over the whole round
-    together = [o for o in early if len(owners[o]) > 1 and o in instance_names]
-    early_in_upload = [o for o in early if o not in together]
-
-    def prepare(c: HostClient) -> dict[str, Any]:
-        st = old[c.name]
-        data = payload(build_runtime() if st.runtime_missing else None,
-                       files[c.name] if st.generation != generation else None,
-                       key if c.name in key_hosts else None)
-        extra: tuple[str, ...] = ("--force-secret",) if force_key else ()
-        if c.name in blank:
-            groups = [o for o in early_in_upload if c.name in owners[o]]
-            extra += (f"--switch={build_runtime().id}", *((f"--start={','.join(groups)}",) if groups else ()))
-        return c.call("prepare", generation, *extra, stdin=data)
-
-    uploaded, failures = session.fan_out(prepare, sorted(needs))
-    if failures:
-        if blank:
-            undo_blank(session, blank, say)
-            say("  upload failed; the blank hosts it had switched were put back to nothing")
-        raise HostsFailed(failures, "upload")
     early_at = {h: r["switched"]["started"]["started_at"] for h, r in uploaded.items()
                 if r.get("switched", {}).get("started")}
     try:
@@ -227,20 +203,6 @@ def up(session: Session, files: Files, generation: str, skip_preflight: bool = F
     if unanswered:
         raise LauncherError("\n".join(unanswered))
     return UpReport(generation, to_start, unchanged, skew, time.monotonic() - t0, refused)
-
-
-def plan_secret(session: Session, states: Mapping[str, HostState]) -> tuple[bytes | None, set[str], bool]:
-    """The agent key every host must hold: (key, hosts to send it to, replace an existing one)."""
-    ids = {h: s.secret_id for h, s in states.items()}
-    have = {i for i in ids.values() if i}
-    if len(have) == 1 and all(ids.values()):
-        return None, set(), False
-    if len(have) == 1:  # a new host joins: it gets the key the others already share
-        holder = next(h for h, i in ids.items() if i)
-        key = session.clients[holder].call("secret", "--reveal")["secret"].encode()
-        return key, {h for h, i in ids.items() if not i}, False
-    # none yet, or hosts disagree: one new key for all
-    return secrets.token_hex(32).encode(), set(ids), bool(have)
 
 
 def switch_all(session: Session, generation: str, previous: Mapping[str, str | None],
@@ -333,17 +295,6 @@ def rollback_lines(generation: str, previous: Mapping[str, str | None], hosts: l
             lines.append(f"  {h}: NOT put back: on generation {found[h] or 'nothing'}, was {was}"
                          + (f" ({why[h]})" if h in unknown else ""))
     return lines
-
-
-def undo_blank(session: Session, hosts: set[str], say: Progress) -> None:
-    """Put hosts that had nothing deployed back to nothing (`switch -`: no `current`, supervisord
-    stopped with all it ran). Best effort, on the way out of a failed `up`: a host where it
-    fails is named, since it may still run the new generation."""
-    if not hosts:
-        return
-    _, failed = session.fan_out(lambda c: c.call("switch", "-", build_runtime().id), sorted(hosts))
-    for host, exc in sorted(failed.items()):
-        say(f"  {host}: NOT put back to nothing, it may still run what this up started there: {exc}")
 
 
 def restart_instance(session: Session, instance: str, ready_timeout: float = READY_TIMEOUT) -> float:

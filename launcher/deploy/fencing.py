@@ -19,10 +19,11 @@ class LeaseLost(LauncherError):
 class Fence:
     """The token of a held lock, and why it no longer holds (set once, by any thread)."""
 
-    def __init__(self, token: int, lock_host: str, took_over: bool = False):
+    def __init__(self, token: int, lock_host: str, took_over: bool = False, lock_host_blank: bool = False):
         self.token = token
         self.lock_host = lock_host
         self.took_over = took_over  # from a stale holder, who may still be running
+        self.lock_host_blank = lock_host_blank  # it had nothing of the deployment when the lock was taken
         self._lost: str | None = None
         self._mutex = threading.Lock()
 

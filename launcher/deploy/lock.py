@@ -28,6 +28,7 @@ from contextlib import contextmanager
 from typing import Any, Callable, Iterator, Mapping
 
 from ..core.errors import LauncherError
+from ..host.state import BLANK_MARKS
 from .fencing import Fence, LeaseLost
 from .remote import HostClient
 from .transport import HostsFailed, fan_out
@@ -41,6 +42,7 @@ RETRY = 5.0     # after a renewal that did not reach the host
 LOCK_SCRIPT = r"""
 import fcntl, json, os, sys, time
 root, op, me = sys.argv[1:4]
+MARKS = @MARKS@
 st = os.path.join(root, 'state')
 try:
     os.makedirs(st, exist_ok=True)
@@ -72,7 +74,8 @@ if op == 'acquire':
         holder = dict(json.load(sys.stdin), since=now)
         rec = {'token': int(rec.get('token', 0)) + 1, 'holder': holder, 'expires': now + float(sys.argv[4])}
         save()
-        out = {'acquired': rec['token']}
+        # and whether this root has nothing of the deployment (`up` then uploads without a state round)
+        out = {'acquired': rec['token'], 'blank': not any(os.path.lexists(os.path.join(root, m)) for m in MARKS)}
 elif op == 'renew':
     if mine():
         rec['expires'] = now + float(sys.argv[5])
@@ -84,7 +87,7 @@ elif op == 'release' and mine():
     rec = {'token': rec['token']}
     save()
 print(json.dumps(out))
-""".strip()
+""".strip().replace("@MARKS@", repr(BLANK_MARKS))
 
 
 class Locked(LauncherError):
@@ -160,7 +163,8 @@ def _acquire(client: HostClient, holder: dict[str, Any], warn: Callable[[str], N
         reply = _run(client, "take the deployment lock", "acquire", holder["id"], str(LEASE), *broken,
                      stdin=json.dumps(holder).encode())
         if "acquired" in reply:
-            return Fence(int(reply["acquired"]), client.name, took_over=bool(broken))
+            return Fence(int(reply["acquired"]), client.name, took_over=bool(broken),
+                         lock_host_blank=bool(reply.get("blank")))
         other = reply.get("held") or {}
         why = is_stale(other, float(reply.get("left", 0)))
         if why is None or attempt:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from ..host.state import BLANK_MARKS
 from .fencing import Fence
 from .records import ALIVE, HostState
 from .runtime import Runtime
@@ -215,8 +216,7 @@ class HostClient:
     # no supervisord, no key, no gang records) is blank; while the host's agent lives, its
     # snapshot is the state (one `cat`).
     FAST_STATE = ('r=$1; test -f "$r/runtime/$2/site.zip" || echo runtime-missing; blank=1; '
-                  'for f in current run/supervisor.sock state/secret state/gang.json state/started.json '
-                  'state/waiting.json; do if test -e "$r/$f" || test -L "$r/$f"; then blank=; fi; done; '
+                  f'for f in {" ".join(BLANK_MARKS)}; do if test -e "$r/$f" || test -L "$r/$f"; then blank=; fi; done; '
                   'if test "$blank"; then echo \'{"blank": true}\'; exit 0; fi; '
                   'p=$(cat "$r/state/agent.pid" 2>/dev/null) && s=$(cat "$r/state/snapshot.json" 2>/dev/null) || exit 1; '
                   # and, in the same round trip, what /proc says now of the agent and of every pid
@@ -245,8 +245,7 @@ class HostClient:
             if isinstance(snap, dict) and not snap.get("blank"):
                 snap = verified_snapshot(snap, proc)  # None: the snapshot no longer says what runs
             if isinstance(snap, dict) and snap.get("blank"):
-                snap = {"root": self.root, "secret_id": None, "generation": None, "supervisord": False,
-                        "manifest": None, "programs": [], "gang": {}, "started": {}, "waiting": {}, "blank": True}
+                return blank_state(self.root, missing)
             if isinstance(snap, dict):
                 snap["runtime_missing"] = missing
                 return snap
@@ -258,6 +257,12 @@ class HostClient:
             return False
         self.call("install-runtime", stdin=self.runtime.tar)
         return True
+
+
+def blank_state(root: str, runtime_missing: bool) -> dict[str, Any]:
+    """The state of a host with nothing of the deployment (state.BLANK_MARKS), as `state` answers it."""
+    return {"root": root, "secret_id": None, "generation": None, "supervisord": False, "manifest": None,
+            "programs": [], "gang": {}, "started": {}, "waiting": {}, "blank": True, "runtime_missing": runtime_missing}
 
 
 def verified_snapshot(snap: dict[str, Any], proc: str) -> dict[str, Any] | None:

@@ -53,6 +53,11 @@ class Session:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def lock_host_blank(self) -> bool:
+        """The deployment lock's host had nothing of the deployment when this command took the lock."""
+        fence = next(iter(self.clients.values())).fence if self.clients else None
+        return fence is not None and fence.lock_host_blank
+
     def ensure_runtimes(self) -> None:
         """Ship the host-side code where it is missing (check and discover need it before any up)."""
         self.each("installing the launcher runtime", lambda c: c.ensure_runtime(c.state()))

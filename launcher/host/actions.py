@@ -12,8 +12,8 @@ from .orphans import stop_orphans
 from .leftovers import stop_leftovers
 from .proctree import subreaper_path
 from .snapshot import current_state, write_snapshot
-from .state import (current_generation, drop_intents, read_json, read_manifest, secret, set_desired, state_lock,
-                    state_path, update_state, write_json, write_secret)
+from .state import (current_generation, drop_intents, is_blank, read_json, read_manifest, secret, set_desired,
+                    state_lock, state_path, update_state, write_json, write_secret)
 from .supervisor_rpc import STOP_RPC_TIMEOUT, rpc, supervisord_alive
 from .supervisord import apply_config, reload_groups, shutdown, start_supervisord
 
@@ -35,8 +35,14 @@ def act_prepare(root: str, args: list[str]) -> dict:
 
     With --switch=RUNTIME (only for a host with nothing deployed, so nothing to protect) it also
     switches to the generation and starts --start= groups, as `switch` does: one call, one
-    Python start and one round trip for a cold host. `switch -` undoes it."""
+    Python start and one round trip for a cold host. `switch -` undoes it.
+
+    With --if-blank it first checks that ROOT has nothing of the deployment (state.BLANK_MARKS),
+    and where it has, touches nothing and answers {"not_blank": true}: `up` sends this without
+    reading the hosts' state first when the lock host is blank (deploy/uploads.py)."""
     generation = args[0]
+    if "--if-blank" in args and not is_blank(root):
+        return {"generation": generation, "not_blank": True}
     for sub, mode in (("run", 0o700), ("logs", 0o755), ("state", 0o755), ("gens", 0o755)):
         os.makedirs(os.path.join(root, sub), mode=mode, exist_ok=True)
     os.chmod(os.path.join(root, "run"), 0o700)

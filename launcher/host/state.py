@@ -19,6 +19,16 @@ if TYPE_CHECKING:
     from typing import Any
 
 
+# A root holding none of these has nothing of the deployment: no generation, no supervisord, no
+# key, no gang records (remote.FAST_STATE's test, the lock host's hint and `prepare --if-blank`)
+BLANK_MARKS = ("current", "run/supervisor.sock", "state/secret", "state/gang.json", "state/started.json",
+               "state/waiting.json")
+
+
+def is_blank(root: str) -> bool:
+    return not any(os.path.lexists(os.path.join(root, mark)) for mark in BLANK_MARKS)
+
+
 def state_path(root: str, name: str) -> str:
     return os.path.join(root, "state", name)
 
