@@ -23,7 +23,7 @@ from ..core.plan import File, Plan
 from ..core.defaults import READY_TIMEOUT
 from ..core.preflight_a3 import tls_mismatches
 from ..host.upload import digest
-from .gang import alive_anywhere, gang_start, relink_decoders
+from .gang import alive_anywhere, gang_start, relink_decoders, start_through_leaders
 from .interrupt import Interrupted
 from .levels import start_levels
 from .readiness import unchanged_not_ready
@@ -120,11 +120,16 @@ def up(session: Session, files: Files, generation: str, skip_preflight: bool = F
         sent = upload_round(session, files, generation, old, checked, say)
     assert old is not None and sent is not None
     previous = {h: s.generation for h, s in old.items()}
-    uploaded, needs, blank, early = sent.replies, sent.needs, set(sent.blank), sent.early
+    uploaded, needs, blank, early, together = sent.replies, sent.needs, set(sent.blank), sent.early, list(sent.together)
     owners = owners_on(plan)
     early_at = {h: r["switched"]["started"]["started_at"] for h, r in uploaded.items()
                 if r.get("switched", {}).get("started")}
-    skew_together = sent.skew
+    try:
+        skew_together = start_through_leaders(session, together, owners)
+    except LauncherError:
+        undo_blank(session, blank, say)
+        say("  start failed; the blank hosts the upload had switched were put back to nothing")
+        raise
     say(f"  [2/4] uploaded generation {generation} to {len(needs)} hosts" if needs else
         f"  [2/4] every host already has generation {generation}")
     new_hashes = {h: rendered_hashes(files[h]) for h in files}

@@ -38,6 +38,22 @@ def gang_start(session: Session, owner: str, hosts: list[str]) -> float:
     return max(times) - min(times) if times else 0.0
 
 
+def start_through_leaders(session: Session, owners_: list[str], owners: dict[str, list[str]]) -> dict[str, float]:
+    """Start instances whose hosts are all freshly switched, each on all its hosts at once: one
+    call per leader host, whose agent starts the members over the agent port
+    (host/gangstart.py). Returns each one's start skew (s); raises HostsFailed naming the host."""
+    by_leader: dict[str, list[str]] = {}
+    for o in owners_:
+        by_leader.setdefault(owners[o][0], []).append(o)  # an instance's leader: its first host
+    if not by_leader:
+        return {}
+    replies, failed = session.fan_out(lambda c: c.call("gang-start", *by_leader[c.name], timeout=GANG_START_TIMEOUT),
+                                      list(by_leader))
+    if failed:
+        raise HostsFailed(failed, f"start {', '.join(owners_)}")
+    return {o: max(t.values()) - min(t.values()) for r in replies.values() for o, t in r["started"].items()}
+
+
 def restore(session: Session, owner: str, hosts: list[str], failed: Mapping[str, BaseException]) -> str:
     """A deliberate stop or start of a gang failed on some hosts: what runs of it is half a gang.
     On the hosts still reachable it is marked to run and stopped, so their agents see a gang

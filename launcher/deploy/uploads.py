@@ -15,17 +15,14 @@ a wrong guess costs a round, never a change to a host that had something.
 from __future__ import annotations
 
 import secrets
-import threading
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 from ..core.plan import File
 from .records import HostState
 from .remote import HostClient, blank_state
 from .runtime import build_runtime, payload
 from .session import Progress, Session, owners_on
-from .gang import GANG_START_TIMEOUT
 from .transport import HostsFailed
 
 Files = Mapping[str, Mapping[str, File]]  # host -> path -> file of a rendered generation
@@ -38,7 +35,6 @@ class Upload:
     blank: frozenset[str]               # hosts switched by their upload
     early: tuple[str, ...]              # owners of the first level that start on blank hosts only
     together: tuple[str, ...]           # ... of those, instances on several hosts (started through their leader)
-    skew: dict[str, float]              # ... and their start skews (s)
 
 
 def guessed_blank(session: Session) -> dict[str, HostState]:
@@ -77,81 +73,22 @@ def upload_round(session: Session, files: Files, generation: str, old: Mapping[s
             extra += ("--if-blank",)
         return c.call("prepare", generation, *extra, stdin=data)
 
-    leads = Leads(session, together, owners, say)
-    replies, failures = session.fan_out(leads.after(prepare), sorted(needs))
-    started, failed_starts = leads.wait()
+    replies, failures = session.fan_out(prepare, sorted(needs))
     kept = {h for h, r in replies.items() if r.get("not_blank")}
     switched = blank - kept
-    if kept and not failures:  # the others were blank: back to exactly that (no key left behind to disagree with theirs)
+    if failures:
+        if switched:
+            undo_blank(session, switched, say)
+            say("  upload failed; the blank hosts it had switched were put back to nothing")
+        raise HostsFailed(failures, "upload")
+    if kept:  # the others were blank: back to exactly that (no key left behind to disagree with theirs)
         _, failed = session.fan_out(lambda c: c.call("down", "--purge"), sorted(switched))
         if failed:
             raise HostsFailed(failed, "putting back the hosts an upload had switched (they may run this generation)")
         say(f"  {', '.join(sorted(kept))} already {'has' if len(kept) == 1 else 'have'} part of this deployment "
             "(untouched); reading every host's state first")
         return None
-    if failures or failed_starts:
-        if switched:
-            undo_blank(session, switched, say)
-            say(f"  {'upload' if failures else 'start'} failed; the blank hosts the upload had switched "
-                "were put back to nothing")
-        raise HostsFailed(failures, "upload") if failures else HostsFailed(failed_starts, f"start {', '.join(together)}")
-    skew = {o: max(t.values()) - min(t.values()) for r in started.values() for o, t in r["started"].items()}
-    return Upload(replies, frozenset(needs), frozenset(blank), tuple(early), tuple(together), skew)
-
-
-class Leads:
-    """The gang start of instances whose hosts are all blank, each on all its hosts at once: one
-    `gang-start` call to its leader (its first host), sent as soon as the leader's own upload
-    is done, in a pool of its own (a waiting leader never holds a slot another host's upload
-    needs); its agent waits for the members' agents (host/gangstart.py). When any upload fails,
-    the leaders already asked are put back to nothing at once, which ends their wait."""
-
-    def __init__(self, session: Session, together: list[str], owners: Mapping[str, list[str]], say: Progress):
-        self.session, self.say = session, say
-        self.by_leader: dict[str, list[str]] = {}
-        for o in together:
-            self.by_leader.setdefault(owners[o][0], []).append(o)
-        self.pool = ThreadPoolExecutor(max_workers=max(1, min(session.forks, len(self.by_leader))))
-        self.asked: dict[str, Future[dict[str, Any]]] = {}
-        self.failed = False
-        self.mutex = threading.Lock()
-
-    def after(self, prepare: Callable[[HostClient], dict[str, Any]]) -> Callable[[HostClient], dict[str, Any]]:
-        def one(c: HostClient) -> dict[str, Any]:
-            try:
-                reply = prepare(c)
-            except Exception:
-                self.abort()
-                raise
-            if reply.get("not_blank"):  # a wrong guess: nothing starts, what was switched goes back
-                self.abort()
-            elif c.name in self.by_leader:
-                with self.mutex:
-                    if not self.failed:
-                        self.asked[c.name] = self.pool.submit(
-                            c.call, "gang-start", *self.by_leader[c.name], timeout=GANG_START_TIMEOUT)
-            return reply
-        return one
-
-    def abort(self) -> None:
-        """No leader is asked from now on; those asked are put back to nothing, which ends their
-        wait for members that may never come up."""
-        with self.mutex:
-            first, self.failed = not self.failed, True
-            asked = set(self.asked) if first else set()
-        undo_blank(self.session, asked, self.say)
-
-    def wait(self) -> tuple[dict[str, dict[str, Any]], dict[str, BaseException]]:
-        """(replies, failures) of the leaders asked, by host."""
-        replies: dict[str, dict[str, Any]] = {}
-        failures: dict[str, BaseException] = {}
-        for host, fut in self.asked.items():
-            try:
-                replies[host] = fut.result()
-            except Exception as exc:
-                failures[host] = exc
-        self.pool.shutdown()
-        return replies, failures
+    return Upload(replies, frozenset(needs), frozenset(blank), tuple(early), tuple(together))
 
 
 def plan_secret(session: Session, states: Mapping[str, HostState]) -> tuple[bytes | None, set[str], bool]:

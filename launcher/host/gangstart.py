@@ -4,16 +4,13 @@ A cold `up` uploads to every host, and a host's ranks started inside its upload 
 begin as soon as that host is ready: the gang's start would spread over the whole upload
 round. On the 200-host testbed that was over 60 s, past the demo ranks' barrier timeout, so
 the first world never formed and was restarted. So `up` starts a gang whose hosts were all
-blank only once every one of them is ready: one SSH call to the leader's host (the action
-``gang-start``), sent as soon as the leader's own upload is done, whose agent waits until every
-member's agent answers (their uploads may still run) and then starts them all at once over the
-connections it already signs for. No SSH session and no Python start per member, and a skew of
-one agent round trip.
+blank only after every one of them is ready: one SSH call to the leader's host (the action
+``gang-start``), whose agent then starts the members at once over the connections it already
+signs for. No SSH session and no Python start per member, and a skew of one agent round trip.
 
-A member's agent not listening yet is tried again (a refused connection) until AGENT_WAIT;
-`up` cuts that wait short when another host's upload fails, by putting the leader back to
-nothing (its agent goes; this action stops waiting once `current` is gone). Anything else (a
-wrong key, an agent that answers with an error, no answer) fails the start, naming the member.
+Each member's agent was started by its own upload call a moment ago and may not listen yet:
+a refused connection is tried again until AGENT_WAIT. Anything else (a wrong key, an agent
+that answers with an error, no answer) fails the start, naming the member.
 """
 from __future__ import annotations
 
@@ -68,14 +65,8 @@ def start_gangs(agent: AgentApi, groups: list[str]) -> dict:
             update_state(agent.root, "waiting.json", {group: None})
             deadline = time.monotonic() + AGENT_WAIT
             try:
-                # `up` asks as soon as this host is ready, while members may still be uploading: every
-                # member's agent answers first, then all start at once (not each as it comes up)
-                _each_member(agent, [m for m in gang["members"] if m["host"] != conf["host"]],
-                             lambda m: _member(agent, conf, m, {"op": "ping"}, deadline))
                 times = start_leader_first(agent, gang, group,
-                                           lambda others: _each_member(
-                                               agent, others, lambda m: _member(agent, conf, m, {"op": "start", "group": group},
-                                                                                deadline)))
+                                           lambda others: _start_each(agent, conf, others, group, deadline))
             except Exception as exc:
                 log(f"gang {group}: the start `up` asked for failed: {exc}")
                 return {"ok": False, "error": f"gang {group}: {exc}"}
@@ -101,20 +92,21 @@ def start_leader_first(agent: AgentApi, gang: dict, group: str,
     return {**started, **{m["host"]: r["started_at"] for m, r in zip(others, replies)}}
 
 
-def _each_member(agent: AgentApi, members: list[dict], one: Callable[[dict], dict]) -> list[dict]:
-    """``one(member)`` for every member at once; RuntimeError naming every member that failed."""
-    outcomes = agent.each(one, members)
+def _start_each(agent: AgentApi, conf: dict, members: list[dict], group: str, deadline: float) -> list[dict]:
+    """`up`'s start of ``members`` at once, each retried while its agent does not listen yet;
+    RuntimeError naming every member that failed."""
+    outcomes = agent.each(lambda m: _start_member(agent, conf, m, group, deadline), members)
     errors = [str(o) for o in outcomes if isinstance(o, BaseException)]
     if errors:
         raise RuntimeError("; ".join(errors))
     return [o for o in outcomes if not isinstance(o, BaseException)]
 
 
-def _member(agent: AgentApi, conf: dict, member: dict, body: dict, deadline: float) -> dict:
-    """Send ``body`` to a member, tried again while its agent does not listen yet (until ``deadline``)."""
+def _start_member(agent: AgentApi, conf: dict, member: dict, group: str, deadline: float) -> dict:
     where = f"member {member['host']} ({member['address']})"
     try:
-        return _refused_until(deadline, lambda: agent.send(member, body, timeout=START_TIMEOUT))
+        return _refused_until(deadline, lambda: agent.send(member, {"op": "start", "group": group},
+                                                            timeout=START_TIMEOUT))
     except ConnectionRefusedError:
         raise RuntimeError(f"{where}: its agent does not listen on port {conf['agent_port']} "
                            f"({AGENT_WAIT:.0f} s after its upload)") from None
@@ -133,8 +125,6 @@ def act_gangstart(root: str, args: list[str]) -> dict:
     target = (conf["address"], conf["agent_port"])
 
     def ask() -> dict:
-        if not os.path.lexists(os.path.join(root, "current")):  # `up` put this host back to nothing meanwhile
-            raise RuntimeError("this host's generation was taken back (the upload failed on another host)")
         return send_signed(root, target[0], target[1], {"op": "gang-start", "groups": args}, START_TIMEOUT + 10,
                            to=conf["host"])
     try:
