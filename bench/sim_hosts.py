@@ -80,7 +80,9 @@ class Hosts:
         if argv[:1] == ["python3"] and len(argv) >= 7 and "lock.json" in argv[4]:  # lock.LOCK_SCRIPT ROOT OP ...
             op = argv[6]
             self.calls[f"lock-{op}"] = self.calls.get(f"lock-{op}", 0) + 1
-            reply = {"acquire": {"acquired": 1}, "renew": {"renewed": True}}.get(op, {})
+            # acquire also says whether the lock host has nothing of the deployment (`up` then has no state round)
+            blank = self.host(argv[5])["generation"] is None
+            reply = {"acquire": {"acquired": 1, "blank": blank}, "renew": {"renewed": True}}.get(op, {})
             return 0, (json.dumps(reply) + "\n").encode(), b""
         if argv[:1] == ["python3"] and len(argv) >= 8:  # the bootstrap: python3 -I -S -c BOOTSTRAP ROOT RID ACTION ...
             root, action = argv[5], argv[7]
@@ -103,6 +105,8 @@ class Hosts:
 
     def action(self, h: dict[str, Any], action: str, args: list[str]) -> dict[str, Any]:
         if action == "prepare":
+            if "--if-blank" in args and h["generation"] is not None:
+                return {"generation": args[0], "not_blank": True}
             previous, h["generation"] = h["generation"], args[0]
             h["manifest"] = self.doc(h["name"], "manifest.json")
             switched: dict[str, Any] = {"previous": previous, "generation": args[0], "added": [], "changed": [],
