@@ -272,9 +272,10 @@ def children_cpu() -> float:
 
 
 # --- topology ---------------------------------------------------------------------------------
-def topology(tb, container: str = "", name: str = DEPLOYMENT) -> str:
+def topology(tb, container: str = "", name: str = DEPLOYMENT, per_host: bool = False) -> str:
     """``container``: a `container:` block for defaults (the containers column; it deploys as root,
-    rootless podman is not set up on the testbed)."""
+    rootless podman is not set up on the testbed). ``per_host``: one instance (one world of 2
+    ranks) per host instead of one world over all hosts (--worlds per-host)."""
     user = "root" if container else tb.user
     hosts = "".join(
         f"  - name: {h.name}\n    address: {h.address}\n    ssh: {{user: {user}, identity_file: {tb.identity_file}}}\n"
@@ -284,6 +285,14 @@ def topology(tb, container: str = "", name: str = DEPLOYMENT) -> str:
     # the way tests/e2e does it, when this launcher version knows the key.
     schema = (REPO / "launcher" / "schemas" / "topology.schema.json").read_text()
     preflight = "  preflight: false\n" if '"preflight"' in schema else ""
+    worlds = [(f"demo-{h.name}", h.name) for h in tb.hosts] if per_host else [("demo", names)]
+    instances = "".join(f"""\
+  - name: {inst}
+    hosts: [{on}]
+    devices: [0, 1]
+    processes: per_device
+    command: [launcher-demo-rank, --health-port, "{HEALTH}", --barrier-timeout, "60"]
+""" for inst, on in worlds)
     return f"""\
 version: 1
 name: {name}
@@ -291,12 +300,7 @@ defaults:
   deploy_dir: {DEPLOY_DIR}
 {preflight}{container}hosts:
 {hosts}instances:
-  - name: demo
-    hosts: [{names}]
-    devices: [0, 1]
-    processes: per_device
-    command: [launcher-demo-rank, --health-port, "{HEALTH}", --barrier-timeout, "60"]
-"""
+{instances}"""
 
 
 def host_root(host: str) -> str:
@@ -503,10 +507,13 @@ class Launcher:
         if not all(row["state"] == "RUNNING" for row in rows):
             raise RuntimeError(f"status: not all RUNNING: {[(x['host'], x['rank'], x['state']) for x in rows]}")
 
-        r.update(self.gang_restart())
+        if self.one_world:  # with a world per host, a kill restarts one host's world: not this row
+            r.update(self.gang_restart())
         r["down"], _ = self.cli("down", "--purge")
         wait_all_gone(self.tb, "launcher down")
         return r
+
+    one_world = True
 
     def gang_restart(self) -> dict[str, float]:
         """kill -9 one rank (a host in the middle) until every rank passed a new barrier ({} if never)."""
@@ -1083,6 +1090,10 @@ def main(argv: list[str] | None = None) -> int:
                     "(phase times, -X importtime, cProfile of every thread) into DIR")
     ap.add_argument("--cpu-detail", metavar="DIR", help="write DIR/<column>.json: every testbed process at "
                     "the end of the first cold up of each column, with its CPU in the window and its start time")
+    ap.add_argument("--worlds", choices=("one", "per-host"), default="one",
+                    help="one world (one instance) over all hosts, started as a gang (default), or one per host: "
+                    "each host's ranks start inside its upload, as the floors start theirs (no gang start, no "
+                    "gang restart row; only with --columns launcher,floor_sup)")
     ap.add_argument("--columns", default="launcher,floor,floor_sup", help="which of launcher, floor, floor_sup "
                     "to run (comma-separated; default all three): a repeat of one column alone costs less, and "
                     "with --hold-memory a column runs in the memory another one filled")
@@ -1091,6 +1102,10 @@ def main(argv: list[str] | None = None) -> int:
                     "shares this machine's memory, so this gives a small testbed a large one's memory to work in")
     args = ap.parse_args(argv)
     wanted = set(args.columns.split(","))
+    if args.worlds == "per-host" and (not wanted <= {"launcher", "floor_sup"} or args.containers
+                                      or args.baseline != "none" or not args.no_ansible):
+        ap.error("--worlds per-host: only with --columns launcher,floor_sup --baseline none --no-ansible "
+                 "(the bare floor, Ansible and the gang restart rows assume one world)")
     if not wanted or not wanted <= {"launcher", "floor", "floor_sup"}:
         ap.error(f"--columns {args.columns!r}: a comma-separated subset of launcher, floor, floor_sup")
     global DETAIL, CGROUPS
@@ -1131,8 +1146,9 @@ def main(argv: list[str] | None = None) -> int:
         CGROUPS = HostCgroups.make(tb)
         log(f"testbed {tb.id}: {args.hosts} hosts in {time.monotonic() - t0:.2f} s ({tb.root})")
         topo = work / "topology.yaml"
-        topo.write_text(topology(tb))
+        topo.write_text(topology(tb, per_host=args.worlds == "per-host"))
         launcher = Launcher(tb, str(topo), python)
+        launcher.one_world = args.worlds == "one"
         baseline = Launcher(tb, str(topo), python, src=base_src) if base_src else None
         boxed = None
         if tb.containers:  # its own deployment name: one container storage serves every testbed here

@@ -14,31 +14,35 @@ modules beside this one. ROOT is ``<deploy_dir>/<deployment>/<host>``:
 """
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import sys
 
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (type checkers know the name)
+if TYPE_CHECKING:
+    from typing import Callable
+
 from . import upload
-from .actions import (act_down, act_events, act_logs, act_prepare, act_prune, act_relay, act_restore, act_secret,
-                      act_start, act_state, act_stop, act_switch, act_wait)
-from .checkall import act_check
-from .gangstart import act_gangstart
-from .linkcheck import act_linkcheck
-from .nic import act_nic
-from .probes import act_probe
 
 # io, shutil, subprocess (and tarfile, zipfile, urllib) are imported by the actions that need
-# them: `state`, on every status, imports none of them
+# them: `state`, on every status, imports none of them; and each action's module is imported
+# when it runs (a cold up's `prepare` needs none of check's, nic's or gang-start's)
 
 # prepare's upload as (name, mode, content) of regular files, already read and checked by the
 # bootstrap (remote.BOOTSTRAP); None when run otherwise, then stdin is read here
 UPLOAD: list[tuple[str, int, bytes]] | None = None
 
-ACTIONS = {"state": act_state, "prepare": act_prepare, "switch": act_switch, "start": act_start,
-           "gang-start": act_gangstart, "stop": act_stop, "prune": act_prune, "restore": act_restore, "relay": act_relay,
-           "wait": act_wait, "down": act_down, "logs": act_logs, "events": act_events, "secret": act_secret,
-           "linkcheck": act_linkcheck, "probe": act_probe,
-           "nic": act_nic, "check": act_check}
+ACTIONS = {"state": "actions", "prepare": "actions", "switch": "actions", "start": "actions",
+           "gang-start": "gangstart", "stop": "actions", "prune": "actions", "restore": "actions",
+           "relay": "actions", "wait": "actions", "down": "actions", "logs": "actions", "events": "actions",
+           "secret": "actions", "linkcheck": "linkcheck", "probe": "probes", "nic": "nic", "check": "checkall"}
+
+
+def action(name: str) -> Callable[[str, list[str]], dict]:
+    """The function of action ``name``: act_<name> in its module (launcher/host/<module>.py)."""
+    module = importlib.import_module(f"{__package__}.{ACTIONS[name]}")
+    return getattr(module, "act_" + name.replace("-", ""))
 
 
 LOG_MAX = 1 << 20  # then hostside.log moves to hostside.log.1: a host's disk is not ours to fill
@@ -66,15 +70,15 @@ def main(argv: list[str] | None = None) -> int:
     if len(argv) < 2 or argv[0] not in ACTIONS:
         print(json.dumps({"error": f"usage: hostside {{{','.join(ACTIONS)}}} ROOT ..."}))
         return 2
-    action, root = argv[0], argv[1]
+    name, root = argv[0], argv[1]
     upload.UPLOAD = UPLOAD  # as the bootstrap set it, after importing us
     try:
-        result = ACTIONS[action](root, argv[2:])
+        result = action(name)(root, argv[2:])
     except Exception as exc:  # the operator side turns this into "host X: ..."
         import traceback  # only on this path: `state` stays cheap to start
         trace = traceback.format_exc()
-        _log_traceback(root, action, trace)
-        print(json.dumps({"error": f"{action}: {type(exc).__name__}: {exc}", "traceback": trace}))
+        _log_traceback(root, name, trace)
+        print(json.dumps({"error": f"{name}: {type(exc).__name__}: {exc}", "traceback": trace}))
         return 1
     print(json.dumps(result))
     return 0
