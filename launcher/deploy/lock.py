@@ -31,7 +31,7 @@ from ..core.errors import LauncherError
 from ..host.state import BLANK_MARKS
 from .fencing import Fence, LeaseLost
 from .remote import HostClient
-from .transport import HostsFailed, fan_out
+from .transport import HostsFailed, fan_out, warm_up
 
 LEASE = 120.0   # seconds a holder may go silent before its lock counts as stale
 RENEW = 30.0
@@ -220,6 +220,7 @@ def fenced(clients: Mapping[str, HostClient], command: str, warn: Callable[[str]
     ``clients``; after a take-over every host is fenced first. A block that fails after the lock
     was lost says so, whatever the host call that noticed."""
     first = next(iter(clients.values()))
+    warm_up([c.transport for c in clients.values() if c is not first], forks)  # while the lock is taken
     with deployment_lock(first, command, warn) as fence:
         for c in clients.values():
             c.fence = fence

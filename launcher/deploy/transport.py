@@ -3,8 +3,9 @@
 Everything that touches a host goes through ``Transport.run``: an argv (quoted with
 shlex.join for the remote shell), optional bytes on stdin, a timeout. Three implementations:
 the system's OpenSSH client (the default where ``ssh`` is installed; one shared connection per
-host, ControlMaster), fabric's Connection over paramiko (``--ssh-client paramiko``, where there is
-no OpenSSH client), and this machine itself (``transport: local``). Host keys are always verified
+host, ControlMaster, opened ahead by ``warm_up`` while a command takes its lock), fabric's
+Connection over paramiko (``--ssh-client paramiko``, where there is no OpenSSH client;
+paramiko_transport.py), and this machine itself (``transport: local``). Host keys are always verified
 against known_hosts (OpenSSH: StrictHostKeyChecking=yes and BatchMode; fabric: RejectPolicy on
 every hop): an unknown or changed key is an error naming the host, never a prompt; the ssh
 config (``~/.ssh/config`` or ``--ssh-config``) is honoured by both, ProxyJump included. ``fan_out`` runs a
@@ -18,40 +19,16 @@ import os
 import shlex
 import shutil
 import signal
-import socket
 import subprocess
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Protocol, Sequence, TypeVar
+from typing import Callable, Iterable, Protocol, Sequence, TypeVar
 
 from ..core.errors import LauncherError
+from .hostcmd import COMMAND_TIMEOUT, CommandResult, SshOptions, TransportError
 from ..core.model import Host
 
 DEFAULT_FORKS = 32
-CONNECT_TIMEOUT = 10.0
-COMMAND_TIMEOUT = 120.0
-KEEPALIVE = 15
-
-
-@dataclass(frozen=True)
-class CommandResult:
-    exit_code: int
-    stdout: bytes
-    stderr: bytes
-
-
-class TransportError(LauncherError):
-    """A host could not be reached or a command could not run there."""
-
-    def __init__(self, host: str, message: str, remote_traceback: str | None = None):
-        self.host = host
-        self.detail = message
-        self.remote_traceback = remote_traceback  # of a host-side action that failed; shown under -v
-        super().__init__(f"host {host}: {message}")
-
-
 class Transport(Protocol):
     host: Host
 
@@ -80,15 +57,6 @@ class LocalTransport:
 
     def close(self) -> None:
         pass
-
-
-@dataclass(frozen=True)
-class SshOptions:
-    config_file: str | None = None      # default ~/.ssh/config when it exists
-    known_hosts: str | None = None      # default: from ssh config, else ~/.ssh/known_hosts
-    connect_timeout: float = CONNECT_TIMEOUT
-    client: str = "auto"                # openssh | paramiko | auto (openssh when `ssh` is installed)
-    control_dir: str | None = None      # where OpenSSH keeps its shared connections
 
 
 # A unix socket path is at most ~107 bytes; we add "/<8-hex options>" and OpenSSH
@@ -133,6 +101,40 @@ class OpenSshTransport:
     def __init__(self, host: Host, options: SshOptions = SshOptions()):
         self.host = host
         self.options = options
+        # warm(): None (none asked), "pending" (queued), "running", "done"; the first run() waits for a running one
+        self._warm: str | None = None
+        self._warmed = threading.Condition()
+
+    def warm_pending(self) -> None:
+        """A warm() is queued for this host (warm_up): the first run() waits for it once it runs."""
+        with self._warmed:
+            if self._warm is None and _control_dir(self.options):
+                self._warm = "pending"
+
+    def warm(self) -> None:
+        """Open the shared connection now (``ssh -f -N``: key exchange and login, no session; an
+        existing one is reused), so the command's first call to this host finds it ready.
+        Best effort: a host it cannot reach is reported by that first call."""
+        with self._warmed:
+            if self._warm != "pending":
+                return
+            self._warm = "running"
+        try:
+            subprocess.run(self._base() + ["-f", "-N", self.host.address], stdin=subprocess.DEVNULL,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                           timeout=self.options.connect_timeout + 5, start_new_session=True)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+        finally:
+            with self._warmed:
+                self._warm = "done"
+                self._warmed.notify_all()
+
+    def _after_warm(self) -> None:
+        with self._warmed:
+            if self._warm == "pending":  # not started yet: this call connects by itself
+                self._warm = "done"
+            self._warmed.wait_for(lambda: self._warm != "running", timeout=self.options.connect_timeout + 10)
 
     def _base(self) -> list[str]:
         o = self.options
@@ -161,6 +163,7 @@ class OpenSshTransport:
 
     def run(self, argv: Sequence[str], stdin: bytes | None = None,
             timeout: float = COMMAND_TIMEOUT) -> CommandResult:
+        self._after_warm()  # else a second connection, with its own key exchange, races the warm one
         cmd = self._base() + [self.host.address, "--", shlex.join(argv)]  # quoted for the remote shell
         try:
             proc = subprocess.run(cmd, input=stdin if stdin is not None else b"", capture_output=True,
@@ -212,122 +215,16 @@ class OpenSshTransport:
         return None
 
 
-class SshTransport:
-    """OpenSSH servers on the far side, via fabric's Connection (paramiko underneath); one per host, reused.
-
-    fabric resolves the host as OpenSSH would from the ssh config (HostName, User, Port,
-    IdentityFile, ConnectTimeout, ProxyJump and ProxyCommand); the topology's user, port and
-    identity file win. Host keys: fabric would add unknown keys (AutoAddPolicy) on every hop, so
-    each hop's client gets the known_hosts file and RejectPolicy before it connects."""
-
-    def __init__(self, host: Host, options: SshOptions = SshOptions()):
-        self.host = host
-        self.options = options
-        self._conn: Any = None  # a fabric.Connection once connected
-        self._lock = threading.Lock()
-
-    def _connection(self) -> tuple[Any, str]:
-        """(an unopened fabric.Connection, the known_hosts file its hops verify against)."""
-        from fabric import Config, Connection
-        config = Config(runtime_ssh_path=self.options.config_file) if self.options.config_file else Config()
-        ssh = self.host.ssh
-        identity = [os.path.expanduser(ssh.identity_file)] if ssh.identity_file else []
-        conn = Connection(self.host.address, user=ssh.user or None, port=ssh.port if ssh.port != 22 else None,
-                          config=config, connect_timeout=int(self.options.connect_timeout),
-                          connect_kwargs={"allow_agent": True, "look_for_keys": not identity,
-                                          "banner_timeout": self.options.connect_timeout,
-                                          "auth_timeout": self.options.connect_timeout,
-                                          **({"key_filename": identity} if identity else {})})
-        known = self.options.known_hosts or (conn.ssh_config.get("userknownhostsfile") or "").split(" ")[0] or \
-            "~/.ssh/known_hosts"
-        return conn, os.path.expanduser(known)
-
-    def _connect(self) -> Any:  # an open fabric.Connection
-        import paramiko
-        from fabric import Connection
-        conn, known = self._connection()
-        hop: Any = conn
-        while isinstance(hop, Connection):  # the host and every ProxyJump hop before it
-            if os.path.exists(known):
-                hop.client.load_host_keys(known)
-            hop.client.set_missing_host_key_policy(paramiko.RejectPolicy())  # never trust an unknown key
-            hop = hop.gateway
-        where = f"{conn.user}@{conn.host}:{conn.port}"
-        try:
-            conn.open()
-        except paramiko.BadHostKeyException as exc:
-            raise TransportError(self.host.name, f"the host key of {exc.hostname} CHANGED since it was recorded "
-                                 f"in {known}; refusing to connect") from None
-        except paramiko.SSHException as exc:
-            if "not found in known_hosts" in str(exc):
-                name = str(exc).split()[1] if str(exc).startswith("Server ") else conn.host
-                raise TransportError(self.host.name, f"{name.strip(chr(39))} is not in {known}; verify its "
-                                     "key and add it (ssh-keyscan) - unknown keys are never accepted") from None
-            raise TransportError(self.host.name, f"ssh to {where}: {exc}") from None
-        except (socket.timeout, TimeoutError):
-            raise TransportError(self.host.name, f"ssh to {conn.host}:{conn.port} timed out after "
-                                 f"{self.options.connect_timeout:.0f} s") from None
-        except OSError as exc:
-            raise TransportError(self.host.name, f"ssh to {conn.host}:{conn.port}: {exc.strerror or exc}") from None
-        conn.transport.set_keepalive(KEEPALIVE)
-        return conn
-
-    def client(self) -> Any:  # the connection's paramiko.SSHClient
-        with self._lock:
-            if self._conn is None or not self._conn.is_connected:
-                self._conn = self._connect()
-            return self._conn.client
-
-    def run(self, argv: Sequence[str], stdin: bytes | None = None,
-            timeout: float = COMMAND_TIMEOUT) -> CommandResult:
-        client = self.client()
-        try:
-            chan = client.get_transport().open_session(timeout=self.options.connect_timeout)
-            chan.settimeout(timeout)
-            chan.exec_command(shlex.join(argv))  # every argument quoted for the remote shell
-            if stdin:
-                chan.sendall(stdin)
-            chan.shutdown_write()
-            out, err = _drain(chan, timeout)
-            code = chan.recv_exit_status()
-            chan.close()
-        except (socket.timeout, TimeoutError):
-            raise TransportError(self.host.name, f"command timed out after {timeout:.0f} s: {argv[0]}") from None
-        except OSError as exc:
-            raise TransportError(self.host.name, f"ssh session failed: {exc}") from None
-        return CommandResult(code, out, err)
-
-    def close(self) -> None:
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()  # and its ProxyJump hops
-                self._conn = None
-
-
-def _drain(chan: Any, timeout: float) -> tuple[bytes, bytes]:
-    out, err = bytearray(), bytearray()
-    deadline = time.monotonic() + timeout
-    while True:
-        if chan.recv_ready():
-            out += chan.recv(65536)
-        elif chan.recv_stderr_ready():
-            err += chan.recv_stderr(65536)
-        elif chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
-            break
-        else:
-            if time.monotonic() > deadline:
-                raise TimeoutError
-            time.sleep(0.002)
-    return bytes(out), bytes(err)
-
-
 def transport_for(host: Host, ssh: SshOptions = SshOptions()) -> Transport:
     if host.transport == "local":
         return LocalTransport(host)
     client = ssh.client
     if client == "auto":
         client = "openssh" if shutil.which("ssh") else "paramiko"
-    return OpenSshTransport(host, ssh) if client == "openssh" else SshTransport(host, ssh)
+    if client == "openssh":
+        return OpenSshTransport(host, ssh)
+    from .paramiko_transport import SshTransport  # fabric and paramiko only when asked for
+    return SshTransport(host, ssh)
 
 
 T = TypeVar("T")
@@ -355,6 +252,18 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, TransportError) and text.startswith(prefix):
         return text.split(": ", 1)[1] if ": " in text else text
     return text
+
+
+def warm_up(transports: Iterable[Transport], forks: int = DEFAULT_FORKS) -> None:
+    """Open the shared connections of ``transports`` in the background, at most ``forks`` at once
+    (those that keep one: OpenSSH's), while the caller does something else first (takes the
+    deployment lock on another host): the key exchanges overlap it instead of the first round."""
+    todo = [t for t in transports if isinstance(t, OpenSshTransport) and _control_dir(t.options)]
+    for t in todo:
+        t.warm_pending()
+    if todo:
+        threading.Thread(target=fan_out, args=(todo, lambda t: t.warm(), lambda t: t.host.name, forks),
+                         daemon=True, name="ssh-warm-up").start()
 
 
 def fan_out(items: Iterable[T], fn: Callable[[T], R], key: Callable[[T], str],

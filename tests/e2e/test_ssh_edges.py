@@ -76,6 +76,42 @@ def test_down_over_openssh_when_ssh_O_exit_hangs(testbed, tmp_path):
         shutil.rmtree(base, ignore_errors=True)
 
 
+def test_a_locked_command_opens_one_connection_per_host_while_it_takes_the_lock(testbed, tmp_path):
+    """`up` opens every other host's shared connection while it takes the lock on the first one
+    (transport.warm_up), and its calls use that connection: each host's sshd logs exactly one
+    login for the cold `up` (no second one of the warm-up's or of the first call's), and none
+    for a second `up` (the connections are shared and kept)."""
+    if shutil.which("ssh") is None:
+        pytest.skip("needs the OpenSSH client")
+    base = Path(tempfile.mkdtemp(prefix="wu-", dir="/tmp"))  # short: the ControlPath lives under it
+    (base / "xdg" / "ascend-launcher").mkdir(parents=True, mode=0o700)
+    hosts = "".join(host_entry(testbed, h, "{0: 10.96.%d.1}" % i) for i, h in enumerate(testbed.hosts))
+    topo = tmp_path / "topo.yaml"
+    topo.write_text(topology_head("warmup") + "hosts:\n" + hosts + "instances:\n"
+                    f"  - {{name: x, hosts: [{', '.join(h.name for h in testbed.hosts)}], command: [sleep, '600']}}\n")
+    env = {**os.environ, "XDG_RUNTIME_DIR": str(base / "xdg"), "PYTHONPATH": str(ROOT)}
+
+    def cli(*argv: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "launcher", *argv, str(topo), "--ssh-client", "openssh",
+                               "--ssh-config", str(testbed.ssh_config), "--known-hosts", str(testbed.known_hosts)],
+                              capture_output=True, text=True, env=env, cwd=str(ROOT), timeout=300)
+
+    def logins() -> dict[str, int]:
+        return {h.name: h.sshd_log.read_text(errors="replace").count("Accepted publickey") for h in testbed.hosts}
+    try:
+        before = logins()
+        up = cli("up")
+        assert up.returncode == 0, up.stderr
+        after = logins()
+        assert {h: after[h] - before[h] for h in after} == {h.name: 1 for h in testbed.hosts}
+        again = cli("up")
+        assert again.returncode == 0, again.stderr
+        assert logins() == after
+    finally:
+        cli("down", "--purge")
+        shutil.rmtree(base, ignore_errors=True)
+
+
 def test_a_host_side_failure_keeps_its_traceback_on_the_host(testbed, tmp_path):
     """Over real SSH: the failed action's traceback is in ROOT/logs/hostside.log on that host and in
     the operator's exception (shown under -v); the message stays one line."""
