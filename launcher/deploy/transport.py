@@ -105,6 +105,21 @@ class OpenSshTransport:
         self._warm: str | None = None
         self._warmed = threading.Condition()
 
+    def _control(self) -> tuple[str | None, str]:
+        """(the shared connections' directory, None for none; the prefix of this option set's sockets)."""
+        o = self.options
+        # a shared connection is reused only with the same ssh options: with another
+        # known_hosts or config file, the host key is verified again on a new connection
+        return _control_dir(o), hashlib.sha256(repr((o.config_file, o.known_hosts)).encode()).hexdigest()[:8]
+
+    def shared_open(self) -> bool:
+        """Any shared connection with these options is open (a socket of theirs exists)."""
+        control, tag = self._control()
+        try:
+            return control is not None and any(n.startswith(tag) for n in os.listdir(control))
+        except OSError:
+            return False
+
     def warm_pending(self) -> None:
         """A warm() is queued for this host (warm_up): the first run() waits for it once it runs."""
         with self._warmed:
@@ -142,10 +157,7 @@ class OpenSshTransport:
                 # a shared connection to a host that went away is noticed within ~9 s
                 "-o", f"ConnectTimeout={int(o.connect_timeout)}", "-o", "ServerAliveInterval=3",
                 "-o", "ServerAliveCountMax=3"]
-        control = _control_dir(o)
-        # a shared connection is reused only with the same ssh options: with another
-        # known_hosts or config file, the host key is verified again on a new connection
-        tag = hashlib.sha256(repr((o.config_file, o.known_hosts)).encode()).hexdigest()[:8]
+        control, tag = self._control()
         argv += (["-o", "ControlMaster=auto", "-o", f"ControlPath={control}/{tag}%C",
                   "-o", f"ControlPersist={self.PERSIST}"] if control else ["-o", "ControlMaster=no"])
         if o.config_file:
@@ -257,8 +269,11 @@ def _reason(exc: BaseException) -> str:
 def warm_up(transports: Iterable[Transport], forks: int = DEFAULT_FORKS) -> None:
     """Open the shared connections of ``transports`` in the background, at most ``forks`` at once
     (those that keep one: OpenSSH's), while the caller does something else first (takes the
-    deployment lock on another host): the key exchanges overlap it instead of the first round."""
+    deployment lock on another host): the key exchanges overlap it instead of the first round.
+    Not when connections with the same options are open already (kept from a command moments ago)."""
     todo = [t for t in transports if isinstance(t, OpenSshTransport) and _control_dir(t.options)]
+    if any(t.shared_open() for t in todo[:1]):  # connections kept from a command moments ago: the
+        return  # hosts' are open (they were opened and expire together); a warm-up would be one more ssh each
     for t in todo:
         t.warm_pending()
     if todo:
