@@ -20,11 +20,18 @@ class CommandResult:
 class TransportError(LauncherError):
     """A host could not be reached or a command could not run there."""
 
-    def __init__(self, host: str, message: str, remote_traceback: str | None = None):
+    def __init__(self, host: str, message: str, remote_traceback: str | None = None, unreached: bool = False):
         self.host = host
         self.detail = message
         self.remote_traceback = remote_traceback  # of a host-side action that failed; shown under -v
+        self.unreached = unreached  # no session was opened: the command did not run there at all
         super().__init__(f"host {host}: {message}")
+
+
+# OpenSSH's own errors before any session is opened (so the command never ran on the host); not
+# "Connection closed by ...", which also ends a session cut in the middle of a command
+NO_SESSION = ("connect to host", "Could not resolve hostname", "Host key verification failed",
+              "REMOTE HOST IDENTIFICATION HAS CHANGED", "No ED25519 host key is known", "Permission denied (")
 
 
 @dataclass(frozen=True)

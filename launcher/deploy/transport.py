@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterable, Protocol, Sequence, TypeVar
 
 from ..core.errors import LauncherError
-from .hostcmd import COMMAND_TIMEOUT, CommandResult, SshOptions, TransportError
+from .hostcmd import COMMAND_TIMEOUT, NO_SESSION, CommandResult, SshOptions, TransportError
 from ..core.model import Host
 
 DEFAULT_FORKS = 32
@@ -185,7 +185,8 @@ class OpenSshTransport:
         except OSError as exc:  # ssh gone from PATH since the flags were checked
             raise TransportError(self.host.name, f"cannot run ssh: {exc.strerror}") from None
         if proc.returncode == 255:  # ssh's own failure, not the remote command's
-            raise TransportError(self.host.name, self._explain(proc.stderr.decode("utf-8", "replace")))
+            err = proc.stderr.decode("utf-8", "replace")
+            raise TransportError(self.host.name, self._explain(err), unreached=any(m in err for m in NO_SESSION))
         return CommandResult(proc.returncode, proc.stdout, proc.stderr)
 
     def _explain(self, err: str) -> str:

@@ -75,7 +75,8 @@ def upload_round(session: Session, files: Files, generation: str, old: Mapping[s
 
     replies, failures = session.fan_out(prepare, sorted(needs))
     kept = {h for h, r in replies.items() if r.get("not_blank")}
-    switched = blank - kept
+    # a blank host the upload never reached (no SSH session) was not switched: nothing to put back there
+    switched = blank - kept - {h for h, e in failures.items() if getattr(e, "unreached", False)}
     if failures:
         if switched:
             undo_blank(session, switched, say)

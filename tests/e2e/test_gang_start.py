@@ -105,3 +105,32 @@ def test_a_member_the_leaders_agent_cannot_reach_fails_the_cold_up_and_leaves_bo
         assert "gang demo: started on 2 hosts at once" in agent_log(testbed, h1)
     finally:
         run_cli("down", str(path), "--purge", *ssh_flags(testbed))
+
+
+def test_a_cold_up_that_cannot_reach_a_host_leaves_the_lock_host_blank(testbed, tmp_path):
+    """The lock host (h1) is blank, so `up` uploads everywhere at once without reading states; h2's
+    sshd is gone: the up fails naming h2, and h1, switched by its upload, is put back to nothing
+    (ps: no supervisord, agent or rank of it). With sshd back, the same up succeeds."""
+    h1, h2 = testbed.hosts
+    path = tmp_path / "topo.yaml"
+    path.write_text(topology(testbed))
+    testbed.kill_sshd(h2)
+    try:
+        run = cli(testbed, "up", str(path))
+        assert run.code == 1, run.err
+        assert "(the lock host) has nothing of gstart" in run.err, run.err
+        assert f"  {h2.name}: ssh to {h2.address}" in run.err and "Traceback" not in run.err, run.err
+        assert "the blank hosts it had switched were put back to nothing" in run.err, run.err
+        assert "NOT put back" not in run.err, run.err  # h2 was never reached: nothing ran there
+        for h in (h1, h2):
+            wait_for(lambda: not deployment_pids(h), timeout=30, what=f"nothing of {NAME} left on {h.name}")
+        assert not listeners(testbed, h1, HEALTH) and not listeners(testbed, h1, AGENT_PORT)
+    finally:
+        testbed.restart_sshd(h2)
+    assert not listeners(testbed, h2, HEALTH) and not listeners(testbed, h2, AGENT_PORT)
+    try:
+        run = cli(testbed, "up", str(path))
+        assert run.code == 0, run.err
+        wait_for(lambda: all(health(h.address, HEALTH) for h in testbed.hosts), what="demo past its barrier")
+    finally:
+        run_cli("down", str(path), "--purge", *ssh_flags(testbed))
