@@ -25,10 +25,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterable, Protocol, Sequence, TypeVar
 
 from ..core.errors import LauncherError
-from .hostcmd import COMMAND_TIMEOUT, NO_SESSION, CommandResult, SshOptions, TransportError
 from ..core.model import Host
+from .hostcmd import COMMAND_TIMEOUT, NO_SESSION, CommandResult, SshOptions, TransportError
 
 DEFAULT_FORKS = 32
+
+
 class Transport(Protocol):
     host: Host
 
