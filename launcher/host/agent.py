@@ -40,7 +40,6 @@ from .program_stats import observe
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (type checkers know the name)
 if TYPE_CHECKING:
-    from concurrent.futures import ThreadPoolExecutor
     from typing import Callable, TypeVar
     T = TypeVar("T")
     R = TypeVar("R")
@@ -49,6 +48,7 @@ STOP_TIMEOUT = STOP_RPC_TIMEOUT  # > supervisord's stopwaitsecs (30 s) plus the 
 SEND_TIMEOUT = 120.0  # a member's stop may take STOP_TIMEOUT
 CONNECT_TIMEOUT = 10.0
 LOG_LINES = 10
+EACH_AT_ONCE = 128  # a stop or start of every member at once, up to this many members
 
 
 class Agent:
@@ -58,16 +58,15 @@ class Agent:
         self.reported: dict[str, str] = {}
         self.pending: dict[str, dict] = {}  # a report that came in while its gang was being restarted
         self.verifier = Verifier(root)  # its replay cache on disk too: a restarted agent refuses replays
-        self._pool: ThreadPoolExecutor | None = None
-        self._pool_lock = threading.Lock()
+        self._busy_lock = threading.Lock()
         self.desire = threading.Lock()  # desired.json and this agent's starts and stops, against its poll
         self.busy = 0  # gang work under way (a report, a restart): state/agent-busy while > 0
 
     def task(self, fn: Callable[..., object], *args: object) -> None:
         """Gang work (a report, a restart, a wait), each in a thread of its own: it may wait for
-        long (a member, a dependency) and on leaf calls in the pool (each), so sharing the pool
-        could starve it. Its exception is logged; counted in state/agent-busy while it runs."""
-        with self._pool_lock:
+        long (a member, a dependency) and on leaf calls (each). Its exception is logged; counted
+        in state/agent-busy while it runs."""
+        with self._busy_lock:
             self.busy += 1
             write_json(state_path(self.root, "agent-busy"), self.busy)
 
@@ -77,32 +76,35 @@ class Agent:
             except Exception as exc:  # logged: never lost with its thread
                 log(f"{getattr(fn, '__name__', fn)}: {type(exc).__name__}: {exc}")
             finally:
-                with self._pool_lock:
+                with self._busy_lock:
                     self.busy -= 1
                     write_json(state_path(self.root, "agent-busy"), self.busy)
         threading.Thread(target=run, daemon=True).start()
 
     def each(self, fn: Callable[[T], R], items: list[T]) -> list[R | BaseException]:
-        """``fn`` on every item at once (the pool: leaf calls, which wait on nothing in it), each
-        one's result or exception, in order: the caller sees every exception."""
-        futures = [self.pool.submit(fn, item) for item in items]
+        """``fn`` on every item at once (leaf calls, which wait on nothing else here), at most
+        EACH_AT_ONCE running; each one's result or exception, in order: the caller sees every
+        exception. Plain threads, not a pool: concurrent.futures pulls in logging, whose import
+        would sit on a gang start's path (the leader's first start of its members)."""
         out: list[R | BaseException] = []
-        for f in futures:
-            try:
-                out.append(f.result())
-            except Exception as exc:
-                out.append(exc)
-        return out
+        slots = threading.BoundedSemaphore(EACH_AT_ONCE)
 
-    @property
-    def pool(self) -> ThreadPoolExecutor:
-        # made on first use (a failure to handle): concurrent.futures pulls in logging, which
-        # would cost every agent's start a third of its import time
-        with self._pool_lock:
-            if self._pool is None:
-                from concurrent.futures import ThreadPoolExecutor
-                self._pool = ThreadPoolExecutor(max_workers=128)  # a stop or start of every member at once
-            return self._pool
+        def run(i: int, item: T) -> None:
+            try:
+                out[i] = fn(item)
+            except BaseException as exc:  # handed to the caller, as a pool's future would
+                out[i] = exc
+            finally:
+                slots.release()
+        out.extend(RuntimeError("not run") for _ in items)  # every slot is overwritten by its thread
+        threads = []
+        for i, item in enumerate(items):
+            slots.acquire()
+            threads.append(threading.Thread(target=run, args=(i, item), daemon=True, name="agent-each"))
+            threads[-1].start()
+        for t in threads:
+            t.join()
+        return out
 
     # configuration of the running generation
     def conf(self) -> dict:
@@ -121,7 +123,9 @@ class Agent:
         stop_logged(self.root, [group], None, log)  # what left the group or outlived it (proctree.py)
         return {"ok": True}
 
-    def local_start(self, group: str) -> dict:
+    def local_start(self, group: str, snapshot: bool = True) -> dict:
+        """Start ``group`` here; ``snapshot=False``: the caller writes the snapshot (a leader, once
+        it has asked its members to start: their start need not wait for it)."""
         # the current generation's config, as a deliberate start loads it: every member of a restarted gang
         # runs its host's current generation (_restart holds a gang whose members' generations differ)
         server = rpc(self.root)
@@ -132,7 +136,8 @@ class Agent:
             set_desired(self.root, group, True)
             started_at = time.time()
             server.supervisor.startProcessGroup(group, False)
-        write_snapshot(self.root)  # now: the agent's own event wakes start only once it is RUNNING (1 s)
+        if snapshot:  # now: the agent's own event wakes start only once it is RUNNING (1 s)
+            write_snapshot(self.root)
         return {"ok": True, "started_at": started_at}
 
     def started_from(self, group: str) -> dict:

@@ -6,7 +6,6 @@ cycle: agent.py uses its helpers, never the other way round. Imported for type c
 from __future__ import annotations
 
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Protocol, TypeVar
 
 from .messages import Verifier
@@ -22,9 +21,6 @@ class AgentApi(Protocol):
     verifier: Verifier
     busy: int                          # gang work under way (state/agent-busy)
 
-    @property
-    def pool(self) -> ThreadPoolExecutor: ...
-
     def task(self, fn: Callable[..., object], *args: object) -> None: ...
 
     def each(self, fn: Callable[[T], R], items: list[T]) -> list[R | BaseException]: ...
@@ -33,7 +29,7 @@ class AgentApi(Protocol):
 
     def send(self, peer: dict, body: dict, timeout: float = ...) -> dict: ...
 
-    def local_start(self, group: str) -> dict: ...
+    def local_start(self, group: str, snapshot: bool = True) -> dict: ...
 
     def all_members(self, gang: dict, op: str) -> list[dict]: ...
 

@@ -82,13 +82,20 @@ def start_leader_first(agent: AgentApi, gang: dict, group: str,
     connect to; started among 127 sending threads it came last on 200 hosts, and every peer
     retried its connection until then), then the others at once with ``start_others`` (default:
     Agent.all_members, which raises Unreachable naming the members that did not answer).
-    Returns {host: started_at}."""
+    This host's snapshot is written after the others were asked, so their start does not wait
+    for it, and before this returns (what the reply reports, `status` shows). Returns {host: started_at}."""
+    from .snapshot import write_snapshot  # loaded in the agent already; not in the host action below
     here = agent.conf()["host"]
-    started = {here: agent.local_start(group)["started_at"]} if any(m["host"] == here for m in gang["members"]) else {}
-    others = [m for m in gang["members"] if m["host"] != here]
-    if start_others is None:
-        start_others = lambda ms: agent.all_members({**gang, "members": ms}, f"start:{group}")  # noqa: E731
-    replies = start_others(others) if others else []
+    local = any(m["host"] == here for m in gang["members"])
+    started = {here: agent.local_start(group, snapshot=False)["started_at"]} if local else {}
+    try:
+        others = [m for m in gang["members"] if m["host"] != here]
+        if start_others is None:
+            start_others = lambda ms: agent.all_members({**gang, "members": ms}, f"start:{group}")  # noqa: E731
+        replies = start_others(others) if others else []
+    finally:
+        if local:
+            write_snapshot(agent.root)
     return {**started, **{m["host"]: r["started_at"] for m, r in zip(others, replies)}}
 
 

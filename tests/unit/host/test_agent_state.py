@@ -150,3 +150,31 @@ def test_state_files_are_fsynced_before_their_rename(tmp_path, monkeypatch):
     (tmp_path / "state").mkdir()
     st.write_secret(str(tmp_path), b"key", force=True)
     assert calls == ["fsync", "replace", "fsync", "replace"]
+
+
+def test_each_runs_every_member_call_at_once_bounded_and_hands_back_results_and_errors_in_order(tmp_path, monkeypatch):
+    """A leader starts or stops every member at once: each call's result or exception comes back
+    in the members' order, and no more than EACH_AT_ONCE run at the same time."""
+    import threading
+    import time
+
+    from launcher.host import agent as agent_mod
+    monkeypatch.setattr(agent_mod, "EACH_AT_ONCE", 3)
+    agent = Agent(str(_root(tmp_path)))
+    running, peak, lock = [0], [0], threading.Lock()
+
+    def call(i: int) -> int:
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.02)
+        with lock:
+            running[0] -= 1
+        if i == 4:
+            raise ConnectionRefusedError(f"member {i}")
+        return i * 10
+
+    out = agent.each(call, list(range(8)))
+    assert [o if not isinstance(o, BaseException) else str(o) for o in out] == [0, 10, 20, 30, "member 4", 50, 60, 70]
+    assert isinstance(out[4], ConnectionRefusedError)
+    assert peak[0] == 3  # at once, but bounded
