@@ -480,9 +480,23 @@ class Launcher:
             subprocess.run(["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "x"], capture_output=True, timeout=10)
         return len(socks)
 
-    def cli(self, *argv: str, check: bool = True, pre: tuple[str, ...] = ()) -> tuple[float, subprocess.CompletedProcess]:
+    def cli(self, *argv: str, check: bool = True, pre: tuple[str, ...] = (),
+            env: dict[str, str] | None = None) -> tuple[float, subprocess.CompletedProcess]:
         return run([self.python, *pre, "-m", "launcher", *argv, self.topo, *self.flags], f"launcher {argv[0]}",
-                   env=self.env, check=check, cwd=self.src)
+                   env={**self.env, **(env or {})}, check=check, cwd=self.src)
+
+    timeline = False  # --timeline: the cold up through timeline_cli.py, which notes when each step ran
+
+    def cold_up_cli(self) -> tuple[dict[str, float], Callable[[float], dict[str, float]]]:
+        """`launcher up` on cold hosts: {"up_cli": s} and a function that, given the time until
+        every /health answered, says where the time went (with --timeline; else {})."""
+        if not self.timeline:
+            return {"up_cli": self.cli("up")[0]}, lambda _: {}
+        out = self.xdg / "timeline.json"
+        t0 = time.monotonic()
+        dt, _ = self.cli("up", pre=(str(Path(__file__).resolve().parent / "timeline_cli.py"),),
+                         env={"UP_TIMELINE_OUT": str(out)})
+        return {"up_cli": dt}, lambda cold: timeline_steps(json.loads(out.read_text()), t0, dt, cold)
 
     def cycle(self) -> dict[str, float]:
         r: dict[str, float] = {}
@@ -492,10 +506,12 @@ class Launcher:
         since = time.time()
         window = CpuWindow(self.tb)
         t0 = time.monotonic()
-        r["up_cli"], _ = self.cli("up")
+        cli, steps = self.cold_up_cli()
+        r.update(cli)
         wait_all_up(self.tb, since, "launcher cold up")
         r["up_cold"] = time.monotonic() - t0
         r.update(window.close("launcher", r["up_cold"]))
+        r.update(steps(r["up_cold"]))
 
         r["up_nochange"], proc = self.cli("up", "--json")
         started = json.loads(proc.stdout)["started"]
@@ -669,6 +685,7 @@ class Floor:
         r = {"up_cli": self.round(f"{self.NAME} up", self.up_script, lambda h: self.runtime_tar + self.gen_tars[h])}
         wait_all_up(self.tb, since, f"{self.NAME} up")
         r["up_cold"] = time.monotonic() - t0
+        r["tl_health"] = r["up_cold"] - r["up_cli"]
         r.update(window.close(self.NAME, r["up_cold"]))
         return r
 
@@ -1010,6 +1027,33 @@ ROWS = [("cold up", "up_cold"), ("no-change up", "up_nochange"), ("status", "sta
         ("gang restart", "gang_restart"), ("gang restart, baseline", "gang_restart_base")]
 
 
+TIMELINE_ROWS = (("  (cold up, one step after the other: interpreter, imports, arguments)", "tl_start"),
+                 ("  (... topology compile, render, session)", "tl_compile"),
+                 ("  (... lock: the first host's SSH connection, then the lock)", "tl_lock"),
+                 ("  (... upload round, every host at once)", "tl_uploads"),
+                 ("  (... gang start: one call to the leader, whose agent starts every member)", "tl_gang"),
+                 ("  (... lock release)", "tl_release"),
+                 ("  (... the rest: between the steps, exit)", "tl_other"),
+                 ("  (... after the command: until every /health answered)", "tl_health"))
+
+
+def timeline_steps(marks: list[list], t0: float, cli: float, cold: float) -> dict[str, float]:
+    """timeline_cli.py's [[step, begin, end], ...] (monotonic; the CLI started at ``t0`` and took
+    ``cli`` s; every /health answered ``cold`` s after t0) as the seconds of each step, in order."""
+    took: dict[str, float] = {}
+    first: dict[str, float] = {}
+    for step, begin, end in marks:
+        took[step] = took.get(step, 0.0) + end - begin  # an upload round run twice (a wrong guess): both
+        first.setdefault(step, begin)
+    lock_at = first.get("lock acquire", first.get("compile", t0))
+    r = {"tl_start": first.get("compile", t0) - t0, "tl_compile": lock_at - first.get("compile", lock_at),
+         "tl_lock": took.get("lock acquire", 0.0), "tl_uploads": took.get("uploads", 0.0),
+         "tl_gang": took.get("gang start", 0.0), "tl_release": took.get("lock release", 0.0),
+         "tl_health": cold - cli}
+    r["tl_other"] = cli - sum(v for k, v in r.items() if k != "tl_health")
+    return r
+
+
 def median(results: list[dict[str, float]], key: str) -> float | None:
     vals = [r[key] for r in results if key in r]
     return statistics.median(vals) if vals else None
@@ -1039,6 +1083,8 @@ def table(cols: dict[str, list[dict[str, float]]], hosts: int, repeat: int) -> s
     boxed = "containers" in cols
     if boxed:
         head += ("in containers s", "containers/launcher")
+    if any("tl_start" in r for r in cols.get("launcher", [])):
+        extra = (*TIMELINE_ROWS, *extra)
     for label, key in list(ROWS) + list(extra):
         la, fl, fs, an = (median(cols.get(c, []), key) for c in ("launcher", "floor", "floor_sup", "ansible"))
         rows.append((label, f(la), f(fl), f(fs), f(an) if cols.get("ansible") else "skipped", ratio(la, fl),
@@ -1090,6 +1136,9 @@ def main(argv: list[str] | None = None) -> int:
                     "(phase times, -X importtime, cProfile of every thread) into DIR")
     ap.add_argument("--cpu-detail", metavar="DIR", help="write DIR/<column>.json: every testbed process at "
                     "the end of the first cold up of each column, with its CPU in the window and its start time")
+    ap.add_argument("--timeline", action="store_true",
+                    help="run the launcher's cold up through timeline_cli.py and add rows saying how long each of "
+                    "its steps took, one after the other (imports, lock, uploads, gang start, release, /health)")
     ap.add_argument("--worlds", choices=("one", "per-host"), default="one",
                     help="one world (one instance) over all hosts, started as a gang (default), or one per host: "
                     "each host's ranks start inside its upload, as the floors start theirs (no gang start, no "
@@ -1149,6 +1198,7 @@ def main(argv: list[str] | None = None) -> int:
         topo.write_text(topology(tb, per_host=args.worlds == "per-host"))
         launcher = Launcher(tb, str(topo), python)
         launcher.one_world = args.worlds == "one"
+        launcher.timeline = args.timeline
         baseline = Launcher(tb, str(topo), python, src=base_src) if base_src else None
         boxed = None
         if tb.containers:  # its own deployment name: one container storage serves every testbed here
