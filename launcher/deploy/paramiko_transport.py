@@ -56,21 +56,31 @@ class SshTransport:
             hop = hop.gateway
         where = f"{conn.user}@{conn.host}:{conn.port}"
         try:
+            if conn.gateway is None:  # our socket, so that the key exchange is not held back either
+                conn.connect_kwargs["sock"] = _no_delay(socket.create_connection(
+                    (conn.host, conn.port), timeout=self.options.connect_timeout))
             conn.open()
         except paramiko.BadHostKeyException as exc:
             raise TransportError(self.host.name, f"the host key of {exc.hostname} CHANGED since it was recorded "
-                                 f"in {known}; refusing to connect") from None
+                                 f"in {known}; refusing to connect", unreached=True) from None
         except paramiko.SSHException as exc:
             if "not found in known_hosts" in str(exc):
                 name = str(exc).split()[1] if str(exc).startswith("Server ") else conn.host
                 raise TransportError(self.host.name, f"{name.strip(chr(39))} is not in {known}; verify its "
-                                     "key and add it (ssh-keyscan) - unknown keys are never accepted") from None
-            raise TransportError(self.host.name, f"ssh to {where}: {exc}") from None
+                                     "key and add it (ssh-keyscan) - unknown keys are never accepted",
+                                     unreached=True) from None
+            raise TransportError(self.host.name, f"ssh to {where}: {exc}", unreached=True) from None
         except (socket.timeout, TimeoutError):
             raise TransportError(self.host.name, f"ssh to {conn.host}:{conn.port} timed out after "
-                                 f"{self.options.connect_timeout:.0f} s") from None
+                                 f"{self.options.connect_timeout:.0f} s", unreached=True) from None
         except OSError as exc:
-            raise TransportError(self.host.name, f"ssh to {conn.host}:{conn.port}: {exc.strerror or exc}") from None
+            raise TransportError(self.host.name, f"ssh to {conn.host}:{conn.port}: {exc.strerror or exc}",
+                                 unreached=True) from None
+        hop = conn
+        while isinstance(hop, Connection):  # a ProxyJump's first hop: a socket fabric made
+            if isinstance(hop.transport.sock, socket.socket):
+                _no_delay(hop.transport.sock)
+            hop = hop.gateway
         conn.transport.set_keepalive(KEEPALIVE)
         return conn
 
@@ -123,3 +133,9 @@ def _drain(chan: Any, timeout: float) -> tuple[bytes, bytes]:
     return bytes(out), bytes(err)
 
 
+def _no_delay(sock: socket.socket) -> socket.socket:
+    """No Nagle on the connection: paramiko sets no socket option, and a command's small packets
+    sent one after the other (open, exec, data, EOF) then waited for the server's delayed ACK:
+    40 ms per command on the testbed (45 ms a `true`, 4 ms with this)."""
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock

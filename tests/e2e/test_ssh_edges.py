@@ -136,3 +136,43 @@ def test_a_host_side_failure_keeps_its_traceback_on_the_host(testbed, tmp_path):
         assert "logs: Traceback (most recent call last):" in log and "in act_logs" in log
     assert run_cli("down", str(topo), "--purge", "--ssh-config", str(testbed.ssh_config),
                    "--known-hosts", str(testbed.known_hosts)).code == 0
+
+
+def _paramiko_transport(tb, host, ssh_config: Path | None = None):
+    from launcher.core.model import Host, Ssh
+    from launcher.deploy.hostcmd import SshOptions
+    from launcher.deploy.paramiko_transport import SshTransport
+    model = Host(name=host.name, address=host.address, server_id=host.name, container_ip=None, transport="ssh",
+                 ssh=Ssh(user=tb.user, identity_file=str(tb.identity_file)), deploy_dir="/srv", devices=())
+    return SshTransport(model, SshOptions(config_file=str(ssh_config or tb.ssh_config),
+                                          known_hosts=str(tb.known_hosts), client="paramiko"))
+
+
+def test_the_python_ssh_client_sends_without_nagle_on_every_tcp_hop(testbed, tmp_path):
+    """paramiko sets no socket option: with Nagle on, a command's packets sent one after the other
+    (channel open, exec, data, EOF) each waited for the server's delayed ACK, 40 ms per command
+    (bench/README, "Session 16"). Direct connections and a ProxyJump's first hop get TCP_NODELAY;
+    and a host whose sshd refuses is an unreached host (the command ran nowhere)."""
+    import socket
+    h1, h2 = testbed.hosts[0], testbed.hosts[1]
+    direct = _paramiko_transport(testbed, h1)
+    jumped_cfg = tmp_path / "ssh_config"
+    jumped_cfg.write_text(f"Host {h2.address}\n    ProxyJump {h1.address}\n\n" + Path(testbed.ssh_config).read_text())
+    jumped = _paramiko_transport(testbed, h2, jumped_cfg)
+    try:
+        assert direct.run(["hostname"]).stdout.strip() == h1.name.encode()
+        assert jumped.run(["hostname"]).stdout.strip() == h2.name.encode()
+        assert direct._conn.transport.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        hop = jumped._conn.gateway  # h2's own transport runs over a channel of h1's: h1's socket is the TCP one
+        assert hop.host == h1.address and hop.transport.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    finally:
+        direct.close()
+        jumped.close()
+    from launcher.deploy.hostcmd import TransportError
+    testbed.kill_sshd(h1.name)
+    try:
+        with pytest.raises(TransportError) as err:
+            _paramiko_transport(testbed, h1).run(["true"])
+        assert err.value.unreached and "Connection refused" in str(err.value)
+    finally:
+        testbed.restart_sshd(h1.name)
