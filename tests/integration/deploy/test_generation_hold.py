@@ -126,7 +126,7 @@ def test_a_switch_during_the_dependency_wait_holds_the_gang_right_before_its_sta
         rows = [r for r in status(second) if r["instance"] == "model"]
         return rows if all(HOLD in r["waiting_on"] for r in rows) else []
     rows = wait_for(held, what="the gang held right before its start")
-    assert any(f"node-a on {gen1}" in d and f"node-b" in d for d in rows[0]["drift"]), rows[0]["drift"]
+    assert any(f"node-a on {gen1}" in d and "node-b" in d for d in rows[0]["drift"]), rows[0]["drift"]
     assert all(r["pid"] is None for r in rows), rows  # started nowhere: not one world of two configs
     assert all(r["restarts"] == 0 for r in rows)
     record = json.loads((leader / "state" / "gang.json").read_text())["model"]

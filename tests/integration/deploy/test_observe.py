@@ -13,7 +13,6 @@ import sys
 import tempfile
 import threading
 from importlib import resources
-from pathlib import Path
 
 import pytest
 

@@ -93,7 +93,7 @@ def test_visible_devices_naming_an_npu_the_host_lacks(tmp_path):
                                       ('["--pids-limit", "9", "--device", "/dev/davinci3:/dev/davinci0"]', 60)])
 def test_container_args_giving_an_npu_are_refused(tmp_path, args, col):
     err = refused(tmp_path, text(container=f"{{image: vllm:1, args: {args}}}"))
-    assert f"instances[0].container.args[" in err and "[rule: container-devices]" in err
+    assert "instances[0].container.args[" in err and "[rule: container-devices]" in err
     assert f":13:{col}: error:" in err, err
 
 
