@@ -179,6 +179,18 @@ def health_json(address: str, port: int) -> dict | None:
         return None
 
 
+def demo_health(tb, port: int, hosts: int | None = None) -> dict[str, dict] | None:
+    """Each demo rank's /health by host (the first ``hosts`` testbed hosts, default all), or None
+    while any has not answered (a demo rank answers once its world has passed the barrier)."""
+    out = {}
+    for h in tb.hosts[:hosts]:
+        doc = health_json(h.address, port)
+        if doc is None:
+            return None
+        out[h.name] = doc
+    return out
+
+
 def live_pids(match) -> list[int]:
     """Pids of live (not zombie) processes for which ``match(cmdline, environ)`` holds (both
     bytes): the testbed shares one pid namespace, so ps cannot tell its hosts apart."""

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import helpers
 from tests.helpers import alive, cli_on_testbed as cli, live_pids, run_cli, ssh_flags, wait_for
 
 TESTBED_HOSTS = 3
@@ -75,23 +76,8 @@ def agent_pid(tb, host) -> int:
     return int((root(tb, host) / "state" / "agent.pid").read_text())
 
 
-def health(address: str) -> dict | None:
-    import urllib.request
-    try:
-        with urllib.request.urlopen(f"http://{address}:{HEALTH}/health", timeout=2) as resp:
-            return json.loads(resp.read())
-    except OSError:
-        return None
-
-
 def demo_health(tb) -> dict[str, dict] | None:
-    out = {}
-    for h in tb.hosts[:2]:
-        doc = health(h.address)
-        if doc is None:
-            return None
-        out[h.name] = doc
-    return out
+    return helpers.demo_health(tb, HEALTH, hosts=2)
 
 
 def restarted_after(tb, before: dict[str, dict]):

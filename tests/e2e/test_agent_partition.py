@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import helpers
 from tests.helpers import alive, ssh_flags, cli_on_testbed as cli, run_cli, wait_for
 
 TESTBED_HOSTS = 3
@@ -65,23 +66,8 @@ def rows(tb, path: str) -> list[dict]:
     return json.loads(cli(tb, "status", path, "--json").out)
 
 
-def health(address: str) -> dict | None:
-    import urllib.request
-    try:
-        with urllib.request.urlopen(f"http://{address}:{HEALTH}/health", timeout=2) as resp:
-            return json.loads(resp.read())
-    except OSError:
-        return None
-
-
 def demo_health(tb) -> dict[str, dict] | None:
-    out = {}
-    for h in tb.hosts[:2]:
-        doc = health(h.address)
-        if doc is None:
-            return None
-        out[h.name] = doc
-    return out
+    return helpers.demo_health(tb, HEALTH, hosts=2)
 
 
 def agent_log(tb, host: str) -> str:

@@ -9,11 +9,11 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import urllib.request
 from pathlib import Path
 
 import pytest
 
+from tests import helpers
 from tests.helpers import ssh_flags, cli_on_testbed as cli, run_cli, wait_for
 
 TESTBED_HOSTS = 4
@@ -72,23 +72,9 @@ def status(tb, path: str) -> list[dict]:
     return json.loads(run.out)
 
 
-def health(address: str, port: int) -> dict | None:
-    try:
-        with urllib.request.urlopen(f"http://{address}:{port}/health", timeout=2) as resp:
-            return json.loads(resp.read())
-    except OSError:
-        return None
-
-
 def demo_health(tb) -> dict[str, dict] | None:
     """Every demo rank's /health, or None while any has not passed its barrier."""
-    out = {}
-    for h in tb.hosts:
-        doc = health(h.address, HEALTH)
-        if doc is None:
-            return None
-        out[h.name] = doc
-    return out
+    return helpers.demo_health(tb, HEALTH)
 
 
 def test_up_barrier_idempotence_change_and_gang_restart(testbed, cluster):

@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+from tests import helpers
 from tests.helpers import alive, cli_on_testbed as cli, host_entry, run_cli, ssh_flags, topology_head, wait_for
 
 TESTBED_HOSTS = 2
@@ -33,12 +34,7 @@ def topology(tb) -> str:
 
 
 def health(address: str) -> dict | None:
-    import urllib.request
-    try:
-        with urllib.request.urlopen(f"http://{address}:{HEALTH}/health", timeout=2) as resp:
-            return json.loads(resp.read())
-    except OSError:
-        return None
+    return helpers.health_json(address, HEALTH)
 
 
 @pytest.fixture
