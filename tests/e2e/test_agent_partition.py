@@ -23,9 +23,7 @@ AGENT_PORT = 29390
 
 
 def topology(tb) -> str:
-    hosts = "".join(
-        f"  - name: {h.name}\n    address: {h.address}\n    ssh: {{user: {tb.user}, identity_file: {tb.identity_file}}}\n"
-        f"    devices: {{0: 10.98.{i}.1}}\n" for i, h in enumerate(tb.hosts))
+    hosts = "".join(helpers.host_entry(tb, h, f"{{0: 10.98.{i}.1}}") for i, h in enumerate(tb.hosts))
     h1, h2, h3 = (h.name for h in tb.hosts)
     return f"""\
 version: 1

@@ -21,9 +21,7 @@ HEALTH = 18610
 
 
 def topology(tb, *, demo_env: str = "1", crashy: bool = False) -> str:
-    hosts = "".join(
-        f"  - name: {h.name}\n    address: {h.address}\n    ssh: {{user: {tb.user}, identity_file: {tb.identity_file}}}\n"
-        f"    devices: {{0: 10.99.{i}.1, 1: 10.99.{i}.2}}\n" for i, h in enumerate(tb.hosts))
+    hosts = "".join(helpers.host_entry(tb, h, f"{{0: 10.99.{i}.1, 1: 10.99.{i}.2}}") for i, h in enumerate(tb.hosts))
     names = ", ".join(h.name for h in tb.hosts)
     crash = ("  - name: crashy\n    hosts: [" + tb.hosts[0].name + ", " + tb.hosts[1].name + "]\n"
              "    devices: [1]\n    command: [launcher-demo-rank, --fail-barrier]\n") if crashy else ""
