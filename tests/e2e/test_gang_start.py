@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from tests.e2e.test_cluster import health
+from tests.helpers import health_json as health
 from tests.helpers import cli_on_testbed as cli, host_entry, live_pids, run_cli, ssh_flags, topology_head, wait_for
 from tests.testbed.core import Testbed
 

@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from tests.e2e.test_cluster import health
+from tests.helpers import health_json as health
 from tests.helpers import cli_on_testbed as cli, ssh_flags, host_entry, live_pids, run_cli, topology_head, wait_for
 from tests.testbed.core import Testbed
 
